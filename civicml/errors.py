@@ -1,0 +1,33 @@
+"""Every error CivicML raises on purpose derives from :class:`CivicMLError`.
+
+The CLI maps these to exit code 2 with one line; the HTTP layer maps them to
+4xx responses. Anything else is a bug and is allowed to surface as such.
+"""
+
+
+class CivicMLError(Exception):
+    """Root of CivicML's own errors."""
+
+
+class InvalidInput(CivicMLError, ValueError):
+    """Input that a user or a client sent is malformed or does not fit the schema."""
+
+
+class NotFound(CivicMLError, LookupError):
+    """A named thing (model, version, alias, study, file, use case) does not exist."""
+
+
+class PermissionDenied(CivicMLError):
+    """The caller's role may not perform the action."""
+
+
+class GateRefused(CivicMLError):
+    """A promotion was refused by its policy; nothing was changed."""
+
+    def __init__(self, message: str, verdicts: list | None = None):
+        super().__init__(message)
+        self.verdicts = verdicts or []
+
+
+class IntegrityError(CivicMLError):
+    """Stored artifacts do not match the checksum recorded at registration."""

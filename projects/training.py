@@ -1,0 +1,137 @@
+"""One fit of one model family on one :class:`~projects.base.Dataset`, tracked in MLflow.
+
+``train`` opens an MLflow run (nested under the active one when asked), logs
+parameters, the data fingerprint, per-step validation values, final metrics, a
+plot, and the model with its signature and input example. Intermediate values go
+to a :class:`~projects.base.Reporter` too, so that a tuner can prune the run
+without knowing what model it is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import mlflow
+
+from civicml.settings import Settings
+from civicml.tracking import configure, experiment_id
+from projects.base import Dataset, NullReporter, Pruned, Reporter, UseCase
+from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
+
+TAG_PRUNED = "civicml.pruned"
+TAG_FINGERPRINT = "civicml.data_fingerprint"
+
+
+@dataclass
+class TrainingResult:
+    run_id: str
+    family: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    model_uri: str | None
+    pruned: bool = False
+    history: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _RecordingReporter:
+    """Logs each intermediate value to MLflow, then passes it on."""
+
+    def __init__(self, inner: Reporter, metric: str):
+        self.inner = inner
+        self.metric = metric
+        self.history: list[tuple[int, float]] = []
+
+    def report(self, step: int, value: float) -> None:
+        self.history.append((int(step), float(value)))
+        mlflow.log_metric(f"valid_{self.metric}", float(value), step=int(step))
+        self.inner.report(step, value)
+
+
+def _code_version() -> str | None:
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(
+    use_case: UseCase,
+    dataset: Dataset,
+    family: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    nested: bool = False,
+    reporter: Reporter | None = None,
+    seed: int = 0,
+    log_model: bool = True,
+    tags: Mapping[str, str] | None = None,
+) -> TrainingResult:
+    """Fit ``family`` of ``use_case`` on ``dataset`` and log it all to MLflow.
+
+    Raises :class:`~projects.base.Pruned` (after marking the run pruned) if the
+    reporter prunes it.
+    """
+    settings = settings or Settings.from_env()
+    model_family = use_case.family(family)
+    merged = {**model_family.defaults, **(params or {})}
+    configure(settings)
+    exp_id = experiment_id(settings, experiment or use_case.name) if not nested else None
+    train_part, valid_part = use_case.split(dataset, seed=seed)
+    recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric)
+    started = time.perf_counter()
+    run_tags = {"civicml.use_case": use_case.name, "civicml.family": family, TAG_FINGERPRINT: dataset.fingerprint}
+    code = _code_version()
+    if code:
+        run_tags["civicml.code_version"] = code
+    run_tags.update(tags or {})
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags) as run:
+        mlflow.log_params({"family": family, "seed": seed, **{k: v for k, v in merged.items()}})
+        mlflow.log_params({"data_rows": len(dataset), "train_rows": len(train_part), "valid_rows": len(valid_part)})
+        mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
+                         "cleaning": {k: v for k, v in dataset.report.items()}}, "data/dataset.json")
+        try:
+            fitted = model_family.fit(train_part, valid_part, merged, recorder)
+        except Pruned:
+            mlflow.set_tag(TAG_PRUNED, "true")
+            if recorder.history:
+                mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
+            raise
+        predictions = fitted.predict(valid_part.X)
+        labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
+        metrics = evaluate(use_case.task, valid_part.y, predictions, labels)
+        metrics["fit_seconds"] = time.perf_counter() - started
+        size = fitted.size_bytes()
+        if size is not None:
+            metrics["model_size_bytes"] = float(size)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tag(TAG_PRUNED, "false")
+        if use_case.task == "classification":
+            mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels,
+                                                      f"{use_case.name} / {family}"), "plots/confusion_matrix.png")
+        if recorder.history:
+            mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
+        model_uri = None
+        if log_model:
+            metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
+                        "data_fingerprint": dataset.fingerprint,
+                        "categories": use_case.category_values(dataset)}
+            if labels is not None:
+                metadata["labels"] = [str(x) for x in labels]
+            model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
+            mlflow.set_tag("civicml.model_uri", model_uri)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        return TrainingResult(run.info.run_id, family, dict(merged), metrics, model_uri, False,
+                              recorder.history, time.perf_counter() - started)
