@@ -6,7 +6,8 @@ Every environment variable CivicML reads is declared here and nowhere else.
 variable                    meaning                                       default
 ==========================  ============================================  =========================
 ``CIVICML_HOME``            working folder of the embedded default        ``./civicml-home``
-``CIVICML_TRACKING_URI``    MLflow tracking + registry URI                ``sqlite:///$HOME/mlflow.db``
+``CIVICML_TRACKING_URI``    MLflow tracking + registry URI (else          ``sqlite:///$HOME/mlflow.db``
+                            ``MLFLOW_TRACKING_URI``)
 ``CIVICML_ARTIFACT_ROOT``   where new experiments keep artifacts          ``$HOME/artifacts`` (embedded)
 ``CIVICML_OPTUNA_STORAGE``  Optuna storage URI                            ``sqlite:///$HOME/optuna.db``
 ``CIVICML_USER``            who is acting (recorded in audit records)     the OS user
@@ -40,11 +41,14 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = dict(os.environ if env is None else env)
         home = Path(overrides.pop("home", None) or env.get("CIVICML_HOME") or "civicml-home").resolve()
-        tracking_uri = overrides.pop("tracking_uri", None) or env.get("CIVICML_TRACKING_URI")
+        # MLFLOW_TRACKING_URI is honoured too: `mlflow run` hands it to the entry point it starts.
+        tracking_uri = (overrides.pop("tracking_uri", None) or env.get("CIVICML_TRACKING_URI")
+                        or env.get("MLFLOW_TRACKING_URI"))
         artifact_root = overrides.pop("artifact_root", None) or env.get("CIVICML_ARTIFACT_ROOT")
         if not tracking_uri:
             tracking_uri = f"sqlite:///{home / 'mlflow.db'}"
-            artifact_root = artifact_root or (home / "artifacts").as_uri()
+        if tracking_uri.startswith("sqlite:///") and not artifact_root:
+            artifact_root = (Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
         storage = overrides.pop("optuna_storage", None) or env.get("CIVICML_OPTUNA_STORAGE")
         storage = storage or f"sqlite:///{home / 'optuna.db'}"
         user = overrides.pop("user", None) or env.get("CIVICML_USER") or _os_user()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import mlflow
 
@@ -74,13 +74,15 @@ def train(
     nested: bool = False,
     reporter: Reporter | None = None,
     seed: int = 0,
-    log_model: bool = True,
+    log_model: bool | Callable[[dict[str, float]], bool] = True,
     tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Fit ``family`` of ``use_case`` on ``dataset`` and log it all to MLflow.
 
-    Raises :class:`~projects.base.Pruned` (after marking the run pruned) if the
-    reporter prunes it.
+    ``log_model`` may be a predicate on the final metrics (a tuner logs only the
+    models of trials that beat the best so far). Raises
+    :class:`~projects.base.Pruned` (after marking the run pruned) if the reporter
+    prunes it.
     """
     settings = settings or Settings.from_env()
     model_family = use_case.family(family)
@@ -122,7 +124,7 @@ def train(
         if recorder.history:
             mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
         model_uri = None
-        if log_model:
+        if log_model(metrics) if callable(log_model) else log_model:
             metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
                         "data_fingerprint": dataset.fingerprint,
                         "categories": use_case.category_values(dataset)}
