@@ -71,22 +71,6 @@ def load_weights() -> dict[str, np.ndarray]:
 
 def load_tokenizer(max_length: int = DEFAULT_MAX_LENGTH):
     """A ``tokenizers.Tokenizer`` that truncates to ``max_length`` and pads to the longest text of a batch."""
-    from tokenizers import Tokenizer
+    from projects.text_encoder.runtime import load_tokenizer as _load
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path()))
-    configure_tokenizer(tokenizer, max_length)
-    return tokenizer
-
-
-def configure_tokenizer(tokenizer, max_length: int):
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch, never above max_length
-    return tokenizer
-
-
-def tokenize(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``input_ids`` and ``attention_mask`` as int64 arrays of shape (batch, longest)."""
-    encodings = tokenizer.encode_batch(list(texts))
-    ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-    mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-    return ids, mask
+    return _load(tokenizer_path(), max_length)

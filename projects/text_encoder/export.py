@@ -67,9 +67,11 @@ def pretrained_encoder_folder(pooling: str = "mean") -> Path:
     return folder
 
 
+@functools.lru_cache(maxsize=8)
 def pretrained_inference_encoder(pooling: str = "mean", max_length: int = DEFAULT_MAX_LENGTH,
                                  precision: str = "auto") -> InferenceEncoder:
-    """The pretrained MiniLM behind ``paddle.inference`` (oneDNN; bf16 where the CPU has it)."""
+    """The pretrained MiniLM behind ``paddle.inference`` (oneDNN; bf16 where the CPU has it), one per process
+    and setting (it is thread-safe: each thread runs its own predictor clone)."""
     return InferenceEncoder(pretrained_encoder_folder(pooling) / PROGRAM_NAME, tokenizer_path(),
                             max_length, precision)
 
