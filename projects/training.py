@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import mlflow
+from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
@@ -97,43 +98,59 @@ def train(
     if code:
         run_tags["civicml.code_version"] = code
     run_tags.update(tags or {})
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags) as run:
-        mlflow.log_params({"family": family, "seed": seed, **{k: v for k, v in merged.items()}})
-        mlflow.log_params({"data_rows": len(dataset), "train_rows": len(train_part), "valid_rows": len(valid_part)})
-        mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
-                         "cleaning": {k: v for k, v in dataset.report.items()}}, "data/dataset.json")
-        try:
-            fitted = model_family.fit(train_part, valid_part, merged, recorder)
-        except Pruned:
-            mlflow.set_tag(TAG_PRUNED, "true")
-            if recorder.history:
-                mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
-            raise
-        predictions = fitted.predict(valid_part.X)
-        labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
-        metrics = evaluate(use_case.task, valid_part.y, predictions, labels)
-        metrics["fit_seconds"] = time.perf_counter() - started
-        size = fitted.size_bytes()
-        if size is not None:
-            metrics["model_size_bytes"] = float(size)
-        mlflow.log_metrics(metrics)
-        mlflow.set_tag(TAG_PRUNED, "false")
-        if use_case.task == "classification":
-            mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels,
-                                                      f"{use_case.name} / {family}"), "plots/confusion_matrix.png")
+    if not nested and MLFLOW_RUN_ID.get():  # inside `mlflow run`, which made the run for this entry point
+        run = mlflow.start_run()
+        mlflow.set_tags(run_tags)
+    else:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags)
+    status = "FAILED"
+    try:
+        result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
+                              seed, log_model, run.info.run_id)
+        result.seconds = time.perf_counter() - started
+        status = "FINISHED"
+        return result
+    except Pruned:
+        mlflow.set_tag(TAG_PRUNED, "true")
         if recorder.history:
             mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
-        model_uri = None
-        if log_model(metrics) if callable(log_model) else log_model:
-            metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
-                        "data_fingerprint": dataset.fingerprint,
-                        "categories": use_case.category_values(dataset)}
-            if labels is not None:
-                metadata["labels"] = [str(x) for x in labels]
-            model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
-            mlflow.set_tag("civicml.model_uri", model_uri)
+        status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
+        raise
+    finally:
         import matplotlib.pyplot as plt
 
         plt.close("all")
-        return TrainingResult(run.info.run_id, family, dict(merged), metrics, model_uri, False,
-                              recorder.history, time.perf_counter() - started)
+        mlflow.end_run(status)
+
+
+def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
+                 log_model, run_id) -> TrainingResult:
+    started = time.perf_counter()
+    mlflow.log_params({"family": family, "seed": seed, **merged})
+    mlflow.log_params({"data_rows": len(dataset), "train_rows": len(train_part), "valid_rows": len(valid_part)})
+    mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
+                     "cleaning": dict(dataset.report)}, "data/dataset.json")
+    fitted = model_family.fit(train_part, valid_part, merged, recorder)
+    predictions = fitted.predict(valid_part.X)
+    labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
+    metrics = evaluate(use_case.task, valid_part.y, predictions, labels)
+    metrics["fit_seconds"] = time.perf_counter() - started
+    size = fitted.size_bytes()
+    if size is not None:
+        metrics["model_size_bytes"] = float(size)
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag(TAG_PRUNED, "false")
+    if use_case.task == "classification":
+        mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels, f"{use_case.name} / {family}"),
+                          "plots/confusion_matrix.png")
+    if recorder.history:
+        mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
+    model_uri = None
+    if log_model(metrics) if callable(log_model) else log_model:
+        metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
+                    "data_fingerprint": dataset.fingerprint, "categories": use_case.category_values(dataset)}
+        if labels is not None:
+            metadata["labels"] = [str(x) for x in labels]
+        model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
+        mlflow.set_tag("civicml.model_uri", model_uri)
+    return TrainingResult(run_id, family, dict(merged), metrics, model_uri, False, recorder.history)

@@ -1,0 +1,37 @@
+"""Samplers and pruners chosen by name."""
+
+from __future__ import annotations
+
+import optuna
+
+from civicml.errors import InvalidInput
+
+SAMPLERS = ("tpe", "random", "grid", "nsga2")
+PRUNERS = ("median", "halving", "hyperband", "none")
+
+
+def make_sampler(name: str, seed: int | None = None, grid: dict | None = None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "grid":
+        if not grid:
+            raise InvalidInput("the grid sampler needs a finite grid: every parameter must be categorical "
+                               "(override ranges with lists of values in a search-space file)")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise InvalidInput(f"unknown sampler '{name}' (known: {', '.join(SAMPLERS)})")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise InvalidInput(f"unknown pruner '{name}' (known: {', '.join(PRUNERS)})")
