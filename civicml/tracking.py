@@ -7,6 +7,8 @@ With the embedded default, a new experiment's artifacts would otherwise land in
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 from mlflow.tracking import MlflowClient
 
@@ -17,6 +19,7 @@ def configure(settings: Settings) -> MlflowClient:
     """Make ``settings``' stores MLflow's current ones and return a client on them."""
     if settings.embedded:
         settings.ensure_home()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
