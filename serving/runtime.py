@@ -1,0 +1,113 @@
+"""Model runtimes: an object that loads a model, predicts, and unloads.
+
+A serving variant (fp32, int8, pruned, onnx, ...) is a runtime chosen by name
+through :func:`get_runtime`; new variants plug in with :func:`register_runtime`.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from typing import Any, Callable
+
+from civicml.errors import InvalidInput, NotFound
+from registry import LocalModel
+
+
+class Runtime(abc.ABC):
+    """Loads one model version and predicts with it."""
+
+    name: str = "runtime"
+    thread_safe: bool = True  # if False, the endpoint serializes calls to predict
+
+    def __init__(self, model: LocalModel):
+        self.model = model
+        self.signature = None
+
+    @abc.abstractmethod
+    def load(self) -> None: ...
+
+    @abc.abstractmethod
+    def predict(self, data: Any, params: dict | None = None) -> Any: ...
+
+    def unload(self) -> None:
+        return None
+
+    @property
+    def metadata(self) -> dict:
+        return self.model.metadata
+
+
+class PyfuncRuntime(Runtime):
+    """The model as MLflow saved it (its own precision), through ``mlflow.pyfunc``."""
+
+    name = "pyfunc"
+
+    def load(self) -> None:
+        import mlflow.pyfunc
+
+        self._model = mlflow.pyfunc.load_model(str(self.model.path))
+        self.signature = self._model.metadata.signature
+
+    def predict(self, data, params=None):
+        return self._model.predict(data, params=params) if params else self._model.predict(data)
+
+    def unload(self) -> None:
+        self._model = None
+
+
+class SerializedRuntime(Runtime):
+    """Wraps a runtime that is not thread safe so that one call runs at a time."""
+
+    def __init__(self, inner: Runtime):
+        self.inner = inner
+        self.name = inner.name
+        self._lock = threading.Lock()
+
+    def load(self):
+        self.inner.load()
+
+    @property
+    def signature(self):
+        return self.inner.signature
+
+    @signature.setter
+    def signature(self, value):
+        pass
+
+    @property
+    def model(self):
+        return self.inner.model
+
+    @model.setter
+    def model(self, value):
+        pass
+
+    def predict(self, data, params=None):
+        with self._lock:
+            return self.inner.predict(data, params)
+
+    def unload(self):
+        self.inner.unload()
+
+
+_RUNTIMES: dict[str, Callable[[LocalModel], Runtime]] = {"pyfunc": PyfuncRuntime, "fp32": PyfuncRuntime}
+
+
+def register_runtime(name: str, factory: Callable[[LocalModel], Runtime]) -> None:
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput(f"invalid runtime name '{name}'")
+    _RUNTIMES[name] = factory
+
+
+def runtime_names() -> list[str]:
+    return sorted(_RUNTIMES)
+
+
+def get_runtime(name: str, model: LocalModel) -> Runtime:
+    try:
+        factory = _RUNTIMES[name]
+    except KeyError:
+        raise NotFound(f"unknown runtime '{name}' (known: {', '.join(runtime_names())})") from None
+    runtime = factory(model)
+    return runtime if runtime.thread_safe else SerializedRuntime(runtime)
