@@ -20,6 +20,7 @@ class ServiceRequests(UseCase):
     registered_model = "service-requests-router"
     description = "Route 311 citizen service requests to the department that must handle them."
     default_size = 3000
+    policy_file = Path(__file__).parent / "policy.yaml"
 
     @property
     def families(self):

@@ -1,0 +1,41 @@
+"""The ``civicml`` command: a thin layer over the packages' public Python API.
+
+Every CivicML error ends the command with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from civicml.cli.common import Parser
+from civicml.errors import CivicMLError
+
+
+def build_parser() -> Parser:
+    from civicml.cli import demo, models, train, tune
+
+    parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
+                                                "registry -> live endpoints.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (demo, train, tune, models):
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CivicMLError as err:
+        sys.stderr.write(f"civicml: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("civicml: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
