@@ -1,0 +1,77 @@
+"""Shared fixtures: a temporary CivicML home, generated 311 data, and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from civicml.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """The embedded default in a temporary home: SQLite tracking and Optuna, local artifacts."""
+    return Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+
+
+@pytest.fixture(scope="session")
+def requests_dataset(tmp_path_factory):
+    from projects import get_use_case
+
+    use_case = get_use_case("service_requests")
+    folder = tmp_path_factory.mktemp("sr-data")
+    return use_case.integrate(use_case.generate_sources(folder, n=1200, seed=3))
+
+
+@pytest.fixture(scope="session")
+def requests_holdout(tmp_path_factory):
+    from projects import get_use_case
+
+    use_case = get_use_case("service_requests")
+    return use_case.holdout(tmp_path_factory.mktemp("sr-holdout"), n=500)
+
+
+def _pg_connect(url: str):
+    import psycopg2
+
+    return psycopg2.connect(url, connect_timeout=3)
+
+
+@pytest.fixture
+def postgres_db():
+    """A new, empty PostgreSQL database for one test; dropped afterwards.
+
+    Skips when the server is down, except under CI=true, where that is a failure.
+    """
+    import psycopg2
+
+    try:
+        admin = _pg_connect(PG_ADMIN_URL)
+    except psycopg2.OperationalError as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}")
+        pytest.skip(f"PostgreSQL is not reachable: {err}")
+    admin.autocommit = True
+    name = f"civicml_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    for item in items:
+        if "postgres_db" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
