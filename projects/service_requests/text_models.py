@@ -272,12 +272,19 @@ class MiniLMFineTune(_MiniLMFamily):
         start = depth - int(p["layers_unfrozen"])
         tokenizer = load_tokenizer(int(p["max_length"]))
 
-        def prefix(texts):  # the frozen part, run once: hidden states entering layer `start`
+        def prefix(texts):
+            """The frozen part, run once per fit: hidden states entering layer ``start``, padded to the longest
+            text. It runs in chunks of similar length, so that short texts do not pay for the longest's padding."""
             ids, mask = tokenize(tokenizer, texts)
+            out = np.zeros(ids.shape + (net.config.hidden_size,), dtype=np.float32)
+            order = np.argsort(mask.sum(axis=1), kind="stable")
             with paddle.no_grad():
-                hidden, bias = net.embed(paddle.to_tensor(ids), paddle.to_tensor(mask))
-                hidden = net.encode_layers(hidden, bias, 0, start)
-            return hidden, paddle.to_tensor(mask)
+                for chunk in np.array_split(order, max(1, len(order) // 64)):
+                    width = int(mask[chunk].sum(axis=1).max())
+                    part = paddle.to_tensor(mask[chunk, :width])
+                    hidden, bias = net.embed(paddle.to_tensor(ids[chunk, :width]), part)
+                    out[chunk, :width] = net.encode_layers(hidden, bias, 0, start).numpy()
+            return paddle.to_tensor(out), paddle.to_tensor(mask)
 
         def tail(hidden, mask):
             lengths = int(mask.sum(axis=1).max())  # trimming to the batch's longest text changes nothing
