@@ -134,15 +134,19 @@ class FlowForecaster(FittedModel):
     def log_model(self, name: str, input_example: pd.DataFrame, metadata: dict) -> str:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema, TensorSpec
+        from mlflow.types.schema import AnyType
 
-        signature = ModelSignature(inputs=Schema([ColSpec("double", c) for c in FEATURES]),
+        # Columns are required but typed "any": a "double" column refuses int64 (counts sent as JSON
+        # integers) unless they are 0/1; pyfunc.py casts every column to float32 and rejects non-numbers.
+        signature = ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in FEATURES]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]))
         with tempfile.TemporaryDirectory() as tmp:
             program = export_program(self.net, Path(tmp) / "program", [None, len(FEATURES)], "features")
             (program / "features.json").write_text(json.dumps({"features": list(FEATURES), "target": TARGET}))
             return log_program_pyfunc(name, PYFUNC_FILE, program, signature=signature,
                                       input_example=input_example[list(FEATURES)].astype(float),
-                                      metadata={**metadata, **self.info})
+                                      metadata={**metadata, **self.info,
+                                                "input": f"{len(FEATURES)} numeric columns: {', '.join(FEATURES)}"})
 
 
 class MlpFamily(ModelFamily):

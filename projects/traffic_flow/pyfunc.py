@@ -6,7 +6,8 @@ never CivicML's training code, and unpickles nothing.
 
 Artifacts: ``program/inference.json`` + ``inference.pdiparams`` (the exported
 MLP with its input scaling built in) and ``program/features.json`` (the column
-order). Input: a frame with the feature columns (extra columns are ignored).
+order). Input: a frame with the feature columns, numbers of any dtype (extra
+columns are ignored).
 Output: a 1-D float64 array, the next hour's vehicle count per row.
 
 One ``paddle.inference`` predictor is cloned per calling thread (``mlflow models
@@ -61,7 +62,10 @@ class TrafficFlowForecaster(PythonModel):
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise ValueError(f"missing feature column(s): {missing}")
-        batch = np.ascontiguousarray(frame[self.features].to_numpy(dtype=np.float32))
+        try:
+            batch = np.ascontiguousarray(frame[self.features].to_numpy(dtype=np.float32))
+        except (TypeError, ValueError):
+            raise ValueError(f"feature columns must be numbers: {', '.join(self.features)}") from None
         if not len(batch):
             return np.zeros(0)
         if not np.isfinite(batch).all():
