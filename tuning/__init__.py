@@ -3,11 +3,15 @@
 Public face::
 
     from tuning import tune
-    result = tune(use_case, dataset, n_trials=20, storage="postgresql://...", study_name="routing")
+    result = tune(use_case, dataset, n_trials=20, storage="postgresql://...", study_name="routing", workers=2)
+    result = tune(use_case, dataset, objectives="macro_f1:max,latency_p95_ms:min", select="latency_p95_ms<=5")
 """
 
 from tuning.choices import PRUNERS, SAMPLERS
-from tuning.space import describe, load_overrides
+from tuning.objectives import Objective, SelectionRule, parse_objectives
+from tuning.space import describe, grid, load_overrides, parse_assignment
+from tuning.storage import Heartbeat, storage_kind
 from tuning.study import StudyResult, tune
 
-__all__ = ["PRUNERS", "SAMPLERS", "StudyResult", "describe", "load_overrides", "tune"]
+__all__ = ["PRUNERS", "SAMPLERS", "Heartbeat", "Objective", "SelectionRule", "StudyResult", "describe", "grid",
+           "load_overrides", "parse_assignment", "parse_objectives", "storage_kind", "tune"]

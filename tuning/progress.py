@@ -1,8 +1,7 @@
-"""A live progress bar for a study: trials done, pruned, and the best value so far."""
+"""A live progress bar for a study: this invocation's trials done, pruned, failed, and the best so far."""
 
 from __future__ import annotations
 
-import optuna
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -11,7 +10,6 @@ class ProgressBar:
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=False)
         self._task = self._progress.add_task(title, total=total, status="")
-        self._pruned = 0
 
     def start(self) -> None:
         self._progress.start()
@@ -19,11 +17,8 @@ class ProgressBar:
     def stop(self) -> None:
         self._progress.stop()
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == optuna.trial.TrialState.PRUNED:
-            self._pruned += 1
-        try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
-        self._progress.update(self._task, advance=1, status=f"{best}, pruned {self._pruned}")
+    def show(self, counts: dict[str, int], best: str) -> None:
+        """``counts`` as :func:`tuning.worker.progress` gives them; ``best`` a short text."""
+        extra = f", pruned {counts['pruned']}" + (f", failed {counts['failed']}" if counts["failed"] else "")
+        running = f", running {counts['running']}" if counts.get("running") else ""
+        self._progress.update(self._task, completed=counts["done"], status=f"{best}{extra}{running}")

@@ -30,8 +30,60 @@ def describe(space: SearchSpace) -> list[str]:
             lines.append(f"{name}: one of {list(p.choices)}")
         else:
             kind = "float" if isinstance(p, Float) else "int"
-            lines.append(f"{name}: {kind} [{p.low}, {p.high}]{' log' if p.log else ''}")
+            step = f" step {p.step}" if isinstance(p, Int) and p.step != 1 else ""
+            lines.append(f"{name}: {kind} [{p.low:g}, {p.high:g}]{' log' if p.log else ''}{step}")
     return lines
+
+
+def parse_assignment(text: str, spaces: Mapping[str, SearchSpace]) -> tuple[str, str, Param]:
+    """``svm.C=0.1:10:log`` -> ``("svm", "C", Float(0.1, 10, log=True))``.
+
+    Forms: ``LOW:HIGH`` (the declared parameter's type), ``LOW:HIGH:log``,
+    ``LOW:HIGH:step=N`` (int), ``a,b,c`` (choices, read as YAML scalars), ``VALUE``
+    (fixed).
+    """
+    key, sep, value = text.partition("=")
+    family, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name or not value.strip():
+        raise InvalidInput(f"--set expects FAMILY.PARAM=SPEC (e.g. svm.C=0.1:10:log), got '{text}'")
+    if family not in spaces:
+        raise InvalidInput(f"--set {key}: no model family '{family}' in this study "
+                           f"(families: {', '.join(sorted(spaces))})")
+    declared = spaces[family].get(name)
+    if declared is None:
+        raise InvalidInput(f"--set {key}: family '{family}' has no parameter '{name}' "
+                           f"(known: {', '.join(sorted(spaces[family]))})")
+    value = value.strip()
+    if ":" in value:
+        parts = value.split(":")
+        log = "log" in parts[2:]
+        steps = [p for p in parts[2:] if p.startswith("step=")]
+        unknown = [p for p in parts[2:] if p != "log" and not p.startswith("step=")]
+        if len(parts) < 2 or unknown:
+            raise InvalidInput(f"--set {key}: range must be LOW:HIGH[:log][:step=N], got '{value}'")
+        try:
+            if isinstance(declared, Float) and not steps:
+                return family, name, Float(float(parts[0]), float(parts[1]), log)
+            step = int(steps[0][5:]) if steps else 1
+            return family, name, Int(int(parts[0]), int(parts[1]), log, step)
+        except ValueError as bad:
+            raise InvalidInput(f"--set {key}: {bad}") from None
+    return family, name, Categorical([yaml.safe_load(v.strip()) for v in value.split(",")])
+
+
+def grid(space: SearchSpace, prefix: str = "", limit: int = 64) -> dict[str, list]:
+    """Every parameter's finite list of values, for the grid sampler; raise if one has none."""
+    out: dict[str, list] = {}
+    for name, p in space.items():
+        if isinstance(p, Categorical):
+            out[prefix + name] = list(p.choices)
+        elif isinstance(p, Int) and not p.log and (p.high - p.low) // p.step + 1 <= limit:
+            out[prefix + name] = list(range(p.low, p.high + 1, p.step))
+        else:
+            raise InvalidInput(f"the grid sampler needs a finite grid, but '{prefix}{name}' is a "
+                               f"{'float' if isinstance(p, Float) else 'wide or log int'} range; give it values, "
+                               f"e.g. --set {prefix}{name}=1,3,10")
+    return out
 
 
 def load_overrides(path: str | Path) -> dict[str, SearchSpace]:
@@ -45,7 +97,10 @@ def load_overrides(path: str | Path) -> dict[str, SearchSpace]:
     except FileNotFoundError:
         raise InvalidInput(f"search space file not found: {path}") from None
     except yaml.YAMLError as err:
-        raise InvalidInput(f"search space file {path}: not valid YAML ({err.__class__.__name__})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or err.__class__.__name__
+        raise InvalidInput(f"search space file {path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"search space file {path}: expected a mapping of model family -> parameters")
     out: dict[str, SearchSpace] = {}

@@ -1,27 +1,43 @@
 """An Optuna study mapped onto MLflow: one parent run per study, one nested run per trial.
 
+``tune`` is the coordinator: it opens (or resumes) the study and its parent run,
+runs ``workers`` worker processes on it (or the trials itself when ``workers=1``),
+notices workers that died, and finalizes the parent run with the summary, the
+plots and, for several objectives, the Pareto front and the trial picked from it.
+
 Re-running with the same study name (and storage) resumes the study and adds
-its new trials under the same parent run.
+``n_trials`` more trials under the same parent run; the same call on another
+machine, against the same PostgreSQL storage and tracking server, joins it.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import socket
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import mlflow
 import optuna
+from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
-from projects import Dataset, Pruned, UseCase, train
-from tuning.choices import make_pruner, make_sampler
-from tuning.space import merged_space, suggest
+from projects import Dataset, UseCase
+from tuning.objectives import Objective, SelectionRule, pareto_table, parse_objectives, trial_metrics
+from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, fail_trial_run, figures_for, finalize, parent_run,
+                         trials_table)
+from tuning.space import merged_space
+from tuning.storage import Heartbeat, check_workers, storage_kind
+from tuning.worker import WorkerSpec, enough, open_study, progress, run_worker, sampler_grid, worker_main
 
-TAG_STUDY = "civicml.study"
-TAG_TRIAL = "civicml.trial"
+__all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
+
+State = optuna.trial.TrialState
 
 
 @dataclass
@@ -38,31 +54,17 @@ class StudyResult:
     best_run_id: str | None = None
     best_model_uri: str | None = None
     seconds: float = 0.0
+    objectives: list[str] = field(default_factory=list)
+    best_values: list[float] | None = None  # every objective's value of the chosen trial
+    pareto_front: list[int] = field(default_factory=list)  # trial numbers (several objectives)
+    selection_rule: str | None = None
+    n_trials: int = 0  # trials in the study, all invocations and states
+    n_retried: int = 0  # trials of dead workers that were run again
+    workers: int = 1
+    interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _TrialReporter:
-    """Bridges a training's intermediate values to Optuna's pruning."""
-
-    def __init__(self, trial: optuna.Trial):
-        self.trial = trial
-
-    def report(self, step: int, value: float) -> None:
-        self.trial.report(value, step)
-        if self.trial.should_prune():
-            raise Pruned(step, value)
-
-
-def _storage_kind(storage: str) -> str:
-    return storage.split(":", 1)[0].split("+", 1)[0]
-
-
-def _parent_run(client: mlflow.MlflowClient, exp_id: str, study_name: str) -> str | None:
-    found = client.search_runs([exp_id], filter_string=f"tags.`{TAG_STUDY}` = '{study_name}' "
-                               f"and tags.`mlflow.parentRunId` IS NULL", max_results=1)
-    return found[0].info.run_id if found else None
 
 
 def tune(
@@ -80,92 +82,260 @@ def tune(
     overrides: Mapping[str, Mapping] | None = None,
     settings: Settings | None = None,
     progress: bool = False,
+    objectives: str | Sequence[str] | None = None,
+    select: str | SelectionRule | None = None,
+    workers: int = 1,
+    heartbeat: Heartbeat | None = None,
+    latency_rows: int = 50,
 ) -> StudyResult:
-    """Run ``n_trials`` more trials of a study over ``families`` of ``use_case``."""
+    """Run ``n_trials`` more trials of a study over ``families`` of ``use_case``.
+
+    ``objectives`` (default: the use case's metric) may name several, e.g.
+    ``"macro_f1:max,latency_p95_ms:min"``; ``select`` then picks the trial to
+    hand on from the Pareto front (``"knee"`` by default, or constraints such as
+    ``"latency_p95_ms<=5"``). ``workers`` processes share the study; SQLite
+    storage takes one. ``heartbeat`` sets how fast a dead worker's trial is
+    noticed on RDB storages.
+    """
     settings = settings or Settings.from_env()
     if n_trials < 1:
         raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
     families = list(families or use_case.families)
     for name in families:
         use_case.family(name)  # raises NotFound for an unknown family
+    for name in overrides or {}:
+        if name not in use_case.families:
+            raise InvalidInput(f"search space override for '{name}': use case '{use_case.name}' has no such "
+                               f"family (known: {', '.join(sorted(use_case.families))})")
     spaces = {f: merged_space(f, use_case.family(f).space, overrides) for f in families}
+    goals = parse_objectives(objectives, use_case.metric, use_case.direction)
+    rule = select if isinstance(select, SelectionRule) else SelectionRule.parse(select)
     study_name = study_name or f"{use_case.name}-study"
     storage = storage or settings.optuna_storage
+    kind = storage_kind(storage)
+    check_workers(storage, workers)
     if storage.startswith("sqlite:///"):
         settings.ensure_home()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                direction=use_case.direction, sampler=make_sampler(sampler, seed),
-                                pruner=make_pruner(pruner))
+    launcher_run = os.environ.pop(MLFLOW_RUN_ID.name, None)  # `mlflow run` made a run for this entry point
     client = configure(settings)
     exp_id = experiment_id(settings, use_case.name)
-    parent_id = _parent_run(client, exp_id, study_name)
+    spec = WorkerSpec(use_case=use_case, dataset=dataset, settings=settings, study_name=study_name, storage=storage,
+                      families=families, spaces=spaces, objectives=goals, parent_run_id="", experiment_id=exp_id,
+                      invocation=uuid.uuid4().hex[:12], target=n_trials, sampler=sampler, pruner=pruner, seed=seed,
+                      heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows,
+                      deadline=None if timeout is None else time.time() + timeout)
+    sampler_grid(spec)  # a grid that cannot be built fails here, before anything is written
+    study = open_study(spec)
+    _check_same_objectives(study, goals)
     started = time.perf_counter()
-    tags = {TAG_STUDY: study_name, "civicml.storage_kind": _storage_kind(storage), "civicml.sampler": sampler,
-            "civicml.pruner": pruner, "civicml.direction": use_case.direction, "civicml.use_case": use_case.name}
-    better = (lambda a, b: a > b) if use_case.direction == "maximize" else (lambda a, b: a < b)
-
-    def objective(trial: optuna.Trial) -> float:
-        family = trial.suggest_categorical("family", families) if len(families) > 1 else families[0]
-        params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spaces[family].items()}
-
-        def improves(metrics: dict[str, float]) -> bool:
-            try:
-                best = study.best_value
-            except ValueError:  # no complete trial yet
-                return True
-            return better(metrics[use_case.metric], best)
-
-        try:
-            result = train(use_case, dataset, family, params, settings=settings, nested=True,
-                           run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial), seed=seed,
-                           log_model=improves, tags={TAG_STUDY: study_name, TAG_TRIAL: str(trial.number)})
-        except Pruned as pruned:
-            raise optuna.TrialPruned(str(pruned)) from None
-        trial.set_user_attr("run_id", result.run_id)
-        if result.model_uri:
-            trial.set_user_attr("model_uri", result.model_uri)
-        return result.metrics[use_case.metric]
-
-    callbacks = []
-    bar = None
-    if progress:
-        from tuning.progress import ProgressBar
-
-        bar = ProgressBar(n_trials, study_name)
-        callbacks.append(bar)
-    with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else exp_id,
-                          run_name=None if parent_id else study_name, tags=None if parent_id else tags):
-        try:
-            if bar:
-                bar.start()
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
-                           catch=(ValueError, ArithmeticError))
-        finally:
-            if bar:
-                bar.stop()
-        result = _summarize(study, storage, mlflow.active_run().info.run_id, time.perf_counter() - started)
-        mlflow.log_metrics({"best_value": result.best_value or float("nan"), "n_complete": result.n_complete,
-                            "n_pruned": result.n_pruned, "n_failed": result.n_failed, "wall_seconds": result.seconds})
-        mlflow.set_tags({"civicml.best_trial": str(result.best_trial),
-                         "civicml.best_run_id": str(result.best_run_id),
-                         "civicml.best_params": str(result.best_params)})
+    tags = {"civicml.storage_kind": kind, "civicml.sampler": sampler,
+            "civicml.pruner": "none" if len(goals) > 1 else pruner,
+            "civicml.direction": ",".join(o.direction for o in goals),
+            "civicml.objectives": ",".join(map(str, goals)), "civicml.use_case": use_case.name,
+            "civicml.families": ",".join(families)}
+    spec.parent_run_id = parent_run(client, study, exp_id, tags)
+    invocation_index = int(study.user_attrs.get("invocations", 0)) + 1
+    study.set_user_attr("invocations", invocation_index)
+    if launcher_run:
+        client.set_tags(launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
+    seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
+    bar = _progress_bar(n_trials, study_name) if progress else None
+    status, interrupted = "FINISHED", False
+    try:
+        if bar:
+            bar.start()
+        if workers == 1:
+            _run_here(spec, study, bar, seed_offset)
+        else:
+            _run_processes(spec, study, workers, bar, seed_offset)
+    except KeyboardInterrupt:
+        status, interrupted = "KILLED", True
+    finally:
+        if bar:
+            bar.stop()
+    result = _finish(client, spec, study, rule, storage, time.perf_counter() - started, status, invocation_index)
+    result.workers, result.interrupted = workers, interrupted
+    if launcher_run:
+        client.set_tags(launcher_run, {"civicml.best_trial": str(result.best_trial),
+                                       "civicml.best_run_id": str(result.best_run_id)})
+    if interrupted:
+        raise KeyboardInterrupt
     return result
 
 
-def _summarize(study: optuna.Study, storage: str, parent_run_id: str, seconds: float) -> StudyResult:
-    states = [t.state for t in study.trials]
-    count = lambda s: sum(1 for x in states if x == s)  # noqa: E731
-    best = None
+def _check_same_objectives(study: optuna.Study, goals: list[Objective]) -> None:
+    declared = study.user_attrs.get("objectives")
+    mine = [str(o) for o in goals]
+    if declared is None:
+        study.set_user_attr("objectives", mine)
+    elif declared != mine:
+        raise InvalidInput(f"study '{study.study_name}' optimises {','.join(declared)}, not {','.join(mine)}; "
+                           f"use another --study name")
+
+
+def _progress_bar(total: int, title: str):
+    from tuning.progress import ProgressBar
+
+    return ProgressBar(total, title)
+
+
+def _run_here(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:
+    callbacks = [lambda s, t: bar.show(progress(s, spec.invocation), _best_text(s, spec))] if bar else []
+    run_worker(spec, callbacks, seed_offset)
+    _finish_leftovers(spec, study, bar, seed_offset)
+
+
+def _run_processes(spec: WorkerSpec, study: optuna.Study, workers: int, bar, seed_offset: int) -> None:
+    """Start ``workers`` processes, watch them, fail the trials of any that die, finish what is left."""
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=worker_main, args=(spec, seed_offset + i), name=f"civicml-tune-{i}", daemon=False)
+             for i in range(workers)]
     try:
+        for proc in procs:
+            proc.start()
+        host = socket.gethostname()
+        dead: set[int] = set()
+        while any(p.is_alive() for p in procs):
+            time.sleep(0.5)
+            for proc in procs:
+                if not proc.is_alive() and proc.exitcode not in (0, None) and proc.pid not in dead:
+                    dead.add(proc.pid)
+                    _fail_trials_of(study, spec, host, proc.pid, f"worker process exited with code {proc.exitcode}")
+            if bar:
+                bar.show(progress(study, spec.invocation), _best_text(study, spec))
+        for proc in procs:
+            if proc.exitcode not in (0, None) and proc.pid not in dead:
+                _fail_trials_of(study, spec, host, proc.pid, f"worker process exited with code {proc.exitcode}")
+    except KeyboardInterrupt:
+        for proc in procs:  # they had Ctrl-C too; give them a moment to mark their trials
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    _finish_leftovers(spec, study, bar, seed_offset + workers)
+
+
+def _fail_trials_of(study: optuna.Study, spec: WorkerSpec, host: str, pid: int, why: str) -> None:
+    """A local worker died: its RUNNING trials are dead now, no need to wait for their heartbeat to go stale."""
+    storage = study._storage
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") != host or worker.get("pid") != pid:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=State.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # someone else noticed first
+        frozen = storage.get_trial(trial._trial_id)
+        if callback is not None:  # marks the MLflow run FAILED and queues a retry
+            callback(study, frozen)
+        else:
+            client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
+            fail_trial_run(client, frozen, why)
+            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+
+
+def _finish_leftovers(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:
+    """Trials still owed after the workers stopped: a dead worker's (stale) trial, a queued retry."""
+    while not (spec.deadline and time.time() > spec.deadline):
+        _fail_stale(study)
+        counts = progress(study, spec.invocation)
+        if counts["done"] >= spec.target and counts["waiting"] == 0:
+            return
+        if counts["running"] and not counts["waiting"]:
+            if storage_kind(spec.storage) == "journal":
+                return  # no heartbeats: a trial of a vanished process stays RUNNING
+            time.sleep(spec.heartbeat.interval)  # wait for it to finish or go stale
+            continue
+        before = counts["done"]
+        run_worker(spec, seed_offset=seed_offset)
+        if progress(study, spec.invocation)["done"] == before and not counts["waiting"]:
+            return  # nothing more happens (e.g. a grid that is used up)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _best_text(study: optuna.Study, spec: WorkerSpec) -> str:
+    try:
+        if spec.multi:
+            return f"Pareto front {len(study.best_trials)} trials"
         best = study.best_trial
+        return f"best {best.value:.4f} (trial {best.number})"
     except ValueError:
+        return "no complete trial yet"
+
+
+def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, storage: str, seconds: float,
+            status: str, invocation_index: int) -> StudyResult:
+    trials = study.get_trials(deepcopy=False)
+    count = lambda s: sum(1 for t in trials if t.state == s)  # noqa: E731
+    goals = spec.objectives
+    front = [t for t in study.best_trials] if spec.multi else []
+    chosen = None
+    try:
+        chosen = rule.pick(front, goals) if spec.multi else study.best_trial
+    except ValueError:  # no complete trial
         pass
-    return StudyResult(
-        study_name=study.study_name, storage=storage, parent_run_id=parent_run_id,
-        n_complete=count(optuna.trial.TrialState.COMPLETE), n_pruned=count(optuna.trial.TrialState.PRUNED),
-        n_failed=count(optuna.trial.TrialState.FAIL),
-        best_trial=best.number if best else None, best_value=best.value if best else None,
-        best_params=dict(best.params) if best else {}, best_run_id=best.user_attrs.get("run_id") if best else None,
-        best_model_uri=best.user_attrs.get("model_uri") if best else None, seconds=seconds,
-    )
+    if chosen is not None and not spec.multi and rule.constraints:
+        within = rule.pick([t for t in trials if t.state == State.COMPLETE], goals)
+        chosen = within
+    retried = sum(1 for t in trials if t.system_attrs.get("failed_trial") is not None)
+    result = StudyResult(
+        study_name=study.study_name, storage=storage, parent_run_id=spec.parent_run_id,
+        n_complete=count(State.COMPLETE), n_pruned=count(State.PRUNED), n_failed=count(State.FAIL),
+        best_trial=chosen.number if chosen else None,
+        best_value=chosen.values[0] if chosen else None,
+        best_params=dict(chosen.params) if chosen else {},
+        best_run_id=chosen.user_attrs.get(ATTR_RUN) if chosen else None,
+        best_model_uri=chosen.user_attrs.get("model_uri") if chosen else None, seconds=seconds,
+        objectives=[str(o) for o in goals], best_values=list(chosen.values) if chosen else None,
+        pareto_front=sorted(t.number for t in front), selection_rule=str(rule) if spec.multi or rule.constraints
+        else None, n_trials=len(trials), n_retried=retried)
+    total_wall = float(study.user_attrs.get("wall_seconds", 0.0)) + seconds
+    study.set_user_attr("wall_seconds", total_wall)
+    summary: dict[str, Any] = {
+        "n_complete": result.n_complete, "n_pruned": result.n_pruned, "n_failed": result.n_failed,
+        "n_trials": result.n_trials, "n_retried": retried, "wall_seconds": seconds,
+        "total_wall_seconds": total_wall, "invocation": invocation_index,
+        "civicml.best_trial": str(result.best_trial), "civicml.best_run_id": str(result.best_run_id),
+        "civicml.best_params": result.best_params,
+    }
+    if chosen is not None:
+        for objective, value in zip(goals, chosen.values):
+            summary[f"best_{objective.metric}"] = value
+        if not spec.multi:
+            summary["best_value"] = chosen.value
+    tables = {}
+    if spec.multi:
+        summary["n_pareto"] = len(front)
+        summary["civicml.selection_rule"] = str(rule)
+        summary["civicml.pareto_front"] = result.pareto_front
+        tables["pareto_front.json"] = pareto_table(front, goals, result.best_trial)
+    figures = figures_for(study, goals)
+    if spec.multi and chosen is not None:
+        _mark_chosen(figures, chosen, goals)
+    finalize(client, spec.parent_run_id, study, summary, figures, tables, status)
+    return result
+
+
+def _mark_chosen(figures: dict, chosen, goals) -> None:
+    figure = figures.get("plots/pareto_front.png")
+    if figure is None or len(goals) != 2:
+        return
+    ax = figure.axes[0]
+    ax.scatter([chosen.values[0]], [chosen.values[1]], s=160, facecolors="none", edgecolors="black", linewidths=2,
+               label=f"chosen: trial {chosen.number}", zorder=5)
+    ax.legend(loc="best")
+
+
+# re-exported for callers that read a study's trials table
+__all__ += ["trials_table", "trial_metrics"]

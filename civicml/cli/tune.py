@@ -1,4 +1,4 @@
-"""civicml tune: an Optuna study over a use case's model families; the best model is registered."""
+"""civicml tune: an Optuna study over a use case's model families; the chosen model is registered."""
 
 from __future__ import annotations
 
@@ -13,45 +13,101 @@ def add_commands(sub) -> None:
     p = sub.add_parser("tune", help="tune a use case with Optuna; each trial a nested MLflow run")
     add_store_options(p)
     add_data_options(p)
-    p.add_argument("--n-trials", type=int, default=10, help="trials to run in this invocation (default 10)")
+    p.add_argument("--n-trials", type=int, default=10,
+                   help="trials this invocation adds to the study, across its workers (default 10)")
     p.add_argument("--study", help="study name; the same name resumes the study (default <use case>-study)")
-    p.add_argument("--storage", help="Optuna storage URI (default sqlite under --home; postgresql://... for teams)")
+    p.add_argument("--storage", help="Optuna storage URI: sqlite:///PATH (default, under --home), journal:///PATH "
+                                     "(several workers, one machine) or postgresql://... (a team)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (default 1; more need journal or postgresql storage)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
     p.add_argument("--families", help="comma-separated model families (default: all of the use case's)")
     p.add_argument("--space", help="YAML file overriding search spaces: {family: {param: spec}}")
+    p.add_argument("--set", dest="assignments", action="append", metavar="FAMILY.PARAM=SPEC",
+                   help="override one parameter: LOW:HIGH[:log][:step=N], a,b,c (choices) or VALUE; repeatable")
+    p.add_argument("--show-space", action="store_true", help="print the search space (after overrides) and exit")
+    p.add_argument("--objectives", help="comma-separated METRIC[:max|min]; several make a multi-objective study, "
+                                        "e.g. macro_f1:max,latency_p95_ms:min (default: the use case's metric)")
+    p.add_argument("--select", help="which Pareto-front trial to register: knee (default), or budgets such as "
+                                    "latency_p95_ms<=5 (best first objective within them)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    p.add_argument("--heartbeat-interval", type=int, default=10, help="seconds between a trial's heartbeats")
+    p.add_argument("--grace-period", type=int, default=30,
+                   help="seconds without a heartbeat after which a trial counts as dead and is retried once")
+    p.add_argument("--no-register", action="store_true", help="do not register the chosen model")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     p.set_defaults(func=cmd_tune)
 
 
+def _spaces(args, use_case):
+    from tuning import load_overrides, parse_assignment
+
+    overrides = {f: dict(s) for f, s in (load_overrides(args.space) if args.space else {}).items()}
+    families = [f.strip() for f in args.families.split(",")] if args.families else list(use_case.families)
+    declared = {f: use_case.family(f).space for f in families}
+    for text in args.assignments or []:
+        family, name, param = parse_assignment(text, declared)
+        overrides.setdefault(family, {})[name] = param
+    return families, overrides or None
+
+
+def _show_space(out, use_case, families, overrides) -> None:
+    from tuning import describe
+    from tuning.space import merged_space
+
+    out.print(f"search space of {use_case.name} ({use_case.metric}, {use_case.direction}):")
+    if len(families) > 1:
+        out.print(f"  family: one of {families}")
+    for family in families:
+        space = merged_space(family, use_case.family(family).space, overrides)
+        changed = set((overrides or {}).get(family, {}))
+        for line in describe(space):
+            name = line.split(":", 1)[0]
+            out.print(f"  {family}.{line}{'   (overridden)' if name in changed else ''}")
+
+
 def cmd_tune(args) -> int:
     from projects import get_use_case
-    from registry import register
-    from tuning import load_overrides, tune
+    from tuning import Heartbeat, tune
 
     settings = settings_from(args)
     use_case = get_use_case(args.use_case)
-    families = [f.strip() for f in args.families.split(",")] if args.families else None
-    overrides = load_overrides(args.space) if args.space else None
+    families, overrides = _spaces(args, use_case)
+    if args.show_space:
+        _show_space(console(), use_case, families, overrides)
+        return 0
+    heartbeat = Heartbeat(args.heartbeat_interval, args.grace_period)
     dataset = load_data(args, settings, use_case)
-    result = tune(use_case, dataset, n_trials=args.n_trials, families=families, study_name=args.study,
-                  storage=args.storage, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
-                  timeout=args.timeout, overrides=overrides, settings=settings, progress=not args.json)
+    result = tune(use_case, dataset, n_trials=args.n_trials, families=families, study_name=args.study or None,
+                  storage=args.storage or None, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
+                  timeout=args.timeout, overrides=overrides, settings=settings, progress=not args.json,
+                  objectives=args.objectives, select=args.select, workers=args.workers, heartbeat=heartbeat)
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
+        from registry import register
+
         version = register(result.best_model_uri, use_case.registered_model, settings=settings,
-                           tags={"civicml.study": result.study_name})
+                           tags={"civicml.study": result.study_name, "civicml.trial": str(result.best_trial)})
         summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger"}
+    elif not args.no_register:
+        summary["registered"] = None
     if args.json:
         print(json.dumps(summary, default=str))
+        return 0
+    out = console()
+    out.print(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
+              f"{result.n_failed} failed ({result.n_retried} retried) of {result.n_trials} trials; "
+              f"parent run {result.parent_run_id}")
+    if result.best_trial is None:
+        reason = f" within {result.selection_rule}" if result.selection_rule else ""
+        out.print(f"no trial to hand on{reason}")
     else:
-        out = console()
-        out.print(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} pruned, "
-                  f"{result.n_failed} failed; best {use_case.metric} {result.best_value:.4f} "
-                  f"(trial {result.best_trial}, {result.best_params})")
-        if "registered" in summary:
-            out.print(f"registered {use_case.registered_model} version {summary['registered']['version']} "
-                      f"as 'challenger'")
+        values = ", ".join(f"{o.split(':')[0]} {v:.4g}" for o, v in zip(result.objectives, result.best_values or []))
+        front = f" from a Pareto front of {len(result.pareto_front)} ({result.selection_rule})" \
+            if len(result.objectives) > 1 else ""
+        out.print(f"chosen trial {result.best_trial}{front}: {values}; {result.best_params}")
+    if summary.get("registered"):
+        out.print(f"registered {use_case.registered_model} version {summary['registered']['version']} "
+                  f"as 'challenger'")
     return 0

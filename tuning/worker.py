@@ -1,0 +1,275 @@
+"""One worker: runs trials of a study until its invocation has done its share.
+
+A worker is a process (or the calling process) with its own Optuna study handle
+on the shared storage. Every trial records, at its start, which invocation and
+worker process runs it and, as soon as its MLflow run exists, the run id; so
+whoever later finds the trial dead can fail its run.
+
+When does a worker stop? When this invocation's finished trials (complete,
+pruned, or failed and not retried) plus its running ones reach the target, and
+no retry is waiting. Trials of other invocations (another machine joining the
+study) do not count towards this one's target.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import mlflow
+import numpy as np
+import optuna
+
+from civicml.settings import Settings
+from projects import Dataset, Pruned, UseCase, train
+from projects.space import SearchSpace
+from tuning.choices import make_pruner, make_sampler
+from tuning.objectives import LATENCY, Objective
+from tuning.runs import ATTR_RUN, fail_trial_run, record_trial, trial_tags
+from tuning.space import grid, suggest
+from tuning.storage import Heartbeat, open_storage
+
+State = optuna.trial.TrialState
+DONE = (State.COMPLETE, State.PRUNED)
+_KEPT_METRICS = ("accuracy", "macro_f1", "mae", "rmse", "fit_seconds", "model_size_bytes", LATENCY)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker process needs (picklable: it crosses a process boundary)."""
+
+    use_case: UseCase
+    dataset: Dataset
+    settings: Settings
+    study_name: str
+    storage: str
+    families: list[str]
+    spaces: dict[str, SearchSpace]
+    objectives: list[Objective]
+    parent_run_id: str
+    experiment_id: str
+    invocation: str
+    target: int
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    deadline: float | None = None  # time.time() after which no trial starts
+    latency_rows: int = 50
+    worker: int = 0
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+
+def sampler_grid(spec: WorkerSpec) -> dict | None:
+    if spec.sampler != "grid":
+        return None
+    if len(spec.families) > 1:
+        from civicml.errors import InvalidInput
+
+        raise InvalidInput("the grid sampler takes one model family at a time (--families NAME)")
+    family = spec.families[0]
+    return grid(spec.spaces[family], prefix=f"{family}.")
+
+
+def open_study(spec: WorkerSpec, seed_offset: int = 0) -> optuna.Study:
+    client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
+
+    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        fail_trial_run(client, trial, f"worker {trial.user_attrs.get('worker')} stopped beating")
+
+    storage = open_storage(spec.storage, spec.heartbeat, on_stale)
+    seed = None if spec.seed is None else spec.seed + seed_offset
+    pruner = make_pruner("none" if spec.multi else spec.pruner)
+    kwargs = dict(directions=spec.directions) if spec.multi else dict(direction=spec.directions[0])
+    return optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
+                               sampler=make_sampler(spec.sampler, seed, sampler_grid(spec)), pruner=pruner,
+                               **kwargs)
+
+
+def invocation_of(trial: optuna.trial.FrozenTrial) -> str | None:
+    worker = trial.user_attrs.get("worker")
+    return worker.get("invocation") if isinstance(worker, dict) else None
+
+
+def progress(study: optuna.Study, invocation: str) -> dict[str, int]:
+    """Counts of this invocation's trials, plus retries waiting in the study."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    counts = {"done": 0, "complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+    for t in trials:
+        if t.state == State.WAITING:
+            counts["waiting"] += 1
+        if invocation_of(t) != invocation:
+            continue
+        if t.state == State.RUNNING:
+            counts["running"] += 1
+        elif t.state == State.COMPLETE:
+            counts["complete"] += 1
+        elif t.state == State.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == State.FAIL and t.number not in retried:
+            counts["failed"] += 1
+    counts["done"] = counts["complete"] + counts["pruned"] + counts["failed"]
+    return counts
+
+
+def enough(counts: dict[str, int], target: int) -> bool:
+    return counts["waiting"] == 0 and counts["done"] + counts["running"] >= target
+
+
+class _TrialReporter:
+    """Bridges a training's intermediate values to Optuna's pruning (single objective only)."""
+
+    def __init__(self, trial: optuna.Trial, prune: bool):
+        self.trial = trial
+        self.prune = prune
+
+    def report(self, step: int, value: float) -> None:
+        if not self.prune:
+            return
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise Pruned(step, value)
+
+
+class _Measured:
+    """A model family seen through tuning: records the trial's run id when fitting starts and, if
+    asked, measures p95 single-row prediction latency of the fitted model on validation rows."""
+
+    def __init__(self, family, trial: optuna.Trial, latency_rows: int, found: dict):
+        self._family = family
+        self._trial = trial
+        self._rows = latency_rows
+        self._found = found
+
+    def __getattr__(self, name):
+        return getattr(self._family, name)
+
+    def fit(self, train_part, valid_part, params, reporter):
+        run_id = mlflow.active_run().info.run_id
+        self._found["run_id"] = run_id
+        self._trial.set_user_attr(ATTR_RUN, run_id)
+        fitted = self._family.fit(train_part, valid_part, params, reporter)
+        if self._rows:
+            latency = p95_latency_ms(fitted, valid_part.X, self._rows)
+            self._found[LATENCY] = latency
+            mlflow.log_metric(LATENCY, latency)
+        return fitted
+
+
+def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
+    """95th percentile of one-row ``predict`` wall time, in milliseconds (measured, not estimated)."""
+    picks = [X.iloc[[i % len(X)]] for i in range(rows + warmup)]
+    times = []
+    for i, row in enumerate(picks):
+        started = time.perf_counter()
+        fitted.predict(row)
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.percentile(times, 95))
+
+
+class _UseCaseView:
+    """The use case as one trial sees it: the same in every way, except its families are measured."""
+
+    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict):
+        self._use_case = use_case
+        self._trial = trial
+        self._rows = latency_rows
+        self._found = found
+
+    def __getattr__(self, name):
+        return getattr(self._use_case, name)
+
+    def family(self, name: str):
+        return _Measured(self._use_case.family(name), self._trial, self._rows, self._found)
+
+
+class Objective:
+    """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives."""
+
+    def __init__(self, spec: WorkerSpec, study: optuna.Study):
+        self.spec = spec
+        self.study = study
+        self.worker = {"invocation": spec.invocation, "host": socket.gethostname(), "pid": os.getpid()}
+        self.measure = any(o.metric == LATENCY for o in spec.objectives)
+
+    def __call__(self, trial: optuna.Trial):
+        spec = self.spec
+        trial.set_user_attr("worker", self.worker)
+        family = trial.suggest_categorical("family", spec.families) if len(spec.families) > 1 else spec.families[0]
+        params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
+        found: dict[str, Any] = {}
+        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found)
+        try:
+            result = train(view, spec.dataset, family, params, settings=spec.settings, nested=True,
+                           run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial, not spec.multi),
+                           seed=spec.seed, log_model=lambda m: self._worth_logging({**m, **found}),
+                           tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id))
+        except Pruned as pruned:
+            raise optuna.TrialPruned(str(pruned)) from None
+        metrics = {**result.metrics, **{k: v for k, v in found.items() if k == LATENCY}}
+        missing = [o.metric for o in spec.objectives if o.metric not in metrics]
+        if missing:
+            raise ValueError(f"training logged no metric {missing[0]} (it logged {sorted(metrics)})")
+        trial.set_user_attr("metrics", {k: float(metrics[k]) for k in _KEPT_METRICS if k in metrics})
+        if result.model_uri:
+            trial.set_user_attr("model_uri", result.model_uri)
+        values = [float(metrics[o.metric]) for o in spec.objectives]
+        return values[0] if not spec.multi else tuple(values)
+
+    def _worth_logging(self, metrics: dict[str, float]) -> bool:
+        """Log a trial's model only if it may be chosen: it beats the best so far, or is not dominated."""
+        values = [metrics.get(o.metric) for o in self.spec.objectives]
+        if any(v is None for v in values):
+            return True
+        signs = [1.0 if o.direction == "minimize" else -1.0 for o in self.spec.objectives]
+        mine = [s * v for s, v in zip(signs, values)]
+        for t in self.study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
+            theirs = [s * v for s, v in zip(signs, t.values)]
+            if all(a <= b for a, b in zip(theirs, mine)) and (any(a < b for a, b in zip(theirs, mine))
+                                                              or not self.spec.multi):
+                return False
+        return True
+
+
+def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset: int = 0) -> None:
+    """Run trials until this invocation has its share (see the module docstring)."""
+    mlflow.set_tracking_uri(spec.settings.tracking_uri)
+    mlflow.set_experiment(experiment_id=spec.experiment_id)
+    study = open_study(spec, seed_offset)
+    client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
+    if enough(progress(study, spec.invocation), spec.target):
+        return
+
+    def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        record_trial(client, trial)
+        if enough(progress(study, spec.invocation), spec.target) or (spec.deadline and time.time() > spec.deadline):
+            study.stop()
+
+    timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study.optimize(Objective(spec, study), timeout=timeout, callbacks=[after, *callbacks],
+                       catch=(Exception,), gc_after_trial=False)
+
+
+def worker_main(spec: WorkerSpec, seed_offset: int) -> None:
+    """Entry point of a worker process; Ctrl-C ends it quietly (its trial is marked FAIL)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        run_worker(spec, seed_offset=seed_offset)
+    except KeyboardInterrupt:
+        pass
