@@ -2,16 +2,36 @@
 
 Every environment variable CivicML reads is declared here and nowhere else.
 
-==========================  ============================================  =========================
-variable                    meaning                                       default
-==========================  ============================================  =========================
-``CIVICML_HOME``            working folder of the embedded default        ``./civicml-home``
-``CIVICML_TRACKING_URI``    MLflow tracking + registry URI (else          ``sqlite:///$HOME/mlflow.db``
-                            ``MLFLOW_TRACKING_URI``)
-``CIVICML_ARTIFACT_ROOT``   where new experiments keep artifacts          ``$HOME/artifacts`` (embedded)
-``CIVICML_OPTUNA_STORAGE``  Optuna storage URI                            ``sqlite:///$HOME/optuna.db``
-``CIVICML_USER``            who is acting (recorded in audit records)     the OS user
-==========================  ============================================  =========================
+============================  ============================================  =========================
+variable                      meaning                                       default
+============================  ============================================  =========================
+``CIVICML_HOME``              working folder of the embedded default        ``./civicml-home``
+``CIVICML_TRACKING_URI``      MLflow tracking + registry URI (else          ``sqlite:///$HOME/mlflow.db``
+                              ``MLFLOW_TRACKING_URI``)
+``CIVICML_ARTIFACT_ROOT``     where new experiments keep artifacts          ``$HOME/artifacts`` (embedded)
+``CIVICML_OPTUNA_STORAGE``    Optuna storage URI                            ``sqlite:///$HOME/optuna.db``
+``CIVICML_USER``              who is acting (recorded in audit records)     the OS user
+                              in single-user mode
+``CIVICML_ACCESS_FILE``       access file (YAML): principals, their roles   ``$HOME/access.yaml`` if
+                              and SHA-256 digests of their tokens           it exists, else none
+``CIVICML_ACCESS``            the same content inline (YAML or JSON), for   none
+                              secrets managers; wins over the file
+``CIVICML_TOKEN``             the caller's token (needed once access is     none
+                              configured; never logged or printed)
+``CIVICML_SERVER_BACKEND``    ``civicml server``: backend store URI         none (required)
+                              (``postgresql://...``)
+``CIVICML_SERVER_ARTIFACTS``  ``civicml server``: artifacts destination    none (required)
+                              (``s3://bucket/prefix``)
+============================  ============================================  =========================
+
+No access configured means single-user mode: the acting user (``CIVICML_USER``
+or the OS user) holds every role, and audit records say ``auth: single-user``.
+Once an access file (or ``CIVICML_ACCESS``) exists, every registry call needs a
+token (see ``registry.access``).
+
+Read by MLflow and boto3 themselves, and passed through untouched:
+``MLFLOW_S3_ENDPOINT_URL`` (S3-compatible stores: MinIO, moto), ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``.
 """
 
 from __future__ import annotations
@@ -36,6 +56,9 @@ class Settings:
     artifact_root: str | None
     optuna_storage: str
     user: str = field(default_factory=_os_user)
+    access_file: Path | None = None  # None: no access file configured (single-user unless ``access`` is set)
+    access: str | None = field(default=None, repr=False)  # inline access configuration (YAML/JSON)
+    token: str | None = field(default=None, repr=False)  # the caller's token; never printed
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -52,10 +75,16 @@ class Settings:
         storage = overrides.pop("optuna_storage", None) or env.get("CIVICML_OPTUNA_STORAGE")
         storage = storage or f"sqlite:///{home / 'optuna.db'}"
         user = overrides.pop("user", None) or env.get("CIVICML_USER") or _os_user()
+        access_file = overrides.pop("access_file", None) or env.get("CIVICML_ACCESS_FILE")
+        if not access_file and (home / "access.yaml").exists():
+            access_file = home / "access.yaml"
+        access = overrides.pop("access", None) or env.get("CIVICML_ACCESS") or None
+        token = overrides.pop("token", None) or env.get("CIVICML_TOKEN") or None
         if overrides:
             raise TypeError(f"unknown settings: {sorted(overrides)}")
         return cls(home=home, tracking_uri=tracking_uri, artifact_root=artifact_root,
-                   optuna_storage=storage, user=user)
+                   optuna_storage=storage, user=user, access_file=Path(access_file).resolve() if access_file else None,
+                   access=access, token=token)
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +93,27 @@ class Settings:
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
 
+    @property
+    def access_configured(self) -> bool:
+        return self.access_file is not None or bool(self.access)
+
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``civicml server`` starts: an MLflow tracking server for a team."""
+
+    backend_store_uri: str | None
+    artifacts_destination: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "ServerSettings":
+        env = dict(os.environ if env is None else env)
+        backend = overrides.pop("backend_store_uri", None) or env.get("CIVICML_SERVER_BACKEND")
+        artifacts = overrides.pop("artifacts_destination", None) or env.get("CIVICML_SERVER_ARTIFACTS")
+        if overrides:
+            raise TypeError(f"unknown server settings: {sorted(overrides)}")
+        return cls(backend_store_uri=backend, artifacts_destination=artifacts)

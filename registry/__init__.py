@@ -2,17 +2,27 @@
 
 Only this package calls MLflow's registry API. Public face::
 
-    from registry import register, promote, rollback, audit, lineage, resolve
+    from registry import register, set_alias, approve, promote, rollback, audit, lineage, model_card, resolve
+
+Every function checks the caller's role (:mod:`registry.access`); without access
+configuration the local user holds every role (single-user mode).
 """
 
-from registry.gates import Gate, GateVerdict, MetricThreshold, NoRegression, PromotionContext, predicted_labels
-from registry.lifecycle import (CHALLENGER, CHAMPION, PromotionOutcome, audit, lineage, promote, register,
-                                resolve, rollback, versions)
-from registry.policy import PromotionPolicy
+from registry.access import DATA_SCIENTIST, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller, new_token, require
+from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
+                            NoRegression, PromotionContext, SignatureCompatible, predicted_labels, signature_breaks)
+from registry.lifecycle import (CHALLENGER, CHAMPION, PromotionOutcome, approvals, approve, audit,
+                                champion_history, lineage, model_card, models, promote, register, resolve, rollback,
+                                set_alias, versions)
+from registry.policy import HoldoutSpec, PromotionPolicy
 from registry.store import LocalModel, ModelStore, ModelVersion
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "Gate", "GateVerdict", "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion",
-    "NoRegression", "PromotionContext", "PromotionOutcome", "PromotionPolicy", "audit", "lineage",
-    "predicted_labels", "promote", "register", "resolve", "rollback", "versions",
+    "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "RELEASE_MANAGER", "ROLES", "SERVICE",
+    "ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
+    "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion", "NoRegression", "PromotionContext",
+    "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
+    "approvals", "approve", "audit", "caller", "champion_history", "lineage", "model_card", "models",
+    "new_token", "predicted_labels", "promote", "register", "require", "resolve", "rollback", "set_alias",
+    "signature_breaks", "versions",
 ]

@@ -7,6 +7,7 @@ never trusted alone.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 from registry.store import LocalModel
 
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "latency_p95_ms"}
+METRICS = ("macro_f1", "accuracy", "mae", "rmse", "mape")
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,12 @@ class PromotionContext:
     champion: LocalModel | None
     holdout: pd.DataFrame | None
     target: str | None
+    approvals: tuple[str, ...] = ()  # distinct approvers of the candidate version
+    holdout_name: str | None = None
+    holdout_fingerprint: str | None = None
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
+    _predictions: dict = field(default_factory=dict)
 
     def model(self, which: LocalModel):
         key = which.version.version
@@ -87,21 +93,41 @@ class PromotionContext:
         names = schema.input_names() if schema is not None and not schema.is_tensor_spec() else None
         return self.holdout[names] if names else self.holdout.drop(columns=[self.target])
 
+    def predictions(self, which: LocalModel) -> np.ndarray:
+        """``which``'s labels (or values) for every held-out row, computed once."""
+        key = which.version.version
+        if key not in self._predictions:
+            if self.holdout is None or self.target is None:
+                raise ValueError("this gate needs a held-out data set")
+            self._predictions[key] = predicted_labels(self.model(which).predict(self.features(which)))
+        return self._predictions[key]
+
     def evaluate(self, which: LocalModel, metric: str) -> float:
         key = (which.version.version, metric)
         if key not in self._scores:
-            if self.holdout is None or self.target is None:
-                raise ValueError("this gate needs a held-out data set")
-            output = self.model(which).predict(self.features(which))
-            self._scores[key] = score(metric, self.holdout[self.target].to_numpy(), predicted_labels(output))
+            self._scores[key] = score(metric, self.holdout[self.target].to_numpy(), self.predictions(which))
         return self._scores[key]
 
 
 class Gate(abc.ABC):
+    """One condition of a promotion policy. ``check`` never changes anything."""
+
     name: str
+
+    @property
+    def title(self) -> str:
+        """The gate as audit records and the CLI name it."""
+        return self.name
 
     @abc.abstractmethod
     def check(self, ctx: PromotionContext) -> GateVerdict: ...
+
+    def verdict(self, ctx: PromotionContext) -> GateVerdict:
+        """``check``, failing closed: a gate that cannot compute its figure refuses."""
+        try:
+            return self.check(ctx)
+        except Exception as err:  # noqa: BLE001 - any failure to evaluate is a refusal, with its reason
+            return GateVerdict(self.title, False, None, None, f"could not evaluate: {type(err).__name__}: {err}")
 
 
 def _better_or_equal(metric: str, a: float, b: float) -> bool:
@@ -115,6 +141,10 @@ class MetricThreshold(Gate):
     metric: str
     threshold: float
     name: str = "threshold"
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} {'<=' if self.metric in LOWER_IS_BETTER else '>='} {self.threshold}"
 
     def check(self, ctx):
         value = ctx.evaluate(ctx.candidate, self.metric)
@@ -132,6 +162,10 @@ class NoRegression(Gate):
     tolerance: float = 0.0
     name: str = "no_regression"
 
+    @property
+    def title(self) -> str:
+        return f"{self.metric} vs champion"
+
     def check(self, ctx):
         candidate = ctx.evaluate(ctx.candidate, self.metric)
         if ctx.champion is None:
@@ -142,3 +176,123 @@ class NoRegression(Gate):
         return GateVerdict(f"{self.metric} vs champion", ok, candidate, limit,
                            f"candidate {candidate:.4f} vs champion v{ctx.champion.version.version} {champion:.4f}"
                            f" (tolerance {self.tolerance})")
+
+
+@dataclass
+class HoldoutIdentity(Gate):
+    """The held-out set is the one the policy names, byte for byte (by fingerprint)."""
+
+    name_: str | None
+    fingerprint: str
+    name: str = "holdout data set"
+
+    def check(self, ctx):
+        actual = ctx.holdout_fingerprint
+        ok = actual is not None and actual == self.fingerprint
+        return GateVerdict(self.title, ok, None, None,
+                           f"held-out set {ctx.holdout_name or '?'} fingerprint {str(actual)[:12]} "
+                           f"{'matches' if ok else 'differs from'} the policy's {self.fingerprint[:12]}")
+
+
+def _schema_columns(schema) -> dict[str, tuple[str, bool]] | None:
+    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+        return None
+    out = {}
+    for spec in schema.inputs:
+        described = spec.to_dict()
+        required = bool(described.pop("required", True))
+        described.pop("name", None)
+        out[spec.name] = (str(described.get("type")) if set(described) == {"type"} else repr(described), required)
+    return out
+
+
+def signature_breaks(old, new) -> list[str]:
+    """What consumers of a model with signature ``old`` would see break with ``new`` ([] if nothing)."""
+    if old is None:
+        return []
+    if new is None:
+        return ["the candidate has no signature; the champion's consumers rely on one"]
+    problems = []
+    old_cols, new_cols = _schema_columns(old.inputs), _schema_columns(new.inputs)
+    if old_cols is None or new_cols is None:
+        if old.inputs.to_dict() != new.inputs.to_dict():
+            problems.append("input schema changed")
+    else:
+        for name, (kind, required) in new_cols.items():
+            if name not in old_cols:
+                if required:
+                    problems.append(f"requires new input column '{name}' ({kind}) that consumers do not send")
+            elif old_cols[name][0] != kind:
+                problems.append(f"input column '{name}' changes type {old_cols[name][0]} -> {kind}")
+            elif required and not old_cols[name][1]:
+                problems.append(f"input column '{name}' becomes required")
+    if old.outputs is not None and new.outputs is not None and old.outputs.to_dict() != new.outputs.to_dict():
+        problems.append(f"output schema changes {old.outputs.to_dict()} -> {new.outputs.to_dict()}")
+    return problems
+
+
+@dataclass
+class SignatureCompatible(Gate):
+    """Consumers of the current champion keep working: no new required input, no changed type, same outputs."""
+
+    name: str = "signature compatible"
+
+    def check(self, ctx):
+        if ctx.champion is None:
+            return GateVerdict(self.title, True, None, None, "no current champion")
+        old = ctx.model(ctx.champion).metadata.signature
+        new = ctx.model(ctx.candidate).metadata.signature
+        problems = signature_breaks(old, new)
+        detail = "; ".join(problems) if problems else \
+            f"inputs of champion v{ctx.champion.version.version} accepted unchanged"
+        return GateVerdict(self.title, not problems, float(len(problems)), 0.0, detail)
+
+
+@dataclass
+class LatencyBudget(Gate):
+    """p95 of single-row predictions, measured now on held-out rows, within ``budget_ms``."""
+
+    budget_ms: float
+    rows: int = 50
+    warmup: int = 3
+    name: str = "latency p95"
+
+    @property
+    def title(self) -> str:
+        return f"latency p95 <= {self.budget_ms} ms"
+
+    def check(self, ctx):
+        model = ctx.model(ctx.candidate)
+        X = ctx.features(ctx.candidate)
+        n = min(self.rows, len(X))
+        if n == 0:
+            raise ValueError("no held-out rows to time")
+        for i in range(min(self.warmup, n)):
+            model.predict(X.iloc[[i]])
+        times = []
+        for i in range(n):
+            row = X.iloc[[i]]
+            started = time.perf_counter()
+            model.predict(row)
+            times.append((time.perf_counter() - started) * 1000)
+        p95 = float(np.percentile(times, 95))
+        return GateVerdict(self.title, p95 <= self.budget_ms, p95, self.budget_ms,
+                           f"p95 {p95:.2f} ms over {n} single-row predictions (median {np.median(times):.2f} ms)")
+
+
+@dataclass
+class ApprovalCount(Gate):
+    """At least ``required`` distinct release managers approved this very version."""
+
+    required: int
+    name: str = "approvals"
+
+    @property
+    def title(self) -> str:
+        return f"approvals >= {self.required}"
+
+    def check(self, ctx):
+        got = sorted(set(ctx.approvals))
+        return GateVerdict(self.title, len(got) >= self.required, float(len(got)), float(self.required),
+                           f"approved by {', '.join(got) if got else 'nobody'} "
+                           f"({len(got)} of {self.required} required)")

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import mlflow
 from mlflow.exceptions import MlflowException, RestException
@@ -26,6 +26,7 @@ from registry.checksum import tree_sha256
 
 TAG_SHA = "civicml.sha256"
 AUDIT_PREFIX = "civicml.audit."
+AUDIT_MAX_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ModelVersion:
     aliases: tuple[str, ...]
     tags: dict[str, str]
     created: int  # ms since epoch
+    description: str | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -65,7 +67,7 @@ class ModelStore:
     # -- versions ---------------------------------------------------------------------------
     def _version(self, mv) -> ModelVersion:
         return ModelVersion(mv.name, str(mv.version), mv.run_id, mv.source, tuple(getattr(mv, "aliases", []) or ()),
-                            dict(mv.tags or {}), int(mv.creation_timestamp or 0))
+                            dict(mv.tags or {}), int(mv.creation_timestamp or 0), mv.description)
 
     def get_version(self, name: str, version: str | int) -> ModelVersion:
         try:
@@ -108,26 +110,30 @@ class ModelStore:
             aliases.setdefault(str(version), []).append(alias)
         out = [self._version(mv) for mv in found]
         out = [ModelVersion(v.name, v.version, v.run_id, v.source, tuple(sorted(aliases.get(v.version, ()))),
-                            v.tags, v.created) for v in out]
+                            v.tags, v.created, v.description) for v in out]
         return sorted(out, key=lambda v: int(v.version))
 
     def models(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())
 
     def register(self, model_uri: str, name: str, tags: dict[str, str] | None = None,
-                 description: str | None = None) -> ModelVersion:
+                 description: str | None = None,
+                 complete: Callable[[ModelVersion], None] | None = None) -> ModelVersion:
         """Register ``model_uri`` as a new version of ``name`` with its checksum and ``tags``.
 
         The checksum is computed from a downloaded copy before anything is created;
-        if any step after the version's creation fails, the version is deleted, so
-        a version is either complete or not there.
+        if any step after the version's creation fails, the version is deleted (and
+        the registered model too if this call created it), so a version is either
+        complete or not there. ``complete`` runs the caller's further steps (model
+        card, alias, audit record) inside that guarantee.
         """
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
             except (MlflowException, OSError) as err:
-                raise NotFound(f"cannot read model artifacts at {model_uri}: {err}") from None
+                raise NotFound(f"cannot read model artifacts at {model_uri}: {_short(err)}") from None
             sha = tree_sha256(local)
+        created_model = False
         try:
             self.client.get_registered_model(name)
         except MlflowException as err:
@@ -135,11 +141,17 @@ class ModelStore:
                 raise
             try:
                 self.client.create_registered_model(name)
+                created_model = True
             except MlflowException:  # created concurrently
                 pass
         all_tags = {**(tags or {}), TAG_SHA: sha}
-        mv = self.client.create_model_version(name, model_uri, run_id=_run_id_of(model_uri, self.client),
-                                              tags=all_tags, description=description)
+        try:
+            mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
+                                                  tags=all_tags, description=description)
+        except BaseException:
+            if created_model:
+                self._delete_model_quietly(name)
+            raise
         try:
             for _ in range(600):
                 status = self.client.get_model_version(name, mv.version).status
@@ -148,10 +160,51 @@ class ModelStore:
                 time.sleep(0.1)
             if status != "READY":
                 raise MlflowException(f"version {mv.version} ended in status {status}")
+            if complete is not None:
+                complete(self.get_version(name, mv.version))
         except BaseException:
-            self.client.delete_model_version(name, mv.version)
+            self.discard(name, str(mv.version), created_model)
             raise
         return self.get_version(name, mv.version)
+
+    def discard(self, name: str, version: str, created_model: bool = False) -> None:
+        """Undo a registration that could not complete: delete the version (and a model this call made)."""
+        try:
+            self.client.delete_model_version(name, version)
+        except MlflowException:
+            pass
+        if created_model:
+            self._delete_model_quietly(name)
+
+    def _delete_model_quietly(self, name: str) -> None:
+        try:
+            if not self.client.search_model_versions(f"name = '{name}'"):
+                self.client.delete_registered_model(name)
+        except MlflowException:
+            pass
+
+    def run_id_of(self, model_uri: str) -> str | None:
+        return _run_id_of(model_uri, self.client)
+
+    def set_description(self, name: str, version: str, text: str) -> None:
+        self.client.update_model_version(name, version, description=text[:4900])
+
+    def download_uri(self, name: str, version: str) -> str:
+        """Where the version's artifacts really are (a file, s3 or mlflow-artifacts URI)."""
+        return self.client.get_model_version_download_uri(name, str(version))
+
+    # -- run artifacts (model cards) ----------------------------------------------------------
+    def log_run_text(self, run_id: str, text: str, path: str) -> str:
+        self.client.log_text(run_id, text, path)
+        return f"runs:/{run_id}/{path}"
+
+    def read_run_text(self, uri: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            except (MlflowException, OSError) as err:
+                raise NotFound(f"cannot read {uri}: {_short(err)}") from None
+            return Path(local).read_text()
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, version, key, value)
@@ -166,10 +219,22 @@ class ModelStore:
 
     # -- audit trail ------------------------------------------------------------------------
     def append_audit(self, name: str, record: dict[str, Any]) -> str:
-        """Append one record; keys sort by time, so the trail reads in order. Never overwritten."""
-        key = f"{AUDIT_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.{time.time_ns() % 10**9:09d}." \
+        """Append one record; keys sort by time, so the trail reads in order. Never overwritten.
+
+        Registered-model tag values hold at most 5000 characters on SQL stores: a
+        record that would not fit loses its gates' free-text details, and failing
+        that is refused (rather than cut).
+        """
+        now = time.time_ns()
+        key = f"{AUDIT_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now / 1e9))}.{now % 10**9:09d}." \
               f"{uuid.uuid4().hex[:6]}"
-        self.client.set_registered_model_tag(name, key, json.dumps(record, sort_keys=True, default=str))
+        text = json.dumps(record, sort_keys=True, default=str, separators=(",", ":"))
+        if len(text) > AUDIT_MAX_CHARS and record.get("gates"):
+            slim = {**record, "gates": [{k: v for k, v in g.items() if k != "detail"} for g in record["gates"]]}
+            text = json.dumps(slim, sort_keys=True, default=str, separators=(",", ":"))
+        if len(text) > AUDIT_MAX_CHARS:
+            raise InvalidInput(f"audit record of {len(text)} characters exceeds {AUDIT_MAX_CHARS}")
+        self.client.set_registered_model_tag(name, key, text)
         return key
 
     def audit_records(self, name: str) -> list[dict[str, Any]]:
@@ -187,7 +252,7 @@ class ModelStore:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}",
                                                              dst_path=str(cache)))
         except (MlflowException, OSError) as err:
-            raise NotFound(f"cannot download model '{name}' version {version.version}: {err}") from None
+            raise NotFound(f"cannot download model '{name}' version {version.version}: {_short(err)}") from None
         expected = version.sha256
         if expected is None:
             raise IntegrityError(f"model '{name}' version {version.version} has no recorded checksum; "
@@ -214,6 +279,12 @@ def _run_id_of(model_uri: str, client) -> str | None:
         except (MlflowException, RestException, AttributeError):
             return None
     return None
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    """One line of an error from MLflow or boto (they can be pages long)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def validate_alias(alias: str) -> str:

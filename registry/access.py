@@ -1,0 +1,181 @@
+"""Who may do what: roles, identities from tokens, and the check every registry call makes.
+
+Three roles::
+
+    data_scientist   train, tune, register, set 'challenger' (or any alias but 'champion')
+    release_manager  approve, promote, roll back
+    service          read and predict only
+
+Every role reads (list, show, lineage, audit, model cards) and predicts.
+
+Without access configuration (no ``CIVICML_ACCESS_FILE``, no ``$CIVICML_HOME/access.yaml``,
+no ``CIVICML_ACCESS``) CivicML runs in *single-user mode*: the acting user
+(``CIVICML_USER`` or the OS user) holds every role, and each audit record says
+``auth: single-user``. Once access is configured, every call needs a token
+(``CIVICML_TOKEN``); there is no default password and no fallback.
+
+The access file lists principals with their roles and the SHA-256 digest of their
+token (tokens themselves are never stored)::
+
+    principals:
+      ana:  {roles: [data_scientist], token_sha256: 9f2c...}
+      rui:  {roles: [release_manager], token_sha256: 41ab...}
+      router: {roles: [service], token_sha256: 7d03...}
+
+``civicml token NAME`` prints a fresh token and the line to paste.
+
+These checks run in the caller's process: they keep honest people from mistakes
+and record who did what, but anyone who can reach the tracking server can call
+MLflow directly. Protect the server itself too (see docs/team-mode.md).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from civicml.errors import InvalidInput, PermissionDenied
+from civicml.settings import Settings
+
+DATA_SCIENTIST = "data_scientist"
+RELEASE_MANAGER = "release_manager"
+SERVICE = "service"
+ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE)
+
+# action -> roles allowed to perform it
+ACTIONS: dict[str, frozenset[str]] = {
+    "read": frozenset(ROLES),
+    "predict": frozenset(ROLES),
+    "train": frozenset({DATA_SCIENTIST}),
+    "tune": frozenset({DATA_SCIENTIST}),
+    "register": frozenset({DATA_SCIENTIST}),
+    "set_alias": frozenset({DATA_SCIENTIST}),
+    "approve": frozenset({RELEASE_MANAGER}),
+    "promote": frozenset({RELEASE_MANAGER}),
+    "rollback": frozenset({RELEASE_MANAGER}),
+}
+_PRINCIPAL_FIELDS = ("roles", "token_sha256")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: a name, the roles held, and how that was established."""
+
+    name: str
+    roles: frozenset[str]
+    auth: str  # "single-user" or "token"
+
+    def may(self, action: str) -> bool:
+        return bool(self.roles & _allowed(action))
+
+    def to_record(self) -> dict[str, object]:
+        return {"who": self.name, "roles": sorted(self.roles), "auth": self.auth}
+
+
+def _allowed(action: str) -> frozenset[str]:
+    try:
+        return ACTIONS[action]
+    except KeyError:
+        raise ValueError(f"unknown action '{action}' (known: {', '.join(ACTIONS)})") from None
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh random token and its digest (the digest goes into the access file)."""
+    token = "civicml_" + secrets.token_urlsafe(32)
+    return token, token_digest(token)
+
+
+def _load_config(settings: Settings) -> tuple[dict, str]:
+    if settings.access:
+        where = "CIVICML_ACCESS"
+        text = settings.access
+    else:
+        where = f"access file {settings.access_file}"
+        try:
+            text = Path(settings.access_file).read_text()
+        except FileNotFoundError:
+            raise InvalidInput(f"{where} not found (CIVICML_ACCESS_FILE)") from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise InvalidInput(f"{where}: not valid YAML/JSON ({err.__class__.__name__})") from None
+    return data or {}, where
+
+
+def principals(settings: Settings) -> dict[str, tuple[frozenset[str], str]]:
+    """name -> (roles, token digest), validated; every mistake names its field."""
+    data, where = _load_config(settings)
+    if not isinstance(data, dict) or set(data) - {"principals"}:
+        extra = sorted(set(data) - {"principals"}) if isinstance(data, dict) else []
+        raise InvalidInput(f"{where}: unknown field '{extra[0]}' (known: principals)" if extra
+                           else f"{where}: expected a mapping with 'principals'")
+    entries = data.get("principals") or {}
+    if not isinstance(entries, dict):
+        raise InvalidInput(f"{where}: field 'principals' must map names to {{roles, token_sha256}}")
+    out: dict[str, tuple[frozenset[str], str]] = {}
+    seen: dict[str, str] = {}
+    for name, entry in entries.items():
+        field = f"principals.{name}"
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"{where}: field '{field}' must be a mapping with roles and token_sha256")
+        for key in entry:
+            if key not in _PRINCIPAL_FIELDS:
+                raise InvalidInput(f"{where}: unknown field '{field}.{key}'{_did_you_mean(key, _PRINCIPAL_FIELDS)}")
+        roles = entry.get("roles")
+        roles = [roles] if isinstance(roles, str) else roles
+        if not roles or not isinstance(roles, list):
+            raise InvalidInput(f"{where}: field '{field}.roles' must list at least one of {', '.join(ROLES)}")
+        for role in roles:
+            if role not in ROLES:
+                raise InvalidInput(f"{where}: field '{field}.roles': unknown role '{role}'"
+                                   f"{_did_you_mean(str(role), ROLES)}")
+        digest = str(entry.get("token_sha256") or "").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidInput(f"{where}: field '{field}.token_sha256' must be the 64-hex-digit SHA-256 of a "
+                               f"token (make one with `civicml token {name}`)")
+        if digest in seen:
+            raise InvalidInput(f"{where}: principals '{seen[digest]}' and '{name}' share one token")
+        seen[digest] = str(name)
+        out[str(name)] = (frozenset(roles), digest)
+    return out
+
+
+def caller(settings: Settings) -> Identity:
+    """The identity behind ``settings``: single-user without access configuration, else from the token."""
+    if not settings.access_configured:
+        return Identity(settings.user, frozenset(ROLES), "single-user")
+    known = principals(settings)
+    if not settings.token:
+        raise PermissionDenied("permission denied: access is configured; set CIVICML_TOKEN to your token")
+    digest = token_digest(settings.token)
+    for name, (roles, expected) in known.items():
+        if hmac.compare_digest(digest, expected):
+            return Identity(name, roles, "token")
+    raise PermissionDenied("permission denied: the token is not in the access configuration")
+
+
+def require(settings: Settings, action: str) -> Identity:
+    """The caller's identity if it may perform ``action``; else :class:`PermissionDenied`."""
+    allowed = _allowed(action)
+    who = caller(settings)
+    if not who.roles & allowed:
+        role = "+".join(sorted(who.roles))
+        raise PermissionDenied(f"permission denied: {role} may not {action.replace('_', ' ')} "
+                               f"({who.name}; needs {' or '.join(sorted(allowed))})")
+    return who
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

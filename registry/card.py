@@ -1,0 +1,147 @@
+"""Model cards: a Markdown page per registered version, for the people who decide to rely on it.
+
+A card is written at registration from the source run (its validation metrics,
+per class, and its data record), and written again when the version is promoted,
+from the held-out evaluation the gates just made (per class and per value of the
+policy's ``report_by`` columns, e.g. per district).
+
+Storage: a text artifact of the version's source run, ``model_cards/<model>/v<N>[-<stage>].md``
+(``MlflowClient.log_text``: the same artifact store as the model, so S3 in team
+mode), with its URI and SHA-256 as version tags ``civicml.model_card`` and
+``civicml.model_card.sha256``; the card is verified against that digest when read.
+Not a version tag (tags are for short values) and not the version description
+(5000 characters on SQL stores; it holds a two-line summary instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SMALL_GROUP = 30  # rows: figures on fewer are flagged as unreliable
+WEAK_RECALL = 0.8
+
+
+@dataclass
+class Evaluation:
+    """Figures about one version on one data set."""
+
+    source: str  # e.g. "held-out set service_requests-holdout (500 rows, fingerprint ab12...)"
+    task: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: pd.DataFrame | None = None  # index label; precision, recall, f1, rows
+    per_group: dict[str, pd.DataFrame] = field(default_factory=dict)  # column -> table (index value)
+
+
+def evaluate(y_true, y_pred, frame: pd.DataFrame, task: str, source: str, report_by=()) -> Evaluation:
+    """Per-class and per-group figures of predictions ``y_pred`` against ``y_true`` on ``frame``."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    out = Evaluation(source, task)
+    if task == "classification":
+        y_true, y_pred = y_true.astype(str), y_pred.astype(str)
+        labels = sorted(set(y_true) | set(y_pred))
+        p, r, f, n = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        out.per_class = pd.DataFrame({"precision": p, "recall": r, "f1": f, "rows": n}, index=labels)
+        out.metrics = {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
+                       "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))}
+    else:
+        err = np.abs(y_pred.astype(float) - y_true.astype(float))
+        out.metrics = {"mae": float(err.mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
+    for column in report_by:
+        if column not in frame.columns:
+            continue
+        groups = frame[column].reset_index(drop=True)
+        if task == "classification":
+            hit = pd.Series(y_true == y_pred)
+            table = hit.groupby(groups).agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "rows"})
+        else:
+            table = pd.Series(err).groupby(groups).agg(["mean", "size"]).rename(columns={"mean": "mae",
+                                                                                          "size": "rows"})
+        out.per_group[column] = table
+    return out
+
+
+def from_run_metrics(metrics: dict[str, float], task: str, source: str) -> Evaluation:
+    """What the training run logged: overall metrics and per-class recall (validation split)."""
+    out = Evaluation(source, task, {k: float(v) for k, v in metrics.items()
+                                    if not k.startswith("recall_") and k not in ("fit_seconds", "model_size_bytes")})
+    recalls = {k[len("recall_"):]: float(v) for k, v in metrics.items() if k.startswith("recall_")}
+    if recalls:
+        out.per_class = pd.DataFrame({"recall": list(recalls.values())}, index=list(recalls))
+    return out
+
+
+def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any], data: dict[str, Any] | None,
+           evaluation: Evaluation | None, stage: str) -> str:
+    """The card as Markdown."""
+    lines = [f"# Model card: {name} version {version}", "",
+             f"*{stage}; written by CivicML.*", "", "## Intended use", "", intended_use, "",
+             "Out of scope: any use other than the one above, and decisions about individual people, "
+             "unless a new evaluation shows it fits.", "", "## Model", ""]
+    lines += [f"- **{k}**: {v}" for k, v in facts.items() if v not in (None, "")]
+    lines += ["", "## Data sources", ""]
+    if data:
+        lines.append(f"- data fingerprint: `{data.get('fingerprint', '?')}`")
+        for source in data.get("sources", []) or []:
+            lines.append(f"- source: `{source}`")
+        cleaning = {k: v for k, v in (data.get("cleaning") or {}).items() if v}
+        if cleaning:
+            lines.append("- cleaning: " + ", ".join(f"{k} {v}" for k, v in cleaning.items()))
+    else:
+        lines.append("- not recorded by the source run")
+    limitations = []
+    lines += ["", "## Metrics", ""]
+    if evaluation is None:
+        lines.append("No figures recorded.")
+    else:
+        lines += [f"Source: {evaluation.source}.", ""]
+        lines += [f"- {k}: {v:.4f}" for k, v in sorted(evaluation.metrics.items())]
+        if evaluation.per_class is not None:
+            lines += ["", "### Per class", "", _table(evaluation.per_class, "class")]
+            weak = evaluation.per_class.index[evaluation.per_class["recall"] < WEAK_RECALL].tolist()
+            if weak:
+                limitations.append(f"Recall below {WEAK_RECALL} for: {', '.join(map(str, weak))}; requests of "
+                                   f"these classes are misrouted more often.")
+        for column, table in evaluation.per_group.items():
+            lines += ["", f"### Per {column}", "", _table(table, column)]
+            small = table.index[table["rows"] < SMALL_GROUP].tolist()
+            if small:
+                limitations.append(f"Figures for {column} {', '.join(map(str, small))} rest on fewer than "
+                                   f"{SMALL_GROUP} rows.")
+            score = "accuracy" if "accuracy" in table else "mae"
+            if len(table) > 1:
+                best, worst = (table[score].max(), table[score].min()) if score == "accuracy" else \
+                    (table[score].min(), table[score].max())
+                limitations.append(f"{score} varies by {column} from {worst:.3f} to {best:.3f}.")
+        if not evaluation.per_group:
+            limitations.append("No per-group figures in this revision (the promotion card adds them for the "
+                               "policy's report_by columns).")
+    limitations += ["Figures describe the evaluation data only; requests that differ from it (new districts, "
+                    "channels, phrasing, seasons) may fare worse.",
+                    "Personal data is masked before training; free text may still hold personal details the "
+                    "masking did not recognise."]
+    lines += ["", "## Limitations", ""] + [f"- {item}" for item in limitations]
+    return "\n".join(lines) + "\n"
+
+
+def summary(evaluation: Evaluation | None, stage: str) -> str:
+    """Two lines for the version description (shown by the MLflow UI)."""
+    if evaluation is None:
+        return f"{stage}. Model card: see tag civicml.model_card."
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(evaluation.metrics.items()))
+    return f"{stage}: {figures} ({evaluation.source}).\nModel card: see tag civicml.model_card."
+
+
+def _table(frame: pd.DataFrame, index_name: str) -> str:
+    columns = list(frame.columns)
+    rows = [f"| {index_name} | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for idx, row in frame.iterrows():
+        cells = [f"{int(v)}" if c == "rows" else f"{float(v):.3f}" for c, v in row.items()]
+        rows.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
