@@ -89,7 +89,8 @@ def train(
     model_family = use_case.family(family)
     merged = {**model_family.defaults, **(params or {})}
     configure(settings)
-    exp_id = experiment_id(settings, experiment or use_case.name) if not nested else None
+    parent = mlflow.active_run() if nested else None
+    exp_id = parent.info.experiment_id if parent else experiment_id(settings, experiment or use_case.name)
     train_part, valid_part = use_case.split(dataset, seed=seed)
     recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric)
     started = time.perf_counter()

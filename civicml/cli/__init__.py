@@ -5,6 +5,7 @@ Every CivicML error ends the command with one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -13,18 +14,19 @@ from civicml.errors import CivicMLError
 
 
 def build_parser() -> Parser:
-    from civicml.cli import demo, models, train, tune
+    from civicml.cli import demo, models, server, train, tune
 
     parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
                                                 "registry -> live endpoints.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (demo, train, tune, models):
+    for module in (demo, train, tune, models, server):
         module.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations etc. are not the user's business
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,3 @@
+from civicml.cli import main
+
+raise SystemExit(main())
