@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 
 from civicml.errors import InvalidInput
@@ -12,15 +14,17 @@ PRUNERS = ("median", "halving", "hyperband", "none")
 
 def make_sampler(name: str, seed: int | None = None, grid: dict | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        with warnings.catch_warnings():  # multivariate TPE with groups: conditional spaces, one group per family
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
         if not grid:
-            raise InvalidInput("the grid sampler needs a finite grid: every parameter must be categorical "
-                               "(override ranges with lists of values in a search-space file)")
+            raise InvalidInput("the grid sampler needs a finite grid: give every parameter a list of values "
+                               "(--set FAMILY.PARAM=a,b,c or a --space file)")
         return optuna.samplers.GridSampler(grid, seed=seed)
     raise InvalidInput(f"unknown sampler '{name}' (known: {', '.join(SAMPLERS)})")
 

@@ -77,7 +77,9 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
     if kind == "sqlite":
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = heartbeat or Heartbeat()
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
 
     def stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_stale is not None:

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -232,10 +233,12 @@ def _fail_trials_of(study: optuna.Study, spec: WorkerSpec, host: str, pid: int, 
         frozen = storage.get_trial(trial._trial_id)
         if callback is not None:  # marks the MLflow run FAILED and queues a retry
             callback(study, frozen)
-        else:
+        else:  # journal storage: the same, by hand
             client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
             fail_trial_run(client, frozen, why)
-            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.heartbeat.max_retry)(study, frozen)
 
 
 def _finish_leftovers(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:
@@ -245,15 +248,14 @@ def _finish_leftovers(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: i
         counts = progress(study, spec.invocation)
         if counts["done"] >= spec.target and counts["waiting"] == 0:
             return
+        if not counts["running"] and not counts["waiting"]:
+            return  # the workers stopped on their own: a used-up grid, the timeout
         if counts["running"] and not counts["waiting"]:
             if storage_kind(spec.storage) == "journal":
                 return  # no heartbeats: a trial of a vanished process stays RUNNING
             time.sleep(spec.heartbeat.interval)  # wait for it to finish or go stale
             continue
-        before = counts["done"]
         run_worker(spec, seed_offset=seed_offset)
-        if progress(study, spec.invocation)["done"] == before and not counts["waiting"]:
-            return  # nothing more happens (e.g. a grid that is used up)
 
 
 def _fail_stale(study: optuna.Study) -> None:

@@ -208,6 +208,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         spec = self.spec
         trial.set_user_attr("worker", self.worker)
+        if trial.user_attrs.get(ATTR_RUN):  # a retry inherits the dead trial's attributes
+            trial.set_user_attr(ATTR_RUN, None)
         family = trial.suggest_categorical("family", spec.families) if len(spec.families) > 1 else spec.families[0]
         params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
         found: dict[str, Any] = {}
