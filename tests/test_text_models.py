@@ -154,8 +154,14 @@ def test_reporter_can_prune_finetune(splits, families):
     assert stopped.value.step == 1
 
 
-def test_predictions_are_labels_and_probabilities(fitted, splits):
-    model = fitted[0]["minilm_linear"]
+@pytest.fixture(scope="module")
+def linear(splits, families):
+    train, valid, _ = splits
+    return families["minilm_linear"].fit(train, valid, families["minilm_linear"].defaults, NullReporter())
+
+
+def test_predictions_are_labels_and_probabilities(linear, splits):
+    model = linear
     _, valid, _ = splits
     frame = model.predict_frame(valid.X.head(5))
     assert list(frame.columns) == ["label"] + [f"p_{d}" for d in sorted(SEEN)]
@@ -221,8 +227,29 @@ def test_logged_model_serves_without_projects_or_wheel(fitted, splits, tmp_path)
         pyfunc.predict(pd.DataFrame({"description": [42]}))
 
 
-def test_router_rejects_malformed_text(fitted):
-    model = fitted[0]["minilm_zero_shot"]
+def test_router_rejects_malformed_text(linear):
+    """What the served pyfunc runs: empty, blank, non-string and over-long texts raise InvalidInput (4xx)."""
+    model = linear
     for bad in ["", "  \n", 42, None, "x" * 100_000]:
         with pytest.raises(InvalidInput):
             model.router_.predict_frame([bad])
+
+
+@pytest.mark.slow
+def test_trains_through_the_use_case(tmp_path):
+    """The families are part of the 311 use case and go through ``projects.train`` like any other."""
+    import mlflow
+
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+
+    uc = get_use_case("service_requests")
+    assert {"minilm_zero_shot", "minilm_linear", "minilm_finetune"} <= set(uc.families)
+    data = uc.integrate(uc.generate_sources(tmp_path / "sources", n=240, seed=5))
+    result = train(uc, data, "minilm_linear", {"C": 5.0}, settings=Settings.from_env(home=tmp_path / "home"))
+    assert result.metrics["macro_f1"] > 0.8
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["civicml.text_encoder_precision"] in ("bf16", "fp32")
+    served = mlflow.pyfunc.load_model(result.model_uri).predict(data.X.head(4))  # extra feature columns ignored
+    assert set(served["label"]) <= set(uc.category_values(data)["department"])
+    np.testing.assert_allclose(served.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)

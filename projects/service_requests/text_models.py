@@ -119,6 +119,7 @@ class FittedTextRouter(FittedModel):
         metadata = {**(metadata or {}), "text_encoder": "all-MiniLM-L6-v2 (Paddle)", "pooling": self.pooling,
                     "max_length": self.max_length, "trained_precision": self.precision,
                     "serving_precision": "auto: bf16 where the CPU has amx_bf16/avx512_bf16, else fp32"}
+        mlflow.set_tag("civicml.text_encoder_precision", self.precision)
         with tempfile.TemporaryDirectory(prefix="civicml-router-") as tmp:
             folder = write_router(Path(tmp) / "router", _PoolingOnly(self.pooling), self.router_.head,
                                   self.max_length, "auto", encoder_folder=self.encoder_folder_)

@@ -12,6 +12,7 @@ A router folder is what a logged text model carries and what
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import shutil
@@ -63,6 +64,7 @@ def write_router(folder, model: MiniLM, head: LinearHead, max_length: int = DEFA
 def pretrained_encoder_folder(pooling: str = "mean") -> Path:
     """The pretrained network exported once per process (a few seconds), in a temporary folder."""
     folder = Path(tempfile.mkdtemp(prefix=f"civicml-minilm-{pooling}-"))
+    atexit.register(shutil.rmtree, folder, True)
     export_encoder(load_pretrained(pooling), folder)
     return folder
 
