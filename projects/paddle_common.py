@@ -18,7 +18,6 @@ serving code of its model.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -197,10 +196,3 @@ def log_program_pyfunc(
         pip_requirements=_requirements(),
     )
     return info.model_uri
-
-
-def exported_size(layer_export: Callable[[Path], Path]) -> int:
-    """Bytes on disk of what ``layer_export(folder)`` writes (for ``FittedModel.size_bytes``)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = layer_export(Path(tmp))
-        return int(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))

@@ -29,7 +29,7 @@ class StreetScenes(UseCase):
     direction = "maximize"
     registered_model = "street-scenes-classifier"
     description = "Classify reported street photos: pothole, overflowing bin, graffiti, fallen tree, flooding, clear."
-    default_size = 2400
+    default_size = 2000
 
     @property
     def families(self):

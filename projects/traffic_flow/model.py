@@ -134,11 +134,10 @@ class FlowForecaster(FittedModel):
     def log_model(self, name: str, input_example: pd.DataFrame, metadata: dict) -> str:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema, TensorSpec
-        from mlflow.types.schema import AnyType
 
-        # Columns are required but typed "any": a "double" column refuses int64 (counts sent as JSON
-        # integers) unless they are 0/1; pyfunc.py casts every column to float32 and rejects non-numbers.
-        signature = ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in FEATURES]),
+        # "double" columns: MLflow's scoring server and serving.dataplane cast JSON numbers to them; a direct
+        # pyfunc.predict call must pass floats (MLflow refuses int64 columns other than 0/1 for "double").
+        signature = ModelSignature(inputs=Schema([ColSpec("double", c) for c in FEATURES]),
                                    outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]))
         with tempfile.TemporaryDirectory() as tmp:
             program = export_program(self.net, Path(tmp) / "program", [None, len(FEATURES)], "features")

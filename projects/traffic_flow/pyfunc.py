@@ -6,8 +6,8 @@ never CivicML's training code, and unpickles nothing.
 
 Artifacts: ``program/inference.json`` + ``inference.pdiparams`` (the exported
 MLP with its input scaling built in) and ``program/features.json`` (the column
-order). Input: a frame with the feature columns, numbers of any dtype (extra
-columns are ignored).
+order). Input: a frame with the feature columns as float64 (the signature's
+"double"; extra columns are ignored).
 Output: a 1-D float64 array, the next hour's vehicle count per row.
 
 One ``paddle.inference`` predictor is cloned per calling thread (``mlflow models
