@@ -133,6 +133,9 @@ def check_columns(frame: pd.DataFrame, signature, metadata: dict) -> pd.DataFram
             if not column.map(lambda v: isinstance(v, str)).all():
                 bad = column[~column.map(lambda v: isinstance(v, str))].iloc[0]
                 raise InvalidInput(f"column '{name}' must be text, got {bad!r}")
+            blank = column.str.strip() == ""
+            if blank.any():
+                raise InvalidInput(f"column '{name}' has an empty value in row {int(blank.to_numpy().argmax())}")
             if column.str.len().max() > MAX_TEXT:
                 raise InvalidInput(f"column '{name}' has a value longer than {MAX_TEXT} characters")
             if name in categories:

@@ -70,6 +70,8 @@ def test_csv_and_batches(served, requests_holdout):
     ({"dataframe_records": [{**ROW, "hour": 8.5}]}, None, "whole numbers"),
     ({"dataframe_records": [{**ROW, "description": 42}]}, None, "column 'description' must be text"),
     ({"dataframe_records": [{**ROW, "description": None}]}, None, "missing value"),
+    ({"dataframe_records": [{**ROW, "description": "  "}]}, None, "empty value"),
+    ({"dataframe_records": [{**ROW, "description": "x" * 100_000}]}, None, "longer than 10000 characters"),
     ({"dataframe_records": []}, None, "no rows"),
     ({"rows": [ROW]}, None, "exactly one of the keys"),
     ({"dataframe_records": [ROW], "instances": [ROW]}, None, "exactly one of the keys"),
