@@ -87,6 +87,8 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
         retry(study, trial)
 
     engine_kwargs = {"pool_pre_ping": True} if kind == "postgresql" else {"connect_args": {"timeout": 30}}
+    if kind == "postgresql":
+        uri = _postgres_driver(uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -99,6 +101,17 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
                 raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
             raise InvalidInput(f"cannot open Optuna storage {_redact(uri)}: {first}") from None
+
+
+def _postgres_driver(uri: str) -> str:
+    """A plain ``postgresql://`` URI gets the driver that is installed (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    scheme, rest = uri.split("://", 1)
+    if "+" in scheme:
+        return uri
+    import importlib.util
+
+    driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+    return f"postgresql+{driver}://{rest}"
 
 
 def _redact(uri: str) -> str:
