@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -261,10 +263,12 @@ class MiniLMFineTune(_MiniLMFamily):
 
         from projects.text_encoder.assets import load_tokenizer
         from projects.text_encoder.export import export_encoder
-        from projects.text_encoder.model import load_pretrained
-        from projects.text_encoder.runtime import InferenceEncoder, LinearHead, tokenize
         from projects.text_encoder.assets import tokenizer_path
+        from projects.text_encoder.model import MiniLMPrefix, load_pretrained
+        from projects.text_encoder.runtime import (InferenceEncoder, LinearHead, create_predictor, run_program,
+                                                   tokenize)
 
+        started = time.perf_counter()
         p = {**self.defaults, **params}
         paddle.seed(int(p["seed"]))
         rng = np.random.default_rng(int(p["seed"]))
@@ -279,12 +283,9 @@ class MiniLMFineTune(_MiniLMFamily):
             ids, mask = tokenize(tokenizer, texts)
             out = np.zeros(ids.shape + (net.config.hidden_size,), dtype=np.float32)
             order = np.argsort(mask.sum(axis=1), kind="stable")
-            with paddle.no_grad():
-                for chunk in np.array_split(order, max(1, len(order) // 64)):
-                    width = int(mask[chunk].sum(axis=1).max())
-                    part = paddle.to_tensor(mask[chunk, :width])
-                    hidden, bias = net.embed(paddle.to_tensor(ids[chunk, :width]), part)
-                    out[chunk, :width] = net.encode_layers(hidden, bias, 0, start).numpy()
+            for chunk in np.array_split(order, max(1, len(order) // 64)):
+                width = int(mask[chunk].sum(axis=1).max())
+                out[chunk, :width] = run_program(frozen_program, ids[chunk, :width], mask[chunk, :width])
             return paddle.to_tensor(out), paddle.to_tensor(mask)
 
         def tail(hidden, mask):
@@ -293,9 +294,14 @@ class MiniLMFineTune(_MiniLMFamily):
             bias = (1.0 - mask.astype("float32")).unsqueeze([1, 2]) * -1e9
             return net.pool(net.encode_layers(hidden, bias, start), mask)
 
-        train_texts, valid_texts = _texts(train.X), _texts(valid.X)
-        train_h, train_m = prefix(train_texts)
-        valid_h, valid_m = prefix(valid_texts)
+        # The frozen part goes through paddle.inference (fp32, about 3x faster than the dynamic graph here).
+        with tempfile.TemporaryDirectory(prefix="civicml-minilm-prefix-") as tmp:
+            frozen_program = create_predictor(export_encoder(MiniLMPrefix(net, start), tmp), "fp32",
+                                              min(os.cpu_count() or 1, 4))
+            train_texts, valid_texts = _texts(train.X), _texts(valid.X)
+            train_h, train_m = prefix(train_texts)
+            valid_h, valid_m = prefix(valid_texts)
+            del frozen_program
         with paddle.no_grad():
             frozen = tail(train_h, train_m).numpy()
         head0 = _logistic_head(frozen, train.y.astype(str), float(p["head_C"]))
@@ -330,7 +336,8 @@ class MiniLMFineTune(_MiniLMFamily):
             with paddle.no_grad():
                 predicted = head(tail(valid_h, valid_m)).numpy().argmax(1)
             value = _macro_f1(valid.y.astype(str), np.asarray(labels)[predicted], labels)
-            log.info("%s epoch %d: valid macro-F1 %.4f (loss %.4f)", self.name, epoch, value, float(loss))
+            log.info("%s epoch %d: valid macro-F1 %.4f (last batch loss %.4f, %.1f s since the start of the fit)",
+                     self.name, epoch, value, float(loss), time.perf_counter() - started)
             reporter.report(epoch, value)  # may raise Pruned: let it propagate
 
         folder = Path(tempfile.mkdtemp(prefix="civicml-minilm-finetuned-"))

@@ -117,6 +117,22 @@ class MiniLM(nn.Layer):
         return self
 
 
+class MiniLMPrefix(nn.Layer):
+    """The first ``stop`` layers of a :class:`MiniLM` (shared weights): hidden states, not embeddings.
+
+    Fine-tuning exports this frozen part and runs it once through ``paddle.inference``."""
+
+    def __init__(self, net: MiniLM, stop: int):
+        super().__init__()
+        self.net = net
+        self.stop = int(stop)
+        self.pooling = net.pooling
+
+    def forward(self, input_ids, attention_mask):
+        hidden, mask_bias = self.net.embed(input_ids, attention_mask)
+        return self.net.encode_layers(hidden, mask_bias, 0, self.stop)
+
+
 def _name_map(layers: int) -> dict[str, str]:
     names = {
         "word_embeddings.weight": "embeddings.word_embeddings.weight",

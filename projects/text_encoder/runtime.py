@@ -96,6 +96,32 @@ def tokenize(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the encoder ---------------------------------------------------------------------------------------
+def create_predictor(program_prefix, precision: str, threads: int):
+    """A ``paddle.inference`` predictor with oneDNN for an exported (input_ids, attention_mask) program."""
+    from paddle import inference
+
+    prefix = str(program_prefix)
+    model_file = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
+    config = inference.Config(model_file, prefix + ".pdiparams")
+    config.disable_gpu()
+    config.enable_onednn()
+    if precision == "bf16":
+        config.enable_onednn_bfloat16()
+    config.set_cpu_math_library_num_threads(int(threads))
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
+def run_program(predictor, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    for name, array in zip(predictor.get_input_names(), (input_ids, attention_mask)):
+        handle = predictor.get_input_handle(name)
+        handle.reshape(list(array.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
+    predictor.run()
+    return np.asarray(predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu(), dtype=np.float32)
+
+
+# -- the encoder --------------------------------------------------------------------------------------
 class InferenceEncoder:
     """An exported MiniLM program run by ``paddle.inference`` with oneDNN, fp32 or bf16.
 
@@ -119,18 +145,7 @@ class InferenceEncoder:
                  Path(self.program_prefix).name, self.precision, self.threads)
 
     def _create_predictor(self):
-        from paddle import inference
-
-        prefix = self.program_prefix
-        model_file = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
-        config = inference.Config(model_file, prefix + ".pdiparams")
-        config.disable_gpu()
-        config.enable_onednn()
-        if self.precision == "bf16":
-            config.enable_onednn_bfloat16()
-        config.set_cpu_math_library_num_threads(self.threads)
-        config.disable_glog_info()
-        return inference.create_predictor(config)
+        return create_predictor(self.program_prefix, self.precision, self.threads)
 
     def _predictor(self):
         predictor = getattr(self._local, "predictor", None)
@@ -139,14 +154,7 @@ class InferenceEncoder:
         return predictor
 
     def embed_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        predictor = self._predictor()
-        for name, array in zip(predictor.get_input_names(), (input_ids, attention_mask)):
-            handle = predictor.get_input_handle(name)
-            handle.reshape(list(array.shape))
-            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
-        predictor.run()
-        out = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-        return np.asarray(out, dtype=np.float32)
+        return run_program(self._predictor(), input_ids, attention_mask)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One L2-normalised embedding per text; texts are batched by length so that padding stays short."""
