@@ -13,16 +13,16 @@ from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, L
                             NoRegression, PromotionContext, SignatureCompatible, predicted_labels, signature_breaks)
 from registry.lifecycle import (CHALLENGER, CHAMPION, PromotionOutcome, approvals, approve, audit,
                                 champion_history, lineage, model_card, models, promote, register, resolve, rollback,
-                                set_alias, versions)
+                                set_alias, show, versions)
 from registry.policy import HoldoutSpec, PromotionPolicy
-from registry.store import LocalModel, ModelStore, ModelVersion
+from registry.store import ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "RELEASE_MANAGER", "ROLES", "SERVICE",
-    "ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
+    "ApprovalCount", "ArtifactsUnavailable", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
     "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion", "NoRegression", "PromotionContext",
     "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
     "approvals", "approve", "audit", "caller", "champion_history", "lineage", "model_card", "models",
     "new_token", "predicted_labels", "promote", "register", "require", "resolve", "rollback", "set_alias",
-    "signature_breaks", "versions",
+    "show", "signature_breaks", "versions",
 ]

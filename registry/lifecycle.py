@@ -78,7 +78,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
     version_tags = {"civicml.registered_by": who.name, "civicml.registered_at": _now(),
                     "civicml.registered_auth": who.auth, "civicml.source": model_uri}
     run_id = store.run_id_of(model_uri)
-    run = store.client.get_run(run_id) if run_id else None
+    run = store.get_run(run_id, model_uri) if run_id else None
     if run is not None:
         version_tags.update({k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags})
         parent = run.data.tags.get("mlflow.parentRunId")
@@ -134,6 +134,36 @@ def models(settings: Settings | None = None) -> dict[str, dict[str, str]]:
     store = ModelStore(settings)
     return {name: {a: str(v) for a, v in sorted((store.get_model(name).aliases or {}).items())}
             for name in store.models()}
+
+
+def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every version of ``name`` with what a release manager asks about it: aliases, who registered it,
+    source run and its metrics, data fingerprint, code version, approvals, its latest gate results."""
+    settings = settings or Settings.from_env()
+    require(settings, "read")
+    store = ModelStore(settings)
+    trail = store.audit_records(name)
+    out = []
+    for mv in store.versions(name):
+        gates = None
+        for r in trail:
+            if r.get("action") in ("promote", "refuse") and r.get("to") == mv.version:
+                gates = {"action": r["action"], "when": r["when"], "who": r["who"], "gates": r.get("gates", [])}
+        metrics = {}
+        if mv.run_id:
+            try:
+                metrics = {k: v for k, v in store.client.get_run(mv.run_id).data.metrics.items()
+                           if not k.startswith("recall_")}
+            except Exception:  # noqa: BLE001 - a deleted run leaves the version readable
+                metrics = {}
+        out.append({"version": mv.version, "aliases": list(mv.aliases), "registered_by": mv.tags.get(
+            "civicml.registered_by"), "registered_at": mv.tags.get("civicml.registered_at"),
+            "run_id": mv.run_id, "family": mv.tags.get("civicml.family"),
+            "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
+            "code_version": mv.tags.get("civicml.code_version"), "study": mv.tags.get("civicml.study"),
+            "sha256": mv.sha256, "metrics": metrics, "approved_by": [r["who"] for r in _approvals(store, name, mv)],
+            "last_gates": gates, "model_card": mv.tags.get(TAG_CARD)})
+    return out
 
 
 def approvals(name: str, version: str, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -354,8 +384,8 @@ def rollback(name: str, *, alias: str = CHAMPION, settings: Settings | None = No
 def _holdout_frame(holdout) -> tuple[pd.DataFrame | None, str | None]:
     if holdout is None:
         return None, None
-    if hasattr(holdout, "frame") and hasattr(holdout, "fingerprint"):  # a projects.Dataset
-        return holdout.frame, holdout.fingerprint
+    if hasattr(holdout, "frame"):  # a projects.Dataset: fingerprint the frame as evaluated, like any frame
+        holdout = holdout.frame
     digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in holdout.dtypes.items()]).encode())
     digest.update(pd.util.hash_pandas_object(holdout, index=False).values.tobytes())
     return holdout, digest.hexdigest()
@@ -393,7 +423,7 @@ def _intended_use(tags: dict[str, str]) -> str:
 
             description = get_use_case(use_case).description
             if description:
-                return f"{description} (use case `{use_case}`)."
+                return f"{description.rstrip('.')} (use case `{use_case}`)."
         except Exception:  # noqa: BLE001 - a card without the use case's words is still a card
             pass
     return "Not recorded: the source run names no CivicML use case."

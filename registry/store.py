@@ -19,7 +19,7 @@ from typing import Any, Callable
 import mlflow
 from mlflow.exceptions import MlflowException, RestException
 
-from civicml.errors import IntegrityError, InvalidInput, NotFound
+from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound
 from civicml.settings import Settings
 from civicml.tracking import configure
 from registry.checksum import tree_sha256
@@ -27,6 +27,16 @@ from registry.checksum import tree_sha256
 TAG_SHA = "civicml.sha256"
 AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
+
+
+class ArtifactsUnavailable(CivicMLError):
+    """The artifact store (S3, the tracking server's proxy, a folder) did not answer; nothing was changed."""
+
+
+def _unreadable(what: str, err: BaseException) -> CivicMLError:
+    if isinstance(err, MlflowException) and _not_found(err) or isinstance(err, FileNotFoundError):
+        return NotFound(f"{what}: not found ({_short(err, 200)})")
+    return ArtifactsUnavailable(f"{what}: the artifact store did not answer ({_short(err)})")
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class ModelStore:
             try:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
             except (MlflowException, OSError) as err:
-                raise NotFound(f"cannot read model artifacts at {model_uri}: {_short(err)}") from None
+                raise _unreadable(f"cannot read model artifacts at {model_uri}", err) from None
             sha = tree_sha256(local)
         created_model = False
         try:
@@ -146,8 +156,10 @@ class ModelStore:
                 pass
         all_tags = {**(tags or {}), TAG_SHA: sha}
         try:
+            model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
             mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
-                                                  tags=all_tags, description=description)
+                                                  tags=all_tags, description=description, model_id=model_id,
+                                                  await_creation_for=0)
         except BaseException:
             if created_model:
                 self._delete_model_quietly(name)
@@ -183,6 +195,14 @@ class ModelStore:
         except MlflowException:
             pass
 
+    def get_run(self, run_id: str, what: str = "run"):
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            if _not_found(err):
+                raise NotFound(f"cannot read model artifacts at {what}: no run {run_id}") from None
+            raise
+
     def run_id_of(self, model_uri: str) -> str | None:
         return _run_id_of(model_uri, self.client)
 
@@ -195,7 +215,10 @@ class ModelStore:
 
     # -- run artifacts (model cards) ----------------------------------------------------------
     def log_run_text(self, run_id: str, text: str, path: str) -> str:
-        self.client.log_text(run_id, text, path)
+        try:
+            self.client.log_text(run_id, text, path)
+        except (MlflowException, OSError) as err:
+            raise ArtifactsUnavailable(f"cannot write {path} to run {run_id}: {_short(err)}") from None
         return f"runs:/{run_id}/{path}"
 
     def read_run_text(self, uri: str) -> str:
@@ -203,7 +226,7 @@ class ModelStore:
             try:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
             except (MlflowException, OSError) as err:
-                raise NotFound(f"cannot read {uri}: {_short(err)}") from None
+                raise _unreadable(f"cannot read {uri}", err) from None
             return Path(local).read_text()
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
@@ -252,7 +275,7 @@ class ModelStore:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}",
                                                              dst_path=str(cache)))
         except (MlflowException, OSError) as err:
-            raise NotFound(f"cannot download model '{name}' version {version.version}: {_short(err)}") from None
+            raise _unreadable(f"cannot download model '{name}' version {version.version}", err) from None
         expected = version.sha256
         if expected is None:
             raise IntegrityError(f"model '{name}' version {version.version} has no recorded checksum; "

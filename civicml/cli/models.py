@@ -15,6 +15,21 @@ def add_commands(sub) -> None:
     p.add_argument("--alias", default="challenger", help="alias to set on the new version (default challenger)")
     p.set_defaults(func=cmd_register)
 
+    p = sub.add_parser("alias", help="point an alias (challenger, or any name but champion) at a version "
+                                     "(data scientists)")
+    add_store_options(p)
+    p.add_argument("name")
+    p.add_argument("alias")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("approve", help="approve a version for promotion (release managers)")
+    add_store_options(p)
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("--note", help="why (recorded in the audit trail)")
+    p.set_defaults(func=cmd_approve)
+
     p = sub.add_parser("promote", help="move 'champion' to a candidate if the promotion policy passes")
     add_store_options(p)
     p.add_argument("name", help="registered model name")
@@ -27,6 +42,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("rollback", help="return 'champion' to the version it had before its last promotion")
     add_store_options(p)
     p.add_argument("name")
+    p.add_argument("--reason", help="why (recorded in the audit trail)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("audit", help="print the audit trail of a registered model")
@@ -43,12 +59,29 @@ def add_commands(sub) -> None:
     q = models.add_parser("show", help="versions of a model with aliases, lineage and metrics")
     add_store_options(q)
     q.add_argument("name")
+    q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_models_show)
     q = models.add_parser("lineage", help="the chain behind one version")
     add_store_options(q)
     q.add_argument("name")
     q.add_argument("version")
+    q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_models_lineage)
+    q = models.add_parser("card", help="print the model card of one version (Markdown)")
+    add_store_options(q)
+    q.add_argument("name")
+    q.add_argument("version")
+    q.set_defaults(func=cmd_models_card)
+
+    p = sub.add_parser("whoami", help="who the current token (or single-user mode) says you are")
+    add_store_options(p)
+    p.set_defaults(func=cmd_whoami)
+
+    p = sub.add_parser("token", help="make a new token for an access file (prints it once)")
+    p.add_argument("principal", help="name the token identifies, e.g. a person or a service")
+    p.add_argument("--role", action="append", choices=("data_scientist", "release_manager", "service"),
+                   help="role(s) to put in the printed access-file entry")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("serve", help="serve models:/NAME@ALIAS over HTTP (MLflow scoring protocol)")
     add_store_options(p)
@@ -82,18 +115,45 @@ def cmd_register(args) -> int:
     return 0
 
 
+def cmd_alias(args) -> int:
+    from registry import set_alias
+
+    set_alias(args.name, args.alias, args.version, settings=settings_from(args))
+    console().print(f"{args.name}@{args.alias} -> version {args.version}")
+    return 0
+
+
+def cmd_approve(args) -> int:
+    from registry import approve
+
+    approvers = approve(args.name, args.version, settings=settings_from(args), note=args.note)
+    console().print(f"approved {args.name} version {args.version}; approvals so far: {', '.join(approvers)}")
+    return 0
+
+
 def cmd_promote(args) -> int:
     from pathlib import Path
 
+    from civicml.errors import InvalidInput
     from registry import PromotionPolicy, promote
 
     settings = settings_from(args)
     use_case = _use_case_of(args.name, settings)
     policy_file = args.policy or getattr(use_case, "policy_file", None)
-    policy = PromotionPolicy.from_yaml(policy_file) if policy_file and Path(policy_file).exists() else PromotionPolicy()
-    holdout = holdout_for(use_case, settings, args.holdout)
+    if args.policy and not Path(args.policy).exists():
+        raise InvalidInput(f"policy file not found: {args.policy}")
+    policy = PromotionPolicy.from_yaml(policy_file) if policy_file and Path(policy_file).exists() \
+        else PromotionPolicy()
+    if args.holdout:
+        holdout, label = holdout_for(use_case, settings, args.holdout), "files:" + ",".join(args.holdout)
+    elif policy.holdout is not None:
+        spec = policy.holdout
+        folder = settings.ensure_home() / "data" / use_case.name / spec.label
+        holdout, label = use_case.holdout(folder, seed=spec.seed, n=spec.rows), spec.label
+    else:
+        holdout, label = holdout_for(use_case, settings), f"{use_case.name}-holdout"
     outcome = promote(args.name, holdout.frame, holdout.target, policy=policy, from_alias=args.from_alias,
-                      to_alias=args.to_alias, settings=settings)
+                      to_alias=args.to_alias, settings=settings, holdout_name=label)
     out = console()
     for v in outcome.verdicts:
         out.print(f"  [{'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/] {v.gate}: {v.detail}")
@@ -109,9 +169,13 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     from registry import rollback
 
-    old, new = rollback(args.name, settings=settings_from(args))
+    old, new = rollback(args.name, settings=settings_from(args), reason=args.reason)
     console().print(f"rolled back {args.name} 'champion': version {old} -> {new}")
     return 0
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def cmd_audit(args) -> int:
@@ -123,38 +187,116 @@ def cmd_audit(args) -> int:
         return 0
     out = console()
     for r in records:
-        gates = "; ".join(f"{g['gate']}={'pass' if g['passed'] else 'FAIL'}" for g in r.get("gates", []))
-        out.print(f"{r['when']}  {r['action']:<8} by {r['who']}: {r.get('from') or '-'} -> "
-                  f"{r.get('to') or r.get('version')}  {gates}")
+        who = f"{r['who']} ({r.get('auth', 'single-user')})"
+        action = r["action"]
+        if action in ("promote", "refuse", "rollback", "alias"):
+            what = f"{r.get('alias')}: {r.get('from') or '-'} -> {r.get('to')}"
+        else:
+            what = f"version {r.get('version')}" + (f" as {r['alias']}" if r.get("alias") else "")
+        out.print(f"{r['when']}  {action:<8} by {who}: {what}", markup=False)
+        for g in r.get("gates", []):
+            out.print(f"    {'PASS' if g['passed'] else 'FAIL'} {g['gate']}: figure {_figure(g.get('figure'))}, "
+                      f"bound {_figure(g.get('threshold'))}" + (f" ({g['detail']})" if g.get("detail") else ""),
+                      markup=False)
+        if action in ("promote", "refuse"):
+            policy = r.get("policy") or {}
+            holdout = r.get("holdout") or {}
+            out.print(f"    approvals: {', '.join(r.get('approvals') or []) or 'none'}; held-out set "
+                      f"{holdout.get('name')} ({holdout.get('rows')} rows, {str(holdout.get('fingerprint'))[:12]});"
+                      f" policy {policy.get('source') or 'built-in'} v{policy.get('version') or '-'} "
+                      f"sha256 {str(policy.get('sha256'))[:12]}", markup=False)
+        for key in ("note", "reason"):
+            if r.get(key):
+                out.print(f"    {key}: {r[key]}", markup=False)
     return 0
 
 
 def cmd_models_list(args) -> int:
-    from registry import ModelStore
+    from registry import models
 
-    store = ModelStore(settings_from(args))
     out = console()
-    for name in store.models():
-        aliases = store.get_model(name).aliases or {}
-        out.print(f"{name}  " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
+    for name, aliases in models(settings_from(args)).items():
+        out.print(f"{name}  " + (", ".join(f"{a}=v{v}" for a, v in aliases.items()) or "(no aliases)"),
+                  markup=False)
     return 0
 
 
 def cmd_models_show(args) -> int:
-    from registry import versions
+    from registry import show
 
+    rows = show(args.name, settings=settings_from(args))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
     out = console()
-    for v in versions(args.name, settings=settings_from(args)):
-        out.print(f"v{v.version}  aliases={','.join(v.aliases) or '-'}  family={v.tags.get('civicml.family', '-')}  "
-                  f"run={v.run_id}  by={v.tags.get('civicml.registered_by', '-')}  "
-                  f"data={v.tags.get('civicml.data_fingerprint', '-')[:12]}  code={v.tags.get('civicml.code_version', '-')[:10]}")
+    for v in rows:
+        out.print(f"v{v['version']}  aliases: {', '.join(v['aliases']) or '-'}  registered by "
+                  f"{v['registered_by'] or '-'} at {v['registered_at'] or '-'}", markup=False)
+        out.print(f"    run {v['run_id'] or '-'}  family {v['family'] or '-'}  study {v['study'] or '-'}", markup=False)
+        out.print(f"    data {(v['data_fingerprint'] or '-')[:16]}  code {(v['code_version'] or '-')[:12]}  "
+                  f"sha256 {(v['sha256'] or '-')[:12]}", markup=False)
+        metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted(v["metrics"].items()))
+        out.print(f"    metrics: {metrics or '-'}", markup=False)
+        out.print(f"    approvals: {', '.join(v['approved_by']) or 'none'}", markup=False)
+        last = v["last_gates"]
+        if last:
+            gates = "; ".join(f"{g['gate']} {'pass' if g['passed'] else 'FAIL'} ({_figure(g.get('figure'))})"
+                              for g in last["gates"])
+            out.print(f"    gates ({last['action']} {last['when']} by {last['who']}): {gates}", markup=False)
+        else:
+            out.print("    gates: never evaluated", markup=False)
     return 0
 
 
 def cmd_models_lineage(args) -> int:
     from registry import lineage
 
-    print(json.dumps(lineage(args.name, args.version, settings=settings_from(args)), indent=2, default=str))
+    chain = lineage(args.name, args.version, settings=settings_from(args))
+    if args.json:
+        print(json.dumps(chain, indent=2, default=str))
+        return 0
+    out = console()
+    metric_text = ", ".join(f"{k} {v:.4g}" for k, v in sorted((chain.get("run_metrics") or {}).items())
+                            if k not in ("fit_seconds", "model_size_bytes"))
+    lines = [f"{chain['model']} version {chain['version']}  aliases: {', '.join(chain['aliases']) or '-'}",
+             f"  sha256 {chain['sha256']}",
+             f"  registered by {chain['registered_by']} at {chain['registered_at']}; approved by "
+             f"{', '.join(chain['approved_by']) or 'nobody'}",
+             f"  <- run {chain['run_id'] or '-'} (experiment {chain.get('experiment_id', '-')}, family "
+             f"{chain['family'] or '-'}): {metric_text or 'no metrics'}"]
+    if chain.get("study_run_id") or chain.get("study"):
+        lines.append(f"  <- study {chain.get('study') or '-'} (parent run {chain.get('study_run_id') or '-'})")
+    lines += [f"  <- data fingerprint {chain['data_fingerprint'] or '-'} (use case {chain['use_case'] or '-'})",
+              f"  <- code version {chain['code_version'] or 'not recorded'}",
+              f"  model card: {chain['model_card'] or '-'}"]
+    for line in lines:
+        out.print(line, markup=False)
+    return 0
+
+
+def cmd_models_card(args) -> int:
+    from registry import model_card
+
+    print(model_card(args.name, args.version, settings=settings_from(args)), end="")
+    return 0
+
+
+def cmd_whoami(args) -> int:
+    from registry import caller
+
+    who = caller(settings_from(args))
+    console().print(f"{who.name}: {', '.join(sorted(who.roles))} ({who.auth})", markup=False)
+    return 0
+
+
+def cmd_token(args) -> int:
+    from registry import new_token
+
+    token, digest = new_token()
+    roles = ", ".join(args.role or ["data_scientist"])
+    print(f"token for {args.principal} (shown once; give it to them, set as CIVICML_TOKEN): {token}")
+    print("access-file entry (under 'principals:'):")
+    print(f"  {args.principal}: {{roles: [{roles}], token_sha256: {digest}}}")
     return 0
 
 
