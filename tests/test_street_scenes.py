@@ -100,8 +100,9 @@ def test_a_users_own_folder_with_other_classes_sizes_and_formats(use_case, tmp_p
     assert ds.report["unreadable_files"] == 1
     assert ds.report["ignored_files"] == 1
     assert ds.report["files_outside_class_folders"] == 1
-    green = ds.frame.loc[ds.frame["source"] == "ok/a.png", "image"].iloc[0]
-    assert np.allclose(green[:, 0, 0], np.array([10, 200, 10]) / 255.0)
+    assert list(ds.frame.columns) == ["image", "label"]
+    first_ok = ds.frame.loc[ds.frame["label"] == "ok", "image"].iloc[0]  # ok/a.png: files are read in name order
+    assert np.allclose(first_ok[:, 0, 0], np.array([10, 200, 10]) / 255.0)
 
 
 def test_unusable_folders_fail_with_clear_errors(use_case, tmp_path):

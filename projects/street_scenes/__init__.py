@@ -5,7 +5,7 @@ Classes: pothole, overflowing_bin, graffiti, fallen_tree, flooding, clear_street
 folders with one sub-folder per class; ``generate_sources`` draws synthetic
 ones (see :mod:`projects.street_scenes.generator`), ``integrate`` reads any
 (see :mod:`projects.street_scenes.integrate`). The frame has an ``image``
-column (float32 CHW arrays, 3x32x32, values in [0, 1]), ``label`` and ``source``.
+column (float32 CHW arrays, 3x32x32, values in [0, 1]) and ``label``.
 
 Model family: ``cnn`` (:mod:`projects.street_scenes.model`), logged as a
 models-from-code pyfunc that takes float32 ``[batch, 3, 32, 32]``.

@@ -50,7 +50,7 @@ def load_image(path: Path, size: int = SIZE) -> np.ndarray:
 def integrate_folders(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     report = {"files_read": 0, "unreadable_files": 0, "files_outside_class_folders": 0, "ignored_files": 0,
               "duplicates_dropped": 0}
-    rows: list[tuple[np.ndarray, str, str]] = []
+    rows: list[tuple[np.ndarray, str]] = []
     seen: set[str] = set()
     for folder in folders:
         folder = Path(folder)
@@ -80,11 +80,12 @@ def integrate_folders(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
                     report["duplicates_dropped"] += 1
                     continue
                 seen.add(digest)
-                rows.append((image, class_dir.name, str(path.relative_to(folder))))
+                rows.append((image, class_dir.name))
     if not rows:
         raise InvalidInput(f"no readable image in {', '.join(str(f) for f in folders)} "
                            f"({report['unreadable_files']} unreadable, {report['ignored_files']} other files)")
-    frame = pd.DataFrame(rows, columns=["image", "label", "source"])
+    # image and label only: a frame minus its target is exactly the model input (registry gates rely on it)
+    frame = pd.DataFrame(rows, columns=["image", "label"])
     counts = frame["label"].value_counts()
     if len(counts) < 2:
         raise InvalidInput(f"street_scenes needs at least two classes; found only {list(counts.index)}")
