@@ -30,6 +30,19 @@ except ImportError:  # a serving image without civicml: same meaning, same base 
     class InvalidInput(ValueError):
         """Input that a client sent is malformed or does not fit the schema."""
 
+try:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    class RejectedText(InvalidInput, MlflowException):
+        """A text the router refuses: an :class:`InvalidInput` for CivicML's HTTP layer, and an MLflow
+        ``INVALID_PARAMETER_VALUE`` so that ``mlflow models serve`` answers 400 with this message."""
+
+        def __init__(self, message: str):
+            MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+except ImportError:  # the runtime itself needs no MLflow
+    RejectedText = InvalidInput
+
 log = logging.getLogger("civicml.text_router")
 
 TEXT_COLUMN = "description"
@@ -67,14 +80,14 @@ def check_texts(values, max_chars: int = MAX_CHARS) -> list[str]:
     """The texts as a list of str; :class:`InvalidInput` naming the first bad row otherwise."""
     texts = list(values)
     if not texts:
-        raise InvalidInput(f"'{TEXT_COLUMN}': no rows")
+        raise RejectedText(f"'{TEXT_COLUMN}': no rows")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidInput(f"'{TEXT_COLUMN}' row {i}: expected a string, got {type(text).__name__}")
+            raise RejectedText(f"'{TEXT_COLUMN}' row {i}: expected a string, got {type(text).__name__}")
         if not text.strip():
-            raise InvalidInput(f"'{TEXT_COLUMN}' row {i}: empty text")
+            raise RejectedText(f"'{TEXT_COLUMN}' row {i}: empty text")
         if len(text) > max_chars:
-            raise InvalidInput(f"'{TEXT_COLUMN}' row {i}: {len(text)} characters, at most {max_chars} accepted")
+            raise RejectedText(f"'{TEXT_COLUMN}' row {i}: {len(text)} characters, at most {max_chars} accepted")
     return texts
 
 
@@ -250,12 +263,12 @@ class TextRouterModel(_PythonModel):
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):
             if TEXT_COLUMN not in model_input.columns:
-                raise InvalidInput(f"input needs a '{TEXT_COLUMN}' column, got {list(model_input.columns)}")
+                raise RejectedText(f"input needs a '{TEXT_COLUMN}' column, got {list(model_input.columns)}")
             texts = model_input[TEXT_COLUMN].tolist()
         elif isinstance(model_input, (list, tuple, pd.Series, np.ndarray)):
             texts = list(model_input)
         else:
-            raise InvalidInput(f"expected a DataFrame with a '{TEXT_COLUMN}' column, got {type(model_input).__name__}")
+            raise RejectedText(f"expected a DataFrame with a '{TEXT_COLUMN}' column, got {type(model_input).__name__}")
         return self.router.predict_frame(texts)
 
 
