@@ -223,6 +223,7 @@ def test_logged_model_serves_without_projects_or_wheel(fitted, splits, tmp_path)
     assert served["errors"] == [["InvalidInput", "MlflowException"]] * 3  # 4xx in CivicML's and MLflow's servers
 
     pyfunc = mlflow.pyfunc.load_model(uri)
+    assert pyfunc.unwrap_python_model().precision == model.precision
     with pytest.raises(mlflow.exceptions.MlflowException):  # a non-string column: the signature refuses it
         pyfunc.predict(pd.DataFrame({"description": [42]}))
 

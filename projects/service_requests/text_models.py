@@ -123,8 +123,8 @@ class FittedTextRouter(FittedModel):
                     "serving_precision": "auto: bf16 where the CPU has amx_bf16/avx512_bf16, else fp32"}
         mlflow.set_tag("civicml.text_encoder_precision", self.precision)
         with tempfile.TemporaryDirectory(prefix="civicml-router-") as tmp:
-            folder = write_router(Path(tmp) / "router", _PoolingOnly(self.pooling), self.router_.head,
-                                  self.max_length, "auto", encoder_folder=self.encoder_folder_)
+            folder = write_router(Path(tmp) / "router", self.router_.head, self.encoder_folder_, self.pooling,
+                                  self.max_length, precision="auto")
             info = mlflow.pyfunc.log_model(
                 name=name, python_model=runtime.__file__, artifacts={"router": str(folder)},
                 signature=signature, input_example=example, metadata=metadata,
@@ -134,13 +134,6 @@ class FittedTextRouter(FittedModel):
     def __del__(self):
         if getattr(self, "_owns_folder", False):
             shutil.rmtree(self.encoder_folder_, ignore_errors=True)
-
-
-class _PoolingOnly:
-    """What ``write_router`` reads from a network when the encoder is already exported."""
-
-    def __init__(self, pooling: str):
-        self.pooling = pooling
 
 
 def _requirements() -> list[str]:

@@ -23,14 +23,15 @@ import paddle
 from paddle.static import InputSpec
 
 from projects.text_encoder.assets import DEFAULT_MAX_LENGTH, tokenizer_path
-from projects.text_encoder.model import MiniLM, load_pretrained
+from projects.text_encoder.model import load_pretrained
 from projects.text_encoder.runtime import MAX_CHARS, InferenceEncoder, LinearHead, TextRouter
 
 PROGRAM_NAME = "minilm"
 
 
-def export_encoder(model: MiniLM, folder) -> Path:
-    """``paddle.jit.save`` the network with inputs (batch, sequence) of int64 ids and mask; return the prefix."""
+def export_encoder(model, folder) -> Path:
+    """``paddle.jit.save`` a network taking (batch, sequence) int64 ids and mask (a :class:`MiniLM` or a
+    :class:`MiniLMPrefix`) with both dimensions dynamic; return the program's path prefix."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     prefix = folder / PROGRAM_NAME
@@ -43,19 +44,16 @@ def export_encoder(model: MiniLM, folder) -> Path:
     return prefix
 
 
-def write_router(folder, model: MiniLM, head: LinearHead, max_length: int = DEFAULT_MAX_LENGTH,
-                 precision: str = "auto", encoder_folder=None) -> Path:
-    """Write a router folder; ``encoder_folder`` reuses an already exported encoder instead of exporting."""
+def write_router(folder, head: LinearHead, encoder_folder, pooling: str, max_length: int = DEFAULT_MAX_LENGTH,
+                 precision: str = "auto") -> Path:
+    """Write a router folder around an exported encoder (see :func:`export_encoder`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if encoder_folder is not None:
-        shutil.copytree(encoder_folder, folder / "encoder", dirs_exist_ok=True)
-    else:
-        export_encoder(model, folder / "encoder")
+    shutil.copytree(encoder_folder, folder / "encoder", dirs_exist_ok=True)
     shutil.copyfile(tokenizer_path(), folder / "tokenizer.json")
     head.save(folder / "head.npz")
     (folder / "router.json").write_text(json.dumps({
-        "max_length": int(max_length), "precision": precision, "max_chars": MAX_CHARS, "pooling": model.pooling,
+        "max_length": int(max_length), "precision": precision, "max_chars": MAX_CHARS, "pooling": pooling,
     }, indent=2))
     return folder
 

@@ -235,7 +235,7 @@ class TextRouter:
 
     @classmethod
     def from_folder(cls, folder, precision: str | None = None) -> "TextRouter":
-        """Load from the artifact layout that :func:`write_artifacts` and the logged model use."""
+        """Load a router folder (``projects.text_encoder.export.write_router`` lays it out; logged models carry it)."""
         folder = Path(folder)
         config = json.loads((folder / "router.json").read_text())
         encoder = InferenceEncoder(folder / "encoder" / "minilm", folder / "tokenizer.json",
@@ -259,6 +259,11 @@ class TextRouterModel(_PythonModel):
         started = time.perf_counter()
         self.router = TextRouter.from_folder(context.artifacts["router"])
         log.info("text router loaded in %.1f s, precision %s", time.perf_counter() - started, self.router.precision)
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``: what this process runs the encoder in (``unwrap_python_model().precision``)."""
+        return self.router.precision
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):
