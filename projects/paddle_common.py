@@ -155,7 +155,8 @@ def export_program(layer: paddle.nn.Layer, folder: Path, input_shape: Sequence[i
 
     folder.mkdir(parents=True, exist_ok=True)
     layer.eval()
-    paddle.jit.save(layer, str(folder / "inference"), input_spec=[InputSpec(list(input_shape), "float32", name=input_name)])
+    spec = InputSpec(list(input_shape), "float32", name=input_name)
+    paddle.jit.save(layer, str(folder / "inference"), input_spec=[spec])
     return folder
 
 

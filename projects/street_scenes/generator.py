@@ -176,7 +176,8 @@ def _flooding(draw, rng, top):
     draw.polygon(shore + [(_CANVAS, _CANVAS), (0, _CANVAS)], fill=water)
     sky = _rgb(rng, (170, 190, 215), 12)
     sx = rng.uniform(10, 60)
-    draw.rectangle([sx, level + 8, sx + rng.uniform(12, 30), _CANVAS], fill=tuple((a + b) // 2 for a, b in zip(water, sky)))
+    reflection = tuple((a + b) // 2 for a, b in zip(water, sky))
+    draw.rectangle([sx, level + 8, sx + rng.uniform(12, 30), _CANVAS], fill=reflection)
     for _ in range(int(rng.integers(5, 12))):
         y = _span(rng, level + 4, _CANVAS)
         x = rng.uniform(0, 80)
