@@ -236,7 +236,8 @@ def test_cli_json_summary_and_registration(tmp_path, capsys):
 @pytest.mark.slow
 def test_mlflow_run_tune_entry_point(tmp_path):
     env = {**os.environ, "CIVICML_HOME": str(tmp_path / "home"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     (tmp_path / "home").mkdir()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     cmd = [mlflow_bin, "run", str(ROOT), "-e", "tune", "-P", "rows=400", "-P", "n_trials=2", "-P", "study=mlrun",

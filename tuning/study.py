@@ -139,7 +139,7 @@ def tune(
     invocation_index = int(study.user_attrs.get("invocations", 0)) + 1
     study.set_user_attr("invocations", invocation_index)
     if launcher_run:
-        client.set_tags(launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
+        _tag(client, launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
     seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
     bar = _progress_bar(n_trials, study_name) if progress else None
     status, interrupted = "FINISHED", False
@@ -158,11 +158,17 @@ def tune(
     result = _finish(client, spec, study, rule, storage, time.perf_counter() - started, status, invocation_index)
     result.workers, result.interrupted = workers, interrupted
     if launcher_run:
-        client.set_tags(launcher_run, {"civicml.best_trial": str(result.best_trial),
+        _tag(client, launcher_run, {"civicml.best_trial": str(result.best_trial),
                                        "civicml.best_run_id": str(result.best_run_id)})
     if interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _tag(client, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def _check_same_objectives(study: optuna.Study, goals: list[Objective]) -> None:

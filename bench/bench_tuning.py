@@ -1,0 +1,214 @@
+"""Tuning benchmarks, measured side by side in one run (results: bench/results/tuning.md).
+
+1. Per-trial overhead of the MLflow layout (parent run, nested trial run through ``projects.train``, trial
+   attributes, state recording) against bare Optuna on the same fixed-cost objective (sleep 1 s).
+2. Trials per minute with 1 and 2 worker processes on one PostgreSQL study, fixed-cost objective.
+3. Pruning (median) against none on a neural-net use case (traffic_flow MLP, per-epoch reports): epochs
+   trained until the study first reaches the value both studies reach.
+
+    .venv/bin/python bench/bench_tuning.py [--trials 6] [--prune-trials 10] [--pg postgresql://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from civicml.settings import Settings
+from projects.base import Dataset, FittedModel, ModelFamily, UseCase
+from projects.space import Float
+
+SLEEP = 1.0
+
+
+class _Constant(FittedModel):
+    def __init__(self, value: float):
+        self.value = value
+
+    def predict(self, X):
+        return np.full(len(X), self.value)
+
+    def log_model(self, name, input_example, metadata):
+        import mlflow
+
+        mlflow.log_dict({"value": self.value}, f"{name}/value.json")  # no real model to log: a fixed-cost stand-in
+        return f"runs:/{mlflow.active_run().info.run_id}/{name}"
+
+
+class SleepFamily(ModelFamily):
+    """Takes exactly SLEEP seconds to 'fit'; its error is (x - 0.3)^2."""
+
+    name = "sleep"
+    space = {"x": Float(0.0, 1.0)}
+
+    def fit(self, train, valid, params, reporter):
+        time.sleep(SLEEP)
+        return _Constant(float(valid.y.mean()) + (float(params["x"]) - 0.3) ** 2)
+
+
+class SleepCase(UseCase):
+    name = "bench_sleep"
+    task = "regression"
+    metric = "mae"
+    direction = "minimize"
+    registered_model = "bench-sleep"
+
+    @property
+    def families(self):
+        return {"sleep": SleepFamily()}
+
+    def generate_sources(self, folder, n, seed):
+        return []
+
+    def integrate(self, sources):
+        frame = pd.DataFrame({"a": np.arange(40.0), "y": np.zeros(40)})
+        return Dataset.build(self.name, frame, "y", ["a"])
+
+
+def overhead(trials: int, home: Path) -> dict:
+    def bare(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        time.sleep(SLEEP)
+        return (x - 0.3) ** 2
+
+    storage = f"sqlite:///{home / 'bare.db'}"
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=0))
+    started = time.perf_counter()
+    study.optimize(bare, n_trials=trials)
+    bare_per_trial = (time.perf_counter() - started) / trials
+
+    from projects import train
+    from tuning import tune
+
+    settings = Settings.from_env(env={}, home=home / "civicml")
+    case = SleepCase()
+    train(case, case.integrate([]), "sleep", {"x": 0.5}, settings=settings)  # warm up
+    started = time.perf_counter()
+    for i in range(trials):  # the training layer's own MLflow logging, no Optuna
+        train(case, case.integrate([]), "sleep", {"x": i / trials}, settings=settings, log_model=False)
+    train_per_trial = (time.perf_counter() - started) / trials
+    tune(case, case.integrate([]), n_trials=1, study_name="warm", settings=settings, pruner="none")  # imports, DB
+    started = time.perf_counter()
+    result = tune(case, case.integrate([]), n_trials=trials, study_name="overhead", settings=settings,
+                  pruner="none")
+    ours_per_trial = (time.perf_counter() - started) / trials
+    durations = [t.duration.total_seconds() for t in optuna.load_study(
+        study_name="overhead", storage=settings.optuna_storage).trials]
+    return {"bare_s": bare_per_trial, "ours_s": ours_per_trial, "trial_s": statistics.mean(durations),
+            "train_s": train_per_trial, "fixed_s": ours_per_trial * trials - sum(durations),
+            "overhead_pct": 100 * (ours_per_trial - bare_per_trial) / bare_per_trial, "n": result.n_complete}
+
+
+def workers(trials: int, home: Path, pg_admin: str) -> dict:
+    import psycopg2
+
+    from tuning import tune
+    from tuning.storage import open_storage
+
+    out = {}
+    for w in (1, 2):
+        name = f"civicml_bench_{uuid.uuid4().hex[:8]}"
+        admin = psycopg2.connect(pg_admin)
+        admin.autocommit = True
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        url = pg_admin.rsplit("/", 1)[0] + "/" + name
+        try:
+            settings = Settings.from_env(env={}, home=home / f"w{w}")
+            case = SleepCase()
+            started = time.perf_counter()
+            tune(case, case.integrate([]), n_trials=trials, study_name="speed", storage=url, settings=settings,
+                 pruner="none", workers=w)
+            wall = time.perf_counter() - started
+            done = optuna.load_study(study_name="speed", storage=open_storage(url)).trials
+            span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+            out[w] = {"trials": len(done), "span_s": span, "wall_s": wall, "per_min": 60 * len(done) / span,
+                      "per_min_wall": 60 * len(done) / wall}
+        finally:
+            admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                                   (name,))
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.close()
+    out["speedup"] = out[2]["per_min"] / out[1]["per_min"]
+    out["speedup_wall"] = out[2]["per_min_wall"] / out[1]["per_min_wall"]
+    return out
+
+
+def pruning(trials: int, home: Path, use_case_name: str, rows: int) -> dict:
+    from projects import get_use_case
+    from tuning import tune
+
+    case = get_use_case(use_case_name)
+    data = case.integrate(case.generate_sources(home / "data", n=rows, seed=0))
+    family = next(iter(case.families)) if use_case_name != "service_requests" else "boosting"
+    out = {}
+    for pruner in ("none", "median"):
+        settings = Settings.from_env(env={}, home=home / f"prune-{pruner}")
+        result = tune(case, data, n_trials=trials, families=[family], study_name="prune", settings=settings,
+                      pruner=pruner, seed=0)
+        study = optuna.load_study(study_name="prune", storage=settings.optuna_storage)
+        out[pruner] = {"trials": sorted(study.trials, key=lambda t: t.number), "best": result.best_value,
+                       "pruned": result.n_pruned}
+    sign = 1 if case.direction == "minimize" else -1
+    reach = max(sign * out["none"]["best"], sign * out["median"]["best"])  # the value both studies reach
+    for pruner in ("none", "median"):
+        epochs, until = 0, None
+        for t in out[pruner]["trials"]:
+            epochs += len(t.intermediate_values)
+            if until is None and t.state.name == "COMPLETE" and sign * t.value <= reach + 1e-12:
+                until = epochs
+        out[pruner].update(epochs_total=epochs, epochs_to_reach=until)
+    out["reach"] = sign * reach
+    out["family"] = f"{use_case_name}/{family}"
+    out["saved_pct"] = 100 * (1 - out["median"]["epochs_to_reach"] / out["none"]["epochs_to_reach"])
+    out["saved_total_pct"] = 100 * (1 - out["median"]["epochs_total"] / out["none"]["epochs_total"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=6, help="fixed-cost trials per measurement")
+    parser.add_argument("--worker-trials", type=int, default=12)
+    parser.add_argument("--prune-trials", type=int, default=12)
+    parser.add_argument("--prune-use-case", default="traffic_flow")
+    parser.add_argument("--prune-rows", type=int, default=3000)
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "workers", "pruning"])
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    home = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
+    if "overhead" not in args.skip:
+        o = overhead(args.trials, home)
+        print(f"overhead: bare Optuna {o['bare_s']:.3f} s/trial, CivicML layout {o['ours_s']:.3f} s/trial "
+              f"(Optuna-measured trial {o['trial_s']:.3f} s) -> overhead {o['overhead_pct']:.1f}% of a "
+              f"{SLEEP:.0f} s trial", flush=True)
+        print(f"  of which: projects.train's MLflow run on SQLite {o['train_s'] - SLEEP:.3f} s/trial "
+              f"(train() alone {o['train_s']:.3f} s), tuning's own per-trial additions "
+              f"{o['trial_s'] - o['train_s']:.3f} s, per-study fixed cost (parent run, plots, summary) "
+              f"{o['fixed_s']:.2f} s = {o['fixed_s'] / args.trials:.3f} s/trial over {args.trials} trials", flush=True)
+    if "workers" not in args.skip:
+        w = workers(args.worker_trials, home, args.pg)
+        for n in (1, 2):
+            print(f"workers={n}: {w[n]['trials']} trials, {w[n]['per_min']:.1f} trials/min over the trials' span "
+                  f"({w[n]['span_s']:.1f} s), {w[n]['per_min_wall']:.1f} trials/min over the whole call "
+                  f"({w[n]['wall_s']:.1f} s, process start-up included)", flush=True)
+        print(f"speed-up 2 vs 1 workers: {w['speedup']:.2f}x (trial span), {w['speedup_wall']:.2f}x (whole call)",
+              flush=True)
+    if "pruning" not in args.skip:
+        p = pruning(args.prune_trials, home, args.prune_use_case, args.prune_rows)
+        for k in ("none", "median"):
+            print(f"pruner={k}: best {p[k]['best']:.4f}, {p[k]['pruned']} pruned, epochs to reach "
+                  f"{p['reach']:.4f}: {p[k]['epochs_to_reach']}, epochs in all: {p[k]['epochs_total']}", flush=True)
+        print(f"pruning on {p['family']}: {p['saved_pct']:.0f}% fewer epochs to reach the same best value, "
+              f"{p['saved_total_pct']:.0f}% fewer in all", flush=True)
+
+
+if __name__ == "__main__":
+    main()
