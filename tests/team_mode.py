@@ -74,6 +74,9 @@ class MotoS3:
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
 
@@ -145,8 +148,8 @@ def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # uvicorn waits for kept-alive client connections
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
 
