@@ -131,7 +131,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     mlflow.log_params({"data_rows": len(dataset), "train_rows": len(train_part), "valid_rows": len(valid_part)})
     mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
                      "cleaning": dict(dataset.report)}, "data/dataset.json")
-    fitted = model_family.fit(train_part, valid_part, merged, recorder)
+    fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
     metrics = evaluate(use_case.task, valid_part.y, predictions, labels)
