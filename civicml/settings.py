@@ -20,7 +20,7 @@ variable                      meaning                                       defa
                               configured; never logged or printed)
 ``CIVICML_SERVER_BACKEND``    ``civicml server``: backend store URI         none (required)
                               (``postgresql://...``)
-``CIVICML_SERVER_ARTIFACTS``  ``civicml server``: artifacts destination    none (required)
+``CIVICML_SERVER_ARTIFACTS``  ``civicml server``: artifacts destination     none (required)
                               (``s3://bucket/prefix``)
 ============================  ============================================  =========================
 
