@@ -382,3 +382,24 @@ def test_faults_are_clear_errors_and_exit_2(trained, capsys):
         code = _models_cli(settings, argv[1], *argv[2:]) if argv[0] == "models" else _cli(settings, *argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("civicml: error: "), (argv, err)
+
+
+def test_a_registration_that_fails_halfway_leaves_nothing_behind(trained):
+    """The artifact store refuses the model card after the version exists: the version goes again."""
+    settings, good, weak = trained
+    name = "halfway"
+    registry.register(good.model_uri, name, settings=settings)
+    before = _state(settings, name), registry.audit(name, settings=settings)
+    blocker = _local_artifact(settings, f"runs:/{weak.run_id}/model_cards")
+    assert not blocker.exists()
+    blocker.write_text("a file where the store needs a folder")
+    try:
+        with pytest.raises(registry.ArtifactsUnavailable, match="cannot write model_cards/"):
+            registry.register(weak.model_uri, name, settings=settings)
+        assert (_state(settings, name), registry.audit(name, settings=settings)) == before
+        with pytest.raises(registry.ArtifactsUnavailable):
+            registry.register(weak.model_uri, "halfway-new", settings=settings)
+        assert "halfway-new" not in registry.models(settings)  # the model this call created went too
+    finally:
+        blocker.unlink()
+    assert registry.register(weak.model_uri, name, settings=settings).version == "3"
