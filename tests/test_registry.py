@@ -390,9 +390,11 @@ def test_a_registration_that_fails_halfway_leaves_nothing_behind(trained):
     name = "halfway"
     registry.register(good.model_uri, name, settings=settings)
     before = _state(settings, name), registry.audit(name, settings=settings)
-    blocker = _local_artifact(settings, f"runs:/{weak.run_id}/model_cards")
-    assert not blocker.exists()
-    blocker.write_text("a file where the store needs a folder")
+    cards = _local_artifact(settings, f"runs:/{weak.run_id}/model_cards")
+    cards.mkdir(exist_ok=True)
+    blockers = [cards / name, cards / "halfway-new"]  # the folders the two cards would go to
+    for blocker in blockers:
+        blocker.write_text("a file where the store needs a folder")
     try:
         with pytest.raises(registry.ArtifactsUnavailable, match="cannot write model_cards/"):
             registry.register(weak.model_uri, name, settings=settings)
@@ -401,5 +403,6 @@ def test_a_registration_that_fails_halfway_leaves_nothing_behind(trained):
             registry.register(weak.model_uri, "halfway-new", settings=settings)
         assert "halfway-new" not in registry.models(settings)  # the model this call created went too
     finally:
-        blocker.unlink()
-    assert registry.register(weak.model_uri, name, settings=settings).version == "3"
+        for blocker in blockers:
+            blocker.unlink()
+    assert registry.register(weak.model_uri, name, settings=settings).version == "3"  # numbers are not reused
