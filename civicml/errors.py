@@ -31,3 +31,7 @@ class GateRefused(CivicMLError):
 
 class IntegrityError(CivicMLError):
     """Stored artifacts do not match the checksum recorded at registration."""
+
+
+class Unavailable(CivicMLError):
+    """A store CivicML depends on (artifact store, tracking server) did not answer; nothing was changed."""

@@ -27,7 +27,7 @@ variable                      meaning                                       defa
 No access configured means single-user mode: the acting user (``CIVICML_USER``
 or the OS user) holds every role, and audit records say ``auth: single-user``.
 Once an access file (or ``CIVICML_ACCESS``) exists, every registry call needs a
-token (see ``registry.access``).
+token (see ``civicml.access``).
 
 Read by MLflow and boto3 themselves, and passed through untouched:
 ``MLFLOW_S3_ENDPOINT_URL`` (S3-compatible stores: MinIO, moto), ``AWS_ACCESS_KEY_ID``,
@@ -63,10 +63,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = dict(os.environ if env is None else env)
-        home = Path(overrides.pop("home", None) or env.get("CIVICML_HOME") or "civicml-home").resolve()
-        # MLFLOW_TRACKING_URI is honoured too: `mlflow run` hands it to the entry point it starts.
+        explicit_home = overrides.pop("home", None)
+        home = Path(explicit_home or env.get("CIVICML_HOME") or "civicml-home").resolve()
+        # MLFLOW_TRACKING_URI is honoured too (`mlflow run` hands it to the entry point it starts), but an
+        # explicitly chosen home means that home's own store: the variable may just be inherited.
         tracking_uri = (overrides.pop("tracking_uri", None) or env.get("CIVICML_TRACKING_URI")
-                        or env.get("MLFLOW_TRACKING_URI"))
+                        or (None if explicit_home else env.get("MLFLOW_TRACKING_URI")))
         artifact_root = overrides.pop("artifact_root", None) or env.get("CIVICML_ARTIFACT_ROOT")
         if not tracking_uri:
             tracking_uri = f"sqlite:///{home / 'mlflow.db'}"

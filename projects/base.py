@@ -9,7 +9,6 @@ families can learn from that frame. Training (``projects.training``) and tuning
 from __future__ import annotations
 
 import abc
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import pandas as pd
 
+from civicml.fingerprint import frame_fingerprint
 from projects.space import SearchSpace
 
 
@@ -45,16 +45,7 @@ class NullReporter:
         return None
 
 
-def fingerprint(frame: pd.DataFrame) -> str:
-    """SHA-256 of a frame's content and schema (column names, dtypes, row order)."""
-    digest = hashlib.sha256()
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    hashable = frame.copy()
-    for column in hashable.columns:
-        if hashable[column].map(lambda v: isinstance(v, (np.ndarray, list))).any():
-            hashable[column] = hashable[column].map(lambda v: hashlib.sha256(np.asarray(v).tobytes()).hexdigest())
-    digest.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
-    return digest.hexdigest()
+fingerprint = frame_fingerprint  # SHA-256 of a frame's content and schema
 
 
 @dataclass(frozen=True)
@@ -168,6 +159,7 @@ class UseCase(abc.ABC):
         return self.integrate(paths)
 
     default_size: int = 3000
+    policy_file: Path | None = None  # the promotion policy of its registered model (YAML, versioned here)
 
     def category_values(self, dataset: Dataset) -> dict[str, list]:
         """Allowed values of the categorical features, logged with the model for input checks."""

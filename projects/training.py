@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import mlflow
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
+from civicml.access import require
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
 from projects.base import Dataset, NullReporter, Pruned, Reporter, UseCase
@@ -86,6 +87,7 @@ def train(
     prunes it.
     """
     settings = settings or Settings.from_env()
+    require(settings, "train")
     model_family = use_case.family(family)
     merged = {**model_family.defaults, **(params or {})}
     configure(settings)

@@ -4,11 +4,11 @@ Only this package calls MLflow's registry API. Public face::
 
     from registry import register, set_alias, approve, promote, rollback, audit, lineage, model_card, resolve
 
-Every function checks the caller's role (:mod:`registry.access`); without access
+Every function checks the caller's role (:mod:`civicml.access`); without access
 configuration the local user holds every role (single-user mode).
 """
 
-from registry.access import DATA_SCIENTIST, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller, new_token, require
+from civicml.access import DATA_SCIENTIST, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller, new_token, require
 from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                             NoRegression, PromotionContext, SignatureCompatible, predicted_labels, signature_breaks)
 from registry.lifecycle import (CHALLENGER, CHAMPION, PromotionOutcome, approvals, approve, audit,

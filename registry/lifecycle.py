@@ -1,6 +1,6 @@
 """What release managers do: register, approve, promote under a policy, roll back, read the audit trail.
 
-Every function checks the caller's role first (:mod:`registry.access`), and every
+Every function checks the caller's role first (:mod:`civicml.access`), and every
 change writes an append-only audit record (registered-model tags
 ``civicml.audit.<time>.<ns>.<random>``, one JSON record each) saying who, when,
 from, to, and why.
@@ -19,7 +19,8 @@ import pandas as pd
 from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from registry import card as cards
-from registry.access import Identity, require
+from civicml.fingerprint import frame_fingerprint
+from civicml.access import Identity, require
 from registry.gates import GateVerdict, PromotionContext
 from registry.policy import PromotionPolicy
 from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, validate_alias
@@ -386,9 +387,7 @@ def _holdout_frame(holdout) -> tuple[pd.DataFrame | None, str | None]:
         return None, None
     if hasattr(holdout, "frame"):  # a projects.Dataset: fingerprint the frame as evaluated, like any frame
         holdout = holdout.frame
-    digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in holdout.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(holdout, index=False).values.tobytes())
-    return holdout, digest.hexdigest()
+    return holdout, frame_fingerprint(holdout)
 
 
 def _holdout_label(frame, fingerprint) -> str:

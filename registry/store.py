@@ -19,7 +19,7 @@ from typing import Any, Callable
 import mlflow
 from mlflow.exceptions import MlflowException, RestException
 
-from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound
+from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, Unavailable
 from civicml.settings import Settings
 from civicml.tracking import configure
 from registry.checksum import tree_sha256
@@ -29,8 +29,7 @@ AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
 
 
-class ArtifactsUnavailable(CivicMLError):
-    """The artifact store (S3, the tracking server's proxy, a folder) did not answer; nothing was changed."""
+ArtifactsUnavailable = Unavailable  # the artifact store did not answer (S3 down, wrong endpoint)
 
 
 def _unreadable(what: str, err: BaseException) -> CivicMLError:

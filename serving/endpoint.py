@@ -64,10 +64,9 @@ class Endpoint:
             runtime.load()
             served = Served(self.model_name, local.version.version, self.alias, runtime.name)
             old, self._current = self._current, (served, runtime)
-            if old:
+            if old:  # requests in flight still hold the old runtime; it is freed with its last reference
                 log.info("alias %s of %s moved: version %s -> %s", self.alias, self.model_name,
                          old[0].version, served.version)
-                old[1].unload()
             return served
 
     def follow(self) -> None:

@@ -12,14 +12,15 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied
+from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
 from serving.dataplane import parse, to_json
 from serving.endpoint import Endpoint
 
 log = logging.getLogger("civicml.serving")
 
 _STATUS = {InvalidInput: (400, "BAD_REQUEST"), NotFound: (404, "RESOURCE_DOES_NOT_EXIST"),
-           PermissionDenied: (403, "PERMISSION_DENIED"), IntegrityError: (503, "MODEL_INTEGRITY")}
+           PermissionDenied: (403, "PERMISSION_DENIED"), IntegrityError: (503, "MODEL_INTEGRITY"),
+           Unavailable: (503, "UNAVAILABLE")}
 
 
 def _error(err: Exception) -> JSONResponse:

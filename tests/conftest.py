@@ -13,6 +13,14 @@ from civicml.settings import Settings
 PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep one test's store out of the next one's children."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     """The embedded default in a temporary home: SQLite tracking and Optuna, local artifacts."""

@@ -26,6 +26,7 @@ import optuna
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.errors import InvalidInput
+from civicml.access import require
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
 from projects import Dataset, UseCase
@@ -99,6 +100,7 @@ def tune(
     noticed on RDB storages.
     """
     settings = settings or Settings.from_env()
+    require(settings, "tune")
     if n_trials < 1:
         raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
     families = list(families or use_case.families)

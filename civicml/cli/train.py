@@ -50,6 +50,9 @@ def cmd_train(args) -> int:
     from projects import get_use_case, train
 
     settings = settings_from(args)
+    from civicml.access import require
+
+    require(settings, "train")  # before any data is generated
     use_case = get_use_case(args.use_case)
     family = args.family or next(iter(use_case.families))
     use_case.family(family)

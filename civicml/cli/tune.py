@@ -72,6 +72,9 @@ def cmd_tune(args) -> int:
     from tuning import Heartbeat, tune
 
     settings = settings_from(args)
+    from civicml.access import require
+
+    require(settings, "tune")  # before any data is generated
     use_case = get_use_case(args.use_case)
     families, overrides = _spaces(args, use_case)
     if args.show_space:

@@ -30,6 +30,7 @@ class StreetScenes(UseCase):
     registered_model = "street-scenes-classifier"
     description = "Classify reported street photos: pothole, overflowing bin, graffiti, fallen tree, flooding, clear."
     default_size = 2000
+    policy_file = Path(__file__).parent / "policy.yaml"
 
     @property
     def families(self):

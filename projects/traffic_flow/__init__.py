@@ -31,6 +31,7 @@ class TrafficFlow(UseCase):
     registered_model = "traffic-flow-forecaster"
     description = "Forecast next hour's vehicle count per road sensor from recent counts, calendar and weather."
     default_size = 20000
+    policy_file = Path(__file__).parent / "policy.yaml"
 
     @property
     def families(self):
