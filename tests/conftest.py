@@ -13,12 +13,18 @@ from civicml.settings import Settings
 PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
 @pytest.fixture(autouse=True)
-def _no_inherited_tracking_uri(monkeypatch):
-    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep one test's store out of the next one's children."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _no_inherited_mlflow_environment(monkeypatch):
+    """mlflow.set_tracking_uri and set_experiment export environment variables; keep one test's store and
+    experiment out of the next test's child processes (`mlflow run` refuses an inherited experiment id)."""
+    for name in MLFLOW_EXPORTS:
+        monkeypatch.delenv(name, raising=False)
     yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in MLFLOW_EXPORTS:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture
