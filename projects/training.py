@@ -9,6 +9,7 @@ without knowing what model it is.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -52,6 +53,15 @@ class _RecordingReporter:
         self.inner.report(step, value)
 
 
+def _log_batch(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@functools.lru_cache(maxsize=1)
 def _code_version() -> str | None:
     import subprocess
     from pathlib import Path
@@ -115,7 +125,7 @@ def train(
         return result
     except Pruned:
         mlflow.set_tag(TAG_PRUNED, "true")
-        if recorder.history:
+        if len(recorder.history) > 1:
             mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
         status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
         raise
@@ -129,8 +139,8 @@ def train(
 def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
                  log_model, run_id) -> TrainingResult:
     started = time.perf_counter()
-    mlflow.log_params({"family": family, "seed": seed, **merged})
-    mlflow.log_params({"data_rows": len(dataset), "train_rows": len(train_part), "valid_rows": len(valid_part)})
+    mlflow.log_params({"family": family, "seed": seed, **merged, "data_rows": len(dataset),
+                       "train_rows": len(train_part), "valid_rows": len(valid_part)})
     mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
                      "cleaning": dict(dataset.report)}, "data/dataset.json")
     fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
@@ -141,12 +151,11 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     size = fitted.size_bytes()
     if size is not None:
         metrics["model_size_bytes"] = float(size)
-    mlflow.log_metrics(metrics)
-    mlflow.set_tag(TAG_PRUNED, "false")
+    _log_batch(run_id, metrics, {TAG_PRUNED: "false"})  # one store round trip for both
     if use_case.task == "classification":
         mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels, f"{use_case.name} / {family}"),
                           "plots/confusion_matrix.png")
-    if recorder.history:
+    if len(recorder.history) > 1:  # a curve needs more than one point
         mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
     model_uri = None
     if log_model(metrics) if callable(log_model) else log_model:
