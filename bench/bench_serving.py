@@ -2,7 +2,7 @@
 
 Compares, for the same registered 311 model and the same single-row request:
   * the model called in process (mlflow.pyfunc predict: the floor),
-  * CivicML's endpoint over HTTP (FastAPI + uvicorn, schema and category checks),
+  * CivicML's endpoint over HTTP (`civicml serve`: FastAPI + uvicorn, schema and category checks),
   * MLflow's own scoring server (`mlflow models serve --env-manager local`).
 
 Run:  .venv/bin/python bench/bench_serving.py [--requests 300] [--family logreg]
@@ -44,6 +44,19 @@ def _time_http(url: str, body: dict, n: int) -> list[float]:
     return out
 
 
+def _wait_ready(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"server at {url} did not start")
+        time.sleep(0.3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
@@ -56,7 +69,7 @@ def main() -> None:
     import registry
     from civicml.settings import Settings
     from projects import get_use_case, train
-    from serving import BackgroundServer, Endpoint, free_port
+    from serving import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="civicml-bench-"))
     settings = Settings.from_env(env={}, home=tmp / "home")
@@ -79,31 +92,28 @@ def main() -> None:
         direct.append(time.perf_counter() - t)
 
     body = {"dataframe_records": [ROW]}
-    with BackgroundServer(Endpoint("bench-router", settings=settings, refresh_seconds=0)) as server:
-        ours = _time_http(server.url, body, args.requests)
-
-    port = free_port()
+    bin_dir = Path(sys.executable).parent
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    proc = subprocess.Popen([mlflow_bin, "models", "serve", "-m", str(local.path), "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("mlflow models serve did not start")
-            time.sleep(0.3)
-        theirs = _time_http(f"http://127.0.0.1:{port}", body, args.requests)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Both servers run in their own process, as in production, so the client does not share their GIL.
+    servers = {
+        "CivicML endpoint (HTTP)": [str(bin_dir / "civicml"), "serve", "bench-router", "--home", str(settings.home),
+                                    "--refresh", "0", "--port", "{port}"],
+        "mlflow models serve (HTTP)": [str(bin_dir / "mlflow"), "models", "serve", "-m", str(local.path),
+                                       "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"],
+    }
+    timings = {}
+    for name, command in servers.items():
+        port = free_port()
+        proc = subprocess.Popen([part.replace("{port}", str(port)) for part in command], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", proc)
+            timings[name] = _time_http(f"http://127.0.0.1:{port}", body, args.requests)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ours, theirs = timings["CivicML endpoint (HTTP)"], timings["mlflow models serve (HTTP)"]
 
     rows = {"in-process pyfunc": _percentiles(direct), "CivicML endpoint (HTTP)": _percentiles(ours),
             "mlflow models serve (HTTP)": _percentiles(theirs)}

@@ -48,8 +48,16 @@ class PyfuncRuntime(Runtime):
 
         self._model = mlflow.pyfunc.load_model(str(self.model.path))
         self.signature = self._model.metadata.signature
+        # The data plane has already checked and cast the input against the signature; for a
+        # scikit-learn model, calling it directly skips pyfunc's second schema pass (~1 ms a request).
+        flavor = self._model.metadata.flavors.get("python_function", {})
+        self._direct = None
+        if flavor.get("loader_module") == "mlflow.sklearn" and flavor.get("predict_fn", "predict") == "predict":
+            self._direct = self._model.get_raw_model().predict
 
     def predict(self, data, params=None):
+        if self._direct is not None and not params:
+            return self._direct(data)
         return self._model.predict(data, params=params) if params else self._model.predict(data)
 
     def unload(self) -> None:
