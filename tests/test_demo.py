@@ -46,12 +46,13 @@ def test_demo_runs_the_whole_lifecycle(tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_run_train_entry_point(tmp_path):
+@pytest.mark.parametrize("project", [".", "projects/service_requests"])
+def test_mlflow_run_train_entry_point(tmp_path, project):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "CIVICML_HOME": str(tmp_path),
            "PATH": f"{BIN}:{os.environ['PATH']}"}
     work = tmp_path / "project"
     shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "civicml-home", "__pycache__"))
-    done = subprocess.run([str(BIN / "mlflow"), "run", str(work), "-e", "train", "-P", "family=decision_tree",
+    done = subprocess.run([str(BIN / "mlflow"), "run", str(work / project), "-e", "train", "-P", "family=decision_tree",
                            "-P", "rows=400", "--env-manager", "local", "--experiment-name", "projects"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
