@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 from civicml.cli.common import Parser
 from civicml.errors import CivicMLError
@@ -26,7 +27,15 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines
+    import mlflow  # noqa: F401  (it sets its loggers' levels when imported: import it first, then quiet it)
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations etc. are not the user's business
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Libraries' advice to their own developers (type hints, ccache, PIR internals) is noise in a CLI.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|paddle|optuna)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
