@@ -89,9 +89,20 @@ class PromotionContext:
         return self._models[key]
 
     def features(self, which: LocalModel) -> pd.DataFrame:
+        """The model's input for every held-out row: its signature's columns, or for a tensor
+        signature a frame of one array column (indexed 0..n-1; rows are taken with ``iloc``)."""
         schema = self.model(which).metadata.get_input_schema()
         names = schema.input_names() if schema is not None and not schema.is_tensor_spec() else None
-        return self.holdout[names] if names else self.holdout.drop(columns=[self.target])
+        frame = self.holdout[names] if names else self.holdout.drop(columns=[self.target])
+        return frame.reset_index(drop=True)
+
+    def as_input(self, which: LocalModel, rows: pd.DataFrame):
+        """``rows`` of :meth:`features` in the form the model takes: a tensor model gets one stacked array."""
+        schema = self.model(which).metadata.get_input_schema()
+        if schema is not None and schema.is_tensor_spec() and rows.shape[1] == 1:
+            spec = schema.inputs[0]
+            return np.stack([np.asarray(v, dtype=spec.type) for v in rows.iloc[:, 0]])
+        return rows
 
     def predictions(self, which: LocalModel) -> np.ndarray:
         """``which``'s labels (or values) for every held-out row, computed once."""
@@ -99,7 +110,8 @@ class PromotionContext:
         if key not in self._predictions:
             if self.holdout is None or self.target is None:
                 raise ValueError("this gate needs a held-out data set")
-            self._predictions[key] = predicted_labels(self.model(which).predict(self.features(which)))
+            features = self.features(which)
+            self._predictions[key] = predicted_labels(self.model(which).predict(self.as_input(which, features)))
         return self._predictions[key]
 
     def evaluate(self, which: LocalModel, metric: str) -> float:
@@ -268,10 +280,10 @@ class LatencyBudget(Gate):
         if n == 0:
             raise ValueError("no held-out rows to time")
         for i in range(min(self.warmup, n)):
-            model.predict(X.iloc[[i]])
+            model.predict(ctx.as_input(ctx.candidate, X.iloc[[i]]))
         times = []
         for i in range(n):
-            row = X.iloc[[i]]
+            row = ctx.as_input(ctx.candidate, X.iloc[[i]])
             started = time.perf_counter()
             model.predict(row)
             times.append((time.perf_counter() - started) * 1000)
