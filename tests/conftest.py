@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -50,33 +50,26 @@ def requests_holdout(tmp_path_factory):
     return use_case.holdout(tmp_path_factory.mktemp("sr-holdout"), n=500)
 
 
-def _pg_connect(url: str):
-    import psycopg2
-
-    return psycopg2.connect(url, connect_timeout=3)
-
-
-@pytest.fixture
-def postgres_db():
-    """A new, empty PostgreSQL database for one test; dropped afterwards.
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str = "civicml_test"):
+    """Create a new, empty PostgreSQL database, yield its URL, drop it afterwards.
 
     Skips when the server is down, except under CI=true, where that is a failure.
     """
     import psycopg2
 
     try:
-        admin = _pg_connect(PG_ADMIN_URL)
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
     except psycopg2.OperationalError as err:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}")
         pytest.skip(f"PostgreSQL is not reachable: {err}")
     admin.autocommit = True
-    name = f"civicml_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         with admin.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
@@ -84,8 +77,14 @@ def postgres_db():
         admin.close()
 
 
+@pytest.fixture
+def postgres_db():
+    """A new, empty PostgreSQL database for one test (see :func:`fresh_postgres_database`)."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
 def pytest_collection_modifyitems(config, items):
-    root = Path(__file__).parent
     for item in items:
-        if "postgres_db" in getattr(item, "fixturenames", ()):
+        if {"postgres_db", "team_pg"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)

@@ -16,13 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "civicml-team"
 PREFIX = "artifacts"
@@ -38,25 +36,10 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def team_pg():
     """A new PostgreSQL database for the session's tracking server; dropped afterwards."""
-    import psycopg2
+    from conftest import fresh_postgres_database
 
-    try:
-        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
-    except psycopg2.OperationalError as err:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {err}")
-        pytest.skip(f"PostgreSQL is not reachable: {err}")
-    admin.autocommit = True
-    name = f"civicml_team_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+    with fresh_postgres_database("civicml_team") as url:
+        yield url
 
 
 @dataclass
