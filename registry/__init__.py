@@ -11,9 +11,10 @@ configuration the local user holds every role (single-user mode).
 from civicml.access import DATA_SCIENTIST, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller, new_token, require
 from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                             NoRegression, PromotionContext, SignatureCompatible, predicted_labels, signature_breaks)
-from registry.lifecycle import (CHALLENGER, CHAMPION, PromotionOutcome, approvals, approve, audit,
-                                champion_history, lineage, model_card, models, promote, register, resolve, rollback,
-                                set_alias, show, versions)
+from registry.lifecycle import (PromotionOutcome, approve, champion_history, promote, register, rollback,
+                                set_alias)
+from registry.queries import (CHALLENGER, CHAMPION, approvals, audit, lineage, model_card, models, resolve, show,
+                              versions)
 from registry.policy import HoldoutSpec, PromotionPolicy
 from registry.store import ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion
 

@@ -1,4 +1,4 @@
-"""What release managers do: register, approve, promote under a policy, roll back, read the audit trail.
+"""What release managers do: register, approve, promote under a policy, roll back (reading: queries.py).
 
 Every function checks the caller's role first (:mod:`civicml.access`), and every
 change writes an append-only audit record (registered-model tags
@@ -23,14 +23,10 @@ from civicml.fingerprint import frame_fingerprint
 from civicml.access import Identity, require
 from registry.gates import GateVerdict, PromotionContext
 from registry.policy import PromotionPolicy
+from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, TAG_CARD, TAG_CARD_SHA, _approvals
 from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, validate_alias
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-LINEAGE_TAGS = ("civicml.data_fingerprint", "civicml.code_version", "civicml.study", "civicml.use_case",
-                "civicml.family")
-TAG_CARD = "civicml.model_card"
-TAG_CARD_SHA = "civicml.model_card.sha256"
+
 
 
 @dataclass
@@ -107,134 +103,6 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
 
 
 # -- read ---------------------------------------------------------------------------------------
-def resolve(name: str, ref: str = CHAMPION, settings: Settings | None = None) -> LocalModel:
-    """A verified local copy of ``name`` at ``ref`` (an alias, or a version number)."""
-    settings = settings or Settings.from_env()
-    require(settings, "predict")
-    store = ModelStore(settings)
-    version = store.get_version(name, ref) if str(ref).isdigit() else store.by_alias(name, ref)
-    return store.fetch(name, version)
-
-
-def audit(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    return ModelStore(settings).audit_records(name)
-
-
-def versions(name: str, settings: Settings | None = None) -> list[ModelVersion]:
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    return ModelStore(settings).versions(name)
-
-
-def models(settings: Settings | None = None) -> dict[str, dict[str, str]]:
-    """Registered model names and their aliases (alias -> version)."""
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    store = ModelStore(settings)
-    return {name: {a: str(v) for a, v in sorted((store.get_model(name).aliases or {}).items())}
-            for name in store.models()}
-
-
-def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Every version of ``name`` with what a release manager asks about it: aliases, who registered it,
-    source run and its metrics, data fingerprint, code version, approvals, its latest gate results."""
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    store = ModelStore(settings)
-    trail = store.audit_records(name)
-    out = []
-    for mv in store.versions(name):
-        gates = None
-        for r in trail:
-            if r.get("action") in ("promote", "refuse") and r.get("to") == mv.version:
-                gates = {"action": r["action"], "when": r["when"], "who": r["who"], "gates": r.get("gates", [])}
-        metrics = {}
-        if mv.run_id:
-            try:
-                metrics = {k: v for k, v in store.client.get_run(mv.run_id).data.metrics.items()
-                           if not k.startswith("recall_")}
-            except Exception:  # noqa: BLE001 - a deleted run leaves the version readable
-                metrics = {}
-        out.append({"version": mv.version, "aliases": list(mv.aliases), "registered_by": mv.tags.get(
-            "civicml.registered_by"), "registered_at": mv.tags.get("civicml.registered_at"),
-            "run_id": mv.run_id, "family": mv.tags.get("civicml.family"),
-            "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
-            "code_version": mv.tags.get("civicml.code_version"), "study": mv.tags.get("civicml.study"),
-            "sha256": mv.sha256, "metrics": metrics, "approved_by": [r["who"] for r in _approvals(store, name, mv)],
-            "last_gates": gates, "model_card": mv.tags.get(TAG_CARD)})
-    return out
-
-
-def approvals(name: str, version: str, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """The approval records of ``version`` (one per distinct approver), from the audit trail."""
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    store = ModelStore(settings)
-    return _approvals(store, name, store.get_version(name, version))
-
-
-def _approvals(store: ModelStore, name: str, version: ModelVersion) -> list[dict[str, Any]]:
-    seen: dict[str, dict] = {}
-    for r in store.audit_records(name):
-        # an approval binds to the version's content: a version is never re-pointed, but be explicit
-        if r.get("action") == "approve" and r.get("version") == version.version \
-                and r.get("sha256") == version.sha256:
-            seen.setdefault(r["who"], r)
-    return list(seen.values())
-
-
-def model_card(name: str, version: str, settings: Settings | None = None) -> str:
-    """The latest model card of ``version``, verified against its recorded SHA-256."""
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    store = ModelStore(settings)
-    mv = store.get_version(name, version)
-    uri = mv.tags.get(TAG_CARD)
-    if not uri:
-        raise NotFound(f"model '{name}' version {mv.version} has no model card")
-    text = store.read_run_text(uri)
-    if hashlib.sha256(text.encode()).hexdigest() != mv.tags.get(TAG_CARD_SHA):
-        from civicml.errors import IntegrityError
-
-        raise IntegrityError(f"model card of '{name}' version {mv.version} does not match its recorded checksum")
-    return text
-
-
-def lineage(name: str, version: str, settings: Settings | None = None) -> dict[str, Any]:
-    """The chain behind a version: data fingerprint -> training run -> study -> registered version."""
-    settings = settings or Settings.from_env()
-    require(settings, "read")
-    store = ModelStore(settings)
-    mv = store.get_version(name, version)
-    aliases = sorted(a for a, v in (store.get_model(name).aliases or {}).items() if str(v) == mv.version)
-    out: dict[str, Any] = {"model": name, "version": mv.version, "aliases": aliases,
-                           "registered_by": mv.tags.get("civicml.registered_by"),
-                           "registered_at": mv.tags.get("civicml.registered_at"), "sha256": mv.sha256,
-                           "source": mv.source, "run_id": mv.run_id,
-                           "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
-                           "code_version": mv.tags.get("civicml.code_version"),
-                           "use_case": mv.tags.get("civicml.use_case"), "family": mv.tags.get("civicml.family"),
-                           "study": mv.tags.get("civicml.study"), "study_run_id": mv.tags.get("civicml.study_run_id"),
-                           "model_card": mv.tags.get(TAG_CARD),
-                           "approved_by": [r["who"] for r in _approvals(store, name, mv)]}
-    if mv.run_id:
-        run = store.client.get_run(mv.run_id)
-        out["experiment_id"] = run.info.experiment_id
-        out["run_metrics"] = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")}
-        out["run_params"] = dict(run.data.params)
-    if out["study_run_id"]:
-        try:
-            study_run = store.client.get_run(out["study_run_id"])
-            out["study_run_name"] = study_run.info.run_name
-            out["study"] = out["study"] or study_run.data.tags.get("civicml.study")
-        except Exception:  # noqa: BLE001 - lineage still prints what it has
-            pass
-    return out
-
-
-# -- change -------------------------------------------------------------------------------------
 def set_alias(name: str, alias: str, version: str, settings: Settings | None = None) -> None:
     """Point ``alias`` (``challenger`` or any named alias, never ``champion``) at ``version``."""
     settings = settings or Settings.from_env()
