@@ -35,7 +35,7 @@ from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, fail_trial_run, figures
                          trials_table)
 from tuning.space import merged_space
 from tuning.storage import Heartbeat, check_workers, storage_kind
-from tuning.worker import WorkerSpec, enough, open_study, progress, run_worker, sampler_grid, worker_main
+from tuning.worker import WorkerSpec, open_study, progress, run_worker, sampler_grid, worker_main
 
 __all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
 

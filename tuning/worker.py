@@ -196,7 +196,7 @@ class _UseCaseView:
         return _Measured(self._use_case.family(name), self._trial, self._rows, self._found)
 
 
-class Objective:
+class TrialObjective:
     """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives."""
 
     def __init__(self, spec: WorkerSpec, study: optuna.Study):
@@ -264,7 +264,7 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study.optimize(Objective(spec, study), timeout=timeout, callbacks=[after, *callbacks],
+        study.optimize(TrialObjective(spec, study), timeout=timeout, callbacks=[after, *callbacks],
                        catch=(Exception,), gc_after_trial=False)
 
 

@@ -213,8 +213,6 @@ class MiniLMLinear(_MiniLMFamily):
     defaults = {"C": 10.0, "pooling": "mean", "class_weight": "none", "max_length": 128}
 
     def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
-        from projects.text_encoder.runtime import LinearHead
-
         p = {**self.defaults, **params}
         head = _logistic_head(self._embed(_texts(train.X), p["pooling"], p["max_length"]), train.y.astype(str),
                               float(p["C"]), p["class_weight"])
