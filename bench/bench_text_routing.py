@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--unseen", type=int, default=400, help="requests generated with unseen phrasings")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--families", default="", help="comma-separated; default: all of the use case's")
+    parser.add_argument("--home", default=None, help="CivicML home whose MLflow store gets the comparison run "
+                                                     "(default: CIVICML_HOME or ./civicml-home)")
     args = parser.parse_args()
 
     from sklearn.metrics import f1_score
@@ -48,6 +50,7 @@ def main() -> None:
     print("| family | macro-F1 validation (seen) | macro-F1 unseen phrasings | fit s | predict ms/row (unseen) |")
     print("|---|---:|---:|---:|---:|")
     precisions = {}
+    rows = []
     for name in names:
         family = uc.family(name)
         started = time.perf_counter()
@@ -59,10 +62,35 @@ def main() -> None:
         predict_ms = (time.perf_counter() - started) * 1000 / len(unseen)
         f1_unseen = f1_score(unseen.y.astype(str), [str(p) for p in predicted], average="macro")
         print(f"| {name} | {f1_seen:.3f} | {f1_unseen:.3f} | {fit_s:.1f} | {predict_ms:.2f} |", flush=True)
+        rows.append({"family": name, "macro_f1_seen": f1_seen, "macro_f1_unseen": f1_unseen, "fit_s": fit_s,
+                     "predict_ms_per_row": predict_ms})
         if getattr(fitted, "precision", None):
             precisions[name] = fitted.precision
     print()
     print(f"MiniLM encoder precision in paddle.inference: {precisions or 'n/a'}")
+    run_id = _log_comparison(rows, args, len(train), len(valid), len(unseen))
+    print(f"logged as MLflow run {run_id} (experiment service_requests, table routing_comparison.json)")
+
+
+def _log_comparison(rows, args, n_train, n_valid, n_unseen) -> str:
+    """The table as an MLflow run, so that it sits beside the trained models in the UI."""
+    import mlflow
+    import pandas as pd
+
+    from civicml.settings import Settings
+    from civicml.tracking import configure, experiment_id
+
+    settings = Settings.from_env(**({"home": args.home} if args.home else {}))
+    configure(settings)
+    with mlflow.start_run(experiment_id=experiment_id(settings, "service_requests"),
+                          run_name="routing-comparison", tags={"civicml.benchmark": "text_routing"}) as run:
+        mlflow.log_params({"n": args.n, "unseen": args.unseen, "seed": args.seed, "train_rows": n_train,
+                           "valid_rows": n_valid, "unseen_rows": n_unseen})
+        mlflow.log_table(pd.DataFrame(rows), "routing_comparison.json")
+        for row in rows:
+            mlflow.log_metrics({f"{row['family']}.macro_f1_seen": row["macro_f1_seen"],
+                                f"{row['family']}.macro_f1_unseen": row["macro_f1_unseen"]})
+        return run.info.run_id
 
 
 if __name__ == "__main__":
