@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterable
 
 from civicml.errors import NotFound
-from projects.base import Dataset, FittedModel, ModelFamily, NullReporter, Pruned, Reporter, UseCase, fingerprint
+from projects.base import (Dataset, FittedModel, HistoryReporter, ModelFamily, NullReporter, Pruned, Reporter,
+                           UseCase, fingerprint)
 from projects.training import TrainingResult, train
 
 # name -> "module:Class"; imported only when asked for, so that Paddle loads only for Paddle use cases.
@@ -51,6 +52,7 @@ def load_dataset(use_case: UseCase | str, sources: Iterable[str | Path]) -> Data
 
 
 __all__ = [
-    "Dataset", "FittedModel", "ModelFamily", "NullReporter", "Pruned", "Reporter", "TrainingResult", "UseCase",
+    "Dataset", "FittedModel", "HistoryReporter", "ModelFamily", "NullReporter", "Pruned", "Reporter",
+    "TrainingResult", "UseCase",
     "fingerprint", "get_use_case", "list_use_cases", "load_dataset", "train",
 ]

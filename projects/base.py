@@ -45,6 +45,16 @@ class NullReporter:
         return None
 
 
+class HistoryReporter:
+    """Keeps every reported ``(step, value)`` in ``values``: to look at a training's curve in a notebook."""
+
+    def __init__(self):
+        self.values: list[tuple[int, float]] = []
+
+    def report(self, step: int, value: float) -> None:
+        self.values.append((step, value))
+
+
 fingerprint = frame_fingerprint  # SHA-256 of a frame's content and schema
 
 

@@ -18,19 +18,11 @@ from PIL import Image
 from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
-from projects.base import Pruned
+from projects.base import HistoryReporter, Pruned
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 720
 PARAMS = {"epochs": 4}
-
-
-class Recorder:
-    def __init__(self):
-        self.values = []
-
-    def report(self, step, value):
-        self.values.append((step, value))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +39,7 @@ def dataset(use_case, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(use_case, dataset, tmp_path_factory):
     settings = Settings.from_env(env={}, home=tmp_path_factory.mktemp("home"))
-    reporter = Recorder()
+    reporter = HistoryReporter()
     result = train(use_case, dataset, "cnn", PARAMS, settings=settings, seed=0, reporter=reporter)
     return settings, result, reporter
 

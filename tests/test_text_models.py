@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("paddle")
 
 from civicml.errors import InvalidInput  # noqa: E402
-from projects.base import Dataset, NullReporter, Pruned  # noqa: E402
+from projects.base import Dataset, HistoryReporter, NullReporter, Pruned  # noqa: E402
 
 FEATURES = ("description", "district", "channel", "hour", "weekday")
 STREETS = ("Main St", "Elm Street", "Oak Avenue", "River Road", "Cedar Lane", "Maple Ave", "Harbor Blvd",
@@ -86,14 +86,6 @@ def macro_f1(fitted, data: Dataset) -> float:
     return float(f1_score(data.y.astype(str), fitted.predict(data.X), average="macro"))
 
 
-class Recorder:
-    def __init__(self):
-        self.values = []
-
-    def report(self, step, value):
-        self.values.append((step, value))
-
-
 @pytest.fixture(scope="module")
 def splits():
     return dataset(SEEN, 40, seed=1), dataset(SEEN, 10, seed=2), dataset(UNSEEN, 20, seed=3)
@@ -111,7 +103,7 @@ def fitted(splits, families):
     train, valid, _ = splits
     out, reports = {}, {}
     for name in ("minilm_zero_shot", "minilm_linear", "minilm_finetune"):
-        recorder = Recorder()
+        recorder = HistoryReporter()
         params = {"epochs": 2} if name == "minilm_finetune" else {}
         out[name] = families[name].fit(train, valid, {**families[name].defaults, **params}, recorder)
         reports[name] = recorder.values

@@ -17,18 +17,11 @@ import pytest
 from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
+from projects.base import HistoryReporter
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ROWS = 8000  # 5 sensors x 1600 hours, about 9.5 weeks
 PARAMS = {"epochs": 15}
-
-
-class Recorder:
-    def __init__(self):
-        self.values = []
-
-    def report(self, step, value):
-        self.values.append((step, value))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def dataset(use_case, sources):
 @pytest.fixture(scope="module")
 def trained(use_case, dataset, tmp_path_factory):
     settings = Settings.from_env(env={}, home=tmp_path_factory.mktemp("home"))
-    reporter = Recorder()
+    reporter = HistoryReporter()
     result = train(use_case, dataset, "mlp", PARAMS, settings=settings, seed=0, reporter=reporter)
     return settings, result, reporter
 
