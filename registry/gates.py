@@ -161,8 +161,7 @@ class MetricThreshold(Gate):
     def check(self, ctx):
         value = ctx.evaluate(ctx.candidate, self.metric)
         ok = _better_or_equal(self.metric, value, self.threshold)
-        word = "<=" if self.metric in LOWER_IS_BETTER else ">="
-        return GateVerdict(f"{self.metric} {word} {self.threshold}", ok, value, self.threshold,
+        return GateVerdict(self.title, ok, value, self.threshold,
                            f"candidate {self.metric} {value:.4f} on held-out set")
 
 

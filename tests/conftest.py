@@ -34,6 +34,20 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def requests_use_case():
+    from projects import get_use_case
+
+    return get_use_case("service_requests")
+
+
+@pytest.fixture(scope="session")
+def small_requests(requests_use_case, tmp_path_factory):
+    """500 generated 311 requests: enough for fast tuning tests."""
+    folder = tmp_path_factory.mktemp("sr-small")
+    return requests_use_case.integrate(requests_use_case.generate_sources(folder, n=500, seed=5))
+
+
+@pytest.fixture(scope="session")
 def requests_dataset(tmp_path_factory):
     from projects import get_use_case
 
@@ -82,6 +96,23 @@ def postgres_db():
     """A new, empty PostgreSQL database for one test (see :func:`fresh_postgres_database`)."""
     with fresh_postgres_database() as url:
         yield url
+
+
+def run_in_clean_process(script: str, *args: str, cwd) -> dict:
+    """Run ``script`` in a new Python without PYTHONPATH or MLflow's pickle opt-in (as a serving host
+    would); return the JSON object it printed last, with whether it loaded any ``projects`` module."""
+    import json
+    import subprocess
+    import sys
+
+    script += ("\nimport json as _j, sys as _s\n"
+               "print(_j.dumps({**result, 'projects_loaded': any(k == 'projects' or k.startswith('projects.')"
+               " for k in _s.modules)}))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")}
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from projects.base import HistoryReporter, Pruned
+from conftest import run_in_clean_process
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 720
@@ -189,19 +189,12 @@ def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, t
     np.save(tmp_path / "images.npy", images)
     expected = mlflow.pyfunc.load_model(local).predict(images)
     script = (
-        "import sys, json, numpy as np, mlflow\n"
+        "import sys, numpy as np, mlflow\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "x = np.load(sys.argv[2])\n"
-        "out = m.predict(x)\n"
-        "one = m.predict(x[:1])\n"
-        "print(json.dumps({'labels': out['label'].tolist(), 'one': one['label'].tolist(),"
-        " 'projects_loaded': any(k == 'projects' or k.startswith('projects.') for k in sys.modules)}))\n"
+        "result = {'labels': m.predict(x)['label'].tolist(), 'one': m.predict(x[:1])['label'].tolist()}\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")}
-    done = subprocess.run([sys.executable, "-c", script, local, str(tmp_path / "images.npy")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = run_in_clean_process(script, local, str(tmp_path / "images.npy"), cwd=tmp_path)
     assert answer["projects_loaded"] is False
     assert answer["labels"] == expected["label"].tolist()
     assert answer["one"] == expected["label"].tolist()[:1]

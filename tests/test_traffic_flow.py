@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from projects.base import HistoryReporter
+from conftest import run_in_clean_process
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ROWS = 8000  # 5 sensors x 1600 hours, about 9.5 weeks
@@ -195,17 +193,12 @@ def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, t
     frame.to_json(tmp_path / "rows.json", orient="split")
     expected = mlflow.pyfunc.load_model(local).predict(frame)
     script = (
-        "import sys, json, pandas as pd, mlflow\n"
+        "import sys, pandas as pd, mlflow\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "x = pd.read_json(sys.argv[2], orient='split').astype('float64')\n"
-        "print(json.dumps({'all': m.predict(x).tolist(), 'one': m.predict(x.head(1)).tolist(),"
-        " 'projects_loaded': any(k == 'projects' or k.startswith('projects.') for k in sys.modules)}))\n"
+        "result = {'all': m.predict(x).tolist(), 'one': m.predict(x.head(1)).tolist()}\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION")}
-    done = subprocess.run([sys.executable, "-c", script, local, str(tmp_path / "rows.json")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = run_in_clean_process(script, local, str(tmp_path / "rows.json"), cwd=tmp_path)
     assert answer["projects_loaded"] is False
     assert np.allclose(answer["all"], expected, rtol=1e-5)
     assert np.allclose(answer["one"], expected[:1], rtol=1e-5)

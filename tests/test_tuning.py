@@ -18,23 +18,11 @@ import pytest
 
 from civicml.cli import main
 from civicml.errors import InvalidInput
-from projects import get_use_case
 from tuning import SelectionRule, grid, parse_assignment, tune
 from tuning.runs import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logreg", "decision_tree"]
-
-
-@pytest.fixture(scope="module")
-def use_case():
-    return get_use_case("service_requests")
-
-
-@pytest.fixture(scope="module")
-def small(use_case, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sr-small")
-    return use_case.integrate(use_case.generate_sources(folder, n=500, seed=5))
 
 
 def _client(settings):
@@ -81,8 +69,8 @@ def test_show_space_prints_ranges_log_scale_and_choices_after_overrides(tmp_path
     assert "decision_tree.criterion: one of ['gini']   (overridden)" in out
 
 
-def test_set_assignments_keep_the_declared_type_and_reject_unknown_names(use_case):
-    spaces = {"svm": use_case.family("svm").space, "decision_tree": use_case.family("decision_tree").space}
+def test_set_assignments_keep_the_declared_type_and_reject_unknown_names(requests_use_case):
+    spaces = {"svm": requests_use_case.family("svm").space, "decision_tree": requests_use_case.family("decision_tree").space}
     assert parse_assignment("svm.C=1:10", spaces)[2].__class__.__name__ == "Float"
     assert parse_assignment("svm.kernel=linear", spaces)[2].choices == ("linear",)
     assert parse_assignment("decision_tree.max_depth=4,8,16", spaces)[2].choices == (4, 8, 16)
@@ -92,10 +80,10 @@ def test_set_assignments_keep_the_declared_type_and_reject_unknown_names(use_cas
             parse_assignment(bad, spaces)
 
 
-def test_grid_needs_finite_values(use_case):
+def test_grid_needs_finite_values(requests_use_case):
     with pytest.raises(InvalidInput, match="logreg.C' is a float range"):
-        grid(use_case.family("logreg").space, prefix="logreg.")
-    space = {**use_case.family("decision_tree").space}
+        grid(requests_use_case.family("logreg").space, prefix="logreg.")
+    space = {**requests_use_case.family("decision_tree").space}
     from projects.space import Categorical, Int
 
     space.update(max_depth=Categorical([4, 8]), min_samples_leaf=Int(1, 3))
@@ -114,9 +102,9 @@ def test_selection_rule_parsing():
 # --- studies -----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_resume_adds_trials_under_the_same_parent_run(use_case, small, settings):
-    first = tune(use_case, small, n_trials=3, families=FAST, study_name="resume", settings=settings, seed=1)
-    second = tune(use_case, small, n_trials=2, families=FAST, study_name="resume", settings=settings, seed=1)
+def test_resume_adds_trials_under_the_same_parent_run(requests_use_case, small_requests, settings):
+    first = tune(requests_use_case, small_requests, n_trials=3, families=FAST, study_name="resume", settings=settings, seed=1)
+    second = tune(requests_use_case, small_requests, n_trials=2, families=FAST, study_name="resume", settings=settings, seed=1)
     assert second.parent_run_id == first.parent_run_id
     assert (first.n_trials, second.n_trials) == (3, 5)
     assert second.n_complete + second.n_pruned == 5
@@ -148,14 +136,14 @@ def test_resume_adds_trials_under_the_same_parent_run(use_case, small, settings)
 
 
 @pytest.mark.slow
-def test_pruned_trial_is_tagged_and_keeps_its_curve(use_case, small, settings):
+def test_pruned_trial_is_tagged_and_keeps_its_curve(requests_use_case, small_requests, settings):
     storage = settings.optuna_storage
     settings.ensure_home()
     study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
     fixed = {"boosting.max_iter": 60, "boosting.max_leaf_nodes": 8, "boosting.components": 32}
     for lr in (0.5, 0.45, 0.4, 0.001):  # three good learners, then one that cannot keep up
         study.enqueue_trial({**fixed, "boosting.learning_rate": lr})
-    result = tune(use_case, small, n_trials=4, families=["boosting"], study_name="prune", storage=storage,
+    result = tune(requests_use_case, small_requests, n_trials=4, families=["boosting"], study_name="prune", storage=storage,
                   pruner="median", settings=settings)
     trials = optuna.load_study(study_name="prune", storage=storage).trials
     assert [t.state.name for t in trials][:3] == ["COMPLETE"] * 3
@@ -170,8 +158,8 @@ def test_pruned_trial_is_tagged_and_keeps_its_curve(use_case, small, settings):
 
 
 @pytest.mark.slow
-def test_multi_objective_pareto_front_and_declared_choice(use_case, small, settings):
-    result = tune(use_case, small, n_trials=6, families=FAST, study_name="pareto", settings=settings,
+def test_multi_objective_pareto_front_and_declared_choice(requests_use_case, small_requests, settings):
+    result = tune(requests_use_case, small_requests, n_trials=6, families=FAST, study_name="pareto", settings=settings,
                   objectives="macro_f1:max,latency_p95_ms:min", sampler="nsga2", latency_rows=15, seed=2)
     assert result.objectives == ["macro_f1:max", "latency_p95_ms:min"]
     assert result.best_trial in result.pareto_front and result.selection_rule == "knee"
@@ -195,7 +183,7 @@ def test_multi_objective_pareto_front_and_declared_choice(use_case, small, setti
     # the same front, another declared rule: the best macro-F1 within a latency budget that the whole
     # front meets (latencies are measured, so a tighter budget could exclude a re-measured front)
     budget = max(float(v) for v in rows["latency_p95_ms"]) * 1.5
-    again = tune(use_case, small, n_trials=1, families=FAST, study_name="pareto", settings=settings,
+    again = tune(requests_use_case, small_requests, n_trials=1, families=FAST, study_name="pareto", settings=settings,
                  objectives="macro_f1:max,latency_p95_ms:min", sampler="nsga2", latency_rows=15,
                  select=f"latency_p95_ms<={budget}")
     assert again.best_trial in again.pareto_front
@@ -204,13 +192,13 @@ def test_multi_objective_pareto_front_and_declared_choice(use_case, small, setti
 
 
 @pytest.mark.slow
-def test_grid_sampler_stops_when_the_grid_is_used_up(use_case, small, settings):
+def test_grid_sampler_stops_when_the_grid_is_used_up(requests_use_case, small_requests, settings):
     overrides = {"decision_tree": {"max_depth": parse_assignment("decision_tree.max_depth=4,12", {
-        "decision_tree": use_case.family("decision_tree").space})[2]}}
+        "decision_tree": requests_use_case.family("decision_tree").space})[2]}}
     from projects.space import Categorical
 
     overrides["decision_tree"].update(min_samples_leaf=Categorical([2]), char_ngrams=Categorical([False]))
-    result = tune(use_case, small, n_trials=10, families=["decision_tree"], study_name="grid", sampler="grid",
+    result = tune(requests_use_case, small_requests, n_trials=10, families=["decision_tree"], study_name="grid", sampler="grid",
                   pruner="none", overrides=overrides, settings=settings)
     assert result.n_trials == 4  # max_depth x criterion
     combos = {(p["decision_tree.max_depth"], p["decision_tree.criterion"])
@@ -219,9 +207,9 @@ def test_grid_sampler_stops_when_the_grid_is_used_up(use_case, small, settings):
     assert combos == {(4, "gini"), (4, "entropy"), (12, "gini"), (12, "entropy")}
 
 
-def test_several_workers_on_sqlite_are_refused(use_case, small, settings):
+def test_several_workers_on_sqlite_are_refused(requests_use_case, small_requests, settings):
     with pytest.raises(InvalidInput, match="SQLite storage cannot take 2 parallel workers"):
-        tune(use_case, small, n_trials=2, families=FAST, settings=settings, workers=2)
+        tune(requests_use_case, small_requests, n_trials=2, families=FAST, settings=settings, workers=2)
 
 
 @pytest.mark.slow

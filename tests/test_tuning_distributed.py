@@ -12,23 +12,11 @@ import mlflow
 import optuna
 import pytest
 
-from projects import get_use_case
 from tuning import Heartbeat, tune
 from tuning.storage import open_storage
 from tuning.runs import TAG_ROLE, TAG_TRIAL, TAG_TRIAL_STATE
 
 State = optuna.trial.TrialState
-
-
-@pytest.fixture(scope="module")
-def use_case():
-    return get_use_case("service_requests")
-
-
-@pytest.fixture(scope="module")
-def small(use_case, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sr-small")
-    return use_case.integrate(use_case.generate_sources(folder, n=500, seed=5))
 
 
 def _runs(settings, parent_id):
@@ -39,8 +27,8 @@ def _runs(settings, parent_id):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_one_parent_run(use_case, small, settings, postgres_db):
-    result = tune(use_case, small, n_trials=6, families=["logreg", "decision_tree"], study_name="team",
+def test_two_workers_share_one_study_and_one_parent_run(requests_use_case, small_requests, settings, postgres_db):
+    result = tune(requests_use_case, small_requests, n_trials=6, families=["logreg", "decision_tree"], study_name="team",
                   storage=postgres_db, settings=settings, workers=2, pruner="none")
     trials = optuna.load_study(study_name="team", storage=open_storage(postgres_db)).trials
     numbers = [t.number for t in trials]
@@ -59,13 +47,13 @@ def test_two_workers_share_one_study_and_one_parent_run(use_case, small, setting
     assert parent.info.status == "FINISHED" and parent.data.tags["civicml.storage_kind"] == "postgresql"
 
     # another invocation (another machine would run the same) adds its share to the same parent run
-    more = tune(use_case, small, n_trials=2, families=["logreg"], study_name="team", storage=postgres_db,
+    more = tune(requests_use_case, small_requests, n_trials=2, families=["logreg"], study_name="team", storage=postgres_db,
                 settings=settings, workers=2, pruner="none")
     assert more.parent_run_id == result.parent_run_id and more.n_trials >= len(trials) + 2
 
 
 @pytest.mark.slow
-def test_killed_worker_fails_its_trial_and_run_and_is_retried_with_the_same_params(use_case, small, settings,
+def test_killed_worker_fails_its_trial_and_run_and_is_retried_with_the_same_params(requests_use_case, small_requests, settings,
                                                                                    postgres_db):
     # boosting trials take a few seconds: long enough to be killed in the middle of one
     overrides = {"boosting": {"max_iter": get_int(100)}}
@@ -73,7 +61,7 @@ def test_killed_worker_fails_its_trial_and_run_and_is_retried_with_the_same_para
 
     def coordinator():
         try:
-            outcome["result"] = tune(use_case, small, n_trials=3, families=["boosting"], study_name="crash",
+            outcome["result"] = tune(requests_use_case, small_requests, n_trials=3, families=["boosting"], study_name="crash",
                                      storage=postgres_db, settings=settings, workers=2, pruner="none",
                                      overrides=overrides, heartbeat=Heartbeat(interval=1, grace_period=3))
         except BaseException as err:  # surfaced below
