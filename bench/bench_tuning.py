@@ -1,12 +1,14 @@
 """Tuning benchmarks, measured side by side in one run (results: bench/results/tuning.md).
 
-1. Per-trial overhead of the MLflow layout (parent run, nested trial run through ``projects.train``, trial
-   attributes, state recording) against bare Optuna on the same fixed-cost objective (sleep 1 s).
+1. Per-trial overhead of the MLflow layout (nested trial run through ``projects.train``, trial attributes,
+   state recording, heartbeats) against bare Optuna on the same fixed-cost objective (sleep 1 s): the median
+   time from one trial's completion to the next, alternating bare and CivicML studies; the per-study fixed
+   cost (parent run, plots, summary) is reported apart.
 2. Trials per minute with 1 and 2 worker processes on one PostgreSQL study, fixed-cost objective.
 3. Pruning (median) against none on a neural-net use case (traffic_flow MLP, per-epoch reports): epochs
    trained until the study first reaches the value both studies reach.
 
-    .venv/bin/python bench/bench_tuning.py [--trials 6] [--prune-trials 10] [--pg postgresql://postgres@127.0.0.1/postgres]
+    .venv/bin/python bench/bench_tuning.py [--trials 8] [--rounds 3] [--prune-trials 10] [--pg postgresql://postgres@127.0.0.1/postgres]
 """
 
 from __future__ import annotations
@@ -27,6 +29,28 @@ from projects.base import Dataset, FittedModel, ModelFamily, UseCase
 from projects.space import Float
 
 SLEEP = 1.0
+BUSY_REPS = 0  # set by calibrate_busy(): matrix products that take about SLEEP seconds on this machine
+
+
+def busy_work(reps: int) -> None:
+    """Fixed CPU work (NumPy matrix products: BLAS threads, the GIL released), the same for every trial."""
+    a = np.random.default_rng(0).standard_normal((300, 300))
+    for _ in range(reps):
+        a = np.tanh(a @ a / 300.0)
+
+
+def calibrate_busy() -> int:
+    busy_work(5)
+    started = time.perf_counter()
+    busy_work(50)
+    return max(1, int(50 * SLEEP / (time.perf_counter() - started)))
+
+
+def fixed_cost() -> None:
+    if BUSY_REPS:
+        busy_work(BUSY_REPS)
+    else:
+        time.sleep(SLEEP)
 
 
 class _Constant(FittedModel):
@@ -44,13 +68,13 @@ class _Constant(FittedModel):
 
 
 class SleepFamily(ModelFamily):
-    """Takes exactly SLEEP seconds to 'fit'; its error is (x - 0.3)^2."""
+    """Takes SLEEP seconds to 'fit' (asleep, or busy after calibrate_busy()); its error is (x - 0.3)^2."""
 
     name = "sleep"
     space = {"x": Float(0.0, 1.0)}
 
     def fit(self, train, valid, params, reporter):
-        time.sleep(SLEEP)
+        fixed_cost()
         return _Constant(float(valid.y.mean()) + (float(params["x"]) - 0.3) ** 2)
 
 
@@ -73,38 +97,54 @@ class SleepCase(UseCase):
         return Dataset.build(self.name, frame, "y", ["a"])
 
 
-def overhead(trials: int, home: Path) -> dict:
-    def bare(trial):
-        x = trial.suggest_float("x", 0.0, 1.0)
-        time.sleep(SLEEP)
-        return (x - 0.3) ** 2
+def _cycles(trials) -> list[float]:
+    """Seconds from one trial's completion to the next one's: everything a trial costs (sampling, the
+    objective, the trial's bookkeeping, callbacks), and nothing that is paid once per study."""
+    ends = sorted(t.datetime_complete for t in trials if t.datetime_complete)
+    return [(b - a).total_seconds() for a, b in zip(ends, ends[1:])]
 
-    storage = f"sqlite:///{home / 'bare.db'}"
-    study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=0))
-    started = time.perf_counter()
-    study.optimize(bare, n_trials=trials)
-    bare_per_trial = (time.perf_counter() - started) / trials
 
+def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
+    """Bare Optuna and CivicML's layout on the same 1 s objective, alternated ``rounds`` times.
+
+    Per-trial cost is the median cycle (see ``_cycles``) over all rounds; the per-study fixed cost
+    (parent run, plots, summary) is the whole call minus its trials' cycles, reported apart.
+    """
     from projects import train
     from tuning import tune
 
-    settings = Settings.from_env(env={}, home=home / "civicml")
+    def bare(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        fixed_cost()
+        return (x - 0.3) ** 2
+
     case = SleepCase()
-    train(case, case.integrate([]), "sleep", {"x": 0.5}, settings=settings)  # warm up
-    started = time.perf_counter()
-    for i in range(trials):  # the training layer's own MLflow logging, no Optuna
-        train(case, case.integrate([]), "sleep", {"x": i / trials}, settings=settings, log_model=False)
-    train_per_trial = (time.perf_counter() - started) / trials
-    tune(case, case.integrate([]), n_trials=1, study_name="warm", settings=settings, pruner="none")  # imports, DB
-    started = time.perf_counter()
-    result = tune(case, case.integrate([]), n_trials=trials, study_name="overhead", settings=settings,
-                  pruner="none")
-    ours_per_trial = (time.perf_counter() - started) / trials
-    durations = [t.duration.total_seconds() for t in optuna.load_study(
-        study_name="overhead", storage=settings.optuna_storage).trials]
-    return {"bare_s": bare_per_trial, "ours_s": ours_per_trial, "trial_s": statistics.mean(durations),
-            "train_s": train_per_trial, "fixed_s": ours_per_trial * trials - sum(durations),
-            "overhead_pct": 100 * (ours_per_trial - bare_per_trial) / bare_per_trial, "n": result.n_complete}
+    data = case.integrate([])
+    warm = Settings.from_env(env={}, home=home / "warm")
+    tune(case, data, n_trials=2, study_name="warm", settings=warm, pruner="none")  # imports, first DB set-up
+    bare_cycles, ours_cycles, fixed, train_s = [], [], [], []
+    for r in range(rounds):
+        study = optuna.create_study(storage=f"sqlite:///{home / f'bare-{r}.db'}",
+                                    sampler=optuna.samplers.TPESampler(seed=r))
+        study.optimize(bare, n_trials=trials)
+        bare_cycles += _cycles(study.trials)
+
+        settings = Settings.from_env(env={}, home=home / f"ours-{r}")
+        started = time.perf_counter()
+        tune(case, data, n_trials=trials, study_name="overhead", settings=settings, pruner="none", seed=r)
+        wall = time.perf_counter() - started
+        done = optuna.load_study(study_name="overhead", storage=settings.optuna_storage).trials
+        cycles = _cycles(done)
+        ours_cycles += cycles
+        fixed.append(wall - statistics.mean(cycles) * len(done))
+
+        started = time.perf_counter()  # the training layer's own MLflow run, no Optuna, same stores
+        train(case, data, "sleep", {"x": 0.5}, settings=settings, log_model=False)
+        train_s.append(time.perf_counter() - started)
+    bare_s, ours_s = statistics.median(bare_cycles), statistics.median(ours_cycles)
+    return {"bare_s": bare_s, "ours_s": ours_s, "train_s": statistics.median(train_s),
+            "fixed_s": statistics.median(fixed), "overhead_pct": 100 * (ours_s - bare_s) / bare_s,
+            "n": len(ours_cycles), "rounds": rounds}
 
 
 def workers(trials: int, home: Path, pg_admin: str) -> dict:
@@ -174,7 +214,10 @@ def pruning(trials: int, home: Path, use_case_name: str, rows: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6, help="fixed-cost trials per measurement")
+    parser.add_argument("--trials", type=int, default=8, help="fixed-cost trials per study (overhead)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare / CivicML rounds (overhead)")
+    parser.add_argument("--busy", action="store_true",
+                        help="overhead: the objective does about 1 s of CPU work (NumPy) instead of sleeping")
     parser.add_argument("--worker-trials", type=int, default=12)
     parser.add_argument("--prune-trials", type=int, default=12)
     parser.add_argument("--prune-use-case", default="traffic_flow")
@@ -185,14 +228,17 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     if "overhead" not in args.skip:
-        o = overhead(args.trials, home)
-        print(f"overhead: bare Optuna {o['bare_s']:.3f} s/trial, CivicML layout {o['ours_s']:.3f} s/trial "
-              f"(Optuna-measured trial {o['trial_s']:.3f} s) -> overhead {o['overhead_pct']:.1f}% of a "
-              f"{SLEEP:.0f} s trial", flush=True)
-        print(f"  of which: projects.train's MLflow run on SQLite {o['train_s'] - SLEEP:.3f} s/trial "
-              f"(train() alone {o['train_s']:.3f} s), tuning's own per-trial additions "
-              f"{o['trial_s'] - o['train_s']:.3f} s, per-study fixed cost (parent run, plots, summary) "
-              f"{o['fixed_s']:.2f} s = {o['fixed_s'] / args.trials:.3f} s/trial over {args.trials} trials", flush=True)
+        global BUSY_REPS
+        if args.busy:
+            BUSY_REPS = calibrate_busy()
+            print(f"objective: {BUSY_REPS} NumPy 300x300 matrix products, about {SLEEP:.0f} s of CPU work", flush=True)
+        o = overhead(args.trials, home, args.rounds)
+        print(f"overhead: median trial cycle over {o['n']} trials ({o['rounds']} alternating rounds): bare Optuna "
+              f"{o['bare_s']:.3f} s, CivicML layout {o['ours_s']:.3f} s -> per-trial overhead "
+              f"{o['overhead_pct']:.1f}% of a {SLEEP:.0f} s trial", flush=True)
+        print(f"  plain projects.train() of the same objective (its own MLflow run, synchronous writes): "
+              f"{o['train_s']:.3f} s; per-study fixed cost (parent run, plots, summary): {o['fixed_s']:.2f} s "
+              f"= {o['fixed_s'] / args.trials:.3f} s/trial over {args.trials} trials", flush=True)
     if "workers" not in args.skip:
         w = workers(args.worker_trials, home, args.pg)
         for n in (1, 2):

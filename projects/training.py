@@ -19,9 +19,11 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.access import require
 from civicml.settings import Settings
-from civicml.tracking import configure, experiment_id
+from civicml.tracking import configure
+from civicml.tracking import experiment_id as find_experiment
 from projects.base import Dataset, NullReporter, Pruned, Reporter, UseCase
 from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
+from projects.runlog import RunLog
 
 TAG_PRUNED = "civicml.pruned"
 TAG_FINGERPRINT = "civicml.data_fingerprint"
@@ -40,25 +42,19 @@ class TrainingResult:
 
 
 class _RecordingReporter:
-    """Logs each intermediate value to MLflow, then passes it on."""
+    """Logs each intermediate value to the run, then passes it on."""
 
-    def __init__(self, inner: Reporter, metric: str):
+    def __init__(self, inner: Reporter, metric: str, runlog: RunLog):
         self.inner = inner
         self.metric = metric
+        self.runlog = runlog
+        self.run_id = ""
         self.history: list[tuple[int, float]] = []
 
     def report(self, step: int, value: float) -> None:
         self.history.append((int(step), float(value)))
-        mlflow.log_metric(f"valid_{self.metric}", float(value), step=int(step))
+        self.runlog.log(self.run_id, metrics={f"valid_{self.metric}": float(value)}, step=int(step))
         self.inner.report(step, value)
-
-
-def _log_batch(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
-    from mlflow.entities import Metric, RunTag
-
-    now = int(time.time() * 1000)
-    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,6 +84,9 @@ def train(
     seed: int = 0,
     log_model: bool | Callable[[dict[str, float]], bool] = True,
     tags: Mapping[str, str] | None = None,
+    experiment_id: str | None = None,
+    log_dataset: bool = True,
+    runlog: RunLog | None = None,
 ) -> TrainingResult:
     """Fit ``family`` of ``use_case`` on ``dataset`` and log it all to MLflow.
 
@@ -95,6 +94,12 @@ def train(
     models of trials that beat the best so far). Raises
     :class:`~projects.base.Pruned` (after marking the run pruned) if the reporter
     prunes it.
+
+    A tuner that runs many trials passes the ``experiment_id`` it already
+    knows, ``log_dataset=False`` (only runs that log a model describe the data
+    set; every run keeps the fingerprint tag) and a
+    :class:`~projects.runlog.BackgroundRunLog`, which writes parameters,
+    metrics and tags off the trial's critical path.
     """
     settings = settings or Settings.from_env()
     require(settings, "train")
@@ -102,9 +107,11 @@ def train(
     merged = {**model_family.defaults, **(params or {})}
     configure(settings)
     parent = mlflow.active_run() if nested else None
-    exp_id = parent.info.experiment_id if parent else experiment_id(settings, experiment or use_case.name)
+    exp_id = (parent.info.experiment_id if parent else experiment_id
+              or find_experiment(settings, experiment or use_case.name))
+    runlog = runlog or RunLog(settings.tracking_uri)
     train_part, valid_part = use_case.split(dataset, seed=seed)
-    recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric)
+    recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric, runlog)
     started = time.perf_counter()
     run_tags = {"civicml.use_case": use_case.name, "civicml.family": family, TAG_FINGERPRINT: dataset.fingerprint}
     code = _code_version()
@@ -116,18 +123,22 @@ def train(
         mlflow.set_tags(run_tags)
     else:
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags)
+    recorder.run_id = run.info.run_id
     status = "FAILED"
     try:
         result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
-                              seed, log_model, run.info.run_id)
+                              seed, log_model, runlog, log_dataset)
         result.seconds = time.perf_counter() - started
         status = "FINISHED"
         return result
     except Pruned:
-        mlflow.set_tag(TAG_PRUNED, "true")
+        runlog.log(run.info.run_id, tags={TAG_PRUNED: "true"})
         if len(recorder.history) > 1:
             mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
         status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"  # stopped by the user (Ctrl-C), not failed
         raise
     finally:
         import matplotlib.pyplot as plt
@@ -136,13 +147,17 @@ def train(
         mlflow.end_run(status)
 
 
+def dataset_description(dataset: Dataset) -> dict[str, Any]:
+    """What ``data/dataset.json`` holds: the fingerprint, the source files and the cleaning report."""
+    return {"fingerprint": dataset.fingerprint, "sources": list(dataset.sources), "cleaning": dict(dataset.report)}
+
+
 def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
-                 log_model, run_id) -> TrainingResult:
+                 log_model, runlog: RunLog, log_dataset: bool) -> TrainingResult:
     started = time.perf_counter()
-    mlflow.log_params({"family": family, "seed": seed, **merged, "data_rows": len(dataset),
-                       "train_rows": len(train_part), "valid_rows": len(valid_part)})
-    mlflow.log_dict({"fingerprint": dataset.fingerprint, "sources": list(dataset.sources),
-                     "cleaning": dict(dataset.report)}, "data/dataset.json")
+    run_id = recorder.run_id
+    runlog.log(run_id, params={"family": family, "seed": seed, **merged, "data_rows": len(dataset),
+                               "train_rows": len(train_part), "valid_rows": len(valid_part)})
     fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
@@ -151,7 +166,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     size = fitted.size_bytes()
     if size is not None:
         metrics["model_size_bytes"] = float(size)
-    _log_batch(run_id, metrics, {TAG_PRUNED: "false"})  # one store round trip for both
+    runlog.log(run_id, metrics=metrics, tags={TAG_PRUNED: "false"})  # one store round trip for both
     if use_case.task == "classification":
         mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels, f"{use_case.name} / {family}"),
                           "plots/confusion_matrix.png")
@@ -164,5 +179,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
         if labels is not None:
             metadata["labels"] = [str(x) for x in labels]
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
-        mlflow.set_tag("civicml.model_uri", model_uri)
+        runlog.log(run_id, tags={"civicml.model_uri": model_uri})
+    if log_dataset or model_uri:  # a registered model's card and lineage read it from its source run
+        mlflow.log_dict(dataset_description(dataset), "data/dataset.json")
     return TrainingResult(run_id, family, dict(merged), metrics, model_uri, False, recorder.history)

@@ -246,3 +246,62 @@ def test_mlflow_run_tune_entry_point(tmp_path):
 
 def _children_by_client(client, exp_id, parent_id):
     return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp_path):
+    import signal
+    import time
+
+    from civicml.settings import Settings
+    from tuning.runs import ATTR_REQUEUED, ATTR_RUN
+    from tuning.storage import open_storage
+
+    home = tmp_path / "home"
+    args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
+            "--set", "boosting.max_iter=200", "--study", "ctrl-c", "--no-register"]
+    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
+    proc = subprocess.Popen([*cli, *args, "--n-trials", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    settings = Settings.from_env(env={}, home=home)
+    fitting, storage = None, None  # a trial whose model is training (it has its run); the study's storage
+    deadline = time.time() + 180
+    while fitting is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            storage = storage or open_storage(settings.optuna_storage)
+            study = optuna.load_study(study_name="ctrl-c", storage=storage)
+        except (KeyError, InvalidInput):
+            continue  # not created yet
+        fitting = next((t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                        if t.user_attrs.get(ATTR_RUN)), None)
+    assert fitting is not None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "civicml: interrupted"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+    study = optuna.load_study(study_name="ctrl-c", storage=open_storage(settings.optuna_storage))
+    stopped = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert stopped.number >= fitting.number and len(study.trials) < 30
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == stopped.params
+    assert waiting[0].system_attrs[ATTR_REQUEUED] == stopped.number
+    client = _client(settings)
+    assert client.get_run(stopped.user_attrs[ATTR_RUN]).info.status == "KILLED"
+    parents = client.search_runs([client.get_run(stopped.user_attrs[ATTR_RUN]).info.experiment_id],
+                                 filter_string=f"tags.`{TAG_ROLE}` = 'study'")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+
+    # resuming runs the interrupted parameters first, under the same parent run, which ends FINISHED
+    code = main([*args, "--n-trials", "1"])
+    assert code == 0
+    study = optuna.load_study(study_name="ctrl-c", storage=open_storage(settings.optuna_storage))
+    rerun = study.trials[waiting[0].number]
+    assert rerun.state == optuna.trial.TrialState.COMPLETE and rerun.params == stopped.params
+    assert not [t for t in study.trials if t.state in (optuna.trial.TrialState.WAITING,
+                                                       optuna.trial.TrialState.RUNNING)]
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert client.get_run(rerun.user_attrs[ATTR_RUN]).data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -24,10 +24,18 @@ TAG_ROLE = "civicml.role"
 TAG_TRIAL_STATE = "civicml.trial_state"
 ATTR_PARENT = "mlflow_parent_run_id"
 ATTR_RUN = "run_id"
+ATTR_REQUEUED = "requeued_from"  # system attr: the trial number Ctrl-C stopped, whose parameters this one runs
 
 
 def parent_run(client: mlflow.MlflowClient, study: optuna.Study, experiment_id: str, tags: dict[str, str]) -> str:
-    """The study's parent run: found (and set RUNNING again) or created."""
+    """The study's parent run: found (and set RUNNING again) or created.
+
+    Call it under :func:`tuning.storage.study_lock`, or two processes starting the
+    same new study both create one. Inside the lock what it reads is fresh:
+    ``study.user_attrs`` asks the storage on every access (Optuna's ``_CachedStorage``
+    caches trials, never study attributes; the journal storage replays the file
+    first), and the tag search asks the tracking store.
+    """
     run_id = study.user_attrs.get(ATTR_PARENT)
     if run_id:
         try:
@@ -52,15 +60,14 @@ def trial_tags(study_name: str, number: int, parent_run_id: str) -> dict[str, st
     return {TAG_STUDY: study_name, TAG_TRIAL: str(number), TAG_ROLE: "trial", MLFLOW_PARENT_RUN_ID: parent_run_id}
 
 
-def record_trial(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial) -> None:
-    """Write the trial's final Optuna state and duration onto its (already ended) run."""
+def record_trial(runlog, trial: optuna.trial.FrozenTrial) -> None:
+    """Write the trial's final Optuna state and duration onto its (already ended) run, through a
+    :class:`projects.runlog.RunLog`."""
     run_id = trial.user_attrs.get(ATTR_RUN)
     if not run_id:
         return
     seconds = trial.duration.total_seconds() if trial.duration else float("nan")
-    timestamp = int((trial.datetime_complete.timestamp() if trial.datetime_complete else 0) * 1000)
-    client.log_batch(run_id, metrics=[Metric("trial_seconds", seconds, timestamp, 0)],
-                     tags=[RunTag(TAG_TRIAL_STATE, trial.state.name)])
+    runlog.log(run_id, metrics={"trial_seconds": seconds}, tags={TAG_TRIAL_STATE: trial.state.name})
 
 
 def fail_trial_run(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial, why: str) -> str | None:

@@ -14,18 +14,25 @@ calls ``on_stale`` (tuning marks the trial's MLflow run FAILED there) and queues
 a retry of the same parameters (``RetryHeartbeatStaleTrialCallback(max_retry=1)``,
 the successor of ``RetryFailedTrialCallback``). The journal backend has no
 heartbeats in Optuna 5: a killed worker's trial stays RUNNING there.
+
+:func:`study_lock` serialises the few steps that read and then write a study's
+shared state (its MLflow parent run, its invocation counter) across every
+process, and every machine, that uses the same storage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import optuna
 
-from civicml.errors import InvalidInput
+from civicml.errors import InvalidInput, Unavailable
 
 KINDS = ("sqlite", "journal", "postgresql")
 
@@ -68,14 +75,13 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
     """The storage behind ``uri``; RDB storages beat hearts and retry stale trials once."""
     kind = storage_kind(uri)
     if kind == "journal":
-        rest = uri[len("journal:"):]
-        path = Path(rest[2:] if rest.startswith("//") else rest)
+        path = _local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(path)))
     if kind == "sqlite":
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        _local_path(uri).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = heartbeat or Heartbeat()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -101,6 +107,110 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
                 raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
             raise InvalidInput(f"cannot open Optuna storage {_redact(uri)}: {first}") from None
+
+
+LOCK_SECONDS = 60
+
+
+@contextlib.contextmanager
+def study_lock(uri: str, study_name: str, timeout: float = LOCK_SECONDS) -> Iterator[None]:
+    """Hold study ``study_name``'s lock in storage ``uri`` for the ``with`` block.
+
+    Two machines that start a new study of the same name at the same moment would
+    otherwise both find no parent run and each create one, and both read the same
+    invocation count. Optuna has no lock of its own to lend, so the lock lives
+    where every participant already reaches: a PostgreSQL advisory lock for
+    PostgreSQL storage (any machine, one lock per study), an exclusive ``flock`` on a
+    file beside the SQLite database or journal file (one machine, one lock for all
+    its studies: the section is short). Raises
+    :class:`~civicml.errors.Unavailable` when it cannot be taken within ``timeout``.
+    """
+    if storage_kind(uri) == "postgresql":
+        with _advisory_lock(uri, study_name, timeout):
+            yield
+    else:
+        with _file_lock(Path(f"{_local_path(uri)}.civicml-lock"), study_name, timeout):
+            yield
+
+
+def _lock_key(study_name: str) -> int:
+    """A signed 64-bit key, the same in every process (``hash()`` is salted per process)."""
+    digest = hashlib.sha256(f"civicml.study:{study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _advisory_lock(uri: str, study_name: str, timeout: float) -> Iterator[None]:
+    """A session-level advisory lock on a connection of its own (advisory locks are per database).
+
+    The connection autocommits, so no transaction stays open while the lock is
+    held; closing it releases the lock too, should the unlock not get through.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(_postgres_driver(uri), poolclass=sqlalchemy.pool.NullPool,
+                                      isolation_level="AUTOCOMMIT")
+    key = _lock_key(study_name)
+    try:
+        conn = _locked_connection(engine, key, timeout)
+    except sqlalchemy.exc.SQLAlchemyError as err:  # the server is down, or the lock timed out
+        engine.dispose()
+        first = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise Unavailable(f"cannot lock study '{study_name}' in {_redact(uri)} (waited at most {timeout:g} s): "
+                          f"{first}") from None
+    try:
+        yield
+    finally:
+        try:
+            with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        finally:
+            conn.close()
+            engine.dispose()
+
+
+def _locked_connection(engine, key: int, timeout: float):
+    """A new connection that holds advisory lock ``key``, waiting at most ``timeout`` seconds for it."""
+    import sqlalchemy
+
+    conn = engine.connect()
+    try:
+        conn.execute(sqlalchemy.text(f"SET lock_timeout = {max(1, int(timeout * 1000))}"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, study_name: str, timeout: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``; each open file conflicts, so threads of one process wait too."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"cannot lock study '{study_name}' ({path}) within {timeout:g} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _local_path(uri: str) -> Path:
+    """The file behind ``sqlite:///PATH`` or ``journal:///PATH`` (``journal:PATH`` too)."""
+    if storage_kind(uri) == "sqlite":
+        return Path(uri[len("sqlite:///"):])
+    rest = uri[len("journal:"):]
+    return Path(rest[2:] if rest.startswith("//") else rest)
 
 
 def _postgres_driver(uri: str) -> str:

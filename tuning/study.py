@@ -30,11 +30,12 @@ from civicml.access import require
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
 from projects import Dataset, UseCase
+from projects.training import dataset_description
 from tuning.objectives import Objective, SelectionRule, pareto_table, parse_objectives, trial_metrics
 from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, fail_trial_run, figures_for, finalize, parent_run,
                          trials_table)
 from tuning.space import merged_space
-from tuning.storage import Heartbeat, check_workers, storage_kind
+from tuning.storage import Heartbeat, check_workers, storage_kind, study_lock
 from tuning.worker import WorkerSpec, open_study, progress, run_worker, sampler_grid, worker_main
 
 __all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
@@ -126,20 +127,16 @@ def tune(
     spec = WorkerSpec(use_case=use_case, dataset=dataset, settings=settings, study_name=study_name, storage=storage,
                       families=families, spaces=spaces, objectives=goals, parent_run_id="", experiment_id=exp_id,
                       invocation=uuid.uuid4().hex[:12], target=n_trials, sampler=sampler, pruner=pruner, seed=seed,
-                      heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows,
+                      heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows, workers=workers,
                       deadline=None if timeout is None else time.time() + timeout)
     sampler_grid(spec)  # a grid that cannot be built fails here, before anything is written
-    study = open_study(spec)
-    _check_same_objectives(study, goals)
-    started = time.perf_counter()
     tags = {"civicml.storage_kind": kind, "civicml.sampler": sampler,
             "civicml.pruner": "none" if len(goals) > 1 else pruner,
             "civicml.direction": ",".join(o.direction for o in goals),
             "civicml.objectives": ",".join(map(str, goals)), "civicml.use_case": use_case.name,
             "civicml.families": ",".join(families)}
-    spec.parent_run_id = parent_run(client, study, exp_id, tags)
-    invocation_index = int(study.user_attrs.get("invocations", 0)) + 1
-    study.set_user_attr("invocations", invocation_index)
+    study, invocation_index = _open_parent(spec, client, tags)
+    started = time.perf_counter()
     if launcher_run:
         _tag(client, launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
     seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
@@ -165,6 +162,22 @@ def tune(
     if interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _open_parent(spec: WorkerSpec, client, tags: dict[str, str]) -> tuple[optuna.Study, int]:
+    """Open the study, find or create its parent run (into ``spec``) and count this invocation.
+
+    Held under the study's lock: two machines starting a new study of the same
+    name at once would otherwise both find no parent run and create one each, and
+    both read the same invocation count (and both declare the objectives).
+    """
+    with study_lock(spec.storage, spec.study_name):
+        study = open_study(spec)
+        _check_same_objectives(study, spec.objectives)
+        spec.parent_run_id = parent_run(client, study, spec.experiment_id, tags)
+        invocation_index = int(study.user_attrs.get("invocations", 0)) + 1
+        study.set_user_attr("invocations", invocation_index)
+    return study, invocation_index
 
 
 def _tag(client, run_id: str, tags: dict[str, str]) -> None:
@@ -310,8 +323,9 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         objectives=[str(o) for o in goals], best_values=list(chosen.values) if chosen else None,
         pareto_front=sorted(t.number for t in front), selection_rule=str(rule) if spec.multi or rule.constraints
         else None, n_trials=len(trials), n_retried=retried)
-    total_wall = float(study.user_attrs.get("wall_seconds", 0.0)) + seconds
-    study.set_user_attr("wall_seconds", total_wall)
+    with study_lock(storage, study.study_name):  # machines that finish together add up their times
+        total_wall = float(study.user_attrs.get("wall_seconds", 0.0)) + seconds
+        study.set_user_attr("wall_seconds", total_wall)
     summary: dict[str, Any] = {
         "n_complete": result.n_complete, "n_pruned": result.n_pruned, "n_failed": result.n_failed,
         "n_trials": result.n_trials, "n_retried": retried, "wall_seconds": seconds,
@@ -330,6 +344,7 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         summary["civicml.selection_rule"] = str(rule)
         summary["civicml.pareto_front"] = result.pareto_front
         tables["pareto_front.json"] = pareto_table(front, goals, result.best_trial)
+    client.log_dict(spec.parent_run_id, dataset_description(spec.dataset), "data/dataset.json")
     figures = figures_for(study, goals)
     if spec.multi and chosen is not None:
         _mark_chosen(figures, chosen, goals)

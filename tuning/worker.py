@@ -13,6 +13,8 @@ study) do not count towards this one's target.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
@@ -26,10 +28,11 @@ import optuna
 
 from civicml.settings import Settings
 from projects import Dataset, Pruned, UseCase, train
+from projects.runlog import BackgroundRunLog, RunLog
 from projects.space import SearchSpace
 from tuning.choices import make_pruner, make_sampler
 from tuning.objectives import LATENCY, Objective
-from tuning.runs import ATTR_RUN, fail_trial_run, record_trial, trial_tags
+from tuning.runs import ATTR_REQUEUED, ATTR_RUN, TAG_TRIAL_STATE, fail_trial_run, record_trial, trial_tags
 from tuning.space import grid, suggest
 from tuning.storage import Heartbeat, open_storage
 
@@ -60,7 +63,7 @@ class WorkerSpec:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     deadline: float | None = None  # time.time() after which no trial starts
     latency_rows: int = 50
-    worker: int = 0
+    workers: int = 1  # worker processes of this invocation
 
     @property
     def multi(self) -> bool:
@@ -106,6 +109,7 @@ def progress(study: optuna.Study, invocation: str) -> dict[str, int]:
     """Counts of this invocation's trials, plus retries waiting in the study."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    retried |= {t.system_attrs[ATTR_REQUEUED] for t in trials if ATTR_REQUEUED in t.system_attrs}
     counts = {"done": 0, "complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
     for t in trials:
         if t.state == State.WAITING:
@@ -147,11 +151,12 @@ class _Measured:
     """A model family seen through tuning: records the trial's run id when fitting starts and, if
     asked, measures p95 single-row prediction latency of the fitted model on validation rows."""
 
-    def __init__(self, family, trial: optuna.Trial, latency_rows: int, found: dict):
+    def __init__(self, family, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog):
         self._family = family
         self._trial = trial
         self._rows = latency_rows
         self._found = found
+        self._runlog = runlog
 
     def __getattr__(self, name):
         return getattr(self._family, name)
@@ -160,11 +165,15 @@ class _Measured:
         run_id = mlflow.active_run().info.run_id
         self._found["run_id"] = run_id
         self._trial.set_user_attr(ATTR_RUN, run_id)
-        fitted = self._family.fit(train_part, valid_part, params, reporter)
+        self._runlog.release()  # the queued writes go out while the model trains
+        try:
+            fitted = self._family.fit(train_part, valid_part, params, reporter)
+        finally:
+            self._runlog.hold()
         if self._rows:
             latency = p95_latency_ms(fitted, valid_part.X, self._rows)
             self._found[LATENCY] = latency
-            mlflow.log_metric(LATENCY, latency)
+            self._runlog.log(run_id, metrics={LATENCY: latency})
         return fitted
 
 
@@ -183,44 +192,60 @@ def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
 class _UseCaseView:
     """The use case as one trial sees it: the same in every way, except its families are measured."""
 
-    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict):
+    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog):
         self._use_case = use_case
         self._trial = trial
         self._rows = latency_rows
         self._found = found
+        self._runlog = runlog
 
     def __getattr__(self, name):
         return getattr(self._use_case, name)
 
     def family(self, name: str):
-        return _Measured(self._use_case.family(name), self._trial, self._rows, self._found)
+        return _Measured(self._use_case.family(name), self._trial, self._rows, self._found, self._runlog)
 
 
 class TrialObjective:
-    """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives."""
+    """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives.
 
-    def __init__(self, spec: WorkerSpec, study: optuna.Study):
+    The trial run's parameters, metrics and tags go through ``runlog`` (a background writer in a worker):
+    only creating and ending the run, and logging a model, stay on the trial's own time.
+    """
+
+    def __init__(self, spec: WorkerSpec, study: optuna.Study, runlog: RunLog | None = None):
         self.spec = spec
         self.study = study
+        self.runlog = runlog or RunLog(spec.settings.tracking_uri)
         self.worker = {"invocation": spec.invocation, "host": socket.gethostname(), "pid": os.getpid()}
         self.measure = any(o.metric == LATENCY for o in spec.objectives)
+        # Values of the complete trials this worker knows of: the study's when it started, then its own.
+        # Trials other workers finish meanwhile are not read again; a worker that misses them may log a
+        # model it did not need to, never skip one that could be chosen.
+        self.seen = [list(t.values) for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))]
+        self.interrupted: int | None = None  # the trial id that Ctrl-C stopped
 
     def __call__(self, trial: optuna.Trial):
         spec = self.spec
+        self.runlog.hold()  # until the model trains (see _Measured.fit)
         trial.set_user_attr("worker", self.worker)
         if trial.user_attrs.get(ATTR_RUN):  # a retry inherits the dead trial's attributes
             trial.set_user_attr(ATTR_RUN, None)
         family = trial.suggest_categorical("family", spec.families) if len(spec.families) > 1 else spec.families[0]
         params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
         found: dict[str, Any] = {}
-        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found)
+        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found, self.runlog)
         try:
             result = train(view, spec.dataset, family, params, settings=spec.settings, nested=True,
                            run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial, not spec.multi),
                            seed=spec.seed, log_model=lambda m: self._worth_logging({**m, **found}),
-                           tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id))
+                           tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id),
+                           experiment_id=spec.experiment_id, log_dataset=False, runlog=self.runlog)
         except Pruned as pruned:
             raise optuna.TrialPruned(str(pruned)) from None
+        except KeyboardInterrupt:
+            self.interrupted = trial._trial_id
+            raise
         metrics = {**result.metrics, **{k: v for k, v in found.items() if k == LATENCY}}
         missing = [o.metric for o in spec.objectives if o.metric not in metrics]
         if missing:
@@ -229,6 +254,7 @@ class TrialObjective:
         if result.model_uri:
             trial.set_user_attr("model_uri", result.model_uri)
         values = [float(metrics[o.metric]) for o in spec.objectives]
+        self.seen.append(values)
         return values[0] if not spec.multi else tuple(values)
 
     def _worth_logging(self, metrics: dict[str, float]) -> bool:
@@ -238,8 +264,8 @@ class TrialObjective:
             return True
         signs = [1.0 if o.direction == "minimize" else -1.0 for o in self.spec.objectives]
         mine = [s * v for s, v in zip(signs, values)]
-        for t in self.study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
-            theirs = [s * v for s, v in zip(signs, t.values)]
+        for seen in self.seen:
+            theirs = [s * v for s, v in zip(signs, seen)]
             if all(a <= b for a, b in zip(theirs, mine)) and (any(a < b for a, b in zip(theirs, mine))
                                                               or not self.spec.multi):
                 return False
@@ -251,21 +277,82 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
     mlflow.set_tracking_uri(spec.settings.tracking_uri)
     mlflow.set_experiment(experiment_id=spec.experiment_id)
     study = open_study(spec, seed_offset)
-    client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
-    if enough(progress(study, spec.invocation), spec.target):
+    counts = progress(study, spec.invocation)
+    if enough(counts, spec.target):
         return
+    # At most this many of the invocation's trials are done: what was done when this worker started, plus
+    # what it finished since. Alone in its invocation, a worker need not read the study while that is short.
+    at_most = counts["done"]
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        record_trial(client, trial)
-        if enough(progress(study, spec.invocation), spec.target) or (spec.deadline and time.time() > spec.deadline):
+        nonlocal at_most
+        record_trial(runlog, trial)
+        at_most += 1
+        if spec.workers == 1 and at_most < spec.target:
+            stop = False
+        else:
+            stop = enough(progress(study, spec.invocation), spec.target)
+        if stop or (spec.deadline and time.time() > spec.deadline):
             study.stop()
 
     timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
-    with warnings.catch_warnings():
+    with BackgroundRunLog(spec.settings.tracking_uri) as runlog, warnings.catch_warnings(), _quiet_interrupts():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study.optimize(TrialObjective(spec, study), timeout=timeout, callbacks=[after, *callbacks],
-                       catch=(Exception,), gc_after_trial=False)
+        objective = TrialObjective(spec, study, runlog)
+        try:
+            study.optimize(objective, timeout=timeout, callbacks=[after, *callbacks], catch=(Exception,),
+                           gc_after_trial=False)
+        except KeyboardInterrupt:
+            if objective.interrupted is not None:
+                requeue_interrupted(study, objective.interrupted, runlog)
+            raise
+
+
+def requeue_interrupted(study: optuna.Study, trial_id: int, runlog: RunLog) -> int | None:
+    """Ctrl-C stopped a trial: Optuna marked it FAIL; queue the same parameters to run first when the study
+    resumes (as a retry of a dead worker's trial is queued). Returns the queued trial's number."""
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state != State.FAIL:
+        return None
+    run_id = frozen.user_attrs.get(ATTR_RUN)
+    if run_id:
+        runlog.log(run_id, tags={TAG_TRIAL_STATE: "FAIL", "civicml.failure": "interrupted (Ctrl-C); queued again"})
+    system_attrs = {k: v for k, v in frozen.system_attrs.items() if k in ("failed_trial", "retry_history")}
+    system_attrs[ATTR_REQUEUED] = frozen.number
+    queued = study.add_trial(optuna.trial.create_trial(
+        state=State.WAITING, params=frozen.params, distributions=frozen.distributions,
+        user_attrs={k: v for k, v in frozen.user_attrs.items() if k == "worker"}, system_attrs=system_attrs))
+    return queued.number if queued is not None else None
+
+
+class _DropInterrupts(logging.Filter):
+    """Drops Optuna's two records of a trial that Ctrl-C failed (the error, then the value)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trials: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        number = message.split(" ", 2)[1] if message.startswith("Trial ") else None
+        if "KeyboardInterrupt" in message:
+            self.trials.add(number)
+            return False
+        return not (number in self.trials and "failed with value" in message)
+
+
+@contextlib.contextmanager
+def _quiet_interrupts():
+    """Optuna logs a trial failed by Ctrl-C as a warning with its traceback; the trial is queued again
+    instead (``requeue_interrupted``), so that record says nothing to the user."""
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    drop = _DropInterrupts()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def worker_main(spec: WorkerSpec, seed_offset: int) -> None:
