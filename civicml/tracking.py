@@ -13,12 +13,14 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from civicml.settings import Settings
+from civicml.sqlite import write_ahead_log
 
 
 def configure(settings: Settings) -> MlflowClient:
     """Make ``settings``' stores MLflow's current ones and return a client on them."""
     if settings.embedded:
         settings.ensure_home()
+    write_ahead_log(settings.tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)

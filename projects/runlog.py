@@ -6,10 +6,12 @@ waits for the same run into one ``log_batch``: a tuner that runs many short
 trials keeps that bookkeeping off each trial's critical path, and a neural net
 that reports every epoch costs one write per drain instead of one per epoch.
 
-Run creation and ending, artifacts and models are not queued: they stay on
-the caller's thread. What is queued may land after the run ended, which MLflow
-allows. ``flush()`` waits until the queue is written and raises the first error
-a write met.
+Run creation, figures and models are not queued: they stay on the caller's
+thread, which needs the run id and the active run. ``end_run`` leaves the active
+run at once and queues its final status (with the time it really ended), after
+the run's other writes. ``flush()`` waits until the queue is written and raises
+the first error a write met; a process killed before that leaves runs that
+``tuning`` finds still RUNNING when the study finishes and ends then.
 
 ``hold()`` and ``release()`` say when writing is welcome: a tuning worker holds
 the writes while it does its own bookkeeping between two fits and releases them
@@ -34,6 +36,8 @@ class _Pending:
     metrics: list[Metric] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    documents: dict[str, dict] = field(default_factory=dict)  # artifact path -> JSON-able content
+    end: tuple[str, int] | None = None  # (status, end time in ms): the run's last write
 
 
 class RunLog:
@@ -53,6 +57,14 @@ class RunLog:
                            {k: str(v) for k, v in (params or {}).items()},
                            {k: str(v) for k, v in (tags or {}).items()})
         self._submit(run_id, pending)
+
+    def log_dict(self, run_id: str, content: Mapping, artifact_file: str) -> None:
+        """A small JSON or YAML artifact (``mlflow.log_dict``)."""
+        self._submit(run_id, _Pending(documents={artifact_file: dict(content)}))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End the active run ``run_id`` (``mlflow.end_run``)."""
+        mlflow.end_run(status)
 
     def _submit(self, run_id: str, pending: _Pending) -> None:
         _write(self.client, run_id, pending)
@@ -95,6 +107,12 @@ class BackgroundRunLog(RunLog):
                 self._thread.start()
         self._queue.put((run_id, pending))
 
+    def end_run(self, run_id: str, status: str) -> None:
+        if not _leave_active_run(run_id):
+            mlflow.end_run(status)
+            return
+        self._submit(run_id, _Pending(end=(status, int(time.time() * 1000))))
+
     def hold(self) -> None:
         self._go.clear()
 
@@ -122,6 +140,8 @@ class BackgroundRunLog(RunLog):
                 into.metrics.extend(pending.metrics)
                 into.params.update(pending.params)
                 into.tags.update(pending.tags)
+                into.documents.update(pending.documents)
+                into.end = pending.end or into.end
             for run_id, pending in merged.items():
                 try:
                     _write(client, run_id, pending)
@@ -154,3 +174,27 @@ def _write(client: mlflow.MlflowClient, run_id: str, pending: _Pending) -> None:
         client.log_batch(run_id, metrics=pending.metrics,
                          params=[Param(k, v) for k, v in pending.params.items()],
                          tags=[RunTag(k, v) for k, v in pending.tags.items()])
+    for artifact_file, content in pending.documents.items():
+        client.log_dict(run_id, content, artifact_file)
+    if pending.end:
+        client.set_terminated(run_id, status=pending.end[0], end_time=pending.end[1])
+
+
+def _leave_active_run(run_id: str) -> bool:
+    """Take ``run_id`` off this thread's active-run stack without writing its status (``mlflow.end_run``
+    does both). MLflow has no public call for this half; where its internals are not as expected (another
+    MLflow version, system metrics being logged for the run), returns False and nothing changes."""
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.tracking import fluent
+
+    try:
+        stack = fluent._active_run_stack.get()
+        monitors = getattr(fluent, "run_id_to_system_metrics_monitor", {})
+        if not isinstance(stack, list) or not stack or stack[-1].info.run_id != run_id or run_id in monitors:
+            return False
+        stack.pop()
+        fluent._last_active_run_id.set(run_id)
+    except (AttributeError, TypeError):
+        return False
+    MLFLOW_RUN_ID.unset()
+    return True

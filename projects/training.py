@@ -27,6 +27,7 @@ from projects.runlog import RunLog
 
 TAG_PRUNED = "civicml.pruned"
 TAG_FINGERPRINT = "civicml.data_fingerprint"
+TAG_MODEL_URI = "civicml.model_uri"
 
 
 @dataclass
@@ -144,7 +145,7 @@ def train(
         import matplotlib.pyplot as plt
 
         plt.close("all")
-        mlflow.end_run(status)
+        runlog.end_run(run.info.run_id, status)
 
 
 def dataset_description(dataset: Dataset) -> dict[str, Any]:
@@ -179,7 +180,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
         if labels is not None:
             metadata["labels"] = [str(x) for x in labels]
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
-        runlog.log(run_id, tags={"civicml.model_uri": model_uri})
+        runlog.log(run_id, tags={TAG_MODEL_URI: model_uri})
     if log_dataset or model_uri:  # a registered model's card and lineage read it from its source run
-        mlflow.log_dict(dataset_description(dataset), "data/dataset.json")
+        runlog.log_dict(run_id, dataset_description(dataset), "data/dataset.json")
     return TrainingResult(run_id, family, dict(merged), metrics, model_uri, False, recorder.history)

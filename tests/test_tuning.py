@@ -251,7 +251,6 @@ def _children_by_client(client, exp_id, parent_id):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp_path):
     import signal
-    import time
 
     from civicml.settings import Settings
     from tuning.runs import ATTR_REQUEUED, ATTR_RUN
@@ -260,22 +259,8 @@ def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp
     home = tmp_path / "home"
     args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
             "--set", "boosting.max_iter=200", "--study", "ctrl-c", "--no-register"]
-    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
-    proc = subprocess.Popen([*cli, *args, "--n-trials", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
-    settings = Settings.from_env(env={}, home=home)
-    fitting, storage = None, None  # a trial whose model is training (it has its run); the study's storage
-    deadline = time.time() + 180
-    while fitting is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        try:
-            storage = storage or open_storage(settings.optuna_storage)
-            study = optuna.load_study(study_name="ctrl-c", storage=storage)
-        except (KeyError, InvalidInput):
-            continue  # not created yet
-        fitting = next((t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-                        if t.user_attrs.get(ATTR_RUN)), None)
-    assert fitting is not None, proc.communicate()[1][-3000:]
+    proc, settings = _start_cli(args + ["--n-trials", "30"], home), Settings.from_env(env={}, home=home)
+    fitting = _wait_for_fitting_trial(proc, settings, "ctrl-c")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -305,3 +290,65 @@ def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp
     parent = client.get_run(parents[0].info.run_id)
     assert parent.info.status == "FINISHED"
     assert client.get_run(rerun.user_attrs[ATTR_RUN]).data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+@pytest.mark.slow
+def test_killed_process_on_sqlite_fails_its_trial_and_run_and_the_resume_retries_it(tmp_path):
+    """SQLite studies have no heartbeats: the trial names its process, which a resumed study finds gone."""
+    import signal
+
+    from civicml.settings import Settings
+    from tuning.runs import ATTR_RUN
+
+    home = tmp_path / "home"
+    args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
+            "--set", "boosting.max_iter=200", "--study", "killed", "--no-register"]
+    proc, settings = _start_cli(args + ["--n-trials", "30"], home), Settings.from_env(env={}, home=home)
+    victim = _wait_for_fitting_trial(proc, settings, "killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    client = _client(settings)
+    assert client.get_run(victim.user_attrs[ATTR_RUN]).info.status == "RUNNING"  # nobody left to end it
+
+    assert main([*args, "--n-trials", "2"]) == 0
+    study = optuna.load_study(study_name="killed", storage=settings.optuna_storage)
+    dead = study.trials[victim.number]
+    assert dead.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert retries[0].params == victim.params
+    run = client.get_run(victim.user_attrs[ATTR_RUN])
+    assert run.info.status == "FAILED" and run.data.tags["civicml.trial_state"] == "FAIL"
+    assert "worker process is gone" in run.data.tags["civicml.failure"]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    # the killed process's earlier trials, whose run ends it had not written yet, were ended by the resume
+    statuses = {t.number: client.get_run(t.user_attrs[ATTR_RUN]).info.status for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE}
+    assert set(statuses.values()) == {"FINISHED"}, statuses
+
+
+def _start_cli(args, home):
+    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
+    return subprocess.Popen([*cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+
+
+def _wait_for_fitting_trial(proc, settings, study_name, timeout=180):
+    """The first trial seen training a model (RUNNING, with its run) in the study a CLI process runs."""
+    import time
+
+    from tuning.runs import ATTR_RUN
+    from tuning.storage import open_storage
+
+    storage, deadline = None, time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            storage = storage or open_storage(settings.optuna_storage)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except (KeyError, InvalidInput):
+            continue  # not created yet
+        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.user_attrs.get(ATTR_RUN):
+                return trial
+    raise AssertionError(f"no trial started: {proc.communicate()[1][-3000:]}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import optuna
 
@@ -112,10 +112,16 @@ class SelectionRule:
     def __str__(self) -> str:
         return ",".join([self.kind, *map(str, self.constraints)])
 
-    def pick(self, front: Sequence[optuna.trial.FrozenTrial],
-             objectives: Sequence[Objective]) -> optuna.trial.FrozenTrial | None:
-        """The chosen front trial, or ``None`` when no trial meets every constraint."""
-        allowed = [t for t in front if all(c.holds(trial_metrics(t, objectives)) for c in self.constraints)]
+    def pick(self, front: Sequence[optuna.trial.FrozenTrial], objectives: Sequence[Objective],
+             recorded: Callable[[optuna.trial.FrozenTrial], Mapping[str, float]] | None = None,
+             ) -> optuna.trial.FrozenTrial | None:
+        """The chosen front trial, or ``None`` when no trial meets every constraint.
+
+        ``recorded`` gives a trial's metrics beyond its objective values (tuning reads them from the
+        trial's MLflow run); constraints on metrics that neither has are not met.
+        """
+        allowed = [t for t in front
+                   if all(c.holds(trial_metrics(t, objectives, recorded)) for c in self.constraints)]
         if not allowed:
             return None
         if self.kind == "best" or len(objectives) == 1:
@@ -135,9 +141,12 @@ def _knee_distance(trial, trials, objectives) -> float:
     return math.sqrt(total)
 
 
-def trial_metrics(trial: optuna.trial.FrozenTrial, objectives: Sequence[Objective]) -> dict[str, float]:
-    """The trial's recorded metrics, with its objective values on top."""
-    metrics = dict(trial.user_attrs.get("metrics", {}))
+def trial_metrics(trial: optuna.trial.FrozenTrial, objectives: Sequence[Objective],
+                  recorded: Callable[[optuna.trial.FrozenTrial], Mapping[str, float]] | None = None,
+                  ) -> dict[str, float]:
+    """The trial's recorded metrics (``recorded(trial)``, else its ``metrics`` attribute), with its objective
+    values on top."""
+    metrics = dict(recorded(trial) if recorded else trial.user_attrs.get("metrics", {}))
     for objective, value in zip(objectives, trial.values or ()):
         metrics[objective.metric] = value
     return metrics

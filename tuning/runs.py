@@ -85,6 +85,26 @@ def fail_trial_run(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial,
     return run_id
 
 
+_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def end_leftover_runs(client: mlflow.MlflowClient, study: optuna.Study, experiment_id: str,
+                      parent_run_id: str) -> list[str]:
+    """End the trial runs still RUNNING whose trials have finished: a worker writes a trial run's end from
+    its background log, and a worker killed before it wrote them leaves such runs behind."""
+    finished = {t.user_attrs.get(ATTR_RUN): t.state.name for t in study.get_trials(deepcopy=False)
+                if t.state.name in _RUN_STATUS and t.user_attrs.get(ATTR_RUN)}
+    ended = []
+    for run in client.search_runs([experiment_id], max_results=1000,
+                                  filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' "
+                                                f"and attributes.status = 'RUNNING'"):
+        state = finished.get(run.info.run_id)
+        if state is not None:
+            client.set_terminated(run.info.run_id, status=_RUN_STATUS[state])
+            ended.append(run.info.run_id)
+    return ended
+
+
 def finalize(client: mlflow.MlflowClient, run_id: str, study: optuna.Study, summary: dict[str, Any],
              figures: dict[str, Any], tables: dict[str, dict], status: str) -> None:
     """Summary metrics, tags, plots and tables on the parent run; then end it with ``status``."""

@@ -8,12 +8,17 @@ URI                             backend                                      par
 ``postgresql://...``            RDB on PostgreSQL (team mode)                yes, any machine
 ==============================  ===========================================  =================
 
-RDB storages get heartbeats: a worker that dies mid-trial (SIGKILL, lost machine)
-stops beating, and the next worker to start a trial marks the stale trial FAIL,
-calls ``on_stale`` (tuning marks the trial's MLflow run FAILED there) and queues
-a retry of the same parameters (``RetryHeartbeatStaleTrialCallback(max_retry=1)``,
-the successor of ``RetryFailedTrialCallback``). The journal backend has no
-heartbeats in Optuna 5: a killed worker's trial stays RUNNING there.
+PostgreSQL storages get heartbeats: a worker that dies mid-trial (SIGKILL, lost
+machine) stops beating, and the next worker to start a trial marks the stale
+trial FAIL, calls ``on_stale`` (tuning marks the trial's MLflow run FAILED there)
+and queues a retry of the same parameters
+(``RetryHeartbeatStaleTrialCallback(max_retry=1)``, the successor of
+``RetryFailedTrialCallback``). The storages of one machine (SQLite, journal) need
+none: every trial names its worker's host, process id and process start, and
+tuning fails and retries the trials of a process that has ended the same way
+(``tuning.worker.fail_dead_trials``), when a worker starts and then as often as a
+heartbeat would go stale. A heartbeat costs each trial two store round trips and
+a thread; a process check costs nothing while no trial of another process runs.
 
 :func:`study_lock` serialises the few steps that read and then write a study's
 shared state (its MLflow parent run, its invocation counter) across every
@@ -33,6 +38,7 @@ from typing import Callable, Iterator
 import optuna
 
 from civicml.errors import InvalidInput, Unavailable
+from civicml.sqlite import write_ahead_log
 
 KINDS = ("sqlite", "journal", "postgresql")
 
@@ -72,7 +78,7 @@ def check_workers(uri: str, workers: int) -> None:
 def open_storage(uri: str, heartbeat: Heartbeat | None = None,
                  on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None
                  ) -> optuna.storages.BaseStorage:
-    """The storage behind ``uri``; RDB storages beat hearts and retry stale trials once."""
+    """The storage behind ``uri``; PostgreSQL storages beat hearts and retry stale trials once."""
     kind = storage_kind(uri)
     if kind == "journal":
         path = _local_path(uri)
@@ -81,7 +87,7 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
 
         return JournalStorage(JournalFileBackend(str(path)))
     if kind == "sqlite":
-        _local_path(uri).parent.mkdir(parents=True, exist_ok=True)
+        write_ahead_log(uri)  # creates the folder and file; see civicml.sqlite
     heartbeat = heartbeat or Heartbeat()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -95,13 +101,12 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
     engine_kwargs = {"pool_pre_ping": True} if kind == "postgresql" else {"connect_args": {"timeout": 30}}
     if kind == "postgresql":
         uri = _postgres_driver(uri)
+    beats = dict(heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+                 heartbeat_stale_trial_callback=stale) if kind == "postgresql" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return optuna.storages.RDBStorage(uri, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=heartbeat.interval,
-                                              grace_period=heartbeat.grace_period,
-                                              heartbeat_stale_trial_callback=stale)
+            return optuna.storages.RDBStorage(uri, engine_kwargs=engine_kwargs, **beats)
         except Exception as err:  # sqlalchemy's OperationalError and friends: say which store failed
             if isinstance(err, InvalidInput):
                 raise

@@ -17,7 +17,6 @@ import os
 import socket
 import time
 import uuid
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -30,13 +29,14 @@ from civicml.access import require
 from civicml.settings import Settings
 from civicml.tracking import configure, experiment_id
 from projects import Dataset, UseCase
-from projects.training import dataset_description
+from projects.training import TAG_MODEL_URI, dataset_description
 from tuning.objectives import Objective, SelectionRule, pareto_table, parse_objectives, trial_metrics
-from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, fail_trial_run, figures_for, finalize, parent_run,
+from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, end_leftover_runs, figures_for, finalize, parent_run,
                          trials_table)
 from tuning.space import merged_space
 from tuning.storage import Heartbeat, check_workers, storage_kind, study_lock
-from tuning.worker import WorkerSpec, open_study, progress, run_worker, sampler_grid, worker_main
+from tuning.worker import (WorkerSpec, fail_dead_trials, open_study, progress, run_worker, sampler_grid,
+                           worker_main)
 
 __all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
 
@@ -240,26 +240,7 @@ def _run_processes(spec: WorkerSpec, study: optuna.Study, workers: int, bar, see
 
 def _fail_trials_of(study: optuna.Study, spec: WorkerSpec, host: str, pid: int, why: str) -> None:
     """A local worker died: its RUNNING trials are dead now, no need to wait for their heartbeat to go stale."""
-    storage = study._storage
-    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or worker.get("pid") != pid:
-            continue
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=State.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # someone else noticed first
-        frozen = storage.get_trial(trial._trial_id)
-        if callback is not None:  # marks the MLflow run FAILED and queues a retry
-            callback(study, frozen)
-        else:  # journal storage: the same, by hand
-            client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
-            fail_trial_run(client, frozen, why)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.heartbeat.max_retry)(study, frozen)
+    fail_dead_trials(study, spec, lambda worker: worker.get("host") == host and worker.get("pid") == pid, why)
 
 
 def _finish_leftovers(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:
@@ -272,8 +253,8 @@ def _finish_leftovers(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: i
         if not counts["running"] and not counts["waiting"]:
             return  # the workers stopped on their own: a used-up grid, the timeout
         if counts["running"] and not counts["waiting"]:
-            if storage_kind(spec.storage) == "journal":
-                return  # no heartbeats: a trial of a vanished process stays RUNNING
+            if storage_kind(spec.storage) != "postgresql":
+                return  # one machine: the workers' exit codes and process checks found the dead ones
             time.sleep(spec.heartbeat.interval)  # wait for it to finish or go stale
             continue
         run_worker(spec, seed_offset=seed_offset)
@@ -299,17 +280,19 @@ def _best_text(study: optuna.Study, spec: WorkerSpec) -> str:
 
 def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, storage: str, seconds: float,
             status: str, invocation_index: int) -> StudyResult:
+    end_leftover_runs(client, study, spec.experiment_id, spec.parent_run_id)
     trials = study.get_trials(deepcopy=False)
     count = lambda s: sum(1 for t in trials if t.state == s)  # noqa: E731
     goals = spec.objectives
     front = [t for t in study.best_trials] if spec.multi else []
     chosen = None
+    recorded = _recorded_metrics(client, spec) if rule.constraints else None
     try:
-        chosen = rule.pick(front, goals) if spec.multi else study.best_trial
+        chosen = rule.pick(front, goals, recorded) if spec.multi else study.best_trial
     except ValueError:  # no complete trial
         pass
     if chosen is not None and not spec.multi and rule.constraints:
-        within = rule.pick([t for t in trials if t.state == State.COMPLETE], goals)
+        within = rule.pick([t for t in trials if t.state == State.COMPLETE], goals, recorded)
         chosen = within
     retried = sum(1 for t in trials if t.system_attrs.get("failed_trial") is not None)
     result = StudyResult(
@@ -319,7 +302,7 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         best_value=chosen.values[0] if chosen else None,
         best_params=dict(chosen.params) if chosen else {},
         best_run_id=chosen.user_attrs.get(ATTR_RUN) if chosen else None,
-        best_model_uri=chosen.user_attrs.get("model_uri") if chosen else None, seconds=seconds,
+        best_model_uri=_model_uri(client, chosen) if chosen else None, seconds=seconds,
         objectives=[str(o) for o in goals], best_values=list(chosen.values) if chosen else None,
         pareto_front=sorted(t.number for t in front), selection_rule=str(rule) if spec.multi or rule.constraints
         else None, n_trials=len(trials), n_retried=retried)
@@ -350,6 +333,32 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         _mark_chosen(figures, chosen, goals)
     finalize(client, spec.parent_run_id, study, summary, figures, tables, status)
     return result
+
+
+def _recorded_metrics(client, spec: WorkerSpec):
+    """A trial's metrics, as its MLflow run holds them (all trial runs of the study, read once, when a
+    selection rule's constraints need metrics besides the objectives)."""
+    by_run: dict[str, dict[str, float]] = {}
+    token = None
+    while True:
+        page = client.search_runs([spec.experiment_id], max_results=1000, page_token=token,
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{spec.parent_run_id}'")
+        by_run.update({run.info.run_id: dict(run.data.metrics) for run in page})
+        token = page.token
+        if not token:
+            break
+    return lambda trial: by_run.get(trial.user_attrs.get(ATTR_RUN)) or trial.user_attrs.get("metrics", {})
+
+
+def _model_uri(client, trial: optuna.trial.FrozenTrial) -> str | None:
+    """The model a trial logged: its run's ``civicml.model_uri`` tag (the trial records only the run)."""
+    run_id = trial.user_attrs.get(ATTR_RUN)
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).data.tags.get(TAG_MODEL_URI)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def _mark_chosen(figures: dict, chosen, goals) -> None:

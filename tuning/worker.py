@@ -20,7 +20,8 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import mlflow
 import numpy as np
@@ -34,11 +35,10 @@ from tuning.choices import make_pruner, make_sampler
 from tuning.objectives import LATENCY, Objective
 from tuning.runs import ATTR_REQUEUED, ATTR_RUN, TAG_TRIAL_STATE, fail_trial_run, record_trial, trial_tags
 from tuning.space import grid, suggest
-from tuning.storage import Heartbeat, open_storage
+from tuning.storage import Heartbeat, open_storage, storage_kind
 
 State = optuna.trial.TrialState
 DONE = (State.COMPLETE, State.PRUNED)
-_KEPT_METRICS = ("accuracy", "macro_f1", "mae", "rmse", "fit_seconds", "model_size_bytes", LATENCY)
 
 
 @dataclass
@@ -190,17 +190,26 @@ def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
 
 
 class _UseCaseView:
-    """The use case as one trial sees it: the same in every way, except its families are measured."""
+    """The use case as one trial sees it: the same in every way, except its families are measured and its
+    train/validation split is made once per worker (every trial splits the same data the same way)."""
 
-    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog):
+    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog,
+                 splits: dict):
         self._use_case = use_case
         self._trial = trial
         self._rows = latency_rows
         self._found = found
         self._runlog = runlog
+        self._splits = splits
 
     def __getattr__(self, name):
         return getattr(self._use_case, name)
+
+    def split(self, dataset: Dataset, seed: int = 0, **kwargs):
+        key = (dataset.fingerprint, seed, tuple(sorted(kwargs.items())))
+        if key not in self._splits:
+            self._splits[key] = self._use_case.split(dataset, seed=seed, **kwargs)
+        return self._splits[key]
 
     def family(self, name: str):
         return _Measured(self._use_case.family(name), self._trial, self._rows, self._found, self._runlog)
@@ -217,13 +226,15 @@ class TrialObjective:
         self.spec = spec
         self.study = study
         self.runlog = runlog or RunLog(spec.settings.tracking_uri)
-        self.worker = {"invocation": spec.invocation, "host": socket.gethostname(), "pid": os.getpid()}
+        self.worker = {"invocation": spec.invocation, "host": socket.gethostname(), "pid": os.getpid(),
+                       "started": process_started(os.getpid())}
         self.measure = any(o.metric == LATENCY for o in spec.objectives)
         # Values of the complete trials this worker knows of: the study's when it started, then its own.
         # Trials other workers finish meanwhile are not read again; a worker that misses them may log a
         # model it did not need to, never skip one that could be chosen.
         self.seen = [list(t.values) for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))]
         self.interrupted: int | None = None  # the trial id that Ctrl-C stopped
+        self.splits: dict = {}
 
     def __call__(self, trial: optuna.Trial):
         spec = self.spec
@@ -234,7 +245,8 @@ class TrialObjective:
         family = trial.suggest_categorical("family", spec.families) if len(spec.families) > 1 else spec.families[0]
         params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
         found: dict[str, Any] = {}
-        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found, self.runlog)
+        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found, self.runlog,
+                            self.splits)
         try:
             result = train(view, spec.dataset, family, params, settings=spec.settings, nested=True,
                            run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial, not spec.multi),
@@ -250,9 +262,6 @@ class TrialObjective:
         missing = [o.metric for o in spec.objectives if o.metric not in metrics]
         if missing:
             raise ValueError(f"training logged no metric {missing[0]} (it logged {sorted(metrics)})")
-        trial.set_user_attr("metrics", {k: float(metrics[k]) for k in _KEPT_METRICS if k in metrics})
-        if result.model_uri:
-            trial.set_user_attr("model_uri", result.model_uri)
         values = [float(metrics[o.metric]) for o in spec.objectives]
         self.seen.append(values)
         return values[0] if not spec.multi else tuple(values)
@@ -277,6 +286,10 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
     mlflow.set_tracking_uri(spec.settings.tracking_uri)
     mlflow.set_experiment(experiment_id=spec.experiment_id)
     study = open_study(spec, seed_offset)
+    local = storage_kind(spec.storage) != "postgresql"  # one machine: dead workers are found by process id
+    if local:
+        fail_dead_trials(study, spec, gone, "its worker process is gone")
+    checked = time.monotonic()
     counts = progress(study, spec.invocation)
     if enough(counts, spec.target):
         return
@@ -285,8 +298,11 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
     at_most = counts["done"]
 
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal at_most
+        nonlocal at_most, checked
         record_trial(runlog, trial)
+        if local and time.monotonic() - checked > spec.heartbeat.grace_period:  # as often as a heartbeat goes stale
+            fail_dead_trials(study, spec, gone, "its worker process is gone")
+            checked = time.monotonic()
         at_most += 1
         if spec.workers == 1 and at_most < spec.target:
             stop = False
@@ -307,6 +323,59 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
             if objective.interrupted is not None:
                 requeue_interrupted(study, objective.interrupted, runlog)
             raise
+
+
+def process_started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc): tells it from a later process that
+    got the same id. ``None`` where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
+
+
+def gone(worker: Mapping) -> bool:
+    """Whether the worker process a trial names has ended: same host, and no process with its id and start."""
+    if worker.get("host") != socket.gethostname() or not isinstance(worker.get("pid"), int):
+        return False
+    try:
+        os.kill(worker["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it runs, as another user
+    started = worker.get("started")
+    return started is not None and process_started(worker["pid"]) not in (None, started)
+
+
+def fail_dead_trials(study: optuna.Study, spec: WorkerSpec, dead: Callable[[Mapping], bool], why: str) -> list[int]:
+    """Fail the RUNNING trials whose worker ``dead(worker)`` says has ended: the trial FAIL, its MLflow run
+    FAILED, and its parameters queued again (at most ``heartbeat.max_retry`` times), as a stale heartbeat
+    does on PostgreSQL. Returns the failed trials' numbers."""
+    storage = study._storage
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if not worker or worker.get("pid") == os.getpid() or not dead(worker):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=State.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # someone else noticed first
+        frozen = storage.get_trial(trial._trial_id)
+        failed.append(frozen.number)
+        if callback is not None:  # marks the MLflow run FAILED and queues a retry
+            callback(study, frozen)
+            continue
+        client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
+        fail_trial_run(client, frozen, f"worker {worker.get('host')}:{worker.get('pid')}: {why}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.heartbeat.max_retry)(study, frozen)
+    return failed
 
 
 def requeue_interrupted(study: optuna.Study, trial_id: int, runlog: RunLog) -> int | None:
