@@ -29,30 +29,6 @@ from projects.base import Dataset, FittedModel, ModelFamily, UseCase
 from projects.space import Float
 
 SLEEP = 1.0
-BUSY_REPS = 0  # set by calibrate_busy(): matrix products that take about SLEEP seconds on this machine
-
-
-def busy_work(reps: int) -> None:
-    """Fixed CPU work (NumPy matrix products: BLAS threads, the GIL released), the same for every trial."""
-    a = np.random.default_rng(0).standard_normal((300, 300))
-    for _ in range(reps):
-        a = np.tanh(a @ a / 300.0)
-
-
-def calibrate_busy() -> int:
-    busy_work(5)
-    started = time.perf_counter()
-    busy_work(50)
-    return max(1, int(50 * SLEEP / (time.perf_counter() - started)))
-
-
-def fixed_cost() -> None:
-    if BUSY_REPS:
-        busy_work(BUSY_REPS)
-    else:
-        time.sleep(SLEEP)
-
-
 class _Constant(FittedModel):
     def __init__(self, value: float):
         self.value = value
@@ -68,13 +44,13 @@ class _Constant(FittedModel):
 
 
 class SleepFamily(ModelFamily):
-    """Takes SLEEP seconds to 'fit' (asleep, or busy after calibrate_busy()); its error is (x - 0.3)^2."""
+    """Takes exactly SLEEP seconds to 'fit'; its error is (x - 0.3)^2."""
 
     name = "sleep"
     space = {"x": Float(0.0, 1.0)}
 
     def fit(self, train, valid, params, reporter):
-        fixed_cost()
+        time.sleep(SLEEP)
         return _Constant(float(valid.y.mean()) + (float(params["x"]) - 0.3) ** 2)
 
 
@@ -115,7 +91,7 @@ def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
 
     def bare(trial):
         x = trial.suggest_float("x", 0.0, 1.0)
-        fixed_cost()
+        time.sleep(SLEEP)
         return (x - 0.3) ** 2
 
     case = SleepCase()
@@ -124,11 +100,13 @@ def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
     tune(case, data, n_trials=2, study_name="warm", settings=warm, pruner="none")  # imports, first DB set-up
     from tuning.choices import make_sampler
 
-    bare_cycles, default_cycles, ours_cycles, fixed, train_s = [], [], [], [], []
+    bare_cycles, default_cycles, ours_cycles, fixed, train_s, bare_cpu, ours_cpu = [], [], [], [], [], [], []
     for r in range(rounds):
         # bare Optuna with tune()'s sampler (multivariate TPE, grouped by family), on a plain SQLite file
         study = optuna.create_study(storage=f"sqlite:///{home / f'bare-{r}.db'}", sampler=make_sampler("tpe", r))
+        cpu = time.process_time()
         study.optimize(bare, n_trials=trials)
+        bare_cpu.append((time.process_time() - cpu) / trials)
         bare_cycles += _cycles(study.trials)
 
         # bare Optuna as it comes: the default (independent) TPE sampler, cheaper per trial
@@ -139,9 +117,13 @@ def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
 
         settings = Settings.from_env(env={}, home=home / f"ours-{r}")
         tune(case, data, n_trials=1, study_name="first", settings=settings, pruner="none")  # creates the stores
+        cpu = time.process_time()
+        tune(case, data, n_trials=1, study_name="one", settings=settings, pruner="none", seed=r)
+        one_cpu, cpu = time.process_time() - cpu, time.process_time()
         started = time.perf_counter()
         tune(case, data, n_trials=trials, study_name="overhead", settings=settings, pruner="none", seed=r)
         wall = time.perf_counter() - started
+        ours_cpu.append((time.process_time() - cpu - one_cpu) / (trials - 1))  # a study's fixed cost cancels out
         done = optuna.load_study(study_name="overhead", storage=settings.optuna_storage).trials
         cycles = _cycles(done)
         ours_cycles += cycles
@@ -154,7 +136,8 @@ def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
     default_s = statistics.median(default_cycles)
     return {"bare_s": bare_s, "ours_s": ours_s, "train_s": statistics.median(train_s), "default_s": default_s,
             "default_pct": 100 * (ours_s - default_s) / default_s,
-            "fixed_s": statistics.median(fixed), "overhead_pct": 100 * (ours_s - bare_s) / bare_s,
+            "fixed_s": statistics.median(fixed), "bare_cpu_s": statistics.median(bare_cpu),
+            "ours_cpu_s": statistics.median(ours_cpu), "overhead_pct": 100 * (ours_s - bare_s) / bare_s,
             "n": len(ours_cycles), "rounds": rounds}
 
 
@@ -227,8 +210,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="fixed-cost trials per study (overhead)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare / CivicML rounds (overhead)")
-    parser.add_argument("--busy", action="store_true",
-                        help="overhead: the objective does about 1 s of CPU work (NumPy) instead of sleeping")
     parser.add_argument("--worker-trials", type=int, default=12)
     parser.add_argument("--prune-trials", type=int, default=12)
     parser.add_argument("--prune-use-case", default="traffic_flow")
@@ -239,15 +220,14 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     home = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     if "overhead" not in args.skip:
-        global BUSY_REPS
-        if args.busy:
-            BUSY_REPS = calibrate_busy()
-            print(f"objective: {BUSY_REPS} NumPy 300x300 matrix products, about {SLEEP:.0f} s of CPU work", flush=True)
         o = overhead(args.trials, home, args.rounds)
         print(f"overhead: median trial cycle over {o['n']} trials ({o['rounds']} alternating rounds): bare Optuna "
               f"with tune()'s sampler "
               f"{o['bare_s']:.3f} s, CivicML layout {o['ours_s']:.3f} s -> per-trial overhead "
-              f"{o['overhead_pct']:.1f}% of a {SLEEP:.0f} s trial", flush=True)
+              f"{o['overhead_pct']:.1f}% of a {o['bare_s']:.2f} s trial", flush=True)
+        print(f"  CPU time per trial, every thread of the process, the objective asleep: bare Optuna "
+              f"{1000 * o['bare_cpu_s']:.0f} ms, CivicML {1000 * o['ours_cpu_s']:.0f} ms (what an objective that keeps "
+              f"every core busy would pay at most)", flush=True)
         print(f"  bare Optuna with its default sampler (independent TPE) {o['default_s']:.3f} s -> "
               f"{o['default_pct']:.1f}% (the difference is the sampler's, not the layout's)", flush=True)
         print(f"  plain projects.train() of the same objective (its own MLflow run, synchronous writes): "

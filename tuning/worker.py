@@ -2,8 +2,15 @@
 
 A worker is a process (or the calling process) with its own Optuna study handle
 on the shared storage. Every trial records, at its start, which invocation and
-worker process runs it and, as soon as its MLflow run exists, the run id; so
-whoever later finds the trial dead can fail its run.
+worker process (host, pid, process start) runs it and, as soon as its MLflow run
+exists, the run id; so whoever later finds the trial dead can fail its run. On
+PostgreSQL a dead worker's trial is found by its stale heartbeat; on one
+machine's storages by its process having ended (``fail_dead_trials``).
+
+Everything else a trial writes to MLflow (parameters, per-step and final
+metrics, tags, its state, the run's end) goes through a ``BackgroundRunLog``
+that writes while the next model trains, so that a trial costs little more
+than bare Optuna's own bookkeeping (bench/bench_tuning.py).
 
 When does a worker stop? When this invocation's finished trials (complete,
 pruned, or failed and not retried) plus its running ones reach the target, and
