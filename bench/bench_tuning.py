@@ -175,7 +175,7 @@ def workers(trials: int, home: Path, pg_admin: str) -> dict:
     return out
 
 
-def pruning(trials: int, home: Path, use_case_name: str, rows: int) -> dict:
+def pruning(trials: int, home: Path, use_case_name: str, rows: int, seed: int = 0) -> dict:
     from projects import get_use_case
     from tuning import tune
 
@@ -184,9 +184,9 @@ def pruning(trials: int, home: Path, use_case_name: str, rows: int) -> dict:
     family = next(iter(case.families)) if use_case_name != "service_requests" else "boosting"
     out = {}
     for pruner in ("none", "median"):
-        settings = Settings.from_env(env={}, home=home / f"prune-{pruner}")
+        settings = Settings.from_env(env={}, home=home / f"prune-{pruner}-{seed}")
         result = tune(case, data, n_trials=trials, families=[family], study_name="prune", settings=settings,
-                      pruner=pruner, seed=0)
+                      pruner=pruner, seed=seed)
         study = optuna.load_study(study_name="prune", storage=settings.optuna_storage)
         out[pruner] = {"trials": sorted(study.trials, key=lambda t: t.number), "best": result.best_value,
                        "pruned": result.n_pruned}
@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--prune-trials", type=int, default=12)
     parser.add_argument("--prune-use-case", default="traffic_flow")
     parser.add_argument("--prune-rows", type=int, default=3000)
+    parser.add_argument("--prune-seeds", type=int, default=3, help="sampler seeds: one pair of studies each")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "workers", "pruning"])
     args = parser.parse_args()
@@ -242,12 +243,21 @@ def main() -> None:
         print(f"speed-up 2 vs 1 workers: {w['speedup']:.2f}x (trial span), {w['speedup_wall']:.2f}x (whole call)",
               flush=True)
     if "pruning" not in args.skip:
-        p = pruning(args.prune_trials, home, args.prune_use_case, args.prune_rows)
-        for k in ("none", "median"):
-            print(f"pruner={k}: best {p[k]['best']:.4f}, {p[k]['pruned']} pruned, epochs to reach "
-                  f"{p['reach']:.4f}: {p[k]['epochs_to_reach']}, epochs in all: {p[k]['epochs_total']}", flush=True)
-        print(f"pruning on {p['family']}: {p['saved_pct']:.0f}% fewer epochs to reach the same best value, "
-              f"{p['saved_total_pct']:.0f}% fewer in all", flush=True)
+        reach = {"none": 0, "median": 0}
+        total = {"none": 0, "median": 0}
+        for seed in range(args.prune_seeds):
+            p = pruning(args.prune_trials, home, args.prune_use_case, args.prune_rows, seed)
+            for k in ("none", "median"):
+                print(f"seed {seed} pruner={k}: best {p[k]['best']:.4f}, {p[k]['pruned']} pruned, epochs to reach "
+                      f"{p['reach']:.4f}: {p[k]['epochs_to_reach']}, epochs in all: {p[k]['epochs_total']}", flush=True)
+                reach[k] += p[k]["epochs_to_reach"]
+                total[k] += p[k]["epochs_total"]
+            print(f"seed {seed}: {p['saved_pct']:.0f}% fewer epochs to reach the same best value, "
+                  f"{p['saved_total_pct']:.0f}% fewer in all", flush=True)
+        print(f"pruning on {p['family']}, {args.prune_seeds} seeds: {100 * (1 - reach['median'] / reach['none']):.0f}% "
+              f"fewer epochs to reach the same best value ({reach['none']} -> {reach['median']}), "
+              f"{100 * (1 - total['median'] / total['none']):.0f}% fewer in all ({total['none']} -> {total['median']})",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -252,15 +252,10 @@ def _children_by_client(client, exp_id, parent_id):
 def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp_path):
     import signal
 
-    from civicml.settings import Settings
     from tuning.runs import ATTR_REQUEUED, ATTR_RUN
     from tuning.storage import open_storage
 
-    home = tmp_path / "home"
-    args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
-            "--set", "boosting.max_iter=200", "--study", "ctrl-c", "--no-register"]
-    proc, settings = _start_cli(args + ["--n-trials", "30"], home), Settings.from_env(env={}, home=home)
-    fitting = _wait_for_fitting_trial(proc, settings, "ctrl-c")
+    args, settings, proc, fitting = _cli_study_training_a_model(tmp_path, "ctrl-c")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -297,14 +292,9 @@ def test_killed_process_on_sqlite_fails_its_trial_and_run_and_the_resume_retries
     """SQLite studies have no heartbeats: the trial names its process, which a resumed study finds gone."""
     import signal
 
-    from civicml.settings import Settings
     from tuning.runs import ATTR_RUN
 
-    home = tmp_path / "home"
-    args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
-            "--set", "boosting.max_iter=200", "--study", "killed", "--no-register"]
-    proc, settings = _start_cli(args + ["--n-trials", "30"], home), Settings.from_env(env={}, home=home)
-    victim = _wait_for_fitting_trial(proc, settings, "killed")
+    args, settings, proc, victim = _cli_study_training_a_model(tmp_path, "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     client = _client(settings)
@@ -327,19 +317,23 @@ def test_killed_process_on_sqlite_fails_its_trial_and_run_and_the_resume_retries
     assert set(statuses.values()) == {"FINISHED"}, statuses
 
 
-def _start_cli(args, home):
-    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
-    return subprocess.Popen([*cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
-
-
-def _wait_for_fitting_trial(proc, settings, study_name, timeout=180):
-    """The first trial seen training a model (RUNNING, with its run) in the study a CLI process runs."""
+def _cli_study_training_a_model(tmp_path, study_name, timeout=180):
+    """`civicml tune` started in its own process on a long study (slow boosting trials), once a trial of it is
+    seen training a model (RUNNING, with its run). Returns the CLI arguments without --n-trials, the settings,
+    the process and that trial."""
     import time
 
+    from civicml.settings import Settings
     from tuning.runs import ATTR_RUN
     from tuning.storage import open_storage
 
+    home = tmp_path / "home"
+    args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
+            "--set", "boosting.max_iter=200", "--study", study_name, "--no-register"]
+    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
+    proc = subprocess.Popen([*cli, *args, "--n-trials", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    settings = Settings.from_env(env={}, home=home)
     storage, deadline = None, time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -350,5 +344,5 @@ def _wait_for_fitting_trial(proc, settings, study_name, timeout=180):
             continue  # not created yet
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             if trial.user_attrs.get(ATTR_RUN):
-                return trial
+                return args, settings, proc, trial
     raise AssertionError(f"no trial started: {proc.communicate()[1][-3000:]}")
