@@ -175,34 +175,41 @@ def workers(trials: int, home: Path, pg_admin: str) -> dict:
     return out
 
 
-def pruning(trials: int, home: Path, use_case_name: str, rows: int, seed: int = 0) -> dict:
+def pruning(trials: int, home: Path, use_case_name: str, rows: int, seed: int = 0,
+            pruners: tuple[str, ...] = ("median",)) -> dict:
+    """One study without pruning and one per pruner, same sampler seed; for each pruner, the epochs each of
+    the two studies trained until it first reached the value both reach (the worse of their two bests)."""
     from projects import get_use_case
     from tuning import tune
 
     case = get_use_case(use_case_name)
     data = case.integrate(case.generate_sources(home / "data", n=rows, seed=0))
     family = next(iter(case.families)) if use_case_name != "service_requests" else "boosting"
-    out = {}
-    for pruner in ("none", "median"):
+    sign = 1 if case.direction == "minimize" else -1
+    runs = {}
+    for pruner in ("none", *pruners):
         settings = Settings.from_env(env={}, home=home / f"prune-{pruner}-{seed}")
         result = tune(case, data, n_trials=trials, families=[family], study_name="prune", settings=settings,
                       pruner=pruner, seed=seed)
         study = optuna.load_study(study_name="prune", storage=settings.optuna_storage)
-        out[pruner] = {"trials": sorted(study.trials, key=lambda t: t.number), "best": result.best_value,
-                       "pruned": result.n_pruned}
-    sign = 1 if case.direction == "minimize" else -1
-    reach = max(sign * out["none"]["best"], sign * out["median"]["best"])  # the value both studies reach
-    for pruner in ("none", "median"):
-        epochs, until = 0, None
-        for t in out[pruner]["trials"]:
-            epochs += len(t.intermediate_values)
+        runs[pruner] = {"trials": sorted(study.trials, key=lambda t: t.number), "best": result.best_value,
+                        "pruned": result.n_pruned}
+
+    def epochs(pruner: str, reach: float) -> tuple[int | None, int]:
+        total, until = 0, None
+        for t in runs[pruner]["trials"]:
+            total += len(t.intermediate_values)
             if until is None and t.state.name == "COMPLETE" and sign * t.value <= reach + 1e-12:
-                until = epochs
-        out[pruner].update(epochs_total=epochs, epochs_to_reach=until)
-    out["reach"] = sign * reach
-    out["family"] = f"{use_case_name}/{family}"
-    out["saved_pct"] = 100 * (1 - out["median"]["epochs_to_reach"] / out["none"]["epochs_to_reach"])
-    out["saved_total_pct"] = 100 * (1 - out["median"]["epochs_total"] / out["none"]["epochs_total"])
+                until = total
+        return until, total
+
+    out = {"family": f"{use_case_name}/{family}"}
+    for pruner in pruners:
+        reach = max(sign * runs["none"]["best"], sign * runs[pruner]["best"])
+        (none_to, none_all), (with_to, with_all) = epochs("none", reach), epochs(pruner, reach)
+        out[pruner] = {"reach": sign * reach, "best": runs[pruner]["best"], "none_best": runs["none"]["best"],
+                       "pruned": runs[pruner]["pruned"], "none_to": none_to, "to": with_to,
+                       "none_all": none_all, "all": with_all}
     return out
 
 
@@ -214,7 +221,8 @@ def main() -> None:
     parser.add_argument("--prune-trials", type=int, default=12)
     parser.add_argument("--prune-use-case", default="traffic_flow")
     parser.add_argument("--prune-rows", type=int, default=3000)
-    parser.add_argument("--prune-seeds", type=int, default=3, help="sampler seeds: one pair of studies each")
+    parser.add_argument("--prune-seeds", type=int, default=3, help="sampler seeds: one set of studies each")
+    parser.add_argument("--pruners", default="median,halving,hyperband", help="pruners compared with none")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "workers", "pruning"])
     args = parser.parse_args()
@@ -243,21 +251,23 @@ def main() -> None:
         print(f"speed-up 2 vs 1 workers: {w['speedup']:.2f}x (trial span), {w['speedup_wall']:.2f}x (whole call)",
               flush=True)
     if "pruning" not in args.skip:
-        reach = {"none": 0, "median": 0}
-        total = {"none": 0, "median": 0}
+        pruners = tuple(args.pruners.split(","))
+        sums = {k: {"none_to": 0, "to": 0, "none_all": 0, "all": 0} for k in pruners}
         for seed in range(args.prune_seeds):
-            p = pruning(args.prune_trials, home, args.prune_use_case, args.prune_rows, seed)
-            for k in ("none", "median"):
-                print(f"seed {seed} pruner={k}: best {p[k]['best']:.4f}, {p[k]['pruned']} pruned, epochs to reach "
-                      f"{p['reach']:.4f}: {p[k]['epochs_to_reach']}, epochs in all: {p[k]['epochs_total']}", flush=True)
-                reach[k] += p[k]["epochs_to_reach"]
-                total[k] += p[k]["epochs_total"]
-            print(f"seed {seed}: {p['saved_pct']:.0f}% fewer epochs to reach the same best value, "
-                  f"{p['saved_total_pct']:.0f}% fewer in all", flush=True)
-        print(f"pruning on {p['family']}, {args.prune_seeds} seeds: {100 * (1 - reach['median'] / reach['none']):.0f}% "
-              f"fewer epochs to reach the same best value ({reach['none']} -> {reach['median']}), "
-              f"{100 * (1 - total['median'] / total['none']):.0f}% fewer in all ({total['none']} -> {total['median']})",
-              flush=True)
+            p = pruning(args.prune_trials, home, args.prune_use_case, args.prune_rows, seed, pruners)
+            for k in pruners:
+                r = p[k]
+                print(f"seed {seed} pruner={k}: best {r['best']:.4f} ({r['pruned']} pruned) vs {r['none_best']:.4f} "
+                      f"unpruned; epochs to reach {r['reach']:.4f}: {r['to']} vs {r['none_to']}; epochs in all: "
+                      f"{r['all']} vs {r['none_all']}", flush=True)
+                for key in sums[k]:
+                    sums[k][key] += r[key]
+        for k in pruners:
+            t = sums[k]
+            print(f"pruning ({k}) on {p['family']}, {args.prune_seeds} seeds: "
+                  f"{100 * (1 - t['to'] / t['none_to']):.0f}% fewer epochs to reach the same best value "
+                  f"({t['none_to']} -> {t['to']}), {100 * (1 - t['all'] / t['none_all']):.0f}% fewer in all "
+                  f"({t['none_all']} -> {t['all']})", flush=True)
 
 
 if __name__ == "__main__":

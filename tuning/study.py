@@ -35,8 +35,8 @@ from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, end_leftover_runs, figu
                          trials_table)
 from tuning.space import merged_space
 from tuning.storage import Heartbeat, check_workers, storage_kind, study_lock
-from tuning.worker import (WorkerSpec, fail_dead_trials, open_study, progress, run_worker, sampler_grid,
-                           worker_main)
+from tuning.faults import fail_dead_trials
+from tuning.worker import WorkerSpec, open_study, progress, run_worker, sampler_grid, worker_main
 
 __all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
 

@@ -20,15 +20,12 @@ study) do not count towards this one's target.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -40,7 +37,8 @@ from projects.runlog import BackgroundRunLog, RunLog
 from projects.space import SearchSpace
 from tuning.choices import make_pruner, make_sampler
 from tuning.objectives import LATENCY, Objective
-from tuning.runs import ATTR_REQUEUED, ATTR_RUN, TAG_TRIAL_STATE, fail_trial_run, record_trial, trial_tags
+from tuning.faults import fail_dead_trials, gone, process_started, quiet_interrupts, requeue_interrupted
+from tuning.runs import ATTR_REQUEUED, ATTR_RUN, fail_trial_run, record_trial, trial_tags
 from tuning.space import grid, suggest
 from tuning.storage import Heartbeat, open_storage, storage_kind
 
@@ -319,7 +317,7 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
             study.stop()
 
     timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
-    with BackgroundRunLog(spec.settings.tracking_uri) as runlog, warnings.catch_warnings(), _quiet_interrupts():
+    with BackgroundRunLog(spec.settings.tracking_uri) as runlog, warnings.catch_warnings(), quiet_interrupts():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         objective = TrialObjective(spec, study, runlog)
@@ -330,105 +328,6 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
             if objective.interrupted is not None:
                 requeue_interrupted(study, objective.interrupted, runlog)
             raise
-
-
-def process_started(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from /proc): tells it from a later process that
-    got the same id. ``None`` where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
-
-
-def gone(worker: Mapping) -> bool:
-    """Whether the worker process a trial names has ended: same host, and no process with its id and start."""
-    if worker.get("host") != socket.gethostname() or not isinstance(worker.get("pid"), int):
-        return False
-    try:
-        os.kill(worker["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # it runs, as another user
-    started = worker.get("started")
-    return started is not None and process_started(worker["pid"]) not in (None, started)
-
-
-def fail_dead_trials(study: optuna.Study, spec: WorkerSpec, dead: Callable[[Mapping], bool], why: str) -> list[int]:
-    """Fail the RUNNING trials whose worker ``dead(worker)`` says has ended: the trial FAIL, its MLflow run
-    FAILED, and its parameters queued again (at most ``heartbeat.max_retry`` times), as a stale heartbeat
-    does on PostgreSQL. Returns the failed trials' numbers."""
-    storage = study._storage
-    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        worker = trial.user_attrs.get("worker") or {}
-        if not worker or worker.get("pid") == os.getpid() or not dead(worker):
-            continue
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=State.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # someone else noticed first
-        frozen = storage.get_trial(trial._trial_id)
-        failed.append(frozen.number)
-        if callback is not None:  # marks the MLflow run FAILED and queues a retry
-            callback(study, frozen)
-            continue
-        client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
-        fail_trial_run(client, frozen, f"worker {worker.get('host')}:{worker.get('pid')}: {why}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=spec.heartbeat.max_retry)(study, frozen)
-    return failed
-
-
-def requeue_interrupted(study: optuna.Study, trial_id: int, runlog: RunLog) -> int | None:
-    """Ctrl-C stopped a trial: Optuna marked it FAIL; queue the same parameters to run first when the study
-    resumes (as a retry of a dead worker's trial is queued). Returns the queued trial's number."""
-    frozen = study._storage.get_trial(trial_id)
-    if frozen.state != State.FAIL:
-        return None
-    run_id = frozen.user_attrs.get(ATTR_RUN)
-    if run_id:
-        runlog.log(run_id, tags={TAG_TRIAL_STATE: "FAIL", "civicml.failure": "interrupted (Ctrl-C); queued again"})
-    system_attrs = {k: v for k, v in frozen.system_attrs.items() if k in ("failed_trial", "retry_history")}
-    system_attrs[ATTR_REQUEUED] = frozen.number
-    queued = study.add_trial(optuna.trial.create_trial(
-        state=State.WAITING, params=frozen.params, distributions=frozen.distributions,
-        user_attrs={k: v for k, v in frozen.user_attrs.items() if k == "worker"}, system_attrs=system_attrs))
-    return queued.number if queued is not None else None
-
-
-class _DropInterrupts(logging.Filter):
-    """Drops Optuna's two records of a trial that Ctrl-C failed (the error, then the value)."""
-
-    def __init__(self):
-        super().__init__()
-        self.trials: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        number = message.split(" ", 2)[1] if message.startswith("Trial ") else None
-        if "KeyboardInterrupt" in message:
-            self.trials.add(number)
-            return False
-        return not (number in self.trials and "failed with value" in message)
-
-
-@contextlib.contextmanager
-def _quiet_interrupts():
-    """Optuna logs a trial failed by Ctrl-C as a warning with its traceback; the trial is queued again
-    instead (``requeue_interrupted``), so that record says nothing to the user."""
-    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
-    drop = _DropInterrupts()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def worker_main(spec: WorkerSpec, seed_offset: int) -> None:
