@@ -223,8 +223,8 @@ class _UseCaseView:
 class TrialObjective:
     """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives.
 
-    The trial run's parameters, metrics and tags go through ``runlog`` (a background writer in a worker):
-    only creating and ending the run, and logging a model, stay on the trial's own time.
+    The trial run's parameters, metrics, tags and end go through ``runlog`` (a background writer in a
+    worker): only creating the run and logging a model stay on the trial's own time.
     """
 
     def __init__(self, spec: WorkerSpec, study: optuna.Study, runlog: RunLog | None = None):
