@@ -8,18 +8,22 @@ Three roles::
 
 Every role reads (list, show, lineage, audit, model cards) and predicts.
 
-Without access configuration (no ``CIVICML_ACCESS_FILE``, no ``$CIVICML_HOME/access.yaml``,
-no ``CIVICML_ACCESS``) CivicML runs in *single-user mode*: the acting user
-(``CIVICML_USER`` or the OS user) holds every role, and each audit record says
-``auth: single-user``. Once access is configured, every call needs a token
-(``CIVICML_TOKEN``); there is no default password and no fallback.
+Without access configuration (no ``CIVICML_ACCESS_FILE``, no ``$CIVICML_HOME/access.yaml``)
+CivicML runs in *single-user mode*: the acting user (``CIVICML_USER`` or the OS user)
+holds every role, and each audit record says ``auth: single-user``. Once access is
+configured, every call needs a token (``CIVICML_TOKEN``); there is no default password
+and no fallback. Roles come only from the access file: an environment variable may
+point at the file but never grants a role (``CIVICML_ACCESS``, which once held the
+file's content inline, is refused), and an access file that is set but empty,
+missing or unreadable is an error, never single-user mode.
 
 The access file lists principals with their roles and the SHA-256 digest of their
-token (tokens themselves are never stored)::
+token (tokens themselves are never stored); a token may expire, and may be revoked::
 
     principals:
       ana:  {roles: [data_scientist], token_sha256: 9f2c...}
-      rui:  {roles: [release_manager], token_sha256: 41ab...}
+      rui:  {roles: [release_manager], token_sha256: 41ab..., expires: 2027-06-30}
+      old:  {roles: [release_manager], token_sha256: 77e0..., revoked: true}
       router: {roles: [service], token_sha256: 7d03...}
 
 ``civicml token NAME`` prints a fresh token and the line to paste.
@@ -31,10 +35,10 @@ MLflow directly. Protect the server itself too (see docs/team-mode.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +51,8 @@ from civicml.settings import Settings
 DATA_SCIENTIST = "data_scientist"
 RELEASE_MANAGER = "release_manager"
 SERVICE = "service"
-ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE)
+POLICY_OWNER = "policy_owner"  # may replace a model's governing policy, or force past its input contract
+ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER)
 
 # action -> roles allowed to perform it
 ACTIONS: dict[str, frozenset[str]] = {
@@ -60,8 +65,24 @@ ACTIONS: dict[str, frozenset[str]] = {
     "approve": frozenset({RELEASE_MANAGER}),
     "promote": frozenset({RELEASE_MANAGER}),
     "rollback": frozenset({RELEASE_MANAGER}),
+    "override_policy": frozenset({POLICY_OWNER}),
+    "force_promote": frozenset({POLICY_OWNER}),
 }
-_PRINCIPAL_FIELDS = ("roles", "token_sha256")
+# what each action covers, for the table in docs/team-mode.md
+ACTION_TEXT = {
+    "read": "read: list, show, lineage, audit, model card",
+    "predict": "predict (resolve, serve)",
+    "train": "train",
+    "tune": "tune",
+    "register": "register a version",
+    "set_alias": "set `challenger` or a named alias (never `champion`)",
+    "approve": "approve a version",
+    "promote": "promote under the model's governing policy",
+    "rollback": "roll back",
+    "override_policy": "promote under a policy other than the governing one",
+    "force_promote": "`promote --force` past a broken input contract",
+}
+_PRINCIPAL_FIELDS = ("roles", "token_sha256", "expires", "revoked")
 
 
 @dataclass(frozen=True)
@@ -97,24 +118,51 @@ def new_token() -> tuple[str, str]:
 
 
 def _load_config(settings: Settings) -> tuple[dict, str]:
-    if settings.access:
-        where = "CIVICML_ACCESS"
-        text = settings.access
-    else:
-        where = f"access file {settings.access_file}"
-        try:
-            text = Path(settings.access_file).read_text()
-        except FileNotFoundError:
-            raise InvalidInput(f"{where} not found (CIVICML_ACCESS_FILE)") from None
+    if settings.access_problem:
+        raise PermissionDenied(f"permission denied: {settings.access_problem}")
+    where = f"access file {settings.access_file}"
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as err:
-        raise InvalidInput(f"{where}: not valid YAML/JSON ({err.__class__.__name__})") from None
+        text = Path(settings.access_file).read_text()
+    except FileNotFoundError:
+        raise InvalidInput(f"{where} not found (CIVICML_ACCESS_FILE)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"{where} is unreadable ({err.__class__.__name__}); it is never taken as single-user "
+                           f"mode") from None
+    if not text.strip():
+        raise InvalidInput(f"{where} is empty; list principals in it (an empty file is never single-user mode)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InvalidInput(f"{where}: not valid YAML ({err.__class__.__name__})") from None
     return data or {}, where
 
 
-def principals(settings: Settings) -> dict[str, tuple[frozenset[str], str]]:
-    """name -> (roles, token digest), validated; every mistake names its field."""
+@dataclass(frozen=True)
+class Principal:
+    roles: frozenset[str]
+    token_sha256: str
+    expires: dt.datetime | None = None
+    revoked: bool = False
+
+
+def _expiry(value, where: str, field: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime.combine(value, dt.time.max)  # a date: the whole day is valid
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise InvalidInput(f"{where}: field '{field}' must be a date or time (2027-06-30 or "
+                               f"2027-06-30T18:00:00Z), got {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def principals(settings: Settings) -> dict[str, Principal]:
+    """name -> principal (roles, token digest, expiry, revoked), validated; every mistake names its field."""
     data, where = _load_config(settings)
     if not isinstance(data, dict) or set(data) - {"principals"}:
         extra = sorted(set(data) - {"principals"}) if isinstance(data, dict) else []
@@ -123,7 +171,9 @@ def principals(settings: Settings) -> dict[str, tuple[frozenset[str], str]]:
     entries = data.get("principals") or {}
     if not isinstance(entries, dict):
         raise InvalidInput(f"{where}: field 'principals' must map names to {{roles, token_sha256}}")
-    out: dict[str, tuple[frozenset[str], str]] = {}
+    if not entries:
+        raise InvalidInput(f"{where} lists no principals (an empty access file is never single-user mode)")
+    out: dict[str, Principal] = {}
     seen: dict[str, str] = {}
     for name, entry in entries.items():
         field = f"principals.{name}"
@@ -146,12 +196,16 @@ def principals(settings: Settings) -> dict[str, tuple[frozenset[str], str]]:
                                f"token (make one with `civicml token {name}`)")
         if digest in seen:
             raise InvalidInput(f"{where}: principals '{seen[digest]}' and '{name}' share one token")
+        revoked = entry.get("revoked", False)
+        if not isinstance(revoked, bool):
+            raise InvalidInput(f"{where}: field '{field}.revoked' must be true or false, got {revoked!r}")
         seen[digest] = str(name)
-        out[str(name)] = (frozenset(roles), digest)
+        out[str(name)] = Principal(frozenset(roles), digest, _expiry(entry.get("expires"), where,
+                                                                     f"{field}.expires"), revoked)
     return out
 
 
-def caller(settings: Settings) -> Identity:
+def caller(settings: Settings, now: dt.datetime | None = None) -> Identity:
     """The identity behind ``settings``: single-user without access configuration, else from the token."""
     if not settings.access_configured:
         return Identity(settings.user, frozenset(ROLES), "single-user")
@@ -159,9 +213,15 @@ def caller(settings: Settings) -> Identity:
     if not settings.token:
         raise PermissionDenied("permission denied: access is configured; set CIVICML_TOKEN to your token")
     digest = token_digest(settings.token)
-    for name, (roles, expected) in known.items():
-        if hmac.compare_digest(digest, expected):
-            return Identity(name, roles, "token")
+    for name, principal in known.items():
+        if hmac.compare_digest(digest, principal.token_sha256):
+            if principal.revoked:
+                raise PermissionDenied(f"permission denied: the token of '{name}' was revoked")
+            moment = now or dt.datetime.now(dt.timezone.utc)
+            if principal.expires is not None and moment > principal.expires:
+                raise PermissionDenied(f"permission denied: the token of '{name}' expired at "
+                                       f"{principal.expires.isoformat(timespec='seconds')}")
+            return Identity(name, principal.roles, "token")
     raise PermissionDenied("permission denied: the token is not in the access configuration")
 
 
@@ -174,6 +234,15 @@ def require(settings: Settings, action: str) -> Identity:
         raise PermissionDenied(f"permission denied: {role} may not {action.replace('_', ' ')} "
                                f"({who.name}; needs {' or '.join(sorted(allowed))})")
     return who
+
+
+def markdown_table() -> str:
+    """The role x action table, as docs/team-mode.md prints it (generated from :data:`ACTIONS`)."""
+    lines = ["| action | " + " | ".join(ROLES) + " |", "|---|" + "---|" * len(ROLES)]
+    for action, allowed in ACTIONS.items():
+        lines.append(f"| {ACTION_TEXT[action]} | " + " | ".join("yes" if r in allowed else "" for r in ROLES)
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _did_you_mean(word: str, options) -> str:

@@ -21,14 +21,6 @@ class PermissionDenied(CivicMLError):
     """The caller's role may not perform the action."""
 
 
-class GateRefused(CivicMLError):
-    """A promotion was refused by its policy; nothing was changed."""
-
-    def __init__(self, message: str, verdicts: list | None = None):
-        super().__init__(message)
-        self.verdicts = verdicts or []
-
-
 class IntegrityError(CivicMLError):
     """Stored artifacts do not match the checksum recorded at registration."""
 

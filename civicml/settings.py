@@ -12,10 +12,11 @@ variable                      meaning                                       defa
 ``CIVICML_OPTUNA_STORAGE``    Optuna storage URI                            ``sqlite:///$HOME/optuna.db``
 ``CIVICML_USER``              who is acting (recorded in audit records)     the OS user
                               in single-user mode
-``CIVICML_ACCESS_FILE``       access file (YAML): principals, their roles   ``$HOME/access.yaml`` if
-                              and SHA-256 digests of their tokens           it exists, else none
-``CIVICML_ACCESS``            the same content inline (YAML or JSON), for   none
-                              secrets managers; wins over the file
+``CIVICML_ACCESS_FILE``       access file (YAML): principals, their roles,  ``$HOME/access.yaml`` if
+                              SHA-256 digests of their tokens, expiry and   it exists, else none
+                              revocation. Set but empty: an error
+``CIVICML_ACCESS``            no longer read: refused (it granted roles     none
+                              from the environment); use the file
 ``CIVICML_TOKEN``             the caller's token (needed once access is     none
                               configured; never logged or printed)
 ``CIVICML_SERVER_BACKEND``    ``civicml server``: backend store URI         none (required)
@@ -26,8 +27,8 @@ variable                      meaning                                       defa
 
 No access configured means single-user mode: the acting user (``CIVICML_USER``
 or the OS user) holds every role, and audit records say ``auth: single-user``.
-Once an access file (or ``CIVICML_ACCESS``) exists, every registry call needs a
-token (see ``civicml.access``).
+Once an access file exists, every registry call needs a token (see
+``civicml.access``); no environment variable grants a role.
 
 Read by MLflow and boto3 themselves, and passed through untouched:
 ``MLFLOW_S3_ENDPOINT_URL`` (S3-compatible stores: MinIO, moto), ``AWS_ACCESS_KEY_ID``,
@@ -56,8 +57,8 @@ class Settings:
     artifact_root: str | None
     optuna_storage: str
     user: str = field(default_factory=_os_user)
-    access_file: Path | None = None  # None: no access file configured (single-user unless ``access`` is set)
-    access: str | None = field(default=None, repr=False)  # inline access configuration (YAML/JSON)
+    access_file: Path | None = None  # None: no access file configured (single-user mode)
+    access_problem: str | None = None  # an access setting that must stop every call (never single-user mode)
     token: str | None = field(default=None, repr=False)  # the caller's token; never printed
 
     @classmethod
@@ -78,15 +79,20 @@ class Settings:
         storage = storage or f"sqlite:///{home / 'optuna.db'}"
         user = overrides.pop("user", None) or env.get("CIVICML_USER") or _os_user()
         access_file = overrides.pop("access_file", None) or env.get("CIVICML_ACCESS_FILE")
+        problem = None
+        if "CIVICML_ACCESS" in env:
+            problem = ("CIVICML_ACCESS is not read: roles come only from the access file; point "
+                       "CIVICML_ACCESS_FILE at it")
+        elif not access_file and "CIVICML_ACCESS_FILE" in env:
+            problem = "CIVICML_ACCESS_FILE is set but empty; name the access file (or unset it on one-person homes)"
         if not access_file and (home / "access.yaml").exists():
             access_file = home / "access.yaml"
-        access = overrides.pop("access", None) or env.get("CIVICML_ACCESS") or None
         token = overrides.pop("token", None) or env.get("CIVICML_TOKEN") or None
         if overrides:
             raise TypeError(f"unknown settings: {sorted(overrides)}")
         return cls(home=home, tracking_uri=tracking_uri, artifact_root=artifact_root,
                    optuna_storage=storage, user=user, access_file=Path(access_file).resolve() if access_file else None,
-                   access=access, token=token)
+                   access_problem=problem, token=token)
 
     @property
     def embedded(self) -> bool:
@@ -97,7 +103,7 @@ class Settings:
 
     @property
     def access_configured(self) -> bool:
-        return self.access_file is not None or bool(self.access)
+        return self.access_file is not None or self.access_problem is not None
 
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)

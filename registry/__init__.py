@@ -8,22 +8,25 @@ Every function checks the caller's role (:mod:`civicml.access`); without access
 configuration the local user holds every role (single-user mode).
 """
 
-from civicml.access import DATA_SCIENTIST, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller, new_token, require
+from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES, SERVICE, Identity, caller,
+                            new_token, require)
 from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                             NoRegression, PromotionContext, SignatureCompatible, predicted_labels, signature_breaks)
 from registry.lifecycle import (PromotionOutcome, approve, champion_history, promote, register, rollback,
                                 set_alias)
-from registry.queries import (CHALLENGER, CHAMPION, approvals, audit, lineage, model_card, models, resolve, show,
+from registry.inputs import PromotionInputs, governing_policy, promotion_inputs
+from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card, models, resolve, show,
                               versions)
 from registry.policy import HoldoutSpec, PromotionPolicy
 from registry.store import ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "RELEASE_MANAGER", "ROLES", "SERVICE",
+    "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "POLICY_OWNER", "RELEASE_MANAGER", "RESERVED_ALIASES", "ROLES",
+    "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
     "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion", "NoRegression", "PromotionContext",
-    "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
-    "approvals", "approve", "audit", "caller", "champion_history", "lineage", "model_card", "models",
-    "new_token", "predicted_labels", "promote", "register", "require", "resolve", "rollback", "set_alias",
+    "PromotionInputs", "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
+    "approvals", "approve", "audit", "caller", "champion_history", "governing_policy", "lineage", "model_card", "models",
+    "new_token", "predicted_labels", "promote", "promotion_inputs", "register", "require", "resolve", "rollback", "set_alias",
     "show", "signature_breaks", "versions",
 ]

@@ -1,14 +1,14 @@
 """What release managers do: register, approve, promote under a policy, roll back (reading: queries.py).
 
-Every function checks the caller's role first (:mod:`civicml.access`), and every
+Every function checks the caller's role first (:mod:`registry.guard`), and every
 change writes an append-only audit record (registered-model tags
 ``civicml.audit.<time>.<ns>.<random>``, one JSON record each) saying who, when,
-from, to, and why.
+from, to, and why. So does every refusal: of a role, of artifacts that fail their
+integrity check, of a promotion's gates; and every forced promotion.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,17 +16,19 @@ from typing import Any
 
 import pandas as pd
 
-from civicml.errors import InvalidInput, NotFound
+from civicml.access import Identity
+from civicml.errors import IntegrityError, InvalidInput, NotFound
+from civicml.fingerprint import frame_fingerprint
 from civicml.settings import Settings
 from registry import card as cards
-from civicml.fingerprint import frame_fingerprint
-from civicml.access import Identity, require
 from registry.gates import GateVerdict, PromotionContext
+from registry.guard import authorize, now as _now, record as _record, sweep, verified
+from registry.inputs import governing, record_project_policy, task_of, use_case_named
 from registry.policy import PromotionPolicy
-from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, TAG_CARD, TAG_CARD_SHA, _approvals
+from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, RESERVED_ALIASES, TAG_CARD, TAG_CARD_SHA, _approvals
 from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, validate_alias
 
-
+CONTRACT_GATE = "signature compatible"  # the serving alias's input contract (registry.gates.SignatureCompatible)
 
 
 @dataclass
@@ -36,6 +38,8 @@ class PromotionOutcome:
     candidate: str
     previous: str | None
     verdicts: list[GateVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the gate report must say besides the verdicts
+    forced: bool = False
 
     @property
     def reason(self) -> str:
@@ -43,17 +47,11 @@ class PromotionOutcome:
         return "; ".join(f"{v.gate}: {v.detail}" for v in failed) or "all gates passed"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _record(who: Identity, action: str, **fields) -> dict[str, Any]:
-    return {"action": action, **who.to_record(), "when": _now(), **fields}
-
-
-def _champion_alias_guard(alias: str) -> None:
-    if alias == CHAMPION:
-        raise InvalidInput(f"'{CHAMPION}' moves only through `promote` (gates) and `rollback`")
+def _reserved_alias_guard(alias: str) -> None:
+    """``champion`` (in any case: ``Champion``, ``CHAMPION``) moves only through promote and rollback."""
+    if alias.casefold() in RESERVED_ALIASES:
+        raise InvalidInput(f"'{alias}' is reserved: '{alias.casefold()}' moves only through `promote` (gates) "
+                           f"and `rollback`")
 
 
 # -- register -----------------------------------------------------------------------------------
@@ -62,16 +60,19 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
              report_by: tuple[str, ...] = ()) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name``, with lineage tags and a model card; set ``alias``.
 
-    Either every step completes (version, checksum, lineage, card, alias, audit
-    record) or the version is removed again. With ``holdout``/``target`` the card's
-    figures come from that data set, else from the source run's logged metrics.
+    Either every step completes (version, manifest and digest, lineage, card, the
+    governing policy, alias, audit record) or the version is removed again; a
+    registration killed half-way is removed by the next registry command. With
+    ``holdout``/``target`` the card's figures come from that data set, else from the
+    source run's logged metrics.
     """
     settings = settings or Settings.from_env()
-    who = require(settings, "register")
+    store = ModelStore(settings)
+    who = authorize(settings, "register", name, store, source=model_uri)
     if alias:
         validate_alias(alias)
-        _champion_alias_guard(alias)
-    store = ModelStore(settings)
+        _reserved_alias_guard(alias)
+    sweep(store, who, name)
     version_tags = {"civicml.registered_by": who.name, "civicml.registered_at": _now(),
                     "civicml.registered_auth": who.auth, "civicml.source": model_uri}
     run_id = store.run_id_of(model_uri)
@@ -86,31 +87,33 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
     def complete(version: ModelVersion) -> None:
         evaluation = None
         if holdout is not None and target is not None:
-            local = store.fetch(name, version)
+            local = verified(store, who, name, version, "register")
             evaluation = _evaluate_local(local, holdout, target, report_by, _holdout_label(holdout, None))
         elif run is not None:
-            evaluation = cards.from_run_metrics(run.data.metrics, _task(run.data.tags, None),
+            evaluation = cards.from_run_metrics(run.data.metrics, task_of(run.data.tags),
                                                 f"validation split of run {run.info.run_id}")
         _write_card(store, name, store.get_version(name, version.version), run, evaluation,
                     f"Registered {_now()[:10]} by {who.name}", "registered")
+        policy = record_project_policy(store, name, use_case_named(version.tags.get("civicml.use_case")))
         if alias:
             store.set_alias(name, alias, version.version)
         store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
-                                         source=model_uri, sha256=version.sha256, run_id=version.run_id))
+                                         source=model_uri, sha256=version.sha256, run_id=version.run_id,
+                                         **({"policy_recorded": policy} if policy else {})))
 
-    version = store.register(model_uri, name, tags=version_tags, complete=complete)
-    return version
+    return store.register(model_uri, name, tags=version_tags, complete=complete)
 
 
-# -- read ---------------------------------------------------------------------------------------
+# -- aliases and approvals ----------------------------------------------------------------------
 def set_alias(name: str, alias: str, version: str, settings: Settings | None = None) -> None:
-    """Point ``alias`` (``challenger`` or any named alias, never ``champion``) at ``version``."""
+    """Point ``alias`` (``challenger`` or any named alias, never ``champion`` in any case) at ``version``."""
     settings = settings or Settings.from_env()
-    who = require(settings, "set_alias")
-    validate_alias(alias)
-    _champion_alias_guard(alias)
     store = ModelStore(settings)
-    target = store.get_version(name, version)
+    who = authorize(settings, "set_alias", name, store, alias=alias, version=str(version))
+    validate_alias(alias)
+    _reserved_alias_guard(alias)
+    sweep(store, who, name)
+    target = _complete_version(store, name, version)
     previous = store.alias_or_none(name, alias)
     store.set_alias(name, alias, target.version)
     store.append_audit(name, _record(who, "alias", alias=alias, **{"from": previous.version if previous else None},
@@ -120,85 +123,162 @@ def set_alias(name: str, alias: str, version: str, settings: Settings | None = N
 def approve(name: str, version: str, settings: Settings | None = None, note: str | None = None) -> list[str]:
     """Record the caller's approval of ``version``; return everyone who approved it so far."""
     settings = settings or Settings.from_env()
-    who = require(settings, "approve")
     store = ModelStore(settings)
-    mv = store.get_version(name, version)
+    who = authorize(settings, "approve", name, store, version=str(version))
+    sweep(store, who, name)
+    mv = _complete_version(store, name, version)
     already = _approvals(store, name, mv)
     if any(r["who"] == who.name for r in already):
         raise InvalidInput(f"{who.name} already approved '{name}' version {mv.version}")
-    record = _record(who, "approve", version=mv.version, sha256=mv.sha256)
+    entry = _record(who, "approve", version=mv.version, sha256=mv.sha256)
     if note:
-        record["note"] = note[:500]
-    store.append_audit(name, record)
+        entry["note"] = note[:500]
+    store.append_audit(name, entry)
     return [r["who"] for r in already] + [who.name]
 
 
+# -- promote: the steps read as the policy reads --------------------------------------------------
 def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, policy: PromotionPolicy | None = None,
             from_alias: str = CHALLENGER, to_alias: str = CHAMPION, settings: Settings | None = None,
-            holdout_name: str | None = None) -> PromotionOutcome:
-    """Move ``to_alias`` to the version at ``from_alias`` if every gate of ``policy`` passes.
+            holdout_name: str | None = None, force: bool = False, reason: str | None = None) -> PromotionOutcome:
+    """Move ``to_alias`` to the version at ``from_alias`` if every gate of the model's policy passes.
 
-    Both candidate and current champion are re-evaluated on ``holdout`` (a frame, or
-    a Dataset). A refusal changes no alias; promotions and refusals are both
-    written to the audit trail, with each gate's figure and verdict.
+    1. who: the caller may promote (and, for a ``policy`` other than the model's
+       governing one, override it; for ``force``, force);
+    2. what: the candidate at ``from_alias`` and the version ``to_alias`` serves now;
+       both verified against their manifests. A champion that fails verification is
+       treated as absent for the comparison gates, and the report says so;
+    3. the gates: the policy's, each re-evaluated on ``holdout``, and always the
+       serving alias's input contract (which only ``force`` passes, audited);
+    4. the move: card first, then the alias if nobody moved it meanwhile, then the
+       audit record (undone together if the record cannot be written).
+
+    A refusal changes no alias; promotions and refusals are both audited, with
+    each gate's figure and verdict, the policy and any override.
     """
     settings = settings or Settings.from_env()
-    who = require(settings, "promote")
-    policy = policy or PromotionPolicy()
-    if policy.model and policy.model != name:
-        raise InvalidInput(f"policy {policy.source or ''} governs model '{policy.model}', not '{name}'".replace("  ", " "))
     store = ModelStore(settings)
-    candidate_version = store.get_version(name, from_alias) if str(from_alias).isdigit() \
-        else store.by_alias(name, from_alias)
-    champion_version = store.alias_or_none(name, to_alias)
-    if champion_version and champion_version.version == candidate_version.version:
-        raise InvalidInput(f"version {candidate_version.version} of '{name}' is already '{to_alias}'")
+    who = authorize(settings, "promote", name, store, alias=to_alias)
+    if force:
+        authorize(settings, "force_promote", name, store, alias=to_alias)
+    _check_target_alias(to_alias)
+    sweep(store, who, name)
+    policy, notes = _policy_for(settings, store, who, name, policy)
+    candidate, champion = _positions(store, name, from_alias, to_alias)
     frame, fingerprint = _holdout_frame(holdout)
     if frame is not None and target not in frame.columns:
         raise InvalidInput(f"held-out data has no target column '{target}'")
     label = holdout_name or (policy.holdout.label if policy.holdout else None) or _holdout_label(frame, fingerprint)
-    candidate_local = store.fetch(name, candidate_version)
-    ctx = PromotionContext(name, candidate_local,
-                           store.fetch(name, champion_version) if champion_version else None, frame, target,
-                           approvals=tuple(r["who"] for r in _approvals(store, name, candidate_version)),
+    candidate_local = verified(store, who, name, candidate, "promote")
+    champion_local, note = _champion_for_comparison(store, who, name, champion, to_alias)
+    notes += [note] if note else []
+    ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
+                           approvals=tuple(r["who"] for r in _approvals(store, name, candidate)),
                            holdout_name=label, holdout_fingerprint=fingerprint)
-    verdicts = [gate.verdict(ctx) for gate in policy.gates()]
-    outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate_version.version,
-                               champion_version.version if champion_version else None, verdicts)
-    record = _record(who, "promote" if outcome.promoted else "refuse", alias=to_alias,
-                     **{"from": outcome.previous}, to=outcome.candidate, candidate_sha256=candidate_version.sha256,
-                     gates=[v.to_dict() for v in verdicts], approvals=list(ctx.approvals),
-                     holdout={"name": label, "fingerprint": fingerprint,
-                              "rows": None if frame is None else len(frame)},
-                     policy=policy.to_record())
+    verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
+    outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
+                               champion.version if champion else None, verdicts, notes, forced)
+    entry = _record(who, "promote" if outcome.promoted else "refuse", alias=to_alias,
+                    **{"from": outcome.previous}, to=outcome.candidate, candidate_sha256=candidate.sha256,
+                    gates=[v.to_dict() for v in verdicts], approvals=list(ctx.approvals),
+                    holdout={"name": label, "fingerprint": fingerprint, "rows": None if frame is None else len(frame)},
+                    policy=policy.to_record(), notes=notes,
+                    **({"forced": True, "reason": (reason or "")[:500]} if forced else {}))
     if not outcome.promoted:
-        store.append_audit(name, record)
+        store.append_audit(name, entry)
         return outcome
-    if frame is not None and target is not None:  # the promotion card, before anything moves
-        run = store.client.get_run(candidate_version.run_id) if candidate_version.run_id else None
-        try:
-            evaluation = cards.evaluate(frame[target].to_numpy(), ctx.predictions(candidate_local), frame,
-                                        _task(candidate_version.tags, candidate_local), _source(label, frame,
-                                                                                                fingerprint),
-                                        policy.report_by)
-        except Exception:  # noqa: BLE001 - the gates passed; a card without figures is still a card
-            evaluation = None
-        _write_card(store, name, candidate_version, run, evaluation,
-                    f"Promoted to '{to_alias}' {_now()[:10]} by {who.name}", "promoted")
-    current = store.alias_or_none(name, to_alias)
-    if (current.version if current else None) != outcome.previous:
-        raise InvalidInput(f"'{to_alias}' of '{name}' moved to version {current.version if current else 'none'} "
-                           f"while the gates ran; nothing changed, run promote again")
-    store.set_alias(name, to_alias, candidate_version.version)
-    try:
-        store.append_audit(name, record)
-    except BaseException:
-        if champion_version:  # keep alias and trail consistent
-            store.set_alias(name, to_alias, champion_version.version)
-        else:
-            store.delete_alias(name, to_alias)
-        raise
+    _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, to_alias)
+    _move_alias(store, name, to_alias, candidate, champion, entry)
     return outcome
+
+
+def _check_target_alias(alias: str) -> None:
+    validate_alias(alias)
+    if alias.casefold() in RESERVED_ALIASES and alias not in RESERVED_ALIASES:
+        raise InvalidInput(f"'{alias}' is reserved in every case: did you mean '{alias.casefold()}'?")
+
+
+def _policy_for(settings, store, who: Identity, name: str, policy: PromotionPolicy | None):
+    """The governing policy, or ``policy`` if the caller may override it: (policy, notes for the report)."""
+    rules = governing(store, name)
+    if policy is None or policy == rules:
+        return rules, []
+    if policy.model and policy.model != name:
+        raise InvalidInput(f"policy {policy.source or ''} governs model '{policy.model}', not '{name}'"
+                           .replace("  ", " "))
+    authorize(settings, "override_policy", name, store, governing=rules.to_record(), offered=policy.to_record())
+    return policy, [f"policy override by {who.name}: {policy.source or 'a policy given in code'} "
+                    f"(sha256 {str(policy.sha256)[:12]}) replaces the governing policy "
+                    f"{rules.source or 'built-in'} (sha256 {str(rules.sha256)[:12]})"]
+
+
+def _positions(store: ModelStore, name: str, from_alias: str, to_alias: str):
+    """(candidate, the version ``to_alias`` serves now or None)."""
+    candidate = _complete_version(store, name, from_alias) if str(from_alias).isdigit() \
+        else store.by_alias(name, from_alias)
+    if candidate.pending:
+        raise NotFound(f"version {candidate.version} of '{name}' is still being registered")
+    champion = store.alias_or_none(name, to_alias)
+    if champion and champion.version == candidate.version:
+        raise InvalidInput(f"version {candidate.version} of '{name}' is already '{to_alias}'")
+    return candidate, champion
+
+
+def _champion_for_comparison(store, who, name, champion: ModelVersion | None, alias: str):
+    """The current version of ``alias`` to compare with; None with a note when it fails verification."""
+    if champion is None:
+        return None, None
+    try:
+        return verified(store, who, name, champion, "compare"), None
+    except IntegrityError as err:
+        return None, (f"'{alias}' version {champion.version} failed its integrity check and is treated as absent "
+                      f"for the comparison gates ({err})")
+
+
+def _judge(policy: PromotionPolicy, ctx: PromotionContext, who: Identity, force: bool, reason: str | None,
+           alias: str) -> tuple[list[GateVerdict], bool]:
+    """Every gate's verdict; ``force`` passes only a broken input contract, and says who forced it."""
+    verdicts, forced = [], False
+    for gate in policy.gates():
+        verdict = gate.verdict(ctx)
+        if verdict.gate == CONTRACT_GATE and not verdict.passed and force:
+            forced = True
+            verdict = GateVerdict(verdict.gate, True, verdict.figure, verdict.threshold,
+                                  f"FORCED by {who.name} ({reason or 'no reason given'}): {verdict.detail}; "
+                                  f"clients of '{alias}' may break")
+        verdicts.append(verdict)
+    return verdicts, forced
+
+
+def _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, alias) -> None:
+    if ctx.holdout is None or ctx.target is None:
+        return
+    frame = ctx.holdout
+    try:
+        evaluation = cards.evaluate(frame[ctx.target].to_numpy(), ctx.predictions(candidate_local), frame,
+                                    task_of(candidate.tags, candidate_local.metadata),
+                                    _source(label, frame, fingerprint), policy.report_by)
+    except Exception:  # noqa: BLE001 - the gates passed; a card without figures is still a card
+        evaluation = None
+    _write_card(store, name, candidate, store.run_or_none(candidate.run_id), evaluation,
+                f"Promoted to '{alias}' {_now()[:10]} by {who.name}", "promoted")
+
+
+def _move_alias(store, name, alias, candidate, champion, entry) -> None:
+    current = store.alias_or_none(name, alias)
+    previous = champion.version if champion else None
+    if (current.version if current else None) != previous:
+        raise InvalidInput(f"'{alias}' of '{name}' moved to version {current.version if current else 'none'} "
+                           f"while the gates ran; nothing changed, run promote again")
+    store.set_alias(name, alias, candidate.version)
+    try:
+        store.append_audit(name, entry)
+    except BaseException:
+        if champion:  # keep alias and trail consistent
+            store.set_alias(name, alias, champion.version)
+        else:
+            store.delete_alias(name, alias)
+        raise
 
 
 def champion_history(records: list[dict[str, Any]], alias: str = CHAMPION) -> list[str]:
@@ -223,11 +303,13 @@ def rollback(name: str, *, alias: str = CHAMPION, settings: Settings | None = No
     """Return ``alias`` to the version it served before its latest promotion; (from, to).
 
     Successive rollbacks walk further back through the promotions. The version
-    rolled back to is downloaded and checksum-verified before the alias moves.
+    rolled back to is verified before the alias moves; the version rolled back
+    from need not be (a tampered champion is exactly what one rolls back from).
     """
     settings = settings or Settings.from_env()
-    who = require(settings, "rollback")
     store = ModelStore(settings)
+    who = authorize(settings, "rollback", name, store, alias=alias)
+    sweep(store, who, name)
     current = store.by_alias(name, alias)
     history = champion_history(store.audit_records(name), alias)
     if len(history) < 2:
@@ -236,17 +318,24 @@ def rollback(name: str, *, alias: str = CHAMPION, settings: Settings | None = No
         raise InvalidInput(f"'{alias}' of model '{name}' is version {current.version}, but the audit trail says "
                            f"{history[-1]}: it was moved outside CivicML; fix it before rolling back")
     previous = store.get_version(name, history[-2])
-    store.fetch(name, previous)  # refuse to roll back to artifacts that fail verification
+    verified(store, who, name, previous, "rollback")  # refuse to roll back to artifacts that fail verification
     store.set_alias(name, alias, previous.version)
-    record = _record(who, "rollback", alias=alias, **{"from": current.version}, to=previous.version)
+    entry = _record(who, "rollback", alias=alias, **{"from": current.version}, to=previous.version)
     if reason:
-        record["reason"] = reason[:500]
+        entry["reason"] = reason[:500]
     try:
-        store.append_audit(name, record)
+        store.append_audit(name, entry)
     except BaseException:
         store.set_alias(name, alias, current.version)
         raise
     return current.version, previous.version
+
+
+def _complete_version(store: ModelStore, name: str, version) -> ModelVersion:
+    found = store.get_version(name, version)
+    if found.pending:
+        raise NotFound(f"model '{name}' has no version {version} (its registration has not completed)")
+    return found
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -268,27 +357,18 @@ def _source(label: str, frame: pd.DataFrame, fingerprint: str | None) -> str:
     return f"held-out set {label} ({len(frame)} rows, fingerprint {str(fingerprint)[:12]})"
 
 
-def _task(tags: dict[str, str], local: LocalModel | None) -> str:
-    task = (local.metadata.get("task") if local is not None else None) or tags.get("civicml.task")
-    if task:
-        return task
-    return "regression" if tags.get("civicml.use_case") == "traffic_flow" else "classification"
-
-
 def _evaluate_local(local: LocalModel, frame, target: str, report_by, label: str) -> cards.Evaluation:
     frame, fingerprint = _holdout_frame(frame)
     ctx = PromotionContext("", local, None, frame, target)
-    return cards.evaluate(frame[target].to_numpy(), ctx.predictions(local), frame, _task(local.version.tags, local),
+    return cards.evaluate(frame[target].to_numpy(), ctx.predictions(local), frame, task_of(local.version.tags, local.metadata),
                           _source(label, frame, fingerprint), report_by)
 
 
 def _intended_use(tags: dict[str, str]) -> str:
     use_case = tags.get("civicml.use_case")
     if use_case:
-        try:  # lazily: serving imports registry and must not pull in training code
-            from projects import get_use_case
-
-            description = get_use_case(use_case).description
+        try:
+            description = use_case_named(use_case).description
             if description:
                 return f"{description.rstrip('.')} (use case `{use_case}`)."
         except Exception:  # noqa: BLE001 - a card without the use case's words is still a card

@@ -15,15 +15,19 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
       seed: 10000
       rows: 1000
       fingerprint: null             # pin the exact data (refuse any other)
-    signature: compatible           # or 'any': compare MLflow input signatures with the champion
+    signature: compatible           # always checked: a candidate that breaks the serving alias's input
+                                    # contract is refused whatever this says, unless forced (`promote --force`)
     latency_p95_ms: 250             # single-row predictions measured at promotion
     latency_rows: 50
     approvals: 2                    # distinct release managers (`civicml approve`)
     report_by: [district]           # held-out figures per value of these columns (model card)
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
-metric); every other gate is switched on by its field. A field CivicML does not
-know is an error that names it.
+metric, and the input contract); every other gate is switched on by its field. A
+field CivicML does not know is an error that names it.
+
+Which policy governs a registered model is the registry's business, not the
+caller's: see :mod:`registry.inputs` (recorded with the model at registration).
 """
 
 from __future__ import annotations
@@ -98,8 +102,7 @@ class PromotionPolicy:
         gates += [MetricThreshold(m, v) for m, v in self.thresholds.items()]
         gates.append(NoRegression(self.metric, self.max_regression))
         gates += [NoRegression(m, v) for m, v in self.max_regressions.items()]
-        if self.signature == "compatible":
-            gates.append(SignatureCompatible())
+        gates.append(SignatureCompatible())  # the serving alias's input contract: never switched off
         if self.latency_p95_ms is not None:
             gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows))
         if self.approvals:
@@ -145,6 +148,14 @@ class PromotionPolicy:
             raw = Path(path).read_bytes()
         except FileNotFoundError:
             raise InvalidInput(f"policy file not found: {path}") from None
+        except OSError as err:
+            raise InvalidInput(f"policy file {path} is unreadable ({err.__class__.__name__})") from None
+        return cls.from_bytes(raw, str(path))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, source: str) -> "PromotionPolicy":
+        """A policy from a file's bytes (``source`` says where they came from); its SHA-256 is theirs."""
+        path = source
         try:
             data = yaml.safe_load(raw) or {}
         except yaml.YAMLError as err:

@@ -1,6 +1,7 @@
 """What anyone may read: versions, aliases, lineage, approvals, model cards, the audit trail.
 
 Reading needs the ``read`` role (every role has it); :func:`resolve` needs ``predict``.
+A version whose registration has not completed is invisible here.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from civicml.access import require
-from civicml.errors import NotFound
+from civicml.errors import IntegrityError, NotFound
 from civicml.settings import Settings
+from registry.guard import authorize, verified
 from registry.store import LocalModel, ModelStore, ModelVersion
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+RESERVED_ALIASES = (CHAMPION,)  # compared case-insensitively: 'Champion' is 'champion'
 LINEAGE_TAGS = ("civicml.data_fingerprint", "civicml.code_version", "civicml.study", "civicml.use_case",
                 "civicml.family")
 TAG_CARD = "civicml.model_card"
@@ -24,53 +26,51 @@ TAG_CARD_SHA = "civicml.model_card.sha256"
 def resolve(name: str, ref: str = CHAMPION, settings: Settings | None = None) -> LocalModel:
     """A verified local copy of ``name`` at ``ref`` (an alias, or a version number)."""
     settings = settings or Settings.from_env()
-    require(settings, "predict")
     store = ModelStore(settings)
+    who = authorize(settings, "predict", name, store, ref=str(ref))
     version = store.get_version(name, ref) if str(ref).isdigit() else store.by_alias(name, ref)
-    return store.fetch(name, version)
+    if version.pending:
+        raise NotFound(f"model '{name}' has no version {version.version} (its registration has not completed)")
+    return verified(store, who, name, version, "resolve")
 
 
 def audit(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or Settings.from_env()
-    require(settings, "read")
-    return ModelStore(settings).audit_records(name)
+    store = ModelStore(settings)
+    authorize(settings, "read", name, store)
+    return store.audit_records(name)
 
 
 def versions(name: str, settings: Settings | None = None) -> list[ModelVersion]:
     settings = settings or Settings.from_env()
-    require(settings, "read")
-    return ModelStore(settings).versions(name)
+    store = ModelStore(settings)
+    authorize(settings, "read", name, store)
+    return [v for v in store.versions(name) if not v.pending]
 
 
 def models(settings: Settings | None = None) -> dict[str, dict[str, str]]:
     """Registered model names and their aliases (alias -> version)."""
     settings = settings or Settings.from_env()
-    require(settings, "read")
+    authorize(settings, "read")
     store = ModelStore(settings)
-    return {name: {a: str(v) for a, v in sorted((store.get_model(name).aliases or {}).items())}
-            for name in store.models()}
+    return {name: dict(sorted(store.aliases(name).items())) for name in store.models()}
 
 
 def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every version of ``name`` with what a release manager asks about it: aliases, who registered it,
     source run and its metrics, data fingerprint, code version, approvals, its latest gate results."""
     settings = settings or Settings.from_env()
-    require(settings, "read")
     store = ModelStore(settings)
+    authorize(settings, "read", name, store)
     trail = store.audit_records(name)
     out = []
-    for mv in store.versions(name):
+    for mv in (v for v in store.versions(name) if not v.pending):
         gates = None
         for r in trail:
             if r.get("action") in ("promote", "refuse") and r.get("to") == mv.version:
                 gates = {"action": r["action"], "when": r["when"], "who": r["who"], "gates": r.get("gates", [])}
-        metrics = {}
-        if mv.run_id:
-            try:
-                metrics = {k: v for k, v in store.client.get_run(mv.run_id).data.metrics.items()
-                           if not k.startswith("recall_")}
-            except Exception:  # noqa: BLE001 - a deleted run leaves the version readable
-                metrics = {}
+        run = store.run_or_none(mv.run_id)  # a deleted run leaves the version readable
+        metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")} if run else {}
         out.append({"version": mv.version, "aliases": list(mv.aliases), "registered_by": mv.tags.get(
             "civicml.registered_by"), "registered_at": mv.tags.get("civicml.registered_at"),
             "run_id": mv.run_id, "family": mv.tags.get("civicml.family"),
@@ -84,8 +84,8 @@ def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
 def approvals(name: str, version: str, settings: Settings | None = None) -> list[dict[str, Any]]:
     """The approval records of ``version`` (one per distinct approver), from the audit trail."""
     settings = settings or Settings.from_env()
-    require(settings, "read")
     store = ModelStore(settings)
+    authorize(settings, "read", name, store)
     return _approvals(store, name, store.get_version(name, version))
 
 
@@ -102,16 +102,14 @@ def _approvals(store: ModelStore, name: str, version: ModelVersion) -> list[dict
 def model_card(name: str, version: str, settings: Settings | None = None) -> str:
     """The latest model card of ``version``, verified against its recorded SHA-256."""
     settings = settings or Settings.from_env()
-    require(settings, "read")
     store = ModelStore(settings)
+    authorize(settings, "read", name, store)
     mv = store.get_version(name, version)
     uri = mv.tags.get(TAG_CARD)
     if not uri:
         raise NotFound(f"model '{name}' version {mv.version} has no model card")
     text = store.read_run_text(uri)
     if hashlib.sha256(text.encode()).hexdigest() != mv.tags.get(TAG_CARD_SHA):
-        from civicml.errors import IntegrityError
-
         raise IntegrityError(f"model card of '{name}' version {mv.version} does not match its recorded checksum")
     return text
 
@@ -119,10 +117,10 @@ def model_card(name: str, version: str, settings: Settings | None = None) -> str
 def lineage(name: str, version: str, settings: Settings | None = None) -> dict[str, Any]:
     """The chain behind a version: data fingerprint -> training run -> study -> registered version."""
     settings = settings or Settings.from_env()
-    require(settings, "read")
     store = ModelStore(settings)
+    authorize(settings, "read", name, store)
     mv = store.get_version(name, version)
-    aliases = sorted(a for a, v in (store.get_model(name).aliases or {}).items() if str(v) == mv.version)
+    aliases = sorted(a for a, v in store.aliases(name).items() if v == mv.version)
     out: dict[str, Any] = {"model": name, "version": mv.version, "aliases": aliases,
                            "registered_by": mv.tags.get("civicml.registered_by"),
                            "registered_at": mv.tags.get("civicml.registered_at"), "sha256": mv.sha256,
@@ -133,19 +131,14 @@ def lineage(name: str, version: str, settings: Settings | None = None) -> dict[s
                            "study": mv.tags.get("civicml.study"), "study_run_id": mv.tags.get("civicml.study_run_id"),
                            "model_card": mv.tags.get(TAG_CARD),
                            "approved_by": [r["who"] for r in _approvals(store, name, mv)]}
-    if mv.run_id:
-        run = store.client.get_run(mv.run_id)
+    run = store.run_or_none(mv.run_id)
+    if run is not None:
         out["experiment_id"] = run.info.experiment_id
         out["run_metrics"] = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")}
         out["run_params"] = dict(run.data.params)
-    if out["study_run_id"]:
-        try:
-            study_run = store.client.get_run(out["study_run_id"])
-            out["study_run_name"] = study_run.info.run_name
-            out["study"] = out["study"] or study_run.data.tags.get("civicml.study")
-        except Exception:  # noqa: BLE001 - lineage still prints what it has
-            pass
+    study_run = store.run_or_none(out["study_run_id"])  # lineage still prints what it has
+    if study_run is not None:
+        out["study_run_name"] = study_run.info.run_name
+        out["study"] = out["study"] or study_run.data.tags.get("civicml.study")
     return out
 
-
-# -- change -------------------------------------------------------------------------------------

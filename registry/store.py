@@ -8,7 +8,9 @@ local copies of model artifacts.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -18,15 +20,23 @@ from typing import Any, Callable
 
 import mlflow
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, Unavailable
 from civicml.settings import Settings
-from civicml.tracking import configure
-from registry.checksum import tree_sha256
+from civicml.sqlite import write_ahead_log
+from registry import checksum
 
 TAG_SHA = "civicml.sha256"
+TAG_MANIFEST = "civicml.manifest"  # per-file digests (JSON), split over .0, .1, ... when long
+TAG_REGISTRATION = "civicml.registration"  # "pending:<host>:<pid>:<epoch s>" until every step is done, then "complete"
 AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
+MANIFEST_CHUNK = 4500
+STALE_PENDING_SECONDS = 3600  # a registration pending this long on another host is taken as dead
+
+# MLflow error codes (``MlflowException.error_code``) that mean "no such thing"
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
 
 
 ArtifactsUnavailable = Unavailable  # the artifact store did not answer (S3 down, wrong endpoint)
@@ -53,25 +63,84 @@ class ModelVersion:
     def sha256(self) -> str | None:
         return self.tags.get(TAG_SHA)
 
+    @property
+    def manifest(self) -> dict[str, str] | None:
+        """The recorded per-file digests (None for versions registered before manifests were kept)."""
+        if TAG_MANIFEST + ".0" not in self.tags:
+            return None
+        parts, i = [], 0
+        while f"{TAG_MANIFEST}.{i}" in self.tags:
+            parts.append(self.tags[f"{TAG_MANIFEST}.{i}"])
+            i += 1
+        return checksum.decode("".join(parts))
+
+    @property
+    def pending(self) -> bool:
+        """Registered, but its registration has not (yet) completed every step."""
+        return str(self.tags.get(TAG_REGISTRATION, "complete")).startswith("pending")
+
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A verified local copy of a registered version: what serving loads."""
+    """A verified private copy of a registered version: what serving and the gates load.
+
+    ``added`` names files found beside the recorded ones (left out of the copy, not loaded)."""
 
     version: ModelVersion
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    added: tuple[str, ...] = ()
 
 
 def _not_found(err: MlflowException) -> bool:
-    code = getattr(err, "error_code", "") or ""
-    return "RESOURCE_DOES_NOT_EXIST" in code or "NOT_FOUND" in code or "not found" in str(err).lower()
+    return (getattr(err, "error_code", "") or "") in NOT_FOUND_CODES
+
+
+def manifest_tags(files: dict[str, str]) -> dict[str, str]:
+    text = checksum.encode(files)
+    return {f"{TAG_MANIFEST}.{i}": text[at:at + MANIFEST_CHUNK]
+            for i, at in enumerate(range(0, max(len(text), 1), MANIFEST_CHUNK))}
+
+
+def pending_marker() -> str:
+    return f"pending:{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def registration_is_dead(marker: str, now: float | None = None) -> bool:
+    """Whether the registration that left ``marker`` can no longer finish (its process is gone)."""
+    try:
+        _, host, pid, started = marker.split(":", 3)
+        pid, started = int(pid), int(started)
+    except ValueError:
+        return True
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return (now or time.time()) - started > STALE_PENDING_SECONDS
 
 
 class ModelStore:
+    """One store's registry, through its own :class:`MlflowClient`: nothing process-global is set, so two
+    stores (two homes, or a home and a team server) in one process never cross."""
+
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        self.client = configure(self.settings)
+        if self.settings.embedded:
+            self.settings.ensure_home()
+        write_ahead_log(self.settings.tracking_uri)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
+        self.client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri)
+
+    def download(self, uri: str, dst: str | Path) -> Path:
+        """Download ``uri`` (runs:/, models:/m-..., a file, s3 or mlflow-artifacts URI) from this store."""
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                        tracking_uri=self.settings.tracking_uri,
+                                                        registry_uri=self.settings.tracking_uri))
 
     # -- versions ---------------------------------------------------------------------------
     def _version(self, mv) -> ModelVersion:
@@ -95,12 +164,29 @@ class ModelStore:
                 raise NotFound(f"no registered model named '{name}'") from None
             raise
 
+    def exists(self, name: str) -> bool:
+        try:
+            self.get_model(name)
+            return True
+        except NotFound:
+            return False
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return {a: str(v) for a, v in (self.get_model(name).aliases or {}).items()}
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        return dict(self.get_model(name).tags or {})
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
     def by_alias(self, name: str, alias: str) -> ModelVersion:
         self.get_model(name)
         try:
             return self._version(self.client.get_model_version_by_alias(name, alias))
         except MlflowException as err:
-            if _not_found(err) or "alias" in str(err).lower():
+            # the model exists (checked above): SQL stores answer a missing alias with INVALID_PARAMETER_VALUE
+            if _not_found(err) or err.error_code == "INVALID_PARAMETER_VALUE":
                 raise NotFound(f"model '{name}' has no alias '{alias}'") from None
             raise
 
@@ -115,7 +201,7 @@ class ModelStore:
         found = self.client.search_model_versions(f"name = '{name}'")
         # search results may omit aliases on some stores: read them from the registered model
         aliases: dict[str, list[str]] = {}
-        for alias, version in (self.get_model(name).aliases or {}).items():
+        for alias, version in self.aliases(name).items():
             aliases.setdefault(str(version), []).append(alias)
         out = [self._version(mv) for mv in found]
         out = [ModelVersion(v.name, v.version, v.run_id, v.source, tuple(sorted(aliases.get(v.version, ()))),
@@ -128,32 +214,35 @@ class ModelStore:
     def register(self, model_uri: str, name: str, tags: dict[str, str] | None = None,
                  description: str | None = None,
                  complete: Callable[[ModelVersion], None] | None = None) -> ModelVersion:
-        """Register ``model_uri`` as a new version of ``name`` with its checksum and ``tags``.
+        """Register ``model_uri`` as a new version of ``name`` with its manifest, digest and ``tags``.
 
-        The checksum is computed from a downloaded copy before anything is created;
-        if any step after the version's creation fails, the version is deleted (and
-        the registered model too if this call created it), so a version is either
-        complete or not there. ``complete`` runs the caller's further steps (model
-        card, alias, audit record) inside that guarantee.
+        The digests are computed from a downloaded copy before anything is created
+        (:mod:`registry.checksum`, the same functions every load uses). The version
+        carries ``civicml.registration=pending:...`` until ``complete`` (the caller's
+        further steps: model card, alias, audit record) has run; if any step fails the
+        version is deleted (and the registered model too if this call created it). A
+        process killed in between leaves a pending version that the next registry
+        command removes (:meth:`half_registered`).
         """
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+                local = self.download(model_uri, tmp)
             except (MlflowException, OSError) as err:
                 raise _unreadable(f"cannot read model artifacts at {model_uri}", err) from None
-            sha = tree_sha256(local)
+            root = checksum.model_root(local)
+            if not (root / "MLmodel").is_file():
+                raise InvalidInput(f"{model_uri} is not an MLflow model (no MLmodel file)")
+            files = checksum.manifest(root)
+            sha = checksum.digest(root)
         created_model = False
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException as err:
-            if not _not_found(err):
-                raise
+        if not self.exists(name):
             try:
                 self.client.create_registered_model(name)
                 created_model = True
-            except MlflowException:  # created concurrently
-                pass
-        all_tags = {**(tags or {}), TAG_SHA: sha}
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
+                    raise
+        all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
             mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
@@ -173,10 +262,18 @@ class ModelStore:
                 raise MlflowException(f"version {mv.version} ended in status {status}")
             if complete is not None:
                 complete(self.get_version(name, mv.version))
+            self.client.set_model_version_tag(name, str(mv.version), TAG_REGISTRATION, "complete")
         except BaseException:
             self.discard(name, str(mv.version), created_model)
             raise
         return self.get_version(name, mv.version)
+
+    def half_registered(self, name: str) -> list[ModelVersion]:
+        """Versions whose registration started but can never finish (its process died after the version row)."""
+        if not self.exists(name):
+            return []
+        return [v for v in self.versions(name)
+                if v.pending and registration_is_dead(v.tags.get(TAG_REGISTRATION, ""))]
 
     def discard(self, name: str, version: str, created_model: bool = False) -> None:
         """Undo a registration that could not complete: delete the version (and a model this call made)."""
@@ -202,6 +299,17 @@ class ModelStore:
                 raise NotFound(f"cannot read model artifacts at {what}: no run {run_id}") from None
             raise
 
+    def run_or_none(self, run_id: str | None):
+        """The run, or None when it was deleted (a version outlives its run)."""
+        if not run_id:
+            return None
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            if _not_found(err):
+                return None
+            raise
+
     def run_id_of(self, model_uri: str) -> str | None:
         return _run_id_of(model_uri, self.client)
 
@@ -223,7 +331,7 @@ class ModelStore:
     def read_run_text(self, uri: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+                local = self.download(uri, tmp)
             except (MlflowException, OSError) as err:
                 raise _unreadable(f"cannot read {uri}", err) from None
             return Path(local).read_text()
@@ -260,36 +368,73 @@ class ModelStore:
         return key
 
     def audit_records(self, name: str) -> list[dict[str, Any]]:
-        tags = self.get_model(name).tags or {}
+        tags = self.model_tags(name)
         return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(AUDIT_PREFIX))]
 
     # -- artifacts --------------------------------------------------------------------------
     def fetch(self, name: str, version: ModelVersion) -> LocalModel:
-        """Download ``version`` into the local cache, verify its checksum, return its path."""
-        cache = self.settings.home / "cache" / "models" / name / version.version
-        if cache.exists():
-            shutil.rmtree(cache)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}",
-                                                             dst_path=str(cache)))
-        except (MlflowException, OSError) as err:
-            raise _unreadable(f"cannot download model '{name}' version {version.version}", err) from None
+        """A private, verified copy of ``version``'s files under the home's cache; the store is only read.
+
+        Refuses (:class:`IntegrityError`) when a recorded file changed or disappeared;
+        files added since registration are left out of the copy and named in
+        ``LocalModel.added``.
+        """
         expected = version.sha256
         if expected is None:
             raise IntegrityError(f"model '{name}' version {version.version} has no recorded checksum; "
                                  f"register it through CivicML")
-        actual = tree_sha256(local)
-        if actual != expected:
-            raise IntegrityError(f"checksum mismatch for model '{name}' version {version.version}: "
-                                 f"recorded {expected[:12]}..., artifacts give {actual[:12]}...; refusing to load")
+        cache = self.settings.home / "cache" / "models" / _safe(name)
+        cache.mkdir(parents=True, exist_ok=True)
+        target = cache / version.version
+        staging = Path(tempfile.mkdtemp(prefix=f".{version.version}-", dir=cache))
+        try:
+            try:
+                # the version's own artifact location, not a models:/ URI: MLflow writes bookkeeping into those
+                local = self.download(self.download_uri(name, version.version), staging)
+            except (MlflowException, OSError) as err:
+                raise _unreadable(f"cannot download model '{name}' version {version.version}", err) from None
+            root = checksum.model_root(local)
+            added = self._verify(name, version, root)
+            for rel in added:  # never load what registration did not record
+                (root / rel).unlink()
+            if target.exists():
+                shutil.rmtree(target)
+            root.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         metadata = {}
-        mlmodel = local / "MLmodel"
+        mlmodel = target / "MLmodel"
         if mlmodel.exists():
             import yaml
 
             metadata = (yaml.safe_load(mlmodel.read_text()) or {}).get("metadata") or {}
-        return LocalModel(version, local, metadata)
+        return LocalModel(version, target, metadata, added)
+
+    def _verify(self, name: str, version: ModelVersion, root: Path) -> tuple[str, ...]:
+        """Compare ``root`` with what registration recorded; the files added since (or raise)."""
+        what = f"model '{name}' version {version.version}"
+        recorded = version.manifest
+        if recorded is None:  # registered before manifests: every file counts
+            actual = checksum.digest(root)
+            if actual != version.sha256:
+                raise IntegrityError(f"checksum mismatch for {what}: recorded {version.sha256[:12]}..., artifacts "
+                                     f"give {actual[:12]}...; refusing to load")
+            return ()
+        check = checksum.compare(recorded, checksum.manifest(root))
+        if not check.intact:
+            problems = [f"changed: {', '.join(check.changed)}" if check.changed else "",
+                        f"missing: {', '.join(check.missing)}" if check.missing else ""]
+            raise IntegrityError(f"checksum mismatch for {what} ({'; '.join(p for p in problems if p)}); "
+                                 f"refusing to load")
+        actual = checksum.digest(root, recorded)
+        if actual != version.sha256:
+            raise IntegrityError(f"checksum mismatch for {what}: recorded {version.sha256[:12]}..., artifacts give "
+                                 f"{actual[:12]}...; refusing to load")
+        return check.added
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _run_id_of(model_uri: str, client) -> str | None:

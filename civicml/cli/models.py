@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import sys
 
-from civicml.cli.common import add_store_options, console, holdout_for, settings_from
+from civicml.access import ROLES
+from civicml.cli.common import add_store_options, console, settings_from
+
+
+def _says_notices(command):
+    """Print the registry's notices (a half-registered version removed, files added beside a model) as one
+    ``civicml: note:`` line each on stderr while ``command`` runs."""
+
+    @functools.wraps(command)
+    def run(args) -> int:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("civicml: note: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger = logging.getLogger("civicml.registry")
+        logger.addHandler(handler)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            return command(args)
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+    return run
 
 
 def add_commands(sub) -> None:
@@ -35,8 +60,12 @@ def add_commands(sub) -> None:
     p.add_argument("name", help="registered model name")
     p.add_argument("--from", dest="from_alias", default="challenger", help="alias or version to promote")
     p.add_argument("--to", dest="to_alias", default="champion", help="alias to move (default champion)")
-    p.add_argument("--policy", help="policy YAML (default: the use case's policy.yaml)")
+    p.add_argument("--policy", help="a policy YAML instead of the model's governing policy (needs the "
+                                    "override_policy permission; shown in the report and audited)")
     p.add_argument("--holdout", nargs="+", metavar="PATH", help="held-out source files (default: the use case's)")
+    p.add_argument("--force", action="store_true", help="promote even if the candidate breaks the input contract "
+                                                        "of the alias's clients (needs force_promote; audited)")
+    p.add_argument("--reason", help="why (recorded in the audit trail; expected with --force)")
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", help="return 'champion' to the version it had before its last promotion")
@@ -79,8 +108,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("token", help="make a new token for an access file (prints it once)")
     p.add_argument("principal", help="name the token identifies, e.g. a person or a service")
-    p.add_argument("--role", action="append", choices=("data_scientist", "release_manager", "service"),
-                   help="role(s) to put in the printed access-file entry")
+    p.add_argument("--role", action="append", choices=ROLES, help="role(s) to put in the printed access-file entry")
+    p.add_argument("--expires", help="date (or time, UTC) after which the token is refused, e.g. 2027-06-30")
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("serve", help="serve models:/NAME@ALIAS over HTTP (MLflow scoring protocol)")
@@ -94,27 +123,17 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _use_case_of(name: str, settings):
-    from projects import get_use_case
-    from registry import versions
-
-    for version in reversed(versions(name, settings=settings)):
-        if "civicml.use_case" in version.tags:
-            return get_use_case(version.tags["civicml.use_case"])
-    from civicml.errors import NotFound
-
-    raise NotFound(f"model '{name}' records no use case; pass --holdout files and --policy")
-
-
+@_says_notices
 def cmd_register(args) -> int:
     from registry import register
 
-    version = register(args.model_uri, args.name, alias=args.alias, settings=settings_from(args))
+    version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings_from(args))
     console().print(f"registered {version.name} version {version.version} (sha256 {version.sha256[:12]}...)"
                     + (f" as '{args.alias}'" if args.alias else ""))
     return 0
 
 
+@_says_notices
 def cmd_alias(args) -> int:
     from registry import set_alias
 
@@ -123,6 +142,7 @@ def cmd_alias(args) -> int:
     return 0
 
 
+@_says_notices
 def cmd_approve(args) -> int:
     from registry import approve
 
@@ -131,41 +151,29 @@ def cmd_approve(args) -> int:
     return 0
 
 
+@_says_notices
 def cmd_promote(args) -> int:
-    from pathlib import Path
-
-    from civicml.errors import InvalidInput
-    from registry import PromotionPolicy, promote
+    from registry import promote, promotion_inputs
 
     settings = settings_from(args)
-    use_case = _use_case_of(args.name, settings)
-    policy_file = args.policy or getattr(use_case, "policy_file", None)
-    if args.policy and not Path(args.policy).exists():
-        raise InvalidInput(f"policy file not found: {args.policy}")
-    policy = PromotionPolicy.from_yaml(policy_file) if policy_file and Path(policy_file).exists() \
-        else PromotionPolicy()
-    if args.holdout:
-        holdout, label = holdout_for(use_case, settings, args.holdout), "files:" + ",".join(args.holdout)
-    elif policy.holdout is not None:
-        spec = policy.holdout
-        folder = settings.ensure_home() / "data" / use_case.name / spec.label
-        holdout, label = use_case.holdout(folder, seed=spec.seed, n=spec.rows), spec.label
-    else:
-        holdout, label = holdout_for(use_case, settings), f"{use_case.name}-holdout"
-    outcome = promote(args.name, holdout.frame, holdout.target, policy=policy, from_alias=args.from_alias,
-                      to_alias=args.to_alias, settings=settings, holdout_name=label)
+    inputs = promotion_inputs(args.name, settings, policy_file=args.policy, holdout_files=args.holdout)
+    outcome = promote(args.name, **inputs.as_kwargs(), from_alias=args.from_alias, to_alias=args.to_alias,
+                      settings=settings, force=args.force, reason=args.reason)
     out = console()
+    for note in outcome.notes:
+        out.print(f"  [yellow]NOTE[/] {note}", markup=True, highlight=False)
     for v in outcome.verdicts:
         out.print(f"  [{'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/] {v.gate}: {v.detail}")
     if outcome.promoted:
         out.print(f"promoted {args.name} version {outcome.candidate} to '{args.to_alias}' "
-                  f"(was {outcome.previous or 'none'})")
+                  f"(was {outcome.previous or 'none'})" + (" [FORCED]" if outcome.forced else ""), markup=False)
         return 0
     out.print(f"refused: {args.name} version {outcome.candidate} stays off '{args.to_alias}'; "
               f"'{args.to_alias}' is still {outcome.previous or 'unset'}")
     return 1
 
 
+@_says_notices
 def cmd_rollback(args) -> int:
     from registry import rollback
 
@@ -178,6 +186,7 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+@_says_notices
 def cmd_audit(args) -> int:
     from registry import audit
 
@@ -191,6 +200,10 @@ def cmd_audit(args) -> int:
         action = r["action"]
         if action in ("promote", "refuse", "rollback", "alias"):
             what = f"{r.get('alias')}: {r.get('from') or '-'} -> {r.get('to')}"
+        elif action == "denied":
+            what = f"{r.get('attempted')}: {r.get('why')}"
+        elif action in ("integrity", "discard"):
+            what = f"version {r.get('version')}: {r.get('why')}"
         else:
             what = f"version {r.get('version')}" + (f" as {r['alias']}" if r.get("alias") else "")
         out.print(f"{r['when']}  {action:<8} by {who}: {what}", markup=False)
@@ -205,12 +218,17 @@ def cmd_audit(args) -> int:
                       f"{holdout.get('name')} ({holdout.get('rows')} rows, {str(holdout.get('fingerprint'))[:12]});"
                       f" policy {policy.get('source') or 'built-in'} v{policy.get('version') or '-'} "
                       f"sha256 {str(policy.get('sha256'))[:12]}", markup=False)
+        for note in r.get("notes") or []:
+            out.print(f"    note: {note}", markup=False)
+        if r.get("forced"):
+            out.print("    FORCED past the input contract", markup=False)
         for key in ("note", "reason"):
             if r.get(key):
                 out.print(f"    {key}: {r[key]}", markup=False)
     return 0
 
 
+@_says_notices
 def cmd_models_list(args) -> int:
     from registry import models
 
@@ -221,6 +239,7 @@ def cmd_models_list(args) -> int:
     return 0
 
 
+@_says_notices
 def cmd_models_show(args) -> int:
     from registry import show
 
@@ -248,6 +267,7 @@ def cmd_models_show(args) -> int:
     return 0
 
 
+@_says_notices
 def cmd_models_lineage(args) -> int:
     from registry import lineage
 
@@ -274,6 +294,7 @@ def cmd_models_lineage(args) -> int:
     return 0
 
 
+@_says_notices
 def cmd_models_card(args) -> int:
     from registry import model_card
 
@@ -294,9 +315,20 @@ def cmd_token(args) -> int:
 
     token, digest = new_token()
     roles = ", ".join(args.role or ["data_scientist"])
+    expires = ""
+    if args.expires:
+        import datetime as dt
+
+        from civicml.errors import InvalidInput
+
+        try:
+            dt.datetime.fromisoformat(args.expires)
+        except ValueError:
+            raise InvalidInput(f"--expires must be a date or time like 2027-06-30, got '{args.expires}'") from None
+        expires = f", expires: {args.expires}"
     print(f"token for {args.principal} (shown once; give it to them, set as CIVICML_TOKEN): {token}")
     print("access-file entry (under 'principals:'):")
-    print(f"  {args.principal}: {{roles: [{roles}], token_sha256: {digest}}}")
+    print(f"  {args.principal}: {{roles: [{roles}], token_sha256: {digest}{expires}}}")
     return 0
 
 
