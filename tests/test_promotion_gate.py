@@ -27,7 +27,12 @@ def test_worse_model_is_refused_and_champion_stays(settings, requests_dataset, r
     trail = registry.audit("router", settings=settings)
     assert [r["action"] for r in trail] == ["register", "promote", "register", "refuse"]
     assert trail[-1]["from"] == "1" and trail[-1]["to"] == "2" and trail[-1]["who"] == "tester"
-    assert {g["gate"] for g in trail[-1]["gates"]} == {"macro_f1 >= 0.0", "macro_f1 vs champion"}
+    # the input contract of 'champion' is checked whatever the policy says
+    assert {g["gate"] for g in trail[-1]["gates"]} == {"macro_f1 >= 0.0", "macro_f1 vs champion",
+                                                       "signature compatible"}
+    # a policy given in code overrides the governing one: the report and the trail say so
+    assert refused.notes and refused.notes[0].startswith("policy override by tester")
+    assert trail[-1]["notes"] == refused.notes
 
 
 def test_threshold_gate_refuses_below_the_bar(settings, requests_dataset, requests_holdout):

@@ -165,14 +165,16 @@ def test_signature_gate_refuses_a_breaking_candidate(trained, requests_holdout, 
     assert any("could not evaluate" in v.detail for v in outcome.verdicts if not v.passed)
 
 
-def test_approvals_are_counted_per_distinct_release_manager(trained, requests_holdout):
+def test_approvals_are_counted_per_distinct_release_manager(trained, requests_holdout, tmp_path):
     settings, good, weak = trained
     name = "approvals"
     tokens = {who: f"tok-{who}-0123456789" for who in ("ana", "rui", "eva")}
     access = {"principals": {"ana": {"roles": ["data_scientist"], "token_sha256": _h(tokens["ana"])},
-                             "rui": {"roles": ["release_manager"], "token_sha256": _h(tokens["rui"])},
+                             # the policy below is not the model's own: promoting under it is an override
+                             "rui": {"roles": ["release_manager", "policy_owner"], "token_sha256": _h(tokens["rui"])},
                              "eva": {"roles": ["release_manager"], "token_sha256": _h(tokens["eva"])}}}
-    as_ = {who: settings.with_(access=yaml.safe_dump(access), token=tok) for who, tok in tokens.items()}
+    (tmp_path / "access.yaml").write_text(yaml.safe_dump(access))
+    as_ = {who: settings.with_(access_file=tmp_path / "access.yaml", token=tok) for who, tok in tokens.items()}
     version = registry.register(good.model_uri, name, settings=as_["ana"])
     policy = registry.PromotionPolicy(min_value=0.5, approvals=2)
     assert registry.approve(name, version.version, settings=as_["rui"]) == ["rui"]
@@ -185,7 +187,8 @@ def test_approvals_are_counted_per_distinct_release_manager(trained, requests_ho
     assert outcome.promoted, outcome.reason
     record = registry.audit(name, settings=as_["ana"])[-1]
     assert record["action"] == "promote" and record["approvals"] == ["rui", "eva"]
-    assert record["who"] == "rui" and record["auth"] == "token" and record["roles"] == ["release_manager"]
+    assert record["who"] == "rui" and record["auth"] == "token" and record["roles"] == ["policy_owner",
+                                                                                       "release_manager"]
     # an approval is for one version: the next one starts from zero
     second = registry.register(weak.model_uri, name, settings=as_["ana"])
     assert registry.approvals(name, second.version, settings=as_["ana"]) == []
@@ -354,8 +357,10 @@ def test_tampered_artifact_is_refused_on_load(trained):
     backup = target.with_suffix(".bak-outside")
     shutil.copy(target, backup)
     try:
-        target.write_bytes(target.read_bytes()[:-1] + b"\0")
-        with pytest.raises(IntegrityError, match=f"checksum mismatch for model '{name}' version 1"):
+        original = target.read_bytes()
+        target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # (the last byte of a zip is often 0)
+        with pytest.raises(IntegrityError, match=f"checksum mismatch for model '{name}' version 1 "
+                                                 f"\\(changed: {target.name}\\)"):
             registry.resolve(name, "challenger", settings=settings)
     finally:
         shutil.move(backup, target)

@@ -19,6 +19,15 @@ ACCESS = {"principals": {who: {"roles": [ROLE_OF[who]], "token_sha256": hashlib.
                          for who, t in TOKENS.items()}}
 NAME = "roles"
 
+
+def with_access(settings: Settings, data: dict, folder, **changes) -> Settings:
+    """``settings`` with an access file holding ``data`` (roles come only from a file)."""
+    import uuid
+
+    path = folder / f"access-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return settings.with_(access_file=path, **changes)
+
 # action -> the one role allowed (read and predict: every role)
 MATRIX = {
     "register": {"data_scientist"},
@@ -35,16 +44,14 @@ MATRIX = {
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory, requests_dataset):
-    """One embedded store; settings per principal (access inline, as CIVICML_ACCESS would give it)."""
-    base = Settings.from_env(env={}, home=tmp_path_factory.mktemp("roles") / "home", user="tester")
+    """One embedded store; settings per principal (one access file)."""
+    folder = tmp_path_factory.mktemp("roles")
+    base = Settings.from_env(env={}, home=folder / "home", user="tester")
     use_case = get_use_case("service_requests")
     good = train(use_case, requests_dataset, "logreg", settings=base)
     weak = train(use_case, requests_dataset, "decision_tree", {"max_depth": 3}, settings=base)
-    as_ = {who: base.with_(access=yaml.safe_dump(ACCESS), token=tok) for who, tok in TOKENS.items()}
+    as_ = {who: with_access(base, ACCESS, folder, token=tok) for who, tok in TOKENS.items()}
     return base, as_, good, weak
-
-
-LAX = registry.PromotionPolicy(min_value=0.0, max_regression=1.0)
 
 
 def _attempt(action, settings, good, holdout):
@@ -52,11 +59,11 @@ def _attempt(action, settings, good, holdout):
     if action == "register":
         return registry.register(good.model_uri, NAME, settings=settings)
     if action == "set_alias":
-        return registry.set_alias(NAME, "challenger", "2", settings=settings)
+        return registry.set_alias(NAME, "challenger", "3", settings=settings)
     if action == "approve":
         return registry.approve(NAME, "2", settings=settings)
     if action == "promote":
-        return registry.promote(NAME, holdout.frame, "department", policy=LAX, settings=settings)
+        return registry.promote(NAME, holdout.frame, "department", settings=settings)  # the governing policy
     if action == "rollback":
         return registry.rollback(NAME, settings=settings)
     if action == "read":
@@ -71,11 +78,16 @@ def _attempt(action, settings, good, holdout):
     return registry.require(settings, action)  # train, tune: the check their entry points make
 
 
+def _state(settings):
+    store = registry.ModelStore(settings)
+    return {v.version: (v.aliases, v.tags) for v in store.versions(NAME)}
+
+
 def test_every_role_times_every_action(team, requests_holdout):
     base, as_, good, weak = team
     # state to act on: v1 champion, v2 challenger (registered by the data scientist, promoted by the manager)
     registry.register(good.model_uri, NAME, settings=as_["ana"])
-    assert registry.promote(NAME, requests_holdout.frame, "department", policy=LAX, settings=as_["rui"]).promoted
+    assert registry.promote(NAME, requests_holdout.frame, "department", settings=as_["rui"]).promoted
     registry.register(weak.model_uri, NAME, settings=as_["ana"])
     order = ["read", "predict", "train", "tune", "register", "set_alias", "approve", "promote", "rollback"]
     seen = {}
@@ -86,14 +98,18 @@ def test_every_role_times_every_action(team, requests_holdout):
                 _attempt(action, as_[who], good, requests_holdout)
                 seen[(role, action)] = "allowed"
             else:
-                before = len(registry.audit(NAME, settings=base))
+                before = _state(base)
                 with pytest.raises(PermissionDenied) as err:
                     _attempt(action, as_[who], good, requests_holdout)
                 assert str(err.value).startswith(f"permission denied: {role} may not {action.replace('_', ' ')}")
-                assert len(registry.audit(NAME, settings=base)) == before
+                assert _state(base) == before  # a refusal changes nothing but the trail, which records it
+                if action not in ("train", "tune"):  # those have no model whose trail would say so
+                    denied = registry.audit(NAME, settings=base)[-1]
+                    assert (denied["action"], denied["who"], denied["attempted"]) == ("denied", who, action)
+                    assert denied["why"] == str(err.value) and denied["when"].startswith("20")
                 seen[(role, action)] = "denied"
     assert len(seen) == len(order) * 3
-    trail = registry.audit(NAME, settings=base)
+    trail = [r for r in registry.audit(NAME, settings=base) if r["action"] != "denied"]
     assert [(r["action"], r["who"]) for r in trail] == [
         ("register", "ana"), ("promote", "rui"), ("register", "ana"), ("register", "ana"), ("alias", "ana"),
         ("approve", "rui"), ("promote", "rui"), ("rollback", "rui")]
@@ -102,7 +118,7 @@ def test_every_role_times_every_action(team, requests_holdout):
 
 def test_tokens_missing_unknown_and_access_file_typos(team, tmp_path):
     base, as_, _, _ = team
-    configured = base.with_(access=yaml.safe_dump(ACCESS))
+    configured = with_access(base, ACCESS, tmp_path)
     with pytest.raises(PermissionDenied, match="set CIVICML_TOKEN"):
         registry.versions(NAME, settings=configured)
     with pytest.raises(PermissionDenied, match="not in the access configuration"):
@@ -112,13 +128,13 @@ def test_tokens_missing_unknown_and_access_file_typos(team, tmp_path):
     bad = {"principals": {"rui": {"roles": ["releese_manager"], "token_sha256": "0" * 64}}}
     with pytest.raises(InvalidInput, match=r"field 'principals.rui.roles': unknown role 'releese_manager' "
                                            r"\(did you mean 'release_manager'\?\)"):
-        registry.caller(base.with_(access=yaml.safe_dump(bad), token="x"))
+        registry.caller(with_access(base, bad, tmp_path, token="x"))
     bad = {"principals": {"rui": {"roles": ["release_manager"], "token": "plain-text"}}}
     with pytest.raises(InvalidInput, match="unknown field 'principals.rui.token'"):
-        registry.caller(base.with_(access=yaml.safe_dump(bad), token="x"))
+        registry.caller(with_access(base, bad, tmp_path, token="x"))
     bad = {"principals": {"rui": {"roles": ["release_manager"], "token_sha256": "short"}}}
     with pytest.raises(InvalidInput, match="token_sha256' must be the 64-hex-digit SHA-256"):
-        registry.caller(base.with_(access=yaml.safe_dump(bad), token="x"))
+        registry.caller(with_access(base, bad, tmp_path, token="x"))
 
 
 def test_single_user_mode_without_access_configuration(team):
@@ -169,5 +185,5 @@ def test_token_command_prints_an_entry_that_works(capsys, tmp_path):
     token = out[0].rsplit(" ", 1)[1]
     entry = yaml.safe_load("principals:\n" + out[2])
     home = tmp_path / "home"
-    settings = Settings.from_env(env={}, home=home, access=yaml.safe_dump(entry), token=token)
+    settings = with_access(Settings.from_env(env={}, home=home), entry, tmp_path, token=token)
     assert registry.caller(settings).name == "eva" and registry.caller(settings).roles == {"release_manager"}
