@@ -1,0 +1,276 @@
+"""Issue 14, one test per defect a security review found: each through the Python API and the CLI, on the
+embedded store and (where it applies) in team mode (PostgreSQL + moto S3 behind `civicml server`).
+
+1. `register runs:/<run>/model` makes a version that loads (one digest, whatever URI form registered it);
+2. the policy that governs a model is recorded with it; another policy needs `override_policy`; breaking the
+   serving alias's input contract needs `--force` by a role allowed to, and both are audited;
+3. no environment variable grants a role; an empty or unreadable access setting is an error;
+4. reserved aliases are reserved in every case;
+5. a tampered champion is treated as absent for the comparison gates, so a good version can replace it;
+6. integrity refusals (resolve, serve, promote) are audited with who, when and why;
+7. a registration killed after the version row exists is removed by the next registry command, which says so;
+8. plain MLflow opening a version in place (``__pycache__``, ``registered_model_meta``) does not break it, and
+   CivicML itself never writes into the store when it loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import yaml
+
+import registry
+from civicml.cli import main
+from civicml.errors import IntegrityError, InvalidInput, NotFound, PermissionDenied
+from civicml.settings import Settings
+from projects import get_use_case, train
+from team_mode import BUCKET, PREFIX, moto_s3, team_pg, team_server  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+HOLD = "department"
+LAX = "version: 1\nmetric: macro_f1\nmin_value: 0.0\nmax_regression: 1.0\nsignature: any\n"
+TOKENS = {"ana": "ana-token-0f1e2d3c4b5a", "rui": "rui-token-9a8b7c6d5e4f", "olga": "olga-token-77aa88bb99cc",
+          "router": "router-token-0a1b2c3d4e"}
+ROLES_OF = {"ana": ["data_scientist"], "rui": ["release_manager"], "olga": ["release_manager", "policy_owner"],
+            "router": ["service"]}
+
+
+def _h(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+ACCESS = {"principals": {who: {"roles": ROLES_OF[who], "token_sha256": _h(t)} for who, t in TOKENS.items()}}
+
+
+@dataclass
+class Mode:
+    """One store (embedded, or the team server), models trained into it, and how to reach its files."""
+
+    name: str
+    settings: Settings
+    good: object
+    weak: object
+    folder: Path
+    s3: object = None
+
+    def cli(self, *argv: str) -> list[str]:
+        opts = ["--home", str(self.settings.home)] + (["--tracking-uri", self.settings.tracking_uri]
+                                                      if self.name == "team" else [])
+        return [*argv, *opts]
+
+    def as_(self, who: str) -> Settings:
+        path = self.folder / "access.yaml"
+        if not path.exists():
+            path.write_text(yaml.safe_dump(ACCESS))
+        return self.settings.with_(access_file=path, token=TOKENS[who])
+
+    # -- the files of a registered version, where the store keeps them -------------------------------
+    def _location(self, name: str, version: str) -> str:
+        return registry.ModelStore(self.settings).download_uri(name, version)
+
+    def files(self, name: str, version: str) -> dict[str, bytes]:
+        uri = self._location(name, version)
+        if self.s3 is None:
+            root = Path(unquote(urlparse(uri).path))
+            return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        prefix = self._prefix(uri)
+        client = self.s3.client()
+        return {k[len(prefix):]: client.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+                for k in self.s3.keys(prefix)}
+
+    def write(self, name: str, version: str, rel: str, data: bytes | None) -> None:
+        """Write (or with ``None`` delete) one file of the version, behind CivicML's back."""
+        uri = self._location(name, version)
+        if self.s3 is None:
+            path = Path(unquote(urlparse(uri).path)) / rel
+            if data is None:
+                path.unlink()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            return
+        key = self._prefix(uri) + rel
+        if data is None:
+            self.s3.client().delete_object(Bucket=BUCKET, Key=key)
+        else:
+            self.s3.client().put_object(Bucket=BUCKET, Key=key, Body=data)
+
+    @staticmethod
+    def _prefix(uri: str) -> str:
+        assert uri.startswith("mlflow-artifacts:"), uri
+        return PREFIX + "/" + urlparse(uri).path.lstrip("/").rstrip("/") + "/"
+
+    def flip(self, name: str, version: str, rel: str = "model.skops") -> bytes:
+        original = self.files(name, version)[rel]
+        self.write(name, version, rel, original[:-1] + bytes([original[-1] ^ 1]))
+        return original
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory, requests_dataset):
+    folder = tmp_path_factory.mktemp("security")
+    settings = Settings.from_env(env={}, home=folder / "home", user="tester")
+    use_case = get_use_case("service_requests")
+    good = train(use_case, requests_dataset, "logreg", settings=settings)
+    weak = train(use_case, requests_dataset, "decision_tree", {"max_depth": 2}, settings=settings)
+    return Mode("single-user", settings, good, weak, folder)
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory, requests_dataset, request):
+    server = request.getfixturevalue("team_server")
+    folder = tmp_path_factory.mktemp("security-team")
+    settings = server.settings(folder / "home", user="tester")
+    use_case = get_use_case("service_requests")
+    good = train(use_case, requests_dataset, "logreg", settings=settings)
+    weak = train(use_case, requests_dataset, "decision_tree", {"max_depth": 2}, settings=settings)
+    return Mode("team", settings, good, weak, folder, server.s3)
+
+
+TEAM = pytest.param("team", marks=[pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3])
+
+
+@pytest.fixture(params=["single-user", TEAM])
+def mode(request) -> Mode:
+    return request.getfixturevalue("embedded" if request.param == "single-user" else "team")
+
+
+@pytest.fixture
+def user(monkeypatch):
+    for var in ("CIVICML_ACCESS", "CIVICML_ACCESS_FILE", "CIVICML_TOKEN", "CIVICML_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CIVICML_USER", "tester")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("civicml: error: "), err
+    return err[0]
+
+
+def _policy(tmp_path: Path, text: str = LAX) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- 1. the runs:/ form registers a version that loads and promotes ------------------------------
+def test_1_runs_uri_form_registers_a_loadable_version(mode, tmp_path, capsys, user):
+    name = "d1-runs-form"
+    runs_uri = f"runs:/{mode.good.run_id}/model"
+    by_runs = registry.register(runs_uri, name, settings=mode.settings)
+    by_model = registry.register(mode.good.model_uri, name, settings=mode.settings)
+    assert by_runs.sha256 == by_model.sha256 and by_runs.manifest == by_model.manifest  # one digest, any form
+    assert "MLmodel" in by_runs.manifest and not any(p.startswith("model/") for p in by_runs.manifest)
+    assert registry.resolve(name, by_runs.version, settings=mode.settings).version.version == by_runs.version
+    capsys.readouterr()
+    assert main(mode.cli("register", runs_uri, "--name", name, "--alias", "candidate")) == 0
+    assert "version 3" in capsys.readouterr().out
+    assert main(mode.cli("promote", name, "--from", "candidate", "--policy", str(_policy(tmp_path)))) == 0
+    assert registry.resolve(name, settings=mode.settings).version.version == "3"
+
+
+# -- 2. the policy is the model's; overrides and forced contract breaks need their own permission --
+def _relog(mode: Mode, folder: Path, change) -> str:
+    """A copy of the good model whose signature's inputs ``change`` edits: a break of its clients' contract."""
+    import mlflow
+
+    from civicml.tracking import configure, experiment_id
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mode.good.model_uri, dst_path=str(folder),
+                                                     tracking_uri=mode.settings.tracking_uri))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    for part in ("inputs", "outputs"):
+        spec = mlmodel["signature"][part]
+        spec = yaml.safe_load(spec) if isinstance(spec, str) else spec
+        change(part, spec)
+        mlmodel["signature"][part] = json.dumps(spec)
+    (local / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    configure(mode.settings)
+    with mlflow.start_run(experiment_id=experiment_id(mode.settings, "security-breaking")) as run:
+        mlflow.set_tag("civicml.use_case", "service_requests")
+        mlflow.log_artifacts(str(local), "model")
+    return f"runs:/{run.info.run_id}/model"
+
+
+def _requires_priority(part, spec) -> None:
+    if part == "inputs":
+        spec.append({"type": "string", "name": "priority", "required": True})
+
+
+def _answers_in_pairs(part, spec) -> None:
+    """Outputs of another shape: every client that reads the answer breaks, though the model still predicts."""
+    if part == "outputs":
+        spec[0]["tensor-spec"]["shape"] = [-1, 2]
+
+
+def test_2_the_governing_policy_is_recorded_and_overrides_and_forcing_need_their_own_permission(
+        mode, requests_holdout, tmp_path, capsys, user, monkeypatch):
+    use_case = get_use_case("service_requests")
+    name = use_case.registered_model  # the name the project's policy governs
+    ana, rui, olga = mode.as_("ana"), mode.as_("rui"), mode.as_("olga")
+    registry.register(mode.good.model_uri, name, settings=ana)
+    governing = registry.governing_policy(name, settings=rui)
+    assert governing.sha256 == hashlib.sha256(use_case.policy_file.read_bytes()).hexdigest()
+    assert governing.source == str(use_case.policy_file)
+    trail = registry.audit(name, settings=rui)
+    assert trail[-1]["policy_recorded"]["sha256"] == governing.sha256
+    inputs = registry.promotion_inputs(name, settings=rui)  # what the CLI, the demo and notebooks use
+    assert inputs.policy == governing and inputs.holdout_name == "service_requests-holdout"
+    assert registry.promote(name, **inputs.as_kwargs(), settings=rui).promoted
+
+    # the release manager's own lax policy is an override: refused, and the refusal audited
+    registry.register(_relog(mode, tmp_path / "a", _requires_priority), name, settings=ana)  # v2
+    lax = registry.PromotionPolicy.from_yaml(_policy(tmp_path))
+    frame = requests_holdout.frame.assign(priority="normal")  # held-out rows that can feed both models
+    with pytest.raises(PermissionDenied, match="release_manager may not override policy"):
+        registry.promote(name, frame, HOLD, policy=lax, settings=rui)
+    denied = registry.audit(name, settings=rui)[-1]
+    assert (denied["action"], denied["who"], denied["attempted"]) == ("denied", "rui", "override_policy")
+    monkeypatch.setenv("CIVICML_ACCESS_FILE", str(mode.folder / "access.yaml"))
+    monkeypatch.setenv("CIVICML_TOKEN", TOKENS["rui"])
+    capsys.readouterr()
+    assert main(mode.cli("promote", name, "--policy", str(_policy(tmp_path)))) == 2
+    assert "may not override policy" in _one_line_error(capsys)
+    assert registry.resolve(name, settings=rui).version.version == "1"
+
+    # whatever the policy says, breaking the champion's input contract is refused ...
+    outcome = registry.promote(name, frame, HOLD, policy=lax, settings=olga)
+    assert not outcome.promoted and outcome.notes[0].startswith("policy override by olga")
+    contract = [v for v in outcome.verdicts if v.gate == "signature compatible"][0]
+    assert not contract.passed and "requires new input column 'priority'" in contract.detail
+    # ... unless forced, by a role allowed to (not a plain release manager), with who and why audited
+    with pytest.raises(PermissionDenied, match="may not force promote"):
+        registry.promote(name, frame, HOLD, settings=rui, force=True)
+    outcome = registry.promote(name, frame, HOLD, policy=lax, settings=olga, force=True, reason="clients updated")
+    assert outcome.promoted and outcome.forced
+    record = registry.audit(name, settings=rui)[-1]
+    assert record["action"] == "promote" and record["forced"] is True and record["who"] == "olga"
+    assert record["reason"] == "clients updated" and record["notes"][0].startswith("policy override by olga")
+    forced = {g["gate"]: g for g in record["gates"]}["signature compatible"]
+    assert forced["passed"] and forced["detail"].startswith("FORCED by olga (clients updated)")
+
+    assert registry.rollback(name, settings=rui, reason="clients were not updated after all") == ("2", "1")
+
+    # the CLI: under the governing policy a contract break is refused (exit 1); --force by a release
+    # manager is refused (exit 2, one line); by a policy owner it promotes and says so
+    registry.register(_relog(mode, tmp_path / "b", _answers_in_pairs), name, settings=ana)  # v3
+    capsys.readouterr()
+    assert main(mode.cli("promote", name)) == 1
+    out = capsys.readouterr().out
+    assert "FAIL signature compatible: output schema changes" in out
+    assert main(mode.cli("promote", name, "--force", "--reason", "new app release")) == 2
+    assert "may not force promote" in _one_line_error(capsys)
+    monkeypatch.setenv("CIVICML_TOKEN", TOKENS["olga"])
+    assert main(mode.cli("promote", name, "--force", "--reason", "new app release")) == 0
+    out = capsys.readouterr().out
+    assert "PASS signature compatible: FORCED by olga (new app release)" in out and "[FORCED]" in out
+    assert main(mode.cli("audit", name)) == 0
+    assert "FORCED past the input contract" in capsys.readouterr().out
