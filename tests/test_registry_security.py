@@ -73,7 +73,12 @@ class Mode:
 
     # -- the files of a registered version, where the store keeps them -------------------------------
     def _location(self, name: str, version: str) -> str:
-        return registry.ModelStore(self.settings).download_uri(name, version)
+        store = registry.ModelStore(self.settings)
+        uri = store.download_uri(name, version)
+        if uri.startswith("runs:/"):  # a model logged as plain run artifacts: where that run keeps them
+            run_id, rel = uri[len("runs:/"):].split("/", 1)
+            uri = store.client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + rel
+        return uri
 
     def files(self, name: str, version: str) -> dict[str, bytes]:
         uri = self._location(name, version)
@@ -274,3 +279,142 @@ def test_2_the_governing_policy_is_recorded_and_overrides_and_forcing_need_their
     assert "PASS signature compatible: FORCED by olga (new app release)" in out and "[FORCED]" in out
     assert main(mode.cli("audit", name)) == 0
     assert "FORCED past the input contract" in capsys.readouterr().out
+
+
+# -- 3. no environment variable grants a role; empty or unreadable access settings are errors ------
+def test_3_environment_never_grants_a_role(mode, tmp_path, capsys, monkeypatch, user):
+    name = "d3-env"
+    registry.register(mode.good.model_uri, name, settings=mode.settings)
+    grant_all = yaml.safe_dump({"principals": {"mallory": {"roles": ["release_manager", "policy_owner"],
+                                                           "token_sha256": _h("mallory-token-123456")}}})
+    env = {"CIVICML_ACCESS": grant_all, "CIVICML_TOKEN": "mallory-token-123456"}
+    tricked = Settings.from_env(env=env, home=mode.settings.home, tracking_uri=mode.settings.tracking_uri)
+    with pytest.raises(PermissionDenied, match="CIVICML_ACCESS is not read"):
+        registry.rollback(name, settings=tricked)
+    # beside a real access file, too: the variable is refused, not merged
+    env["CIVICML_ACCESS_FILE"] = str(mode.folder / "access.yaml")
+    mode.as_("rui")  # writes the file
+    with pytest.raises(PermissionDenied, match="CIVICML_ACCESS is not read"):
+        registry.caller(Settings.from_env(env=env, home=mode.settings.home))
+    # an empty CIVICML_ACCESS_FILE is not single-user mode, not even with an access.yaml in the home
+    emptied = Settings.from_env(env={"CIVICML_ACCESS_FILE": ""}, home=mode.settings.home,
+                                tracking_uri=mode.settings.tracking_uri)
+    with pytest.raises(PermissionDenied, match="CIVICML_ACCESS_FILE is set but empty"):
+        registry.versions(name, settings=emptied)
+    # an access file that is empty, lists nobody, or cannot be read
+    for content, message in (("", "is empty"), ("principals: {}\n", "lists no principals"), (None, "unreadable")):
+        path = tmp_path / f"access-{message.split()[-1]}.yaml"
+        if content is None:
+            path.mkdir()  # a folder where the file should be
+        else:
+            path.write_text(content)
+        with pytest.raises(InvalidInput, match=message):
+            registry.versions(name, settings=mode.settings.with_(access_file=path))
+    # the same through the CLI: exit 2, one line, nothing stored changed
+    before = registry.audit(name, settings=mode.settings)
+    for var, value in (("CIVICML_ACCESS", grant_all), ("CIVICML_ACCESS_FILE", "")):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            m.setenv("CIVICML_TOKEN", "mallory-token-123456")
+            capsys.readouterr()
+            assert main(mode.cli("rollback", name)) == 2
+            assert "permission denied" in _one_line_error(capsys)
+            assert main(mode.cli("whoami")) == 2
+            _one_line_error(capsys)
+    assert registry.models(mode.settings)[name] == {"challenger": "1"}
+    assert [r["action"] for r in registry.audit(name, settings=mode.settings)][:len(before)] == \
+        [r["action"] for r in before]
+
+
+# -- 4. reserved aliases are reserved in every case ------------------------------------------------
+def test_4_champion_is_reserved_in_every_case(mode, capsys, user):
+    name = "d4-reserved"
+    ana = mode.as_("ana")
+    registry.register(mode.good.model_uri, name, settings=ana)
+    for alias in ("champion", "Champion", "CHAMPION", "cHaMpIoN"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            registry.set_alias(name, alias, "1", settings=ana)
+        with pytest.raises(InvalidInput, match="reserved"):
+            registry.register(mode.good.model_uri, name, alias=alias, settings=ana)
+        capsys.readouterr()
+        assert main(mode.cli("alias", name, alias, "1")) == 2
+        assert "reserved" in _one_line_error(capsys)
+        assert main(mode.cli("register", mode.good.model_uri, "--name", name, "--alias", alias)) == 2
+        assert "reserved" in _one_line_error(capsys)
+    with pytest.raises(InvalidInput, match="did you mean 'champion'"):
+        registry.promote(name, None, None, to_alias="Champion", settings=mode.as_("rui"))
+    assert registry.models(mode.settings)[name] == {"challenger": "1"}
+    assert [v.version for v in registry.versions(name, settings=mode.settings)] == ["1"]
+
+
+# -- 5 and 6. a tampered champion does not block recovery; integrity refusals are audited ----------
+def test_5_a_tampered_champion_is_treated_as_absent_and_can_be_replaced(mode, requests_holdout, tmp_path,
+                                                                        capsys, user):
+    name = "d5-tampered-champion"
+    registry.register(mode.good.model_uri, name, settings=mode.settings)
+    assert registry.promote(name, requests_holdout.frame, HOLD, settings=mode.settings).promoted
+    registry.register(_copy(mode, tmp_path / "v2"), name, settings=mode.settings)  # v2: the good model, copied
+    mode.flip(name, "1")  # the champion's bytes change in the store
+    with pytest.raises(IntegrityError, match=r"version 1 \(changed: model.skops\)"):
+        registry.resolve(name, settings=mode.settings)
+    capsys.readouterr()
+    assert main(mode.cli("promote", name, "--holdout", *_holdout_files(tmp_path))) == 0
+    out = capsys.readouterr().out
+    assert "NOTE 'champion' version 1 failed its integrity check and is treated as absent" in out
+    assert "PASS macro_f1 vs champion: no current champion" in out and "promoted" in out
+    trail = registry.audit(name, settings=mode.settings)
+    promoted = trail[-1]
+    assert promoted["action"] == "promote" and promoted["to"] == "2" and promoted["from"] == "1"
+    assert "failed its integrity check" in promoted["notes"][0]
+    integrity = [r for r in trail if r["action"] == "integrity"]
+    assert [(r["version"], r["purpose"]) for r in integrity] == [("1", "resolve"), ("1", "compare")]
+    assert registry.resolve(name, settings=mode.settings).version.version == "2"
+    # rolling back to the tampered version is refused (and audited); from a tampered one, allowed
+    with pytest.raises(IntegrityError):
+        registry.rollback(name, settings=mode.settings)
+    assert registry.audit(name, settings=mode.settings)[-1]["purpose"] == "rollback"
+    registry.register(_copy(mode, tmp_path / "v3"), name, settings=mode.settings)  # v3
+    assert registry.promote(name, requests_holdout.frame, HOLD, settings=mode.settings).promoted
+    mode.flip(name, "3")
+    assert registry.rollback(name, settings=mode.settings, reason="v3 tampered") == ("3", "2")
+
+
+def _copy(mode: Mode, folder: Path) -> str:
+    """The good model logged again by another run: the same bytes in their own place in the store."""
+    return _relog(mode, folder, lambda part, spec: None)
+
+
+def _holdout_files(tmp_path: Path) -> list[str]:
+    use_case = get_use_case("service_requests")
+    return [str(p) for p in use_case.generate_sources(tmp_path / "holdout", n=300, seed=11)]
+
+
+def test_6_integrity_refusals_are_audited_for_resolve_serve_and_promote(mode, requests_holdout, capsys, user,
+                                                                         monkeypatch):
+    name = "d6-audited"
+    registry.register(mode.good.model_uri, name, settings=mode.settings)
+    original = mode.flip(name, "1")
+    router = mode.as_("router")
+    with pytest.raises(IntegrityError):
+        registry.resolve(name, "challenger", settings=router)
+    from serving import Endpoint
+
+    with pytest.raises(IntegrityError):
+        Endpoint(name, alias="challenger", settings=router, refresh_seconds=0).load()
+    with pytest.raises(IntegrityError):
+        registry.promote(name, requests_holdout.frame, HOLD, settings=mode.as_("rui"))
+    monkeypatch.setenv("CIVICML_ACCESS_FILE", str(mode.folder / "access.yaml"))
+    monkeypatch.setenv("CIVICML_TOKEN", TOKENS["rui"])
+    capsys.readouterr()
+    assert main(mode.cli("promote", name)) == 2
+    assert "checksum mismatch" in _one_line_error(capsys)
+    trail = [r for r in registry.audit(name, settings=router) if r["action"] == "integrity"]
+    assert [(r["who"], r["purpose"]) for r in trail] == [("router", "resolve"), ("router", "resolve"),
+                                                         ("rui", "promote"), ("rui", "promote")]
+    for r in trail:
+        assert r["version"] == "1" and "changed: model.skops" in r["why"] and r["when"].startswith("20")
+        assert r["auth"] == "token" and r["sha256"]
+    assert main(mode.cli("audit", name)) == 0
+    assert "integrity by router (token): version 1: checksum mismatch" in capsys.readouterr().out
+    mode.write(name, "1", "model.skops", original)
+    assert registry.resolve(name, "challenger", settings=router).version.version == "1"
