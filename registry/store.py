@@ -396,7 +396,11 @@ class ModelStore:
             root = checksum.model_root(local)
             added = self._verify(name, version, root)
             for rel in added:  # never load what registration did not record
-                (root / rel).unlink()
+                path = root / rel
+                path.unlink()
+                while path.parent != root and not any(path.parent.iterdir()):
+                    path = path.parent
+                    path.rmdir()
             if target.exists():
                 shutil.rmtree(target)
             root.rename(target)

@@ -418,3 +418,110 @@ def test_6_integrity_refusals_are_audited_for_resolve_serve_and_promote(mode, re
     assert "integrity by router (token): version 1: checksum mismatch" in capsys.readouterr().out
     mode.write(name, "1", "model.skops", original)
     assert registry.resolve(name, "challenger", settings=router).version.version == "1"
+
+
+# -- 7. a registration killed half-way is finished off by the next registry command ---------------
+KILLED_REGISTRATION = """
+import os, signal, sys
+from civicml.settings import Settings
+from registry.store import ModelStore
+home, tracking_uri, uri, name = sys.argv[1:5]
+store = ModelStore(Settings.from_env(env={}, home=home, tracking_uri=tracking_uri, user="tester"))
+# the process dies right after the version row exists, before card, alias and audit record
+store.register(uri, name, tags={"civicml.registered_by": "tester"},
+               complete=lambda version: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def _killed_registration(mode: Mode, name: str) -> None:
+    done = subprocess.run([sys.executable, "-c", KILLED_REGISTRATION, str(mode.settings.home),
+                           mode.settings.tracking_uri, mode.good.model_uri, name], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+
+
+def test_7_a_half_registered_version_is_invisible_then_removed_by_the_next_command(mode, capsys, caplog, user):
+    name = "d7-half"
+    registry.register(mode.good.model_uri, name, settings=mode.settings)
+    _killed_registration(mode, name)
+    store = registry.ModelStore(mode.settings)
+    assert [v.version for v in store.versions(name)] == ["1", "2"] and store.get_version(name, "2").pending
+    # invisible to readers, not loadable
+    assert [v.version for v in registry.versions(name, settings=mode.settings)] == ["1"]
+    with pytest.raises(NotFound, match="registration has not completed"):
+        registry.resolve(name, "2", settings=mode.settings)
+    # the next command that changes the model removes it, says so, and the trail records it
+    with caplog.at_level("WARNING", logger="civicml.registry"):
+        registry.set_alias(name, "shadow", "1", settings=mode.settings)
+    assert "removed half-registered version 2 of 'd7-half'" in caplog.text
+    assert [v.version for v in store.versions(name)] == ["1"]
+    discard = [r for r in registry.audit(name, settings=mode.settings) if r["action"] == "discard"]
+    assert [(r["version"], r["why"]) for r in discard] == [("2", "registration did not complete")]
+    # through the CLI: the note is one line on stderr, and the command does its own work
+    _killed_registration(mode, name)
+    capsys.readouterr()
+    assert main(mode.cli("register", mode.good.model_uri, "--name", name)) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "civicml: note: removed half-registered version 3 of 'd7-half' " \
+                                   "(registration by tester at ? did not complete)"
+    assert "registered d7-half version 4" in captured.out
+    assert [v.version for v in registry.versions(name, settings=mode.settings)] == ["1", "4"]
+
+
+# -- 8. plain MLflow may open a version in place; CivicML only reads the store ---------------------
+def test_8_plain_mlflow_tools_do_not_break_a_version_and_civicml_never_writes_into_the_store(
+        embedded, requests_holdout, tmp_path, capsys, user):
+    import mlflow
+
+    mode = embedded  # the issue's case: the embedded store, whose artifact folders tools open in place
+    name = "d8-plain-mlflow"
+    registry.register(mode.good.model_uri, name, settings=mode.settings)
+    assert registry.promote(name, requests_holdout.frame, HOLD, settings=mode.settings).promoted
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mode.settings.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        assert len(model.predict(requests_holdout.frame.drop(columns=[HOLD]).head(3))) == 3
+    finally:
+        mlflow.set_tracking_uri(previous)
+    # what such tools leave in the version's folder
+    mode.write(name, "1", "__pycache__/model.cpython-311.pyc", b"\x00compiled")
+    mode.write(name, "1", "registered_model_meta", b"model_name: d8\n")
+    before = mode.files(name, "1")
+    local = registry.resolve(name, settings=mode.settings)
+    assert "__pycache__/model.cpython-311.pyc" in local.added
+    assert not (local.path / "__pycache__").exists()  # never loaded: not what was registered
+    registry.register(_copy(mode, tmp_path / "v2"), name, settings=mode.settings)
+    capsys.readouterr()
+    assert main(mode.cli("promote", name)) == 0  # the champion is compared, not refused
+    captured = capsys.readouterr()
+    assert "files added since registration, not loaded: __pycache__/model.cpython-311.pyc" in captured.err
+    assert mode.files(name, "1") == before  # CivicML loaded it twice and wrote nothing into the store
+    assert str(local.path).startswith(str(mode.settings.home / "cache"))
+    # a recorded file that changes or disappears is still refused
+    original = mode.files(name, "1")["MLmodel"]
+    mode.write(name, "1", "MLmodel", None)
+    with pytest.raises(IntegrityError, match=r"missing: MLmodel"):
+        registry.resolve(name, "1", settings=mode.settings)
+    mode.write(name, "1", "MLmodel", original + b"\n# edited\n")
+    with pytest.raises(IntegrityError, match=r"changed: MLmodel"):
+        registry.resolve(name, "1", settings=mode.settings)
+    mode.write(name, "1", "MLmodel", original)
+    assert registry.resolve(name, "1", settings=mode.settings).version.version == "1"
+
+
+# -- no process-global MLflow state per store ------------------------------------------------------
+def test_two_homes_in_one_process_never_cross(embedded, tmp_path, requests_dataset, user):
+    other = Settings.from_env(env={}, home=tmp_path / "other", user="tester")
+    store_a, store_b = registry.ModelStore(embedded.settings), registry.ModelStore(other)
+    name = "d-two-homes"
+    registry.register(embedded.good.model_uri, name, settings=embedded.settings)
+    assert name not in registry.models(other)  # B is created after A, yet A's calls stay in A
+    registry.register(embedded.good.model_uri, name, settings=embedded.settings)
+    with pytest.raises(NotFound):
+        store_b.get_model(name)
+    assert [v.version for v in store_a.versions(name)] == ["1", "2"]
+    store_b = registry.ModelStore(other)  # the store made last must not capture the other's downloads
+    local = store_a.fetch(name, store_a.get_version(name, "2"))
+    assert local.path.is_relative_to(embedded.settings.home) and (local.path / "MLmodel").is_file()
+    assert store_b.models() == []
