@@ -248,3 +248,7 @@ def markdown_table() -> str:
 def _did_you_mean(word: str, options) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+if __name__ == "__main__":  # `python -m civicml.access`: the table docs/team-mode.md prints
+    print(markdown_table(), end="")
