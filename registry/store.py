@@ -7,11 +7,13 @@ local copies of model artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -137,10 +139,25 @@ class ModelStore:
         self.client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri)
 
     def download(self, uri: str, dst: str | Path) -> Path:
-        """Download ``uri`` (runs:/, models:/m-..., a file, s3 or mlflow-artifacts URI) from this store."""
+        """Download ``uri`` (runs:/, models:/m-..., models:/NAME/N, a file, s3 or mlflow-artifacts URI) from this
+        store. ``models:/`` URIs are resolved through this store's client: MLflow would resolve them through the
+        process-wide registry URI."""
+        if uri.startswith("models:/"):
+            uri = self._underlying(uri)
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
                                                         tracking_uri=self.settings.tracking_uri,
                                                         registry_uri=self.settings.tracking_uri))
+
+    def _underlying(self, uri: str) -> str:
+        ref, _, sub = uri[len("models:/"):].partition("/")
+        if ref.startswith("m-"):
+            base = self.client.get_logged_model(ref).artifact_location
+        elif "@" in ref:
+            name, alias = ref.split("@", 1)
+            base = self.download_uri(name, self.by_alias(name, alias).version)
+        else:
+            base, sub = self.download_uri(ref, sub.partition("/")[0]), sub.partition("/")[2]
+        return base.rstrip("/") + ("/" + sub if sub else "")
 
     # -- versions ---------------------------------------------------------------------------
     def _version(self, mv) -> ModelVersion:
@@ -245,9 +262,10 @@ class ModelStore:
         all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
-            mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
-                                                  tags=all_tags, description=description, model_id=model_id,
-                                                  await_creation_for=0)
+            with _process_uris_for(self.settings if model_id and self.settings.embedded else None):
+                mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
+                                                      tags=all_tags, description=description, model_id=model_id,
+                                                      await_creation_for=0)
         except BaseException:
             if created_model:
                 self._delete_model_quietly(name)
@@ -435,6 +453,30 @@ class ModelStore:
             raise IntegrityError(f"checksum mismatch for {what}: recorded {version.sha256[:12]}..., artifacts give "
                                  f"{actual[:12]}...; refusing to load")
         return check.added
+
+
+_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _process_uris_for(settings: Settings | None):
+    """MLflow's SQL registry store looks up a ``models:/m-...`` source through the process-wide tracking URI, not
+    its client's (a TODO in ``SqlAlchemyStore.create_model_version``): point it at ``settings``' store for that
+    one call, under a lock, and put back what was there."""
+    if settings is None:
+        yield
+        return
+    with _URI_LOCK:
+        previous = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            if previous[1] is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous[1]
 
 
 def _safe(name: str) -> str:

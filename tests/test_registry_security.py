@@ -512,10 +512,19 @@ def test_8_plain_mlflow_tools_do_not_break_a_version_and_civicml_never_writes_in
 
 # -- no process-global MLflow state per store ------------------------------------------------------
 def test_two_homes_in_one_process_never_cross(embedded, tmp_path, requests_dataset, user):
+    import mlflow
+
     other = Settings.from_env(env={}, home=tmp_path / "other", user="tester")
     store_a, store_b = registry.ModelStore(embedded.settings), registry.ModelStore(other)
     name = "d-two-homes"
-    registry.register(embedded.good.model_uri, name, settings=embedded.settings)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(other.tracking_uri)  # whatever MLflow's process-wide stores are, A's calls stay in A
+    mlflow.set_registry_uri(other.tracking_uri)
+    try:
+        registry.register(embedded.good.model_uri, name, settings=embedded.settings)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     assert name not in registry.models(other)  # B is created after A, yet A's calls stay in A
     registry.register(embedded.good.model_uri, name, settings=embedded.settings)
     with pytest.raises(NotFound):
