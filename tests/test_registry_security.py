@@ -216,6 +216,7 @@ def _answers_in_pairs(part, spec) -> None:
         spec[0]["tensor-spec"]["shape"] = [-1, 2]
 
 
+@pytest.mark.slow  # three promotions under the project's policy (latency gate) and two re-logged models
 def test_2_the_governing_policy_is_recorded_and_overrides_and_forcing_need_their_own_permission(
         mode, requests_holdout, tmp_path, capsys, user, monkeypatch):
     use_case = get_use_case("service_requests")
@@ -440,6 +441,7 @@ def _killed_registration(mode: Mode, name: str) -> None:
     assert done.returncode == -9, done.stderr[-2000:]
 
 
+@pytest.mark.slow  # two Python processes started and killed
 def test_7_a_half_registered_version_is_invisible_then_removed_by_the_next_command(mode, capsys, caplog, user):
     name = "d7-half"
     registry.register(mode.good.model_uri, name, settings=mode.settings)
