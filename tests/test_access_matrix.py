@@ -122,9 +122,9 @@ def test_role_x_action(store, action):
         assert (got == "allowed") == expected, (who, action, got)
         if not expected and all(set(roles) & ACTIONS[a] for a in NEEDS_TOO.get(action, ())):
             assert f"may not {action.replace('_', ' ')}" in got
-    # and a denial is on the model's trail with who tried what
+    # and a denial is on the model's trail with who tried what (train and tune act on no model)
     denied = [who for who, got in seen.items() if got != "allowed"]
-    if denied:
+    if denied and action not in ("train", "tune"):
         last = registry.audit(NAME, settings=settings)[-1]
         assert last["action"] == "denied" and last["who"] == denied[-1].replace("+", "_")
 

@@ -46,7 +46,11 @@ def test_server_command_validates_before_starting(capsys, monkeypatch):
     monkeypatch.setenv("CIVICML_SERVER_ARTIFACTS", "s3://city-models/mlflow")
     assert main(["server", "--dry-run"]) == 0
     command = capsys.readouterr().out
-    assert "mlflow server --backend-store-uri postgresql+psycopg2://ml:***@db:5432/mlflow --serve-artifacts " \
+    from civicml.cli.server import sqlalchemy_uri
+
+    # psycopg2 named explicitly only where psycopg 3 (SQLAlchemy 2.1's default for postgresql://) is missing
+    scheme = sqlalchemy_uri("postgresql://db/x").split("://")[0]
+    assert f"mlflow server --backend-store-uri {scheme}://ml:***@db:5432/mlflow --serve-artifacts " \
            "--artifacts-destination s3://city-models/mlflow --host 127.0.0.1 --port 5000" in command
     assert "secret" not in command
 
