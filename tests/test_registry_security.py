@@ -56,7 +56,6 @@ class Mode:
     name: str
     settings: Settings
     good: object
-    weak: object
     folder: Path
     s3: object = None
 
@@ -122,10 +121,8 @@ class Mode:
 def embedded(tmp_path_factory, requests_dataset):
     folder = tmp_path_factory.mktemp("security")
     settings = Settings.from_env(env={}, home=folder / "home", user="tester")
-    use_case = get_use_case("service_requests")
-    good = train(use_case, requests_dataset, "logreg", settings=settings)
-    weak = train(use_case, requests_dataset, "decision_tree", {"max_depth": 2}, settings=settings)
-    return Mode("single-user", settings, good, weak, folder)
+    good = train(get_use_case("service_requests"), requests_dataset, "logreg", settings=settings)
+    return Mode("single-user", settings, good, folder)
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +130,8 @@ def team(tmp_path_factory, requests_dataset, request):
     server = request.getfixturevalue("team_server")
     folder = tmp_path_factory.mktemp("security-team")
     settings = server.settings(folder / "home", user="tester")
-    use_case = get_use_case("service_requests")
-    good = train(use_case, requests_dataset, "logreg", settings=settings)
-    weak = train(use_case, requests_dataset, "decision_tree", {"max_depth": 2}, settings=settings)
-    return Mode("team", settings, good, weak, folder, server.s3)
+    good = train(get_use_case("service_requests"), requests_dataset, "logreg", settings=settings)
+    return Mode("team", settings, good, folder, server.s3)
 
 
 TEAM = pytest.param("team", marks=[pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3])
