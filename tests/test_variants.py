@@ -16,6 +16,7 @@ from registry.variants import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_O
                                find_variant, variants_of)
 
 NAME = "service-requests-router"
+QUICK = {1: 4, 64: 2}  # timed calls per batch size: the figures are not asserted on here
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def word_logreg(requests_use_case, small_requests, registry_home):
 
 @pytest.fixture(scope="module")
 def onnx_outcome(word_logreg, registry_home, holdout):
-    return compress(NAME, word_logreg.version, "onnx", registry_home, holdout=holdout)
+    return compress(NAME, word_logreg.version, "onnx", registry_home, holdout=holdout, repeats=QUICK)
 
 
 def _parent_and_variant_predictions(settings, parent, variant, frame):
@@ -105,13 +106,13 @@ def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, regist
 
 def test_char_wb_pipeline_cannot_convert_and_nothing_is_stored(requests_use_case, small_requests, registry_home,
                                                              holdout):
-    result = train(requests_use_case, small_requests, "logreg", {"char_ngrams": True, "C": 3.0},
-                   settings=registry_home)
+    few = small_requests.subset(range(160))
+    result = train(requests_use_case, few, "logreg", {"char_ngrams": True, "C": 3.0}, settings=registry_home)
     parent = register(result.model_uri, NAME, settings=registry_home)
     before = [v.version for v in versions(NAME, settings=registry_home)]
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
     with pytest.raises(CivicMLError, match=r"cannot convert: .*analyzer='char_wb'"):
-        compress(NAME, parent.version, "onnx", registry_home, holdout=holdout)
+        compress(NAME, parent.version, "onnx", registry_home, data=few, holdout=holdout, repeats=QUICK)
     assert [v.version for v in versions(NAME, settings=registry_home)] == before
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
@@ -121,7 +122,7 @@ def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, reg
                    settings=registry_home)
     parent = register(result.model_uri, NAME, settings=registry_home)
     outcome = compress(NAME, parent.version, "pruned", registry_home, holdout=holdout,
-                       build_settings={"tolerance": 0.02})
+                       build_settings={"tolerance": 0.02}, repeats=QUICK)
     assert outcome.version.tags[TAG_VARIANT] == "pruned"
     assert outcome.version.tags[TAG_GATE] == ("passed" if outcome.passed else "refused")
     mlflow.set_registry_uri(registry_home.tracking_uri)
@@ -133,12 +134,12 @@ def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, reg
 
 def test_a_variant_cannot_be_compressed_again(onnx_outcome, registry_home, holdout):
     with pytest.raises(InvalidInput, match="is itself a 'onnx' variant"):
-        compress(NAME, onnx_outcome.version.version, "onnx", registry_home, holdout=holdout)
+        compress(NAME, onnx_outcome.version.version, "onnx", registry_home, holdout=holdout, repeats=QUICK)
 
 
 def test_unsupported_kind_is_refused_with_what_the_family_supports(word_logreg, registry_home, holdout):
     with pytest.raises(CivicMLError, match=r"cannot build 'int8' for family 'logreg' \(it supports: onnx\)"):
-        compress(NAME, word_logreg.version, "int8", registry_home, holdout=holdout)
+        compress(NAME, word_logreg.version, "int8", registry_home, holdout=holdout, repeats=QUICK)
 
 
 # -- policy ---------------------------------------------------------------------------------------------
@@ -178,7 +179,8 @@ def test_cli_compress_prints_side_by_side_and_missing_things_exit_2(word_logreg,
     assert main(["compress", NAME, word_logreg.version, "--variant", "int4", "--home", home]) == 2
     assert "unknown variant kind 'int4'" in capsys.readouterr().err
     sources = [str(s) for s in holdout.sources]
-    code = main(["compress", NAME, word_logreg.version, "--variant", "onnx", "--holdout", *sources, "--home", home])
+    code = main(["compress", NAME, word_logreg.version, "--variant", "onnx", "--holdout", *sources, "--home", home,
+                 "--repeats", "4"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"{NAME} v{word_logreg.version} onnx: passed" in out and "PASS agreement >= 1.0" in out

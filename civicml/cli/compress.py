@@ -20,6 +20,7 @@ def add_commands(sub) -> None:
                    help="training sources for calibration/fine-tuning (default: the parent's own, if still there)")
     p.add_argument("--holdout", nargs="+", metavar="PATH", help="held-out sources (default: the policy's)")
     p.add_argument("--policy", help="policy YAML whose 'variants:' section gates (default: the use case's)")
+    p.add_argument("--repeats", type=int, default=40, help="timed calls at batch 1 (a quarter of them at 64)")
     p.add_argument("--no-register-refused", action="store_true", help="do not register variants the gate refuses")
     p.set_defaults(func=cmd_compress)
 
@@ -36,7 +37,8 @@ def cmd_compress(args) -> int:
 
     settings = settings_from(args)
     options = {"build_settings": parse_params(args.settings), "register_refused": not args.no_register_refused,
-               "data": args.data, "holdout": args.holdout}
+               "data": args.data, "holdout": args.holdout,
+               "repeats": {1: max(1, args.repeats), 64: max(1, args.repeats // 4)}}
     if args.policy:
         if not Path(args.policy).exists():
             raise InvalidInput(f"policy file not found: {args.policy}")

@@ -15,7 +15,8 @@ not from training code's objects, so any registered CNN version can be compresse
     ``keep`` fraction of its filters with the largest L1 norms (with their batch-norm
     statistics and the next layer's matching input channels), which is exactly a
     ``SceneNet`` of width ``round(keep * width)``; it is fine-tuned ``epochs`` epochs on
-    the training part and logged as an ordinary Paddle program.
+    the training part (cosine learning-rate decay; the loss mixes the labels with the
+    parent's own probabilities, weight ``distill``) and logged as an ordinary Paddle program.
 """
 
 from __future__ import annotations
@@ -88,9 +89,13 @@ def quantize_static_int8(fp32: bytes, calibration: np.ndarray, input_name: str, 
             part = next(self.batches, None)
             return None if part is None else {input_name: part}
 
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
+        raw, src, dst = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        raw.write_bytes(fp32)
+        # folds batch norms into the convolutions first, so that they are quantized as one op
+        quant_pre_process(str(raw), str(src), skip_symbolic_shape=True)
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
@@ -204,6 +209,7 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     import paddle
     import paddle.nn.functional as F
 
+    from projects.compression.ort_pyfunc import session
     from projects.paddle_common import minibatches, seed_everything
     from projects.street_scenes.model import SceneClassifier, SceneNet, augment
 
@@ -212,10 +218,11 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     if not 0.0 < keep < 1.0:
         raise CannotCompress(f"cannot prune: 'keep' must be between 0 and 1 (exclusive), got {keep}")
     epochs = int(settings.get("epochs", 2))
-    learning_rate = float(settings.get("learning_rate", 1e-3))
+    learning_rate = float(settings.get("learning_rate", 3e-3))
     program = program_dir(parent)
     spec = _spec(parent, program)
-    layers = scene_weights(export_onnx(program))
+    fp32 = export_onnx(program)
+    layers = scene_weights(fp32)
     width = layers[0]["w"].shape[0]
     new_width, state = prune_weights(layers, keep)
     labels = list(spec["labels"])
@@ -228,15 +235,25 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     if np.any(y_train < 0) or train.y.astype(str).map(index).isna().any():
         raise CannotCompress("cannot prune: the training data has labels the parent does not know")
     batch_size = int(settings.get("batch_size", 64))
-    optimizer = paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=net.parameters(), weight_decay=1e-4)
+    distill = float(settings.get("distill", 0.5))  # weight of the parent's soft labels in the loss
+    steps = max(1, epochs * -(-len(x_train) // batch_size))
+    schedule = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate, T_max=steps)
+    optimizer = paddle.optimizer.AdamW(learning_rate=schedule, parameters=net.parameters(), weight_decay=1e-4)
+    teacher = session(fp32)
     losses = []
     for _ in range(epochs):
         net.train()
         for idx in minibatches(len(x_train), batch_size, rng):
-            loss = F.cross_entropy(net(paddle.to_tensor(augment(x_train[idx], rng))), paddle.to_tensor(y_train[idx]))
+            batch = augment(x_train[idx], rng)
+            logits = net(paddle.to_tensor(batch))
+            loss = (1 - distill) * F.cross_entropy(logits, paddle.to_tensor(y_train[idx]))
+            if distill > 0:
+                soft = paddle.to_tensor(teacher.run(None, {teacher.get_inputs()[0].name: batch})[0])
+                loss = loss + distill * F.cross_entropy(logits, soft, soft_label=True)
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
+            schedule.step()
             losses.append(float(loss))
     net.eval()
     fitted = SceneClassifier(net, labels, {"pruned_from_width": width, "width": new_width})
@@ -247,5 +264,5 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     return BuiltVariant("pruned", f"L1-norm structured filter pruning: every conv keeps {keep:.0%} of its filters "
                                   f"(width {width} -> {new_width}), fine-tuned {epochs} epochs",
                         {"keep": keep, "width": width, "pruned_width": new_width, "finetune_epochs": epochs,
-                         "finetune_learning_rate": learning_rate, "ranking": "l1_norm"}, log,
+                         "finetune_learning_rate": learning_rate, "distill_weight": distill, "ranking": "l1_norm"}, log,
                         {"finetune_last_loss": float(np.mean(losses[-5:])) if losses else float("nan")})

@@ -3,7 +3,7 @@
 Both are loaded with plain ``mlflow.pyfunc.load_model`` (what any serving host
 does) and called alternately, so machine load falls on both alike:
 
-- size: bytes of the whole saved model folder (weights, graph, code, metadata);
+- size: bytes of the saved model's payload (weights, graph, code; not MLflow's examples and metadata);
 - latency: p50 and p95 of ``predict`` over ``repeats`` calls at batch 1 and 64;
 - quality: the use case's metric on the held-out set, and the loss vs the parent
   (positive = the variant is worse, in the metric's own units);
@@ -26,8 +26,15 @@ LOWER_IS_BETTER = {"mae", "rmse", "mape"}
 BATCHES = (1, 64)
 
 
+# What MLflow writes beside every model (examples, environment, metadata): not what the model costs to hold.
+MODEL_FOLDER_EXTRAS = {"MLmodel", "input_example.json", "serving_input_example.json", "conda.yaml",
+                       "python_env.yaml", "requirements.txt", "registered_model_meta"}
+
+
 def folder_bytes(path: Path) -> int:
-    return int(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()))
+    """Bytes of a saved model's payload: weights, graph and code, without MLflow's examples and metadata."""
+    return int(sum(p.stat().st_size for p in Path(path).rglob("*")
+                   if p.is_file() and p.name not in MODEL_FOLDER_EXTRAS))
 
 
 def model_input(model, frame: pd.DataFrame, target: str):

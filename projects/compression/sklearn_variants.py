@@ -128,9 +128,10 @@ def _onnx_labels(onnx_bytes: bytes, spec: dict, frame: pd.DataFrame) -> np.ndarr
 
 def build_onnx(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     pipeline = pipeline_of(parent)
-    check = parent.valid.X if parent.valid is not None else None
-    if check is None:
+    check_convertible(pipeline)
+    if parent.valid is None:
         raise CannotCompress("cannot convert without rows to verify the graph on (pass data)")
+    check = parent.valid.X
     onnx_bytes, spec = convert(pipeline, check.head(5))
     got = _onnx_labels(onnx_bytes, spec, check)
     want = np.asarray(pipeline.predict(check))
