@@ -16,6 +16,7 @@ family                    kinds                                        module
 scikit-learn pipelines    onnx (skl2onnx); pruned for trees            sklearn_variants
 street_scenes ``cnn``     int8 (ORT static QDQ), pruned (L1 filters),  cnn
                           onnx (fp32 ORT)
+311 ``minilm_*`` routers  int8 (ORT dynamic, per-channel), onnx         text
 ========================  ==========================================  =========================
 """
 
@@ -40,6 +41,10 @@ def _builders(parent: Parent) -> dict[str, Callable[[Parent, Mapping[str, Any]],
         if parent.family in ("decision_tree", "boosting") or final.startswith(TREE_ESTIMATORS):
             builders["pruned"] = sk.build_pruned
         return builders
+    if parent.family.startswith("minilm") and (parent.path / "artifacts" / "router").exists():
+        from projects.compression import text
+
+        return {"int8": text.build_int8, "onnx": text.build_onnx}
     if parent.family == "cnn" and (parent.path / "artifacts" / "program").exists():
         from projects.compression import cnn
 

@@ -40,15 +40,15 @@ def program_dir(parent: Parent) -> Path:
     return folder
 
 
-def export_onnx(program: Path) -> bytes:
-    """paddle2onnx's fp32 export of an exported Paddle program (``inference.json`` + ``.pdiparams``)."""
+def export_onnx(program: Path, prefix: str = "inference") -> bytes:
+    """paddle2onnx's fp32 export of an exported Paddle program (``<prefix>.json`` + ``<prefix>.pdiparams``)."""
     import paddle2onnx
 
-    model_file = program / ("inference.json" if (program / "inference.json").exists() else "inference.pdmodel")
+    model_file = program / (f"{prefix}.json" if (program / f"{prefix}.json").exists() else f"{prefix}.pdmodel")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
-            paddle2onnx.export(str(model_file), str(program / "inference.pdiparams"), str(out),
+            paddle2onnx.export(str(model_file), str(program / f"{prefix}.pdiparams"), str(out),
                                opset_version=OPSET, auto_upgrade_opset=True, verbose=False,
                                enable_onnx_checker=True, enable_optimize=True)
         except Exception as err:  # noqa: BLE001 - paddle2onnx raises bare exceptions
