@@ -88,6 +88,7 @@ def test_find_variant_follows_kind_and_refuses_missing_ones(onnx_outcome, word_l
         find_variant(NAME, word_logreg.version, "int8", registry_home)
 
 
+@pytest.mark.slow
 def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, registry_home, holdout, tmp_path):
     folder = mlflow.artifacts.download_artifacts(
         f"models:/{NAME}/{onnx_outcome.version.version}", dst_path=str(tmp_path / "m"),
@@ -104,6 +105,7 @@ def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, regist
     assert got["labels"] == [str(x) for x in parent.predict(holdout.X.head(20))]
 
 
+@pytest.mark.slow
 def test_char_wb_pipeline_cannot_convert_and_nothing_is_stored(requests_use_case, small_requests, registry_home,
                                                              holdout):
     few = small_requests.subset(range(160))
@@ -117,6 +119,7 @@ def test_char_wb_pipeline_cannot_convert_and_nothing_is_stored(requests_use_case
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
+@pytest.mark.slow
 def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, registry_home, holdout):
     result = train(requests_use_case, small_requests, "decision_tree", {"max_depth": 40, "min_samples_leaf": 1},
                    settings=registry_home)
@@ -169,6 +172,7 @@ def test_variants_section_errors_name_the_field(tmp_path, text, message):
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_compress_prints_side_by_side_and_missing_things_exit_2(word_logreg, registry_home, holdout,
                                                                     requests_holdout, capsys):
     from civicml.cli import main
@@ -184,3 +188,19 @@ def test_cli_compress_prints_side_by_side_and_missing_things_exit_2(word_logreg,
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"{NAME} v{word_logreg.version} onnx: passed" in out and "PASS agreement >= 1.0" in out
+
+
+# -- serving ------------------------------------------------------------------------------------------
+def test_onnx_runtime_calls_the_session_directly_and_answers_as_the_parent(onnx_outcome, word_logreg,
+                                                                           registry_home, holdout):
+    from registry import resolve
+    from serving.onnx_runtime import OnnxRuntime
+
+    runtime = OnnxRuntime(resolve(NAME, onnx_outcome.version.version, settings=registry_home))
+    runtime.load()
+    assert runtime.direct
+    plain = OnnxRuntime(resolve(NAME, word_logreg.version, settings=registry_home))
+    plain.load()  # a scikit-learn parent: the pyfunc runtime's own path
+    rows = holdout.X.head(50)
+    assert list(runtime.predict(rows)) == list(plain.predict(rows))
+    assert list(runtime.predict(rows.head(1))) == list(plain.predict(rows.head(1)))
