@@ -17,6 +17,7 @@ from registry.variants import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_O
 
 NAME = "service-requests-router"
 QUICK = {1: 4, 64: 2}  # timed calls per batch size: the figures are not asserted on here
+UNTIMED = VariantPolicy()  # built-in bounds only (no speed-up gate): tests assert no timings
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def word_logreg(requests_use_case, small_requests, registry_home):
 
 @pytest.fixture(scope="module")
 def onnx_outcome(word_logreg, registry_home, holdout):
-    return compress(NAME, word_logreg.version, "onnx", registry_home, holdout=holdout, repeats=QUICK)
+    return compress(NAME, word_logreg.version, "onnx", registry_home, holdout=holdout, repeats=QUICK, policy=UNTIMED)
 
 
 def _parent_and_variant_predictions(settings, parent, variant, frame):
@@ -125,7 +126,7 @@ def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, reg
                    settings=registry_home)
     parent = register(result.model_uri, NAME, settings=registry_home)
     outcome = compress(NAME, parent.version, "pruned", registry_home, holdout=holdout,
-                       build_settings={"tolerance": 0.02}, repeats=QUICK)
+                       build_settings={"tolerance": 0.02}, repeats=QUICK, policy=UNTIMED)
     assert outcome.version.tags[TAG_VARIANT] == "pruned"
     assert outcome.version.tags[TAG_GATE] == ("passed" if outcome.passed else "refused")
     mlflow.set_registry_uri(registry_home.tracking_uri)
@@ -183,8 +184,10 @@ def test_cli_compress_prints_side_by_side_and_missing_things_exit_2(word_logreg,
     assert main(["compress", NAME, word_logreg.version, "--variant", "int4", "--home", home]) == 2
     assert "unknown variant kind 'int4'" in capsys.readouterr().err
     sources = [str(s) for s in holdout.sources]
+    policy = registry_home.home / "untimed-policy.yaml"
+    policy.write_text("variants:\n  kinds:\n    onnx: {min_agreement: 1.0}\n")
     code = main(["compress", NAME, word_logreg.version, "--variant", "onnx", "--holdout", *sources, "--home", home,
-                 "--repeats", "4"])
+                 "--repeats", "4", "--policy", str(policy)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"{NAME} v{word_logreg.version} onnx: passed" in out and "PASS agreement >= 1.0" in out
