@@ -228,7 +228,7 @@ def kinds(name: str, version: str, settings: Settings | None = None) -> list[str
 def compress(name: str, version: str, kind: str, settings: Settings | None = None, *,
              data=None, holdout=None, policy: VariantPolicy | None = None,
              build_settings: Mapping[str, Any] | None = None, repeats: Mapping[int, int] | None = None,
-             register_refused: bool = True) -> VariantOutcome:
+             register_refused: bool = True, also_on: Mapping[str, Any] | None = None) -> VariantOutcome:
     """Build the ``kind`` variant of ``name`` ``version``, measure it beside its parent, gate and register it.
 
     ``data`` (a Dataset, or source files) is what calibration, fine-tuning and pruning choices use; by
@@ -237,7 +237,8 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     Dataset, or source files) is what the gate scores both on; by default the policy's named held-out
     set. A refused variant is registered with ``civicml.variant_gate=refused`` (so
     the release manager sees why) unless ``register_refused`` is false; it is
-    never found by :func:`find_variant`.
+    never found by :func:`find_variant`. ``also_on`` names more held-out Datasets (e.g.
+    ``{"never_seen": ...}``) on which the quality bound must hold too.
     """
     import mlflow
 
@@ -268,6 +269,7 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
         data = load_dataset(use_case, data)
     if isinstance(holdout, (list, tuple)):
         holdout = load_dataset(use_case, holdout)
+    also_on = {k: load_dataset(use_case, v) if isinstance(v, (list, tuple)) else v for k, v in (also_on or {}).items()}
     if data is None and run is not None:
         data = _training_data(store, run, use_case)
     if holdout is None:
@@ -296,9 +298,21 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
             variant_path = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
             comparison = measure(local.path, variant_path, holdout.frame, holdout.target, use_case.metric,
                                  repeats=dict(repeats or {}))
-        verdicts = bounds.gates(comparison)
+            verdicts = bounds.gates(comparison)
+            extra: dict[str, float] = {}
+            for label, other in (also_on or {}).items():
+                more = measure(local.path, variant_path, other.frame, other.target, use_case.metric,
+                               repeats={1: 1, 64: 1})
+                extra.update({f"{label}_{use_case.metric}": more.variant[use_case.metric],
+                              f"{label}_parent_{use_case.metric}": more.parent[use_case.metric],
+                              f"{label}_quality_loss": more.quality_loss, f"{label}_agreement": more.agreement})
+                verdicts.append(GateVerdict(f"{label}: {use_case.metric} loss <= {bounds.max_quality_loss}",
+                                            more.quality_loss <= bounds.max_quality_loss + 1e-12, more.quality_loss,
+                                            bounds.max_quality_loss,
+                                            f"parent {more.parent[use_case.metric]:.4f}, variant "
+                                            f"{more.variant[use_case.metric]:.4f} on {more.rows} rows of {label}"))
         passed = all(v.passed for v in verdicts)
-        metrics = {**comparison.to_metrics(), **{f"build_{k}": v for k, v in built.figures.items()},
+        metrics = {**comparison.to_metrics(), **extra, **{f"build_{k}": v for k, v in built.figures.items()},
                    "gate_passed": float(passed)}
         mlflow.log_metrics(metrics)
         mlflow.log_figure(comparison.figure(f"{name} v{parent.version}: {kind} vs parent"),

@@ -63,3 +63,17 @@ def test_dynamic_int8_router_keeps_the_answers_and_loads_as_plain_pyfunc(router,
     assert list(frame.columns)[0] == "label" and len(frame) == 4
     assert np.allclose(frame.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-5)
     assert find_variant(NAME, parent.version, "int8", settings).version == outcome.version.version
+
+
+def test_distilled_student_is_gated_on_never_seen_phrasings_too(router, requests_use_case, tmp_path):
+    settings, parent, data, holdout = router
+    unseen = requests_use_case.integrate(requests_use_case.generate_sources(tmp_path, n=120, seed=20_000,
+                                                                            phrasings="unseen"))
+    outcome = compress(NAME, parent.version, "distilled", settings, data=data, holdout=holdout, repeats=QUICK,
+                       build_settings={"unlabelled": 300}, also_on={"never_seen": unseen},
+                       policy=VariantPolicy.from_dict({"max_quality_loss": 0.03, "min_agreement": 0.0}))
+    assert outcome.version.tags[TAG_VARIANT] == "distilled"
+    never = [v for v in outcome.verdicts if v.gate.startswith("never_seen:")]
+    assert len(never) == 1 and never[0].figure == pytest.approx(outcome.metrics["never_seen_quality_loss"])
+    assert outcome.passed == (outcome.metrics["quality_loss"] <= 0.03 and never[0].passed)
+    assert outcome.metrics["build_train_agreement_with_teacher"] > 0.8

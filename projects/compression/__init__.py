@@ -16,7 +16,8 @@ family                    kinds                                        module
 scikit-learn pipelines    onnx (skl2onnx); pruned for trees            sklearn_variants
 street_scenes ``cnn``     int8 (ORT static QDQ), pruned (L1 filters),  cnn
                           onnx (fp32 ORT)
-311 ``minilm_*`` routers  int8 (ORT dynamic, per-channel), onnx         text
+311 ``minilm_*`` routers  int8 (ORT dynamic, per-channel), distilled,  text
+                          onnx
 ========================  ==========================================  =========================
 """
 
@@ -44,7 +45,7 @@ def _builders(parent: Parent) -> dict[str, Callable[[Parent, Mapping[str, Any]],
     if parent.family.startswith("minilm") and (parent.path / "artifacts" / "router").exists():
         from projects.compression import text
 
-        return {"int8": text.build_int8, "onnx": text.build_onnx}
+        return {"int8": text.build_int8, "distilled": text.build_distilled, "onnx": text.build_onnx}
     if parent.family == "cnn" and (parent.path / "artifacts" / "program").exists():
         from projects.compression import cnn
 

@@ -108,7 +108,7 @@ def convert(pipeline, example: pd.DataFrame) -> tuple[bytes, dict]:
         graph = convert_sklearn(pipeline, initial_types=[(c, t) for c, t, _ in columns],
                                 target_opset={"": 17, "ai.onnx.ml": 3}, options=options)
     except Exception as err:  # noqa: BLE001 - skl2onnx raises many types; each means "does not convert"
-        first = " ".join(str(err).split())[:240]
+        first = " ".join(str(err).split(" with ")[0].split())[:200]  # skl2onnx appends pages of attributes
         raise CannotCompress(f"cannot convert: skl2onnx refused {type(final).__name__} "
                              f"({type(err).__name__}: {first})") from None
     spec = {"input": "columns", "columns": [{"name": c, "dtype": d} for c, _, d in columns], "output": "label"}

@@ -1,4 +1,4 @@
-"""Variants of the MiniLM text routers: ONNX Runtime fp32 and dynamic int8 encoders.
+"""Variants of the MiniLM text routers: ONNX Runtime fp32 and dynamic int8 encoders, a distilled student.
 
 The measured working route (DEPENDENCY-NOTES): the fp32 Paddle program ->
 paddle2onnx (opset 17; it matches Paddle to about 1e-7) -> ONNX Runtime
@@ -6,6 +6,10 @@ paddle2onnx (opset 17; it matches Paddle to about 1e-7) -> ONNX Runtime
 Per-tensor weights and ``reduce_range`` degrade the embeddings, and Paddle's own
 int8 paths fail, so neither is offered. The variant keeps the parent's tokenizer
 and linear head; it is served by ``ort_pyfunc.py`` (no Paddle at serving time).
+
+``distilled`` is a word + character TF-IDF logistic regression trained on the
+router's answers over unlabelled request text (:func:`build_distilled`): a
+scikit-learn pipeline, about a millisecond a row.
 """
 
 from __future__ import annotations
@@ -83,3 +87,50 @@ def build_onnx(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     fp32 = export_onnx(router / "encoder", PROGRAM)
     return BuiltVariant("onnx", "paddle2onnx fp32 encoder export served by ONNX Runtime", {"opset": OPSET},
                         _log(router, fp32, parent), {"onnx_fp32_bytes": float(len(fp32))})
+
+
+# -- distilled ----------------------------------------------------------------------------------------
+def build_distilled(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
+    """A small fast student: word + character TF-IDF and logistic regression, trained on the MiniLM
+    router's own answers over unlabelled request text (the training texts plus ``unlabelled`` freshly
+    generated requests whose labels are never read), each weighted by the teacher's confidence."""
+    import mlflow.pyfunc
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    train, _ = parent.require_data("distilled")
+    extra = int(settings.get("unlabelled", 2000))
+    texts = train.frame["description"].astype(str).tolist()
+    if extra > 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = parent.use_case.integrate(parent.use_case.generate_sources(
+                Path(tmp), n=extra, seed=int(settings.get("seed", 77_777))))
+        texts += fresh.frame["description"].astype(str).tolist()  # its labels are never read
+    texts = [t for t in dict.fromkeys(texts) if t.strip()]
+    teacher = mlflow.pyfunc.load_model(str(parent.path))
+    answers = teacher.predict(pd.DataFrame({"description": texts}))
+    labels = answers["label"].astype(str).to_numpy()
+    confidence = answers[[c for c in answers.columns if c.startswith("p_")]].max(axis=1).to_numpy()
+    features = ColumnTransformer([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1), "description"),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
+                                  max_features=50_000), "description")])
+    student = Pipeline([("features", features),
+                        ("model", LogisticRegression(C=float(settings.get("C", 10.0)), max_iter=2000))])
+    frame = pd.DataFrame({"description": texts})
+    student.fit(frame, labels, model__sample_weight=np.asarray(confidence, dtype=float))
+    agreement = float(np.mean(student.predict(frame) == labels))
+
+    def log(name: str, metadata: Mapping[str, Any]) -> str:
+        from projects.service_requests.models import SklearnModel
+
+        return SklearnModel(student).log_model(name, frame.head(3), dict(metadata))
+
+    return BuiltVariant("distilled", f"word+char TF-IDF logistic regression trained on the router's answers over "
+                                     f"{len(texts)} unlabelled request texts (weighted by teacher confidence)",
+                        {"student": "tfidf_word_char_logreg", "texts": len(texts), "unlabelled_generated": extra,
+                         "C": float(settings.get("C", 10.0))}, log, {"train_agreement_with_teacher": agreement})
