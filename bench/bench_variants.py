@@ -37,7 +37,8 @@ def _row(family: str, outcome, extra: dict | None = None) -> dict:
            "quality": f"{m[f'parent_{outcome.metrics_key}']:.4f} -> {m[outcome.metrics_key]:.4f}"
            if hasattr(outcome, "metrics_key") else "",
            "loss (pts)": f"{100 * m['quality_loss']:+.2f}", "agreement": f"{m['agreement']:.4f}",
-           "cosine": f"{m['cosine']:.4f}" if "cosine" in m else "-", "why refused": "" if outcome.passed else outcome.reason}
+           "cosine": f"{m['cosine']:.4f}" if "cosine" in m else "-",
+           "why refused": "" if outcome.passed else outcome.reason}
     row.update(extra or {})
     return row
 

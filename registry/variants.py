@@ -71,8 +71,8 @@ class VariantBounds:
 
     def gates(self, comparison) -> list[GateVerdict]:
         c = comparison
-        out = [GateVerdict(f"{c.metric} loss <= {self.max_quality_loss}", c.quality_loss <= self.max_quality_loss + 1e-12,
-                           c.quality_loss, self.max_quality_loss,
+        within = c.quality_loss <= self.max_quality_loss + 1e-12
+        out = [GateVerdict(f"{c.metric} loss <= {self.max_quality_loss}", within, c.quality_loss, self.max_quality_loss,
                            f"parent {c.parent[c.metric]:.4f}, variant {c.variant[c.metric]:.4f} on {c.rows} "
                            f"held-out rows"),
                GateVerdict(f"agreement >= {self.min_agreement}", c.agreement >= self.min_agreement, c.agreement,
@@ -292,7 +292,8 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
         mlflow.log_params({"kind": kind, "method": built.method[:500], "parent_version": parent.version,
                            **{f"build.{k}": v for k, v in built.params.items()},
                            **{f"gate.{k}": v for k, v in vars(bounds).items()}})
-        metadata = {**dict(local.metadata), "variant": kind, "variant_of": parent.version, "variant_method": built.method}
+        metadata = {**dict(local.metadata), "variant": kind, "variant_of": parent.version,
+                    "variant_method": built.method}
         model_uri = built.log("model", metadata)
         with tempfile.TemporaryDirectory() as tmp:
             variant_path = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))

@@ -85,3 +85,33 @@ def test_ninety_percent_of_filters_pruned_is_refused_and_cannot_be_served(scenes
     assert outcome.version.version in [v.version for v in variants_of(NAME, parent.version, settings)]
     with pytest.raises(NotFound, match="refused by its gate and cannot be served"):
         find_variant(NAME, parent.version, "pruned", settings)
+
+
+def test_pruning_keeps_the_largest_l1_filters_and_full_width_reproduces_the_parent(scenes, tmp_path):
+    from pathlib import Path
+
+    import paddle
+    import paddle.nn.functional as F
+
+    from projects.compression.cnn import export_onnx, prune_weights, scene_net_state, scene_weights
+    from projects.compression.ort_pyfunc import session
+    from projects.street_scenes.model import SceneNet, images_of
+
+    settings, parent, _, holdout = scenes
+    fp32 = export_onnx(Path(_local(settings, parent.version, tmp_path)) / "artifacts" / "program")
+    layers = scene_weights(fp32)
+    width, state = prune_weights(layers, 1.0)
+    net = SceneNet(6, width)
+    net.set_state_dict({k: paddle.to_tensor(v.astype(np.float32)) for k, v in scene_net_state(net, state).items()})
+    net.eval()
+    images = images_of(holdout.X.head(16))
+    graph = session(fp32)
+    expected = graph.run(None, {graph.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(F.softmax(net(paddle.to_tensor(images)), -1).numpy(), expected, atol=1e-5)
+
+    half, pruned = prune_weights(layers, 0.5)
+    assert half == width // 2 and pruned["conv0.weight"].shape == (half, 3, 3, 3)
+    assert pruned["conv4.weight"].shape == (4 * half, 4 * half, 3, 3) and pruned["head.weight"].shape == (4 * half, 6)
+    l1 = np.abs(layers[0]["w"]).reshape(width, -1).sum(axis=1)
+    kept = np.abs(pruned["conv0.weight"]).reshape(half, -1).sum(axis=1)
+    assert kept.min() >= np.sort(l1)[-half]  # the survivors are the largest-L1 filters

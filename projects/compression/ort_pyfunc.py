@@ -46,7 +46,8 @@ def session(model: str | Path | bytes, threads: int | None = None):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
+                                providers=["CPUExecutionProvider"])
 
 
 class OnnxVariant(PythonModel):
