@@ -286,7 +286,8 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     if run is not None:
         tags[TAG_PARENT_RUN] = run.info.run_id
         tags.update({k: run.data.tags[k] for k in COPIED_RUN_TAGS if k in run.data.tags})
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} v{parent.version} {kind}", tags=tags)
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=f"{name} v{parent.version} {kind}", tags=tags,
+                              nested=mlflow.active_run() is not None)
     run_id = active.info.run_id
     try:
         mlflow.log_params({"kind": kind, "method": built.method[:500], "parent_version": parent.version,
