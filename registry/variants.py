@@ -242,11 +242,10 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     """
     import mlflow
 
+    from civicml.tracking import experiment_id as find_experiment
     from projects import get_use_case, load_dataset
-    from projects.compression import build, measure
+    from projects.compression import KINDS, build, measure
     from registry.lifecycle import register
-
-    from projects.compression import KINDS
 
     settings = settings or Settings.from_env()
     require(settings, "register")
@@ -279,8 +278,6 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     split = use_case.split(data, seed=seed) if data is not None else (None, None)
     built = build(kind, _parent(parent, local, *split), build_settings)  # CannotCompress: nothing made yet
 
-    from civicml.tracking import experiment_id as find_experiment
-
     experiment_id = run.info.experiment_id if run is not None else find_experiment(settings, use_case.name)
     tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: parent.version, "civicml.registered_model": name}
     if run is not None:
@@ -291,6 +288,8 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     run_id = active.info.run_id
     try:
         mlflow.log_params({"kind": kind, "method": built.method[:500], "parent_version": parent.version,
+                           "holdout_fingerprint": getattr(holdout, "fingerprint", ""),
+                           "data_fingerprint": getattr(data, "fingerprint", "") if data is not None else "",
                            **{f"build.{k}": v for k, v in built.params.items()},
                            **{f"gate.{k}": v for k, v in vars(bounds).items()}})
         metadata = {**dict(local.metadata), "variant": kind, "variant_of": parent.version,
