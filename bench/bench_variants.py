@@ -100,7 +100,7 @@ def bench_cnn(home: Path, args) -> None:
     result = train(uc, data, "cnn", {"epochs": args.epochs}, settings=settings)
     parent = register(result.model_uri, uc.registered_model, settings=settings)
     repeats = {1: args.repeats, 64: max(3, args.repeats // 4)}
-    for kind, build in (("int8", {}), ("pruned", {"keep": 0.5, "epochs": 2}), ("pruned", {"keep": 0.1, "epochs": 1})):
+    for kind, build in (("int8", {}), ("pruned", {"keep": 0.5, "epochs": 5}), ("pruned", {"keep": 0.1, "epochs": 1})):
         outcome = _compress("cnn", uc.registered_model, parent.version, kind, settings, data=data, holdout=holdout,
                             build_settings=build, repeats=repeats)
         if outcome is not None and kind == "pruned":

@@ -217,7 +217,7 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     keep = float(settings.get("keep", 0.5))
     if not 0.0 < keep < 1.0:
         raise CannotCompress(f"cannot prune: 'keep' must be between 0 and 1 (exclusive), got {keep}")
-    epochs = int(settings.get("epochs", 2))
+    epochs = int(settings.get("epochs", 5))  # 2 lost 22 points on 675 training images, 5 lost 1.7
     learning_rate = float(settings.get("learning_rate", 3e-3))
     program = program_dir(parent)
     spec = _spec(parent, program)
