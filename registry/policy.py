@@ -129,13 +129,15 @@ class PromotionPolicy:
                   sha256: str | None = None) -> "PromotionPolicy":
         if not isinstance(data, dict):
             raise InvalidInput(f"{where}: expected a mapping")
-        known = [f.name for f in fields(cls) if f.name not in ("source", "sha256")]
+        known = [f.name for f in fields(cls) if f.name not in ("source", "sha256")] + ["variants"]
         for key in data:
             if key not in known:
                 raise InvalidInput(f"{where}: unknown field '{key}'{_did_you_mean(str(key), known)} "
                                    f"(known: {', '.join(sorted(known))})")
         values: dict[str, Any] = {}
         for key, raw in data.items():
+            if key == "variants":  # the variants' bounds: read by registry.variants.VariantPolicy
+                continue
             values[key] = _convert(key, raw, where)
         try:
             return cls(**values, source=source, sha256=sha256)
