@@ -43,6 +43,10 @@ class TabularUseCase(UseCase):
         self.description = spec.description or f"{spec.task.capitalize()} of '{spec.target}' (use-case file " \
                                                f"{spec.path.name})."
         self._cache: dict = {}
+        if "paddle_mlp" in spec.families:
+            raise InvalidInput(f"use-case file {spec.path}: field 'families': 'paddle_mlp' is not available for "
+                               f"tabular use cases yet")
+        self._spaces = self._search_spaces()  # checks the file's overrides before any data is read
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TabularUseCase":
@@ -61,27 +65,26 @@ class TabularUseCase(UseCase):
         _, types, _ = self._declared()
         out = {}
         for name in self.spec.families:
-            if name == "paddle_mlp":
-                raise InvalidInput(f"{self.name}: family 'paddle_mlp' is not available for tabular use cases yet")
             out[name] = FAMILIES[name](self.task, types, self.metric)
-        self._apply_search(out)
+            out[name].space = self._spaces[name]
         return out
 
-    def _apply_search(self, families) -> None:
-        if not self.spec.search:
-            return
-        from tuning.space import parse_assignment
+    def _search_spaces(self) -> dict:
+        """Each family's search space after the file's ``search`` overrides (the grammar of ``--set``)."""
+        from projects.tabular.families import FAMILIES
 
-        spaces = {name: dict(f.space) for name, f in families.items()}
-        for text in self.spec.search:
-            try:
-                family, param, value = parse_assignment(text, spaces)
-            except InvalidInput as err:
-                raise InvalidInput(f"use-case file {self.spec.path}: field 'search': "
-                                   f"{str(err).removeprefix('--set ')}") from None
-            spaces[family][param] = value
-        for name, f in families.items():
-            f.space = spaces[name]
+        spaces = {name: dict(FAMILIES[name].space) for name in self.spec.families if name in FAMILIES}
+        if self.spec.search:
+            from tuning.space import parse_assignment
+
+            for text in self.spec.search:
+                try:
+                    family, param, value = parse_assignment(text, spaces)
+                except InvalidInput as err:
+                    raise InvalidInput(f"use-case file {self.spec.path}: field 'search': "
+                                       f"{str(err).removeprefix('--set ')}") from None
+                spaces[family][param] = value
+        return spaces
 
     @property
     def policy_file(self) -> Path | None:
