@@ -115,3 +115,28 @@ def test_hourly_counts_regression_from_init_to_serving(tmp_path, capsys, monkeyp
         {"hour_start": "2025-06-02T03:00:00", "station": "ST-02", "temp_c": 18.0}])
     rush, night = answer["predictions"]
     assert rush > night  # the morning peak is learnt from the hour of the date column
+
+
+@pytest.mark.slow
+def test_mlflow_run_tunes_a_use_case_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    root = Path(__file__).resolve().parents[1]
+    hourly_counts(tmp_path / "data", days=10, stations=2, seed=5)
+    path = tmp_path / "data" / "usecase.yaml"
+    path.write_text(HOURLY_YAML.format(name="hourly_mlrun", families="linear, hist_gradient_boosting"))
+    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "CIVICML_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": uri,
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "tune", "-P", f"use_case={path}",
+           "-P", "n_trials=2", "--env-manager", "local", "--experiment-name", "hourly_mlrun"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("hourly-mlrun", "1")
+    assert version.tags["civicml.use_case"] == str(path)
