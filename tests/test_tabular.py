@@ -197,3 +197,28 @@ def test_the_registry_finds_built_ins_paths_and_folders(exports, monkeypatch):
     monkeypatch.chdir(exports.parent)
     assert get_use_case(exports.name).name == "hourly"  # NAME/usecase.yaml under the current folder
     assert np.isfinite(len(get_use_case("service_requests").families))
+
+
+def test_forecasting_adds_lagged_targets_a_horizon_ahead(exports):
+    text = HOURLY_YAML.format(name="hourly_forecast", families="linear").replace("task: regression",
+                                                                                 "task: forecasting")
+    text = text.replace('search: ["hist_gradient_boosting.max_iter=50:150:step=50"]\n', "")
+    text += "forecast: {time: hour_start, horizon: 24, lags: [1, 24], group: station}\n"
+    text = text.replace("holdout: {split: random, fraction: 0.2, seed: 3}",
+                        "holdout: {split: time, column: hour_start, fraction: 0.25}")
+    uc = get_use_case(str(_write(exports, text, "forecast.yaml")))
+    ds = uc.integrate(uc.generate_sources(None))
+    assert uc.task == "regression" and {"riders_lag24", "riders_lag47"} <= set(ds.features)
+    raw = pd.read_parquet(exports / "ridership.parquet")
+    row = ds.frame.iloc[5]
+    series = raw[raw["station"] == row["station"]].set_index("hour_start")["riders"]
+    stamp = pd.Timestamp(row["hour_start"])
+    assert series[(stamp - pd.Timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")] == row["riders_lag24"]
+    assert ds.report["forecast"]["rows_without_history"] == 2 * 47  # per station, the first hours lack history
+    from projects.base import NullReporter
+
+    train, valid = uc.split(ds)
+    model = uc.families["linear"].fit(train, valid, uc.families["linear"].defaults, NullReporter())
+    held = uc.holdout(None)
+    naive = metrics.compute("mae", held.y, held.frame["riders_lag24"])
+    assert metrics.compute("mae", held.y, model.predict(held.X)) < naive * 1.2
