@@ -31,7 +31,7 @@ class DateParts(TransformerMixin, BaseEstimator):
             when = pd.to_datetime(frame[name].astype(object).where(frame[name].notna(), None), errors="coerce",
                                   utc=True, format="mixed")
             when = when.dt.tz_convert(None)
-            columns += [when.dt.year, when.dt.month, when.dt.day, when.dt.weekday, when.dt.hour,
+            columns += [when.dt.year, when.dt.month, when.dt.day, when.dt.day_of_week, when.dt.hour,
                         (when - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86400.0]
         return np.column_stack([np.asarray(c, dtype=float) for c in columns]) if columns \
             else np.empty((len(frame), 0))

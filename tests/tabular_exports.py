@@ -107,7 +107,7 @@ def hourly_counts(folder: Path, days: int = 60, stations: int = 4, seed: int = 0
         temp_f = 60 + 15 * np.sin(np.arange(len(hours)) / 24 * 2 * np.pi / 7) + rng.normal(0, 4, len(hours))
         hour = hours.hour.to_numpy()
         peak = np.exp(-((hour - 8) ** 2) / 4) + np.exp(-((hour - 17) ** 2) / 5)
-        weekend = (hours.weekday >= 5).astype(float)
+        weekend = (hours.day_of_week >= 5).astype(float)
         count = base * (0.2 + 1.5 * peak * (1 - 0.6 * weekend)) + 0.3 * (temp_f - 60) + rng.normal(0, 3, len(hours))
         rows.append(pd.DataFrame({"hour_start": hours.strftime("%Y-%m-%dT%H:%M:%S"),
                                   "station": f"ST-{s:02d}", "temp_f": temp_f.round(1),
