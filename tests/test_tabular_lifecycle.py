@@ -67,6 +67,16 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
          "notes": "kitchen clean", "complaints_30d": 0, "complaint_type": "never seen"}])  # raw rows, unknown categories
     assert answer["model"]["version"] == "1"
     assert set(answer["predictions"]) <= {"yes", "no"} and len(answer["predictions"]) == 2
+    # the use-case file is logged with the model's run
+    import mlflow
+
+    from civicml.tracking import configure
+
+    configure(Settings.from_env(env={}, home=home))
+    version = mlflow.MlflowClient().get_model_version("inspections", "1")
+    assert version.tags["civicml.use_case"] == str(path)
+    logged = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/data/dataset.json")
+    assert logged["cleaning"]["use_case_file"]["text"] == path.read_text()
     # the audit trail and the card work as for any model
     out = _ok(["audit", "inspections", "--home", str(home)], capsys)
     assert "promote" in out
@@ -138,5 +148,5 @@ def test_mlflow_run_tunes_a_use_case_file(tmp_path):
            "-P", "n_trials=2", "--env-manager", "local", "--experiment-name", "hourly_mlrun"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("hourly-mlrun", "1")
+    version = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("hourly-mlrun", "1")
     assert version.tags["civicml.use_case"] == str(path)

@@ -130,6 +130,9 @@ class TabularUseCase(UseCase):
             keep = [c for c in frame.columns if c not in out.columns]
             out = pd.concat([out, frame[keep]], axis=1)
             report["features"] = {c: types[c] for c in features}
+            # the use-case file travels with every run that describes its data (data/dataset.json)
+            report["use_case_file"] = {"path": str(self.spec.path), "sha256": self.spec.sha256,
+                                       "text": self.spec.path.read_text()}
             self._cache[key] = (out, types, features, report)
         return self._cache[key]
 
