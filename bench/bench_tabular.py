@@ -143,7 +143,8 @@ def _quality(work: Path, env: dict) -> None:
                 out[c] = frame[c].astype(float)
             elif t == "date":
                 when = pd.to_datetime(frame[c], errors="coerce")
-                out[c + "_month"], out[c + "_weekday"], out[c + "_hour"] = when.dt.month, when.dt.day_of_week, when.dt.hour
+                out[c + "_month"], out[c + "_weekday"] = when.dt.month, when.dt.day_of_week
+                out[c + "_hour"] = when.dt.hour
             elif t in ("category", "boolean"):
                 out[c] = frame[c].astype("category")
         return out

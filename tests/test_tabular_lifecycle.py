@@ -64,7 +64,7 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
         {"site_id": 1001, "inspected_at": "2025-12-01T10:00:00", "risk_code": "high", "cuisine": "thai",
          "notes": "rodent droppings found near storage", "complaints_30d": 4, "complaint_type": "pests"},
         {"site_id": 1002, "inspected_at": "2025-12-01", "risk_code": "low", "cuisine": "a new cuisine",
-         "notes": "kitchen clean", "complaints_30d": 0, "complaint_type": "never seen"}])  # raw rows, unknown categories
+         "notes": "kitchen clean", "complaints_30d": 0, "complaint_type": "never seen"}])  # unknown categories
     assert answer["model"]["version"] == "1"
     assert set(answer["predictions"]) <= {"yes", "no"} and len(answer["predictions"]) == 2
     # the use-case file is logged with the model's run

@@ -8,8 +8,8 @@ from civicml.cli.common import console
 def add_commands(sub) -> None:
     p = sub.add_parser("init", help="write NAME/usecase.yaml from a data file: types guessed, personal data flagged")
     p.add_argument("name", help="use case name; the folder NAME/ gets usecase.yaml")
-    p.add_argument("--data", required=True, nargs="+", metavar="FILE", help="the department's export(s) "
-                                                                            "(CSV, Parquet or JSON); the first is the base table")
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                   help="the department's export (CSV, Parquet or JSON)")
     p.add_argument("--target", required=True, help="the column to predict")
     p.add_argument("--task", choices=("classification", "regression", "forecasting"),
                    help="default: guessed from the target")

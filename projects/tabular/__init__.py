@@ -145,7 +145,8 @@ class TabularUseCase(UseCase):
         if spec.features is not None:
             for c in spec.features:
                 if c not in frame.columns:
-                    raise InvalidInput(f"{spec.name}: field 'features': no column '{c}'{did_you_mean(c, frame.columns)}")
+                    raise InvalidInput(f"{spec.name}: field 'features': no column '{c}'"
+                                       f"{did_you_mean(c, frame.columns)}")
             if spec.target in spec.features:
                 raise InvalidInput(f"{spec.name}: field 'features': the target '{spec.target}' cannot be a feature")
             return list(spec.features)

@@ -16,8 +16,6 @@ from projects.spec import did_you_mean, load_spec
 from projects.tabular.detect import guess_type, looks_personal
 from projects.tabular.integrate import read_table
 
-DATE_FIRST = ("date", "time", "at", "day", "start", "when")
-
 
 def write_use_case(name: str, data: list[Path], target: str, task: str | None = None,
                    force: bool = False) -> tuple[Path, dict[str, str]]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from civicml.errors import InvalidInput, NotFound
-from projects.masking import EMAIL, PHONE, Masker
+from projects.masking import Masker
 from projects.spec import Source, UseCaseSpec, did_you_mean
 from projects.tabular.detect import ADDRESS, guess_type, looks_personal
 
@@ -355,10 +355,6 @@ def model_inputs(frame: pd.DataFrame, features: list[str], types: dict[str, str]
         else:  # category, boolean
             out[column] = _key_text(s).where(s.notna(), "missing").astype(object)
     return pd.DataFrame(out, index=frame.index)
-
-
-def mask_any(text: str) -> str:
-    return PHONE.sub("[PHONE]", EMAIL.sub("[EMAIL]", text))
 
 
 __all__ = ["integrate", "model_inputs", "source_files", "read_table"]
