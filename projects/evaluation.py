@@ -1,4 +1,4 @@
-"""Metrics and plots of one fitted model on one data set."""
+"""Metrics and plots of one fitted model on one data set; the metrics themselves are in ``projects.metrics``."""
 
 from __future__ import annotations
 
@@ -6,36 +6,20 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from projects import metrics
+
 
 def classification_metrics(y_true, y_pred, labels=None) -> dict[str, float]:
-    labels = list(labels) if labels is not None else sorted(set(np.asarray(y_true)) | set(np.asarray(y_pred)))
-    recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out = {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-    }
-    out.update({f"recall_{label}": float(r) for label, r in zip(labels, recall)})
-    return out
+    return metrics.evaluate("classification", y_true, y_pred, labels)
 
 
 def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    err = y_pred - y_true
-    nonzero = np.abs(y_true) > 1e-9
-    return {
-        "mae": float(np.mean(np.abs(err))),
-        "rmse": float(np.sqrt(np.mean(err ** 2))),
-        "mape": float(np.mean(np.abs(err[nonzero] / y_true[nonzero])) * 100) if nonzero.any() else float("nan"),
-    }
+    return metrics.evaluate("regression", y_true, y_pred)
 
 
-def evaluate(task: str, y_true, y_pred, labels=None) -> dict[str, float]:
-    if task == "classification":
-        return classification_metrics(y_true, y_pred, labels)
-    if task == "regression":
-        return regression_metrics(y_true, y_pred)
-    raise ValueError(f"unknown task {task!r}")
+def evaluate(task: str, y_true, y_pred, labels=None, extra=()) -> dict[str, float]:
+    """The task's standard metrics (``projects.metrics``), plus every metric named in ``extra``."""
+    return metrics.evaluate(task, y_true, y_pred, labels, extra)
 
 
 def confusion_matrix_figure(y_true, y_pred, labels, title: str = "Confusion matrix"):

@@ -162,7 +162,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
-    metrics = evaluate(use_case.task, valid_part.y, predictions, labels)
+    metrics = evaluate(use_case.task, valid_part.y, predictions, labels, extra=(use_case.metric,))
     metrics["fit_seconds"] = time.perf_counter() - started
     size = fitted.size_bytes()
     if size is not None:

@@ -40,6 +40,8 @@ def evaluate(y_true, y_pred, frame: pd.DataFrame, task: str, source: str, report
     """Per-class and per-group figures of predictions ``y_pred`` against ``y_true`` on ``frame``."""
     from sklearn import metrics as skm
 
+    from projects.metrics import compute
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     out = Evaluation(source, task)
@@ -48,11 +50,10 @@ def evaluate(y_true, y_pred, frame: pd.DataFrame, task: str, source: str, report
         labels = sorted(set(y_true) | set(y_pred))
         p, r, f, n = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
         out.per_class = pd.DataFrame({"precision": p, "recall": r, "f1": f, "rows": n}, index=labels)
-        out.metrics = {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
-                       "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))}
+        out.metrics = {m: compute(m, y_true, y_pred) for m in ("accuracy", "macro_f1")}
     else:
         err = np.abs(y_pred.astype(float) - y_true.astype(float))
-        out.metrics = {"mae": float(err.mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
+        out.metrics = {m: compute(m, y_true, y_pred) for m in ("mae", "rmse")}
     for column in report_by:
         if column not in frame.columns:
             continue

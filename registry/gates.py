@@ -16,8 +16,29 @@ import pandas as pd
 
 from registry.store import LocalModel
 
-LOWER_IS_BETTER = {"mae", "rmse", "mape", "latency_p95_ms"}
-METRICS = ("macro_f1", "accuracy", "mae", "rmse", "mape")
+
+class _Metrics:
+    """The metric names a policy may use: ``projects.metrics``, imported when first asked (serving imports
+    registry and must not load training code)."""
+
+    def __contains__(self, name) -> bool:
+        from projects.metrics import known
+
+        return known(str(name))
+
+    def __iter__(self):
+        from projects.metrics import OWN
+
+        return iter(OWN)
+
+
+METRICS = _Metrics()
+
+
+def lower_is_better(metric: str) -> bool:
+    from projects import metrics
+
+    return metrics.lower_is_better(metric)
 
 
 @dataclass(frozen=True)
@@ -46,22 +67,9 @@ def predicted_labels(output) -> np.ndarray:
 
 
 def score(metric: str, y_true, y_pred) -> float:
-    from sklearn import metrics as skm
+    from projects.metrics import compute
 
-    if metric == "macro_f1":
-        return float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
-    if metric == "accuracy":
-        return float(skm.accuracy_score(y_true, y_pred))
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    if metric == "mae":
-        return float(np.mean(np.abs(y_pred - y_true)))
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
-    if metric == "mape":
-        nz = np.abs(y_true) > 1e-9
-        return float(np.mean(np.abs((y_pred[nz] - y_true[nz]) / y_true[nz])) * 100)
-    raise ValueError(f"unknown metric '{metric}'")
+    return compute(metric, y_true, y_pred)
 
 
 @dataclass
@@ -143,7 +151,7 @@ class Gate(abc.ABC):
 
 
 def _better_or_equal(metric: str, a: float, b: float) -> bool:
-    return a <= b if metric in LOWER_IS_BETTER else a >= b
+    return a <= b if lower_is_better(metric) else a >= b
 
 
 @dataclass
@@ -156,7 +164,7 @@ class MetricThreshold(Gate):
 
     @property
     def title(self) -> str:
-        return f"{self.metric} {'<=' if self.metric in LOWER_IS_BETTER else '>='} {self.threshold}"
+        return f"{self.metric} {'<=' if lower_is_better(self.metric) else '>='} {self.threshold}"
 
     def check(self, ctx):
         value = ctx.evaluate(ctx.candidate, self.metric)
@@ -182,7 +190,7 @@ class NoRegression(Gate):
         if ctx.champion is None:
             return GateVerdict(f"{self.metric} vs champion", True, candidate, None, "no current champion")
         champion = ctx.evaluate(ctx.champion, self.metric)
-        limit = champion + self.tolerance if self.metric in LOWER_IS_BETTER else champion - self.tolerance
+        limit = champion + self.tolerance if lower_is_better(self.metric) else champion - self.tolerance
         ok = _better_or_equal(self.metric, candidate, limit)
         return GateVerdict(f"{self.metric} vs champion", ok, candidate, limit,
                            f"candidate {candidate:.4f} vs champion v{ctx.champion.version.version} {champion:.4f}"

@@ -24,10 +24,10 @@ from typing import Callable, Mapping, Sequence
 import optuna
 
 from civicml.errors import InvalidInput
+from projects.metrics import lower_is_better
 
 LATENCY = "latency_p95_ms"
 _DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
-_LOWER_IS_BETTER = {LATENCY, "model_size_bytes", "fit_seconds", "mae", "rmse", "mape"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def parse_objectives(text: str | Sequence[str] | None, primary: str, primary_dir
             direction = _DIRECTIONS[direction.lower()]
         elif metric == primary:
             direction = primary_direction
-        elif metric in _LOWER_IS_BETTER:
+        elif lower_is_better(metric):
             direction = "minimize"
         else:
             raise InvalidInput(f"objective '{item}': say max or min, e.g. '{metric}:max'")

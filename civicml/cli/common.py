@@ -36,7 +36,8 @@ def settings_from(args) -> Settings:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--use-case", default="service_requests", help="use case name (default service_requests)")
+    parser.add_argument("--use-case", default="service_requests",
+                        help="use case name, or a path to a use-case YAML (default service_requests)")
     parser.add_argument("--data", nargs="+", metavar="PATH",
                         help="your own source files or folders; default: generate synthetic sources")
     parser.add_argument("--rows", type=int, default=None, help="rows to generate when --data is not given")

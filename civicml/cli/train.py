@@ -33,6 +33,13 @@ def cmd_data(args) -> int:
     use_case = get_use_case(args.use_case)
     if args.data:
         dataset = load_dataset(use_case, args.data)
+    elif hasattr(use_case, "spec"):  # a use-case file: its own sources, its report (projects.tabular)
+        from projects.tabular import report_lines
+
+        dataset = load_dataset(use_case, use_case.generate_sources(None))
+        console().print("\n".join([f"{use_case.name}: {len(dataset)} rows, fingerprint "
+                                   f"{dataset.fingerprint[:16]}", *report_lines(dataset)]), markup=False)
+        return 0
     else:
         rows = args.rows or use_case.default_size
         folder = Path(args.out) if args.out else settings.ensure_home() / "data" / use_case.name / f"n{rows}-seed{args.seed}"

@@ -91,7 +91,8 @@ def cmd_tune(args) -> int:
         from registry import register
 
         version = register(result.best_model_uri, use_case.registered_model, settings=settings,
-                           tags={"civicml.study": result.study_name, "civicml.trial": str(result.best_trial)})
+                           tags={"civicml.study": result.study_name, "civicml.trial": str(result.best_trial),
+                                 **getattr(use_case, "registry_tags", {})})
         summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger"}
     elif not args.no_register:
         summary["registered"] = None

@@ -1,0 +1,179 @@
+"""Model families of a tabular use case, each one scikit-learn ``Pipeline``: preprocessing, then a model.
+
+Preprocessing follows the declared (or guessed) column types and is part of the
+logged model, so a served model takes the raw columns:
+
+* numeric: median imputation, standard scaling;
+* category / boolean: constant imputation, one-hot with unknown categories ignored;
+* date (ISO text): year, month, day, weekday, hour, days since 1970, then imputation;
+* text: TF-IDF of words (and, for linear models, more features).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier,
+                              RandomForestRegressor)
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, SVR
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from civicml.tabular_transforms import TRUSTED_PREFIX, DateParts, TextColumn
+from projects.base import Dataset, FittedModel, ModelFamily, Reporter
+from projects.service_requests.models import SAFE_PREFIXES, SklearnModel, _requirements
+from projects.space import Categorical, Float, Int
+
+
+def preprocessor(types: Mapping[str, str], features, text_features: int, dense: bool) -> ColumnTransformer:
+    by_kind: dict[str, list[str]] = {}
+    for column in features:
+        by_kind.setdefault(types[column], []).append(column)
+    parts = []
+    if by_kind.get("numeric"):
+        parts.append(("numeric", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                           ("scale", StandardScaler())]), by_kind["numeric"]))
+    categorical = by_kind.get("category", []) + by_kind.get("boolean", []) + by_kind.get("id", [])
+    if categorical:
+        parts.append(("category", Pipeline([
+            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=2, max_categories=60,
+                                     sparse_output=not dense))]), categorical))
+    if by_kind.get("date"):
+        parts.append(("date", Pipeline([("parts", DateParts()),
+                                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                                        ("scale", StandardScaler())]), by_kind["date"]))
+    for column in by_kind.get("text", []):
+        parts.append((f"text_{column}", Pipeline([
+            ("column", TextColumn()),
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=text_features,
+                                      dtype=np.float32))]), [column]))
+    return ColumnTransformer(parts, sparse_threshold=0.0 if dense else 0.3)
+
+
+class TabularModel(SklearnModel):
+    """A fitted pipeline; logged in the skops format, trusting CivicML's two column transformers."""
+
+    def log_model(self, name: str, input_example, metadata: dict) -> str:
+        import mlflow
+        import skops.io
+        from mlflow.models import infer_signature
+
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.pipeline))
+        unsafe = [t for t in untrusted if not t.startswith(SAFE_PREFIXES + (TRUSTED_PREFIX,))]
+        if unsafe:
+            raise TypeError(f"model holds types that skops should not trust: {unsafe}")
+        signature = infer_signature(input_example, self.predict(input_example))
+        info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
+                                        metadata=metadata, skops_trusted_types=untrusted,
+                                        pip_requirements=_requirements())
+        return info.model_uri
+
+
+class TabularFamily(ModelFamily):
+    """One estimator behind the shared preprocessing; reports the primary metric on validation once."""
+
+    dense = False
+    text_features = 2000
+
+    def __init__(self, task: str, types: Mapping[str, str], metric: str):
+        self.task = task
+        self.types = dict(types)
+        self.metric = metric
+
+    def estimator(self, params: Mapping[str, Any]):
+        raise NotImplementedError
+
+    def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
+        from projects.metrics import compute
+
+        pipeline = Pipeline([("features", preprocessor(self.types, train.features,
+                                                       int(params.get("text_features", self.text_features)),
+                                                       self.dense)),
+                             ("model", self.estimator(params))])
+        pipeline.fit(train.X, train.y)
+        reporter.report(0, compute(self.metric, valid.y, pipeline.predict(valid.X)))
+        return TabularModel(pipeline)
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classification"
+
+
+class DecisionTree(TabularFamily):
+    name = "decision_tree"
+    dense = True
+    text_features = 300
+    space = {"max_depth": Int(2, 30, log=True), "min_samples_leaf": Int(1, 50, log=True)}
+    defaults = {"max_depth": 10, "min_samples_leaf": 5}
+
+    def estimator(self, p):
+        cls = DecisionTreeClassifier if self.classification else DecisionTreeRegressor
+        return cls(max_depth=int(p["max_depth"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                   random_state=int(p.get("seed", 0)))
+
+
+class RandomForest(TabularFamily):
+    name = "random_forest"
+    dense = True
+    text_features = 300
+    space = {"n_estimators": Int(50, 300, step=50), "max_depth": Int(3, 30, log=True),
+             "min_samples_leaf": Int(1, 20, log=True), "max_features": Float(0.1, 1.0)}
+    defaults = {"n_estimators": 100, "max_depth": 16, "min_samples_leaf": 1, "max_features": 0.5}
+
+    def estimator(self, p):
+        cls = RandomForestClassifier if self.classification else RandomForestRegressor
+        return cls(n_estimators=int(p["n_estimators"]), max_depth=int(p["max_depth"]),
+                   min_samples_leaf=int(p["min_samples_leaf"]), max_features=float(p["max_features"]),
+                   n_jobs=1, random_state=int(p.get("seed", 0)))
+
+
+class HistGradientBoosting(TabularFamily):
+    name = "hist_gradient_boosting"
+    dense = True
+    text_features = 300
+    space = {"learning_rate": Float(0.02, 0.5, log=True), "max_iter": Int(50, 400, step=50),
+             "max_leaf_nodes": Int(8, 64, log=True), "min_samples_leaf": Int(5, 80, log=True),
+             "l2_regularization": Float(1e-4, 10.0, log=True)}
+    defaults = {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "min_samples_leaf": 20,
+                "l2_regularization": 1e-4}
+
+    def estimator(self, p):
+        cls = HistGradientBoostingClassifier if self.classification else HistGradientBoostingRegressor
+        return cls(learning_rate=float(p["learning_rate"]), max_iter=int(p["max_iter"]),
+                   max_leaf_nodes=int(p["max_leaf_nodes"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                   l2_regularization=float(p["l2_regularization"]), early_stopping=False,
+                   random_state=int(p.get("seed", 0)))
+
+
+class SupportVectorMachine(TabularFamily):
+    name = "svm"
+    space = {"C": Float(0.05, 50.0, log=True), "kernel": Categorical(["linear", "rbf"])}
+    defaults = {"C": 1.0, "kernel": "rbf"}
+
+    def estimator(self, p):
+        if self.classification:
+            return SVC(C=float(p["C"]), kernel=p["kernel"], gamma="scale", random_state=0)
+        return SVR(C=float(p["C"]), kernel=p["kernel"], gamma="scale")
+
+
+class Linear(TabularFamily):
+    name = "linear"
+    space = {"C": Float(0.01, 100.0, log=True)}
+    defaults = {"C": 1.0}
+
+    def estimator(self, p):
+        if self.classification:
+            return LogisticRegression(C=float(p["C"]), max_iter=3000)
+        return Ridge(alpha=1.0 / float(p["C"]))
+
+
+FAMILIES = {f.name: f for f in (DecisionTree, RandomForest, HistGradientBoosting, SupportVectorMachine, Linear)}
+
+__all__ = ["FAMILIES", "TabularFamily", "TabularModel", "preprocessor"]
