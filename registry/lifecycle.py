@@ -18,7 +18,7 @@ import pandas as pd
 
 from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
-from registry import card as cards
+from registry import card as cards, rules
 from civicml.fingerprint import frame_fingerprint
 from civicml.access import Identity, require
 from registry.gates import GateVerdict, PromotionContext
@@ -97,6 +97,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
             store.set_alias(name, alias, version.version)
         store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
                                          source=model_uri, sha256=version.sha256, run_id=version.run_id))
+        rules.log_insights(store, name, version, holdout, target)  # rules + charts + map; never fails this
 
     version = store.register(model_uri, name, tags=version_tags, complete=complete)
     return version

@@ -7,28 +7,18 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-import registry
 from civicml.cli import main
-from projects import get_use_case, train
-from serving import Endpoint, create_app
+from explained_model import NAME, ROW
 
-NAME = "explained-router"
-ROW = {"description": "Huge pothole on Oak Avenue damaged my tire", "district": "Midtown", "channel": "app",
-       "hour": 8, "weekday": 1}
+pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
+from serving import Endpoint, create_app
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory, small_requests):
-    from civicml.settings import Settings
-
-    home = tmp_path_factory.mktemp("explain") / "home"
-    settings = Settings.from_env(env={}, home=home, user="tester")
-    result = train(get_use_case("service_requests"), small_requests, "logreg", {"char_ngrams": False},
-                   settings=settings)
-    registry.register(result.model_uri, NAME, settings=settings)
-    endpoint = Endpoint(NAME, alias="challenger", settings=settings, refresh_seconds=0)
+def explained(explained_model):
+    endpoint = Endpoint(NAME, alias="challenger", settings=explained_model.settings, refresh_seconds=0)
     with TestClient(create_app(endpoint, follow=False)) as client:
-        yield home, client
+        yield explained_model.home, client
 
 
 @pytest.mark.parametrize("body", [{"dataframe_records": [ROW]},
