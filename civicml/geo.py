@@ -143,8 +143,10 @@ def _centroid(ring) -> tuple[float, float]:
 
 def map_svg(districts: list[District], *, values: Mapping[str, float] | None = None,
             points: Iterable[tuple[float, float, str]] = (), width: int = 520, value_label: str = "value",
-            title: str = "District map") -> str:
+            title: str = "District map", highlight: str | None = None) -> str:
     """Inline SVG: each district a focusable path that names its figure; points as small circles.
+
+    ``highlight`` names a district drawn with a thick outline (the request's own, in the console).
 
     ``points`` are (lon, lat, label); a label starting with ``!`` is drawn as a highlighted point.
     """
@@ -166,8 +168,11 @@ def map_svg(districts: list[District], *, values: Mapping[str, float] | None = N
         text = f"{d.name}: {value_label} {value:.3g}" if value is not None else f"{d.name}: no data"
         path = " ".join("M " + " L ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(*p) for p in ring)) + " Z"
                         for ring in d.rings)
-        parts.append(f'<path class="district" d="{path}" fill="{_shade(value, low, high)}" stroke="#222" '
-                     f'stroke-width="1.2" tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(d.name)}">'
+        mark = d.name == highlight
+        text += " (this request's district)" if mark else ""
+        parts.append(f'<path class="district{" highlighted" if mark else ""}" d="{path}" '
+                     f'fill="{_shade(value, low, high)}" stroke="#222" stroke-width="{4 if mark else 1.2}" '
+                     f'tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(d.name)}">'
                      f"<title>{esc(text)}</title></path>")
         cx, cy = xy(*_centroid(list(d.rings[0])))
         parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" font-size="11" fill="#111" '

@@ -267,5 +267,37 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
         return None
 
 
-__all__ = ["Surrogate", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for", "fit_surrogate", "insights",
-           "log_insights"]
+# -- reading them back ---------------------------------------------------------------------------
+INSIGHT_FILES = ("summary.json", "rules.md", "rules.json", "importance.png", "importance.csv", "predictions.png",
+                 "predictions.csv", "predicted_vs_actual.png", "predicted_vs_actual.csv", "calibration.png",
+                 "calibration.json", "by_district.png", "by_district.csv", "by_district.json", "map.png", "map.json")
+
+
+def insight_file(name: str, version: str, filename: str, settings=None) -> bytes:
+    """One file of a version's rules and views (see :data:`INSIGHT_FILES`), for any reader."""
+    from civicml.access import require
+    from civicml.errors import NotFound
+    from civicml.settings import Settings
+    from registry.store import ModelStore
+
+    settings = settings or Settings.from_env()
+    require(settings, "read")
+    if filename not in INSIGHT_FILES:
+        raise NotFound(f"no insight file '{filename}' (known: {', '.join(INSIGHT_FILES)})")
+    store = ModelStore(settings)
+    mv = store.get_version(name, version)
+    uri = mv.tags.get(TAG_INSIGHTS)
+    if not uri:
+        raise NotFound(f"version {mv.version} of '{name}' has no rules or views (register it with a held-out set)")
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{filename}", dst_path=tmp)
+        except Exception:  # noqa: BLE001 - a view that was not drawn (no districts, no probabilities)
+            raise NotFound(f"version {mv.version} of '{name}' has no {filename}") from None
+        return Path(local).read_bytes()
+
+
+__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for", "fit_surrogate", "insight_file",
+           "insights", "log_insights"]

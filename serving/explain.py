@@ -433,6 +433,8 @@ class ModelExplainer:
     def explain(self, payload, params: dict | None = None) -> list[Explanation]:
         from serving.dataplane import prepare
 
+        if isinstance(payload, list) and payload and all(isinstance(r, dict) for r in payload):
+            payload = pd.DataFrame.from_records(payload)
         request = prepare(payload, params, self.signature, self.local.metadata)
         if not isinstance(request.data, pd.DataFrame):
             raise InvalidInput("explanations need named columns: send dataframe_split, dataframe_records or CSV")
@@ -450,8 +452,6 @@ def explain(name: str, payload, ref: str = "champion", settings=None) -> list[Ex
 
     local = resolve(name, ref, settings=settings)
     served = {"name": name, "version": local.version.version, "alias": None if str(ref).isdigit() else ref}
-    if isinstance(payload, list):
-        payload = pd.DataFrame.from_records(payload)
     return ModelExplainer(local, served).explain(payload)
 
 
