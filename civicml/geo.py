@@ -175,8 +175,8 @@ def map_svg(districts: list[District], *, values: Mapping[str, float] | None = N
                      f'tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(d.name)}">'
                      f"<title>{esc(text)}</title></path>")
         cx, cy = xy(*_centroid(list(d.rings[0])))
-        parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" font-size="11" fill="#111" '
-                     f'aria-hidden="true">{esc(d.name)}</text>')
+        parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" font-size="12" font-weight="600" fill="#111" '
+                     f'stroke="#fff" stroke-width="3" paint-order="stroke" aria-hidden="true">{esc(d.name)}</text>')
     for lon, lat, label in points:
         x, y = xy(lon, lat)
         marked = str(label).startswith("!")

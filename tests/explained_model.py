@@ -18,6 +18,7 @@ class Explained:
     home: Path
     name: str
     version: object
+    row: dict
 
 
 @pytest.fixture(scope="session")
@@ -33,4 +34,4 @@ def explained_model(tmp_path_factory, small_requests, requests_holdout) -> Expla
                    settings=settings)
     version = registry.register(result.model_uri, NAME, settings=settings, holdout=requests_holdout.frame,
                                 target="department")
-    return Explained(settings, home, NAME, version)
+    return Explained(settings, home, NAME, version, dict(ROW))

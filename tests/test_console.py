@@ -10,9 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from civicml.console import COOKIE, create_console
-from explained_model import NAME, ROW
 
-pytest_plugins = ["explained_model"]
+pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
+NAME = "explained-router"  # the model that fixture registers
+ROW = {"description": "Huge pothole on Oak Avenue damaged my tire", "district": "Midtown", "channel": "app",
+       "hour": 8, "weekday": 1}
 
 
 @pytest.fixture(scope="module")

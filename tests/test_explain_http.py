@@ -8,10 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from civicml.cli import main
-from explained_model import NAME, ROW
+from serving import Endpoint, create_app
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
-from serving import Endpoint, create_app
+NAME = "explained-router"  # the model that fixture registers
+ROW = {"description": "Huge pothole on Oak Avenue damaged my tire", "district": "Midtown", "channel": "app",
+       "hour": 8, "weekday": 1}
 
 
 @pytest.fixture(scope="module")
