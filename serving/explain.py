@@ -100,8 +100,11 @@ class _Namer:
             return "onehot"
         return "plain"
 
-    def name(self, weights: np.ndarray, row: pd.Series | None, feature_names: list[str]) -> dict[str, float]:
+    def name(self, weights: np.ndarray, row: pd.Series | None, feature_names: list[str],
+             values: np.ndarray | None = None) -> dict[str, float]:
+        """``values`` (the featurized row) tells present from absent: a tree may use a word's absence."""
         out: dict[str, float] = {}
+        absent = (lambda i: values is not None and i < len(values) and values[i] == 0)
 
         def add(key, w):
             out[key] = out.get(key, 0.0) + float(w)
@@ -120,6 +123,9 @@ class _Namer:
                 tokens = [_word_key(t) for t in _text_tokens(trans, text)]
                 for i in nz:
                     gram = vocab[i - sl.start]
+                    if absent(i):
+                        add(f"no '{gram.strip()}'" + (" (characters)" if kind == "chars" else ""), weights[i])
+                        continue
                     if kind == "words":
                         add(f"'{gram}'", weights[i])
                         continue
@@ -133,7 +139,7 @@ class _Namer:
                     j = i - sl.start
                     for c, cats in zip(trans.feature_names_in_, trans.categories_):
                         if j < len(cats):
-                            add(f"{c} = {cats[j]}", weights[i])
+                            add(f"{c} {'is not' if absent(i) else '='} {cats[j]}", weights[i])
                             break
                         j -= len(cats)
             else:
@@ -244,8 +250,9 @@ class LinearExplainer(_PipelineExplainer):
                 sign = 1.0 if self.classes is None or predictions[i] == self.classes[-1] else -1.0
             phi = sign * z * coef[k]
             base = sign * float(intercept[k] if len(intercept) > k else intercept[0])
-            weights = self._back_project(phi, self._row_dense(X, i))
-            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names))
+            x = self._row_dense(X, i)
+            weights = self._back_project(phi, x)
+            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names, x))
             out.append(Explanation(predictions[i], ranked, sentence(predictions[i], ranked, self.task), self.method,
                                    base=base, score=float(phi.sum() + base)))
         return out
@@ -282,8 +289,9 @@ class TreeExplainer(_PipelineExplainer):
                     sign = -1.0
             phi = sign * values[i, :, k]
             base = sign * float(expected[k] if len(expected) > k else expected[0])
-            weights = self._back_project(phi, self._row_dense(X, i))
-            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names))
+            x = self._row_dense(X, i)
+            weights = self._back_project(phi, x)
+            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names, x))
             out.append(Explanation(predictions[i], ranked, sentence(predictions[i], ranked, self.task), self.method,
                                    base=base, score=float(phi.sum() + base)))
         return out

@@ -33,7 +33,7 @@ def test_linear_contributions_sum_to_the_decision_function(requests_use_case, sp
         assert e.method == "linear"
     # names are words and categories, not matrix columns; char n-grams are shared out among words
     names = [f for e in explanations for f, _ in e.contributions]
-    assert not any("__" in n for n in names)
+    assert not any("__" in n or n.startswith("no '") for n in names)  # absent words add nothing to a linear model
     assert any(n.startswith("district = ") for n in names)
 
 
@@ -105,3 +105,25 @@ def test_removing_the_routers_top_word_lowers_its_score(requests_use_case, split
         after = router.predict_frame(pd.DataFrame({"description": [without]}))[f"p_{e.prediction}"].iloc[0]
         assert np.sign(before - after) == np.sign(weight) != 0  # removing it moves the score the stated way
         assert before - after == pytest.approx(weight, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_registered_models_get_the_method_of_their_family(settings, requests_use_case, small_requests):
+    """Through the registry, as /explain and the console load them: the MiniLM router (a pyfunc python model
+    reading one text column) gets word occlusion; a scikit-learn tree gets SHAP."""
+    import registry
+    from projects import train
+    from serving.explain import explain
+
+    row = [{"description": "Loud music from a party next door after midnight", "district": "Old Town",
+            "channel": "web", "hour": 1, "weekday": 5}]
+    for family, method in (("minilm_zero_shot", "occlusion"), ("decision_tree", "tree")):
+        result = train(requests_use_case, small_requests, family, settings=settings)
+        registry.register(result.model_uri, f"m-{family.replace('_', '-')}", settings=settings)
+        e = explain(f"m-{family.replace('_', '-')}", row, ref="challenger", settings=settings)[0]
+        assert e.method == method and e.prediction == "noise" and e.model["version"] == "1"
+        reasons = " ".join(f for f, w in e.contributions if w > 0)
+        if method == "occlusion":  # the router's reasons are words of the text
+            assert any(w in reasons for w in ("music", "party", "midnight", "Loud")), reasons
+        else:  # a tree may also rely on a word being absent, and says so
+            assert all(f.startswith(("'", "no '")) or " = " in f or " is not " in f for f, _ in e.contributions)
