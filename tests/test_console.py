@@ -93,3 +93,24 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
         foreign = c.post(f"/models/{NAME}/rollback", headers={"origin": "http://evil.example"})
         assert foreign.status_code == 403
     assert len(audit(NAME, settings=team)) == before  # nothing was changed
+
+
+@pytest.mark.slow
+def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
+    """A Paddle regression model on numeric columns: the form has one number field per column and the
+    answer comes with the model-agnostic explanation."""
+    import registry
+    from projects import get_use_case, train
+
+    use_case = get_use_case("traffic_flow")
+    data = use_case.integrate(use_case.generate_sources(tmp_path / "d", n=use_case.default_size, seed=1))
+    result = train(use_case, data, "mlp", {"epochs": 2}, settings=settings)
+    registry.register(result.model_uri, "flow", settings=settings)
+    row = data.frame[list(data.features)].iloc[200]
+    with TestClient(create_console(settings)) as c:
+        form = c.get("/models/flow/try")
+        assert form.status_code == 200 and form.text.count('type="number"') == len(data.features)
+        answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
+        assert answer.status_code == 200, answer.text
+        assert re.search(r'<output id="answer">[0-9.]+</output>', answer.text)
+        assert "Predicted " in answer.text and "method: fallback" in answer.text
