@@ -106,9 +106,9 @@ def create_console(settings: Settings | None = None) -> FastAPI:
             trail = audit(name, settings=settings)
         except CivicMLError as err:
             return failure(request, err)
-        fidelity = _fidelities(name, settings)
+        fidelity, variants = _version_tags(name, settings)
         return page(request, "model.html", name=name, versions=list(reversed(versions)),
-                    trail=list(reversed(trail)), fidelity=fidelity, notice=notice,
+                    trail=list(reversed(trail)), fidelity=fidelity, variants=variants, notice=notice,
                     challenger=any("challenger" in v["aliases"] for v in versions))
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
@@ -229,11 +229,20 @@ def _quote(text: str) -> str:
     return quote(text[:300])
 
 
-def _fidelities(name: str, settings: Settings) -> dict[str, str]:
+def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Per version: rules fidelity, and what variant it is (``int8 of v3, gate passed``)."""
     from registry import versions
     from registry.rules import TAG_FIDELITY
 
-    return {v.version: v.tags[TAG_FIDELITY] for v in versions(name, settings=settings) if TAG_FIDELITY in v.tags}
+    fidelity, variants = {}, {}
+    for v in versions(name, settings=settings):
+        if TAG_FIDELITY in v.tags:
+            fidelity[v.version] = v.tags[TAG_FIDELITY]
+        if "civicml.variant" in v.tags:
+            gate = v.tags.get("civicml.variant_gate")
+            variants[v.version] = (f"{v.tags['civicml.variant']} of v{v.tags.get('civicml.variant_of', '?')}"
+                                   + (f", gate {gate}" if gate else ""))
+    return fidelity, variants
 
 
 def _version_of(name: str, ref: str, settings: Settings) -> str:
