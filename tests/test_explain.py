@@ -51,7 +51,8 @@ def test_linear_top_word_is_the_one_that_decides(requests_use_case, split):
     assert e.contributions[0][0] in e.sentence
 
 
-@pytest.mark.parametrize("family", ["decision_tree", "boosting"])
+@pytest.mark.parametrize("family", ["decision_tree",
+                                    pytest.param("boosting", marks=pytest.mark.slow)])  # OpenMP: slow when busy
 def test_tree_shap_values_sum_to_prediction_minus_base(requests_use_case, split, family):
     params = {"max_iter": 20, "components": 32} if family == "boosting" else {"max_depth": 12}
     pipeline = _fit(requests_use_case, split, family, **params)
