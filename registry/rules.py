@@ -44,6 +44,7 @@ class Surrogate:
     max_depth: int
     leaves: int
     importance: dict[str, float] = field(default_factory=dict)  # readable feature -> importance in the tree
+    word_lists: dict[str, list[str]] = field(default_factory=dict)  # named lists of words the rules test
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +56,10 @@ class Surrogate:
                  f"**Fidelity: {self.fidelity:.3f}** ({'share of' if self.fidelity_measure == 'agreement' else 'R² on'}"
                  f" {self.rows_checked} other held-out rows where the rules give the model's answer).", ""]
         lines += [f"{i + 1}. {rule}" for i, rule in enumerate(self.rules)]
+        if self.word_lists:
+            lines += ["", "Word lists (a text 'has <answer> words' when it contains any of them; each word came with "
+                          "that answer on at least 75% of the rows the rules were fitted on):", ""]
+            lines += [f"- **{name}**: {', '.join(words)}" for name, words in self.word_lists.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -93,10 +98,14 @@ class _Readable:
             elif kind == "text":
                 out += [(f"{column} contains '{w}'", f"{column} lacks '{w}'") for w in extra.get_feature_names_out()]
             else:
-                for words in extra[1].values():
-                    quoted = ", ".join(f"'{w}'" for w in words)
-                    out.append((f"{column} has one of {quoted}", f"{column} has none of {quoted}"))
+                for label in extra[1]:
+                    out.append((f"{column} has {label} words", f"{column} has no {label} words"))
         return out
+
+    def word_lists(self) -> dict[str, list[str]]:
+        """``<column>: <answer> words`` -> the words; rules name the lists, the card spells them out."""
+        return {f"{column}: {label} words": words for column, kind, extra in self.parts_ if kind == "lexicon"
+                for label, words in extra[1].items()}
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         blocks = []
@@ -163,7 +172,7 @@ def fit_surrogate(features: pd.DataFrame, answers, *, max_depth: int = 5, max_le
     importance = {_short(names[i][0]): float(v) for i, v in enumerate(tree.feature_importances_) if v > 0}
     return Surrogate(_rules(tree, names, regression), round(fidelity, 4), "r2" if regression else "agreement",
                      len(fit_rows), len(check_rows), int(tree.get_depth()), int(tree.get_n_leaves()),
-                     dict(sorted(importance.items(), key=lambda kv: -kv[1])))
+                     dict(sorted(importance.items(), key=lambda kv: -kv[1])), readable.word_lists())
 
 
 def _short(text: str, width: int = 48) -> str:

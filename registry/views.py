@@ -116,8 +116,8 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
     rows = [("column", k, v) for k, v in columns.items()] + [("rule feature", k, v) for k, v in words.items()]
     pd.DataFrame(rows, columns=["kind", "feature", "importance"]).to_csv(folder / "importance.csv", index=False)
     _bar(folder / "importance.png", list(columns) + list(words), list(columns.values()) + list(words.values()),
-         "Importance: input columns (shuffled) and features the rules use",
-         "MAE increase / accuracy drop (columns); share of the rules' splits (features)")
+         "Importance of input columns and of the rules' features",
+         "columns: accuracy drop (MAE rise) when shuffled; features: share in the rules")
     written += ["importance.csv", "importance.png"]
 
     # prediction distribution
