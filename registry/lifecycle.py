@@ -20,7 +20,7 @@ from civicml.access import Identity
 from civicml.errors import IntegrityError, InvalidInput, NotFound
 from civicml.fingerprint import frame_fingerprint
 from civicml.settings import Settings
-from registry import card as cards
+from registry import card as cards, rules
 from registry.gates import GateVerdict, PromotionContext
 from registry.guard import authorize, now as _now, record as _record, sweep, verified
 from registry.inputs import governing, record_project_policy, task_of, use_case_named
@@ -100,6 +100,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
         store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
                                          source=model_uri, sha256=version.sha256, run_id=version.run_id,
                                          **({"policy_recorded": policy} if policy else {})))
+        rules.log_insights(store, name, version, holdout, target)  # rules + charts + map; never fails this
 
     return store.register(model_uri, name, tags=version_tags, complete=complete)
 

@@ -84,4 +84,5 @@ def create_app(endpoint: Endpoint, follow: bool = True) -> FastAPI:
         return JSONResponse({"predictions": to_json(output), "model": served.to_dict()},
                             headers={"X-CivicML-Model-Version": served.version})
 
+    app.include_router(__import__("serving.explain_http", fromlist=["router"]).router(endpoint))  # POST /explain
     return app

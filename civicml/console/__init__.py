@@ -1,0 +1,354 @@
+"""The web console for city staff: models, versions, aliases, gates, audit trail, try-it, charts, map.
+
+Plain server-rendered HTML (Jinja2) with a little JavaScript served from this package;
+nothing is fetched from the internet. It reads through CivicML's Python API and changes
+nothing except through the same role-checked registry functions as the CLI.
+
+Who is acting: in single-user mode, the local user (every role). Once access is
+configured, a person signs in with their token (kept in an HttpOnly, SameSite=Strict
+cookie) and every registry call is made *with that token*; without one, the console
+reads with its own token (``CIVICML_TOKEN``, typically a service token), which can
+never promote or roll back. Promote and rollback buttons appear only for callers whose
+role allows them, and the registry checks the role again on every call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from civicml.errors import CivicMLError, InvalidInput, NotFound, PermissionDenied
+from civicml.settings import Settings
+
+COOKIE = "civicml_token"
+_HERE = Path(__file__).parent
+_STATUS = ((PermissionDenied, 403), (NotFound, 404), (InvalidInput, 400))
+
+
+class _Explainers:
+    """Loaded models for the try-it form, one per (model, version)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._loaded = {}
+
+    def get(self, name: str, version: str, settings: Settings):
+        from registry import resolve
+        from serving.explain import ModelExplainer
+
+        local = resolve(name, version, settings=settings)  # checks the caller may predict, every time
+        with self._lock:
+            key = (name, local.version.version)
+            if key not in self._loaded:
+                self._loaded[key] = ModelExplainer(local, {"name": name, "version": local.version.version})
+            return self._loaded[key]
+
+
+def create_console(settings: Settings | None = None) -> FastAPI:
+    base = settings or Settings.from_env()
+    env = Environment(loader=PackageLoader("civicml.console", "templates"), autoescape=select_autoescape())
+    explainers = _Explainers()
+    app = FastAPI(title="CivicML console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+
+    def acting(request: Request) -> Settings:
+        token = request.cookies.get(COOKIE)
+        return dataclasses.replace(base, token=token) if token and base.access_configured else base
+
+    def who(request: Request):
+        from civicml.access import caller
+
+        try:
+            return caller(acting(request))
+        except CivicMLError:
+            return None
+
+    def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+        identity = who(request)
+        html = env.get_template(template).render(
+            request=request, who=identity, team=base.access_configured,
+            may=lambda action: bool(identity and identity.may(action)), **context)
+        return HTMLResponse(html, status_code=status)
+
+    def failure(request: Request, err: Exception) -> HTMLResponse:
+        status = next((code for kind, code in _STATUS if isinstance(err, kind)), 400)
+        return page(request, "error.html", status=status, message=str(err))
+
+    def same_origin(request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+            raise PermissionDenied("permission denied: the form was sent from another site")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(request: Request):
+        from registry import models
+
+        try:
+            found = models(settings=acting(request))
+        except CivicMLError as err:
+            return failure(request, err)
+        return page(request, "index.html", models=found)
+
+    @app.get("/models/{name}", response_class=HTMLResponse)
+    def model(request: Request, name: str, notice: str | None = None):
+        from registry import audit, show
+
+        try:
+            settings = acting(request)
+            versions = show(name, settings=settings)
+            trail = audit(name, settings=settings)
+        except CivicMLError as err:
+            return failure(request, err)
+        fidelity, variants = _version_tags(name, settings)
+        return page(request, "model.html", name=name, versions=list(reversed(versions)),
+                    trail=list(reversed(trail)), fidelity=fidelity, variants=variants, notice=notice,
+                    challenger=any("challenger" in v["aliases"] for v in versions))
+
+    @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
+    def version_page(request: Request, name: str, version: str):
+        from registry.rules import insight_file
+
+        settings = acting(request)
+        try:
+            summary = json.loads(insight_file(name, version, "summary.json", settings=settings))
+            rules = json.loads(insight_file(name, version, "rules.json", settings=settings))
+        except CivicMLError as err:
+            return failure(request, err)
+        map_svg = _map(name, version, settings, summary)
+        return page(request, "version.html", name=name, version=version, summary=summary, rules=rules,
+                    map_svg=map_svg)
+
+    @app.get("/models/{name}/versions/{version}/files/{filename}")
+    def insight(request: Request, name: str, version: str, filename: str):
+        from registry.rules import insight_file
+
+        try:
+            data = insight_file(name, version, filename, settings=acting(request))
+        except CivicMLError as err:
+            return failure(request, err)
+        kind = {"png": "image/png", "json": "application/json", "csv": "text/csv", "md": "text/markdown"}
+        return Response(data, media_type=kind.get(filename.rsplit(".", 1)[-1], "application/octet-stream"))
+
+    @app.get("/models/{name}/try", response_class=HTMLResponse)
+    def try_form(request: Request, name: str, ref: str | None = None):
+        try:
+            settings = acting(request)
+            ref, fields = _form_fields(name, ref, settings, explainers)
+        except CivicMLError as err:
+            return failure(request, err)
+        return page(request, "try.html", name=name, ref=ref, fields=fields, values={}, result=None)
+
+    @app.post("/models/{name}/try", response_class=HTMLResponse)
+    async def try_submit(request: Request, name: str):
+        form = await _form(request)
+        ref = str(form.pop("ref", "") or "") or None
+        fields: list[dict] = []
+        try:
+            settings = acting(request)
+            ref, fields = _form_fields(name, ref, settings, explainers)
+            row = _row(fields, form)
+            explainer = explainers.get(name, _version_of(name, ref, settings), settings)
+            result = explainer.explain([row])[0]
+        except CivicMLError as err:
+            if not fields:
+                return failure(request, err)
+            status = next((code for kind, code in _STATUS if isinstance(err, kind)), 400)
+            return page(request, "try.html", status=status, name=name, ref=ref, fields=fields, values=form,
+                        result=None, error=str(err))
+        map_svg = _map(name, result.model["version"], settings, None, highlight=row.get("district"))
+        return page(request, "try.html", name=name, ref=ref, fields=fields, values=row, result=result.to_dict(8),
+                    map_svg=map_svg)
+
+    @app.post("/models/{name}/promote")
+    def promote_action(request: Request, name: str):
+        try:
+            same_origin(request)
+            settings = acting(request)
+            outcome = _promote(name, settings)
+        except CivicMLError as err:
+            return failure(request, err)
+        note = (f"promoted version {outcome.candidate}" if outcome.promoted
+                else f"promotion refused: {outcome.reason}")
+        return RedirectResponse(f"/models/{name}?notice={_quote(note)}", status_code=303)
+
+    @app.post("/models/{name}/rollback")
+    def rollback_action(request: Request, name: str):
+        from registry import rollback
+
+        try:
+            same_origin(request)
+            old, new = rollback(name, settings=acting(request), reason="from the console")
+        except CivicMLError as err:
+            return failure(request, err)
+        return RedirectResponse(f"/models/{name}?notice={_quote(f'champion rolled back: {old} -> {new}')}",
+                                status_code=303)
+
+    @app.post("/sign-in")
+    async def sign_in(request: Request):
+        from civicml.access import caller
+
+        token = (await _form(request)).get("token", "")
+        try:
+            same_origin(request)
+            if not token.strip():
+                raise InvalidInput("please paste your token")
+            identity = caller(dataclasses.replace(base, token=token.strip()))
+        except CivicMLError as err:
+            return failure(request, err)
+        response = RedirectResponse(f"/?notice={_quote('signed in as ' + identity.name)}", status_code=303)
+        response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
+        return response
+
+    @app.post("/sign-out")
+    def sign_out():
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    return app
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An HTML form's fields (application/x-www-form-urlencoded), without a multipart parser."""
+    from urllib.parse import parse_qs
+
+    body = (await request.body())[:100_000].decode("utf-8", errors="replace")
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text[:300])
+
+
+def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """Per version: rules fidelity, and what variant it is (``int8 of v3, gate passed``)."""
+    from registry import versions
+    from registry.rules import TAG_FIDELITY
+
+    fidelity, variants = {}, {}
+    for v in versions(name, settings=settings):
+        if TAG_FIDELITY in v.tags:
+            fidelity[v.version] = v.tags[TAG_FIDELITY]
+        if "civicml.variant" in v.tags:
+            gate = v.tags.get("civicml.variant_gate")
+            variants[v.version] = (f"{v.tags['civicml.variant']} of v{v.tags.get('civicml.variant_of', '?')}"
+                                   + (f", gate {gate}" if gate else ""))
+    return fidelity, variants
+
+
+def _version_of(name: str, ref: str, settings: Settings) -> str:
+    from registry import models
+
+    if str(ref).isdigit():
+        return str(ref)
+    aliases = models(settings=settings).get(name)
+    if aliases is None:
+        raise NotFound(f"no registered model '{name}'")
+    if ref not in aliases:
+        raise NotFound(f"model '{name}' has no alias '{ref}' (has: {', '.join(sorted(aliases)) or 'none'})")
+    return str(aliases[ref])
+
+
+def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> tuple[str, list[dict]]:
+    """(the alias or version used, one field per input column: name, kind, choices)."""
+    from registry import models
+
+    aliases = models(settings=settings).get(name)
+    if aliases is None:
+        raise NotFound(f"no registered model '{name}'")
+    if ref is None:
+        ref = next((a for a in ("champion", "challenger") if a in aliases), None)
+        if ref is None:
+            from registry import versions
+
+            ref = versions(name, settings=settings)[-1].version
+    explainer = explainers.get(name, _version_of(name, ref, settings), settings)
+    inputs = explainer.signature.inputs if explainer.signature is not None else None
+    if inputs is None or inputs.is_tensor_spec():
+        raise InvalidInput(f"model '{name}' takes a tensor; the try-it form needs named columns")
+    categories = (explainer.local.metadata or {}).get("categories") or {}
+    fields = []
+    for spec in inputs.inputs:
+        kind = str(spec.type).removeprefix("DataType.")
+        choices = categories.get(spec.name)
+        fields.append({"name": spec.name, "kind": "choice" if choices else
+                       ("number" if kind in ("long", "integer", "double", "float") else "text"),
+                       "whole": kind in ("long", "integer"), "choices": [str(c) for c in choices or []]})
+    return ref, fields
+
+
+def _row(fields: list[dict], form: dict) -> dict:
+    row = {}
+    for f in fields:
+        value = str(form.get(f["name"], "")).strip()
+        if not value:
+            raise InvalidInput(f"please fill in '{f['name']}'")
+        if f["kind"] == "number":
+            try:
+                row[f["name"]] = int(value) if f["whole"] else float(value)
+            except ValueError:
+                raise InvalidInput(f"'{f['name']}' must be a {'whole ' if f['whole'] else ''}number") from None
+        else:
+            row[f["name"]] = value
+    return row
+
+
+def _promote(name: str, settings: Settings):
+    """Promote the challenger under the use case's policy and held-out set, as `civicml promote` does."""
+    from civicml.access import require
+
+    require(settings, "promote")  # refuse before any data is generated
+    from pathlib import Path as _Path
+
+    from projects import get_use_case
+    from registry import PromotionPolicy, promote, versions
+
+    use_case = next((get_use_case(v.tags["civicml.use_case"]) for v in reversed(versions(name, settings=settings))
+                     if "civicml.use_case" in v.tags), None)
+    if use_case is None:
+        raise NotFound(f"model '{name}' records no use case; promote it with the CLI and a held-out set")
+    policy_file = getattr(use_case, "policy_file", None)
+    policy = PromotionPolicy.from_yaml(policy_file) if policy_file and _Path(policy_file).exists() \
+        else PromotionPolicy()
+    spec = policy.holdout
+    label = spec.label if spec else f"{use_case.name}-holdout"
+    folder = settings.ensure_home() / "data" / use_case.name / label
+    holdout = use_case.holdout(folder, seed=spec.seed, n=spec.rows) if spec else use_case.holdout(folder)
+    return promote(name, holdout.frame, holdout.target, policy=policy, settings=settings, holdout_name=label)
+
+
+def _map(name: str, version: str, settings: Settings, summary, highlight: str | None = None) -> str | None:
+    """The district map as inline SVG, shaded by the version's per-district figure, or None."""
+    from civicml.geo import map_svg
+    from registry import versions
+    from registry.rules import boundaries_for, insight_file
+
+    try:
+        tags = next(v.tags for v in versions(name, settings=settings) if v.version == str(version))
+    except (StopIteration, CivicMLError):
+        return None
+    boundaries = boundaries_for(dict(tags))
+    if not boundaries:
+        return None
+    values, points, label = {}, [], "accuracy"
+    try:
+        doc = json.loads(insight_file(name, version, "map.json", settings=settings))
+        values, label = doc.get("values") or {}, doc.get("metric", label)
+        points = [(p["lon"], p["lat"], "right" if p["ok"] else "!wrong answer") for p in doc.get("points", [])[:600]]
+    except CivicMLError:
+        pass
+    title = f"District map: {label} of version {version} by district" + (
+        f"; the request's district {highlight} is outlined" if highlight else "")
+    return map_svg(boundaries, values=values, points=points, value_label=label, title=title, highlight=highlight)
+
+
+__all__ = ["create_console"]

@@ -1,0 +1,228 @@
+"""Global views of a registered version on a held-out set: PNG charts with their data beside them.
+
+Written by :func:`write_all` (called from :func:`registry.rules.insights` at registration):
+
+=========================  =====================================================================
+``importance.png/.csv``    permutation importance of each input column (drop in accuracy, or rise
+                           in mean absolute error, when the column is shuffled), and the words the
+                           rules rely on most
+``predictions.png/.csv``   how often each class is predicted (or a histogram of predicted values)
+``predicted_vs_actual``    a confusion matrix (classification) or a scatter (regression), + CSV
+``calibration.png/.json``  classifiers with probabilities: confidence vs accuracy in ten bins
+``by_district.png/.csv``   accuracy (or MAE) per district, with rows, and the gap between best and
+                           worst in ``by_district.json`` (fairness across neighbourhoods)
+``map.png/.json``          the district map shaded by that figure, held-out requests as points
+                           (wrong answers as red crosses), when boundaries and lat/lon exist
+=========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+DISTRICT = "district"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def probabilities(pyfunc_model, features: pd.DataFrame) -> tuple[list, np.ndarray] | None:
+    """(classes, probabilities) when the model gives them, else None."""
+    try:
+        if pyfunc_model.metadata.flavors.get("python_function", {}).get("loader_module") == "mlflow.sklearn":
+            raw = pyfunc_model.get_raw_model()
+            if hasattr(raw, "predict_proba"):
+                return list(raw.classes_), np.asarray(raw.predict_proba(features))
+            return None
+        out = pyfunc_model.predict(features)
+        if isinstance(out, pd.DataFrame):
+            cols = [c for c in out.columns if str(c).startswith("p_")]
+            if cols:
+                return [str(c)[2:] for c in cols], out[cols].to_numpy(float)
+    except Exception:  # noqa: BLE001 - an SVC without probabilities, say: no calibration chart
+        return None
+    return None
+
+
+def _regression(answers) -> bool:
+    return np.asarray(answers).dtype.kind in "fc"
+
+
+def _score(truth, answers, regression: bool) -> float:
+    truth, answers = np.asarray(truth), np.asarray(answers)
+    if regression:
+        return float(np.abs(truth.astype(float) - answers.astype(float)).mean())
+    return float((truth == answers).mean())
+
+
+def permutation_importance(predict: Callable, features: pd.DataFrame, truth, seed: int = 0) -> dict[str, float]:
+    """How much worse each column's shuffling makes the answers (one shuffle per column)."""
+    from registry.gates import predicted_labels
+
+    answers = predicted_labels(predict(features))
+    regression = _regression(answers)
+    base = _score(truth, answers, regression)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for column in features.columns:
+        shuffled = features.copy()
+        shuffled[column] = features[column].to_numpy()[rng.permutation(len(features))]
+        score = _score(truth, predicted_labels(predict(shuffled)), regression)
+        out[str(column)] = round(score - base if regression else base - score, 6)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _bar(path: Path, labels, values, title: str, xlabel: str, horizontal: bool = True, color: str = "#0072b2"):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.32 * len(labels) + 1.2)) if horizontal else (7, 4))
+    if horizontal:
+        ax.barh(list(map(str, labels))[::-1], list(values)[::-1], color=color)
+        ax.set_xlabel(xlabel)
+    else:
+        ax.bar(list(map(str, labels)), list(values), color=color)
+        ax.set_ylabel(xlabel)
+        ax.tick_params(axis="x", rotation=30)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, features: pd.DataFrame,
+              predict: Callable, *, probabilities=None, boundaries=None,
+              word_importance: dict[str, float] | None = None) -> list[str]:
+    """Every view that fits this model and data into ``folder``; returns the file names written."""
+    folder = Path(folder)
+    truth = holdout[target].to_numpy()
+    answers = np.asarray(answers)
+    regression = _regression(answers)
+    written: list[str] = []
+    plt = _plt()
+
+    # importance
+    columns = permutation_importance(predict, features, truth)
+    words = dict(list((word_importance or {}).items())[:15])
+    rows = [("column", k, v) for k, v in columns.items()] + [("rule feature", k, v) for k, v in words.items()]
+    pd.DataFrame(rows, columns=["kind", "feature", "importance"]).to_csv(folder / "importance.csv", index=False)
+    _bar(folder / "importance.png", list(columns) + list(words), list(columns.values()) + list(words.values()),
+         "Importance of input columns and of the rules' features",
+         "columns: accuracy drop (MAE rise) when shuffled; features: share in the rules")
+    written += ["importance.csv", "importance.png"]
+
+    # prediction distribution
+    if regression:
+        pd.DataFrame({"predicted": answers}).describe().to_csv(folder / "predictions.csv")
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.hist(answers.astype(float), bins=30, color="#0072b2")
+        ax.set_xlabel("predicted value")
+        ax.set_ylabel("rows")
+        ax.set_title("Distribution of predictions", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(folder / "predictions.png", dpi=100)
+        plt.close(fig)
+    else:
+        counts = pd.Series(answers).value_counts()
+        counts.rename_axis("class").rename("rows").to_csv(folder / "predictions.csv")
+        _bar(folder / "predictions.png", counts.index, counts.values, "How often each answer is given", "rows",
+             horizontal=False)
+    written += ["predictions.csv", "predictions.png"]
+
+    # predicted vs actual
+    if regression:
+        pd.DataFrame({"actual": truth, "predicted": answers}).to_csv(folder / "predicted_vs_actual.csv", index=False)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(truth.astype(float), answers.astype(float), s=6, alpha=0.5, color="#0072b2")
+        lo, hi = float(min(truth.min(), answers.min())), float(max(truth.max(), answers.max()))
+        ax.plot([lo, hi], [lo, hi], color="#d55e00", linewidth=1)
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+    else:
+        labels = sorted(set(truth.tolist()) | set(answers.tolist()), key=str)
+        matrix = pd.crosstab(pd.Categorical(truth, labels), pd.Categorical(answers, labels), dropna=False)
+        matrix.index.name, matrix.columns.name = "actual", "predicted"
+        matrix.to_csv(folder / "predicted_vs_actual.csv")
+        fig, ax = plt.subplots(figsize=(6, 5))
+        ax.imshow(matrix.to_numpy(), cmap="Blues")
+        ax.set_xticks(range(len(labels)), [str(x) for x in labels], rotation=40, ha="right")
+        ax.set_yticks(range(len(labels)), [str(x) for x in labels])
+        for (i, j), v in np.ndenumerate(matrix.to_numpy()):
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > matrix.to_numpy().max() / 2 else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+    ax.set_title("Predicted vs actual", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(folder / "predicted_vs_actual.png", dpi=100)
+    plt.close(fig)
+    written += ["predicted_vs_actual.csv", "predicted_vs_actual.png"]
+
+    # calibration
+    if probabilities is not None and not regression:
+        classes, probs = probabilities
+        confidence = probs.max(axis=1)
+        chosen = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+        right = chosen == truth
+        bins = np.linspace(0, 1, 11)
+        which = np.clip(np.digitize(confidence, bins) - 1, 0, 9)
+        table = [{"bin": f"{bins[b]:.1f}-{bins[b + 1]:.1f}", "rows": int((which == b).sum()),
+                  "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+                  "accuracy": float(right[which == b].mean()) if (which == b).any() else None} for b in range(10)]
+        filled = [t for t in table if t["rows"]]
+        ece = sum(t["rows"] * abs(t["confidence"] - t["accuracy"]) for t in filled) / max(1, len(truth))
+        (folder / "calibration.json").write_text(json.dumps({"bins": table, "expected_calibration_error": ece},
+                                                            indent=2))
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([0, 1], [0, 1], color="#999999", linewidth=1, label="perfect")
+        ax.plot([t["confidence"] for t in filled], [t["accuracy"] for t in filled], marker="o", color="#0072b2",
+                label=f"model (ECE {ece:.3f})")
+        ax.set_xlabel("confidence of the answer")
+        ax.set_ylabel("share right")
+        ax.set_title("Calibration", fontsize=10)
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        fig.savefig(folder / "calibration.png", dpi=100)
+        plt.close(fig)
+        written += ["calibration.json", "calibration.png"]
+
+    # by district, and the map
+    if DISTRICT in holdout.columns:
+        frame = pd.DataFrame({"district": holdout[DISTRICT].astype(str).to_numpy(), "truth": truth, "answer": answers})
+        groups = frame.groupby("district")
+        per = pd.DataFrame({"rows": groups.size(),
+                            ("mae" if regression else "accuracy"): groups.apply(
+                                lambda g: _score(g["truth"], g["answer"], regression), include_groups=False)})
+        metric = per.columns[1]
+        per.to_csv(folder / "by_district.csv")
+        values = per[metric].astype(float)
+        (folder / "by_district.json").write_text(json.dumps({
+            "metric": metric, "values": values.round(4).to_dict(), "rows": per["rows"].astype(int).to_dict(),
+            "gap": round(float(values.max() - values.min()), 4)}, indent=2))
+        _bar(folder / "by_district.png", per.index, values, f"{metric} by district (held-out rows)", metric)
+        written += ["by_district.csv", "by_district.json", "by_district.png"]
+        if boundaries and {"lat", "lon"} <= set(holdout.columns):
+            from civicml.geo import map_png
+
+            ok = (truth == answers) if not regression else np.abs(truth - answers) <= np.median(np.abs(truth - answers))
+            lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)
+            map_png(boundaries, folder / "map.png", values=values.to_dict(), points=zip(lon, lat, ok),
+                    title="Held-out requests by place", value_label=metric)
+            points = [{"lon": round(float(x), 5), "lat": round(float(y), 5), "ok": bool(o)}
+                      for x, y, o in list(zip(lon, lat, ok))[:1000]]
+            (folder / "map.json").write_text(json.dumps({"metric": metric, "values": values.round(4).to_dict(),
+                                                         "points": points}))
+            written += ["map.json", "map.png"]
+    return written
+
+
+__all__ = ["permutation_importance", "probabilities", "write_all"]

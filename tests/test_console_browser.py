@@ -1,0 +1,129 @@
+"""The console in a real browser: headless Chromium from the system packages, driven by Playwright.
+
+Opens every page, submits the try-it form, and checks that the answer, the explanation and the map
+are on the page, with no console error. A failing test leaves a screenshot (its path is printed);
+with ``CIVICML_SCREENSHOTS=<folder>`` every test leaves one there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+
+pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
+NAME = "explained-router"  # the model that fixture registers
+ROW = {"description": "Huge pothole on Oak Avenue damaged my tire", "district": "Midtown", "channel": "app",
+       "hour": 8, "weekday": 1}
+
+CHROMIUM = os.environ.get("CIVICML_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _need_browser():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (pip install playwright; never `playwright install`)"
+    else:
+        if Path(CHROMIUM).exists() or shutil.which(CHROMIUM):
+            return
+        reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium: `make setup` does it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def console_url(explained_model):
+    import uvicorn
+
+    from civicml.console import create_console
+    from serving import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_console(explained_model.settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the console did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def page(tmp_path, request):
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        tab = browser.new_page()
+        errors: list[str] = []
+        tab.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+        tab.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+        tab.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+        tab.errors = errors
+        failures_before = request.session.testsfailed
+        yield tab
+        failed = request.session.testsfailed > failures_before  # this test's call failed (counted before teardown)
+        if failed or os.environ.get("CIVICML_SCREENSHOTS"):
+            folder = Path(os.environ.get("CIVICML_SCREENSHOTS", tmp_path))
+            folder.mkdir(parents=True, exist_ok=True)
+            shot = folder / f"{request.node.name}.png"
+            tab.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot of the {'failing ' if failed else ''}page: {shot}")
+        browser.close()
+
+
+def test_console_pages_and_try_it_in_chromium(page, console_url):
+    for path in ("/", f"/models/{NAME}", f"/models/{NAME}/versions/1"):
+        response = page.goto(console_url + path)
+        assert response.status == 200, path
+        assert page.locator("h1").first.is_visible()
+    # the version page: rules, charts (images really load), the map, keyboard use of the map
+    assert page.locator("ol.rules li").count() >= 6
+    for img in page.locator("figure img").all():
+        img.scroll_into_view_if_needed()
+        assert img.evaluate("i => i.decode().then(() => i.naturalWidth > 0, () => false)"), img.get_attribute("src")
+    assert page.locator("svg.civic-map path.district").count() == 8
+    page.locator("svg.civic-map path.district").first.focus()
+    assert "accuracy" in page.locator("#district-info").inner_text()
+    page.locator("#toggle-points").uncheck()
+    assert not page.locator("svg.civic-map circle.point:not(.marked)").first.is_visible()
+
+    page.goto(f"{console_url}/models/{NAME}/try")
+    page.get_by_label("Description").fill(ROW["description"])
+    page.get_by_label("District").select_option(ROW["district"])
+    page.get_by_label("Channel").select_option(ROW["channel"])
+    page.get_by_label("Hour").fill(str(ROW["hour"]))
+    page.get_by_label("Weekday").fill(str(ROW["weekday"]))
+    page.get_by_role("button", name="Get the answer and why").click()
+    page.wait_for_selector("#answer")
+    assert page.locator("#answer").inner_text() == "roads"
+    assert page.locator("#sentence").inner_text().startswith("Answered 'roads', mostly because of")
+    assert page.locator("#contributions tbody tr").count() >= 3
+    assert "pothole" in page.locator("#contributions").inner_text()
+    assert page.locator("svg.civic-map path.district.highlighted").get_attribute("data-name") == "Midtown"
+    assert page.errors == []
+
+
+def test_a_bad_form_says_what_is_wrong_in_chromium(page, console_url):
+    page.goto(f"{console_url}/models/{NAME}/try")
+    page.get_by_label("Description").fill("   ")  # only spaces: the browser accepts it, the model does not
+    page.get_by_label("Hour").fill("8")
+    page.get_by_label("Weekday").fill("1")
+    page.get_by_role("button", name="Get the answer and why").click()
+    page.wait_for_selector("#error")
+    assert "description" in page.locator("#error").inner_text()
+    assert [e for e in page.errors if "400" not in e] == []  # the 400 of the form post itself is expected

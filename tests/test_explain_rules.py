@@ -1,0 +1,67 @@
+"""Rules and global views logged at registration: readable, faithful to the model, and complete."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from registry.rules import TAG_FIDELITY, TAG_INSIGHTS, fit_surrogate
+
+pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
+
+
+@pytest.fixture(scope="module")
+def insights(explained_model, tmp_path_factory):
+    import mlflow
+
+    from registry import ModelStore
+
+    version = ModelStore(explained_model.settings).get_version(explained_model.name, explained_model.version.version)
+    folder = mlflow.artifacts.download_artifacts(version.tags[TAG_INSIGHTS], dst_path=str(tmp_path_factory.mktemp("i")))
+    return version, folder
+
+
+def test_rules_agree_with_the_311_model_on_unseen_held_out_rows(insights):
+    version, folder = insights
+    fidelity = float(version.tags[TAG_FIDELITY])
+    assert fidelity >= 0.9
+    rules = json.loads(open(f"{folder}/rules.json").read())
+    assert rules["fidelity"] == pytest.approx(fidelity, abs=1e-4) and rules["rows_checked"] >= 150
+    assert rules["max_depth"] <= 5 and 6 <= len(rules["rules"]) <= 16
+    text = open(f"{folder}/rules.md").read()
+    assert "THEN 'roads'" in text and re.search(r"description has (no )?\w+ words", text) and "- **description: " in text and f"{fidelity:.3f}" in text
+
+
+def test_global_views_are_logged_as_pictures_and_data(insights):
+    _, folder = insights
+    summary = json.loads(open(f"{folder}/summary.json").read())
+    for name in ("importance", "predictions", "predicted_vs_actual", "calibration", "by_district", "map"):
+        assert f"{name}.png" in summary["files"]
+        with open(f"{folder}/{name}.png", "rb") as png:
+            assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    by_district = json.loads(open(f"{folder}/by_district.json").read())
+    assert len(by_district["values"]) == 8 and 0 <= by_district["gap"] <= 1
+    importance = pd.read_csv(f"{folder}/importance.csv")
+    columns = importance[importance.kind == "column"].set_index("feature")["importance"]
+    assert columns.idxmax() == "description"  # the text decides the department, not the hour
+    confusion = pd.read_csv(f"{folder}/predicted_vs_actual.csv", index_col=0)
+    assert confusion.to_numpy().sum() == summary["rows"]
+    points = json.loads(open(f"{folder}/map.json").read())["points"]
+    assert len(points) == summary["rows"] and any(not p["ok"] for p in points)
+
+
+def test_rules_for_a_regression_report_r2():
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"hour": rng.integers(0, 24, 300), "district": rng.choice(["North", "South"], 300)})
+    y = frame.hour * 10 + (frame.district == "North") * 50 + rng.normal(0, 3, 300)
+    X = np.c_[frame.hour, frame.district == "North"]
+    answers = RandomForestRegressor(n_estimators=20, random_state=0).fit(X, y).predict(X)
+    surrogate = fit_surrogate(frame, answers)
+    assert surrogate.fidelity_measure == "r2" and surrogate.fidelity > 0.9
+    assert any("hour <= " in r for r in surrogate.rules) and any("district is North" in r for r in surrogate.rules)
