@@ -1,7 +1,9 @@
 """Model runtimes: an object that loads a model, predicts, and unloads.
 
 A serving variant (fp32, int8, pruned, onnx, ...) is a runtime chosen by name
-through :func:`get_runtime`; new variants plug in with :func:`register_runtime`.
+through :func:`get_runtime`; new variants plug in with :func:`register_runtime`,
+and third-party packages through the Python entry point group ``civicml.runtimes``
+(``name = "package.module:Factory"``, a callable taking a :class:`registry.LocalModel`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import abc
 import threading
 from typing import Any, Callable
+
+import numpy as np
 
 from civicml.errors import InvalidInput, NotFound
 from registry import LocalModel
@@ -38,6 +42,19 @@ class Runtime(abc.ABC):
         return self.model.metadata
 
 
+class Answer(dict):
+    """A model's answer as aligned per-row columns (name -> numpy array), e.g. label and p_<class>."""
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.values()))) if self else 0
+
+    def records(self) -> list[dict]:
+        names = list(self)
+        columns = [self[n].tolist() for n in names]
+        return [dict(zip(names, row)) for row in zip(*columns)]
+
+
 class PyfuncRuntime(Runtime):
     """The model as MLflow saved it (its own precision), through ``mlflow.pyfunc``."""
 
@@ -51,11 +68,27 @@ class PyfuncRuntime(Runtime):
         # The data plane has already checked and cast the input against the signature; for a
         # scikit-learn model, calling it directly skips pyfunc's second schema pass (~1 ms a request).
         flavor = self._model.metadata.flavors.get("python_function", {})
-        self._direct = None
+        self._direct = self._proba = None
         if flavor.get("loader_module") == "mlflow.sklearn" and flavor.get("predict_fn", "predict") == "predict":
-            self._direct = self._model.get_raw_model().predict
+            raw = self._model.get_raw_model()
+            self._direct = raw.predict
+            labels = self.metadata.get("labels")
+            classes = [str(c) for c in getattr(raw, "classes_", [])]
+            if hasattr(raw, "predict_proba") and labels and sorted(classes) == sorted(labels):
+                order = [classes.index(label) for label in labels]
+                self._proba = lambda data: raw.predict_proba(data)[:, order]
+                self._labels = np.asarray(labels, dtype=object)
+                self._columns = [f"p_{label}" for label in labels]
 
     def predict(self, data, params=None):
+        if self._proba is not None and not params:
+            # One stable answer for classifiers (the MiniLM router's shape): label + p_<class>, with the
+            # label as the most probable class, from one pass through the pipeline.
+            proba = self._proba(data)
+            answer = Answer(label=self._labels[proba.argmax(axis=1)])
+            for j, column in enumerate(self._columns):
+                answer[column] = proba[:, j]
+            return answer
         if self._direct is not None and not params:
             return self._direct(data)
         return self._model.predict(data, params=params) if params else self._model.predict(data)
@@ -108,14 +141,28 @@ def register_runtime(name: str, factory: Callable[[LocalModel], Runtime]) -> Non
     _RUNTIMES[name] = factory
 
 
+ENTRY_POINT_GROUP = "civicml.runtimes"
+
+
+def _plugins() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def runtime_names() -> list[str]:
-    return sorted(_RUNTIMES)
+    return sorted({*_RUNTIMES, *_plugins()})
 
 
 def get_runtime(name: str, model: LocalModel) -> Runtime:
-    try:
-        factory = _RUNTIMES[name]
-    except KeyError:
-        raise NotFound(f"unknown runtime '{name}' (known: {', '.join(runtime_names())})") from None
+    factory = _RUNTIMES.get(name)
+    if factory is None:
+        plugin = _plugins().get(name)
+        if plugin is None:
+            raise NotFound(f"unknown runtime '{name}' (known: {', '.join(runtime_names())})")
+        try:
+            factory = plugin.load()
+        except Exception as err:
+            raise NotFound(f"runtime '{name}' ({plugin.value}) could not be imported: {err}") from None
     runtime = factory(model)
     return runtime if runtime.thread_safe else SerializedRuntime(runtime)

@@ -47,7 +47,9 @@ def test_every_mlflow_json_format_routes_a_request(served, body):
     _, _, client = served
     response = client.post("/invocations", json=body)
     assert response.status_code == 200, response.text
-    assert response.json()["predictions"] == ["roads"]
+    [answer] = response.json()["predictions"]  # one stable shape for classifiers: label + p_<class>
+    assert answer["label"] == "roads" and answer["p_roads"] == max(v for k, v in answer.items() if k != "label")
+    assert abs(sum(v for k, v in answer.items() if k.startswith("p_")) - 1) < 1e-9
     assert response.json()["model"]["version"] == "1"
     assert response.headers["X-CivicML-Model-Version"] == "1"
 
@@ -57,7 +59,7 @@ def test_csv_and_batches(served, requests_holdout):
     rows = requests_holdout.frame[list(requests_holdout.features)].head(64)
     response = client.post("/invocations", content=rows.to_csv(index=False), headers={"content-type": "text/csv"})
     assert response.status_code == 200
-    predictions = response.json()["predictions"]
+    predictions = [p["label"] for p in response.json()["predictions"]]
     assert len(predictions) == 64
     accuracy = (requests_holdout.frame["department"].head(64).to_numpy() == predictions).mean()
     assert accuracy > 0.8
@@ -80,6 +82,24 @@ def test_csv_and_batches(served, requests_holdout):
     ("", "application/json", "empty request body"),
     ("a,b\n1,2\n", "text/csv", "missing column"),
     ("hello", "text/plain", "unsupported content type"),
+    # found by an attacker / a busy client: each was a 500 or an answer
+    ("[" * 10_000 + "]" * 10_000, "application/json", "malformed JSON"),
+    ('{"dataframe_records": [' + '{"a":' * 10_000 + "1" + "}" * 10_000 + "]}", "application/json",
+     "malformed JSON"),
+    ({"dataframe_split": {"columns": ["description", "description"], "data": [["a", "b"]]}}, None,
+     "duplicate columns: description"),
+    ({"dataframe_split": {"columns": [["description"]], "data": [["a"]]}}, None, "list of names"),
+    ({"dataframe_split": {"columns": [{}], "data": [["a"]]}}, None, "list of names"),
+    ({"dataframe_split": {"columns": list(ROW), "data": [[1, 2]]}}, None, "has 2 values for 5 columns"),
+    ({"dataframe_split": {"columns": list(ROW), "data": "x"}}, None, "list of rows"),
+    ({"dataframe_records": [{**ROW, "hour": 1e20}]}, None, "column 'hour'"),
+    ({"dataframe_records": [{**ROW, "hour": 1e308}]}, None, "column 'hour'"),
+    ({"dataframe_records": [{**ROW, "hour": 9223372036854775807}]}, None, "must be between 0 and 23"),
+    ({"dataframe_records": [{**ROW, "hour": 18446744073709551615}]}, None, "column 'hour'"),
+    ("{\"dataframe_records\": [{\"hour\": 1e999}]}", "application/json", "malformed JSON"),
+    ({"dataframe_records": [{**ROW, "hour": 24}]}, None, "column 'hour' must be between 0 and 23, got 24"),
+    ({"dataframe_records": [{**ROW, "weekday": -1}]}, None, "column 'weekday' must be between 0 and 6"),
+    ({"dataframe_records": [{**ROW, "weekday": 7}]}, None, "column 'weekday' must be between 0 and 6"),
 ])
 def test_bad_input_gets_a_clear_4xx(served, body, content_type, fragment):
     _, _, client = served
@@ -89,6 +109,48 @@ def test_bad_input_gets_a_clear_4xx(served, body, content_type, fragment):
         response = client.post("/invocations", content=json.dumps(body), headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert fragment in response.json()["message"]
+
+
+def test_status_codes_for_media_type_and_limits(served):
+    _, _, client = served
+    assert client.post("/invocations", content="x", headers={"content-type": "text/plain"}).status_code == 415
+    assert client.post("/invocations", content="x", headers={"content-type": "application/xml"}).status_code == 415
+    many = {"dataframe_records": [ROW] * 10_001}
+    response = client.post("/invocations", content=json.dumps(many), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "too many rows: 10001" in response.json()["message"]
+    from serving.http import MAX_BODY_BYTES
+
+    huge = b'{"dataframe_records": [' + b" " * (MAX_BODY_BYTES + 1) + b"]}"
+    response = client.post("/invocations", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.json()["message"]
+
+    def chunks():  # no Content-Length: the limit applies while reading
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b" " * 65536
+
+    response = client.post("/invocations", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+
+
+def test_openapi_documents_bodies_and_errors(served):
+    _, _, client = served
+    doc = client.get("/openapi.json").json()
+    invocations = doc["paths"]["/invocations"]["post"]
+    assert {"application/json", "text/csv"} <= set(invocations["requestBody"]["content"])
+    assert {"200", "400", "413", "415", "422"} <= set(invocations["responses"])
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert "inputs" in infer["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert "error" in str(infer["responses"]["400"])
+
+
+def test_metrics_count_requests_and_batches(served):
+    _, _, client = served
+    client.post("/invocations", json={"dataframe_records": [ROW]})
+    client.post("/invocations", json={"dataframe_records": []})
+    text = client.get("/metrics").text
+    assert f'civicml_requests_total{{model="{NAME}",protocol="mlflow",status="200",variant="-",version="1"}}' in text
+    assert 'status="400"' in text
+    assert "civicml_batch_rows_bucket" in text and "civicml_model_loads_total" in text
 
 
 def test_runtimes_are_chosen_by_name(served):
