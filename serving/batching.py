@@ -55,11 +55,12 @@ class Columns:
         return Columns({n: np.concatenate([p.values[n] for p in parts]) for n in names}, sum(p.rows for p in parts))
 
 
-def merge(parts: list[Any]) -> Any:
-    """Many requests' inputs -> one model input (a DataFrame or an array)."""
+def merge(parts: list[Any], columns_ok: bool = False) -> Any:
+    """Many requests' inputs -> one model input (Columns if the runtime takes them, a DataFrame, an array)."""
     first = parts[0]
     if isinstance(first, Columns):
-        return (first if len(parts) == 1 else Columns.concat(parts)).frame()
+        merged = first if len(parts) == 1 else Columns.concat(parts)
+        return merged if columns_ok else merged.frame()
     if isinstance(first, np.ndarray):
         return first if len(parts) == 1 else np.concatenate(parts)
     if isinstance(first, pd.DataFrame):
@@ -130,6 +131,9 @@ class BatchingRuntime(Runtime):
     def load(self) -> None:
         self.inner.load()
 
+    def verify(self, sample) -> None:
+        self.inner.verify(sample)
+
     def unload(self) -> None:
         if self._worker is not None:
             self._queue.put(_STOP)
@@ -143,7 +147,7 @@ class BatchingRuntime(Runtime):
         future: Future = Future()
         if params:  # requests with parameters are not merged with others
             try:
-                future.set_result(self.inner.predict(merge([data]), params))
+                future.set_result(self.inner.predict(merge([data], self.inner.accepts_columns), params))
             except Exception as err:
                 future.set_exception(err)
             return future
@@ -189,7 +193,7 @@ class BatchingRuntime(Runtime):
         futures = [f for _, _, f in batch]
         started = time.perf_counter()
         try:
-            output = self.inner.predict(merge([d for d, _, _ in batch]), None)
+            output = self.inner.predict(merge([d for d, _, _ in batch], self.inner.accepts_columns), None)
             pieces = split(output, [n for _, n, _ in batch])
         except Exception as err:
             if len(batch) > 1:  # one bad request must not fail the others: run them one by one

@@ -207,20 +207,20 @@ class Endpoint:
         else:
             from fastapi.concurrency import run_in_threadpool
 
-            output = await run_in_threadpool(runtime.predict, _as_model_input(request.data), request.params)
+            output = await run_in_threadpool(runtime.predict, _as_model_input(request.data, runtime), request.params)
         return output, loaded.served, loaded
 
 
-def _as_model_input(data):
+def _as_model_input(data, runtime: Runtime):
     from serving.batching import merge
 
-    return merge([data])
+    return merge([data], runtime.accepts_columns)
 
 
 def _call(runtime: Runtime, data, params=None):
     if isinstance(runtime, BatchingRuntime):
         return runtime.predict(data, params)
-    return runtime.predict(_as_model_input(data), params)
+    return runtime.predict(_as_model_input(data, runtime), params)
 
 
 def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> None:
@@ -235,6 +235,7 @@ def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> No
         return
     import numpy as np
 
+    runtime.verify(validator.prepare(example).data)  # a faster path is used only if it agrees here
     one = validator.prepare(example.head(1) if hasattr(example, "head") else np.asarray(example)[:1])
     _call(runtime, one.data)
     if max_batch > 1:
