@@ -65,7 +65,9 @@ def _wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
                               "--timeout", "10s", "--latency", "-s", str(script), f"{url}/invocations"],
                              capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if set(percentiles) != {"50", "99"}:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
@@ -145,26 +147,34 @@ def main() -> None:
     if args.only:
         servers = {args.only: servers[args.only]}
     levels = [int(x) for x in args.levels.split(",")]
-    results: dict[str, dict[str, dict]] = {}
-    for server, command in servers.items():
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([part.replace("{port}", str(port)) for part in command], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_ready(url, proc)
+    loads = [(f"1 row, c{c}", one, c) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8)]
+    results: dict[str, dict[str, dict]] = {server: {} for server in servers}
+    procs, urls = {}, {}
+    try:
+        for server, command in servers.items():  # both up at once, idle while the other one is measured
+            port = free_port()
+            urls[server] = f"http://127.0.0.1:{port}"
+            procs[server] = subprocess.Popen([part.replace("{port}", str(port)) for part in command], env=env,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for server, url in urls.items():
+            _wait_ready(url, procs[server])
             for _ in range(20):  # same warm start for both
                 httpx.post(f"{url}/invocations", content=one, headers={"content-type": "application/json"},
                            timeout=60).raise_for_status()
-            results[server] = {}
-            for c in levels:
-                results[server][f"1 row, c{c}"] = load(url, one, c, args.seconds)
-                print(server, f"1 row, c{c}", results[server][f"1 row, c{c}"], flush=True)
-            key = f"{args.batch_rows} rows, c8"
-            results[server][key] = load(url, batch, 8, args.seconds)
-            results[server][key]["rows_per_s"] = results[server][key]["rps"] * args.batch_rows
-            print(server, key, results[server][key], flush=True)
-        finally:
+        for key, body, c in loads:  # interleaved level by level, so that drifting machine load hits both alike
+            for server, url in urls.items():
+                r = results[server][key] = load(url, body, c, args.seconds)
+                if body is batch:
+                    r["rows_per_s"] = r["rps"] * args.batch_rows
+                print(server, key, r, flush=True)
+        if "civicml" in urls:
+            metrics = httpx.get(f"{urls['civicml']}/metrics", timeout=10).text
+            sums = dict(re.findall(r"^civicml_batch_rows_(sum|count)\{[^}]*\} (\S+)$", metrics, re.M))
+            if sums:
+                print(f"civicml: {float(sums['count']):.0f} model calls, "
+                      f"{float(sums['sum']) / float(sums['count']):.1f} rows per call on average")
+    finally:
+        for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=60)
 

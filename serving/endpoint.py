@@ -117,6 +117,7 @@ class Endpoint:
                 raise
             seconds = time.perf_counter() - started
             self._current = loaded  # one reference: the request path never waits for a load
+            _freeze_heap()
             self._event("load", version=version, seconds=seconds)
             if current:  # requests in flight still hold the old runtime; stop its batch worker afterwards
                 log.info("alias %s of %s moved: version %s -> %s (loaded in %.2f s)", self.alias, self.model_name,
@@ -209,6 +210,15 @@ class Endpoint:
 
             output = await run_in_threadpool(runtime.predict, _as_model_input(request.data, runtime), request.params)
         return output, loaded.served, loaded
+
+
+def _freeze_heap() -> None:
+    """Move the loaded model's objects out of the garbage collector's sight: a full collection over a
+    large vocabulary otherwise stalls every request for tens of milliseconds (p99 under load)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _as_model_input(data, runtime: Runtime):
