@@ -184,6 +184,34 @@ def _v2_values(tensor: dict) -> list:
     return flat
 
 
+_V2_RESERVED = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout"}
+
+
+def _from_binary(tensor: dict, raw: bytes) -> list:
+    datatype = tensor.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
+    if datatype != "BYTES":
+        dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
+        if len(raw) % dtype.itemsize:
+            raise InvalidInput(f"input '{tensor.get('name')}' has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+        return np.frombuffer(raw, dtype=dtype).tolist()
+    out, at = [], 0
+    while at < len(raw):  # each element: 4-byte little-endian length, then the bytes
+        if at + 4 > len(raw):
+            raise InvalidInput(f"input '{tensor.get('name')}' has truncated BYTES data")
+        size = int.from_bytes(raw[at:at + 4], "little")
+        at += 4
+        if at + size > len(raw):
+            raise InvalidInput(f"input '{tensor.get('name')}' has truncated BYTES data")
+        try:
+            out.append(raw[at:at + size].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{tensor.get('name')}' has BYTES that are not UTF-8 text") from None
+        at += size
+    return out
+
+
 def _flatten(data: list) -> list:
     if not data or not isinstance(data[0], list):
         return data
@@ -211,18 +239,42 @@ class V2Codec:
     name = "v2"
 
     @staticmethod
-    def decode(body: bytes, content_type: str | None, tensor_model: bool) -> tuple[Any, dict | None, dict]:
-        ctype = _media_type(content_type)
-        if ctype not in ("application/json", "application/octet-stream"):
-            raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json)")
-        if ctype == "application/octet-stream":
-            raise UnsupportedMediaType("binary tensor data is not supported: send JSON tensors")
+    def decode(body: bytes, content_type: str | None, tensor_model: bool,
+               header_length: str | None = None) -> tuple[Any, dict | None, dict]:
+        """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
+        by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
+        binary = b""
+        if header_length is not None:
+            try:
+                size = int(header_length)
+            except ValueError:
+                raise InvalidInput("invalid Inference-Header-Content-Length header") from None
+            if not 0 < size <= len(body):
+                raise InvalidInput("Inference-Header-Content-Length is outside the body")
+            body, binary = body[:size], body[size:]
+        else:
+            ctype = _media_type(content_type)
+            if ctype != "application/json":
+                raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json, or the "
+                                           f"binary extension with Inference-Header-Content-Length)")
         doc = loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
             raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
         params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else None
+        params = {k: v for k, v in (params or {}).items() if k not in _V2_RESERVED} or None
         meta = {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
                 "outputs": [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]}
+        offset = 0
+        for tensor in doc["inputs"]:
+            if isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict) \
+                    and "binary_data_size" in tensor["parameters"]:
+                size = tensor["parameters"]["binary_data_size"]
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise InvalidInput(f"input '{tensor.get('name')}' has a wrong binary_data_size")
+                tensor["data"] = _from_binary(tensor, binary[offset:offset + size])
+                offset += size
+        if offset != len(binary):
+            raise InvalidInput("the binary data does not match the inputs' binary_data_size")
         tensors = doc["inputs"]
         if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors):
             raise InvalidInput("every V2 input needs a 'name'")

@@ -362,7 +362,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             body = await read_body(request, limits.max_body_bytes)
             loaded = endpoint.current
             tensor_model = bool(loaded and loaded.validator.tensor)
-            payload, params, meta = V2Codec.decode(body, request.headers.get("content-type"), tensor_model)
+            payload, params, meta = V2Codec.decode(body, request.headers.get("content-type"), tensor_model,
+                                                   request.headers.get("inference-header-content-length"))
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
             answer = stable_answer(output, info.get("task"), info.get("labels"))

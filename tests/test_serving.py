@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -184,3 +185,77 @@ def test_endpoint_follows_the_alias_over_real_http(served, requests_dataset, req
         while client.predict([ROW])["model"]["version"] != "1":
             assert time.monotonic() < deadline + 30, "the endpoint did not follow the rollback"
             time.sleep(0.1)
+
+
+def _rows(holdout, n):
+    return holdout.frame[list(holdout.features)].head(n).to_dict(orient="records")
+
+
+def test_batching_gives_each_caller_its_own_rows(served, requests_holdout):
+    """Requests merged into one model call get back exactly what they get one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    settings, _, _ = served
+    rows = _rows(requests_holdout, 120)
+    requests = [rows[i:i + 1 + i % 3] for i in range(0, 120, 3)]  # 1-3 rows each, different sizes
+    alone = Endpoint(NAME, alias="1", settings=settings, refresh_seconds=0, batching=False)
+    expected = [alone.predict(pd.DataFrame(r))[0] for r in requests]
+    batched = Endpoint(NAME, alias="1", settings=settings, refresh_seconds=0, max_batch=16, max_wait_ms=200)
+    batched.load()
+    runtime = batched.current.runtime
+    before = runtime.batches
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda r: batched.predict(pd.DataFrame(r))[0], requests))
+    assert runtime.batches - before < len(requests)  # requests were merged (a 200 ms window for 16 threads)
+    for got, want in zip(answers, expected):
+        assert list(got["label"]) == list(want["label"])
+        for column in want:
+            if column != "label":
+                np.testing.assert_allclose(got[column], want[column], rtol=0, atol=1e-12)
+    alone.close()
+    batched.close()
+
+
+def test_batches_stay_within_max_batch_and_split_per_request(served, requests_holdout):
+    from serving.batching import BatchingRuntime
+
+    settings, _, _ = served
+    endpoint = Endpoint(NAME, alias="1", settings=settings, refresh_seconds=0, max_batch=8, max_wait_ms=200)
+    endpoint.load()
+    runtime = endpoint.current.runtime
+    assert isinstance(runtime, BatchingRuntime)
+    sizes = []
+    runtime.on_batch = lambda rows, seconds: sizes.append(rows)
+    rows = _rows(requests_holdout, 30)
+    checked = [endpoint.current.validator.prepare(pd.DataFrame(rows[i:i + 3])).data for i in range(0, 30, 3)]
+    futures = [runtime.submit(c) for c in checked]  # ten 3-row requests at once
+    answers = [f.result(timeout=60) for f in futures]
+    assert all(s <= 8 for s in sizes) and sum(sizes) == 30
+    assert [list(a["label"]) for a in answers] == [
+        list(endpoint.predict(pd.DataFrame(rows[i:i + 3]))[0]["label"]) for i in range(0, 30, 3)]
+    endpoint.close()
+
+
+@pytest.mark.slow
+def test_concurrent_http_clients_get_their_own_answers(served, requests_holdout):
+    """Over real HTTP: 96 requests from 16 threads, each answered as when sent alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    settings, endpoint, client = served
+    rows = _rows(requests_holdout, 96)
+    expected = [client.post("/invocations", json={"dataframe_records": [r]}).json()["predictions"][0]["label"]
+                for r in rows]
+    with BackgroundServer(Endpoint(NAME, settings=settings, refresh_seconds=0)) as server:
+        with httpx.Client(base_url=server.url, timeout=60,
+                          limits=httpx.Limits(max_connections=16)) as http:
+            def ask(row):
+                response = http.post("/invocations", json={"dataframe_records": [row]})
+                assert response.status_code == 200, response.text
+                return response.json()["predictions"][0]["label"]
+
+            with ThreadPoolExecutor(16) as pool:
+                assert list(pool.map(ask, rows)) == expected
