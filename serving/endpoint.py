@@ -58,7 +58,8 @@ class Endpoint:
     def __init__(self, model_name: str, alias: str = "champion", runtime: str = "pyfunc",
                  settings: Settings | None = None, refresh_seconds: float = 10.0, variant: str | None = None,
                  max_batch: int = 64, max_wait_ms: float = 1.0, batching: bool = True,
-                 on_event: Callable[[str, dict], None] | None = None):
+                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None):
+        self._key = key
         self.model_name = model_name
         self.alias = alias
         self.runtime_name = runtime
@@ -78,6 +79,8 @@ class Endpoint:
     @property
     def key(self) -> str:
         """The name clients use for this endpoint on a server with several (V2 model name)."""
+        if self._key:
+            return self._key
         return self.model_name if self.alias == "champion" else f"{self.model_name}@{self.alias}"
 
     def _event(self, kind: str, **data) -> None:
