@@ -241,6 +241,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     async def _invoke(endpoint: Endpoint, request: Request):
         started = time.perf_counter()
         status, served = 200, None
+        metrics.in_flight.inc()
         try:
             guard.check(request)
             body = await read_body(request, limits.max_body_bytes)
@@ -251,6 +252,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         except Exception as err:
             response = _mlflow_error(err)
             status = response.status_code
+        finally:
+            metrics.in_flight.dec()
         _count(endpoint, served, "mlflow", status, started)
         return response
 
@@ -354,6 +357,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     async def _v2_infer(name: str, version: str | None, request: Request):
         started = time.perf_counter()
         served, endpoint = None, None
+        metrics.in_flight.inc()
         try:
             endpoint = _endpoint(name)
             guard.check(request)
@@ -371,6 +375,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                             headers={"X-CivicML-Model-Version": served.version})
         except Exception as err:
             response = _v2_error(err)
+        finally:
+            metrics.in_flight.dec()
         if endpoint is not None:
             _count(endpoint, served, "v2", response.status_code, started)
         return response

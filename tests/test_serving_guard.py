@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def _serve(settings: Settings, port: int) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigterm_drains_requests_in_flight(team):
-    """SIGTERM while 64 requests (100 rows each) are in flight: every one is answered, then the server exits 0."""
+    """SIGTERM while 32 requests (1,000 rows each) are in flight: every one is answered, then the server exits."""
     _, service = team
     port = free_port()
     proc = _serve(service, port)
@@ -92,17 +93,25 @@ def test_sigterm_drains_requests_in_flight(team):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
             time.sleep(0.2)
         headers = {"Authorization": f"Bearer {TOKENS['router'][0]}"}
-        body = {"dataframe_records": [ROW] * 100}
-        with httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+        body = {"dataframe_records": [ROW] * 1000}
+        with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=32)) as http:
             def ask(_):
                 return http.post("/invocations", json=body, headers=headers).status_code
 
-            with ThreadPoolExecutor(64) as pool:
-                answers = [pool.submit(ask, i) for i in range(64)]
-                time.sleep(0.3)  # let the requests reach the server
+            with ThreadPoolExecutor(32) as pool:
+                answers = [pool.submit(ask, i) for i in range(32)]
+                while True:  # every request has reached the server (answered or being answered)
+                    text = httpx.get(f"{url}/metrics").text
+                    in_flight = float(re.search(r"^civicml_requests_in_flight (\S+)$", text, re.M).group(1))
+                    done = sum(float(x) for x in re.findall(r'^civicml_requests_total\{.*status="200".*\} (\S+)$',
+                                                                text, re.M))
+                    if in_flight + done >= 32:
+                        break
+                    time.sleep(0.05)
+                assert in_flight > 0
                 proc.send_signal(signal.SIGTERM)
                 codes = [a.result() for a in answers]
-        assert codes == [200] * 64
+        assert codes == [200] * 32
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after draining
     finally:
         if proc.poll() is None:
