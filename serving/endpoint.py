@@ -11,9 +11,12 @@ Endpoints are stateless beyond that cache, so more replicas scale out behind any
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import random
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,6 +78,13 @@ class Endpoint:
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self.last_error: str | None = None
+        # a canary or shadow version beside the champion (registry.rollout), and its recent requests
+        self.rollout = None
+        self._canary: Loaded | None = None
+        self._canary_window: collections.deque = collections.deque(maxlen=50)
+        self._rng = random.Random()
+        self.shadow_counts = {"agree": 0, "total": 0}
+        self.rolled_back: str | None = None  # why the last canary was stopped automatically
 
     @property
     def key(self) -> str:
@@ -143,15 +153,66 @@ class Endpoint:
         self._event("batch", rows=rows, seconds=seconds)
 
     def refresh(self) -> bool:
-        """Follow the alias once; on failure keep the loaded version and remember why. True if it works."""
+        """Follow the alias and the roll-out once; on failure keep what is loaded and remember why."""
         try:
             self.load()
+            self.refresh_rollout()
             self.last_error = None
             return True
         except Exception as err:  # keep serving the loaded version
             self.last_error = f"{type(err).__name__}: {err}"
             log.warning("could not refresh %s@%s: %s", self.model_name, self.alias, self.last_error)
             return False
+
+    def refresh_rollout(self) -> None:
+        """Read the roll-out from the registry; load its version beside the champion (or drop it)."""
+        from registry import rollout as rollouts
+
+        wanted = rollouts.current(self.model_name, self.settings) if self.alias == "champion" else None
+        champion = self._current.served.version if self._current else None
+        if wanted is None or wanted.version == champion:
+            self.rollout, self._canary = None, None
+            self._event("rollout", version=None, weight=0)
+            return
+        if self._canary is None or self._canary.served.version != wanted.version:
+            loaded = self._load(wanted.version, None, self.runtime_name)  # raises: keep serving without it
+            self._canary = Loaded(dataclasses.replace(loaded.served, alias=wanted.mode), loaded.runtime,
+                                  loaded.validator, loaded.loaded_at)
+            self._canary_window = collections.deque(maxlen=wanted.window)
+        self.rollout = wanted
+        self._event("rollout", version=wanted.version, weight=wanted.weight)
+
+    def _canary_result(self, failed: bool, seconds: float) -> None:
+        rollout, window = self.rollout, self._canary_window
+        if rollout is None:
+            return
+        window.append((failed, seconds))
+        if len(window) < window.maxlen:
+            return
+        errors = sum(f for f, _ in window) / len(window)
+        p95 = sorted(t for _, t in window)[int(0.95 * (len(window) - 1))] * 1000
+        why = None
+        if errors > rollout.max_error_rate:
+            why = f"error rate {errors:.0%} over the last {len(window)} requests (limit {rollout.max_error_rate:.0%})"
+        elif rollout.max_p95_ms is not None and p95 > rollout.max_p95_ms:
+            why = f"p95 {p95:.0f} ms over the last {len(window)} requests (limit {rollout.max_p95_ms:.0f} ms)"
+        if why is None:
+            return
+        version = self._canary.served.version if self._canary else rollout.version
+        self.rollout, self._canary = None, None  # this replica stops at once; the registry tells the others
+        self.rolled_back = f"version {version}: {why}"
+        log.warning("automatic rollback of the %s of %s: %s", rollout.mode, self.model_name, self.rolled_back)
+        self._event("rollback", version=version, reason=why)
+
+        def record():
+            from registry import rollout as rollouts
+
+            try:
+                rollouts.stop(self.model_name, f"automatic: {self.rolled_back}", automatic=True, settings=self.settings)
+            except Exception as err:
+                log.error("could not record the automatic rollback: %s", err)
+
+        threading.Thread(target=record, name="rollback", daemon=True).start()
 
     def follow(self) -> None:
         """Poll the registry in the background and reload when the alias moves."""
@@ -198,12 +259,51 @@ class Endpoint:
         return _call(loaded.runtime, request.data, request.params), loaded.served
 
     async def apredict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served, Loaded]:
-        """The HTTP hot path: check in the event loop, then wait for the batch that carries these rows."""
+        """The HTTP hot path: check in the event loop, then wait for the batch that carries these rows.
+
+        With a canary, its share of requests goes to it; if it fails on a request the champion answers
+        that request (each answer names its version) and the failure counts towards an automatic rollback.
+        With a shadow, the champion answers and the shadow's answer is only compared."""
+        canary, rollout = self._canary, self.rollout
+        if canary is not None and rollout is not None:
+            if rollout.mode == "canary" and self._rng.random() * 100 < rollout.weight:
+                started = time.perf_counter()
+                try:
+                    result = await self._apredict_on(canary, payload, params)
+                except Exception as err:
+                    from civicml.errors import CivicMLError
+
+                    if isinstance(err, CivicMLError):  # the client's input: the champion would refuse it too
+                        raise
+                    self._canary_result(True, time.perf_counter() - started)
+                else:
+                    self._canary_result(False, time.perf_counter() - started)
+                    return result
+            elif rollout.mode == "shadow" and self._rng.random() * 100 < rollout.weight:
+                output, served, loaded = await self._apredict_on(self._current or self._loaded(), payload, params)
+                asyncio.ensure_future(self._shadow(canary, payload, params, output))
+                return output, served, loaded
         loaded = self._current
         if loaded is None:
             from fastapi.concurrency import run_in_threadpool
 
             loaded = await run_in_threadpool(self._loaded)
+        return await self._apredict_on(loaded, payload, params)
+
+    async def _shadow(self, shadow: Loaded, payload, params, answer) -> None:
+        started = time.perf_counter()
+        try:
+            output, _, _ = await self._apredict_on(shadow, payload, params)
+        except Exception:
+            self._canary_result(True, time.perf_counter() - started)
+            return
+        self._canary_result(False, time.perf_counter() - started)
+        same = _labels(output) == _labels(answer)
+        self.shadow_counts["total"] += 1
+        self.shadow_counts["agree"] += bool(same)
+        self._event("shadow", agree=bool(same))
+
+    async def _apredict_on(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         request = loaded.validator.prepare(payload, params)
         runtime = loaded.runtime
         if isinstance(runtime, BatchingRuntime):
@@ -213,6 +313,16 @@ class Endpoint:
 
             output = await run_in_threadpool(runtime.predict, _as_model_input(request.data, runtime), request.params)
         return output, loaded.served, loaded
+
+
+def _labels(output) -> list:
+    import numpy as np
+
+    if isinstance(output, dict) and "label" in output:
+        return list(output["label"])
+    if hasattr(output, "columns") and "label" in output.columns:
+        return list(output["label"])
+    return np.asarray(output).tolist()
 
 
 def _freeze_heap() -> None:

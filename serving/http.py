@@ -198,6 +198,11 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             except CivicMLError as err:  # start anyway: /health says why it is not ready
                 endpoint.last_error = str(err)
                 log.error("endpoint %s not ready: %s", endpoint.key, err)
+            else:
+                try:
+                    await run_in_threadpool(endpoint.refresh_rollout)
+                except Exception as err:  # serve the champion alone; /health says why
+                    endpoint.last_error = f"roll-out not loaded: {type(err).__name__}: {err}"
             if follow:
                 endpoint.follow()
         yield
@@ -228,7 +233,11 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     @app.get("/health")
     def health():
         models = [{"model": e.served.to_dict() if e.served else None,
-                   "follows": f"models:/{e.model_name}@{e.alias}", "last_error": e.last_error} for e in endpoints]
+                   "follows": f"models:/{e.model_name}@{e.alias}", "last_error": e.last_error,
+                   "rollout": ({"version": e.rollout.version, "weight": e.rollout.weight, "mode": e.rollout.mode}
+                               if e.rollout else None),
+                   "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
+                   "automatic_rollback": e.rolled_back} for e in endpoints]
         ok = all(e.ready for e in endpoints)
         body = {"status": "ok" if ok else "unavailable", **models[0], "models": models,
                 "auth": "team (service token required)" if guard.team else "single-user (no token; loopback only)"}

@@ -38,6 +38,11 @@ class Metrics:
         self.canary_weight = Gauge("civicml_canary_weight", "Share of traffic (percent) sent to the canary",
                                    ["model", "version"], registry=r)
 
+        self.rollbacks = Counter("civicml_automatic_rollbacks", "Canaries stopped by their limits",
+                                 ["model", "version"], registry=r)
+        self.shadow = Counter("civicml_shadow_comparisons", "Shadow answers compared with the champion's",
+                              ["model", "outcome"], registry=r)
+
     def on_event(self, kind: str, data: dict) -> None:
         model = data.get("model", "")
         if kind == "batch":
@@ -51,6 +56,14 @@ class Metrics:
                 self.serving_version.remove(model, old)
             self._serving[model] = data["version"]
             self.serving_version.labels(model, data["version"]).set(1)
+        elif kind == "rollout":
+            self.canary_weight.clear()
+            if data.get("version"):
+                self.canary_weight.labels(model, data["version"]).set(data["weight"])
+        elif kind == "rollback":
+            self.rollbacks.labels(model, data["version"]).inc()
+        elif kind == "shadow":
+            self.shadow.labels(model, "agree" if data["agree"] else "differ").inc()
         elif kind == "load_failed":
             self.load_failures.labels(model, data["version"]).inc()
 
