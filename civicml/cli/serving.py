@@ -26,6 +26,21 @@ def add_commands(sub) -> None:
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
     p.set_defaults(func=cmd_serve)
 
+    for mode in ("canary", "shadow"):
+        verb = "send" if mode == "canary" else "mirror"
+        p = sub.add_parser(mode, help=f"{verb} a share of NAME's traffic to a version ({mode}; release managers); "
+                                      f"--stop ends it")
+        add_store_options(p)
+        p.add_argument("name")
+        p.add_argument("--version", help="the version to receive the share")
+        p.add_argument("--weight", type=float, default=10.0, help="percent of requests (default 10)")
+        p.add_argument("--max-error-rate", type=float, default=0.05, help="stop automatically above this share of "
+                                                                          "failed requests (default 0.05)")
+        p.add_argument("--max-p95-ms", type=float, help="stop automatically above this p95 latency")
+        p.add_argument("--window", type=int, default=50, help="requests the limits are judged over (default 50)")
+        p.add_argument("--stop", action="store_true", help="end the roll-out now")
+        p.set_defaults(func=cmd_rollout, mode=mode)
+
     p = sub.add_parser("deploy", help="write a container recipe and a KServe InferenceService manifest that "
                                       "run `civicml serve` as a V2 runtime")
     p.add_argument("name", help="registered model name")
@@ -63,6 +78,25 @@ def cmd_serve(args) -> int:
     print(f"civicml serve: {', '.join(e.key + ' v' + e.served.version for e in endpoints)} on "
           f"http://{args.host}:{args.port} ({mode})", flush=True)
     serve(endpoints, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_rollout(args) -> int:
+    from registry import rollout
+
+    settings = settings_from(args)
+    if args.stop:
+        stopped = rollout.stop(args.name, f"stopped by command ({args.mode} --stop)", settings=settings)
+        print(f"{args.name}: {'stopped the ' + stopped.mode + ' of version ' + stopped.version if stopped else 'no roll-out'}")
+        return 0
+    if not args.version:
+        raise InvalidInput(f"civicml {args.mode} needs --version N (or --stop)")
+    started = rollout.start(args.name, args.version, args.weight, args.mode, max_error_rate=args.max_error_rate,
+                            max_p95_ms=args.max_p95_ms, window=args.window, settings=settings)
+    print(f"{args.name}: {started.mode} version {started.version} at {started.weight:g}% of requests "
+          f"(stops itself above {started.max_error_rate:.0%} errors"
+          f"{f' or p95 {started.max_p95_ms:g} ms' if started.max_p95_ms else ''} over {started.window} requests); "
+          f"replicas pick it up within their refresh interval")
     return 0
 
 
