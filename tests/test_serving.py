@@ -170,21 +170,41 @@ def test_endpoint_follows_the_alias_over_real_http(served, requests_dataset, req
     better = train(use_case, requests_dataset, "svm", settings=settings)
     registry.register(better.model_uri, NAME, settings=settings)
     endpoint = Endpoint(NAME, settings=settings, refresh_seconds=0.2)
+    import threading
+    import time
+
+    import httpx
+
     with BackgroundServer(endpoint) as server, EndpointClient(server.url) as client:
         assert client.predict([ROW])["model"]["version"] == "1"
-        outcome = registry.promote(NAME, requests_holdout.frame, "department",
-                                   policy=registry.PromotionPolicy(max_regression=0.05), settings=settings)
-        assert outcome.promoted, outcome.reason
-        import time
+        codes: list[int] = []
+        stop = threading.Event()
 
-        deadline = time.monotonic() + 30
-        while client.predict([ROW])["model"]["version"] != "2":
-            assert time.monotonic() < deadline, "the endpoint did not follow the alias"
-            time.sleep(0.1)
-        registry.rollback(NAME, settings=settings)
-        while client.predict([ROW])["model"]["version"] != "1":
-            assert time.monotonic() < deadline + 30, "the endpoint did not follow the rollback"
-            time.sleep(0.1)
+        def steady_load():  # a client calling all along, through both swaps
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                while not stop.is_set():
+                    codes.append(http.post("/invocations", json={"dataframe_records": [ROW]}).status_code)
+
+        workers = [threading.Thread(target=steady_load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            outcome = registry.promote(NAME, requests_holdout.frame, "department",
+                                       policy=registry.PromotionPolicy(max_regression=0.05), settings=settings)
+            assert outcome.promoted, outcome.reason
+            deadline = time.monotonic() + 30
+            while client.predict([ROW])["model"]["version"] != "2":
+                assert time.monotonic() < deadline, "the endpoint did not follow the alias"
+                time.sleep(0.1)
+            registry.rollback(NAME, settings=settings)
+            while client.predict([ROW])["model"]["version"] != "1":
+                assert time.monotonic() < deadline + 30, "the endpoint did not follow the rollback"
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert codes and set(codes) == {200}, f"{len([c for c in codes if c != 200])} failed of {len(codes)}"
 
 
 def _rows(holdout, n):
