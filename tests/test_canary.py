@@ -39,6 +39,23 @@ FAILING = textwrap.dedent('''
 ''')
 
 
+BROKEN = textwrap.dedent('''
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+
+    class Broken(PythonModel):
+        def load_context(self, context):
+            raise RuntimeError("this version cannot load")
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+
+    mlflow.models.set_model(Broken())
+''')
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, small_requests, requests_holdout):
     """Versions 1 and 2: the same logreg (1 is champion); version 3: a model that fails on real traffic."""
@@ -59,7 +76,29 @@ def store(tmp_path_factory, small_requests, requests_holdout):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
                                        input_example=pd.DataFrame([{**ROW, "weekday": 0}]))
     registry.register(info.model_uri, NAME, alias=None, settings=settings)
+    code = folder / "broken.py"
+    code.write_text(BROKEN)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code))
+    registry.register(info.model_uri, NAME, alias=None, settings=settings)  # version 4
     return settings
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(store):
+    from fastapi.testclient import TestClient
+
+    from serving import create_app
+
+    registry.set_alias(NAME, "staging", "1", settings=store)
+    endpoint = Endpoint(NAME, alias="staging", settings=store, refresh_seconds=0)
+    with TestClient(create_app(endpoint, follow=False)) as client:
+        registry.set_alias(NAME, "staging", "4", settings=store)
+        assert endpoint.refresh() is False
+        health = client.get("/health").json()
+        assert health["model"]["version"] == "1" and "this version cannot load" in health["last_error"]
+        answer = client.post("/invocations", json={"dataframe_records": [ROW]})
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == "1"
+        assert "civicml_model_load_failures_total" in client.get("/metrics").text
 
 
 def _ask(endpoint: Endpoint, n: int, row=ROW) -> list[str]:
