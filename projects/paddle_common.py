@@ -190,6 +190,7 @@ def log_program_pyfunc(
     info = mlflow.pyfunc.log_model(
         name=name,
         python_model=str(code_file),
+        code_paths=[str(Path(__file__).with_name("paddle_predictor.py"))],  # the shared predictor pool
         artifacts={"program": str(program_dir)},
         signature=signature,
         input_example=input_example,

@@ -1,18 +1,14 @@
-"""A protocol-neutral data plane: parse MLflow's scoring protocol, check inputs, format outputs.
+"""Input validation, separate from protocols (serving/codecs.py) and runtimes (serving/runtime.py).
 
-Requests accepted on ``/invocations`` (as ``mlflow models serve`` does):
-``{"dataframe_split": {"columns": [...], "data": [[...]]}}``,
-``{"dataframe_records": [{...}]}``, ``{"instances": [...]}``, ``{"inputs": ...}``
-(each optionally with ``"params"``), and ``text/csv`` bodies.
-
-Inputs are checked against the model's signature and the categories logged with
-it; every problem is an :class:`~civicml.errors.InvalidInput` naming the field.
+A :class:`Validator` is compiled once per loaded model from its signature and the metadata logged
+with it (allowed categories; allowed values of numeric columns such as hour 0-23). Codecs hand it a
+:class:`Table` (column name -> list of values) or a nested-list tensor; it returns checked numpy
+columns (:class:`~serving.batching.Columns`) or an array, without building a DataFrame per request.
+Every problem is an :class:`~civicml.errors.InvalidInput` naming the field.
 """
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,188 +16,220 @@ import numpy as np
 import pandas as pd
 
 from civicml.errors import InvalidInput
+from serving.batching import Columns
 
 MAX_ROWS = 10_000
 MAX_TEXT = 10_000  # characters in one string field
-FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_INT_BOUNDS = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
+_FLOAT_MAX = {"double": np.finfo(np.float64).max, "float": float(np.finfo(np.float32).max)}
+_NUMERIC = {"long": np.int64, "integer": np.int32, "double": np.float64, "float": np.float32}
+
+
+class TooLarge(InvalidInput):
+    """The request is over a size limit (HTTP 413)."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The request's content type is not one the protocol speaks (HTTP 415)."""
+
+
+@dataclass
+class Table:
+    """A request's rows as columns, straight from the codec: name -> list of raw JSON values."""
+
+    columns: dict[str, list]
+    rows: int
 
 
 @dataclass
 class InferenceRequest:
-    data: Any  # DataFrame for column signatures, ndarray or dict of ndarrays for tensors
+    data: Any  # Columns for column signatures, ndarray for tensors
     params: dict | None = None
-
-
-def parse(body: bytes, content_type: str | None) -> tuple[Any, dict | None]:
-    """Raw HTTP body -> (payload, params), before any schema is applied."""
-    ctype = (content_type or "application/json").split(";")[0].strip().lower()
-    if not body or not body.strip():
-        raise InvalidInput("empty request body")
-    if ctype == "text/csv":
-        try:
-            return pd.read_csv(io.BytesIO(body)), None
-        except (ValueError, pd.errors.ParserError) as err:
-            raise InvalidInput(f"malformed CSV: {err}") from None
-    if ctype != "application/json":
-        raise InvalidInput(f"unsupported content type '{ctype}' (use application/json or text/csv)")
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"malformed JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput(f"the JSON body must be an object with one of the keys {', '.join(FORMATS)}")
-    keys = [k for k in FORMATS if k in doc]
-    if len(keys) != 1:
-        raise InvalidInput(f"the JSON body must have exactly one of the keys {', '.join(FORMATS)}"
-                           f" (got {', '.join(sorted(doc)) or 'none'})")
-    params = doc.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise InvalidInput("'params' must be an object")
-    key = keys[0]
-    value = doc[key]
-    try:
-        if key == "dataframe_split":
-            if not isinstance(value, dict) or "data" not in value:
-                raise InvalidInput("'dataframe_split' needs 'columns' and 'data'")
-            frame = pd.DataFrame(value["data"], columns=value.get("columns"))
-        elif key == "dataframe_records":
-            if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-                raise InvalidInput("'dataframe_records' must be a list of objects")
-            frame = pd.DataFrame.from_records(value)
-        elif key == "instances":
-            if not isinstance(value, list):
-                raise InvalidInput("'instances' must be a list")
-            if value and all(isinstance(r, dict) for r in value):
-                frame = pd.DataFrame.from_records(value)
-            else:
-                return value, params
-        else:
-            if isinstance(value, dict) and all(isinstance(v, list) for v in value.values()):
-                frame = pd.DataFrame(value)
-            else:
-                return value, params
-    except InvalidInput:
-        raise
-    except (ValueError, TypeError) as err:
-        raise InvalidInput(f"malformed '{key}': {err}") from None
-    return frame, params
-
-
-def _column_frame(payload: Any) -> pd.DataFrame:
-    if isinstance(payload, pd.DataFrame):
-        return payload
-    if isinstance(payload, list) and payload and not isinstance(payload[0], (list, dict)):
-        return pd.DataFrame({0: payload})
-    raise InvalidInput("this model takes named columns: send dataframe_split, dataframe_records or CSV")
-
-
-def check_columns(frame: pd.DataFrame, signature, metadata: dict) -> pd.DataFrame:
-    """Keep and order the signature's columns, cast them, and check categories."""
-    if len(frame) == 0:
-        raise InvalidInput("the request has no rows")
-    if len(frame) > MAX_ROWS:
-        raise InvalidInput(f"too many rows: {len(frame)} (at most {MAX_ROWS} per request)")
-    inputs = signature.inputs if signature is not None else None
-    if inputs is None:
-        return frame
-    categories = (metadata or {}).get("categories") or {}
-    out = {}
-    for spec in inputs.inputs:
-        name = spec.name
-        if name not in frame.columns:
-            if getattr(spec, "required", True):
-                raise InvalidInput(f"missing column '{name}' (the model needs: {', '.join(inputs.input_names())})")
-            continue
-        # Plain Python over the values: a request holds few rows, and per-column pandas calls cost
-        # more than the model for one row (bench/bench_serving.py).
-        values = frame[name].tolist()
-        kind = str(spec.type).removeprefix("DataType.")
-        if kind in _NUMERIC:
-            out[name] = np.asarray(_numbers(name, values, whole=kind in ("long", "integer")), dtype=_NUMERIC[kind])
-        elif kind == "string":
-            _check_texts(name, values, categories.get(name))
-            out[name] = pd.Series(values, dtype=object)
-        else:
-            for row, value in enumerate(values):
-                if _missing(value):
-                    raise InvalidInput(f"column '{name}' has a missing value in row {row}")
-            out[name] = frame[name]
-    return pd.DataFrame(out)
-
-
-_NUMERIC = {"long": "int64", "integer": "int32", "double": "float64", "float": "float32"}
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _numbers(name: str, values: list, whole: bool) -> list:
-    out = []
-    for row, value in enumerate(values):
-        if _missing(value):
-            raise InvalidInput(f"column '{name}' has a missing value in row {row}")
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number, str)):
-            raise InvalidInput(f"column '{name}' must be numeric, got {value!r}")
+@dataclass(frozen=True)
+class _ColumnCheck:
+    name: str
+    kind: str  # long, integer, double, float, string, boolean, other
+    required: bool
+    allowed: frozenset | None
+    allowed_text: str
+    bounds: tuple[float, float] | None  # from numeric categories: the declared range
+
+    def __call__(self, values: list) -> np.ndarray:
+        name = self.name
+        if self.kind == "string":
+            allowed = self.allowed
+            for row, value in enumerate(values):
+                if value.__class__ is not str:
+                    if _missing(value):
+                        raise InvalidInput(f"column '{name}' has a missing value in row {row}")
+                    raise InvalidInput(f"column '{name}' must be text, got {_short(value)}")
+                if len(value) > MAX_TEXT:
+                    raise InvalidInput(f"column '{name}' has a value longer than {MAX_TEXT} characters")
+                if not value.strip():
+                    raise InvalidInput(f"column '{name}' has an empty value in row {row}")
+                if allowed is not None and value not in allowed:
+                    raise InvalidInput(f"unknown {name} {_short(value)} (known: {self.allowed_text})")
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
+        if self.kind in _NUMERIC:
+            return self._numbers(values)
+        for row, value in enumerate(values):
+            if _missing(value):
+                raise InvalidInput(f"column '{name}' has a missing value in row {row}")
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+    def _numbers(self, values: list) -> np.ndarray:
+        name, whole = self.name, self.kind in _INT_BOUNDS
+        low, high = _INT_BOUNDS[self.kind] if whole else (-_FLOAT_MAX[self.kind], _FLOAT_MAX[self.kind])
+        out = []
+        for row, value in enumerate(values):
+            cls = value.__class__
+            if cls is not int and cls is not float:
+                if _missing(value):
+                    raise InvalidInput(f"column '{name}' has a missing value in row {row}")
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.number, str)):
+                    raise InvalidInput(f"column '{name}' must be numeric, got {_short(value)}")
+                try:
+                    value = float(value) if not isinstance(value, (int, np.integer)) else int(value)
+                except (ValueError, OverflowError):
+                    raise InvalidInput(f"column '{name}' must be numeric, got {_short(value)}") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InvalidInput(f"column '{name}' must be a finite number, got {value!r}")
+            if whole and value.__class__ is not int:
+                if not float(value).is_integer():
+                    raise InvalidInput(f"column '{name}' must hold whole numbers, got {value!r}")
+                if not low <= value <= high:
+                    raise InvalidInput(f"column '{name}' is out of range for {self.kind}: {value!r}")
+                value = int(value)
+            if not low <= value <= high:
+                raise InvalidInput(f"column '{name}' is out of range for {self.kind}: {value!r}")
+            if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+                raise InvalidInput(f"column '{name}' must be between {_num(self.bounds[0])} and "
+                                   f"{_num(self.bounds[1])}, got {value!r}")
+            if self.allowed is not None and value not in self.allowed:
+                raise InvalidInput(f"column '{name}' must be one of {self.allowed_text}, got {value!r}")
+            out.append(value)
+        return np.asarray(out, dtype=_NUMERIC[self.kind])
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Validator:
+    """Checks compiled once from a model's signature and metadata; applied to every request."""
+
+    def __init__(self, signature, metadata: dict | None):
+        self.signature = signature
+        inputs = signature.inputs if signature is not None else None
+        self.tensor = inputs is not None and inputs.is_tensor_spec()
+        self.checks: list[_ColumnCheck] = []
+        self.names: list[str] = []
+        if inputs is None or self.tensor:
+            self.tensor_spec = inputs.inputs[0] if self.tensor else None
+            return
+        categories = (metadata or {}).get("categories") or {}
+        ranges = (metadata or {}).get("ranges") or {}
+        for spec in inputs.inputs:
+            kind = str(spec.type).removeprefix("DataType.")
+            allowed = categories.get(spec.name)
+            bounds = None
+            if spec.name in ranges:
+                low, high = ranges[spec.name]
+                bounds = (float(low), float(high))
+            allowed_set = frozenset(allowed) if allowed else None
+            allowed_text = ", ".join(map(str, allowed)) if allowed else ""
+            if allowed and kind in _NUMERIC and all(isinstance(v, (int, float)) for v in allowed):
+                low, high = min(allowed), max(allowed)
+                if kind in _INT_BOUNDS and sorted(allowed) == list(range(int(low), int(high) + 1)):
+                    bounds, allowed_set = (float(low), float(high)), None  # a declared range: say it as one
+            self.checks.append(_ColumnCheck(spec.name, kind, getattr(spec, "required", True), allowed_set,
+                                            allowed_text, bounds))
+            self.names.append(spec.name)
+
+    def describe(self) -> list[dict]:
+        """The inputs as (name, kind, range/allowed values): for V2 metadata and the OpenAPI document."""
+        return [{"name": c.name, "datatype": c.kind, "required": c.required,
+                 **({"range": [c.bounds[0], c.bounds[1]]} if c.bounds else {}),
+                 **({"allowed": sorted(c.allowed, key=str)} if c.allowed else {})} for c in self.checks]
+
+    def columns(self, table: Table) -> Columns:
+        rows = table.rows
+        if rows == 0:
+            raise InvalidInput("the request has no rows")
+        if rows > MAX_ROWS:
+            raise TooLarge(f"too many rows: {rows} (at most {MAX_ROWS} per request)")
+        if self.signature is None or self.signature.inputs is None:
+            return Columns({k: _objects(v) for k, v in table.columns.items()}, rows)
+        out = {}
+        for check in self.checks:
+            values = table.columns.get(check.name)
+            if values is None:
+                if check.required:
+                    raise InvalidInput(f"missing column '{check.name}' (the model needs: {', '.join(self.names)})")
+                continue
+            out[check.name] = check(values)
+        return Columns(out, rows)
+
+    def tensor_input(self, payload: Any) -> np.ndarray:
+        spec = self.tensor_spec
         try:
-            number = float(value)
-        except ValueError:
-            raise InvalidInput(f"column '{name}' must be numeric, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise InvalidInput(f"column '{name}' must be a finite number, got {value!r}")
-        if whole:
-            if not number.is_integer():
-                raise InvalidInput(f"column '{name}' must hold whole numbers, got {value!r}")
-            number = int(number)
-        out.append(number)
+            array = np.asarray(payload, dtype=spec.type)
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(f"the input must be a numeric array of {spec.type}") from None
+        shape = spec.shape
+        if array.ndim != len(shape) or any(s not in (-1, None) and s != a for s, a in zip(shape, array.shape)):
+            raise InvalidInput(f"the input must have shape {tuple(shape)} (-1 = any), got {array.shape}")
+        if array.shape[0] == 0:
+            raise InvalidInput("the request has no rows")
+        if array.shape[0] > MAX_ROWS:
+            raise TooLarge(f"too many rows: {array.shape[0]} (at most {MAX_ROWS} per request)")
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise InvalidInput("the input must hold finite numbers")
+        return array
+
+    def prepare(self, payload: Any, params: dict | None = None) -> InferenceRequest:
+        """A codec's payload (Table, DataFrame or nested list) -> a checked model input."""
+        if self.tensor:
+            if isinstance(payload, (Table, pd.DataFrame)):
+                raise InvalidInput("this model takes a tensor: send 'instances' or 'inputs' with a nested list")
+            return InferenceRequest(self.tensor_input(payload), params)
+        if isinstance(payload, pd.DataFrame):
+            payload = table_of_frame(payload)
+        elif not isinstance(payload, Table):
+            if isinstance(payload, list) and payload and not isinstance(payload[0], (list, dict)):
+                payload = Table({0: payload}, len(payload))
+            else:
+                raise InvalidInput("this model takes named columns: send dataframe_split, dataframe_records or CSV")
+        return InferenceRequest(self.columns(payload), params)
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
     return out
 
 
-def _check_texts(name: str, values: list, allowed) -> None:
-    allowed_set = set(allowed) if allowed else None
-    for row, value in enumerate(values):
-        if _missing(value):
-            raise InvalidInput(f"column '{name}' has a missing value in row {row}")
-        if not isinstance(value, str):
-            raise InvalidInput(f"column '{name}' must be text, got {value!r}")
-        if not value.strip():
-            raise InvalidInput(f"column '{name}' has an empty value in row {row}")
-        if len(value) > MAX_TEXT:
-            raise InvalidInput(f"column '{name}' has a value longer than {MAX_TEXT} characters")
-        if allowed_set is not None and value not in allowed_set:
-            raise InvalidInput(f"unknown {name} {value!r} (known: {', '.join(map(str, allowed))})")
-
-
-def check_tensor(payload: Any, signature) -> Any:
-    spec = signature.inputs.inputs[0]
-    try:
-        array = np.asarray(payload, dtype=spec.type)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"the input must be a numeric array of {spec.type}") from None
-    shape = spec.shape
-    if array.ndim != len(shape) or any(s not in (-1, None) and s != a for s, a in zip(shape, array.shape)):
-        raise InvalidInput(f"the input must have shape {tuple(shape)} (-1 = any), got {array.shape}")
-    if array.shape[0] > MAX_ROWS:
-        raise InvalidInput(f"too many rows: {array.shape[0]} (at most {MAX_ROWS} per request)")
-    return array
+def table_of_frame(frame: pd.DataFrame) -> Table:
+    if frame.columns.duplicated().any():
+        raise InvalidInput("duplicate column names")
+    return Table({name: frame[name].tolist() for name in frame.columns}, len(frame))
 
 
 def prepare(payload: Any, params: dict | None, signature, metadata: dict) -> InferenceRequest:
-    if signature is not None and signature.inputs is not None and signature.inputs.is_tensor_spec():
-        if isinstance(payload, pd.DataFrame):
-            raise InvalidInput("this model takes a tensor: send 'instances' or 'inputs' with a nested list")
-        return InferenceRequest(check_tensor(payload, signature), params)
-    return InferenceRequest(check_columns(_column_frame(payload), signature, metadata), params)
-
-
-def to_json(output: Any) -> Any:
-    """Predictions as JSON-ready values, in MLflow's response shape (a list, row by row)."""
-    if isinstance(output, pd.DataFrame):
-        return json.loads(output.to_json(orient="records"))
-    if isinstance(output, pd.Series):
-        return json.loads(output.to_json(orient="values"))
-    if isinstance(output, np.ndarray):
-        return output.tolist()
-    if isinstance(output, dict):
-        return {k: to_json(v) for k, v in output.items()}
-    return output
+    """One-off validation (compiles the checks each call; the endpoint keeps a compiled Validator)."""
+    return Validator(signature, metadata).prepare(payload, params)

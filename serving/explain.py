@@ -439,11 +439,14 @@ class ModelExplainer:
         self.served = served or {"name": local.version.name, "version": local.version.version}
 
     def explain(self, payload, params: dict | None = None) -> list[Explanation]:
+        from serving.batching import Columns
         from serving.dataplane import prepare
 
         if isinstance(payload, list) and payload and all(isinstance(r, dict) for r in payload):
             payload = pd.DataFrame.from_records(payload)
         request = prepare(payload, params, self.signature, self.local.metadata)
+        if isinstance(request.data, Columns):
+            request.data = request.data.frame()
         if not isinstance(request.data, pd.DataFrame):
             raise InvalidInput("explanations need named columns: send dataframe_split, dataframe_records or CSV")
         if len(request.data) > MAX_ROWS:

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from civicml.errors import CivicMLError, Unavailable
-from serving.dataplane import parse
+from serving.codecs import MLflowCodec
 from serving.endpoint import Endpoint
 
 
@@ -40,21 +40,26 @@ class _Explainers:
             return self._current
 
 
-def router(endpoint: Endpoint) -> APIRouter:
-    from serving.http import _error
+def router(endpoint: Endpoint, guard=None) -> APIRouter:
+    """``POST /explain`` for ``endpoint``; ``guard`` (serving.http.Guard) checks callers as inference routes do."""
+    from serving.http import Limits, _mlflow_error, read_body
+
+    limit = Limits().max_body_bytes
 
     explainers = _Explainers(endpoint)
     api = APIRouter()
 
     @api.post("/explain")
     async def explain(request: Request):
-        body = await request.body()
         try:
-            payload, params = parse(body, request.headers.get("content-type"))
+            if guard is not None:
+                guard.check(request)
+            body = await read_body(request, limit)
+            payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
             explainer = await run_in_threadpool(explainers.get)
             rows = await run_in_threadpool(explainer.explain, payload, params)
         except CivicMLError as err:
-            return _error(err)
+            return _mlflow_error(err)
         except (ValueError, TypeError, KeyError) as err:  # the model itself rejected this input
             return JSONResponse({"error_code": "INVALID_INPUT", "message": f"the model rejected the input: {err}"},
                                 status_code=422)

@@ -1,88 +1,429 @@
-"""The HTTP layer: MLflow's scoring protocol over FastAPI, and nothing else.
+"""The HTTP layer: MLflow's scoring protocol and the Open Inference Protocol V2 over FastAPI.
 
-Domain errors become HTTP status codes here, in one place; every error body is
-``{"error_code": ..., "message": ...}`` like MLflow's scoring server.
+Domain errors become HTTP status codes here, in one place. MLflow routes answer errors as
+``{"error_code": ..., "message": ...}`` like MLflow's scoring server; V2 routes as ``{"error": ...}``.
+Bodies are limited in bytes while they are read (413 before any parsing), then decoded by a codec
+(serving/codecs.py), checked by the model's compiled validator and batched (serving/batching.py).
+
+In team mode (access configured) every inference route needs ``Authorization: Bearer <token>``
+of a principal with the ``service`` role: 401 without a known token, 403 with another role.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
-from serving.dataplane import parse, to_json
+from serving.codecs import MLflowCodec, V2Codec, dumps, stable_answer, v2_datatype
+from serving.dataplane import MAX_ROWS, TooLarge, UnsupportedMediaType
 from serving.endpoint import Endpoint
+from serving.explain_http import router as explain_router
+from serving.metrics import Metrics
 
 log = logging.getLogger("civicml.serving")
 
-_STATUS = {InvalidInput: (400, "BAD_REQUEST"), NotFound: (404, "RESOURCE_DOES_NOT_EXIST"),
-           PermissionDenied: (403, "PERMISSION_DENIED"), IntegrityError: (503, "MODEL_INTEGRITY"),
-           Unavailable: (503, "UNAVAILABLE")}
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def _error(err: Exception) -> JSONResponse:
-    for kind, (status, code) in _STATUS.items():
+class Unauthenticated(PermissionDenied):
+    """No token, or one the access configuration does not know (HTTP 401)."""
+
+
+_STATUS = [(TooLarge, 413, "REQUEST_TOO_LARGE"), (UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+           (InvalidInput, 400, "BAD_REQUEST"), (NotFound, 404, "RESOURCE_DOES_NOT_EXIST"),
+           (Unauthenticated, 401, "UNAUTHENTICATED"), (PermissionDenied, 403, "PERMISSION_DENIED"),
+           (IntegrityError, 503, "MODEL_INTEGRITY"), (Unavailable, 503, "UNAVAILABLE")]
+
+
+def status_of(err: Exception) -> tuple[int, str, str]:
+    """(HTTP status, MLflow error code, message) for any exception raised while answering."""
+    for kind, status, code in _STATUS:
         if isinstance(err, kind):
-            return JSONResponse({"error_code": code, "message": str(err)}, status_code=status)
-    return JSONResponse({"error_code": "BAD_REQUEST", "message": str(err)}, status_code=400)
+            return status, code, str(err)
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, (MlflowException, ValueError, TypeError, KeyError, OverflowError)):
+        return 422, "INVALID_INPUT", f"the model rejected the input: {err}"
+    log.error("prediction failed", exc_info=err)
+    return 500, "INTERNAL_ERROR", "prediction failed"
 
 
-def create_app(endpoint: Endpoint, follow: bool = True) -> FastAPI:
-    from contextlib import asynccontextmanager
+class Json(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return dumps(content)
+
+
+def _mlflow_error(err: Exception) -> Json:
+    status, code, message = status_of(err)
+    return Json({"error_code": code, "message": message}, status_code=status)
+
+
+def _v2_error(err: Exception) -> Json:
+    status, _, message = status_of(err)
+    return Json({"error": message}, status_code=status)
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` bytes (before any parsing)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidInput("invalid Content-Length header") from None
+        if length > limit:
+            raise TooLarge(f"the request body is {length} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Guard:
+    """Team mode: inference needs a service token. Single-user mode: open (the server binds loopback).
+
+    Who a token belongs to (and whether it expired or was revoked) is decided by
+    :func:`civicml.access.caller`, the one home of that rule; an accepted identity is
+    remembered for ``REFRESH_SECONDS`` so that the access file is not read per request.
+    """
+
+    REFRESH_SECONDS = 30.0
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.team = settings.access_configured
+        self._known: dict[str, tuple[object, float]] = {}  # token digest -> (identity, when it was checked)
+
+    def check(self, request: Request) -> str | None:
+        if not self.team:
+            return None
+        from civicml.access import SERVICE, caller, token_digest
+
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("authentication required: send 'Authorization: Bearer <service token>'")
+        digest, now = token_digest(token), time.monotonic()
+        who, checked = self._known.get(digest, (None, 0.0))
+        if who is None or now - checked > self.REFRESH_SECONDS:
+            try:
+                who = caller(self.settings.with_(token=token))
+            except PermissionDenied as err:
+                self._known.pop(digest, None)
+                raise Unauthenticated("authentication failed: " + str(err).removeprefix("permission denied: ")) \
+                    from None
+            if len(self._known) > 1024:  # bounded, whatever tokens callers try
+                self._known.clear()
+            self._known[digest] = (who, now)
+        if SERVICE not in who.roles:
+            raise PermissionDenied(f"permission denied: {who.name} ({'+'.join(sorted(who.roles))}) may not call "
+                                   f"inference routes (needs the service role)")
+        return who.name
+
+
+_MLFLOW_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "description": "exactly one of the keys",
+                                        "properties": {
+                                            "dataframe_split": {"type": "object", "properties": {
+                                                "columns": {"type": "array", "items": {"type": "string"}},
+                                                "data": {"type": "array", "items": {"type": "array"}}}},
+                                            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                                            "instances": {"type": "array"},
+                                            "inputs": {},
+                                            "params": {"type": "object"}}}},
+        "text/csv": {"schema": {"type": "string"}},
+    },
+}
+_V2_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["inputs"],
+        "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+                       "inputs": {"type": "array", "items": {
+                           "type": "object", "required": ["name", "shape", "datatype", "data"],
+                           "properties": {"name": {"type": "string"},
+                                          "shape": {"type": "array", "items": {"type": "integer"}},
+                                          "datatype": {"type": "string", "enum": [
+                                              "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
+                                              "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
+                                          "data": {"type": "array"}}}},
+                       "outputs": {"type": "array", "items": {"type": "object"}}}}}},
+}
+_MLFLOW_ERR = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+    "error_code": {"type": "string"}, "message": {"type": "string"}}}}}}
+_V2_ERR = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+    "error": {"type": "string"}}}}}}
+
+
+def _errors(body: dict, auth: bool) -> dict:
+    codes = {"400": "malformed input or input outside the model's schema", "404": "unknown model or version",
+             "413": "body or rows over the limit", "415": "unsupported content type",
+             "422": "the model rejected the input", "503": "no model loaded yet"}
+    if auth:
+        codes.update({"401": "no or unknown token (team mode)", "403": "token without the service role"})
+    return {code: {"description": text, **body} for code, text in codes.items()}
+
+
+def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits: Limits | None = None) -> FastAPI:
+    """One server for one or several endpoints; ``/invocations`` answers with the first one."""
+    endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
+    if not endpoints:
+        raise InvalidInput("a server needs at least one endpoint")
+    by_key = {e.key: e for e in endpoints}
+    if len(by_key) != len(endpoints):
+        raise InvalidInput("two endpoints follow the same model and alias")
+    default = endpoints[0]
+    limits = limits or Limits()
+    metrics = Metrics()
+    guard = Guard(default.settings)
+    for endpoint in endpoints:
+        endpoint.on_event = metrics.on_event
 
     @asynccontextmanager
     async def lifespan(app):
-        try:
-            await run_in_threadpool(endpoint.load)
-        except CivicMLError as err:  # start anyway: /health says why it is not ready
-            endpoint.last_error = str(err)
-            log.error("endpoint not ready: %s", err)
-        if follow:
-            endpoint.follow()
+        for endpoint in endpoints:  # load and warm up before the server reports ready
+            try:
+                await run_in_threadpool(endpoint.load)
+            except CivicMLError as err:  # start anyway: /health says why it is not ready
+                endpoint.last_error = str(err)
+                log.error("endpoint %s not ready: %s", endpoint.key, err)
+            else:
+                try:
+                    await run_in_threadpool(endpoint.refresh_rollout)
+                except Exception as err:  # serve the champion alone; /health says why
+                    endpoint.last_error = f"roll-out not loaded: {type(err).__name__}: {err}"
+            if follow:
+                endpoint.follow()
         yield
-        endpoint.close()
+        for endpoint in endpoints:
+            endpoint.close()
 
-    app = FastAPI(title=f"CivicML: {endpoint.model_name}@{endpoint.alias}", lifespan=lifespan)
+    title = ", ".join(f"{e.model_name}@{e.alias}" for e in endpoints)
+    app = FastAPI(title=f"CivicML: {title}", lifespan=lifespan,
+                  description="MLflow scoring protocol (/invocations) and Open Inference Protocol V2 (/v2).")
+    app.state.endpoints = by_key
+    app.state.metrics = metrics
+    err_mlflow = _errors(_MLFLOW_ERR, guard.team)
+    err_v2 = _errors(_V2_ERR, guard.team)
 
+    def _endpoint(name: str) -> Endpoint:
+        try:
+            return by_key[name]
+        except KeyError:
+            raise NotFound(f"unknown model '{name}' (served: {', '.join(by_key)})") from None
+
+    # -- MLflow's scoring protocol ----------------------------------------------------------
     @app.get("/ping")
     def ping():
-        if not endpoint.ready:
-            return JSONResponse({"status": "loading", "error": endpoint.last_error}, status_code=503)
-        return {"status": "ok"}
+        if not all(e.ready for e in endpoints):
+            return Json({"status": "loading", "error": default.last_error}, status_code=503)
+        return Json({"status": "ok"})
 
     @app.get("/health")
     def health():
-        served = endpoint.served
-        body = {"status": "ok" if served else "unavailable", "model": served.to_dict() if served else None,
-                "follows": f"models:/{endpoint.model_name}@{endpoint.alias}", "last_error": endpoint.last_error}
-        return JSONResponse(body, status_code=200 if served else 503)
+        models = [{"model": e.served.to_dict() if e.served else None,
+                   "follows": f"models:/{e.model_name}@{e.alias}", "last_error": e.last_error,
+                   "rollout": ({"version": e.rollout.version, "weight": e.rollout.weight, "mode": e.rollout.mode}
+                               if e.rollout else None),
+                   "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
+                   "automatic_rollback": e.rolled_back} for e in endpoints]
+        ok = all(e.ready for e in endpoints)
+        body = {"status": "ok" if ok else "unavailable", **models[0], "models": models,
+                "auth": "team (service token required)" if guard.team else "single-user (no token; loopback only)"}
+        return Json(body, status_code=200 if ok else 503)
 
     @app.get("/version")
     def version():
-        served = endpoint.served
-        return {"model": served.to_dict() if served else None}
+        return Json({"model": default.served.to_dict() if default.served else None})
 
-    @app.post("/invocations")
-    async def invocations(request: Request):
-        body = await request.body()
+    async def _invoke(endpoint: Endpoint, request: Request):
+        started = time.perf_counter()
+        status, served = 200, None
+        metrics.in_flight.inc()
         try:
-            payload, params = parse(body, request.headers.get("content-type"))
-            output, served = await run_in_threadpool(endpoint.predict, payload, params)
-        except CivicMLError as err:
-            return _error(err)
-        except Exception as err:  # the model itself failed on this input
-            from mlflow.exceptions import MlflowException
-
-            if isinstance(err, (MlflowException, ValueError, TypeError, KeyError)):
-                return JSONResponse({"error_code": "INVALID_INPUT", "message": f"the model rejected the input: {err}"},
-                                    status_code=422)
-            log.exception("prediction failed")
-            return JSONResponse({"error_code": "INTERNAL_ERROR", "message": "prediction failed"}, status_code=500)
-        return JSONResponse({"predictions": to_json(output), "model": served.to_dict()},
+            guard.check(request)
+            body = await read_body(request, limits.max_body_bytes)
+            payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
+            output, served, _ = await endpoint.apredict(payload, params)
+            response = Json({"predictions": MLflowCodec.encode(output), "model": served.to_dict()},
                             headers={"X-CivicML-Model-Version": served.version})
+        except Exception as err:
+            response = _mlflow_error(err)
+            status = response.status_code
+        finally:
+            metrics.in_flight.dec()
+        _count(endpoint, served, "mlflow", status, started)
+        return response
 
-    app.include_router(__import__("serving.explain_http", fromlist=["router"]).router(endpoint))  # POST /explain
+    @app.post("/invocations", openapi_extra={"requestBody": _MLFLOW_BODY}, responses=err_mlflow)
+    async def invocations(request: Request):
+        return await _invoke(default, request)
+
+    @app.post("/models/{name}/invocations", openapi_extra={"requestBody": _MLFLOW_BODY}, responses=err_mlflow)
+    async def model_invocations(name: str, request: Request):
+        try:
+            endpoint = _endpoint(name)
+        except NotFound as err:
+            return _mlflow_error(err)
+        return await _invoke(endpoint, request)
+
+    def _count(endpoint: Endpoint, served, protocol: str, status: int, started: float) -> None:
+        version = served.version if served else "-"
+        variant = (served.variant if served else None) or "-"
+        metrics.requests.labels(endpoint.model_name, version, variant, protocol, str(status)).inc()
+        metrics.latency.labels(endpoint.model_name, protocol).observe(time.perf_counter() - started)
+
+    # -- Open Inference Protocol V2 ---------------------------------------------------------
+    @app.get("/v2")
+    def v2_server():
+        return Json({"name": "civicml", "version": _version(), "extensions": []})
+
+    @app.get("/v2/health/live")
+    def v2_live():
+        return Json({"live": True})
+
+    @app.get("/v2/health/ready")
+    def v2_ready():
+        ready = all(e.ready for e in endpoints)
+        return Json({"ready": ready}, status_code=200 if ready else 503)
+
+    def _v2_metadata(endpoint: Endpoint) -> dict:
+        loaded = endpoint.current
+        if loaded is None:
+            raise Unavailable(f"model '{endpoint.key}' is not loaded: {endpoint.last_error or 'loading'}")
+        validator = loaded.validator
+        if validator.tensor:
+            spec = validator.tensor_spec
+            inputs = [{"name": spec.name or "input", "datatype": v2_datatype(spec.type), "shape": list(spec.shape)}]
+        else:
+            inputs = [{"name": c["name"], "datatype": v2_datatype(c["datatype"]), "shape": [-1],
+                       **({"parameters": {k: c[k] for k in ("range", "allowed") if k in c}}
+                          if "range" in c or "allowed" in c else {})} for c in validator.describe()]
+        meta = loaded.runtime.metadata or {}
+        if meta.get("task") == "classification":
+            outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                       {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(meta.get("labels") or [])],
+                        "parameters": {"labels": meta.get("labels") or []}}]
+        elif meta.get("task") == "regression":
+            outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
+        else:
+            outputs = []
+        return {"name": endpoint.key, "versions": [loaded.served.version], "platform": "civicml",
+                "inputs": inputs, "outputs": outputs,
+                "parameters": {"alias": endpoint.alias, "runtime": loaded.served.runtime,
+                               "task": meta.get("task"), "use_case": meta.get("use_case")}}
+
+    @app.get("/v2/models/{name}", responses=err_v2)
+    def v2_model(name: str):
+        try:
+            return Json(_v2_metadata(_endpoint(name)))
+        except Exception as err:
+            return _v2_error(err)
+
+    @app.get("/v2/models/{name}/versions/{version}", responses=err_v2)
+    def v2_model_version(name: str, version: str):
+        try:
+            endpoint = _endpoint(name)
+            _check_version(endpoint, version)
+            return Json(_v2_metadata(endpoint))
+        except Exception as err:
+            return _v2_error(err)
+
+    @app.get("/v2/models/{name}/ready", responses=err_v2)
+    def v2_model_ready(name: str):
+        try:
+            endpoint = _endpoint(name)
+        except NotFound as err:
+            return _v2_error(err)
+        return Json({"name": name, "ready": endpoint.ready}, status_code=200 if endpoint.ready else 503)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", responses=err_v2)
+    def v2_model_version_ready(name: str, version: str):
+        try:
+            endpoint = _endpoint(name)
+            _check_version(endpoint, version)
+        except Exception as err:
+            return _v2_error(err)
+        return Json({"name": name, "ready": endpoint.ready})
+
+    def _check_version(endpoint: Endpoint, version: str) -> None:
+        served = endpoint.served
+        if served is None or served.version != version:
+            raise NotFound(f"model '{endpoint.key}' serves version {served.version if served else 'none'}, "
+                           f"not {version}")
+
+    async def _v2_infer(name: str, version: str | None, request: Request):
+        started = time.perf_counter()
+        served, endpoint = None, None
+        metrics.in_flight.inc()
+        try:
+            endpoint = _endpoint(name)
+            guard.check(request)
+            if version is not None:
+                _check_version(endpoint, version)
+            body = await read_body(request, limits.max_body_bytes)
+            loaded = endpoint.current
+            tensor_model = bool(loaded and loaded.validator.tensor)
+            payload, params, meta = V2Codec.decode(body, request.headers.get("content-type"), tensor_model,
+                                                   request.headers.get("inference-header-content-length"))
+            output, served, loaded = await endpoint.apredict(payload, params)
+            info = loaded.runtime.metadata or {}
+            answer = stable_answer(output, info.get("task"), info.get("labels"))
+            response = Json(V2Codec.encode(answer, name, served.version, meta),
+                            headers={"X-CivicML-Model-Version": served.version})
+        except Exception as err:
+            response = _v2_error(err)
+        finally:
+            metrics.in_flight.dec()
+        if endpoint is not None:
+            _count(endpoint, served, "v2", response.status_code, started)
+        return response
+
+    @app.post("/v2/models/{name}/infer", openapi_extra={"requestBody": _V2_BODY}, responses=err_v2)
+    async def v2_infer(name: str, request: Request):
+        return await _v2_infer(name, None, request)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": _V2_BODY},
+              responses=err_v2)
+    async def v2_infer_version(name: str, version: str, request: Request):
+        return await _v2_infer(name, version, request)
+
+    # -- watching ---------------------------------------------------------------------------
+    @app.get("/metrics")
+    def prometheus():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.include_router(explain_router(default, guard))  # POST /explain
     return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("civicml")
+    except Exception:
+        return "dev"
+
+
+__all__ = ["Limits", "MAX_BODY_BYTES", "MAX_ROWS", "create_app", "read_body", "status_of"]

@@ -1,17 +1,24 @@
 """Model runtimes: an object that loads a model, predicts, and unloads.
 
 A serving variant (fp32, int8, pruned, onnx, ...) is a runtime chosen by name
-through :func:`get_runtime`; new variants plug in with :func:`register_runtime`.
+through :func:`get_runtime`; new variants plug in with :func:`register_runtime`,
+and third-party packages through the Python entry point group ``civicml.runtimes``
+(``name = "package.module:Factory"``, a callable taking a :class:`registry.LocalModel`).
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 from typing import Any, Callable
 
+import numpy as np
+
 from civicml.errors import InvalidInput, NotFound
 from registry import LocalModel
+
+log = logging.getLogger("civicml.serving")
 
 
 class Runtime(abc.ABC):
@@ -33,9 +40,31 @@ class Runtime(abc.ABC):
     def unload(self) -> None:
         return None
 
+    # A runtime that takes checked columns (serving.batching.Columns) without a DataFrame says so;
+    # the batcher then merges requests' columns and hands them over as they are.
+    accepts_columns: bool = False
+
+    def verify(self, sample: Any) -> None:
+        """Called at load with the model's input example (checked Columns or array): a runtime with a
+        faster path compares it with the model's own path here and drops it if they differ."""
+        return None
+
     @property
     def metadata(self) -> dict:
         return self.model.metadata
+
+
+class Answer(dict):
+    """A model's answer as aligned per-row columns (name -> numpy array), e.g. label and p_<class>."""
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.values()))) if self else 0
+
+    def records(self) -> list[dict]:
+        names = list(self)
+        columns = [self[n].tolist() for n in names]
+        return [dict(zip(names, row)) for row in zip(*columns)]
 
 
 class PyfuncRuntime(Runtime):
@@ -51,13 +80,73 @@ class PyfuncRuntime(Runtime):
         # The data plane has already checked and cast the input against the signature; for a
         # scikit-learn model, calling it directly skips pyfunc's second schema pass (~1 ms a request).
         flavor = self._model.metadata.flavors.get("python_function", {})
-        self._direct = None
+        self._direct = self._proba = self._fast = None
+        self.accepts_columns = False
         if flavor.get("loader_module") == "mlflow.sklearn" and flavor.get("predict_fn", "predict") == "predict":
-            self._direct = self._model.get_raw_model().predict
+            from serving.sklearn_fast import compile_pipeline, linear_proba
+
+            raw = self._model.get_raw_model()
+            self._direct = raw.predict
+            self._raw = raw
+            self._fast = compile_pipeline(raw)  # checked against the pipeline in verify() before use
+            self._fast_proba = linear_proba(raw.steps[-1][1]) if self._fast is not None else None
+            labels = self.metadata.get("labels")
+            classes = [str(c) for c in getattr(raw, "classes_", [])]
+            if hasattr(raw, "predict_proba") and labels and sorted(classes) == sorted(labels):
+                self._order = [classes.index(label) for label in labels]
+                self._proba = True
+                self._labels = np.asarray(labels, dtype=object)
+                self._columns = [f"p_{label}" for label in labels]
+
+    def verify(self, sample) -> None:
+        from serving.batching import Columns
+
+        if self._fast is None or not isinstance(sample, Columns):
+            return
+        final = self._raw.steps[-1][1]
+        try:
+            X = self._fast(sample.values)
+            if hasattr(final, "predict_proba"):
+                expected = self._raw.predict_proba(sample.frame())
+                ok = np.allclose(final.predict_proba(X), expected, rtol=0, atol=1e-9)
+                if ok and self._fast_proba is not None and not np.allclose(self._fast_proba(X), expected, rtol=0,
+                                                                           atol=1e-9):
+                    self._fast_proba = None
+            else:
+                ok = (final.predict(X) == self._raw.predict(sample.frame())).all()
+        except Exception as err:
+            log.warning("compiled feature path failed its check (%s); using the pipeline", err)
+            ok = False
+        self._fast = self._fast if ok else None
+        self.accepts_columns = bool(ok)
+
+    def _features(self, data):
+        """(pipeline-like object, its input): the compiled path for Columns, else the pipeline on a frame."""
+        from serving.batching import Columns
+
+        if isinstance(data, Columns):
+            if self._fast is not None and self.accepts_columns:
+                return self._raw.steps[-1][1], self._fast(data.values), self._fast_proba
+            data = data.frame()
+        return self._raw, data, None
 
     def predict(self, data, params=None):
+        from serving.batching import Columns
+
+        if self._proba is not None and not params:
+            # One stable answer for classifiers (the MiniLM router's shape): label + p_<class>, with the
+            # label as the most probable class, from one pass through the pipeline.
+            model, X, fast_proba = self._features(data)
+            proba = (fast_proba(X) if fast_proba is not None else model.predict_proba(X))[:, self._order]
+            answer = Answer(label=self._labels[proba.argmax(axis=1)])
+            for j, column in enumerate(self._columns):
+                answer[column] = proba[:, j]
+            return answer
         if self._direct is not None and not params:
-            return self._direct(data)
+            model, X, _ = self._features(data)
+            return model.predict(X)
+        if isinstance(data, Columns):
+            data = data.frame()
         return self._model.predict(data, params=params) if params else self._model.predict(data)
 
     def unload(self) -> None:
@@ -74,6 +163,13 @@ class SerializedRuntime(Runtime):
 
     def load(self):
         self.inner.load()
+
+    def verify(self, sample):
+        self.inner.verify(sample)
+
+    @property
+    def accepts_columns(self):
+        return self.inner.accepts_columns
 
     @property
     def signature(self):
@@ -108,14 +204,28 @@ def register_runtime(name: str, factory: Callable[[LocalModel], Runtime]) -> Non
     _RUNTIMES[name] = factory
 
 
+ENTRY_POINT_GROUP = "civicml.runtimes"
+
+
+def _plugins() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def runtime_names() -> list[str]:
-    return sorted(_RUNTIMES)
+    return sorted({*_RUNTIMES, *_plugins()})
 
 
 def get_runtime(name: str, model: LocalModel) -> Runtime:
-    try:
-        factory = _RUNTIMES[name]
-    except KeyError:
-        raise NotFound(f"unknown runtime '{name}' (known: {', '.join(runtime_names())})") from None
+    factory = _RUNTIMES.get(name)
+    if factory is None:
+        plugin = _plugins().get(name)
+        if plugin is None:
+            raise NotFound(f"unknown runtime '{name}' (known: {', '.join(runtime_names())})")
+        try:
+            factory = plugin.load()
+        except Exception as err:
+            raise NotFound(f"runtime '{name}' ({plugin.value}) could not be imported: {err}") from None
     runtime = factory(model)
     return runtime if runtime.thread_safe else SerializedRuntime(runtime)

@@ -15,12 +15,12 @@ from civicml.errors import CivicMLError
 
 
 def build_parser() -> Parser:
-    from civicml.cli import compress, console, demo, init, models, server, train, tune
+    from civicml.cli import compress, console, demo, init, models, server, serving, train, tune
 
     parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
                                                 "registry -> live endpoints.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (demo, train, tune, models, server, compress, init, console):
+    for module in (demo, train, tune, models, server, compress, init, console, serving):
         module.add_commands(sub)
     return parser
 

@@ -112,16 +112,6 @@ def add_commands(sub) -> None:
     p.add_argument("--expires", help="date (or time, UTC) after which the token is refused, e.g. 2027-06-30")
     p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("serve", help="serve models:/NAME@ALIAS over HTTP (MLflow scoring protocol)")
-    add_store_options(p)
-    p.add_argument("name")
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--runtime", default="pyfunc", help="serving variant (default pyfunc)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5005)
-    p.add_argument("--refresh", type=float, default=10.0, help="seconds between alias checks (0: never)")
-    p.set_defaults(func=cmd_serve)
-
 
 @_says_notices
 def cmd_register(args) -> int:
@@ -329,14 +319,4 @@ def cmd_token(args) -> int:
     print(f"token for {args.principal} (shown once; give it to them, set as CIVICML_TOKEN): {token}")
     print("access-file entry (under 'principals:'):")
     print(f"  {args.principal}: {{roles: [{roles}], token_sha256: {digest}{expires}}}")
-    return 0
-
-
-def cmd_serve(args) -> int:
-    from serving import Endpoint, serve
-
-    endpoint = Endpoint(args.name, alias=args.alias, runtime=args.runtime, settings=settings_from(args),
-                        refresh_seconds=args.refresh)
-    endpoint.load()  # fail fast, with exit code 2, on an unknown model, alias or runtime
-    serve(endpoint, host=args.host, port=args.port)
     return 0

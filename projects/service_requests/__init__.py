@@ -40,8 +40,9 @@ class ServiceRequests(UseCase):
         return Dataset.build(self.name, frame, "department", FEATURES, sources, report)
 
     def category_values(self, dataset: Dataset) -> dict[str, list]:
+        # hour and weekday: their declared ranges (0-23, 0-6), which serving checks
         return {"district": [d.name for d in DISTRICTS], "channel": sorted(dataset.frame["channel"].unique()),
-                "department": list(DEPARTMENTS)}
+                "department": list(DEPARTMENTS), "hour": list(range(24)), "weekday": list(range(7))}
 
 
 __all__ = ["ServiceRequests", "FEATURES"]

@@ -10,14 +10,14 @@ order). Input: a frame with the feature columns as float64 (the signature's
 "double"; extra columns are ignored).
 Output: a 1-D float64 array, the next hour's vehicle count per row.
 
-One ``paddle.inference`` predictor is cloned per calling thread (``mlflow models
-serve`` predicts on a thread pool, and a predictor shared across threads crashes).
+Predictors come from ``paddle_predictor.PredictorPool`` (projects/paddle_predictor.py,
+shipped with the model through ``code_paths``): a fixed pool made and warmed at load,
+safe from any number of threads.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import mlflow
@@ -25,37 +25,18 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-
-class _ThreadPredictors:
-    """A ``paddle.inference`` predictor per thread, cloned from one that loaded the program."""
-
-    def __init__(self, folder: Path):
-        from paddle import inference
-
-        config = inference.Config(str(folder / "inference.json"), str(folder / "inference.pdiparams"))
-        config.disable_glog_info()
-        self._template = inference.create_predictor(config)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        predictor = getattr(self._local, "predictor", None)
-        if predictor is None:
-            with self._lock:
-                predictor = self._template.clone()
-            self._local.predictor = predictor
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(list(batch.shape))
-        handle.copy_from_cpu(batch)
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+try:  # shipped with the model through code_paths
+    from paddle_predictor import PredictorPool
+except ImportError:  # run from the source tree (when the model is logged)
+    from projects.paddle_predictor import PredictorPool
 
 
 class TrafficFlowForecaster(PythonModel):
     def load_context(self, context):
         folder = Path(context.artifacts["program"])
         self.features = json.loads((folder / "features.json").read_text())["features"]
-        self.predictors = _ThreadPredictors(folder)
+        self.predictors = PredictorPool(folder)
+        self.predictors.warm_up(np.zeros((1, len(self.features)), dtype=np.float32))
 
     def predict(self, context, model_input, params=None) -> np.ndarray:
         frame = pd.DataFrame(model_input)

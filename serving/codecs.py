@@ -1,0 +1,368 @@
+"""Protocol codecs: bytes on the wire <-> a protocol-neutral payload, and model outputs -> answers.
+
+* :class:`MLflowCodec`: MLflow's scoring protocol on ``/invocations`` (``dataframe_split``,
+  ``dataframe_records``, ``instances``, ``inputs``, each with optional ``params``; ``text/csv``).
+* :class:`V2Codec`: the Open Inference Protocol V2 (KServe, Triton, MLServer) ``infer`` request and
+  response, with BYTES tensors for strings.
+
+Codecs know nothing about models' schemas: validation lives in serving/dataplane.py. JSON is parsed
+and written with orjson (it refuses nesting deeper than 1024 levels, so no RecursionError).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from civicml.errors import InvalidInput
+from serving.dataplane import Table, UnsupportedMediaType, table_of_frame
+from serving.runtime import Answer
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def loads(body: bytes) -> Any:
+    if not body or not body.strip():
+        raise InvalidInput("empty request body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise InvalidInput(f"malformed JSON: {err}") from None
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_default)
+
+
+def _default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "application/json").split(";")[0].strip().lower()
+
+
+def _column_names(columns: Any, width: int) -> list[str]:
+    if columns is None:
+        return list(range(width))
+    if not isinstance(columns, list) or not all(isinstance(c, (str, int)) and not isinstance(c, bool)
+                                                for c in columns):
+        raise InvalidInput("'dataframe_split' columns must be a list of names (strings)")
+    if len(set(columns)) != len(columns):
+        dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
+        raise InvalidInput(f"'dataframe_split' has duplicate columns: {', '.join(dupes)}")
+    return columns
+
+
+def _split_table(value: Any) -> Table:
+    if not isinstance(value, dict) or "data" not in value:
+        raise InvalidInput("'dataframe_split' needs 'columns' and 'data'")
+    data = value["data"]
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise InvalidInput("'dataframe_split' data must be a list of rows (lists)")
+    width = len(data[0]) if data else len(value.get("columns") or [])
+    names = _column_names(value.get("columns"), width)
+    for i, row in enumerate(data):
+        if len(row) != len(names):
+            raise InvalidInput(f"'dataframe_split' row {i} has {len(row)} values for {len(names)} columns")
+    return Table({name: [row[j] for row in data] for j, name in enumerate(names)}, len(data))
+
+
+def _records_table(value: Any, key: str) -> Table:
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise InvalidInput(f"'{key}' must be a list of objects")
+    names: dict = {}
+    for record in value:
+        for name in record:
+            names.setdefault(name, None)
+    return Table({name: [r.get(name) for r in value] for name in names}, len(value))
+
+
+class MLflowCodec:
+    """MLflow's scoring protocol, unchanged for clients."""
+
+    name = "mlflow"
+
+    @staticmethod
+    def decode(body: bytes, content_type: str | None) -> tuple[Any, dict | None]:
+        ctype = _media_type(content_type)
+        if ctype == "text/csv":
+            if not body or not body.strip():
+                raise InvalidInput("empty request body")
+            try:
+                return table_of_frame(pd.read_csv(io.BytesIO(body))), None
+            except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+                raise InvalidInput(f"malformed CSV: {err}") from None
+        if ctype != "application/json":
+            raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json or text/csv)")
+        doc = loads(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"the JSON body must be an object with one of the keys {', '.join(FORMATS)}")
+        keys = [k for k in FORMATS if k in doc]
+        if len(keys) != 1:
+            raise InvalidInput(f"the JSON body must have exactly one of the keys {', '.join(FORMATS)}"
+                               f" (got {', '.join(sorted(doc)) or 'none'})")
+        params = doc.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput("'params' must be an object")
+        key = keys[0]
+        value = doc[key]
+        if key == "dataframe_split":
+            return _split_table(value), params
+        if key == "dataframe_records":
+            return _records_table(value, key), params
+        if key == "instances":
+            if not isinstance(value, list):
+                raise InvalidInput("'instances' must be a list")
+            if value and all(isinstance(r, dict) for r in value):
+                return _records_table(value, key), params
+            return value, params
+        if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+            lengths = {len(v) for v in value.values()}
+            if len(lengths) != 1:
+                raise InvalidInput("'inputs' columns must all have the same length")
+            return Table(dict(value), lengths.pop()), params
+        return value, params
+
+    @staticmethod
+    def encode(output: Any) -> Any:
+        """Predictions as JSON-ready values, in MLflow's response shape (a list, row by row)."""
+        return to_json(output)
+
+
+def to_json(output: Any) -> Any:
+    if isinstance(output, Answer):
+        return output.records()
+    if isinstance(output, pd.DataFrame):
+        return output.to_dict(orient="records")
+    if isinstance(output, pd.Series):
+        return output.tolist()
+    if isinstance(output, np.ndarray):
+        return output.tolist()
+    if isinstance(output, dict):
+        return {k: to_json(v) for k, v in output.items()}
+    return output
+
+
+# -- Open Inference Protocol V2 --------------------------------------------------------------------
+V2_DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+                "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+                "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": object}
+_MLFLOW_TO_V2 = {"long": "INT64", "integer": "INT32", "double": "FP64", "float": "FP32", "string": "BYTES",
+                 "boolean": "BOOL", "binary": "BYTES", "float32": "FP32", "float64": "FP64", "int64": "INT64",
+                 "int32": "INT32", "uint8": "UINT8", "bool": "BOOL", "str": "BYTES", "object": "BYTES"}
+
+
+def v2_datatype(kind: Any) -> str:
+    return _MLFLOW_TO_V2.get(str(kind).removeprefix("DataType.").lower(), "BYTES")
+
+
+def _v2_values(tensor: dict) -> list:
+    datatype = tensor.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise InvalidInput(f"input '{tensor.get('name')}' needs 'data' as a list")
+    flat = _flatten(data)
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise InvalidInput(f"input '{tensor.get('name')}' is BYTES: its data must be strings")
+    elif datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise InvalidInput(f"input '{tensor.get('name')}' is BOOL: its data must be true/false")
+    elif not all(v.__class__ in (int, float) for v in flat):
+        raise InvalidInput(f"input '{tensor.get('name')}' is {datatype}: its data must be numbers")
+    return flat
+
+
+_V2_RESERVED = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout"}
+
+
+def _from_binary(tensor: dict, raw: bytes) -> list:
+    datatype = tensor.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
+    if datatype != "BYTES":
+        dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
+        if len(raw) % dtype.itemsize:
+            raise InvalidInput(f"input '{tensor.get('name')}' has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
+        return np.frombuffer(raw, dtype=dtype).tolist()
+    out, at = [], 0
+    while at < len(raw):  # each element: 4-byte little-endian length, then the bytes
+        if at + 4 > len(raw):
+            raise InvalidInput(f"input '{tensor.get('name')}' has truncated BYTES data")
+        size = int.from_bytes(raw[at:at + 4], "little")
+        at += 4
+        if at + size > len(raw):
+            raise InvalidInput(f"input '{tensor.get('name')}' has truncated BYTES data")
+        try:
+            out.append(raw[at:at + size].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{tensor.get('name')}' has BYTES that are not UTF-8 text") from None
+        at += size
+    return out
+
+
+def _flatten(data: list) -> list:
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list = []
+    stack = [data]
+    while stack:  # iterative: no recursion on deep input
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _shape(tensor: dict) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise InvalidInput(f"input '{tensor.get('name')}' needs a 'shape' of non-negative integers")
+    return shape
+
+
+class V2Codec:
+    """The V2 ``infer`` request/response (JSON); one input tensor per column, or one tensor for tensor models."""
+
+    name = "v2"
+
+    @staticmethod
+    def decode(body: bytes, content_type: str | None, tensor_model: bool,
+               header_length: str | None = None) -> tuple[Any, dict | None, dict]:
+        """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
+        by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
+        binary = b""
+        if header_length is not None:
+            try:
+                size = int(header_length)
+            except ValueError:
+                raise InvalidInput("invalid Inference-Header-Content-Length header") from None
+            if not 0 < size <= len(body):
+                raise InvalidInput("Inference-Header-Content-Length is outside the body")
+            body, binary = body[:size], body[size:]
+        else:
+            ctype = _media_type(content_type)
+            if ctype != "application/json":
+                raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json, or the "
+                                           f"binary extension with Inference-Header-Content-Length)")
+        doc = loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
+            raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
+        params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else None
+        params = {k: v for k, v in (params or {}).items() if k not in _V2_RESERVED} or None
+        meta = {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
+                "outputs": [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]}
+        offset = 0
+        for tensor in doc["inputs"]:
+            if isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict) \
+                    and "binary_data_size" in tensor["parameters"]:
+                size = tensor["parameters"]["binary_data_size"]
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise InvalidInput(f"input '{tensor.get('name')}' has a wrong binary_data_size")
+                tensor["data"] = _from_binary(tensor, binary[offset:offset + size])
+                offset += size
+        if offset != len(binary):
+            raise InvalidInput("the binary data does not match the inputs' binary_data_size")
+        tensors = doc["inputs"]
+        if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors):
+            raise InvalidInput("every V2 input needs a 'name'")
+        names = [t["name"] for t in tensors]
+        if len(set(names)) != len(names):
+            raise InvalidInput("duplicate V2 input names")
+        if tensor_model:
+            if len(tensors) != 1:
+                raise InvalidInput("this model takes one input tensor")
+            tensor = tensors[0]
+            shape = _shape(tensor)
+            values = _v2_values(tensor)
+            if int(np.prod(shape)) != len(values):
+                raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
+            array = np.asarray(values, dtype=object if tensor["datatype"] == "BYTES"
+                               else V2_DATATYPES[tensor["datatype"]]).reshape(shape)
+            return array, params, meta
+        columns, rows = {}, None
+        for tensor in tensors:
+            shape = _shape(tensor)
+            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+                raise InvalidInput(f"input '{tensor['name']}' must have shape [N] or [N, 1], got {shape}")
+            values = _v2_values(tensor)
+            if len(values) != shape[0]:
+                raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
+            if rows is not None and shape[0] != rows:
+                raise InvalidInput("all V2 inputs must have the same number of rows")
+            rows = shape[0]
+            columns[tensor["name"]] = values
+        return Table(columns, rows or 0), params, meta
+
+    @staticmethod
+    def encode(answer: dict[str, Any], model_name: str, version: str, request_meta: dict) -> dict:
+        """A stable answer (name -> per-row values) -> a V2 infer response."""
+        outputs = []
+        wanted = set(request_meta.get("outputs") or [])
+        for name, values in answer.items():
+            if wanted and name not in wanted:
+                continue
+            array = np.asarray(values)
+            if array.dtype.kind in "OUS":
+                datatype, data = "BYTES", [str(v) for v in array.reshape(-1).tolist()]
+            elif array.dtype.kind == "b":
+                datatype, data = "BOOL", array.reshape(-1).tolist()
+            elif array.dtype.kind in "iu":
+                datatype, data = "INT64", array.astype(np.int64).reshape(-1).tolist()
+            else:
+                datatype, data = "FP64", array.astype(np.float64).reshape(-1).tolist()
+            outputs.append({"name": name, "datatype": datatype, "shape": list(array.shape), "data": data})
+        body = {"model_name": model_name, "model_version": version, "outputs": outputs}
+        if request_meta.get("id"):
+            body["id"] = request_meta["id"]
+        return body
+
+
+def stable_answer(output: Any, task: str | None, labels: list | None, probabilities: Any = None) -> dict[str, Any]:
+    """Any family's output -> one shape per use case: classifiers give ``label`` (+ ``probabilities``
+    in the order of ``labels``), regressors give ``value``; other outputs pass through by column."""
+    if isinstance(output, Answer):
+        output = pd.DataFrame(output)
+    if isinstance(output, pd.DataFrame):
+        prob_cols = [c for c in output.columns if isinstance(c, str) and c.startswith("p_")]
+        if "label" in output.columns:
+            answer = {"label": output["label"].astype(str).to_numpy()}
+            if prob_cols:
+                order = [f"p_{label}" for label in labels] if labels and all(
+                    f"p_{label}" in output.columns for label in labels) else prob_cols
+                answer["probabilities"] = output[order].to_numpy(dtype=np.float64)
+            return answer
+        if output.shape[1] == 1:
+            return _single(output.iloc[:, 0].to_numpy(), task, probabilities)
+        return {str(c): output[c].to_numpy() for c in output.columns}
+    if isinstance(output, pd.Series):
+        output = output.to_numpy()
+    if isinstance(output, dict):
+        return {str(k): np.asarray(v) for k, v in output.items()}
+    array = np.asarray(output)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim == 1:
+        return _single(array, task, probabilities)
+    return {"output": array}
+
+
+def _single(values: np.ndarray, task: str | None, probabilities: Any) -> dict[str, Any]:
+    if task == "classification" or values.dtype.kind in "OUS":
+        answer = {"label": values.astype(str)}
+        if probabilities is not None:
+            answer["probabilities"] = np.asarray(probabilities, dtype=np.float64)
+        return answer
+    return {"value": values.astype(np.float64)}

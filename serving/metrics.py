@@ -1,0 +1,71 @@
+"""Prometheus metrics for one server: requests, latency, batch sizes, model loads, canary split.
+
+Each app gets its own registry (several servers in one process, as in tests, do not collide).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self._serving: dict[str, str] = {}
+        r = self.registry
+        self.requests = Counter("civicml_requests", "Inference requests answered",
+                                ["model", "version", "variant", "protocol", "status"], registry=r)
+        self.in_flight = Gauge("civicml_requests_in_flight", "Inference requests being answered", registry=r)
+        self.latency = Histogram("civicml_request_seconds", "Inference request latency (server side)",
+                                 ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_rows = Histogram("civicml_batch_rows", "Rows per model call (adaptive batching)",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("civicml_batch_seconds", "Seconds per model call",
+                                       ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.loads = Counter("civicml_model_loads", "Model versions loaded", ["model", "version"], registry=r)
+        self.load_failures = Counter("civicml_model_load_failures", "Model versions that failed to load",
+                                     ["model", "version"], registry=r)
+        self.load_seconds = Histogram("civicml_model_load_seconds", "Seconds to load and warm a version",
+                                      ["model"], registry=r)
+        self.serving_version = Gauge("civicml_serving_version", "The version an endpoint serves (1 = serving)",
+                                     ["model", "version"], registry=r)
+        self.canary_weight = Gauge("civicml_canary_weight", "Share of traffic (percent) sent to the canary",
+                                   ["model", "version"], registry=r)
+
+        self.rollbacks = Counter("civicml_automatic_rollbacks", "Canaries stopped by their limits",
+                                 ["model", "version"], registry=r)
+        self.shadow = Counter("civicml_shadow_comparisons", "Shadow answers compared with the champion's",
+                              ["model", "outcome"], registry=r)
+
+    def on_event(self, kind: str, data: dict) -> None:
+        model = data.get("model", "")
+        if kind == "batch":
+            self.batch_rows.labels(model).observe(data["rows"])
+            self.batch_seconds.labels(model).observe(data["seconds"])
+        elif kind == "load":
+            self.loads.labels(model, data["version"]).inc()
+            self.load_seconds.labels(model).observe(data["seconds"])
+            old = self._serving.get(model)
+            if old is not None and old != data["version"]:
+                self.serving_version.remove(model, old)
+            self._serving[model] = data["version"]
+            self.serving_version.labels(model, data["version"]).set(1)
+        elif kind == "rollout":
+            self.canary_weight.clear()
+            if data.get("version"):
+                self.canary_weight.labels(model, data["version"]).set(data["weight"])
+        elif kind == "rollback":
+            self.rollbacks.labels(model, data["version"]).inc()
+        elif kind == "shadow":
+            self.shadow.labels(model, "agree" if data["agree"] else "differ").inc()
+        elif kind == "load_failed":
+            self.load_failures.labels(model, data["version"]).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,193 @@
+"""Canary and shadow roll-outs from the registry, automatic rollback, zero failed requests across swaps."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+import registry
+from projects import get_use_case, train
+from registry import rollout
+from serving import Endpoint
+from serving.codecs import MLflowCodec
+
+NAME = "canary-router"
+ROW = {"description": "Huge pothole on Oak Avenue", "district": "Midtown", "channel": "app", "hour": 8,
+       "weekday": 1}
+LAX = registry.PromotionPolicy(min_value=0.0, max_regression=1.0)
+
+FAILING = textwrap.dedent('''
+    import mlflow
+    import numpy as np
+    from mlflow.pyfunc import PythonModel
+
+
+    class Failing(PythonModel):
+        """Answers its input example (weekday 0, used for the warm-up) and fails on every other request."""
+
+        def predict(self, context, model_input, params=None):
+            if (model_input["weekday"] != 0).any():
+                raise RuntimeError("injected failure")
+            return np.asarray(["roads"] * len(model_input), dtype=object)
+
+
+    mlflow.models.set_model(Failing())
+''')
+
+
+BROKEN = textwrap.dedent('''
+    import mlflow
+    from mlflow.pyfunc import PythonModel
+
+
+    class Broken(PythonModel):
+        def load_context(self, context):
+            raise RuntimeError("this version cannot load")
+
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+
+    mlflow.models.set_model(Broken())
+''')
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, small_requests, requests_holdout):
+    """Versions 1 and 2: the same logreg (1 is champion); version 3: a model that fails on real traffic."""
+    import mlflow
+
+    from civicml.settings import Settings
+
+    folder = tmp_path_factory.mktemp("canary")
+    settings = Settings.from_env(env={}, home=folder / "home", user="tester")
+    result = train(get_use_case("service_requests"), small_requests, "logreg", settings=settings)
+    registry.register(result.model_uri, NAME, settings=settings)
+    assert registry.promote(NAME, requests_holdout.frame, "department", policy=LAX, settings=settings).promoted
+    registry.register(result.model_uri, NAME, settings=settings)
+    code = folder / "failing.py"
+    code.write_text(FAILING)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
+                                       input_example=pd.DataFrame([{**ROW, "weekday": 0}]))
+    registry.register(info.model_uri, NAME, alias=None, settings=settings)
+    code = folder / "broken.py"
+    code.write_text(BROKEN)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code))
+    registry.register(info.model_uri, NAME, alias=None, settings=settings)  # version 4
+    return settings
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(store):
+    from fastapi.testclient import TestClient
+
+    from serving import create_app
+
+    registry.set_alias(NAME, "staging", "1", settings=store)
+    endpoint = Endpoint(NAME, alias="staging", settings=store, refresh_seconds=0)
+    with TestClient(create_app(endpoint, follow=False)) as client:
+        registry.set_alias(NAME, "staging", "4", settings=store)
+        assert endpoint.refresh() is False
+        health = client.get("/health").json()
+        assert health["model"]["version"] == "1" and "this version cannot load" in health["last_error"]
+        answer = client.post("/invocations", json={"dataframe_records": [ROW]})
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == "1"
+        assert "civicml_model_load_failures_total" in client.get("/metrics").text
+
+
+def _ask(endpoint: Endpoint, n: int, row=ROW) -> list[str]:
+    async def run():
+        versions = []
+        for _ in range(n):
+            payload, _ = MLflowCodec.decode(f'{{"dataframe_records": [{pd.Series(row).to_json()}]}}'.encode(), None)
+            output, served, _ = await endpoint.apredict(payload)
+            assert list(output["label"]) == ["roads"]
+            versions.append(served.version)
+        return versions
+
+    return asyncio.run(run())
+
+
+def test_canary_split_follows_its_weight(store):
+    endpoint = Endpoint(NAME, settings=store, refresh_seconds=0)
+    endpoint.load()
+    rollout.start(NAME, "2", 10, settings=store)
+    try:
+        endpoint.refresh_rollout()
+        assert endpoint.rollout.weight == 10
+        versions = _ask(endpoint, 2000)
+        share = versions.count("2") / len(versions)
+        assert abs(share - 0.10) <= 0.03, share
+        assert set(versions) == {"1", "2"}
+    finally:
+        rollout.stop(NAME, settings=store)
+    endpoint.refresh_rollout()
+    assert endpoint.rollout is None and set(_ask(endpoint, 20)) == {"1"}
+    actions = [r["action"] for r in registry.audit(NAME, settings=store)]
+    assert actions[-2:] == ["canary", "rollout-stop"]
+    endpoint.close()
+
+
+def test_failing_canary_is_rolled_back_automatically_without_failed_requests(store):
+    endpoint = Endpoint(NAME, settings=store, refresh_seconds=0)
+    endpoint.load()
+    rollout.start(NAME, "3", 50, max_error_rate=0.2, window=20, settings=store)
+    endpoint.refresh_rollout()
+    assert endpoint.rollout is not None and endpoint.rollout.version == "3"
+    versions = _ask(endpoint, 200)  # every request answered (by the champion when the canary fails)
+    assert set(versions) == {"1"}
+    assert endpoint.rollout is None and "version 3: error rate" in endpoint.rolled_back
+    deadline = time.monotonic() + 60
+    while rollout.current(NAME, settings=store) is not None:  # recorded in the registry by a background thread
+        assert time.monotonic() < deadline, "the rollback was not recorded"
+        time.sleep(0.1)
+    last = registry.audit(NAME, settings=store)[-1]
+    assert last["action"] == "rollout-stop" and last["automatic"] is True and "error rate" in last["reason"]
+    endpoint.close()
+
+
+def test_shadow_records_agreement_and_answers_from_the_champion(store):
+    endpoint = Endpoint(NAME, settings=store, refresh_seconds=0)
+    endpoint.load()
+    rollout.start(NAME, "2", 100, mode="shadow", settings=store)
+    try:
+        endpoint.refresh_rollout()
+
+        async def run():
+            out = [await endpoint.apredict(MLflowCodec.decode(b'{"dataframe_records": [%s]}'
+                                                              % pd.Series(ROW).to_json().encode(), None)[0])
+                   for _ in range(20)]
+            await asyncio.sleep(0.5)
+            for _ in range(100):  # shadow calls finish in the background
+                if endpoint.shadow_counts["total"] >= 20:
+                    break
+                await asyncio.sleep(0.05)
+            return out
+
+        answers = asyncio.run(run())
+        assert {served.version for _, served, _ in answers} == {"1"}
+        assert endpoint.shadow_counts == {"agree": 20, "total": 20}
+    finally:
+        rollout.stop(NAME, settings=store)
+        endpoint.close()
+
+
+def test_rollout_commands_check_their_input(store, capsys):
+    from civicml.cli import main
+
+    args = ["--home", str(store.home)]
+    assert main(["canary", NAME, "--version", "2", "--weight", "150", *args]) == 2
+    assert "percentage" in capsys.readouterr().err
+    assert main(["canary", NAME, "--version", "99", *args]) == 2
+    assert main(["canary", NAME, *args]) == 2
+    assert rollout.current(NAME, settings=store) is None  # a failed command changes nothing stored
+    assert main(["canary", NAME, "--version", "2", "--weight", "5", *args]) == 0
+    assert rollout.current(NAME, settings=store).weight == 5
+    assert main(["canary", NAME, "--stop", *args]) == 0
+    assert rollout.current(NAME, settings=store) is None
