@@ -115,3 +115,61 @@ def test_failed_command_leaves_the_store_as_it_was(used_home, capsys):
                  "--home", str(used_home)]) == 2
     assert main(["promote", "service-requests-router", "--home", str(used_home)]) == 2
     assert changes(before, snapshot(used_home)) == []
+
+
+@pytest.mark.slow
+def test_library_noise_goes_to_the_debug_log_and_verbose_shows_it(tmp_path):
+    """MiniLM's zero-shot router: loading it made MLflow warn about type hints (in raw colour codes) and
+    Paddle log INFO lines, three times for one `civicml train`. Now stderr stays empty, the debug log keeps
+    them, and --verbose shows them."""
+    home = tmp_path / "home"
+    cli = [sys.executable, "-m", "civicml.cli", "train", "--family", "minilm_zero_shot", "--rows", "200",
+           "--home", str(home)]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")}
+    quiet = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stderr == ""
+    assert len(quiet.stdout.strip().splitlines()) == 1 and quiet.stdout.startswith("run ")
+    logged = (home / "logs" / "debug.log").read_text()
+    assert "Add type hints" in logged and "MiniLM encoder" in logged
+    verbose = subprocess.run([*cli, "--verbose"], capture_output=True, text=True, env=env, timeout=600)
+    assert verbose.returncode == 0 and "MiniLM encoder" in verbose.stderr
+    assert len(verbose.stdout.strip().splitlines()) == 1
+
+
+def test_default_experiment_keeps_its_artifacts_under_the_home(tmp_path, monkeypatch):
+    """MLflow gives the Default experiment (id 0) ./mlruns of whatever folder the store is created in."""
+    import mlflow
+
+    from civicml.settings import Settings
+    from civicml.tracking import tracking_client
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    default = tracking_client(settings).get_experiment("0")
+    assert default.artifact_location == f"{settings.artifact_root}/0"
+    assert default.artifact_location.startswith((tmp_path / "home").as_uri())
+    assert not (tmp_path / "mlruns").exists()
+    assert mlflow.MlflowClient(settings.tracking_uri).get_experiment("0").artifact_location == \
+        default.artifact_location
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_plain_postgresql_urls_work_in_optuna_and_mlflow_commands(postgres_db, tmp_path):
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3: users' own `optuna` and `mlflow` commands need it."""
+    bin_dir = Path(sys.executable).parent
+    assert postgres_db.startswith("postgresql://")
+    created = subprocess.run([str(bin_dir / "optuna"), "create-study", "--study-name", "mine", "--storage",
+                              postgres_db], capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stderr[-2000:]
+    listed = subprocess.run([str(bin_dir / "optuna"), "studies", "--storage", postgres_db, "-f", "json"],
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and '"mine"' in listed.stdout, listed.stderr[-2000:]
+    from conftest import fresh_postgres_database
+
+    with fresh_postgres_database() as tracking_db:  # MLflow and Optuna each keep an alembic_version table
+        searched = subprocess.run([str(bin_dir / "mlflow"), "experiments", "search"], capture_output=True,
+                                  text=True, timeout=300,
+                                  env={**__import__("os").environ, "MLFLOW_TRACKING_URI": tracking_db})
+    assert searched.returncode == 0 and "Default" in searched.stdout, searched.stderr[-2000:]
