@@ -86,6 +86,9 @@ class LibraryOutput(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:  # a child process given our stderr writes to the real one
+        return self._real.fileno()
+
     def write(self, text: str) -> int:
         if not self._active or self.verbose:
             self._real.write(text)
