@@ -35,7 +35,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import mlflow
 import numpy as np
