@@ -49,6 +49,12 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
     from serving import BackgroundServer, Endpoint, EndpointClient
     from tuning import tune
 
+    from civicml.errors import InvalidInput
+
+    if rows < 200:
+        raise InvalidInput(f"--rows must be at least 200, got {rows}")
+    if trials < 1:
+        raise InvalidInput(f"--trials must be at least 1, got {trials}")
     settings = settings or Settings.from_env()
     started = time.perf_counter()
     use_case = get_use_case("service_requests")

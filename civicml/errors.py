@@ -27,3 +27,8 @@ class IntegrityError(CivicMLError):
 
 class Unavailable(CivicMLError):
     """A store CivicML depends on (artifact store, tracking server) did not answer; nothing was changed."""
+
+
+class Failed(CivicMLError):
+    """The work a command started ended without a result (e.g. no trial of a study completed); the message
+    names the first failure, and whatever that work created is removed."""

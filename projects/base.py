@@ -117,6 +117,13 @@ class ModelFamily(abc.ABC):
     space: SearchSpace = {}
     defaults: Mapping[str, Any] = {}
 
+    def check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Its defaults with ``params`` on top, every value checked against the declared space
+        (:func:`projects.space.check_params`); raises :class:`~civicml.errors.InvalidInput`."""
+        from projects.space import check_params
+
+        return check_params(self.name, self.space, self.defaults, params or {})
+
     @abc.abstractmethod
     def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
         """Fit on ``train``; report intermediate values on ``valid`` through ``reporter``."""
@@ -170,6 +177,12 @@ class UseCase(abc.ABC):
 
     default_size: int = 3000
     policy_file: Path | None = None  # the promotion policy of its registered model (YAML, versioned here)
+
+    def logged_metrics(self) -> tuple[str, ...]:
+        """The final metrics a training of this use case logs (``fnmatch`` patterns: ``recall_*`` is one per
+        class): what tuning may optimise."""
+        task = {"classification": ("accuracy", "macro_f1", "recall_*"), "regression": ("mae", "rmse", "mape")}
+        return (*task.get(self.task, ()), "fit_seconds", "model_size_bytes")
 
     def category_values(self, dataset: Dataset) -> dict[str, list]:
         """Allowed values of the categorical features, logged with the model for input checks."""

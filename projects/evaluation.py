@@ -52,8 +52,3 @@ def curve_figure(history: list[tuple[int, float]], metric: str):
     fig.tight_layout()
     return fig
 
-
-def per_group_table(frame: pd.DataFrame, y_true, y_pred, group: str) -> pd.DataFrame:
-    """Accuracy per value of ``group`` (e.g. per district), for model cards."""
-    hits = pd.Series(np.asarray(y_true) == np.asarray(y_pred), index=frame.index)
-    return hits.groupby(frame[group]).agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "rows"})

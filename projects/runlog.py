@@ -78,6 +78,12 @@ class RunLog:
     def flush(self) -> None:
         """Wait until everything logged so far is stored (nothing to wait for here)."""
 
+    def settle(self, timeout: float = 60.0) -> bool:
+        """Wait until the writer has done all it may do now: written everything (released), or stopped at
+        the hold with what is logged (held). Returns False if that took longer than ``timeout``. Nothing
+        waits here; tests and benchmarks use it to look at the store at a known point."""
+        return True
+
     def close(self) -> None:
         self.flush()
 
@@ -99,6 +105,7 @@ class BackgroundRunLog(RunLog):
         self._lock = threading.Lock()
         self._go = threading.Event()
         self._go.set()
+        self._parked = threading.Event()  # the writer holds logged items and waits at the hold
 
     def _submit(self, run_id: str, pending: _Pending) -> None:
         with self._lock:
@@ -123,7 +130,10 @@ class BackgroundRunLog(RunLog):
         client = self.client
         while True:
             first = self._queue.get()
-            self._go.wait()
+            if not self._go.is_set():
+                self._parked.set()
+                self._go.wait()
+                self._parked.clear()
             items = [first]
             while True:  # take whatever else is waiting, so that one run's items go out together
                 try:
@@ -151,6 +161,15 @@ class BackgroundRunLog(RunLog):
                 self._queue.task_done()
             if stop:
                 return
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._parked.is_set() or self._queue.unfinished_tasks == 0:
+                return True
+            with self._queue.all_tasks_done:  # woken when a batch is written
+                self._queue.all_tasks_done.wait(timeout=0.05)
+        return False
 
     def flush(self) -> None:
         self.release()

@@ -14,7 +14,7 @@ glance::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 from civicml.errors import InvalidInput
 
@@ -86,3 +86,66 @@ def param_from_dict(name: str, spec: Any) -> Param:
         raise InvalidInput(f"search space field '{name}.{missing.args[0]}' is missing") from None
     except (TypeError, ValueError) as bad:
         raise InvalidInput(f"search space field '{name}': {bad}") from None
+
+
+def check_value(name: str, param: Param, value: Any) -> Any:
+    """``value`` as parameter ``name`` declared as ``param`` takes it; raise :class:`InvalidInput` if it cannot.
+
+    A number for a :class:`Float` (an integer is read as a float), a whole number for an :class:`Int`, one
+    of the choices for a :class:`Categorical`. The ranges of Float and Int are where tuning searches, not
+    limits on what a training may be given, except that a log-scale parameter must be positive.
+    """
+    if isinstance(param, Categorical):
+        for choice in param.choices:
+            if value == choice and isinstance(value, bool) == isinstance(choice, bool):
+                return choice
+        raise InvalidInput(f"parameter '{name}': expected one of {list(param.choices)}, got {value!r}")
+    if isinstance(param, Int):
+        whole = isinstance(value, int) or isinstance(value, float) and value.is_integer()
+        if isinstance(value, bool) or not whole:
+            raise InvalidInput(f"parameter '{name}': expected a whole number, got {value!r}")
+        value = int(value)
+    elif isinstance(param, Float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise InvalidInput(f"parameter '{name}': expected a number, got {value!r}")
+        value = float(value)
+    else:
+        raise TypeError(f"not a search-space parameter: {param!r}")
+    if param.log and value <= 0:
+        raise InvalidInput(f"parameter '{name}': expected a positive number (it is searched on a log scale), "
+                           f"got {value!r}")
+    return value
+
+
+def check_default_typed(name: str, default: Any, value: Any) -> Any:
+    """A parameter with a default but no search space takes a value of the default's type."""
+    if isinstance(default, bool) or isinstance(default, str):
+        if type(value) is not type(default):
+            raise InvalidInput(f"parameter '{name}': expected {'true or false' if isinstance(default, bool) else 'a string'}"
+                               f", got {value!r}")
+        return value
+    if isinstance(default, int):
+        return check_value(name, Int(-(2 ** 62), 2 ** 62), value)
+    if isinstance(default, float):
+        return check_value(name, Float(-float("inf"), float("inf")), value)
+    return value
+
+
+def check_params(family: str, space: SearchSpace, defaults: Mapping[str, Any], params: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """The defaults with ``params`` on top, each checked against the declared space (or its default's type).
+
+    Raises :class:`InvalidInput` for a name the family does not declare, or a value its declaration
+    does not take, naming both.
+    """
+    known = set(space) | set(defaults)
+    checked = dict(defaults)
+    for name, value in (params or {}).items():
+        if name not in known:
+            raise InvalidInput(f"family '{family}' has no parameter '{name}' (known: {', '.join(sorted(known))})")
+        try:
+            checked[name] = (check_value(name, space[name], value) if name in space
+                             else check_default_typed(name, defaults[name], value))
+        except InvalidInput as bad:
+            raise InvalidInput(f"family '{family}': {bad}") from None
+    return checked

@@ -21,7 +21,7 @@ from civicml.access import require
 from civicml.settings import Settings
 from civicml.tracking import configure
 from civicml.tracking import experiment_id as find_experiment
-from projects.base import Dataset, NullReporter, Pruned, Reporter, UseCase
+from projects.base import Dataset, FittedModel, NullReporter, Pruned, Reporter, UseCase
 from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
 from projects.runlog import RunLog
 
@@ -40,6 +40,30 @@ class TrainingResult:
     pruned: bool = False
     history: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class TrainingHooks:
+    """What a caller (a tuner) adds to one training, at fixed points; each default does nothing.
+
+    ``train`` calls, in order: ``split`` (the train/validation split; a tuner that trains
+    many times on the same data makes it once), ``started`` (the run exists: its id),
+    ``fitted`` (the model is fitted: extra metrics to log with the run's own, e.g. a
+    measured latency) and ``keep_model`` (the final metrics, extra ones included: log
+    the model or not). Everything a hook returns comes back in the
+    :class:`TrainingResult`; no hook reaches into the training or the active run.
+    """
+
+    def split(self, use_case: UseCase, dataset: Dataset, seed: int) -> tuple[Dataset, Dataset]:
+        return use_case.split(dataset, seed=seed)
+
+    def started(self, run_id: str) -> None:
+        return None
+
+    def fitted(self, fitted: FittedModel, valid: Dataset) -> Mapping[str, float]:
+        return {}
+
+    def keep_model(self, metrics: Mapping[str, float]) -> bool:
+        return True
 
 
 class _RecordingReporter:
@@ -71,6 +95,16 @@ def _code_version() -> str | None:
         return None
 
 
+def check_training(use_case: UseCase, family: str | None, params: Mapping[str, Any] | None,
+                   settings: Settings | None = None) -> tuple[str, dict[str, Any]]:
+    """What :func:`train` checks before it stores anything, for callers that do work first (the CLI makes
+    data): the caller may train, ``family`` (default: the use case's first) exists, ``params`` fit its
+    declared space. Returns the family's name and its parameters with the defaults filled in."""
+    require(settings or Settings.from_env(), "train")
+    family = family or next(iter(use_case.families))
+    return family, use_case.family(family).check_params(params)
+
+
 def train(
     use_case: UseCase,
     dataset: Dataset,
@@ -88,11 +122,14 @@ def train(
     experiment_id: str | None = None,
     log_dataset: bool = True,
     runlog: RunLog | None = None,
+    hooks: TrainingHooks | None = None,
 ) -> TrainingResult:
     """Fit ``family`` of ``use_case`` on ``dataset`` and log it all to MLflow.
 
-    ``log_model`` may be a predicate on the final metrics (a tuner logs only the
-    models of trials that beat the best so far). Raises
+    ``params`` are checked against the family's declared space before anything is
+    stored (:meth:`~projects.base.ModelFamily.check_params`). ``log_model`` may be a
+    predicate on the final metrics; ``hooks`` (:class:`TrainingHooks`) is how a tuner
+    takes part (it keeps only the models of trials that may be chosen). Raises
     :class:`~projects.base.Pruned` (after marking the run pruned) if the reporter
     prunes it.
 
@@ -105,13 +142,14 @@ def train(
     settings = settings or Settings.from_env()
     require(settings, "train")
     model_family = use_case.family(family)
-    merged = {**model_family.defaults, **(params or {})}
+    merged = model_family.check_params(params)
+    hooks = hooks or TrainingHooks()
     configure(settings)
     parent = mlflow.active_run() if nested else None
     exp_id = (parent.info.experiment_id if parent else experiment_id
               or find_experiment(settings, experiment or use_case.name))
     runlog = runlog or RunLog(settings.tracking_uri)
-    train_part, valid_part = use_case.split(dataset, seed=seed)
+    train_part, valid_part = hooks.split(use_case, dataset, seed)
     recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric, runlog)
     started = time.perf_counter()
     run_tags = {"civicml.use_case": use_case.name, "civicml.family": family, TAG_FINGERPRINT: dataset.fingerprint}
@@ -127,8 +165,10 @@ def train(
     recorder.run_id = run.info.run_id
     status = "FAILED"
     try:
+        hooks.started(run.info.run_id)
+        keep = (lambda m: hooks.keep_model(m) and (log_model(m) if callable(log_model) else bool(log_model)))
         result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
-                              seed, log_model, runlog, log_dataset)
+                              seed, keep, runlog, log_dataset, hooks)
         result.seconds = time.perf_counter() - started
         status = "FINISHED"
         return result
@@ -154,12 +194,13 @@ def dataset_description(dataset: Dataset) -> dict[str, Any]:
 
 
 def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
-                 log_model, runlog: RunLog, log_dataset: bool) -> TrainingResult:
+                 log_model, runlog: RunLog, log_dataset: bool, hooks: TrainingHooks) -> TrainingResult:
     started = time.perf_counter()
     run_id = recorder.run_id
     runlog.log(run_id, params={"family": family, "seed": seed, **merged, "data_rows": len(dataset),
                                "train_rows": len(train_part), "valid_rows": len(valid_part)})
     fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
+    extra = {k: float(v) for k, v in hooks.fitted(fitted, valid_part).items()}
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
     metrics = evaluate(use_case.task, valid_part.y, predictions, labels, extra=(use_case.metric,))
@@ -167,6 +208,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     size = fitted.size_bytes()
     if size is not None:
         metrics["model_size_bytes"] = float(size)
+    metrics.update(extra)
     runlog.log(run_id, metrics=metrics, tags={TAG_PRUNED: "false"})  # one store round trip for both
     if use_case.task == "classification":
         mlflow.log_figure(confusion_matrix_figure(valid_part.y, predictions, labels, f"{use_case.name} / {family}"),
@@ -174,7 +216,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     if len(recorder.history) > 1:  # a curve needs more than one point
         mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
     model_uri = None
-    if log_model(metrics) if callable(log_model) else log_model:
+    if log_model(metrics):
         metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
                     "data_fingerprint": dataset.fingerprint, "categories": use_case.category_values(dataset)}
         if labels is not None:

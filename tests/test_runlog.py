@@ -28,7 +28,9 @@ def test_background_log_holds_merges_and_ends_the_run_with_its_real_end_time(set
         log.log(run_id, params={"C": 1.5}, tags={"stage": "fit"})
         for step in range(5):
             log.log(run_id, metrics={"valid_mae": 10.0 - step}, step=step)
-        time.sleep(0.3)  # held: nothing may reach the store yet
+        # held: the writer takes what is logged and stops at the hold. settle() waits until it has done
+        # all it may do now: with a hold that did not hold, that is writing it all, and this fails.
+        assert log.settle()
         assert client.get_run(run_id).data.params == {}
         ended_at = int(time.time() * 1000)
         log.end_run(run_id, "KILLED")

@@ -11,7 +11,7 @@ from tuning.choices import PRUNERS, SAMPLERS
 from tuning.objectives import Objective, SelectionRule, parse_objectives
 from tuning.space import describe, grid, load_overrides, parse_assignment
 from tuning.storage import Heartbeat, storage_kind
-from tuning.study import StudyResult, tune
+from tuning.study import StudyPlan, StudyResult, plan_study, tune
 
 __all__ = ["PRUNERS", "SAMPLERS", "Heartbeat", "Objective", "SelectionRule", "StudyResult", "describe", "grid",
-           "load_overrides", "parse_assignment", "parse_objectives", "storage_kind", "tune"]
+           "load_overrides", "parse_assignment", "parse_objectives", "plan_study", "StudyPlan", "storage_kind", "tune"]

@@ -50,7 +50,7 @@ def gone(worker: Mapping) -> bool:
         return True
     except PermissionError:
         pass  # it runs, as another user
-    started = worker.get("started")
+    started = worker.get("process_start_ticks", worker.get("started"))  # "started": studies before 0.2
     return started is not None and process_started(worker["pid"]) not in (None, started)
 
 
@@ -58,24 +58,21 @@ def fail_dead_trials(study: optuna.Study, spec: "WorkerSpec", dead: Callable[[Ma
     """Fail the RUNNING trials whose worker ``dead(worker)`` says has ended: the trial FAIL, its MLflow run
     FAILED, and its parameters queued again (at most ``heartbeat.max_retry`` times), as a stale heartbeat
     does on PostgreSQL. Returns the failed trials' numbers."""
-    storage = study._storage
-    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
     failed = []
+    client = None
     for trial in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
         if not worker or worker.get("pid") == os.getpid() or not dead(worker):
             continue
         try:
-            if not storage.set_trial_state_values(trial._trial_id, state=State.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # someone else noticed first
-        frozen = storage.get_trial(trial._trial_id)
-        failed.append(frozen.number)
-        if callback is not None:  # marks the MLflow run FAILED and queues a retry
-            callback(study, frozen)
+            study.tell(trial.number, state=State.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # someone else noticed first ("Cannot tell a FAIL trial")
+        frozen = _by_number(study, trial.number)
+        if frozen is None or frozen.state != State.FAIL:
             continue
-        client = mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
+        failed.append(frozen.number)
+        client = client or mlflow.MlflowClient(tracking_uri=spec.settings.tracking_uri)
         fail_trial_run(client, frozen, f"worker {worker.get('host')}:{worker.get('pid')}: {why}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -83,11 +80,15 @@ def fail_dead_trials(study: optuna.Study, spec: "WorkerSpec", dead: Callable[[Ma
     return failed
 
 
-def requeue_interrupted(study: optuna.Study, trial_id: int, runlog: RunLog) -> int | None:
-    """Ctrl-C stopped a trial: Optuna marked it FAIL; queue the same parameters to run first when the study
-    resumes (as a retry of a dead worker's trial is queued). Returns the queued trial's number."""
-    frozen = study._storage.get_trial(trial_id)
-    if frozen.state != State.FAIL:
+def _by_number(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | None:
+    return next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+
+
+def requeue_interrupted(study: optuna.Study, number: int, runlog: RunLog) -> int | None:
+    """Ctrl-C stopped trial ``number``: Optuna marked it FAIL; queue the same parameters to run first when the
+    study resumes (as a retry of a dead worker's trial is queued). Returns the queued trial's number."""
+    frozen = _by_number(study, number)
+    if frozen is None or frozen.state != State.FAIL:
         return None
     run_id = frozen.user_attrs.get(ATTR_RUN)
     if run_id:

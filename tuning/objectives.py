@@ -65,6 +65,18 @@ def parse_objectives(text: str | Sequence[str] | None, primary: str, primary_dir
     return out
 
 
+def check_objectives(objectives: Sequence[Objective], logged: Sequence[str]) -> None:
+    """Raise :class:`InvalidInput` for an objective no training logs: ``logged`` names what the use case's
+    trainings log (``fnmatch`` patterns such as ``recall_*``); tuning measures ``latency_p95_ms`` itself."""
+    import fnmatch
+
+    known = [*logged, LATENCY]
+    for objective in objectives:
+        if not any(fnmatch.fnmatchcase(objective.metric, pattern) for pattern in known):
+            raise InvalidInput(f"objective '{objective.metric}': no training logs such a metric "
+                               f"(known: {', '.join(known)})")
+
+
 @dataclass(frozen=True)
 class Constraint:
     metric: str

@@ -24,6 +24,7 @@ TAG_ROLE = "civicml.role"
 TAG_TRIAL_STATE = "civicml.trial_state"
 ATTR_PARENT = "mlflow_parent_run_id"
 ATTR_RUN = "run_id"
+ATTR_FAILURE = "failure"  # why a failed trial failed: the first line of its error
 ATTR_REQUEUED = "requeued_from"  # system attr: the trial number Ctrl-C stopped, whose parameters this one runs
 
 

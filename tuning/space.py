@@ -9,7 +9,7 @@ import optuna
 import yaml
 
 from civicml.errors import InvalidInput
-from projects.space import Categorical, Float, Int, Param, SearchSpace, param_from_dict
+from projects.space import Categorical, Float, Int, Param, SearchSpace, check_value, param_from_dict
 
 
 def suggest(trial: optuna.Trial, name: str, param: Param) -> Any:
@@ -54,6 +54,9 @@ def parse_assignment(text: str, spaces: Mapping[str, SearchSpace]) -> tuple[str,
         raise InvalidInput(f"--set {key}: family '{family}' has no parameter '{name}' "
                            f"(known: {', '.join(sorted(spaces[family]))})")
     value = value.strip()
+    if ":" in value and isinstance(declared, Categorical):
+        raise InvalidInput(f"--set {key}: '{name}' is a choice of {list(declared.choices)}, not a range; "
+                           f"give values, e.g. --set {key}={','.join(map(str, declared.choices))}")
     if ":" in value:
         parts = value.split(":")
         log = "log" in parts[2:]
@@ -68,7 +71,15 @@ def parse_assignment(text: str, spaces: Mapping[str, SearchSpace]) -> tuple[str,
             return family, name, Int(int(parts[0]), int(parts[1]), log, step)
         except ValueError as bad:
             raise InvalidInput(f"--set {key}: {bad}") from None
-    return family, name, Categorical([yaml.safe_load(v.strip()) for v in value.split(",")])
+    choices = []
+    for text_value in value.split(","):
+        try:
+            choices.append(check_value(name, declared, yaml.safe_load(text_value.strip())))
+        except InvalidInput as bad:
+            raise InvalidInput(f"--set {key}: {bad}") from None
+        except yaml.YAMLError:
+            raise InvalidInput(f"--set {key}: '{text_value.strip()}' is not a value") from None
+    return family, name, Categorical(choices)
 
 
 def grid(space: SearchSpace, prefix: str = "", limit: int = 64) -> dict[str, list]:
@@ -117,5 +128,16 @@ def merged_space(family: str, declared: SearchSpace, overrides: Mapping[str, Sea
         if name not in declared:
             raise InvalidInput(f"search space override '{family}.{name}': family '{family}' has no parameter "
                                f"'{name}' (known: {', '.join(sorted(declared))})")
-        space[name] = param
+        space[name] = _fits(f"{family}.{name}", declared[name], param)
     return space
+
+
+def _fits(name: str, declared: Param, param: Param) -> Param:
+    """An override takes values the declared parameter takes (what training checks, checked up front)."""
+    if isinstance(param, Categorical):
+        return Categorical([check_value(name, declared, choice) for choice in param.choices])
+    if isinstance(declared, Categorical) or isinstance(declared, Int) and isinstance(param, Float):
+        kind = "a choice" if isinstance(declared, Categorical) else "a whole number"
+        raise InvalidInput(f"search space override '{name}': the parameter is {kind}; a "
+                           f"{'float' if isinstance(param, Float) else 'int'} range does not fit it")
+    return param

@@ -219,13 +219,15 @@ def _local_path(uri: str) -> Path:
 
 
 def _postgres_driver(uri: str) -> str:
-    """A plain ``postgresql://`` URI gets the driver that is installed (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    """A plain ``postgresql://`` URI gets psycopg2, the driver tuning's locks and heartbeats were measured
+    with, where it is installed; else psycopg 3 (SQLAlchemy 2.1's default for plain URLs, which users'
+    own ``optuna`` and ``mlflow`` commands use)."""
     scheme, rest = uri.split("://", 1)
     if "+" in scheme:
         return uri
     import importlib.util
 
-    driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+    driver = "psycopg2" if importlib.util.find_spec("psycopg2") else "psycopg"
     return f"postgresql+{driver}://{rest}"
 
 

@@ -12,11 +12,13 @@ machine, against the same PostgreSQL storage and tracking server, joins it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
 import time
 import uuid
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -24,21 +26,23 @@ import mlflow
 import optuna
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
-from civicml.errors import InvalidInput
 from civicml.access import require
+from civicml.errors import Failed, InvalidInput
 from civicml.settings import Settings
-from civicml.tracking import configure, experiment_id
+from civicml.tracking import experiment_id, tracking_client
 from projects import Dataset, UseCase
 from projects.training import TAG_MODEL_URI, dataset_description
-from tuning.objectives import Objective, SelectionRule, pareto_table, parse_objectives, trial_metrics
-from tuning.runs import (ATTR_RUN, TAG_STUDY, TAG_TRIAL, end_leftover_runs, figures_for, finalize, parent_run,
+from tuning.choices import make_pruner, make_sampler
+from tuning.objectives import (Objective, SelectionRule, check_objectives, pareto_table, parse_objectives,
+                               trial_metrics)
+from tuning.runs import (ATTR_FAILURE, ATTR_RUN, TAG_STUDY, TAG_TRIAL, end_leftover_runs, figures_for, finalize, parent_run,
                          trials_table)
-from tuning.space import merged_space
-from tuning.storage import Heartbeat, check_workers, storage_kind, study_lock
+from tuning.space import grid, merged_space
+from tuning.storage import Heartbeat, check_workers, open_storage, storage_kind, study_lock
 from tuning.faults import fail_dead_trials
-from tuning.worker import WorkerSpec, open_study, progress, run_worker, sampler_grid, worker_main
+from tuning.worker import WorkerSpec, open_study, progress, run_worker, worker_main
 
-__all__ = ["StudyResult", "tune", "TAG_STUDY", "TAG_TRIAL"]
+__all__ = ["StudyPlan", "StudyResult", "plan_study", "tune", "TAG_STUDY", "TAG_TRIAL"]
 
 State = optuna.trial.TrialState
 
@@ -70,6 +74,64 @@ class StudyResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study's arguments, checked: what :func:`plan_study` returns before any data or store is touched."""
+
+    families: list[str]
+    spaces: dict[str, Any]
+    objectives: list[Objective]
+    rule: SelectionRule
+    study_name: str
+    storage: str
+
+
+def plan_study(
+    use_case: UseCase,
+    *,
+    n_trials: int = 10,
+    families: Sequence[str] | None = None,
+    study_name: str | None = None,
+    storage: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    overrides: Mapping[str, Mapping] | None = None,
+    settings: Settings | None = None,
+    objectives: str | Sequence[str] | None = None,
+    select: str | SelectionRule | None = None,
+    workers: int = 1,
+) -> StudyPlan:
+    """Check a study's arguments (and that the caller may tune) without writing anything; raise
+    :class:`~civicml.errors.CivicMLError` for the first that is wrong. :func:`tune` calls it first; the CLI
+    calls it before it generates any data."""
+    settings = settings or Settings.from_env()
+    require(settings, "tune")
+    if n_trials < 1:
+        raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
+    families = list(families or use_case.families)
+    for name in families:
+        use_case.family(name)  # raises NotFound for an unknown family
+    for name in overrides or {}:
+        if name not in use_case.families:
+            raise InvalidInput(f"search space override for '{name}': use case '{use_case.name}' has no such "
+                               f"family (known: {', '.join(sorted(use_case.families))})")
+    spaces = {f: merged_space(f, use_case.family(f).space, overrides) for f in families}
+    goals = parse_objectives(objectives, use_case.metric, use_case.direction)
+    check_objectives(goals, use_case.logged_metrics())
+    rule = select if isinstance(select, SelectionRule) else SelectionRule.parse(select)
+    storage = storage or settings.optuna_storage
+    storage_kind(storage)
+    check_workers(storage, workers)
+    make_pruner(pruner)
+    if sampler == "grid":
+        if len(families) > 1:
+            raise InvalidInput("the grid sampler takes one model family at a time (--families NAME)")
+        make_sampler(sampler, None, grid(spaces[families[0]], prefix=f"{families[0]}."))
+    else:
+        make_sampler(sampler)
+    return StudyPlan(families, spaces, goals, rule, study_name or f"{use_case.name}-study", storage)
+
+
 def tune(
     use_case: UseCase,
     dataset: Dataset,
@@ -99,42 +161,66 @@ def tune(
     ``"latency_p95_ms<=5"``). ``workers`` processes share the study; SQLite
     storage takes one. ``heartbeat`` sets how fast a dead worker's trial is
     noticed on RDB storages.
+
+    Arguments are checked first (:func:`plan_study`). A study in which no trial
+    completes raises :class:`~civicml.errors.Failed` naming the first failure; if
+    this call created the study, the study and its MLflow runs are removed first.
+    The process environment (MLflow's variables, its tracking URI) is as it was
+    when ``tune`` returns or raises.
     """
     settings = settings or Settings.from_env()
-    require(settings, "tune")
-    if n_trials < 1:
-        raise InvalidInput(f"n_trials must be at least 1, got {n_trials}")
-    families = list(families or use_case.families)
-    for name in families:
-        use_case.family(name)  # raises NotFound for an unknown family
-    for name in overrides or {}:
-        if name not in use_case.families:
-            raise InvalidInput(f"search space override for '{name}': use case '{use_case.name}' has no such "
-                               f"family (known: {', '.join(sorted(use_case.families))})")
-    spaces = {f: merged_space(f, use_case.family(f).space, overrides) for f in families}
-    goals = parse_objectives(objectives, use_case.metric, use_case.direction)
-    rule = select if isinstance(select, SelectionRule) else SelectionRule.parse(select)
-    study_name = study_name or f"{use_case.name}-study"
-    storage = storage or settings.optuna_storage
+    plan = plan_study(use_case, n_trials=n_trials, families=families, study_name=study_name, storage=storage,
+                      sampler=sampler, pruner=pruner, overrides=overrides, settings=settings,
+                      objectives=objectives, select=select, workers=workers)
+    with _environment_restored():
+        return _tune(use_case, dataset, plan, n_trials=n_trials, sampler=sampler, pruner=pruner, seed=seed,
+                     timeout=timeout, settings=settings, progress=progress, workers=workers, heartbeat=heartbeat,
+                     latency_rows=latency_rows)
+
+
+_MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+                     MLFLOW_RUN_ID.name)
+
+
+@contextlib.contextmanager
+def _environment_restored():
+    """Trainings point MLflow's fluent API at the study's store (and MLflow exports that as environment
+    variables); put MLflow's tracking URI and those variables back as they were."""
+    saved = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
+    uri = mlflow.get_tracking_uri()
+    try:
+        yield
+    finally:
+        if mlflow.get_tracking_uri() != uri:
+            mlflow.set_tracking_uri(uri)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, *, n_trials: int, sampler: str, pruner: str,
+          seed: int, timeout: float | None, settings: Settings, progress: bool, workers: int,
+          heartbeat: Heartbeat | None, latency_rows: int) -> StudyResult:
+    storage, study_name, goals, rule = plan.storage, plan.study_name, plan.objectives, plan.rule
     kind = storage_kind(storage)
-    check_workers(storage, workers)
     if storage.startswith("sqlite:///"):
         settings.ensure_home()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     launcher_run = os.environ.pop(MLFLOW_RUN_ID.name, None)  # `mlflow run` made a run for this entry point
-    client = configure(settings)
+    client = tracking_client(settings)
     exp_id = experiment_id(settings, use_case.name)
     spec = WorkerSpec(use_case=use_case, dataset=dataset, settings=settings, study_name=study_name, storage=storage,
-                      families=families, spaces=spaces, objectives=goals, parent_run_id="", experiment_id=exp_id,
-                      invocation=uuid.uuid4().hex[:12], target=n_trials, sampler=sampler, pruner=pruner, seed=seed,
-                      heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows, workers=workers,
-                      deadline=None if timeout is None else time.time() + timeout)
-    sampler_grid(spec)  # a grid that cannot be built fails here, before anything is written
+                      families=plan.families, spaces=plan.spaces, objectives=goals, parent_run_id="",
+                      experiment_id=exp_id, invocation=uuid.uuid4().hex[:12], target=n_trials, sampler=sampler,
+                      pruner=pruner, seed=seed, heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows,
+                      workers=workers, deadline=None if timeout is None else time.time() + timeout)
     tags = {"civicml.storage_kind": kind, "civicml.sampler": sampler,
             "civicml.pruner": "none" if len(goals) > 1 else pruner,
             "civicml.direction": ",".join(o.direction for o in goals),
             "civicml.objectives": ",".join(map(str, goals)), "civicml.use_case": use_case.name,
-            "civicml.families": ",".join(families)}
+            "civicml.families": ",".join(plan.families)}
     study, invocation_index = _open_parent(spec, client, tags)
     started = time.perf_counter()
     if launcher_run:
@@ -154,6 +240,8 @@ def tune(
     finally:
         if bar:
             bar.stop()
+    if not interrupted and not study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
+        _fail_empty_study(client, spec, study, invocation_index == 1)
     result = _finish(client, spec, study, rule, storage, time.perf_counter() - started, status, invocation_index)
     result.workers, result.interrupted = workers, interrupted
     if launcher_run:
@@ -162,6 +250,29 @@ def tune(
     if interrupted:
         raise KeyboardInterrupt
     return result
+
+
+def _fail_empty_study(client, spec: WorkerSpec, study: optuna.Study, created_here: bool) -> None:
+    """No trial of the study completed: raise :class:`Failed` naming the first failure. A study this call
+    created is removed, with its MLflow runs (deleted; ``mlflow gc`` purges them), so that a command that
+    failed on its own arguments leaves nothing behind; a resumed study's parent run ends FAILED."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == State.FAIL]
+    first = failed[0] if failed else None
+    why = (first.user_attrs.get(ATTR_FAILURE) or "failed") if first else "no trial ran"
+    where = f"trial {first.number} failed: {why}" if first else why
+    if created_here:
+        end_leftover_runs(client, study, spec.experiment_id, spec.parent_run_id)
+        run_ids = [t.user_attrs.get(ATTR_RUN) for t in trials if t.user_attrs.get(ATTR_RUN)]
+        for run_id in [*run_ids, spec.parent_run_id]:
+            try:
+                client.delete_run(run_id)
+            except mlflow.exceptions.MlflowException:
+                pass
+        optuna.delete_study(study_name=study.study_name, storage=open_storage(spec.storage, spec.heartbeat))
+        raise Failed(f"no trial of study '{study.study_name}' completed ({where}); the study was removed")
+    client.set_terminated(spec.parent_run_id, status="FAILED")
+    raise Failed(f"no trial of study '{study.study_name}' completed ({where})")
 
 
 def _open_parent(spec: WorkerSpec, client, tags: dict[str, str]) -> tuple[optuna.Study, int]:
@@ -189,11 +300,15 @@ def _tag(client, run_id: str, tags: dict[str, str]) -> None:
 def _check_same_objectives(study: optuna.Study, goals: list[Objective]) -> None:
     declared = study.user_attrs.get("objectives")
     mine = [str(o) for o in goals]
-    if declared is None:
-        study.set_user_attr("objectives", mine)
-    elif declared != mine:
+    if declared is not None and declared != mine:
         raise InvalidInput(f"study '{study.study_name}' optimises {','.join(declared)}, not {','.join(mine)}; "
                            f"use another --study name")
+    if declared is None:
+        study.set_user_attr("objectives", mine)
+    if study.metric_names is None:  # Optuna's own name for each value (the dashboard shows them)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in goals])
 
 
 def _progress_bar(total: int, title: str):

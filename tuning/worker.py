@@ -12,6 +12,16 @@ metrics, tags, its state, the run's end) goes through a ``BackgroundRunLog``
 that writes while the next model trains, so that a trial costs little more
 than bare Optuna's own bookkeeping (bench/bench_tuning.py).
 
+What a study shows in Optuna (``optuna-dashboard``, ``study.user_attrs``): the
+values are named after the objectives' metrics (``study.metric_names``). Study
+attributes: ``objectives`` (``metric:direction`` each, checked when a study
+resumes), ``invocations`` (how many ``tune`` calls ran it), ``wall_seconds`` (their
+wall time added up) and ``mlflow_parent_run_id``. Trial attributes: ``run_id`` (the
+trial's MLflow run), ``worker`` (``invocation``, ``host``, ``pid`` and
+``process_start_ticks``, the process's start in clock ticks since boot, which
+tells it from a later process given the same pid) and, for a failed trial,
+``failure`` (the first line of its error).
+
 When does a worker stop? When this invocation's finished trials (complete,
 pruned, or failed and not retried) plus its running ones reach the target, and
 no retry is waiting. Trials of other invocations (another machine joining the
@@ -25,7 +35,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import mlflow
 import numpy as np
@@ -33,12 +43,13 @@ import optuna
 
 from civicml.settings import Settings
 from projects import Dataset, Pruned, UseCase, train
+from projects.training import TrainingHooks
 from projects.runlog import BackgroundRunLog, RunLog
 from projects.space import SearchSpace
 from tuning.choices import make_pruner, make_sampler
 from tuning.objectives import LATENCY, Objective
 from tuning.faults import fail_dead_trials, gone, process_started, quiet_interrupts, requeue_interrupted
-from tuning.runs import ATTR_REQUEUED, ATTR_RUN, fail_trial_run, record_trial, trial_tags
+from tuning.runs import ATTR_FAILURE, ATTR_REQUEUED, ATTR_RUN, fail_trial_run, record_trial, trial_tags
 from tuning.space import grid, suggest
 from tuning.storage import Heartbeat, open_storage, storage_kind
 
@@ -152,34 +163,33 @@ class _TrialReporter:
             raise Pruned(step, value)
 
 
-class _Measured:
-    """A model family seen through tuning: records the trial's run id when fitting starts and, if
-    asked, measures p95 single-row prediction latency of the fitted model on validation rows."""
+class _TrialHooks(TrainingHooks):
+    """How one trial takes part in its training (:class:`projects.training.TrainingHooks`): it records the
+    run id on the trial as soon as the run exists, lets the run log write while the model trains, measures
+    p95 single-row latency when an objective needs it, uses the worker's one split of the data, and keeps
+    the model only if the trial may be chosen."""
 
-    def __init__(self, family, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog):
-        self._family = family
-        self._trial = trial
-        self._rows = latency_rows
-        self._found = found
-        self._runlog = runlog
+    def __init__(self, objective: "TrialObjective", trial: optuna.Trial, latency_rows: int):
+        self.objective = objective
+        self.trial = trial
+        self.rows = latency_rows
 
-    def __getattr__(self, name):
-        return getattr(self._family, name)
+    def split(self, use_case: UseCase, dataset: Dataset, seed: int):
+        key = (dataset.fingerprint, seed)
+        if key not in self.objective.splits:
+            self.objective.splits[key] = use_case.split(dataset, seed=seed)
+        return self.objective.splits[key]
 
-    def fit(self, train_part, valid_part, params, reporter):
-        run_id = mlflow.active_run().info.run_id
-        self._found["run_id"] = run_id
-        self._trial.set_user_attr(ATTR_RUN, run_id)
-        self._runlog.release()  # the queued writes go out while the model trains
-        try:
-            fitted = self._family.fit(train_part, valid_part, params, reporter)
-        finally:
-            self._runlog.hold()
-        if self._rows:
-            latency = p95_latency_ms(fitted, valid_part.X, self._rows)
-            self._found[LATENCY] = latency
-            self._runlog.log(run_id, metrics={LATENCY: latency})
-        return fitted
+    def started(self, run_id: str) -> None:
+        self.trial.set_user_attr(ATTR_RUN, run_id)
+        self.objective.runlog.release()  # the queued writes go out while the model trains
+
+    def fitted(self, fitted, valid: Dataset) -> dict[str, float]:
+        self.objective.runlog.hold()
+        return {LATENCY: p95_latency_ms(fitted, valid.X, self.rows)} if self.rows else {}
+
+    def keep_model(self, metrics) -> bool:
+        return self.objective.worth_logging(metrics)
 
 
 def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
@@ -194,32 +204,6 @@ def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
     return float(np.percentile(times, 95))
 
 
-class _UseCaseView:
-    """The use case as one trial sees it: the same in every way, except its families are measured and its
-    train/validation split is made once per worker (every trial splits the same data the same way)."""
-
-    def __init__(self, use_case: UseCase, trial: optuna.Trial, latency_rows: int, found: dict, runlog: RunLog,
-                 splits: dict):
-        self._use_case = use_case
-        self._trial = trial
-        self._rows = latency_rows
-        self._found = found
-        self._runlog = runlog
-        self._splits = splits
-
-    def __getattr__(self, name):
-        return getattr(self._use_case, name)
-
-    def split(self, dataset: Dataset, seed: int = 0, **kwargs):
-        key = (dataset.fingerprint, seed, tuple(sorted(kwargs.items())))
-        if key not in self._splits:
-            self._splits[key] = self._use_case.split(dataset, seed=seed, **kwargs)
-        return self._splits[key]
-
-    def family(self, name: str):
-        return _Measured(self._use_case.family(name), self._trial, self._rows, self._found, self._runlog)
-
-
 class TrialObjective:
     """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives.
 
@@ -232,38 +216,40 @@ class TrialObjective:
         self.study = study
         self.runlog = runlog or RunLog(spec.settings.tracking_uri)
         self.worker = {"invocation": spec.invocation, "host": socket.gethostname(), "pid": os.getpid(),
-                       "started": process_started(os.getpid())}
+                       "process_start_ticks": process_started(os.getpid())}
         self.measure = any(o.metric == LATENCY for o in spec.objectives)
         # Values of the complete trials this worker knows of: the study's when it started, then its own.
         # Trials other workers finish meanwhile are not read again; a worker that misses them may log a
         # model it did not need to, never skip one that could be chosen.
         self.seen = [list(t.values) for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,))]
-        self.interrupted: int | None = None  # the trial id that Ctrl-C stopped
+        self.interrupted: int | None = None  # the number of the trial that Ctrl-C stopped
         self.splits: dict = {}
 
     def __call__(self, trial: optuna.Trial):
         spec = self.spec
-        self.runlog.hold()  # until the model trains (see _Measured.fit)
+        self.runlog.hold()  # until the model trains (see _TrialHooks.started)
         trial.set_user_attr("worker", self.worker)
         if trial.user_attrs.get(ATTR_RUN):  # a retry inherits the dead trial's attributes
             trial.set_user_attr(ATTR_RUN, None)
         family = trial.suggest_categorical("family", spec.families) if len(spec.families) > 1 else spec.families[0]
         params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
-        found: dict[str, Any] = {}
-        view = _UseCaseView(spec.use_case, trial, spec.latency_rows if self.measure else 0, found, self.runlog,
-                            self.splits)
+        hooks = _TrialHooks(self, trial, spec.latency_rows if self.measure else 0)
         try:
-            result = train(view, spec.dataset, family, params, settings=spec.settings, nested=True,
+            result = train(spec.use_case, spec.dataset, family, params, settings=spec.settings, nested=True,
                            run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial, not spec.multi),
-                           seed=spec.seed, log_model=lambda m: self._worth_logging({**m, **found}),
-                           tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id),
-                           experiment_id=spec.experiment_id, log_dataset=False, runlog=self.runlog)
+                           seed=spec.seed, tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id),
+                           experiment_id=spec.experiment_id, log_dataset=False, runlog=self.runlog, hooks=hooks)
         except Pruned as pruned:
             raise optuna.TrialPruned(str(pruned)) from None
         except KeyboardInterrupt:
-            self.interrupted = trial._trial_id
+            self.interrupted = trial.number
             raise
-        metrics = {**result.metrics, **{k: v for k, v in found.items() if k == LATENCY}}
+        except Exception as err:  # Optuna fails the trial; the study's summary names the first failure
+            first = (str(err).strip().splitlines() or [""])[0]
+            trial.set_user_attr(ATTR_FAILURE, f"{err.__class__.__name__}: {first}" if first else
+                                err.__class__.__name__)
+            raise
+        metrics = result.metrics
         missing = [o.metric for o in spec.objectives if o.metric not in metrics]
         if missing:
             raise ValueError(f"training logged no metric {missing[0]} (it logged {sorted(metrics)})")
@@ -271,8 +257,9 @@ class TrialObjective:
         self.seen.append(values)
         return values[0] if not spec.multi else tuple(values)
 
-    def _worth_logging(self, metrics: dict[str, float]) -> bool:
-        """Log a trial's model only if it may be chosen: it beats the best so far, or is not dominated."""
+    def worth_logging(self, metrics: Mapping[str, float]) -> bool:
+        """Log a trial's model only if it may be chosen: it is as good as the best so far (a tie may be
+        chosen too), or no trial seen is better in one objective and as good in all."""
         values = [metrics.get(o.metric) for o in self.spec.objectives]
         if any(v is None for v in values):
             return True
@@ -280,16 +267,13 @@ class TrialObjective:
         mine = [s * v for s, v in zip(signs, values)]
         for seen in self.seen:
             theirs = [s * v for s, v in zip(signs, seen)]
-            if all(a <= b for a, b in zip(theirs, mine)) and (any(a < b for a, b in zip(theirs, mine))
-                                                              or not self.spec.multi):
+            if all(a <= b for a, b in zip(theirs, mine)) and any(a < b for a, b in zip(theirs, mine)):
                 return False
         return True
 
 
 def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset: int = 0) -> None:
     """Run trials until this invocation has its share (see the module docstring)."""
-    mlflow.set_tracking_uri(spec.settings.tracking_uri)
-    mlflow.set_experiment(experiment_id=spec.experiment_id)
     study = open_study(spec, seed_offset)
     local = storage_kind(spec.storage) != "postgresql"  # one machine: dead workers are found by process id
     if local:

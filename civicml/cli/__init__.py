@@ -1,6 +1,10 @@
 """The ``civicml`` command: a thin layer over the packages' public Python API.
 
 Every CivicML error ends the command with one line on stderr and exit code 2.
+The command shows CivicML's own progress and results only: what libraries
+write to stderr while it runs (warnings, their log lines) goes to the debug log
+``$CIVICML_HOME/logs/debug.log`` when the command succeeds, and nowhere when it
+fails (a failed command changes nothing stored); ``--verbose`` shows it too.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ import os
 import sys
 import warnings
 
-from civicml.cli.common import Parser
+from civicml.cli.common import LibraryOutput, Parser, write_debug_log
 from civicml.errors import CivicMLError
+
+
+_SERVERS = ("serve", "server")
 
 
 def build_parser() -> Parser:
@@ -19,6 +26,8 @@ def build_parser() -> Parser:
 
     parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
                                                 "registry -> live endpoints.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show what libraries print (warnings, log lines); otherwise kept in the debug log")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (demo, train, tune, models, server, compress, init, console, serving):
         module.add_commands(sub)
@@ -32,20 +41,26 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations etc. are not the user's business
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # Libraries' advice to their own developers (type hints, ccache, PIR internals) is noise in a CLI.
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|paddle|optuna)(\.|$)")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CivicMLError as err:
-        sys.stderr.write(f"civicml: error: {err}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("civicml: interrupted\n")
-        return 130
+    stderr = sys.stderr
+    # Long-running servers show their libraries' lines (uvicorn's address and access log); a command says
+    # so with set_defaults(library_output="show").
+    show = getattr(args, "library_output", "show" if args.command in _SERVERS else "quiet") == "show"
+    with LibraryOutput(verbose=show or bool(getattr(args, "verbose", False))) as library, \
+            warnings.catch_warnings():
+        warnings.simplefilter("default")  # each warning once per place, into the library output
+        try:
+            code = int(args.func(args) or 0)
+        except CivicMLError as err:
+            stderr.write(f"civicml: error: {err}\n")
+            return 2
+        except KeyboardInterrupt:
+            stderr.write("civicml: interrupted\n")
+            return 130
+    if code == 0:
+        write_debug_log(args, library.text())
+    return code
 
 
 if __name__ == "__main__":

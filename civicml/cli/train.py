@@ -54,22 +54,13 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from projects import get_use_case, train
+    from projects import get_use_case
+    from projects.training import check_training, train
 
     settings = settings_from(args)
-    from civicml.access import require
-
-    require(settings, "train")  # before any data is generated
     use_case = get_use_case(args.use_case)
-    family = args.family or next(iter(use_case.families))
-    use_case.family(family)
     params = parse_params(args.param)
-    unknown = set(params) - set(use_case.family(family).space) - set(use_case.family(family).defaults)
-    if unknown:
-        from civicml.errors import InvalidInput
-
-        raise InvalidInput(f"family '{family}' has no parameter '{sorted(unknown)[0]}' "
-                           f"(known: {', '.join(sorted(set(use_case.family(family).space) | set(use_case.family(family).defaults)))})")
+    family, _ = check_training(use_case, args.family, params, settings)  # before any data is generated
     dataset = load_data(args, settings, use_case)
     result = train(use_case, dataset, family, params, settings=settings, experiment=args.experiment, seed=args.seed)
     if args.json:

@@ -69,23 +69,22 @@ def _show_space(out, use_case, families, overrides) -> None:
 
 def cmd_tune(args) -> int:
     from projects import get_use_case
-    from tuning import Heartbeat, tune
+    from tuning import Heartbeat, plan_study, tune
 
     settings = settings_from(args)
-    from civicml.access import require
-
-    require(settings, "tune")  # before any data is generated
     use_case = get_use_case(args.use_case)
     families, overrides = _spaces(args, use_case)
+    study_args = dict(n_trials=args.n_trials, families=families, study_name=args.study or None,
+                      storage=args.storage or None, sampler=args.sampler, pruner=args.pruner, overrides=overrides,
+                      settings=settings, objectives=args.objectives, select=args.select, workers=args.workers)
+    plan = plan_study(use_case, **study_args)  # every argument checked before any data is generated
     if args.show_space:
-        _show_space(console(), use_case, families, overrides)
+        _show_space(console(), use_case, plan.families, overrides)
         return 0
     heartbeat = Heartbeat(args.heartbeat_interval, args.grace_period)
     dataset = load_data(args, settings, use_case)
-    result = tune(use_case, dataset, n_trials=args.n_trials, families=families, study_name=args.study or None,
-                  storage=args.storage or None, sampler=args.sampler, pruner=args.pruner, seed=args.seed,
-                  timeout=args.timeout, overrides=overrides, settings=settings, progress=not args.json,
-                  objectives=args.objectives, select=args.select, workers=args.workers, heartbeat=heartbeat)
+    result = tune(use_case, dataset, seed=args.seed, timeout=args.timeout, progress=not args.json,
+                  heartbeat=heartbeat, **study_args)
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
         from registry import register
