@@ -18,7 +18,7 @@ from civicml.cli.common import LibraryOutput, Parser, write_debug_log
 from civicml.errors import CivicMLError
 
 
-_SERVERS = ("serve", "server")
+_SERVERS = ("serve", "server", "console")
 
 
 def build_parser() -> Parser:
