@@ -9,7 +9,8 @@ import optuna
 import yaml
 
 from civicml.errors import InvalidInput
-from projects.space import Categorical, Float, Int, Param, SearchSpace, check_value, param_from_dict
+from projects.space import (Categorical, Float, Int, Param, SearchSpace, check_value, param_from_dict,  # noqa: F401
+                            parse_assignment)
 
 
 def suggest(trial: optuna.Trial, name: str, param: Param) -> Any:
@@ -33,53 +34,6 @@ def describe(space: SearchSpace) -> list[str]:
             step = f" step {p.step}" if isinstance(p, Int) and p.step != 1 else ""
             lines.append(f"{name}: {kind} [{p.low:g}, {p.high:g}]{' log' if p.log else ''}{step}")
     return lines
-
-
-def parse_assignment(text: str, spaces: Mapping[str, SearchSpace]) -> tuple[str, str, Param]:
-    """``svm.C=0.1:10:log`` -> ``("svm", "C", Float(0.1, 10, log=True))``.
-
-    Forms: ``LOW:HIGH`` (the declared parameter's type), ``LOW:HIGH:log``,
-    ``LOW:HIGH:step=N`` (int), ``a,b,c`` (choices, read as YAML scalars), ``VALUE``
-    (fixed).
-    """
-    key, sep, value = text.partition("=")
-    family, dot, name = key.strip().partition(".")
-    if not sep or not dot or not name or not value.strip():
-        raise InvalidInput(f"--set expects FAMILY.PARAM=SPEC (e.g. svm.C=0.1:10:log), got '{text}'")
-    if family not in spaces:
-        raise InvalidInput(f"--set {key}: no model family '{family}' in this study "
-                           f"(families: {', '.join(sorted(spaces))})")
-    declared = spaces[family].get(name)
-    if declared is None:
-        raise InvalidInput(f"--set {key}: family '{family}' has no parameter '{name}' "
-                           f"(known: {', '.join(sorted(spaces[family]))})")
-    value = value.strip()
-    if ":" in value and isinstance(declared, Categorical):
-        raise InvalidInput(f"--set {key}: '{name}' is a choice of {list(declared.choices)}, not a range; "
-                           f"give values, e.g. --set {key}={','.join(map(str, declared.choices))}")
-    if ":" in value:
-        parts = value.split(":")
-        log = "log" in parts[2:]
-        steps = [p for p in parts[2:] if p.startswith("step=")]
-        unknown = [p for p in parts[2:] if p != "log" and not p.startswith("step=")]
-        if len(parts) < 2 or unknown:
-            raise InvalidInput(f"--set {key}: range must be LOW:HIGH[:log][:step=N], got '{value}'")
-        try:
-            if isinstance(declared, Float) and not steps:
-                return family, name, Float(float(parts[0]), float(parts[1]), log)
-            step = int(steps[0][5:]) if steps else 1
-            return family, name, Int(int(parts[0]), int(parts[1]), log, step)
-        except ValueError as bad:
-            raise InvalidInput(f"--set {key}: {bad}") from None
-    choices = []
-    for text_value in value.split(","):
-        try:
-            choices.append(check_value(name, declared, yaml.safe_load(text_value.strip())))
-        except InvalidInput as bad:
-            raise InvalidInput(f"--set {key}: {bad}") from None
-        except yaml.YAMLError:
-            raise InvalidInput(f"--set {key}: '{text_value.strip()}' is not a value") from None
-    return family, name, Categorical(choices)
 
 
 def grid(space: SearchSpace, prefix: str = "", limit: int = 64) -> dict[str, list]:

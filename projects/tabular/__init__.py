@@ -75,7 +75,7 @@ class TabularUseCase(UseCase):
 
         spaces = {name: dict(FAMILIES[name].space) for name in self.spec.families if name in FAMILIES}
         if self.spec.search:
-            from tuning.space import parse_assignment
+            from projects.space import parse_assignment
 
             for text in self.spec.search:
                 try:
