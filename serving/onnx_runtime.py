@@ -7,11 +7,25 @@ it already serves; this runtime only skips what the data plane has done before i
 (MLflow's schema enforcement, which costs more than the graph for one row of a
 small model) by calling the wrapped model directly. Any other model falls back to
 the plain pyfunc path, so choosing ``onnx`` is never wrong, only sometimes not faster.
+
+The variant takes a frame (it never takes checked columns directly: ``accepts_columns`` stays
+False), and answers as :class:`~serving.runtime.PyfuncRuntime` answers for its parent: a classifier
+with ``labels`` in its metadata answers ``label`` and ``p_<class>`` columns (an
+:class:`~serving.runtime.Answer`). A scikit-learn graph gives those from its ``probabilities``
+output, whose columns follow scikit-learn's ``classes_`` (sorted); a graph whose most probable class
+ever disagrees with its own ``label`` output answers labels only, as the variant itself does.
 """
 
 from __future__ import annotations
 
-from serving.runtime import PyfuncRuntime
+import logging
+
+import numpy as np
+import pandas as pd
+
+from serving.runtime import Answer, PyfuncRuntime
+
+log = logging.getLogger("civicml.serving")
 
 
 class OnnxRuntime(PyfuncRuntime):
@@ -20,17 +34,57 @@ class OnnxRuntime(PyfuncRuntime):
 
     def load(self) -> None:
         super().load()
+        self._variant = None
+        if self._direct is not None:  # a scikit-learn parent: PyfuncRuntime's own fast path
+            return
         try:
             inner = self._model.unwrap_python_model()
-        except Exception:  # noqa: BLE001 - not a Python model (a scikit-learn or Paddle flavor): plain pyfunc
+        except Exception:  # noqa: BLE001 - not a Python model (a Paddle flavor, ...): plain pyfunc
             return
         if hasattr(inner, "session") and hasattr(inner, "spec"):  # ort_pyfunc.OnnxVariant, duck-typed
-            self._direct = lambda data: inner.predict(None, data)
+            self._variant = inner
+            labels = [str(label) for label in self.metadata.get("labels") or []]
+            if inner.spec.get("input") == "columns" and labels and "probabilities" in inner.outputs:
+                self._labels = np.asarray(labels, dtype=object)
+                self._columns = [f"p_{label}" for label in labels]
+                self._order = [sorted(labels).index(label) for label in labels]
+                self._proba = True
 
     @property
     def direct(self) -> bool:
         """Whether predictions bypass pyfunc (the model is an ONNX Runtime variant)."""
-        return self._direct is not None
+        return self._variant is not None
+
+    def verify(self, sample) -> None:
+        if self._variant is None:
+            super().verify(sample)
+
+    def predict(self, data, params=None):
+        if self._variant is None or params:
+            return super().predict(data, params)
+        from serving.batching import Columns
+
+        if isinstance(data, Columns):
+            data = data.frame()
+        if self._proba is None:
+            answer = self._variant.predict(None, data)
+        else:
+            feeds = self._variant._columns(data)
+            label, proba = self._variant.session.run([self._variant.spec.get("output", "label"), "probabilities"],
+                                                     feeds)
+            proba = np.asarray(proba, dtype=np.float64)[:, self._order]
+            label = label.reshape(-1)
+            if len(label) and not (self._labels[proba.argmax(axis=1)] == label.astype(str)).all():
+                log.warning("the ONNX graph's probabilities disagree with its labels; answering labels only")
+                self._proba = None
+                return label
+            answer = Answer(label=self._labels[proba.argmax(axis=1)] if len(label) else self._labels[:0])
+            for j, column in enumerate(self._columns):
+                answer[column] = proba[:, j]
+            return answer
+        if isinstance(answer, pd.DataFrame) and "label" in answer.columns:
+            return Answer({name: answer[name].to_numpy() for name in answer.columns})
+        return answer
 
 
 __all__ = ["OnnxRuntime"]

@@ -195,7 +195,14 @@ class SerializedRuntime(Runtime):
         self.inner.unload()
 
 
-_RUNTIMES: dict[str, Callable[[LocalModel], Runtime]] = {"pyfunc": PyfuncRuntime, "fp32": PyfuncRuntime}
+def _onnx(model: LocalModel) -> Runtime:
+    from serving.onnx_runtime import OnnxRuntime  # imported when chosen: onnxruntime is only needed then
+
+    return OnnxRuntime(model)
+
+
+_RUNTIMES: dict[str, Callable[[LocalModel], Runtime]] = {"pyfunc": PyfuncRuntime, "fp32": PyfuncRuntime,
+                                                         "onnx": _onnx}
 
 
 def register_runtime(name: str, factory: Callable[[LocalModel], Runtime]) -> None:

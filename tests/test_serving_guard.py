@@ -31,12 +31,15 @@ ACCESS = {"principals": {"ana": {"roles": ["data_scientist"], "token_sha256": TO
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory, small_requests):
-    home = tmp_path_factory.mktemp("guard") / "home"
+    folder = tmp_path_factory.mktemp("guard")
+    home = folder / "home"
     base = Settings.from_env(env={}, home=home, user="tester")
     result = train(get_use_case("service_requests"), small_requests, "logreg", settings=base)
-    scientist = base.with_(access=yaml.safe_dump(ACCESS), token=TOKENS["ana"][0])
+    access = folder / "access.yaml"  # beside the home, not in it: the single-user test serves this home too
+    access.write_text(yaml.safe_dump(ACCESS))
+    scientist = base.with_(access_file=access, token=TOKENS["ana"][0])
     registry.register(result.model_uri, NAME, settings=scientist)
-    service = base.with_(access=yaml.safe_dump(ACCESS), token=TOKENS["router"][0])
+    service = base.with_(access_file=access, token=TOKENS["router"][0])
     return base, service
 
 
@@ -70,7 +73,7 @@ def test_single_user_mode_serves_loopback_only(team, capsys):
 
 def _serve(settings: Settings, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CIVICML_HOME": str(settings.home),
-           "CIVICML_ACCESS": settings.access, "CIVICML_TOKEN": settings.token}
+           "CIVICML_ACCESS_FILE": str(settings.access_file), "CIVICML_TOKEN": settings.token}
     return subprocess.Popen([sys.executable, "-m", "civicml.cli", "serve", f"{NAME}@challenger", "--port", str(port),
                              "--refresh", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
