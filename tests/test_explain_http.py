@@ -34,7 +34,7 @@ def test_explain_names_the_served_version_and_agrees_with_invocations(explained,
     assert doc["model"]["version"] == answer["model"]["version"] == "1"
     assert response.headers["X-CivicML-Model-Version"] == "1"
     row = doc["explanations"][0]
-    assert row["prediction"] == answer["predictions"][0] == "roads"
+    assert row["prediction"] == answer["predictions"][0]["label"] == "roads"  # classifiers answer label + p_<class>
     assert row["method"] == "linear" and row["model"]["alias"] == "challenger"
     assert row["sentence"].startswith("Answered 'roads', mostly because of")
     assert any("pothole" in c["feature"] and c["weight"] > 0 for c in row["contributions"])

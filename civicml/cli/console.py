@@ -29,14 +29,14 @@ def add_commands(sub) -> None:
 
 def read_rows(path: str):
     """Rows from a file: a JSON object (one row), a list of rows, an /invocations body, or CSV."""
-    from serving.dataplane import parse
+    from serving.codecs import MLflowCodec
 
     file = Path(path)
     if not file.is_file():
         raise NotFound(f"no input file '{path}'")
     body = file.read_bytes()
     if file.suffix.lower() == ".csv":
-        return parse(body, "text/csv")[0]
+        return MLflowCodec.decode(body, "text/csv")[0]
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -46,7 +46,7 @@ def read_rows(path: str):
         doc = {"dataframe_records": [doc]}
     elif isinstance(doc, list):
         doc = {"dataframe_records": doc}
-    return parse(json.dumps(doc).encode(), "application/json")[0]
+    return MLflowCodec.decode(json.dumps(doc).encode(), "application/json")[0]
 
 
 def cmd_explain(args) -> int:
