@@ -93,9 +93,14 @@ class _ColumnCheck:
         out = []
         for row, value in enumerate(values):
             cls = value.__class__
-            if cls is not int and cls is not float:
-                if _missing(value):
+            if _missing(value) or (isinstance(value, np.floating) and value != value):
+                # A missing number (None, NaN) is NaN in a float column, for a pipeline that imputes it;
+                # an integer column has no NaN to hold it.
+                if whole:
                     raise InvalidInput(f"column '{name}' has a missing value in row {row}")
+                out.append(float("nan"))
+                continue
+            if cls is not int and cls is not float:
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.number, str)):
                     raise InvalidInput(f"column '{name}' must be numeric, got {_short(value)}")
                 try:

@@ -66,7 +66,9 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
         {"site_id": 1002, "inspected_at": "2025-12-01", "risk_code": "low", "cuisine": "a new cuisine",
          "notes": "kitchen clean", "complaints_30d": 0, "complaint_type": "never seen"}])  # unknown categories
     assert answer["model"]["version"] == "1"
-    assert set(answer["predictions"]) <= {"yes", "no"} and len(answer["predictions"]) == 2
+    # classifiers answer one stable shape: {"label": ..., "p_<class>": ...} per row
+    assert {p["label"] for p in answer["predictions"]} <= {"yes", "no"} and len(answer["predictions"]) == 2
+    assert all(abs(p["p_yes"] + p["p_no"] - 1) < 1e-6 for p in answer["predictions"])
     # the use-case file is logged with the model's run
     import mlflow
 
