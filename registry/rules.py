@@ -298,11 +298,9 @@ def insight_file(name: str, version: str, filename: str, settings=None) -> bytes
     uri = mv.tags.get(TAG_INSIGHTS)
     if not uri:
         raise NotFound(f"version {mv.version} of '{name}' has no rules or views (register it with a held-out set)")
-    import mlflow
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{filename}", dst_path=tmp)
+            local = store.download(f"{uri}/{filename}", tmp)  # this store's client: no process-wide URI
         except Exception:  # noqa: BLE001 - a view that was not drawn (no districts, no probabilities)
             raise NotFound(f"version {mv.version} of '{name}' has no {filename}") from None
         return Path(local).read_bytes()

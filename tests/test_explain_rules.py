@@ -16,12 +16,11 @@ pytest_plugins = ["explained_model"]  # one session fixture for every module tha
 
 @pytest.fixture(scope="module")
 def insights(explained_model, tmp_path_factory):
-    import mlflow
-
     from registry import ModelStore
 
-    version = ModelStore(explained_model.settings).get_version(explained_model.name, explained_model.version.version)
-    folder = mlflow.artifacts.download_artifacts(version.tags[TAG_INSIGHTS], dst_path=str(tmp_path_factory.mktemp("i")))
+    store = ModelStore(explained_model.settings)  # its own client: CivicML sets no process-wide MLflow URI
+    version = store.get_version(explained_model.name, explained_model.version.version)
+    folder = str(store.download(version.tags[TAG_INSIGHTS], tmp_path_factory.mktemp("i")))
     return version, folder
 
 

@@ -65,7 +65,8 @@ def test_project_policy_turns_every_gate_on():
     ("min_value: high\n", "'min_value' must be a number, got 'high'"),
     ("approvals: 1.5\n", "'approvals' must be an integer"),
     ("signature: strict\n", "'signature' must be one of compatible, any"),
-    ("metric: f1\n", "'metric': unknown metric 'f1'"),
+    # 'f1' is a scikit-learn scorer (binary F1) and so a known metric since projects.metrics: a real typo here
+    ("metric: f1score\n", "'metric': unknown metric 'f1score'"),
 ])
 def test_policy_typo_names_the_field(tmp_path, text, field):
     path = tmp_path / "policy.yaml"

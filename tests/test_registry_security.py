@@ -184,8 +184,8 @@ def _relog(mode: Mode, folder: Path, change) -> str:
 
     from civicml.tracking import configure, experiment_id
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mode.good.model_uri, dst_path=str(folder),
-                                                     tracking_uri=mode.settings.tracking_uri))
+    # through the home's own store: a models:/m-... URI would otherwise be looked up in MLflow's process-wide one
+    local = registry.ModelStore(mode.settings).download(mode.good.model_uri, folder)
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     for part in ("inputs", "outputs"):
         spec = mlmodel["signature"][part]
@@ -474,13 +474,16 @@ def test_8_plain_mlflow_tools_do_not_break_a_version_and_civicml_never_writes_in
     name = "d8-plain-mlflow"
     registry.register(mode.good.model_uri, name, settings=mode.settings)
     assert registry.promote(name, requests_holdout.frame, HOLD, settings=mode.settings).promoted
-    previous = mlflow.get_tracking_uri()
+    # a plain MLflow user points both of MLflow's process-wide URIs at the home (CivicML sets neither)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(mode.settings.tracking_uri)
+    mlflow.set_registry_uri(mode.settings.tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         assert len(model.predict(requests_holdout.frame.drop(columns=[HOLD]).head(3))) == 3
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     # what such tools leave in the version's folder
     mode.write(name, "1", "__pycache__/model.cpython-311.pyc", b"\x00compiled")
     mode.write(name, "1", "registered_model_meta", b"model_name: d8\n")

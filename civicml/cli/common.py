@@ -80,6 +80,11 @@ class LibraryOutput(io.TextIOBase):
         if sys.stderr is self:
             sys.stderr = self._real
 
+    @property
+    def real(self):
+        """The user's stderr, where CivicML's own lines go (see :func:`user_stderr`)."""
+        return self._real
+
     def writable(self) -> bool:
         return True
 
@@ -103,6 +108,13 @@ class LibraryOutput(io.TextIOBase):
 
     def text(self) -> str:
         return "".join(self._kept)
+
+
+def user_stderr():
+    """The stream for CivicML's own lines on stderr (notes, warnings): the real stderr, also while a
+    :class:`LibraryOutput` holds ``sys.stderr`` for libraries' output."""
+    stream = sys.stderr
+    return stream.real if isinstance(stream, LibraryOutput) and stream.real is not None else stream
 
 
 def write_debug_log(args, text: str) -> None:

@@ -5,19 +5,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 
 from civicml.access import ROLES
-from civicml.cli.common import add_store_options, console, settings_from
+from civicml.cli.common import add_store_options, console, settings_from, user_stderr
 
 
 def _says_notices(command):
     """Print the registry's notices (a half-registered version removed, files added beside a model) as one
-    ``civicml: note:`` line each on stderr while ``command`` runs."""
+    ``civicml: note:`` line each on the user's stderr (not the libraries' captured one) while ``command`` runs."""
 
     @functools.wraps(command)
     def run(args) -> int:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(user_stderr())
         handler.setFormatter(logging.Formatter("civicml: note: %(message)s"))
         handler.setLevel(logging.WARNING)
         logger = logging.getLogger("civicml.registry")
