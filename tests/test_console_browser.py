@@ -106,8 +106,9 @@ def test_console_pages_and_try_it_in_chromium(page, console_url):
     page.get_by_label("Description").fill(ROW["description"])
     page.get_by_label("District").select_option(ROW["district"])
     page.get_by_label("Channel").select_option(ROW["channel"])
-    page.get_by_label("Hour").fill(str(ROW["hour"]))
-    page.get_by_label("Weekday").fill(str(ROW["weekday"]))
+    # hour and weekday have declared ranges (the model's categories): the form offers them as choices
+    page.get_by_label("Hour").select_option(str(ROW["hour"]))
+    page.get_by_label("Weekday").select_option(str(ROW["weekday"]))
     page.get_by_role("button", name="Get the answer and why").click()
     page.wait_for_selector("#answer")
     assert page.locator("#answer").inner_text() == "roads"
@@ -121,8 +122,8 @@ def test_console_pages_and_try_it_in_chromium(page, console_url):
 def test_a_bad_form_says_what_is_wrong_in_chromium(page, console_url):
     page.goto(f"{console_url}/models/{NAME}/try")
     page.get_by_label("Description").fill("   ")  # only spaces: the browser accepts it, the model does not
-    page.get_by_label("Hour").fill("8")
-    page.get_by_label("Weekday").fill("1")
+    page.get_by_label("Hour").select_option("8")
+    page.get_by_label("Weekday").select_option("1")
     page.get_by_role("button", name="Get the answer and why").click()
     page.wait_for_selector("#error")
     assert "description" in page.locator("#error").inner_text()
