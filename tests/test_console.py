@@ -55,23 +55,24 @@ def test_try_it_answers_with_its_explanation_and_the_map(client):
     assert 'class="district highlighted"' in response.text and 'data-name="Midtown"' in response.text
     bad = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()},
                                                   "hour": "eight"})
-    assert bad.status_code == 400 and "&#39;hour&#39; must be a whole number" in bad.text
+    assert bad.status_code == 400 and "column &#39;hour&#39; must be numeric, got &#39;eight&#39;" in bad.text
     unknown = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()},
                                                       "district": "Atlantis"})
     assert unknown.status_code == 400 and "unknown district" in unknown.text
 
 
-def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explained_model):
+def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explained_model, tmp_path):
     from civicml.access import new_token
     from civicml.settings import Settings
     from registry import audit
 
     rm_token, rm_digest = new_token()
     svc_token, svc_digest = new_token()
-    access = json.dumps({"principals": {"rui": {"roles": ["release_manager"], "token_sha256": rm_digest},
-                                        "router": {"roles": ["service"], "token_sha256": svc_digest}}})
-    team = Settings.from_env(env={"CIVICML_ACCESS": access, "CIVICML_TOKEN": svc_token}, home=explained_model.home,
-                             user="tester")
+    access = tmp_path / "access.yaml"  # outside the shared home: other tests use it in single-user mode
+    access.write_text(json.dumps({"principals": {"rui": {"roles": ["release_manager"], "token_sha256": rm_digest},
+                                                 "router": {"roles": ["service"], "token_sha256": svc_digest}}}))
+    team = Settings.from_env(env={"CIVICML_ACCESS_FILE": str(access), "CIVICML_TOKEN": svc_token},
+                             home=explained_model.home, user="tester")
     before = len(audit(NAME, settings=team))
     with TestClient(create_console(team)) as c:
         page = c.get(f"/models/{NAME}")  # the console reads with its own (service) token
@@ -92,7 +93,10 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
         assert rollback.status_code == 404 and "has no alias &#39;champion&#39;" in rollback.text
         foreign = c.post(f"/models/{NAME}/rollback", headers={"origin": "http://evil.example"})
         assert foreign.status_code == 403
-    assert len(audit(NAME, settings=team)) == before  # nothing was changed
+    # nothing was changed; the registry audits refusals, so the trail only gained the service's denied rollback
+    added = audit(NAME, settings=team)[before:]
+    assert added and all(e["action"] == "denied" for e in added)
+    assert any(e["attempted"] == "rollback" and "service" in e["roles"] for e in added)
 
 
 @pytest.mark.slow
