@@ -98,6 +98,7 @@ def test_csv_and_batches(served, requests_holdout):
     ({"dataframe_records": [{**ROW, "hour": 9223372036854775807}]}, None, "must be between 0 and 23"),
     ({"dataframe_records": [{**ROW, "hour": 18446744073709551615}]}, None, "column 'hour'"),
     ("{\"dataframe_records\": [{\"hour\": 1e999}]}", "application/json", "malformed JSON"),
+    ({"dataframe_records": [{**ROW, "hour": None}]}, None, "column 'hour' has a missing value"),  # no NaN in ints
     ({"dataframe_records": [{**ROW, "hour": 24}]}, None, "column 'hour' must be between 0 and 23, got 24"),
     ({"dataframe_records": [{**ROW, "weekday": -1}]}, None, "column 'weekday' must be between 0 and 6"),
     ({"dataframe_records": [{**ROW, "weekday": 7}]}, None, "column 'weekday' must be between 0 and 6"),
