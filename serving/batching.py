@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from serving.runtime import Answer, Runtime  # noqa: F401  (Answer: re-exported)
+from serving.runtime import Answer, Runtime, WrappedRuntime  # noqa: F401  (Answer: re-exported)
 
 log = logging.getLogger("civicml.serving")
 
@@ -90,15 +90,16 @@ def split(output: Any, sizes: list[int]) -> list[Any]:
     raise TypeError(f"cannot split a model output of type {type(output).__name__}")
 
 
-class BatchingRuntime(Runtime):
+class BatchingRuntime(WrappedRuntime):
     """A runtime whose predict calls from many threads are merged into batches for the inner runtime."""
+
+    accepts_columns = False  # callers hand it raw requests' data; it merges them for the inner runtime itself
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
                  on_batch: Callable[[int, float], None] | None = None):
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
@@ -106,33 +107,6 @@ class BatchingRuntime(Runtime):
         self._worker: threading.Thread | None = None
         self._start = threading.Lock()
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
-
-    # the runtime's face: the inner runtime's model, signature and metadata
-    @property
-    def model(self):
-        return self.inner.model
-
-    @model.setter
-    def model(self, value):
-        pass
-
-    @property
-    def signature(self):
-        return self.inner.signature
-
-    @signature.setter
-    def signature(self, value):
-        pass
-
-    @property
-    def metadata(self) -> dict:
-        return self.inner.metadata
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def verify(self, sample) -> None:
-        self.inner.verify(sample)
 
     def unload(self) -> None:
         if self._worker is not None:

@@ -153,23 +153,21 @@ class PyfuncRuntime(Runtime):
         self._model = None
 
 
-class SerializedRuntime(Runtime):
-    """Wraps a runtime that is not thread safe so that one call runs at a time."""
+class WrappedRuntime(Runtime):
+    """A runtime around another one (serializing, batching): it shows the inner runtime's model,
+    signature, metadata and column handling, and loads, verifies and unloads through it."""
 
     def __init__(self, inner: Runtime):
         self.inner = inner
         self.name = inner.name
-        self._lock = threading.Lock()
-
-    def load(self):
-        self.inner.load()
-
-    def verify(self, sample):
-        self.inner.verify(sample)
 
     @property
-    def accepts_columns(self):
-        return self.inner.accepts_columns
+    def model(self):
+        return self.inner.model
+
+    @model.setter
+    def model(self, value):
+        pass
 
     @property
     def signature(self):
@@ -180,19 +178,33 @@ class SerializedRuntime(Runtime):
         pass
 
     @property
-    def model(self):
-        return self.inner.model
+    def metadata(self) -> dict:
+        return self.inner.metadata
 
-    @model.setter
-    def model(self, value):
-        pass
+    @property
+    def accepts_columns(self):
+        return self.inner.accepts_columns
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def verify(self, sample) -> None:
+        self.inner.verify(sample)
+
+    def unload(self) -> None:
+        self.inner.unload()
+
+
+class SerializedRuntime(WrappedRuntime):
+    """Wraps a runtime that is not thread safe so that one call runs at a time."""
+
+    def __init__(self, inner: Runtime):
+        super().__init__(inner)
+        self._lock = threading.Lock()
 
     def predict(self, data, params=None):
         with self._lock:
             return self.inner.predict(data, params)
-
-    def unload(self):
-        self.inner.unload()
 
 
 def _onnx(model: LocalModel) -> Runtime:
