@@ -224,6 +224,14 @@ class _PipelineExplainer(Explainer):
         # a component whose inputs are all zero still moved the output: keep its share, unnamed
         return np.append(shared, np.where(live, 0.0, phi).sum())
 
+    def _explained(self, frame, X, names, i: int, prediction, phi: np.ndarray, base: float) -> Explanation:
+        """Row ``i``'s explanation from its contributions ``phi`` over the model's features and ``base``."""
+        x = self._row_dense(X, i)
+        weights = self._back_project(phi, x)
+        ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names, x))
+        return Explanation(prediction, ranked, sentence(prediction, ranked, self.task), self.method,
+                           base=base, score=float(phi.sum() + base))
+
     def _row_dense(self, X, i) -> np.ndarray:
         row = X[i]
         return np.asarray(row.todense()).ravel() if hasattr(row, "todense") else np.asarray(row, dtype=float).ravel()
@@ -250,11 +258,7 @@ class LinearExplainer(_PipelineExplainer):
                 sign = 1.0 if self.classes is None or predictions[i] == self.classes[-1] else -1.0
             phi = sign * z * coef[k]
             base = sign * float(intercept[k] if len(intercept) > k else intercept[0])
-            x = self._row_dense(X, i)
-            weights = self._back_project(phi, x)
-            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names, x))
-            out.append(Explanation(predictions[i], ranked, sentence(predictions[i], ranked, self.task), self.method,
-                                   base=base, score=float(phi.sum() + base)))
+            out.append(self._explained(frame, X, names, i, predictions[i], phi, base))
         return out
 
 
@@ -289,11 +293,7 @@ class TreeExplainer(_PipelineExplainer):
                     sign = -1.0
             phi = sign * values[i, :, k]
             base = sign * float(expected[k] if len(expected) > k else expected[0])
-            x = self._row_dense(X, i)
-            weights = self._back_project(phi, x)
-            ranked = _rank(self.namer.name(weights, frame.iloc[i] if hasattr(frame, "iloc") else None, names, x))
-            out.append(Explanation(predictions[i], ranked, sentence(predictions[i], ranked, self.task), self.method,
-                                   base=base, score=float(phi.sum() + base)))
+            out.append(self._explained(frame, X, names, i, predictions[i], phi, base))
         return out
 
 
