@@ -268,7 +268,7 @@ class MiniLMFineTune(_MiniLMFamily):
         start = depth - int(p["layers_unfrozen"])
         tokenizer = load_tokenizer(int(p["max_length"]))
 
-        def prefix(texts):
+        def prefix(frozen_program, texts):
             """The frozen part, run once per fit: hidden states entering layer ``start``, padded to the longest
             text. It runs in chunks of similar length, so that short texts do not pay for the longest's padding."""
             ids, mask = tokenize(tokenizer, texts)
@@ -290,8 +290,8 @@ class MiniLMFineTune(_MiniLMFamily):
             frozen_program = create_predictor(export_encoder(MiniLMPrefix(net, start), tmp), "fp32",
                                               min(os.cpu_count() or 1, 4))
             train_texts, valid_texts = _texts(train.X), _texts(valid.X)
-            train_h, train_m = prefix(train_texts)
-            valid_h, valid_m = prefix(valid_texts)
+            train_h, train_m = prefix(frozen_program, train_texts)
+            valid_h, valid_m = prefix(frozen_program, valid_texts)
             del frozen_program
         with paddle.no_grad():
             frozen = tail(train_h, train_m).numpy()
