@@ -280,3 +280,23 @@ def test_concurrent_http_clients_get_their_own_answers(served, requests_holdout)
 
             with ThreadPoolExecutor(16) as pool:
                 assert list(pool.map(ask, rows)) == expected
+
+
+def test_rows_without_any_known_word_are_answered_like_the_pipeline(served, requests_holdout):
+    """The compiled feature path normalises rows whose words are all unknown (last in a batch too) as
+    scikit-learn does; found by schema fuzzing as a 500."""
+    import numpy as np
+    import mlflow
+
+    settings, endpoint, client = served
+    rows = _rows(requests_holdout, 3) + [{**ROW, "description": "Qzx vbnm"}, {**ROW, "description": "Xyzzy plugh"}]
+    response = client.post("/invocations", json={"dataframe_records": rows})
+    assert response.status_code == 200, response.text
+    got = response.json()["predictions"]
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    model = mlflow.sklearn.load_model(f"models:/{NAME}/1")
+    frame = pd.DataFrame(rows)
+    want = model.predict_proba(frame)
+    labels = [str(c) for c in model.classes_]
+    assert [a["label"] for a in got] == [str(x) for x in model.predict(frame)]
+    np.testing.assert_allclose([[a[f"p_{c}"] for c in labels] for a in got], want, rtol=0, atol=1e-9)
