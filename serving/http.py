@@ -12,6 +12,7 @@ of a principal with the ``service`` role: 401 without a known token, 403 with an
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -339,7 +340,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                    "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
                    "automatic_rollback": e.rolled_back} for e in endpoints]
         ok = all(e.ready for e in endpoints)
-        body = {"status": "ok" if ok else "unavailable", **models[0], "models": models,
+        body = {"status": "ok" if ok else "unavailable", **models[0], "models": models, "worker": os.getpid(),
                 "auth": "team (service token required)" if guard.team else "single-user (no token; loopback only)"}
         return Json(body, status_code=200 if ok else 503)
 
