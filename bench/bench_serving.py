@@ -309,7 +309,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     loads = [(f"1 row, c{c}", one, c) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8)]
     results: dict[str, dict[str, dict]] = {server: {} for server in servers}
-    procs, urls, memory = {}, {}, {}
+    procs, urls, memory, status_note = {}, {}, {}, ""
     try:
         for server, command in servers.items():  # both up at once, idle while the other one is measured
             port = free_port()
@@ -333,6 +333,12 @@ def main() -> None:
             if sums:
                 print(f"civicml: {float(sums['count']):.0f} model calls, "
                       f"{float(sums['sum']) / float(sums['count']):.1f} rows per call on average")
+            statuses: dict[str, float] = {}
+            for status, n in re.findall(r'^civicml_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$', metrics, re.M):
+                statuses[status] = statuses.get(status, 0) + float(n)
+            status_note = "civicml answers by status (its /metrics): " + ", ".join(
+                f"{k}: {v:.0f}" for k, v in sorted(statuses.items()))
+            print(status_note, flush=True)
         if args.bad_input and valid_row is not None:
             for server, url in urls.items():
                 memory[server] = _bad_input_campaign(url, procs[server].pid, valid_row, args.bad_input)
@@ -370,6 +376,8 @@ def main() -> None:
             answers = "; ".join(f"{case}: {', '.join(f'{code} x{n}' for code, n in seen.items())}"
                                 for case, seen in m["answers"].items())
             lines.append(f"| {server} | {m['rss_before_mb']} | {m['rss_peak_mb']} | {m['rss_after_mb']} | {answers} |")
+    if status_note:
+        lines += ["", status_note]
     if probe:
         lines += ["", "MiniLM router in process (median of 5 calls, ms per row):", "", *probe]
     text = "\n".join(lines)
