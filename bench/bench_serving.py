@@ -367,7 +367,10 @@ def main() -> None:
                 if server == "mlflow":
                     continue
                 ours = results[server][key]
-                lines.append(f"| {key} | {server} | {ours['rps'] / max(theirs['rps'], 1e-9):.1f}x | "
+                if not theirs["requests"]:
+                    lines.append(f"| {key} | {server} | mlflow answered no request in {args.seconds} s | - |")
+                    continue
+                lines.append(f"| {key} | {server} | {ours['rps'] / theirs['rps']:.1f}x | "
                              f"{theirs['p99_ms'] / ours['p99_ms']:.1f}x |")
     if memory:
         lines += ["", "Bad-input campaign (each case sent " + str(args.bad_input) + " times, one after another):", "",

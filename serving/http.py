@@ -49,6 +49,10 @@ def status_of(err: Exception) -> tuple[int, str, str]:
     for kind, status, code in _STATUS:
         if isinstance(err, kind):
             return status, code, str(err)
+    from starlette.requests import ClientDisconnect
+
+    if isinstance(err, ClientDisconnect):  # the caller went away mid-body: nobody to answer, nothing failed
+        return 499, "CLIENT_CLOSED_REQUEST", "the client closed the connection before sending the whole body"
     from mlflow.exceptions import MlflowException
 
     if isinstance(err, (MlflowException, ValueError, TypeError, KeyError, OverflowError)):
