@@ -103,53 +103,213 @@ def _httpx_loop(url: str, body: bytes, connections: int, seconds: int) -> dict:
     return asyncio.run(run())
 
 
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the workers of `civicml serve --workers N`), MB."""
+    total = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
+    return total
+
+
+def _bad_input_campaign(url: str, pid: int, valid_row: dict, repeats: int) -> dict:
+    """Huge bodies, 10,000-row and 10,001-row requests, deep nesting, garbage: status codes and memory."""
+    import threading
+
+    big_rows = json.dumps({"dataframe_records": [valid_row] * 10_000}).encode()
+    cases = {
+        "20 MB body (over the 16 MiB limit)": b'{"dataframe_records": [' + b" " * (20 * 1024 * 1024) + b"]}",
+        "10,000 valid rows": big_rows,
+        "10,001 rows": json.dumps({"dataframe_records": [valid_row] * 10_001}).encode(),
+        "JSON nested 100,000 levels": b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "15 MB of malformed JSON": b'{"dataframe_records": [' + b"x" * (15 * 1024 * 1024),
+    }
+    peak, stop = [0.0], threading.Event()
+
+    def watch():
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], _rss_mb(pid))
+
+    before = _rss_mb(pid)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    codes: dict[str, dict] = {}
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for name, body in cases.items():
+            seen: dict = {}
+            for _ in range(repeats):
+                try:
+                    code = client.post("/invocations", content=body, headers={"content-type": "application/json"},
+                                       ).status_code
+                except httpx.HTTPError as err:
+                    code = type(err).__name__
+                seen[code] = seen.get(code, 0) + 1
+            codes[name] = seen
+    time.sleep(3)
+    stop.set()
+    watcher.join()
+    after = _rss_mb(pid)
+    return {"rss_before_mb": round(before, 1), "rss_peak_mb": round(max(peak[0], after), 1),
+            "rss_after_mb": round(after, 1), "answers": codes}
+
+
+def _model(args, tmp: Path, settings):
+    """Train and register the benchmarked model; (name to serve, verified local copy, one-row body,
+    batch body, a valid row for the bad-input campaign)."""
+    import numpy as np
+
+    import registry
+    from projects import get_use_case, load_dataset, train
+
+    use_case = get_use_case(args.use_case)
+    params = json.loads(args.params) if args.params else None
+    if args.use_case == "service_requests":
+        dataset = use_case.integrate(use_case.generate_sources(tmp / "data", n=args.rows or 1500, seed=1))
+        result = train(use_case, dataset, args.family, params, settings=settings)
+        registry.register(result.model_uri, NAME, settings=settings)
+        holdout = use_case.holdout(tmp / "holdout", n=400)
+        outcome = registry.promote(NAME, holdout.frame, "department", settings=settings)
+        if not outcome.promoted:
+            raise SystemExit(f"promotion refused: {outcome.reason}")
+        rows = holdout.frame[list(holdout.features)].head(args.batch_rows)
+        return (NAME, registry.resolve(NAME, settings=settings), json.dumps({"dataframe_records": [ROW]}).encode(),
+                json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode(), ROW)
+    # the Paddle use cases: served by version number (a benchmark, not a promotion)
+    name = f"bench-{args.use_case.replace('_', '-')}"
+    dataset = load_dataset(use_case, use_case.generate_sources(tmp / "data", n=args.rows or 3000, seed=1))
+    result = train(use_case, dataset, args.family, params, settings=settings)
+    version = registry.register(result.model_uri, name, alias=None, settings=settings).version
+    _, valid = use_case.split(dataset, seed=0)
+    if args.use_case == "street_scenes":
+        images = np.stack(valid.X["image"].head(args.batch_rows).to_numpy()).astype(float)
+        one = json.dumps({"instances": images[:1].tolist()}).encode()
+        batch = json.dumps({"inputs": images.tolist()}).encode()
+        return f"{name}@{version}", registry.resolve(name, version, settings=settings), one, batch, None
+    rows = valid.X.head(args.batch_rows)
+    one = json.dumps({"dataframe_records": json.loads(rows.head(1).to_json(orient="records"))}).encode()
+    batch = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
+    return (f"{name}@{version}", registry.resolve(name, version, settings=settings), one, batch,
+            json.loads(rows.head(1).to_json(orient="records"))[0])
+
+
+def _probe_encoder(local, texts: list[str], variant_paths: dict) -> list[str]:
+    """In process, the MiniLM router's cost per row by batch size: paddle.inference with 1 and 2 math
+    threads (one predictor), and each served variant through its pyfunc. Median of 5 calls."""
+    import mlflow
+    import pandas as pd
+
+    from projects.text_encoder.runtime import InferenceEncoder
+
+    def median_ms(call, repeats=5):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - started) * 1000)
+        return sorted(times)[len(times) // 2]
+
+    model = mlflow.pyfunc.load_model(str(local.path))
+    router = model.unwrap_python_model().router
+    folder = Path(router.encoder.program_prefix).parent.parent
+    lines = ["| what | precision | batch 1 ms/row | batch 8 ms/row | batch 32 ms/row |", "|---|---|---:|---:|---:|"]
+    for threads in (1, 2):
+        encoder = InferenceEncoder(router.encoder.program_prefix, folder / "tokenizer.json", router.encoder.max_length,
+                                   router.encoder.precision, threads=threads)
+        encoder.encode(texts[:32])
+        cells = [median_ms(lambda b=b: encoder.encode(texts[:b])) / b for b in (1, 8, 32)]
+        lines.append(f"| encoder, paddle.inference, {threads} math thread(s) | {encoder.precision} | "
+                     + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    frame = pd.DataFrame({"description": texts, "district": "Midtown", "channel": "app", "hour": 8, "weekday": 1})
+    for name, path in {"router pyfunc (parent)": local.path, **variant_paths}.items():
+        pyfunc = mlflow.pyfunc.load_model(str(path))
+        pyfunc.predict(frame.head(32))
+        cells = [median_ms(lambda b=b: pyfunc.predict(frame.head(b))) / b for b in (1, 8, 32)]
+        lines.append(f"| {name} | - | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="seconds per load level (bounded)")
-    parser.add_argument("--family", default="logreg")
+    parser.add_argument("--use-case", default="service_requests",
+                        choices=("service_requests", "traffic_flow", "street_scenes"))
+    parser.add_argument("--family", default="logreg", help="model family (traffic_flow: mlp, street_scenes: cnn)")
+    parser.add_argument("--rows", type=int, help="generated rows to train on")
+    parser.add_argument("--params", help="training parameters as JSON, e.g. '{\"epochs\": 5}'")
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels for single-row requests")
     parser.add_argument("--batch-rows", type=int, default=100)
+    parser.add_argument("--workers", default="1", help="civicml worker processes; several counts (1,2) are "
+                                                       "measured as servers of their own, side by side")
+    parser.add_argument("--variants", default="", help="compressed variants (e.g. int8) built with "
+                                                      "registry.variants.compress and served as servers of their own")
+    parser.add_argument("--serve-args", default="", help="more `civicml serve` options, e.g. '--variant int8'")
+    parser.add_argument("--bad-input", type=int, default=0, metavar="N",
+                        help="then send each bad input N times to each server: status codes and memory")
+    parser.add_argument("--probe", action="store_true", help="MiniLM only: the encoder's cost per row by batch "
+                                                             "size and math threads, in process, before the servers")
     parser.add_argument("--out", help="also write the table (markdown) here")
     parser.add_argument("--only", choices=("civicml", "mlflow"), help="run one server only")
     args = parser.parse_args()
     generator = "wrk" if shutil.which("wrk") else "httpx-asyncio"
     load = _wrk if generator == "wrk" else _httpx_loop
 
-    import registry
     from civicml.settings import Settings
-    from projects import get_use_case, train
     from serving import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="civicml-bench-"))
     settings = Settings.from_env(env={}, home=tmp / "home")
-    use_case = get_use_case("service_requests")
-    dataset = use_case.integrate(use_case.generate_sources(tmp / "data", n=1500, seed=1))
-    result = train(use_case, dataset, args.family, settings=settings)
-    registry.register(result.model_uri, NAME, settings=settings)
-    holdout = use_case.holdout(tmp / "holdout", n=400)
-    outcome = registry.promote(NAME, holdout.frame, "department", settings=settings)
-    if not outcome.promoted:
-        raise SystemExit(f"promotion refused: {outcome.reason}")
-    local = registry.resolve(NAME, settings=settings)
-
-    rows = holdout.frame[list(holdout.features)].head(args.batch_rows)
-    one = json.dumps({"dataframe_records": [ROW]}).encode()
-    batch = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
+    served, local, one, batch, valid_row = _model(args, tmp, settings)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "GLOG_minloglevel": "2",
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    servers = {
-        "civicml": [str(bin_dir / "civicml"), "serve", NAME, "--home", str(settings.home), "--refresh", "0",
-                    "--port", "{port}"],
-        "mlflow": [str(bin_dir / "mlflow"), "models", "serve", "-m", str(local.path), "--env-manager", "local",
-                   "-h", "127.0.0.1", "-p", "{port}"],
-    }
+    servers = {}
+    for workers in [int(w) for w in args.workers.split(",")]:
+        servers["civicml" if workers == 1 else f"civicml {workers}w"] = [
+            str(bin_dir / "civicml"), "serve", served, "--home", str(settings.home), "--refresh", "0",
+            "--port", "{port}", "--workers", str(workers), *args.serve_args.split()]
+    for kind in filter(None, args.variants.split(",")):
+        from registry.variants import compress
+
+        outcome = compress(served.partition("@")[0], local.version.version, kind, settings,
+                           repeats={1: 5, 64: 2})
+        print(f"variant {kind}: {'passed' if outcome.passed else 'REFUSED'}", outcome.metrics, flush=True)
+        servers[f"civicml {kind}"] = [str(bin_dir / "civicml"), "serve", served, "--home", str(settings.home),
+                                      "--refresh", "0", "--port", "{port}", "--variant", kind,
+                                      *args.serve_args.split()]
+    probe: list[str] = []
+    if args.probe:
+        variant_paths = {}
+        if args.variants:
+            import registry
+            from registry.variants import find_variant
+
+            for kind in filter(None, args.variants.split(",")):
+                found = find_variant(served.partition("@")[0], local.version.version, kind, settings=settings)
+                variant_paths[f"{kind} variant pyfunc"] = registry.resolve(found.name, found.version,
+                                                                           settings=settings).path
+        from projects import get_use_case
+
+        holdout = get_use_case("service_requests").holdout(tmp / "probe", n=64)
+        probe = _probe_encoder(local, holdout.frame["description"].astype(str).tolist(), variant_paths)
+        print("\n".join(probe), flush=True)
+    servers["mlflow"] = [str(bin_dir / "mlflow"), "models", "serve", "-m", str(local.path), "--env-manager", "local",
+                         "-h", "127.0.0.1", "-p", "{port}"]
     if args.only:
-        servers = {args.only: servers[args.only]}
+        servers = {k: v for k, v in servers.items() if k.startswith(args.only)}
     levels = [int(x) for x in args.levels.split(",")]
     loads = [(f"1 row, c{c}", one, c) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8)]
     results: dict[str, dict[str, dict]] = {server: {} for server in servers}
-    procs, urls = {}, {}
+    procs, urls, memory, status_note = {}, {}, {}, ""
     try:
         for server, command in servers.items():  # both up at once, idle while the other one is measured
             port = free_port()
@@ -173,13 +333,24 @@ def main() -> None:
             if sums:
                 print(f"civicml: {float(sums['count']):.0f} model calls, "
                       f"{float(sums['sum']) / float(sums['count']):.1f} rows per call on average")
+            statuses: dict[str, float] = {}
+            for status, n in re.findall(r'^civicml_requests_total\{[^}]*status="(\d+)"[^}]*\} (\S+)$', metrics, re.M):
+                statuses[status] = statuses.get(status, 0) + float(n)
+            status_note = "civicml answers by status (its /metrics): " + ", ".join(
+                f"{k}: {v:.0f}" for k, v in sorted(statuses.items()))
+            print(status_note, flush=True)
+        if args.bad_input and valid_row is not None:
+            for server, url in urls.items():
+                memory[server] = _bad_input_campaign(url, procs[server].pid, valid_row, args.bad_input)
+                print(server, "bad input", memory[server], flush=True)
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=60)
 
-    lines = [f"family={args.family}, {args.seconds} s per level, load generator: {generator}, "
-             f"CPU cores: {os.cpu_count()}", "",
+    lines = [f"use case={args.use_case}, family={args.family}, {args.seconds} s per level, load generator: "
+             f"{generator}, CPU cores: {os.cpu_count()}, load average at the end: "
+             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
              "| load | server | req/s | rows/s | p50 ms | p99 ms | non-2xx | socket errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for key in next(iter(results.values())):
@@ -188,11 +359,30 @@ def main() -> None:
             rows_s = r.get("rows_per_s", r["rps"])
             lines.append(f"| {key} | {server} | {r['rps']:.0f} | {rows_s:.0f} | {r['p50_ms']:.2f} | "
                          f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |")
-    if len(results) == 2:
-        lines += ["", "| load | civicml/mlflow req/s | mlflow p99 / civicml p99 |", "|---|---:|---:|"]
-        for key in results["civicml"]:
-            ours, theirs = results["civicml"][key], results["mlflow"][key]
-            lines.append(f"| {key} | {ours['rps'] / theirs['rps']:.1f}x | {theirs['p99_ms'] / ours['p99_ms']:.1f}x |")
+    if "mlflow" in results and len(results) >= 2:
+        lines += ["", "| load | server | vs mlflow req/s | mlflow p99 / its p99 |", "|---|---|---:|---:|"]
+        for key in results["mlflow"]:
+            theirs = results["mlflow"][key]
+            for server in results:
+                if server == "mlflow":
+                    continue
+                ours = results[server][key]
+                if not theirs["requests"]:
+                    lines.append(f"| {key} | {server} | mlflow answered no request in {args.seconds} s | - |")
+                    continue
+                lines.append(f"| {key} | {server} | {ours['rps'] / theirs['rps']:.1f}x | "
+                             f"{theirs['p99_ms'] / ours['p99_ms']:.1f}x |")
+    if memory:
+        lines += ["", "Bad-input campaign (each case sent " + str(args.bad_input) + " times, one after another):", "",
+                  "| server | RSS before MB | peak MB | after MB | answers |", "|---|---:|---:|---:|---|"]
+        for server, m in memory.items():
+            answers = "; ".join(f"{case}: {', '.join(f'{code} x{n}' for code, n in seen.items())}"
+                                for case, seen in m["answers"].items())
+            lines.append(f"| {server} | {m['rss_before_mb']} | {m['rss_peak_mb']} | {m['rss_after_mb']} | {answers} |")
+    if status_note:
+        lines += ["", status_note]
+    if probe:
+        lines += ["", "MiniLM router in process (median of 5 calls, ms per row):", "", *probe]
     text = "\n".join(lines)
     print(text)
     print(json.dumps(results))

@@ -126,6 +126,27 @@ class _ColumnCheck:
         return np.asarray(out, dtype=_NUMERIC[self.kind])
 
 
+def _column_schema(check: _ColumnCheck) -> dict:
+    kind = check.kind
+    if kind == "string":
+        if check.allowed is not None:
+            return {"type": "string", "enum": sorted(check.allowed)}
+        return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": "\\S"}
+    if kind in _NUMERIC:
+        whole = kind in _INT_BOUNDS
+        low, high = _INT_BOUNDS[kind] if whole else (-float(_FLOAT_MAX[kind]), float(_FLOAT_MAX[kind]))
+        if check.bounds is not None:
+            low, high = max(low, check.bounds[0]), min(high, check.bounds[1])
+        out = {"type": "integer" if whole else ["number", "null"],  # null: a missing value, for imputation
+               "minimum": int(low) if whole else low, "maximum": int(high) if whole else high}
+        if check.allowed is not None:
+            out["enum"] = sorted(v for v in check.allowed if low <= v <= high)
+        return out
+    if kind == "boolean":
+        return {"type": "boolean"}
+    return {"not": {"type": "null"}}
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -171,6 +192,18 @@ class Validator:
         return [{"name": c.name, "datatype": c.kind, "required": c.required,
                  **({"range": [c.bounds[0], c.bounds[1]]} if c.bounds else {}),
                  **({"allowed": sorted(c.allowed, key=str)} if c.allowed else {})} for c in self.checks]
+
+    def json_schema(self) -> dict | None:
+        """One row as JSON Schema (OpenAPI 3.1): what the checks above accept, said for clients and fuzzers.
+
+        None for tensor models and models without a signature (their rows are not named columns)."""
+        if self.tensor or not self.checks:
+            return None
+        properties = {}
+        for check in self.checks:
+            properties[check.name] = _column_schema(check)
+        return {"type": "object", "properties": properties,
+                "required": [c.name for c in self.checks if c.required]}
 
     def columns(self, table: Table) -> Columns:
         rows = table.rows

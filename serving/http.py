@@ -12,18 +12,20 @@ of a principal with the ``service`` role: 401 without a known token, 403 with an
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
 from serving.codecs import MLflowCodec, V2Codec, dumps, stable_answer, v2_datatype
 from serving.dataplane import MAX_ROWS, TooLarge, UnsupportedMediaType
 from serving.endpoint import Endpoint
+from serving.explain import MAX_ROWS as EXPLAIN_MAX_ROWS
 from serving.explain_http import router as explain_router
 from serving.metrics import Metrics
 
@@ -47,6 +49,10 @@ def status_of(err: Exception) -> tuple[int, str, str]:
     for kind, status, code in _STATUS:
         if isinstance(err, kind):
             return status, code, str(err)
+    from starlette.requests import ClientDisconnect
+
+    if isinstance(err, ClientDisconnect):  # the caller went away mid-body: nobody to answer, nothing failed
+        return 499, "CLIENT_CLOSED_REQUEST", "the client closed the connection before sending the whole body"
     from mlflow.exceptions import MlflowException
 
     if isinstance(err, (MlflowException, ValueError, TypeError, KeyError, OverflowError)):
@@ -159,7 +165,7 @@ _V2_BODY = {
     "content": {"application/json": {"schema": {
         "type": "object", "required": ["inputs"],
         "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-                       "inputs": {"type": "array", "items": {
+                       "inputs": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "shape", "datatype", "data"],
                            "properties": {"name": {"type": "string"},
                                           "shape": {"type": "array", "items": {"type": "integer"}},
@@ -182,6 +188,96 @@ def _errors(body: dict, auth: bool) -> dict:
     if auth:
         codes.update({"401": "no or unknown token (team mode)", "403": "token without the service role"})
     return {code: {"description": text, **body} for code, text in codes.items()}
+
+
+def _mlflow_body(row: dict | None, max_rows: int = MAX_ROWS) -> dict:
+    """The request body of ``/invocations`` for a model whose rows look like ``row`` (JSON Schema), or the
+    protocol's general shape when the model has no named columns. Exactly one format key per body."""
+    if row is None:
+        return _MLFLOW_BODY
+    names = list(row["properties"])
+    rows = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
+    formats = {
+        "dataframe_records": rows,
+        "dataframe_split": {"type": "object", "required": ["columns", "data"], "properties": {
+            "columns": {"const": names, "description": "the column names, in the order of each row's values"},
+            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {
+                "type": "array", "prefixItems": [row["properties"][n] for n in names],
+                "minItems": len(names), "maxItems": len(names)}}}},
+        "instances": rows,
+        "inputs": {"type": "object", "required": row["required"],
+                   "description": "one list per column (one row shown; columns of equal length give more rows)",
+                   "properties": {n: {"type": "array", "minItems": 1, "maxItems": 1, "items": s}
+                                  for n, s in row["properties"].items()},
+                   "additionalProperties": {"type": "array", "minItems": 1, "maxItems": 1}},  # ignored
+    }
+    variants = [{"type": "object", "required": [key],
+                 "properties": {key: schema, "params": {"type": ["object", "null"]},
+                                **{other: False for other in formats if other != key}}}
+                for key, schema in formats.items()]
+    return {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": variants}},
+        "text/csv": {"schema": {"type": "string", "pattern": _csv_pattern(row),
+                                "description": f"a header line naming the columns ({', '.join(names)}), then one "
+                                               f"line per row (the pattern shows a simple subset)"}}}}
+
+
+def _csv_pattern(row: dict) -> str:
+    """A regular expression for CSV bodies of such rows: plain fields, no quoting (a subset of what is read)."""
+    import re
+
+    fields = []
+    for schema in row["properties"].values():
+        if "enum" in schema:
+            fields.append("(" + "|".join(re.escape(str(v)) for v in schema["enum"]) + ")")
+        elif schema.get("type") == "string":  # capitalised words with a space: never read as NA or a boolean
+            fields.append("[A-Z][a-z]{1,12}( [a-z]{1,12}){1,4}")
+        elif schema.get("type") == "integer" and schema["maximum"] - schema["minimum"] <= 100:
+            fields.append("(" + "|".join(str(v) for v in range(schema["minimum"], schema["maximum"] + 1)) + ")")
+        elif schema.get("type") == "integer":
+            fields.append("-?[1-9][0-9]{0,8}")
+        elif schema.get("type") == "boolean":
+            fields.append("(True|False)")
+        else:
+            fields.append("-?[0-9]{1,6}([.][0-9]{1,6})?")
+    header = ",".join(re.escape(n) for n in row["properties"])
+    return f"^{header}\n({','.join(fields)}\n){{1,20}}$"
+
+
+def _live_openapi(app: FastAPI, endpoints: list[Endpoint], errors: dict) -> None:
+    """``/openapi.json`` says what this server accepts now: the served model names and versions, and each
+    model's input rows (columns, types, categories, ranges) as request bodies, so that schema-based
+    clients and fuzzers can call it. Rebuilt on each read (versions move with the alias)."""
+
+    def openapi() -> dict:
+        import copy
+
+        doc = copy.deepcopy(FastAPI.openapi(app))  # the routes' document, built once by FastAPI
+        names = [e.key for e in endpoints]
+        versions = sorted({e.served.version for e in endpoints if e.served})
+        rows = [e.current.validator.json_schema() if e.current else None for e in endpoints]
+        default = _mlflow_body(rows[0])
+        shared = default if all(r == rows[0] for r in rows) else _MLFLOW_BODY
+        for path, operations in doc.get("paths", {}).items():
+            for method, operation in operations.items():
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") != "path":
+                        continue
+                    if parameter["name"] == "name":
+                        parameter["schema"] = {"type": "string", "enum": names}
+                    elif parameter["name"] == "version" and versions:
+                        parameter["schema"] = {"type": "string", "enum": versions}
+                if path == "/invocations" and method == "post":
+                    operation["requestBody"] = default
+                elif path == "/explain":
+                    operation["requestBody"] = _mlflow_body(rows[0], EXPLAIN_MAX_ROWS)
+                elif path == "/models/{name}/invocations":
+                    operation["requestBody"] = shared
+                if path == "/explain":
+                    operation["responses"] = {**operation.get("responses", {}), **copy.deepcopy(errors)}
+        return doc
+
+    app.openapi = openapi
 
 
 def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits: Limits | None = None) -> FastAPI:
@@ -248,7 +344,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                    "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
                    "automatic_rollback": e.rolled_back} for e in endpoints]
         ok = all(e.ready for e in endpoints)
-        body = {"status": "ok" if ok else "unavailable", **models[0], "models": models,
+        body = {"status": "ok" if ok else "unavailable", **models[0], "models": models, "worker": os.getpid(),
                 "auth": "team (service token required)" if guard.team else "single-user (no token; loopback only)"}
         return Json(body, status_code=200 if ok else 503)
 
@@ -409,11 +505,12 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         return await _v2_infer(name, version, request)
 
     # -- watching ---------------------------------------------------------------------------
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text format
     def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.include_router(explain_router(default, guard))  # POST /explain
+    _live_openapi(app, endpoints, err_mlflow)
     return app
 
 

@@ -53,10 +53,79 @@ def uvicorn_config(app, host: str, port: int, log_level: str = "info") -> uvicor
                           timeout_graceful_shutdown=DRAIN_SECONDS, **options)
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other worker processes bind too (SO_REUSEPORT): the kernel spreads new
+    connections over them. Any process of the same user could join the port; workers are started by
+    ``civicml serve --workers N`` only."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(False)
+    return sock
+
+
 def serve(endpoints: Endpoint | list[Endpoint], host: str = "127.0.0.1", port: int = 5005,
-          log_level: str = "info") -> None:
-    """Serve in the foreground until SIGTERM/SIGINT (what ``civicml serve`` does)."""
-    uvicorn.Server(uvicorn_config(create_app(endpoints), host, port, log_level)).run()
+          log_level: str = "info", reuse_port: bool = False) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT (what ``civicml serve`` does); with ``reuse_port``,
+    as one of several worker processes on the same port."""
+    server = uvicorn.Server(uvicorn_config(create_app(endpoints), host, port, log_level))
+    if reuse_port:
+        server.run(sockets=[reuse_port_socket(host, port)])
+    else:
+        server.run()
+
+
+def run_workers(command: list[str], workers: int, stable_seconds: float = 15.0) -> int:
+    """Run ``workers`` copies of ``command`` (each a ``serve(..., reuse_port=True)`` process) and keep them
+    running: SIGTERM/SIGINT is passed on and each worker drains its requests in flight before exit; a
+    worker that dies after it was up is started again; one that dies within ``stable_seconds`` of its start
+    (it could not load or bind) stops them all, exit status 1."""
+    import signal
+    import subprocess
+
+    def start() -> tuple[subprocess.Popen, float]:
+        return subprocess.Popen(command), time.monotonic()
+
+    procs = [start() for _ in range(workers)]
+    stopping = []
+
+    def stop(signum, _frame):
+        if not stopping:
+            stopping.append(signum)
+            for proc, _ in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    status = 0
+    try:
+        while not stopping:
+            for i, (proc, started) in enumerate(procs):
+                if proc.poll() is None or stopping:
+                    continue
+                if time.monotonic() - started < stable_seconds:
+                    print(f"civicml serve: worker {proc.pid} exited at start (status {proc.returncode}); "
+                          f"stopping", flush=True)
+                    status = 1
+                    stop(signal.SIGTERM, None)
+                    break
+                print(f"civicml serve: worker {proc.pid} exited (status {proc.returncode}); starting another",
+                      flush=True)
+                procs[i] = start()
+            time.sleep(0.2)
+        deadline = time.monotonic() + DRAIN_SECONDS + 15
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
 
 
 class BackgroundServer:

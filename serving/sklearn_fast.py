@@ -71,7 +71,8 @@ def _block(name: str, transformer, columns) -> Callable[[dict], Any] | None:
             if idf is not None:
                 X.data *= idf[X.indices]
             if weights.norm == "l2":
-                norms = np.sqrt(np.add.reduceat(X.data ** 2, X.indptr[:-1])) if X.nnz else np.zeros(X.shape[0])
+                # one 0 appended: trailing rows without any known term start at index nnz
+                norms = np.sqrt(np.add.reduceat(np.append(X.data ** 2, 0.0), X.indptr[:-1]))
                 norms[np.diff(X.indptr) == 0] = 1.0
                 norms[norms == 0] = 1.0
                 X.data /= np.repeat(norms, np.diff(X.indptr))

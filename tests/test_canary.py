@@ -191,3 +191,68 @@ def test_rollout_commands_check_their_input(store, capsys):
     assert rollout.current(NAME, settings=store).weight == 5
     assert main(["canary", NAME, "--stop", *args]) == 0
     assert rollout.current(NAME, settings=store) is None
+
+
+SLOW = textwrap.dedent('''
+    import time
+
+    import mlflow
+    import numpy as np
+    from mlflow.pyfunc import PythonModel
+
+
+    class Slow(PythonModel):
+        """Right answers, slowly: 0.3 s a call except for its input example (weekday 0, the warm-up)."""
+
+        def predict(self, context, model_input, params=None):
+            if (model_input["weekday"] != 0).any():
+                time.sleep(0.3)
+            return np.asarray(["roads"] * len(model_input), dtype=object)
+
+
+    mlflow.models.set_model(Slow())
+''')
+
+
+@pytest.fixture(scope="module")
+def slow_version(store, tmp_path_factory):
+    """A really registered version that answers correctly but passes any sensible p95 limit."""
+    import mlflow
+
+    code = tmp_path_factory.mktemp("slow") / "slow.py"
+    code.write_text(SLOW)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
+                                       input_example=pd.DataFrame([{**ROW, "weekday": 0}]))
+    return registry.register(info.model_uri, NAME, alias=None, settings=store).version
+
+
+def test_slow_canary_is_rolled_back_on_p95_without_failed_requests(store, slow_version):
+    endpoint = Endpoint(NAME, settings=store, refresh_seconds=0)
+    endpoint.load()
+    rollout.start(NAME, slow_version, 100, max_error_rate=0.5, max_p95_ms=100, window=8, settings=store)
+    endpoint.refresh_rollout()
+    assert endpoint.rollout is not None and endpoint.rollout.max_p95_ms == 100
+
+    async def run():
+        versions = []
+        for _ in range(12):
+            payload, _ = MLflowCodec.decode(b'{"dataframe_records": [%s]}' % pd.Series(ROW).to_json().encode(), None)
+            _, served, _ = await endpoint.apredict(payload)  # raises on a failed request
+            versions.append(served.version)
+        return versions
+
+    versions = asyncio.run(run())
+    assert versions[:8] == [slow_version] * 8  # the canary answered (rightly, slowly) until its window was full
+    assert set(versions[8:]) == {"1"}  # then the champion alone
+    assert endpoint.rollout is None and f"version {slow_version}: p95" in endpoint.rolled_back
+    assert "error rate" not in endpoint.rolled_back
+    deadline = time.monotonic() + 60
+    while rollout.current(NAME, settings=store) is not None:  # the split is removed from the registry
+        assert time.monotonic() < deadline, "the rollback was not recorded"
+        time.sleep(0.1)
+    last = registry.audit(NAME, settings=store)[-1]
+    assert last["action"] == "rollout-stop" and last["automatic"] is True
+    assert last["version"] == slow_version and "p95" in last["reason"] and "limit 100 ms" in last["reason"]
+    endpoint.close()

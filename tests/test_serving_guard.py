@@ -135,12 +135,44 @@ def test_deploy_writes_a_kserve_inference_service(tmp_path, capsys):
     assert "ENTRYPOINT [\"civicml\", \"serve\"]" in (tmp_path / "Dockerfile").read_text()
 
 
-def test_manifest_fits_the_kserve_client_models():
-    kserve = pytest.importorskip("kserve")  # the KServe client library's own models, where installed
+KSERVE_SCHEMA = Path(__file__).parent / "data" / "kserve-inferenceservice-v1beta1.schema.json.gz"
+
+
+def _strict(schema):
+    """The CRD's schema as the API server applies it with strict field validation (kubectl's default):
+    an object field the schema does not name is an error, except where it keeps unknown fields."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out \
+                and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def test_manifest_fits_kserves_inference_service_schema():
+    """Validated against the InferenceService CRD's own schema, vendored from the KServe repository
+    (tests/data, source commit inside). The KServe Python client cannot be installed beside this stack:
+    kserve 0.21 requires pandas<3 and protobuf<7, and CivicML runs on pandas 3 and protobuf 7."""
+    import gzip
+    import json
+
+    import jsonschema
+
     from serving.deploy import inference_service
 
-    manifest = inference_service(NAME, "champion", "img", "http://mlflow:5000")
-    api = kserve.ApiClient()
-    service = api._ApiClient__deserialize(manifest, "V1beta1InferenceService")
-    assert service.spec.predictor.containers[0].args[0] == f"{NAME}@champion"
-    assert api.sanitize_for_serialization(service)["spec"]["predictor"]["minReplicas"] == 2
+    doc = json.loads(gzip.decompress(KSERVE_SCHEMA.read_bytes()))
+    assert "kserve/kserve" in doc["source"]
+    validator = jsonschema.Draft7Validator(_strict(doc["openAPIV3Schema"]))
+    manifest = yaml.safe_load(yaml.safe_dump(inference_service(NAME, "champion", "img", "http://mlflow:5000")))
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
+    assert errors == []
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", manifest["metadata"]["name"])  # DNS-1123 label
+    assert all(isinstance(v, str) for part in ("labels", "annotations") for v in manifest["metadata"][part].values())
+    # the check can fail: a misspelt field and a wrongly typed one are refused
+    predictor = manifest["spec"]["predictor"]
+    wrong = {**manifest, "spec": {"predictor": {**predictor, "replicas": 2, "minReplicas": "2"}}}
+    found = {e.message for e in validator.iter_errors(wrong)}
+    assert any("replicas" in m for m in found) and any("'2' is not of type 'integer'" in m for m in found), found

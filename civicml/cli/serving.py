@@ -24,6 +24,9 @@ def add_commands(sub) -> None:
     p.add_argument("--max-batch", type=int, default=64, help="most rows merged into one model call")
     p.add_argument("--max-wait-ms", type=float, default=1.0, help="longest wait for more requests to batch")
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on the same port (SO_REUSEPORT), each "
+                                                          "with its own copy of the models, each following the "
+                                                          "aliases; use at most one per spare core (default 1)")
     p.set_defaults(func=cmd_serve)
 
     for mode in ("canary", "shadow"):
@@ -72,12 +75,40 @@ def cmd_serve(args) -> int:
 
     settings = settings_from(args)
     mode = check_bind(args.host, settings)
+    if args.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
     endpoints = _endpoints(args, settings)
     for endpoint in endpoints:
         endpoint.load()  # fail fast, with exit code 2, on an unknown model, alias, variant or runtime
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     print(f"civicml serve: {', '.join(e.key + ' v' + e.served.version for e in endpoints)} on "
-          f"http://{args.host}:{args.port} ({mode})", flush=True)
-    serve(endpoints, host=args.host, port=args.port)
+          f"http://{args.host}:{args.port} ({mode}{workers})", flush=True)
+    if args.workers == 1:
+        serve(endpoints, host=args.host, port=args.port)
+        return 0
+    import json
+    import sys
+
+    from serving.server import run_workers
+
+    for endpoint in endpoints:  # each worker loads its own copy
+        endpoint.close()
+    options = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
+    command = [sys.executable, "-c", "import sys; from civicml.cli.serving import serve_worker; "
+                                     "raise SystemExit(serve_worker(sys.argv[1]))", options]
+    return run_workers(command, args.workers)
+
+
+def serve_worker(options: str) -> int:
+    """One of ``civicml serve --workers N``'s processes: the same endpoints, on the shared port."""
+    import argparse
+    import json
+
+    from serving import serve
+
+    args = argparse.Namespace(**json.loads(options))
+    settings = settings_from(args)
+    serve(_endpoints(args, settings), host=args.host, port=args.port, reuse_port=True)
     return 0
 
 
