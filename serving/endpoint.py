@@ -23,6 +23,7 @@ from typing import Any, Callable
 from civicml.settings import Settings
 from registry import resolve
 from registry.store import ModelStore
+from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
 from serving.batching import BatchingRuntime
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
@@ -32,18 +33,21 @@ log = logging.getLogger("civicml.serving")
 
 @dataclass(frozen=True)
 class Served:
-    """What answered a request: echoed in every response."""
+    """What answered a request: echoed in every response. A variant names its kind and its parent version
+    (``variant_of``) beside its own version; ``alias`` is the parent's alias the endpoint follows."""
 
     name: str
     version: str
     alias: str
     runtime: str
     variant: str | None = None
+    variant_of: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         out = {"name": self.name, "version": self.version, "alias": self.alias, "runtime": self.runtime}
         if self.variant:
             out["variant"] = self.variant
+            out["variant_of"] = self.variant_of
         return out
 
 
@@ -102,17 +106,21 @@ class Endpoint:
 
     # -- lifecycle --------------------------------------------------------------------------
     def _wanted(self) -> tuple[str, str | None, str]:
-        """(version to load, variant kind, runtime name) for the alias now."""
+        """(version to load, variant kind, runtime name) for the alias now.
+
+        With ``variant``, the alias still names the parent: the version loaded is that parent's variant of
+        this kind whose gate passed (:func:`registry.variants.find_variant`); none is a ``NotFound``, never
+        the parent instead. A ``runtime`` other than ``pyfunc`` is the caller's choice and wins over the
+        runtime the variant was registered for."""
         if self.alias.isdigit():
             version = self.alias
         else:
             version = ModelStore(self.settings).by_alias(self.model_name, self.alias).version
         if not self.variant:
             return version, None, self.runtime_name
-        from registry.variants import find_variant  # written in the compression lane; imported lazily
-
         found = find_variant(self.model_name, version, self.variant, settings=self.settings)
-        runtime = (found.tags or {}).get("civicml.runtime") or self.runtime_name
+        runtime = self.runtime_name if self.runtime_name != "pyfunc" else \
+            (found.tags or {}).get(TAG_RUNTIME) or self.runtime_name
         return found.version, self.variant, runtime
 
     def load(self) -> Served:
@@ -146,7 +154,10 @@ class Endpoint:
             runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch)
         validator = Validator(runtime.signature, runtime.metadata)
         _warm_up(runtime, validator, local.path, self.max_batch)
-        served = Served(self.model_name, local.version.version, self.alias, runtime.name, variant)
+        tags = local.version.tags or {}  # a variant says what it is, however it was reached
+        kind = tags.get(TAG_VARIANT) or variant
+        served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
+                        tags.get(TAG_VARIANT_OF) if kind else None)
         return Loaded(served, runtime, validator, time.time())
 
     def _on_batch(self, rows: int, seconds: float) -> None:

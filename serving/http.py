@@ -266,7 +266,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
             output, served, _ = await endpoint.apredict(payload, params)
             response = Json({"predictions": MLflowCodec.encode(output), "model": served.to_dict()},
-                            headers={"X-CivicML-Model-Version": served.version})
+                            headers=_served_headers(served))
         except Exception as err:
             response = _mlflow_error(err)
             status = response.status_code
@@ -330,8 +330,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             outputs = []
         return {"name": endpoint.key, "versions": [loaded.served.version], "platform": "civicml",
                 "inputs": inputs, "outputs": outputs,
-                "parameters": {"alias": endpoint.alias, "runtime": loaded.served.runtime,
-                               "task": meta.get("task"), "use_case": meta.get("use_case")}}
+                "parameters": {**_served_parameters(loaded.served), "task": meta.get("task"),
+                               "use_case": meta.get("use_case")}}
 
     @app.get("/v2/models/{name}", responses=err_v2)
     def v2_model(name: str):
@@ -389,8 +389,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
             answer = stable_answer(output, info.get("task"), info.get("labels"))
-            response = Json(V2Codec.encode(answer, name, served.version, meta),
-                            headers={"X-CivicML-Model-Version": served.version})
+            response = Json(V2Codec.encode(answer, name, served.version, meta, _served_parameters(served)),
+                            headers=_served_headers(served))
         except Exception as err:
             response = _v2_error(err)
         finally:
@@ -415,6 +415,19 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
 
     app.include_router(explain_router(default, guard))  # POST /explain
     return app
+
+
+def _served_headers(served) -> dict[str, str]:
+    """Every answer names the version that answered, and for a variant its kind and parent version."""
+    headers = {"X-CivicML-Model-Version": served.version}
+    if served.variant:
+        headers.update({"X-CivicML-Variant": served.variant, "X-CivicML-Variant-Of": str(served.variant_of)})
+    return headers
+
+
+def _served_parameters(served) -> dict[str, str]:
+    """What a V2 answer's ``parameters`` say about who answered: alias, runtime, variant and its parent."""
+    return {k: v for k, v in served.to_dict().items() if k not in ("name", "version")}
 
 
 def _version() -> str:

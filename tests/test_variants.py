@@ -57,7 +57,7 @@ def test_onnx_variant_of_a_word_pipeline_gives_the_parents_labels_on_the_holdout
     assert onnx_outcome.metrics["quality_loss"] == 0.0
     tags = onnx_outcome.version.tags
     assert tags[TAG_VARIANT] == "onnx" and tags[TAG_VARIANT_OF] == word_logreg.version
-    assert tags[TAG_GATE] == "passed" and tags[TAG_RUNTIME] == "pyfunc" and tags["civicml.sha256"]
+    assert tags[TAG_GATE] == "passed" and tags[TAG_RUNTIME] == "onnx" and tags["civicml.sha256"]
     parent, variant = _parent_and_variant_predictions(registry_home, word_logreg.version,
                                                       onnx_outcome.version.version, holdout.X)
     assert variant.dtype == object and list(variant) == list(parent)
