@@ -242,7 +242,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     @app.get("/health")
     def health():
         models = [{"model": e.served.to_dict() if e.served else None,
-                   "follows": f"models:/{e.model_name}@{e.alias}", "last_error": e.last_error,
+                   "follows": f"models:/{e.model_name}@{e.alias}" + (f" ({e.variant} variant)" if e.variant else ""),
+                   "last_error": e.last_error,
                    "rollout": ({"version": e.rollout.version, "weight": e.rollout.weight, "mode": e.rollout.mode}
                                if e.rollout else None),
                    "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,

@@ -113,6 +113,7 @@ def test_a_missing_variant_is_404_over_http_and_exit_2_from_the_cli(champion, ho
             httpx.Client(base_url=running.url, timeout=60) as http:
         health = http.get("/health")
         assert health.status_code == 503 and f"version {parent} has no 'int8' variant" in health.json()["last_error"]
+        assert health.json()["follows"] == f"models:/{NAME}@champion (int8 variant)"
         answer = http.post("/invocations", json={"dataframe_records": [ROW]})
         assert answer.status_code == 404 and f"version {parent} has no 'int8' variant" in answer.json()["message"]
         v2 = http.post(f"/v2/models/{NAME}/infer", json={"inputs": [
