@@ -428,7 +428,10 @@ def _store_card(store: ModelStore, name: str, version: ModelVersion, text: str, 
 def _variants_section(store: ModelStore, name: str, version: ModelVersion) -> str:
     from registry.variants import variant_facts
 
-    return cards.variants_section(variant_facts(store, name, version))
+    try:
+        return cards.variants_section(variant_facts(store, name, version))
+    except Exception:  # noqa: BLE001 - a card without its variants block is still a card
+        return ""
 
 
 def rewrite_card_variants(store: ModelStore, name: str, version: ModelVersion) -> None:

@@ -116,6 +116,10 @@ class Endpoint:
             version = self.alias
         else:
             version = ModelStore(self.settings).by_alias(self.model_name, self.alias).version
+        return self._choice(version)
+
+    def _choice(self, version: str) -> tuple[str, str | None, str]:
+        """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant."""
         if not self.variant:
             return version, None, self.runtime_name
         found = find_variant(self.model_name, version, self.variant, settings=self.settings)
@@ -180,13 +184,15 @@ class Endpoint:
         from registry import rollout as rollouts
 
         wanted = rollouts.current(self.model_name, self.settings) if self.alias == "champion" else None
-        champion = self._current.served.version if self._current else None
+        served = self._current.served if self._current else None
+        champion = (served.variant_of or served.version) if served else None  # a roll-out names parent versions
         if wanted is None or wanted.version == champion:
             self.rollout, self._canary = None, None
             self._event("rollout", version=None, weight=0)
             return
-        if self._canary is None or self._canary.served.version != wanted.version:
-            loaded = self._load(wanted.version, None, self.runtime_name)  # raises: keep serving without it
+        version, variant, runtime_name = self._choice(wanted.version)  # its variant too: raises if it has none
+        if self._canary is None or self._canary.served.version != version:
+            loaded = self._load(version, variant, runtime_name)  # raises: keep serving without it
             self._canary = Loaded(dataclasses.replace(loaded.served, alias=wanted.mode), loaded.runtime,
                                   loaded.validator, loaded.loaded_at)
             self._canary_window = collections.deque(maxlen=wanted.window)

@@ -158,6 +158,25 @@ def test_serving_follows_a_promotion_to_the_new_champions_variant(server, champi
     _names_variant(http, find_variant(NAME, candidate, "onnx", home).version, candidate)
 
 
+def test_a_canary_on_a_variant_endpoint_is_the_canary_versions_variant(server, champion, promoted_with_build,
+                                                                       home):
+    from registry import rollout
+
+    endpoint, http = server
+    old_parent, old_variant = champion
+    rollout.start(NAME, old_parent, 100, "canary", settings=home)
+    try:
+        assert endpoint.refresh(), endpoint.last_error
+        answer = http.post("/invocations", json={"dataframe_records": [ROW]}).json()["model"]
+        assert (answer["version"], answer["variant"], answer["variant_of"], answer["alias"]) == \
+            (old_variant, "onnx", old_parent, "canary")
+    finally:
+        rollout.stop(NAME, settings=home)
+    assert endpoint.refresh(), endpoint.last_error
+    assert http.post("/invocations", json={"dataframe_records": [ROW]}).json()["model"]["variant_of"] == \
+        promoted_with_build[0]
+
+
 def test_a_refused_variant_does_not_block_promotion_and_is_never_served(promoted_with_build, requests_use_case,
                                                                        small_requests, requests_holdout, home,
                                                                        capsys):
