@@ -105,6 +105,41 @@ def test_serve_variant_answers_over_http_naming_kind_and_parent(server, champion
     assert [p["label"] for p in answer.json()["predictions"]] == [str(x) for x in expected]
 
 
+@pytest.mark.slow
+def test_the_civicml_serve_command_serves_the_variant(champion, home, tmp_path):
+    """The command itself, as a user starts it: a separate process answering over HTTP."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from serving.server import free_port
+
+    parent, variant = champion
+    port = free_port("127.0.0.1")
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "civicml", "serve", NAME, "--variant", "onnx", "--home",
+                                str(home.home), "--port", str(port), "--refresh", "0"], stdout=log,
+                               stderr=subprocess.STDOUT, env={**os.environ, "CIVICML_USER": "tester"})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            deadline = time.monotonic() + 300  # a wait for start-up, not a timed assertion
+            while True:
+                assert process.poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    if http.get("/ping").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.5)
+            _names_variant(http, variant, parent)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
 def test_a_missing_variant_is_404_over_http_and_exit_2_from_the_cli(champion, home, capsys):
     from civicml.cli import main
 
