@@ -146,3 +146,57 @@ def _table(frame: pd.DataFrame, index_name: str) -> str:
         cells = [f"{int(v)}" if c == "rows" else f"{float(v):.3f}" for c, v in row.items()]
         rows.append(f"| {idx} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+# -- variants (registry.variants): one block, always the card's last section ------------------------------
+VARIANTS_HEADING = "## Variants"
+
+
+def variant_cells(v: dict[str, Any]) -> dict[str, str]:
+    """One variant's figures (:func:`registry.variants.summary_of`) as short text, beside its parent's."""
+    def num(key, fmt):
+        return "-" if v.get(key) is None else format(v[key], fmt)
+
+    quality = "-" if v.get("quality") is None else (
+        f"{v['metric']} {v['quality']:.4f} (parent {num('parent_quality', '.4f')})")
+    gate = v.get("gate") or "not gated"
+    if gate != "passed" and v.get("failed_gates"):
+        gate += ": " + "; ".join(v["failed_gates"])
+    return {"kind": str(v.get("kind")), "version": str(v.get("version")),
+            "size": f"{num('size_bytes', '.0f')} B ({num('size_reduction', '.2f')}x smaller)",
+            "p50 b1": f"{num('latency_b1_p50_ms', '.2f')} ms ({num('speedup_b1', '.2f')}x faster)",
+            "p50 b64": f"{num('latency_b64_p50_ms', '.2f')} ms ({num('speedup_b64', '.2f')}x faster)",
+            "quality": quality, "agreement": num("agreement", ".4f"), "gate": gate}
+
+
+def variants_section(facts: dict[str, Any]) -> str:
+    """What variant a version is, or which variants it has (``registry.variants.variant_facts``); "" if neither."""
+    rows = [facts["variant"]] if facts.get("variant") else list(facts.get("variants") or [])
+    if not rows:
+        return ""
+    lines = [VARIANTS_HEADING, ""]
+    if facts.get("variant"):
+        v = facts["variant"]
+        lines += [f"This version is the `{v['kind']}` variant of version {v['variant_of']}, measured beside it on "
+                  f"the held-out set. " + ("Serving chooses it by kind: `civicml serve NAME --variant "
+                                            f"{v['kind']}` while version {v['variant_of']} is champion."
+                                            if v.get("gate") == "passed" else
+                                            "Its gate refused it: it is never served."), ""]
+    else:
+        lines += ["Compressed or converted copies of this version, measured beside it on the held-out set. Only "
+                  "variants whose gate passed are served (`civicml serve NAME --variant KIND`).", ""]
+    cells = [variant_cells(v) for v in rows]
+    columns = list(cells[0])
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(c[k].replace("|", "/") for k in columns) + " |" for c in cells]
+    return "\n".join(lines) + "\n"
+
+
+def with_variants(text: str, section: str) -> str:
+    """``text`` with its variants block replaced by ``section`` (appended last; removed when empty)."""
+    start = text.find("\n" + VARIANTS_HEADING + "\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start + 1] + (text[end + 1:] if end >= 0 else "")
+    text = text.rstrip("\n") + "\n"
+    return text + ("\n" + section if section else "")

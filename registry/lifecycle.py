@@ -40,6 +40,8 @@ class PromotionOutcome:
     verdicts: list[GateVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the gate report must say besides the verdicts
     forced: bool = False
+    # the candidate's variants (registry.variants.summary_of), each with "built": made by this promotion
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def reason(self) -> str:
@@ -179,11 +181,16 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
+    if outcome.promoted:  # the champion moves with its variants; build those the policy asks for first
+        outcome.variants = _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint,
+                                          notes)
     entry = _record(who, "promote" if outcome.promoted else "refuse", alias=to_alias,
                     **{"from": outcome.previous}, to=outcome.candidate, candidate_sha256=candidate.sha256,
                     gates=[v.to_dict() for v in verdicts], approvals=list(ctx.approvals),
                     holdout={"name": label, "fingerprint": fingerprint, "rows": None if frame is None else len(frame)},
                     policy=policy.to_record(), notes=notes,
+                    **({"variants": [{k: v[k] for k in ("kind", "version", "gate", "built")}
+                                     for v in outcome.variants]} if outcome.variants else {}),
                     **({"forced": True, "reason": (reason or "")[:500]} if forced else {}))
     if not outcome.promoted:
         store.append_audit(name, entry)
@@ -191,6 +198,18 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, to_alias)
     _move_alias(store, name, to_alias, candidate, champion, entry)
     return outcome
+
+
+def _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint, notes) -> list[dict]:
+    """The candidate's variants after building what the policy's ``variants.build`` asks for (notes say what
+    could not be built); a refused or missing variant never blocks the promotion, and is never served."""
+    from registry import variants
+
+    built, more = variants.build_for_promotion(name, candidate.version, policy.variant_policy(), frame, target,
+                                               fingerprint, settings)
+    notes += more
+    return [{**variants.summary_of(store, v), "built": v.version in built}
+            for v in variants.variants_of(name, candidate.version, settings)]
 
 
 def _check_target_alias(alias: str) -> None:
@@ -394,8 +413,35 @@ def _write_card(store: ModelStore, name: str, version: ModelVersion, run, evalua
              "code version (git)": tags.get("civicml.code_version"), "artifact sha256": version.tags.get(TAG_SHA)}
     text = cards.render(name=name, version=version.version, intended_use=_intended_use(tags), facts=facts,
                         data=data, evaluation=evaluation, stage=stage)
+    text = cards.with_variants(text, _variants_section(store, name, version))
+    _store_card(store, name, version, text, suffix)
+    store.set_description(name, version.version, cards.summary(evaluation, stage))
+
+
+def _store_card(store: ModelStore, name: str, version: ModelVersion, text: str, suffix: str) -> None:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     uri = store.log_run_text(version.run_id, text, f"model_cards/{safe}/v{version.version}-{suffix}.md")
     store.set_version_tag(name, version.version, TAG_CARD, uri)
     store.set_version_tag(name, version.version, TAG_CARD_SHA, hashlib.sha256(text.encode()).hexdigest())
-    store.set_description(name, version.version, cards.summary(evaluation, stage))
+
+
+def _variants_section(store: ModelStore, name: str, version: ModelVersion) -> str:
+    from registry.variants import variant_facts
+
+    try:
+        return cards.variants_section(variant_facts(store, name, version))
+    except Exception:  # noqa: BLE001 - a card without its variants block is still a card
+        return ""
+
+
+def rewrite_card_variants(store: ModelStore, name: str, version: ModelVersion) -> None:
+    """Write ``version``'s card again with its variants as they are now (the rest of the card unchanged)."""
+    uri = version.tags.get(TAG_CARD)
+    if not uri or not version.run_id:
+        return
+    text = store.read_run_text(uri)
+    if hashlib.sha256(text.encode()).hexdigest() != version.tags.get(TAG_CARD_SHA):
+        raise IntegrityError(f"model card of '{name}' version {version.version} does not match its recorded "
+                             f"checksum; not rewritten")
+    suffix = uri.rsplit("/", 1)[-1].removeprefix(f"v{version.version}-").removesuffix(".md") or "registered"
+    _store_card(store, name, version, cards.with_variants(text, _variants_section(store, name, version)), suffix)

@@ -21,6 +21,9 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     latency_rows: 50
     approvals: 2                    # distinct release managers (`civicml approve`)
     report_by: [district]           # held-out figures per value of these columns (model card)
+    variants:                       # bounds for compressed variants, and which ones promotion builds
+      max_quality_loss: 0.02        # (registry.variants.VariantPolicy; docs/variants.md)
+      build: [onnx]
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -76,6 +79,7 @@ class PromotionPolicy:
     report_by: tuple[str, ...] = ()
     model: str | None = None
     version: int | None = None
+    variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variants.VariantPolicy
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -109,6 +113,12 @@ class PromotionPolicy:
             gates.append(ApprovalCount(self.approvals))
         return gates
 
+    def variant_policy(self):
+        """The ``variants:`` section as a :class:`registry.variants.VariantPolicy`."""
+        from registry.variants import VariantPolicy  # noqa: PLC0415 - registry.variants reads policies too
+
+        return VariantPolicy.from_dict(dict(self.variants) or None, "policy", self.source)
+
     def to_record(self) -> dict[str, Any]:
         """What an audit record keeps of the policy: where from, which revision, and its non-default fields."""
         default = PromotionPolicy()
@@ -129,14 +139,18 @@ class PromotionPolicy:
                   sha256: str | None = None) -> "PromotionPolicy":
         if not isinstance(data, dict):
             raise InvalidInput(f"{where}: expected a mapping")
-        known = [f.name for f in fields(cls) if f.name not in ("source", "sha256")] + ["variants"]
+        known = [f.name for f in fields(cls) if f.name not in ("source", "sha256")]
         for key in data:
             if key not in known:
                 raise InvalidInput(f"{where}: unknown field '{key}'{_did_you_mean(str(key), known)} "
                                    f"(known: {', '.join(sorted(known))})")
         values: dict[str, Any] = {}
         for key, raw in data.items():
-            if key == "variants":  # the variants' bounds: read by registry.variants.VariantPolicy
+            if key == "variants":  # checked here, read through variant_policy()
+                from registry.variants import VariantPolicy  # noqa: PLC0415
+
+                VariantPolicy.from_dict(raw, where)
+                values[key] = dict(raw or {})
                 continue
             values[key] = _convert(key, raw, where)
         try:

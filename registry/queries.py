@@ -136,6 +136,9 @@ def lineage(name: str, version: str, settings: Settings | None = None) -> dict[s
         out["experiment_id"] = run.info.experiment_id
         out["run_metrics"] = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")}
         out["run_params"] = dict(run.data.params)
+    from registry.variants import variant_facts  # what variant it is, or which variants it has
+
+    out.update(variant_facts(store, name, mv))
     study_run = store.run_or_none(out["study_run_id"])  # lineage still prints what it has
     if study_run is not None:
         out["study_run_name"] = study_run.info.run_name

@@ -5,7 +5,10 @@ A variant is a version of the *same* registered model, tagged::
     civicml.variant       = onnx | int8 | pruned | distilled | bf16
     civicml.variant_of    = <parent version>
     civicml.variant_gate  = passed | refused
-    civicml.runtime       = pyfunc            (every variant loads with plain mlflow.pyfunc.load_model)
+    civicml.runtime       = onnx              (the serving runtime chosen for it: serving/onnx_runtime.py calls an
+                                               ONNX Runtime session directly and answers in the parent's shape,
+                                               any other pyfunc through pyfunc; every variant also loads with
+                                               plain mlflow.pyfunc.load_model)
 
 Aliases keep meaning the parent; a variant is chosen by kind
 (:func:`find_variant`), so when ``champion`` moves, the variants served with it
@@ -31,6 +34,14 @@ The ``variants:`` section of a promotion policy file (all fields optional)::
       kinds:                      # per-kind overrides of the fields above
         int8: {min_speedup: 1.4, min_size_reduction: 3.5, max_quality_loss: 0.005}
         onnx: {max_quality_loss: 0.0, min_agreement: 1.0, speedup_batch: 1}
+      build: [onnx]               # kinds `promote` builds for a new champion that has no passing one
+                                  # ("all": every kind its family supports); default: none
+
+Promotion (:func:`registry.promote`): the champion moves with its variants, because serving finds
+them by kind on the champion's version. When the policy's ``build`` asks, promotion builds and
+gates the candidate's missing variants (:func:`build_for_promotion`) after its own gates passed and
+before the alias moves; a variant that is refused, or cannot be built, never blocks the promotion
+(the gate report says why) and is never served.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ TAG_GATE = "civicml.variant_gate"
 TAG_RUNTIME = "civicml.runtime"
 TAG_PARENT_RUN = "civicml.parent_run_id"
 TAG_VARIANT_RUN = "civicml.variant_run_id"
+SERVING_RUNTIME = "onnx"  # never wrong for a pyfunc (it falls back to pyfunc's path), faster for ORT graphs
 COPIED_RUN_TAGS = ("civicml.use_case", "civicml.family", "civicml.data_fingerprint", "civicml.code_version")
 
 
@@ -105,6 +117,7 @@ class VariantPolicy:
     base: Mapping[str, Any] = field(default_factory=dict)
     kinds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    build: tuple[str, ...] = ()  # kinds promotion builds; ("all",) for every kind the family supports
 
     def bounds(self, kind: str) -> VariantBounds:
         return replace(VariantBounds(), **{**KIND_DEFAULTS.get(kind, {}), **self.base, **self.kinds.get(kind, {})})
@@ -116,6 +129,7 @@ class VariantPolicy:
         if data is not None and not isinstance(data, Mapping):
             raise InvalidInput(f"{where}: field 'variants' must be a mapping")
         data = dict(data or {})
+        build = _build_kinds(data.pop("build", None), where, KINDS)
         kinds = data.pop("kinds", None) or {}
         if not isinstance(kinds, dict):
             raise InvalidInput(f"{where}: field 'variants.kinds' must map variant kinds to bounds")
@@ -123,7 +137,8 @@ class VariantPolicy:
             if kind not in KINDS:
                 raise InvalidInput(f"{where}: unknown variant kind 'variants.kinds.{kind}' (known: {', '.join(KINDS)})")
         base = _bounds(data, f"{where}: variants")
-        return cls(base, {k: _bounds(v or {}, f"{where}: variants.kinds.{k}") for k, v in kinds.items()}, source)
+        return cls(base, {k: _bounds(v or {}, f"{where}: variants.kinds.{k}") for k, v in kinds.items()}, source,
+                   build)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "VariantPolicy":
@@ -135,6 +150,21 @@ class VariantPolicy:
             raise InvalidInput(f"policy file {path}: not valid YAML ({err.__class__.__name__})") from None
         return cls.from_dict(data.get("variants") if isinstance(data, dict) else None, f"policy file {path}",
                              str(path))
+
+
+def _build_kinds(raw: Any, where: str, known) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if raw == "all":
+        return ("all",)
+    raw = [raw] if isinstance(raw, str) else raw
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise InvalidInput(f"{where}: field 'variants.build' must list variant kinds (or be 'all'), got {raw!r}")
+    for kind in raw:
+        if kind not in known:
+            raise InvalidInput(f"{where}: unknown variant kind '{kind}' in 'variants.build' (known: "
+                               f"{', '.join(known)}, or all)")
+    return tuple(dict.fromkeys(raw))
 
 
 def _bounds(raw: Any, where: str) -> dict[str, Any]:
@@ -189,9 +219,7 @@ def variants_of(name: str, parent_version: str, settings: Settings | None = None
     settings = settings or Settings.from_env()
     require(settings, "read")
     store = ModelStore(settings)
-    parent = _version(store, name, parent_version)
-    return [v for v in reversed(store.versions(name)) if v.tags.get(TAG_VARIANT_OF) == parent.version
-            and TAG_VARIANT in v.tags]
+    return _variants_in(store, name, _version(store, name, parent_version).version)
 
 
 def find_variant(name: str, parent_version: str, kind: str, settings: Settings | None = None) -> ModelVersion:
@@ -206,6 +234,115 @@ def find_variant(name: str, parent_version: str, kind: str, settings: Settings |
                        f"refused by its gate and cannot be served")
     raise NotFound(f"model '{name}' version {parent} has no '{kind}' variant "
                    f"(build one with `civicml compress {name} {parent} --variant {kind}`)")
+
+
+def _variants_in(store: ModelStore, name: str, parent_version: str | None = None) -> list[ModelVersion]:
+    return [v for v in reversed(store.versions(name)) if TAG_VARIANT in v.tags and not v.pending
+            and (parent_version is None or v.tags.get(TAG_VARIANT_OF) == parent_version)]
+
+
+# -- what a release manager reads -------------------------------------------------------------------
+_FIGURES = ("size_bytes", "parent_size_bytes", "size_reduction", "latency_b1_p50_ms", "latency_b64_p50_ms",
+            "parent_latency_b1_p50_ms", "parent_latency_b64_p50_ms", "speedup_b1", "speedup_b64", "quality_loss",
+            "agreement", "cosine")
+
+
+def summary_of(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
+    """One variant as ``models show``, lineage, the card and the gate report show it: kind, parent, gate
+    verdict, and the figures its run measured beside the parent (size, p50 latency at batch 1 and 64,
+    quality on the held-out set, agreement with the parent)."""
+    tags = version.tags
+    run = store.run_or_none(tags.get(TAG_VARIANT_RUN) or version.run_id)
+    measured = dict(run.data.metrics) if run is not None else {}
+    own = [k.removeprefix("parent_") for k in measured if k.startswith("parent_")]
+    metric = (run.data.params.get("metric") if run is not None else None) or next(
+        (k for k in own if k in measured and k != "size_bytes" and not k.startswith("latency_")), None)
+    try:
+        verdicts = json.loads(tags.get("civicml.variant_verdicts") or "[]")
+    except ValueError:  # cut at the tag's length limit: the run's variant/comparison.json has them all
+        verdicts = []
+    return {"version": version.version, "kind": tags.get(TAG_VARIANT), "variant_of": tags.get(TAG_VARIANT_OF),
+            "gate": tags.get(TAG_GATE), "aliases": list(version.aliases), "run_id": run.info.run_id if run else None,
+            "metric": metric, "quality": measured.get(metric) if metric else None,
+            "parent_quality": measured.get(f"parent_{metric}") if metric else None,
+            **{k: measured.get(k) for k in _FIGURES},
+            "failed_gates": [f"{v.get('gate')}: {v.get('detail')}" for v in verdicts if not v.get("passed")]}
+
+
+def variant_summaries(name: str, settings: Settings | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Parent version -> its variants (:func:`summary_of`), newest first, passed and refused."""
+    settings = settings or Settings.from_env()
+    require(settings, "read")
+    store = ModelStore(settings)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for v in _variants_in(store, name):
+        out.setdefault(v.tags.get(TAG_VARIANT_OF), []).append(summary_of(store, v))
+    return out
+
+
+def variant_facts(store: ModelStore, name: str, version: ModelVersion) -> dict[str, Any]:
+    """For lineage and the model card: what variant ``version`` is (``variant``), or its variants (``variants``)."""
+    if TAG_VARIANT in version.tags:
+        return {"variant": summary_of(store, version)}
+    return {"variants": [summary_of(store, v) for v in _variants_in(store, name, version.version)]}
+
+
+def _card_lists_variants(store: ModelStore, name: str, parent_version: str) -> None:
+    """The parent's model card, written again with its variants (a new variant changes nothing else)."""
+    import logging
+
+    from civicml.errors import CivicMLError
+    from registry.lifecycle import rewrite_card_variants
+
+    try:
+        rewrite_card_variants(store, name, store.get_version(name, parent_version))
+    except CivicMLError as err:  # the variant is registered; a card that cannot be rewritten says so here
+        logging.getLogger("civicml.registry").warning("model card of version %s not updated: %s", parent_version,
+                                                      err)
+
+
+# -- promotion ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Holdout:
+    """A held-out frame as :func:`compress` reads one (a promotion holds a frame, not a Dataset)."""
+
+    frame: pd.DataFrame
+    target: str
+    fingerprint: str
+
+
+def build_for_promotion(name: str, version: str, policy: VariantPolicy, holdout: pd.DataFrame | None,
+                        target: str | None, fingerprint: str | None, settings: Settings) -> tuple[list[str], list[str]]:
+    """Build and gate the kinds ``policy.build`` asks for that ``version`` has no passing variant of, on the
+    promotion's held-out set; (versions registered, notes). Nothing here raises: a kind that cannot be
+    built, or a caller who may not register versions, is a note in the gate report, never a refusal."""
+    from civicml.errors import CivicMLError
+
+    if not policy.build:
+        return [], []
+    try:
+        wanted = kinds(name, version, settings) if policy.build == ("all",) else list(policy.build)
+        require(settings, "register")
+    except CivicMLError as err:
+        return [], [f"variants not built: {err}"]
+    store = ModelStore(settings)
+    have = {v.tags.get(TAG_VARIANT) for v in _variants_in(store, name, version) if v.tags.get(TAG_GATE) == "passed"}
+    frame = _Holdout(holdout, target, fingerprint or "") if holdout is not None and target else None
+    built, notes = [], []
+    for kind in wanted:
+        if kind in have:
+            continue
+        try:
+            outcome = compress(name, version, kind, settings, holdout=frame, policy=policy)
+        except CivicMLError as err:
+            notes.append(f"variant {kind} not built: {err}")
+            continue
+        except Exception as err:  # noqa: BLE001 - a variant never blocks its parent's promotion
+            notes.append(f"variant {kind} not built: {type(err).__name__}: {err}")
+            continue
+        if outcome.version is not None:
+            built.append(outcome.version.version)
+    return built, notes
 
 
 def _version(store: ModelStore, name: str, ref: str) -> ModelVersion:
@@ -288,6 +425,7 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     run_id = active.info.run_id
     try:
         mlflow.log_params({"kind": kind, "method": built.method[:500], "parent_version": parent.version,
+                           "metric": use_case.metric,
                            "holdout_fingerprint": getattr(holdout, "fingerprint", ""),
                            "data_fingerprint": getattr(data, "fingerprint", "") if data is not None else "",
                            **{f"build.{k}": v for k, v in built.params.items()},
@@ -333,9 +471,10 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     outcome = VariantOutcome(name, parent.version, kind, built.method, None, metrics, verdicts, run_id)
     if passed or register_refused:
         version_tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: parent.version, TAG_GATE: "passed" if passed else "refused",
-                        TAG_RUNTIME: "pyfunc", TAG_VARIANT_RUN: run_id,
+                        TAG_RUNTIME: SERVING_RUNTIME, TAG_VARIANT_RUN: run_id,
                         "civicml.variant_verdicts": json.dumps([v.to_dict() for v in verdicts])[:4900]}
         outcome.version = register(model_uri, name, alias=None, settings=settings, tags=version_tags)
+        _card_lists_variants(store, name, parent.version)
     return outcome
 
 
@@ -390,4 +529,5 @@ def _policy_holdout(use_case, settings: Settings):
 
 
 __all__ = ["TAG_GATE", "TAG_RUNTIME", "TAG_VARIANT", "TAG_VARIANT_OF", "VariantBounds", "VariantOutcome",
-           "VariantPolicy", "compress", "compress_all", "find_variant", "kinds", "variants_of"]
+           "VariantPolicy", "build_for_promotion", "compress", "compress_all", "find_variant", "kinds",
+           "summary_of", "variant_facts", "variant_summaries", "variants_of"]

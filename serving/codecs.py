@@ -307,8 +307,10 @@ class V2Codec:
         return Table(columns, rows or 0), params, meta
 
     @staticmethod
-    def encode(answer: dict[str, Any], model_name: str, version: str, request_meta: dict) -> dict:
-        """A stable answer (name -> per-row values) -> a V2 infer response."""
+    def encode(answer: dict[str, Any], model_name: str, version: str, request_meta: dict,
+               parameters: dict[str, Any] | None = None) -> dict:
+        """A stable answer (name -> per-row values) -> a V2 infer response; ``parameters`` (e.g. the variant
+        kind and parent version that answered) go into the response's ``parameters`` object."""
         outputs = []
         wanted = set(request_meta.get("outputs") or [])
         for name, values in answer.items():
@@ -325,6 +327,8 @@ class V2Codec:
                 datatype, data = "FP64", array.astype(np.float64).reshape(-1).tolist()
             outputs.append({"name": name, "datatype": datatype, "shape": list(array.shape), "data": data})
         body = {"model_name": model_name, "model_version": version, "outputs": outputs}
+        if parameters:
+            body["parameters"] = parameters
         if request_meta.get("id"):
             body["id"] = request_meta["id"]
         return body

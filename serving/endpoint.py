@@ -23,6 +23,7 @@ from typing import Any, Callable
 from civicml.settings import Settings
 from registry import resolve
 from registry.store import ModelStore
+from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
 from serving.batching import BatchingRuntime
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
@@ -32,18 +33,21 @@ log = logging.getLogger("civicml.serving")
 
 @dataclass(frozen=True)
 class Served:
-    """What answered a request: echoed in every response."""
+    """What answered a request: echoed in every response. A variant names its kind and its parent version
+    (``variant_of``) beside its own version; ``alias`` is the parent's alias the endpoint follows."""
 
     name: str
     version: str
     alias: str
     runtime: str
     variant: str | None = None
+    variant_of: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         out = {"name": self.name, "version": self.version, "alias": self.alias, "runtime": self.runtime}
         if self.variant:
             out["variant"] = self.variant
+            out["variant_of"] = self.variant_of
         return out
 
 
@@ -102,17 +106,25 @@ class Endpoint:
 
     # -- lifecycle --------------------------------------------------------------------------
     def _wanted(self) -> tuple[str, str | None, str]:
-        """(version to load, variant kind, runtime name) for the alias now."""
+        """(version to load, variant kind, runtime name) for the alias now.
+
+        With ``variant``, the alias still names the parent: the version loaded is that parent's variant of
+        this kind whose gate passed (:func:`registry.variants.find_variant`); none is a ``NotFound``, never
+        the parent instead. A ``runtime`` other than ``pyfunc`` is the caller's choice and wins over the
+        runtime the variant was registered for."""
         if self.alias.isdigit():
             version = self.alias
         else:
             version = ModelStore(self.settings).by_alias(self.model_name, self.alias).version
+        return self._choice(version)
+
+    def _choice(self, version: str) -> tuple[str, str | None, str]:
+        """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant."""
         if not self.variant:
             return version, None, self.runtime_name
-        from registry.variants import find_variant  # written in the compression lane; imported lazily
-
         found = find_variant(self.model_name, version, self.variant, settings=self.settings)
-        runtime = (found.tags or {}).get("civicml.runtime") or self.runtime_name
+        runtime = self.runtime_name if self.runtime_name != "pyfunc" else \
+            (found.tags or {}).get(TAG_RUNTIME) or self.runtime_name
         return found.version, self.variant, runtime
 
     def load(self) -> Served:
@@ -146,7 +158,10 @@ class Endpoint:
             runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch)
         validator = Validator(runtime.signature, runtime.metadata)
         _warm_up(runtime, validator, local.path, self.max_batch)
-        served = Served(self.model_name, local.version.version, self.alias, runtime.name, variant)
+        tags = local.version.tags or {}  # a variant says what it is, however it was reached
+        kind = tags.get(TAG_VARIANT) or variant
+        served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
+                        tags.get(TAG_VARIANT_OF) if kind else None)
         return Loaded(served, runtime, validator, time.time())
 
     def _on_batch(self, rows: int, seconds: float) -> None:
@@ -169,13 +184,15 @@ class Endpoint:
         from registry import rollout as rollouts
 
         wanted = rollouts.current(self.model_name, self.settings) if self.alias == "champion" else None
-        champion = self._current.served.version if self._current else None
+        served = self._current.served if self._current else None
+        champion = (served.variant_of or served.version) if served else None  # a roll-out names parent versions
         if wanted is None or wanted.version == champion:
             self.rollout, self._canary = None, None
             self._event("rollout", version=None, weight=0)
             return
-        if self._canary is None or self._canary.served.version != wanted.version:
-            loaded = self._load(wanted.version, None, self.runtime_name)  # raises: keep serving without it
+        version, variant, runtime_name = self._choice(wanted.version)  # its variant too: raises if it has none
+        if self._canary is None or self._canary.served.version != version:
+            loaded = self._load(version, variant, runtime_name)  # raises: keep serving without it
             self._canary = Loaded(dataclasses.replace(loaded.served, alias=wanted.mode), loaded.runtime,
                                   loaded.validator, loaded.loaded_at)
             self._canary_window = collections.deque(maxlen=wanted.window)

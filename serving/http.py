@@ -338,7 +338,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     @app.get("/health")
     def health():
         models = [{"model": e.served.to_dict() if e.served else None,
-                   "follows": f"models:/{e.model_name}@{e.alias}", "last_error": e.last_error,
+                   "follows": f"models:/{e.model_name}@{e.alias}" + (f" ({e.variant} variant)" if e.variant else ""),
+                   "last_error": e.last_error,
                    "rollout": ({"version": e.rollout.version, "weight": e.rollout.weight, "mode": e.rollout.mode}
                                if e.rollout else None),
                    "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
@@ -362,7 +363,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
             output, served, _ = await endpoint.apredict(payload, params)
             response = Json({"predictions": MLflowCodec.encode(output), "model": served.to_dict()},
-                            headers={"X-CivicML-Model-Version": served.version})
+                            headers=_served_headers(served))
         except Exception as err:
             response = _mlflow_error(err)
             status = response.status_code
@@ -426,8 +427,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             outputs = []
         return {"name": endpoint.key, "versions": [loaded.served.version], "platform": "civicml",
                 "inputs": inputs, "outputs": outputs,
-                "parameters": {"alias": endpoint.alias, "runtime": loaded.served.runtime,
-                               "task": meta.get("task"), "use_case": meta.get("use_case")}}
+                "parameters": {**_served_parameters(loaded.served), "task": meta.get("task"),
+                               "use_case": meta.get("use_case")}}
 
     @app.get("/v2/models/{name}", responses=err_v2)
     def v2_model(name: str):
@@ -485,8 +486,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
             answer = stable_answer(output, info.get("task"), info.get("labels"))
-            response = Json(V2Codec.encode(answer, name, served.version, meta),
-                            headers={"X-CivicML-Model-Version": served.version})
+            response = Json(V2Codec.encode(answer, name, served.version, meta, _served_parameters(served)),
+                            headers=_served_headers(served))
         except Exception as err:
             response = _v2_error(err)
         finally:
@@ -512,6 +513,19 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     app.include_router(explain_router(default, guard))  # POST /explain
     _live_openapi(app, endpoints, err_mlflow)
     return app
+
+
+def _served_headers(served) -> dict[str, str]:
+    """Every answer names the version that answered, and for a variant its kind and parent version."""
+    headers = {"X-CivicML-Model-Version": served.version}
+    if served.variant:
+        headers.update({"X-CivicML-Variant": served.variant, "X-CivicML-Variant-Of": str(served.variant_of)})
+    return headers
+
+
+def _served_parameters(served) -> dict[str, str]:
+    """What a V2 answer's ``parameters`` say about who answered: alias, runtime, variant and its parent."""
+    return {k: v for k, v in served.to_dict().items() if k not in ("name", "version")}
 
 
 def _version() -> str:

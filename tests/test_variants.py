@@ -57,7 +57,7 @@ def test_onnx_variant_of_a_word_pipeline_gives_the_parents_labels_on_the_holdout
     assert onnx_outcome.metrics["quality_loss"] == 0.0
     tags = onnx_outcome.version.tags
     assert tags[TAG_VARIANT] == "onnx" and tags[TAG_VARIANT_OF] == word_logreg.version
-    assert tags[TAG_GATE] == "passed" and tags[TAG_RUNTIME] == "pyfunc" and tags["civicml.sha256"]
+    assert tags[TAG_GATE] == "passed" and tags[TAG_RUNTIME] == "onnx" and tags["civicml.sha256"]
     parent, variant = _parent_and_variant_predictions(registry_home, word_logreg.version,
                                                       onnx_outcome.version.version, holdout.X)
     assert variant.dtype == object and list(variant) == list(parent)
@@ -150,8 +150,11 @@ def test_unsupported_kind_is_refused_with_what_the_family_supports(word_logreg, 
 def test_variants_section_parses_with_per_kind_overrides_and_promotion_policy_accepts_it(tmp_path):
     path = tmp_path / "policy.yaml"
     path.write_text("metric: macro_f1\nmin_value: 0.5\nvariants:\n  max_quality_loss: 0.01\n  min_speedup: 1.1\n"
-                    "  kinds:\n    int8: {min_size_reduction: 3.5, max_quality_loss: 0.005}\n")
-    assert PromotionPolicy.from_yaml(path).min_value == 0.5
+                    "  kinds:\n    int8: {min_size_reduction: 3.5, max_quality_loss: 0.005}\n  build: [onnx]\n")
+    promotion = PromotionPolicy.from_yaml(path)
+    assert promotion.min_value == 0.5 and promotion.variant_policy().build == ("onnx",)
+    assert promotion.to_record()["variants"]["build"] == ["onnx"]  # recorded with every promotion
+    assert promotion.variant_policy().bounds("int8") == VariantPolicy.from_yaml(path).bounds("int8")
     policy = VariantPolicy.from_yaml(path)
     assert policy.bounds("int8").min_size_reduction == 3.5 and policy.bounds("int8").max_quality_loss == 0.005
     assert policy.bounds("pruned").max_quality_loss == 0.01 and policy.bounds("pruned").min_speedup == 1.1
@@ -164,12 +167,16 @@ def test_variants_section_parses_with_per_kind_overrides_and_promotion_policy_ac
     ("variants:\n  min_speedup: fast\n", "must be a number"),
     ("variants:\n  speedup_batch: 32\n", "must be 1 or 64"),
     ("variants: [1]\n", "must be a mapping"),
+    ("variants:\n  build: [int4]\n", "unknown variant kind 'int4' in 'variants.build'"),
+    ("variants:\n  build: 3\n", "'variants.build' must list variant kinds"),
 ])
 def test_variants_section_errors_name_the_field(tmp_path, text, message):
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     with pytest.raises(InvalidInput, match=message):
         VariantPolicy.from_yaml(path)
+    with pytest.raises(InvalidInput, match=message):  # a promotion policy refuses it when read, not when used
+        PromotionPolicy.from_yaml(path)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------

@@ -153,6 +153,11 @@ def cmd_promote(args) -> int:
         out.print(f"  [yellow]NOTE[/] {note}", markup=True, highlight=False)
     for v in outcome.verdicts:
         out.print(f"  [{'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/] {v.gate}: {v.detail}")
+    for v in outcome.variants:  # the champion moves with its variants: what will serve with it, and what not
+        fate = f"serves with version {outcome.candidate} (--variant {v['kind']})" if v["gate"] == "passed" \
+            else "never served"
+        out.print(f"  VARIANT {v['kind']} v{v['version']}{' (built now)' if v.get('built') else ''}: {v['gate']}, "
+                  f"{fate}" + "".join(f"; FAIL {g}" for g in v.get("failed_gates") or []), markup=False)
     if outcome.promoted:
         out.print(f"promoted {args.name} version {outcome.candidate} to '{args.to_alias}' "
                   f"(was {outcome.previous or 'none'})" + (" [FORCED]" if outcome.forced else ""), markup=False)
@@ -231,13 +236,23 @@ def cmd_models_list(args) -> int:
 @_says_notices
 def cmd_models_show(args) -> int:
     from registry import show
+    from registry.variants import variant_summaries
 
-    rows = show(args.name, settings=settings_from(args))
+    settings = settings_from(args)
+    rows = show(args.name, settings=settings)
+    variants = variant_summaries(args.name, settings)  # parent version -> its variants
+    kinds = {v["version"]: v for found in variants.values() for v in found}
+    for v in rows:
+        v["variants"] = variants.get(v["version"], [])
+        if v["version"] in kinds:
+            v["variant"], v["variant_of"] = kinds[v["version"]]["kind"], kinds[v["version"]]["variant_of"]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     out = console()
     for v in rows:
+        if v["version"] in kinds and kinds[v["version"]]["variant_of"] in {r["version"] for r in rows}:
+            continue  # shown under its parent
         out.print(f"v{v['version']}  aliases: {', '.join(v['aliases']) or '-'}  registered by "
                   f"{v['registered_by'] or '-'} at {v['registered_at'] or '-'}", markup=False)
         out.print(f"    run {v['run_id'] or '-'}  family {v['family'] or '-'}  study {v['study'] or '-'}", markup=False)
@@ -253,7 +268,19 @@ def cmd_models_show(args) -> int:
             out.print(f"    gates ({last['action']} {last['when']} by {last['who']}): {gates}", markup=False)
         else:
             out.print("    gates: never evaluated", markup=False)
+        _print_variants(out, v["variants"])
     return 0
+
+
+def _print_variants(out, variants) -> None:
+    from registry.card import variant_cells
+
+    for variant in variants:
+        c = variant_cells(variant)
+        aliases = f"  aliases: {', '.join(variant['aliases'])}" if variant.get("aliases") else ""
+        out.print(f"    variant {c['kind']} v{c['version']}{aliases}: gate {c['gate']}", markup=False)
+        out.print(f"        size {c['size']}; p50 b1 {c['p50 b1']}; p50 b64 {c['p50 b64']}", markup=False)
+        out.print(f"        {c['quality']}; agreement with the parent {c['agreement']}", markup=False)
 
 
 @_says_notices
@@ -278,8 +305,13 @@ def cmd_models_lineage(args) -> int:
     lines += [f"  <- data fingerprint {chain['data_fingerprint'] or '-'} (use case {chain['use_case'] or '-'})",
               f"  <- code version {chain['code_version'] or 'not recorded'}",
               f"  model card: {chain['model_card'] or '-'}"]
+    if chain.get("variant"):
+        v = chain["variant"]
+        lines.insert(1, f"  {v['kind']} variant of version {v['variant_of']} (gate {v['gate']}; variant run "
+                        f"{v['run_id'] or '-'})")
     for line in lines:
         out.print(line, markup=False)
+    _print_variants(out, chain.get("variants") or [])
     return 0
 
 
