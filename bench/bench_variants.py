@@ -128,7 +128,7 @@ def bench_cnn(home: Path, args) -> None:
     result = train(uc, data, "cnn", {"epochs": args.epochs}, settings=settings)
     parent = register(result.model_uri, uc.registered_model, settings=settings)
     repeats = {1: args.repeats, 64: max(3, args.repeats // 4)}
-    for kind, build in (("int8", {}), ("pruned", {"keep": 0.5, "epochs": 5}), ("pruned", {"keep": 0.1, "epochs": 1})):
+    for kind, build in (("int8", {}), ("pruned", {"keep": 0.5}), ("pruned", {"keep": 0.1, "epochs": 1})):
         outcome = _compress("cnn", uc.registered_model, parent.version, kind, settings, data=data, holdout=holdout,
                             build_settings=build, repeats=repeats)
         if outcome is not None and kind == "pruned":
@@ -147,10 +147,10 @@ def bench_minilm(home: Path, args) -> None:
     unseen = uc.integrate(uc.generate_sources(home / "mini-unseen", n=400, seed=20_000, phrasings="unseen"))
     result = train(uc, data, "minilm_linear", {}, settings=settings)
     parent = register(result.model_uri, uc.registered_model, settings=settings)
+    repeats = {1: max(10, args.repeats // 2), 32: max(8, args.repeats // 2), 64: 3}
     for kind in ("int8", "distilled"):
         outcome = _compress("minilm_linear", uc.registered_model, parent.version, kind, settings, data=data,
-                            holdout=holdout, repeats={1: max(5, args.repeats // 4), 64: 3},
-                            also_on={"never_seen": unseen})
+                            holdout=holdout, repeats=repeats, also_on={"never_seen": unseen})
         if outcome is None:
             continue
         m = outcome.metrics

@@ -78,7 +78,7 @@ def test_distilled_student_is_gated_on_never_seen_phrasings_too(router, requests
     assert outcome.passed == (outcome.metrics["quality_loss"] <= 0.03 and never[0].passed)
     assert outcome.metrics["build_train_agreement_with_teacher"] > 0.9
     assert outcome.metrics["agreement"] > 0.9  # the seen phrasings: the student answers as its teacher
-    assert outcome.metrics["size_reduction"] > 5
+    assert outcome.metrics["size_reduction"] > 3  # float16 token table: 30k x 384
     # a static-embedding student: plain pyfunc, NumPy and tokenizers, the teacher's answer format
     local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/{outcome.version.version}",
                                                 dst_path=str(tmp_path / "student"), tracking_uri=settings.tracking_uri)

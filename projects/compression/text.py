@@ -249,7 +249,7 @@ def _build_static_student(parent: Parent, settings: Mapping[str, Any], texts: li
     table = token_vectors(fp32, ids, vocab["[CLS]"], vocab["[SEP]"])
     vectors = np.zeros((size, table.shape[1]), np.float32)
     vectors[ids] = table
-    a = float(settings.get("sif", 1e-3))
+    a = float(settings.get("sif", 1e-2))
     total = max(1, sum(counts.values()))
     weights = np.zeros(size, np.float32)
     weights[ids] = a / (a + np.asarray([counts.get(i, 0) for i in ids], np.float64) / total)
