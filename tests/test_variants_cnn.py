@@ -115,3 +115,15 @@ def test_pruning_keeps_the_largest_l1_filters_and_full_width_reproduces_the_pare
     l1 = np.abs(layers[0]["w"]).reshape(width, -1).sum(axis=1)
     kept = np.abs(pruned["conv0.weight"]).reshape(half, -1).sum(axis=1)
     assert kept.min() >= np.sort(l1)[-half]  # the survivors are the largest-L1 filters
+
+
+def test_keep_candidates_are_read_smallest_first_and_checked():
+    from projects.compression import CannotCompress
+    from projects.compression.cnn import _keeps
+
+    assert _keeps({"keep": "0.6,0.4"}) == [0.4, 0.6]
+    assert _keeps({"keep": 0.5}) == [0.5] and _keeps({}) == [0.5]
+    with pytest.raises(CannotCompress, match="between 0 and 1"):
+        _keeps({"keep": "0.5,1.2"})
+    with pytest.raises(CannotCompress, match="comma-separated numbers"):
+        _keeps({"keep": "half"})

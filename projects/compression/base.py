@@ -20,6 +20,27 @@ from civicml.errors import InvalidInput
 from projects.base import Dataset, UseCase
 
 ORT_PYFUNC_FILE = Path(__file__).with_name("ort_pyfunc.py")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # either one computes bfloat16 natively
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty if it cannot be read)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_refusal(flags: set[str] | None = None) -> str | None:
+    """Why a bf16 variant cannot be built on this CPU (one line), or None where it computes bf16 natively."""
+    flags = cpu_flags() if flags is None else flags
+    if any(flag in flags for flag in BF16_FLAGS):
+        return None
+    return ("cannot build 'bf16': this CPU lacks the avx512_bf16 and amx_bf16 flags (/proc/cpuinfo), so bf16 "
+            "would be emulated and slower than fp32")
 
 
 class CannotCompress(InvalidInput):

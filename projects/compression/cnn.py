@@ -14,9 +14,13 @@ not from training code's objects, so any registered CNN version can be compresse
     :class:`~projects.street_scenes.model.SceneNet`; every convolution keeps the
     ``keep`` fraction of its filters with the largest L1 norms (with their batch-norm
     statistics and the next layer's matching input channels), which is exactly a
-    ``SceneNet`` of width ``round(keep * width)``; it is fine-tuned ``epochs`` epochs on
-    the training part (cosine learning-rate decay; the loss mixes the labels with the
-    parent's own probabilities, weight ``distill``) and logged as an ordinary Paddle program.
+    ``SceneNet`` of width ``round(keep * width)``. It is fine-tuned ``epochs`` epochs on
+    the training part with knowledge distillation (the loss mixes the labels with the
+    parent's temperature-softened probabilities, weight ``distill``; one warm-up epoch,
+    then cosine learning-rate decay), keeping the best epoch on the parent's validation
+    part, and logged as an ordinary Paddle program. Several ``keep`` candidates
+    (``keep=0.4,0.5``) are tried smallest first; the first within ``tolerance`` of the
+    parent on the validation part wins (never the gate's held-out set).
 """
 
 from __future__ import annotations
@@ -205,64 +209,132 @@ def scene_net_state(net, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
+def _macro_f1(y_true: np.ndarray, probs: np.ndarray, classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, probs.argmax(axis=1), labels=list(range(classes)), average="macro",
+                          zero_division=0))
+
+
+def finetune_pruned(layers, keep: float, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray,
+                    y_valid: np.ndarray, teacher, classes: int, settings: Mapping[str, Any]):
+    """Prune to ``keep`` and fine-tune with knowledge distillation; return ``(net, width, best valid macro-F1,
+    epochs run)``. The loss is ``(1 - distill) * CE(labels) + distill * T^2 * KL(teacher_T || student_T)``
+    (the parent's logits softened by ``temperature``); the learning rate warms up for one epoch then decays
+    (cosine); the weights of the best validation epoch are kept."""
     import paddle
     import paddle.nn.functional as F
 
-    from projects.compression.ort_pyfunc import session
     from projects.paddle_common import minibatches, seed_everything
-    from projects.street_scenes.model import SceneClassifier, SceneNet, augment
+    from projects.street_scenes.model import SceneNet, _probabilities, augment
 
-    train, _ = parent.require_data("pruned")
-    keep = float(settings.get("keep", 0.5))
-    if not 0.0 < keep < 1.0:
-        raise CannotCompress(f"cannot prune: 'keep' must be between 0 and 1 (exclusive), got {keep}")
-    epochs = int(settings.get("epochs", 5))  # 2 lost 22 points on 675 training images, 5 lost 1.7
-    learning_rate = float(settings.get("learning_rate", 3e-3))
-    program = program_dir(parent)
-    spec = _spec(parent, program)
-    fp32 = export_onnx(program)
-    layers = scene_weights(fp32)
-    width = layers[0]["w"].shape[0]
     new_width, state = prune_weights(layers, keep)
-    labels = list(spec["labels"])
     rng = seed_everything(int(settings.get("seed", 0)))
-    net = SceneNet(len(labels), new_width, float(parent.metadata.get("dropout", 0.2) or 0.2))
+    net = SceneNet(classes, new_width, float(settings.get("dropout", 0.2)))
     net.set_state_dict({k: paddle.to_tensor(v.astype(np.float32)) for k, v in scene_net_state(net, state).items()})
-    index = {label: k for k, label in enumerate(labels)}
-    x_train = _images(train)
-    y_train = train.y.astype(str).map(index).to_numpy(np.int64)
-    if np.any(y_train < 0) or train.y.astype(str).map(index).isna().any():
-        raise CannotCompress("cannot prune: the training data has labels the parent does not know")
+    epochs = int(settings.get("epochs", 12))
     batch_size = int(settings.get("batch_size", 64))
-    distill = float(settings.get("distill", 0.5))  # weight of the parent's soft labels in the loss
-    steps = max(1, epochs * -(-len(x_train) // batch_size))
-    schedule = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate, T_max=steps)
+    distill = float(settings.get("distill", 0.7))  # weight of the parent's soft labels in the loss
+    temperature = float(settings.get("temperature", 2.0))
+    learning_rate = float(settings.get("learning_rate", 3e-3))
+    per_epoch = -(-len(x_train) // batch_size)
+    steps = max(1, epochs * per_epoch)
+    warmup = min(per_epoch, steps // 2)
+    cosine = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate, T_max=max(1, steps - warmup))
+    schedule = paddle.optimizer.lr.LinearWarmup(cosine, warmup, learning_rate / 10, learning_rate) if warmup else \
+        cosine
     optimizer = paddle.optimizer.AdamW(learning_rate=schedule, parameters=net.parameters(), weight_decay=1e-4)
-    teacher = session(fp32)
-    losses = []
+    input_name = teacher.get_inputs()[0].name
+    best, best_state = _macro_f1(y_valid, _probabilities(net, x_valid), classes), None
     for _ in range(epochs):
         net.train()
         for idx in minibatches(len(x_train), batch_size, rng):
             batch = augment(x_train[idx], rng)
             logits = net(paddle.to_tensor(batch))
             loss = (1 - distill) * F.cross_entropy(logits, paddle.to_tensor(y_train[idx]))
-            if distill > 0:
-                soft = paddle.to_tensor(teacher.run(None, {teacher.get_inputs()[0].name: batch})[0])
-                loss = loss + distill * F.cross_entropy(logits, soft, soft_label=True)
+            if distill > 0:  # the exported parent gives probabilities: log-probabilities are its logits
+                soft = np.maximum(teacher.run(None, {input_name: batch})[0], 1e-12) ** (1.0 / temperature)
+                soft = paddle.to_tensor(soft / soft.sum(axis=1, keepdims=True))
+                student = F.log_softmax(logits / temperature, axis=-1)
+                loss = loss + distill * temperature ** 2 * F.kl_div(student, soft, reduction="batchmean")
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
             schedule.step()
-            losses.append(float(loss))
+        score = _macro_f1(y_valid, _probabilities(net, x_valid), classes)
+        if best_state is None or score > best:
+            best, best_state = score, {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.set_state_dict({k: paddle.to_tensor(v) for k, v in best_state.items()})
     net.eval()
+    return net, new_width, best, epochs
+
+
+def _keeps(settings: Mapping[str, Any]) -> list[float]:
+    raw = settings.get("keep", 0.5)
+    values = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    try:
+        keeps = sorted({float(v) for v in values})
+    except ValueError:
+        raise CannotCompress(f"cannot prune: 'keep' must be a number or comma-separated numbers, got {raw!r}") \
+            from None
+    for keep in keeps:
+        if not 0.0 < keep < 1.0:
+            raise CannotCompress(f"cannot prune: 'keep' must be between 0 and 1 (exclusive), got {keep}")
+    return keeps
+
+
+def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
+    """Prune and fine-tune; with several ``keep`` candidates (``keep=0.4,0.5,0.6``) the smallest one whose
+    validation macro-F1 is within ``tolerance`` of the parent's on the same validation rows is kept (else
+    the best-scoring one). The validation part is the parent's own, never the gate's held-out set."""
+    from projects.compression.ort_pyfunc import session
+    from projects.street_scenes.model import SceneClassifier
+
+    train, valid = parent.require_data("pruned")
+    keeps = _keeps(settings)
+    tolerance = float(settings.get("tolerance", 0.01))
+    program = program_dir(parent)
+    spec = _spec(parent, program)
+    fp32 = export_onnx(program)
+    layers = scene_weights(fp32)
+    width = layers[0]["w"].shape[0]
+    labels = list(spec["labels"])
+    index = {label: k for k, label in enumerate(labels)}
+    encoded = {}
+    for part, data in (("train", train), ("valid", valid)):
+        mapped = data.y.astype(str).map(index)
+        if mapped.isna().any():
+            raise CannotCompress(f"cannot prune: the {part} data has labels the parent does not know")
+        encoded[part] = mapped.to_numpy(np.int64)
+    x_train, x_valid = _images(train), _images(valid)
+    teacher = session(fp32)
+    parent_valid = _macro_f1(encoded["valid"], teacher.run(None, {teacher.get_inputs()[0].name: x_valid})[0],
+                             len(labels))
+    options = {"dropout": float(parent.metadata.get("dropout", 0.2) or 0.2), **settings}
+    tried = []
+    for keep in keeps:  # smallest first: stop at the first one within tolerance
+        net, new_width, score, epochs = finetune_pruned(layers, keep, x_train, encoded["train"], x_valid,
+                                                        encoded["valid"], teacher, len(labels), options)
+        tried.append((keep, new_width, score, net))
+        if parent_valid - score <= tolerance:
+            break
+    within = [t for t in tried if parent_valid - t[2] <= tolerance]
+    keep, new_width, score, net = within[0] if within else max(tried, key=lambda t: t[2])
     fitted = SceneClassifier(net, labels, {"pruned_from_width": width, "width": new_width})
 
     def log(name: str, metadata: Mapping[str, Any]) -> str:
         return fitted.log_model(name, train.X.head(2), dict(metadata))
 
+    candidates = ", ".join(f"{k:g}: {s:.4f}" for k, _, s, _ in tried)
+    distill = float(options.get("distill", 0.7))
     return BuiltVariant("pruned", f"L1-norm structured filter pruning: every conv keeps {keep:.0%} of its filters "
-                                  f"(width {width} -> {new_width}), fine-tuned {epochs} epochs",
-                        {"keep": keep, "width": width, "pruned_width": new_width, "finetune_epochs": epochs,
-                         "finetune_learning_rate": learning_rate, "distill_weight": distill, "ranking": "l1_norm"}, log,
-                        {"finetune_last_loss": float(np.mean(losses[-5:])) if losses else float("nan")})
+                                  f"(width {width} -> {new_width}), fine-tuned {epochs} epochs with the parent's "
+                                  f"soft labels (weight {distill:g}); validation macro-F1 by keep {candidates}, "
+                                  f"parent {parent_valid:.4f}",
+                        {"keep": keep, "keep_candidates": ",".join(f"{k:g}" for k in keeps), "width": width,
+                         "pruned_width": new_width, "finetune_epochs": epochs, "tolerance": tolerance,
+                         "finetune_learning_rate": float(options.get("learning_rate", 3e-3)),
+                         "distill_weight": distill, "distill_temperature": float(options.get("temperature", 2.0)),
+                         "ranking": "l1_norm"}, log,
+                        {"valid_macro_f1": score, "parent_valid_macro_f1": parent_valid})

@@ -4,7 +4,8 @@ Both are loaded with plain ``mlflow.pyfunc.load_model`` (what any serving host
 does) and called alternately, so machine load falls on both alike:
 
 - size: bytes of the saved model's payload (weights, graph, code; not MLflow's examples and metadata);
-- latency: p50 and p95 of ``predict`` over ``repeats`` calls at batch 1 and 64;
+- latency: p50 and p95 of ``predict`` over ``repeats`` calls at batch 1, 32 and 64 (after one untimed
+  call of each at that batch size);
 - quality: the use case's metric on the held-out set, and the loss vs the parent
   (positive = the variant is worse, in the metric's own units);
 - agreement: the share of held-out rows where both give the same label (or, for
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 LOWER_IS_BETTER = {"mae", "rmse", "mape"}
-BATCHES = (1, 64)
+BATCHES = (1, 32, 64)
 
 
 # What MLflow writes beside every model (examples, environment, metadata): not what the model costs to hold.
@@ -158,10 +159,11 @@ def _latencies(model, data, batch: int, repeats: int) -> list[float]:
 
 def measure(parent_path: Path, variant_path: Path, holdout: pd.DataFrame, target: str, metric: str, *,
             repeats: dict[int, int] | None = None) -> Comparison:
-    """Load both models, score both on ``holdout`` and time both at batch 1 and 64, alternating."""
+    """Load both models, score both on ``holdout`` and time both at batch 1, 32 and 64, alternating."""
     import mlflow.pyfunc
 
     repeats = {1: 40, 64: 10, **(repeats or {})}
+    repeats.setdefault(32, repeats[64])
     models = {"parent": mlflow.pyfunc.load_model(str(parent_path)),
               "variant": mlflow.pyfunc.load_model(str(variant_path))}
     inputs = {k: model_input(m, holdout, target) for k, m in models.items()}
@@ -184,6 +186,8 @@ def measure(parent_path: Path, variant_path: Path, holdout: pd.DataFrame, target
         comparison.cosine = float(np.mean(cos))
     for batch in BATCHES:
         times: dict[str, list[float]] = {"parent": [], "variant": []}
+        for key in times:  # untimed: first calls at a new batch size pay one-off set-up
+            _latencies(models[key], inputs[key], batch, 1)
         for _ in range(repeats[batch]):  # alternate, one call each, so load falls on both alike
             for key in ("parent", "variant"):
                 times[key] += _latencies(models[key], inputs[key], batch, 1)
