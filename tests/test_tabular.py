@@ -222,3 +222,23 @@ def test_forecasting_adds_lagged_targets_a_horizon_ahead(exports):
     held = uc.holdout(None)
     naive = metrics.compute("mae", held.y, held.frame["riders_lag24"])
     assert metrics.compute("mae", held.y, model.predict(held.X)) < naive * 1.2
+
+
+def test_a_new_study_starts_with_the_default_gradient_boosting_baseline(exports, tmp_path):
+    from civicml.settings import Settings
+    from projects import load_dataset
+    from projects.tabular.families import HistGradientBoosting
+    from tuning import tune
+
+    uc = get_use_case(str(_write(exports, HOURLY_YAML.format(name="hourly_base", families="linear, "
+                                                             "hist_gradient_boosting"), "base.yaml")))
+    assert uc.baseline_trials == {"hist_gradient_boosting": HistGradientBoosting.defaults}
+    # scikit-learn's own defaults (l2_regularization 0 is searched on a log scale from 1e-4)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    sk = HistGradientBoostingRegressor().get_params()
+    assert all(sk[k] == v for k, v in HistGradientBoosting.defaults.items() if k != "l2_regularization")
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    result = tune(uc, load_dataset(uc, uc.generate_sources(None)), n_trials=1, settings=settings)
+    assert result.best_params == {"family": "hist_gradient_boosting",
+                                  **{f"hist_gradient_boosting.{k}": v for k, v in HistGradientBoosting.defaults.items()}}

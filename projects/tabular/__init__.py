@@ -69,6 +69,16 @@ class TabularUseCase(UseCase):
             out[name].space = self._spaces[name]
         return out
 
+    @property
+    def baseline_trials(self) -> dict[str, dict]:
+        """The first trial of a new study (``tuning`` enqueues it): histogram gradient boosting with
+        scikit-learn's default settings, so the search always holds the plain baseline it must beat."""
+        from projects.tabular.families import HistGradientBoosting
+
+        if HistGradientBoosting.name not in self.spec.families:
+            return {}
+        return {HistGradientBoosting.name: dict(HistGradientBoosting.defaults)}
+
     def _search_spaces(self) -> dict:
         """Each family's search space after the file's ``search`` overrides (the grammar of ``--set``)."""
         from projects.tabular.families import FAMILIES
