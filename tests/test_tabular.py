@@ -242,3 +242,36 @@ def test_a_new_study_starts_with_the_default_gradient_boosting_baseline(exports,
     result = tune(uc, load_dataset(uc, uc.generate_sources(None)), n_trials=1, settings=settings)
     assert result.best_params == {"family": "hist_gradient_boosting",
                                   **{f"hist_gradient_boosting.{k}": v for k, v in HistGradientBoosting.defaults.items()}}
+
+
+def test_hashed_columns_use_a_secret_salt_kept_under_the_home(exports, tmp_path):
+    import stat
+
+    from projects.tabular import TabularUseCase
+    from projects.tabular.secret import SALT_FILE
+
+    def hashed(home):
+        path = _spec(exports, lambda d: d["privacy"].update(drop=["inspector"], hash=["complainant_email"]))
+        uc = TabularUseCase.from_file(path, home=home)
+        return uc.integrate(uc.generate_sources(None)).frame["complainant_email"]
+
+    first, again, other = hashed(tmp_path / "a"), hashed(tmp_path / "a"), hashed(tmp_path / "b")
+    assert first.notna().sum() > 20 and first.equals(again)  # the same home: the same hashes
+    assert not (first.dropna() == other.dropna()).any()  # another home: none alike
+    salt = tmp_path / "a" / SALT_FILE
+    assert stat.S_IMODE(salt.stat().st_mode) == 0o600 and len(salt.read_text().strip()) == 64
+    raw = set(pd.read_csv(exports / "complaints.csv")["complainant_email"])
+    assert not raw & set(first.dropna())
+
+
+def test_an_inline_policy_is_written_under_the_home(exports, tmp_path):
+    from projects.tabular import TabularUseCase
+    from registry.policy import PromotionPolicy
+
+    uc = TabularUseCase.from_file(_spec(exports), home=tmp_path / "home")
+    path = uc.policy_file
+    assert path.parent == tmp_path / "home" / "policies" and uc.policy_file == path
+    assert PromotionPolicy.from_yaml(path).thresholds == {"accuracy": 0.5}
+    # a typo of any scikit-learn scorer name gets a suggestion
+    with pytest.raises(InvalidInput, match="did you mean 'balanced_accuracy'"):
+        PromotionPolicy.from_dict({"version": 1, "metric": "balanced_acuracy"})

@@ -45,6 +45,7 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
     root = inspections_lifecycle
     monkeypatch.chdir(root)
     home = root / "home"
+    monkeypatch.setenv("CIVICML_HOME", str(home))  # the home that keeps the hashing salt
     out = _ok(["init", "inspections", "--data", "exports/inspections.csv", "--target", "violation"], capsys)
     assert "'inspector' looks like people's names" in out
     # the data scientist's edit: the complaints export joined on site and date, hashing the e-mails

@@ -17,7 +17,7 @@ keeps every row.
 from __future__ import annotations
 
 import hashlib
-import tempfile
+import uuid
 from functools import cached_property
 from pathlib import Path
 
@@ -33,8 +33,12 @@ from projects.tabular.integrate import model_inputs, source_files
 
 
 class TabularUseCase(UseCase):
-    def __init__(self, spec: UseCaseSpec):
+    """A use case read from a use-case file. ``home`` is the CivicML home that keeps its hashing salt and
+    its inline policy (default: the environment's, ``CIVICML_HOME``)."""
+
+    def __init__(self, spec: UseCaseSpec, home: str | Path | None = None):
         self.spec = spec
+        self._home = Path(home) if home is not None else None
         self.name = spec.name
         self.task = "regression" if spec.task == "forecasting" else spec.task
         self.metric = spec.metric
@@ -43,14 +47,25 @@ class TabularUseCase(UseCase):
         self.description = spec.description or f"{spec.task.capitalize()} of '{spec.target}' (use-case file " \
                                                f"{spec.path.name})."
         self._cache: dict = {}
-        if "paddle_mlp" in spec.families:
-            raise InvalidInput(f"use-case file {spec.path}: field 'families': 'paddle_mlp' is not available for "
-                               f"tabular use cases yet")
         self._spaces = self._search_spaces()  # checks the file's overrides before any data is read
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TabularUseCase":
-        return cls(load_spec(path))
+    def from_file(cls, path: str | Path, home: str | Path | None = None) -> "TabularUseCase":
+        return cls(load_spec(path), home)
+
+    @property
+    def home(self) -> Path:
+        if self._home is not None:
+            return self._home
+        from civicml.settings import Settings
+
+        return Settings.from_env().home
+
+    def hash_salt(self) -> str:
+        """The home's secret salt of hashed columns (``projects.tabular.secret``), made on first use."""
+        from projects.tabular.secret import home_salt
+
+        return home_salt(self.home)
 
     # -- what tuning and the registry read -------------------------------------------------
     @property
@@ -109,10 +124,10 @@ class TabularUseCase(UseCase):
         data.update(policy or {})
         text = yaml.safe_dump(data, sort_keys=False)
         digest = hashlib.sha256(f"{self.spec.path}\n{text}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / "civicml-policies" / f"{self.name}-{digest}.yaml"
+        path = self.home / "policies" / f"{self.name}-{digest}.yaml"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(".part")
+            part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # one per writer: rename is atomic
             part.write_text(f"# promotion policy of {self.registered_model}, from {self.spec.path}\n{text}")
             part.replace(path)
         return path
@@ -131,7 +146,7 @@ class TabularUseCase(UseCase):
     def _frame(self, files: list[list[Path]]):
         key = tuple(tuple(str(p) for p in f) for f in files)
         if key not in self._cache:
-            frame, types, report = integrate_frame(self.spec, files)
+            frame, types, report = integrate_frame(self.spec, files, self.hash_salt)
             features = self._features(frame, types)
             if self.spec.task == "forecasting":
                 frame, features, types = self._lagged(frame, features, types, report)

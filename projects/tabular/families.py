@@ -27,7 +27,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from civicml.tabular_transforms import TRUSTED_PREFIX, DateParts, TextColumn
 from projects.base import Dataset, FittedModel, ModelFamily, Reporter
-from projects.service_requests.models import SAFE_PREFIXES, SklearnModel, _requirements
+from projects.sklearn_model import SAFE_PREFIXES, SklearnModel
 from projects.space import Categorical, Float, Int
 
 
@@ -58,22 +58,9 @@ def preprocessor(types: Mapping[str, str], features, text_features: int, dense: 
 
 
 class TabularModel(SklearnModel):
-    """A fitted pipeline; logged in the skops format, trusting CivicML's two column transformers."""
+    """A fitted pipeline; its skops file may also hold CivicML's two column transformers."""
 
-    def log_model(self, name: str, input_example, metadata: dict) -> str:
-        import mlflow
-        import skops.io
-        from mlflow.models import infer_signature
-
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.pipeline))
-        unsafe = [t for t in untrusted if not t.startswith(SAFE_PREFIXES + (TRUSTED_PREFIX,))]
-        if unsafe:
-            raise TypeError(f"model holds types that skops should not trust: {unsafe}")
-        signature = infer_signature(input_example, self.predict(input_example))
-        info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
-                                        metadata=metadata, skops_trusted_types=untrusted,
-                                        pip_requirements=_requirements())
-        return info.model_uri
+    trusted_prefixes = SAFE_PREFIXES + (TRUSTED_PREFIX,)
 
 
 class TabularFamily(ModelFamily):
