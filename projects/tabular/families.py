@@ -161,6 +161,26 @@ class Linear(TabularFamily):
         return Ridge(alpha=1.0 / float(p["C"]))
 
 
-FAMILIES = {f.name: f for f in (DecisionTree, RandomForest, HistGradientBoosting, SupportVectorMachine, Linear)}
+class PaddleMLP(TabularFamily):
+    """CivicML's preprocessing, then a PaddlePaddle MLP (``projects/tabular/paddle_mlp.py``: Paddle is
+    imported when it trains)."""
 
-__all__ = ["FAMILIES", "TabularFamily", "TabularModel", "preprocessor"]
+    name = "paddle_mlp"
+    dense = True
+    text_features = 300
+    space = {"hidden": Categorical([32, 64, 128, 256]), "layers": Int(1, 3), "dropout": Float(0.0, 0.3),
+             "learning_rate": Float(3e-4, 3e-2, log=True), "weight_decay": Float(1e-6, 1e-2, log=True),
+             "batch_size": Categorical([64, 128, 256])}
+    defaults = {"hidden": 64, "layers": 2, "dropout": 0.1, "learning_rate": 3e-3, "weight_decay": 1e-4,
+                "batch_size": 128, "epochs": 30, "patience": 5}
+
+    def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
+        from projects.tabular.paddle_mlp import fit_mlp
+
+        return fit_mlp(self, train, valid, params, reporter)
+
+
+FAMILIES = {f.name: f for f in (DecisionTree, RandomForest, HistGradientBoosting, SupportVectorMachine, Linear,
+                                PaddleMLP)}
+
+__all__ = ["FAMILIES", "PaddleMLP", "TabularFamily", "TabularModel", "preprocessor"]
