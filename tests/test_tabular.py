@@ -275,3 +275,29 @@ def test_an_inline_policy_is_written_under_the_home(exports, tmp_path):
     # a typo of any scikit-learn scorer name gets a suggestion
     with pytest.raises(InvalidInput, match="did you mean 'balanced_accuracy'"):
         PromotionPolicy.from_dict({"version": 1, "metric": "balanced_acuracy"})
+
+
+def test_a_paddle_mlp_regressor_is_logged_to_take_raw_rows(exports, tmp_path):
+    import mlflow
+
+    from civicml.settings import Settings
+    from civicml.tracking import configure
+    from projects.base import HistoryReporter
+
+    uc = get_use_case(str(_write(exports, HOURLY_YAML.format(name="hourly_mlp", families="paddle_mlp, "
+                                                             "hist_gradient_boosting"), "mlp.yaml")))
+    ds = uc.integrate(uc.generate_sources(None))
+    train, valid = uc.split(ds)
+    family = uc.families["paddle_mlp"]
+    reporter = HistoryReporter()
+    model = family.fit(train, valid, family.check_params({"epochs": 15}), reporter)
+    assert len(reporter.values) >= 5  # the validation MAE every epoch: a tuner can prune it
+    held = uc.holdout(None)
+    mine = model.predict(held.X)
+    naive = metrics.compute("mae", held.y, np.full(len(held), train.y.mean()))
+    assert metrics.compute("mae", held.y, mine) < 0.9 * naive  # it learnt something from the raw columns
+    configure(Settings.from_env(env={}, home=tmp_path / "home"))
+    with mlflow.start_run():
+        uri = model.log_model("model", ds.X.head(3), {})
+    served = mlflow.pyfunc.load_model(uri).predict(held.X)  # raw rows: dates as text, station codes
+    assert np.allclose(served, mine, rtol=1e-4, atol=1e-3)

@@ -172,7 +172,7 @@ class PaddleMLP(TabularFamily):
              "learning_rate": Float(3e-4, 3e-2, log=True), "weight_decay": Float(1e-6, 1e-2, log=True),
              "batch_size": Categorical([64, 128, 256])}
     defaults = {"hidden": 64, "layers": 2, "dropout": 0.1, "learning_rate": 3e-3, "weight_decay": 1e-4,
-                "batch_size": 128, "epochs": 30, "patience": 5}
+                "batch_size": 64, "epochs": 40, "patience": 8}
 
     def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
         from projects.tabular.paddle_mlp import fit_mlp
