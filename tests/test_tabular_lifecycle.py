@@ -45,7 +45,6 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
     root = inspections_lifecycle
     monkeypatch.chdir(root)
     home = root / "home"
-    monkeypatch.setenv("CIVICML_HOME", str(home))  # the home that keeps the hashing salt
     out = _ok(["init", "inspections", "--data", "exports/inspections.csv", "--target", "violation"], capsys)
     assert "'inspector' looks like people's names" in out
     # the data scientist's edit: the complaints export joined on site and date, hashing the e-mails
@@ -83,6 +82,9 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
     # the audit trail and the card work as for any model
     out = _ok(["audit", "inspections", "--home", str(home)], capsys)
     assert "promote" in out
+    # the hashing secret and the inline policy are kept under --home, nowhere else
+    assert (home / "secrets" / "hash-salt").exists() and list((home / "policies").glob("inspections-*.yaml"))
+    assert not (root / "civicml-home").exists()
 
 
 def test_declared_personal_data_never_reaches_an_artifact_or_a_store(inspections_lifecycle):
@@ -110,7 +112,6 @@ def test_declared_personal_data_never_reaches_an_artifact_or_a_store(inspections
 def test_a_paddle_mlp_is_tuned_promoted_and_served_from_raw_rows(inspections_lifecycle, capsys, monkeypatch):
     root = inspections_lifecycle
     home = root / "home-mlp"
-    monkeypatch.setenv("CIVICML_HOME", str(home))
     path = root / "exports" / "mlp.yaml"
     path.write_text(INSPECTIONS_YAML.format(name="inspections_mlp", families="paddle_mlp"))
     _ok(["tune", "--use-case", str(path), "--n-trials", "2", "--home", str(home),

@@ -16,8 +16,10 @@ keeps every row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 
@@ -32,9 +34,24 @@ from projects.tabular.integrate import integrate as integrate_frame
 from projects.tabular.integrate import model_inputs, source_files
 
 
+_HOME: ContextVar[Path | None] = ContextVar("civicml_use_case_home", default=None)
+
+
+@contextlib.contextmanager
+def use_case_home(home: str | Path | None):
+    """Within the block, use-case files keep their salt and inline policy under ``home`` (a command's
+    ``--home``); ``None`` leaves them under the environment's home."""
+    token = _HOME.set(Path(home).resolve() if home else None)
+    try:
+        yield
+    finally:
+        _HOME.reset(token)
+
+
 class TabularUseCase(UseCase):
     """A use case read from a use-case file. ``home`` is the CivicML home that keeps its hashing salt and
-    its inline policy (default: the environment's, ``CIVICML_HOME``)."""
+    its inline policy: the one given, else the one of :func:`use_case_home`, else the environment's
+    (``CIVICML_HOME``)."""
 
     def __init__(self, spec: UseCaseSpec, home: str | Path | None = None):
         self.spec = spec
@@ -57,6 +74,8 @@ class TabularUseCase(UseCase):
     def home(self) -> Path:
         if self._home is not None:
             return self._home
+        if _HOME.get() is not None:
+            return _HOME.get()
         from civicml.settings import Settings
 
         return Settings.from_env().home
@@ -329,4 +348,4 @@ def report_lines(dataset: Dataset) -> list[str]:
     return lines
 
 
-__all__ = ["TabularUseCase", "report_lines"]
+__all__ = ["TabularUseCase", "report_lines", "use_case_home"]
