@@ -178,11 +178,13 @@ def log_program_pyfunc(
     signature,
     input_example,
     metadata: Mapping[str, Any],
+    requirements: Sequence[str] | None = None,
 ) -> str:
     """Log ``program_dir`` (an exported program plus its JSON) as a models-from-code pyfunc; return its URI.
 
     ``code_file`` is the use case's ``pyfunc.py``; it is copied into the model and
-    is the only code needed to load it. Requirements are pinned explicitly, which
+    is the only code needed to load it. Requirements are pinned explicitly (``requirements``, default
+    mlflow, paddlepaddle, numpy and pandas at their installed versions), which
     also spares MLflow from loading the model in a subprocess to infer them.
     """
     import mlflow
@@ -195,6 +197,6 @@ def log_program_pyfunc(
         signature=signature,
         input_example=input_example,
         metadata=dict(metadata),
-        pip_requirements=_requirements(),
+        pip_requirements=list(requirements) if requirements else _requirements(),
     )
     return info.model_uri

@@ -23,7 +23,7 @@
       hash: [owner_phone]
       mask: [notes]                 # e-mails, phones, names and street addresses in free text
     holdout: {split: time, column: inspected_at, fraction: 0.2}   # or {file: x.csv}, random, group
-    families: [decision_tree, random_forest, hist_gradient_boosting, svm, linear]
+    families: [decision_tree, random_forest, hist_gradient_boosting, svm, linear, paddle_mlp]
     search: ["random_forest.max_depth=4:24"]   # the grammar of `civicml tune --set`
     policy: {min_value: 0.6}        # or a path to a policy YAML
 
@@ -48,7 +48,7 @@ TYPES = ("numeric", "category", "text", "date", "boolean", "id")
 JOIN_HOWS = ("left", "inner")
 SPLITS = ("random", "time", "group")
 FAMILY_NAMES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear", "paddle_mlp")
-DEFAULT_FAMILIES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear")
+DEFAULT_FAMILIES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear", "paddle_mlp")
 
 
 def did_you_mean(word: str, options) -> str:

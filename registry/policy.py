@@ -238,8 +238,10 @@ def _convert(key: str, raw: Any, where: str) -> Any:
 
 def _check_metric(name: str, metric: str, where: str = "policy") -> None:
     if metric not in METRICS:
-        raise InvalidInput(f"{where}: field '{name}': unknown metric '{metric}'{_did_you_mean(str(metric), METRICS)}"
-                           f" (known: {', '.join(METRICS)})")
+        from projects.metrics import names  # every accepted name, scikit-learn scorers included
+
+        raise InvalidInput(f"{where}: field '{name}': unknown metric '{metric}'{_did_you_mean(str(metric), names())}"
+                           f" (known: {', '.join(METRICS)} or a scikit-learn scorer computed from predictions)")
 
 
 def _did_you_mean(word: str, options) -> str:

@@ -222,3 +222,82 @@ def test_forecasting_adds_lagged_targets_a_horizon_ahead(exports):
     held = uc.holdout(None)
     naive = metrics.compute("mae", held.y, held.frame["riders_lag24"])
     assert metrics.compute("mae", held.y, model.predict(held.X)) < naive * 1.2
+
+
+def test_a_new_study_starts_with_the_default_gradient_boosting_baseline(exports, tmp_path):
+    from civicml.settings import Settings
+    from projects import load_dataset
+    from projects.tabular.families import HistGradientBoosting
+    from tuning import tune
+
+    uc = get_use_case(str(_write(exports, HOURLY_YAML.format(name="hourly_base", families="linear, "
+                                                             "hist_gradient_boosting"), "base.yaml")))
+    assert uc.baseline_trials == {"hist_gradient_boosting": HistGradientBoosting.defaults}
+    # scikit-learn's own defaults (l2_regularization 0 is searched on a log scale from 1e-4)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    sk = HistGradientBoostingRegressor().get_params()
+    assert all(sk[k] == v for k, v in HistGradientBoosting.defaults.items() if k != "l2_regularization")
+    settings = Settings.from_env(env={}, home=tmp_path / "home")
+    result = tune(uc, load_dataset(uc, uc.generate_sources(None)), n_trials=1, settings=settings)
+    assert result.best_params == {"family": "hist_gradient_boosting",
+                                  **{f"hist_gradient_boosting.{k}": v for k, v in HistGradientBoosting.defaults.items()}}
+
+
+def test_hashed_columns_use_a_secret_salt_kept_under_the_home(exports, tmp_path):
+    import stat
+
+    from projects.tabular import TabularUseCase
+    from projects.tabular.secret import SALT_FILE
+
+    def hashed(home):
+        path = _spec(exports, lambda d: d["privacy"].update(drop=["inspector"], hash=["complainant_email"]))
+        uc = TabularUseCase.from_file(path, home=home)
+        return uc.integrate(uc.generate_sources(None)).frame["complainant_email"]
+
+    first, again, other = hashed(tmp_path / "a"), hashed(tmp_path / "a"), hashed(tmp_path / "b")
+    assert first.notna().sum() > 20 and first.equals(again)  # the same home: the same hashes
+    assert not (first.dropna() == other.dropna()).any()  # another home: none alike
+    salt = tmp_path / "a" / SALT_FILE
+    assert stat.S_IMODE(salt.stat().st_mode) == 0o600 and len(salt.read_text().strip()) == 64
+    raw = set(pd.read_csv(exports / "complaints.csv")["complainant_email"])
+    assert not raw & set(first.dropna())
+
+
+def test_an_inline_policy_is_written_under_the_home(exports, tmp_path):
+    from projects.tabular import TabularUseCase
+    from registry.policy import PromotionPolicy
+
+    uc = TabularUseCase.from_file(_spec(exports), home=tmp_path / "home")
+    path = uc.policy_file
+    assert path.parent == tmp_path / "home" / "policies" and uc.policy_file == path
+    assert PromotionPolicy.from_yaml(path).thresholds == {"accuracy": 0.5}
+    # a typo of any scikit-learn scorer name gets a suggestion
+    with pytest.raises(InvalidInput, match="did you mean 'balanced_accuracy'"):
+        PromotionPolicy.from_dict({"version": 1, "metric": "balanced_acuracy"})
+
+
+def test_a_paddle_mlp_regressor_is_logged_to_take_raw_rows(exports, tmp_path):
+    import mlflow
+
+    from civicml.settings import Settings
+    from civicml.tracking import configure
+    from projects.base import HistoryReporter
+
+    uc = get_use_case(str(_write(exports, HOURLY_YAML.format(name="hourly_mlp", families="paddle_mlp, "
+                                                             "hist_gradient_boosting"), "mlp.yaml")))
+    ds = uc.integrate(uc.generate_sources(None))
+    train, valid = uc.split(ds)
+    family = uc.families["paddle_mlp"]
+    reporter = HistoryReporter()
+    model = family.fit(train, valid, family.check_params({"epochs": 15}), reporter)
+    assert len(reporter.values) >= 5  # the validation MAE every epoch: a tuner can prune it
+    held = uc.holdout(None)
+    mine = model.predict(held.X)
+    naive = metrics.compute("mae", held.y, np.full(len(held), train.y.mean()))
+    assert metrics.compute("mae", held.y, mine) < 0.9 * naive  # it learnt something from the raw columns
+    configure(Settings.from_env(env={}, home=tmp_path / "home"))
+    with mlflow.start_run():
+        uri = model.log_model("model", ds.X.head(3), {})
+    served = mlflow.pyfunc.load_model(uri).predict(held.X)  # raw rows: dates as text, station codes
+    assert np.allclose(served, mine, rtol=1e-4, atol=1e-3)

@@ -82,6 +82,9 @@ def test_inspections_from_files_to_a_served_champion(inspections_lifecycle, caps
     # the audit trail and the card work as for any model
     out = _ok(["audit", "inspections", "--home", str(home)], capsys)
     assert "promote" in out
+    # the hashing secret and the inline policy are kept under --home, nowhere else
+    assert (home / "secrets" / "hash-salt").exists() and list((home / "policies").glob("inspections-*.yaml"))
+    assert not (root / "civicml-home").exists()
 
 
 def test_declared_personal_data_never_reaches_an_artifact_or_a_store(inspections_lifecycle):
@@ -103,6 +106,33 @@ def test_declared_personal_data_never_reaches_an_artifact_or_a_store(inspections
             found = pattern.search(path.read_bytes())
             assert found is None, f"{path.relative_to(home)} holds a raw personal value"
     assert searched > 10 and (home / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_paddle_mlp_is_tuned_promoted_and_served_from_raw_rows(inspections_lifecycle, capsys, monkeypatch):
+    root = inspections_lifecycle
+    home = root / "home-mlp"
+    path = root / "exports" / "mlp.yaml"
+    path.write_text(INSPECTIONS_YAML.format(name="inspections_mlp", families="paddle_mlp"))
+    _ok(["tune", "--use-case", str(path), "--n-trials", "2", "--home", str(home),
+         "--set", "paddle_mlp.hidden=32,64"], capsys)
+    out = _ok(["promote", "inspections-mlp", "--home", str(home)], capsys)
+    assert "promoted inspections-mlp version 1 to 'champion'" in out
+    answer = _serve_and_predict("inspections-mlp", home, [
+        {"site_id": 1001, "inspected_at": "2025-12-01T10:00:00", "risk_code": "high", "cuisine": "thai",
+         "notes": "rodent droppings found near storage", "complaints_30d": 4, "complaint_type": "pests"},
+        {"site_id": 1002, "inspected_at": "2025-12-01", "risk_code": "low", "cuisine": "a new cuisine",
+         "notes": "kitchen clean", "complaints_30d": None, "complaint_type": "never seen"}])
+    rows = answer["predictions"]
+    assert len(rows) == 2 and {p["label"] for p in rows} <= {"yes", "no"}
+    assert all(abs(p["p_yes"] + p["p_no"] - 1) < 1e-5 for p in rows)
+    import mlflow
+
+    from civicml.tracking import configure
+
+    configure(Settings.from_env(env={}, home=home))
+    version = mlflow.MlflowClient().get_model_version("inspections-mlp", "1")
+    assert mlflow.get_run(version.run_id).data.params["family"] == "paddle_mlp"
 
 
 @pytest.mark.slow

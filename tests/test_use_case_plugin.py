@@ -96,6 +96,10 @@ def test_an_installed_plugin_is_listed_tuned_and_promoted_with_the_normal_cli(in
     assert "PASS macro_f1 >= 0.6" in out and "promoted permit-approvals version 1" in out
     assert main(["rollback", "permit-approvals", "--home", home]) == 2  # nothing before it: one line, exit 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["models", "list", "--home", home]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("permit-approvals  ") and "champion=v1" in line for line in lines)
+    assert any(line.split()[:2] == ["permits", "plugin"] and "civic-permits" in line for line in lines)
 
 
 def test_a_broken_plugin_is_one_line(tmp_path, monkeypatch, capsys):

@@ -286,9 +286,37 @@ def _open_parent(spec: WorkerSpec, client, tags: dict[str, str]) -> tuple[optuna
         study = open_study(spec)
         _check_same_objectives(study, spec.objectives)
         spec.parent_run_id = parent_run(client, study, spec.experiment_id, tags)
+        if not study.get_trials(deepcopy=False):
+            _enqueue_baselines(study, spec)
         invocation_index = int(study.user_attrs.get("invocations", 0)) + 1
         study.set_user_attr("invocations", invocation_index)
     return study, invocation_index
+
+
+def _enqueue_baselines(study: optuna.Study, spec: WorkerSpec) -> None:
+    """A new study's first trials are the use case's ``baseline_trials`` ({family: params}, optional), so the
+    search always holds the plain baseline a tuned model must beat; one whose family is not searched or
+    whose values the (overridden) space does not hold is left out. Not with the grid sampler."""
+    if spec.sampler == "grid":
+        return
+    for family, params in dict(getattr(spec.use_case, "baseline_trials", None) or {}).items():
+        space = spec.spaces.get(family)
+        if space is None or set(params) != set(space) or not all(_holds(space[k], v) for k, v in params.items()):
+            continue
+        fixed = {f"{family}.{k}": v for k, v in params.items()}
+        if len(spec.families) > 1:
+            fixed["family"] = family
+        study.enqueue_trial(fixed, user_attrs={"civicml.baseline": True})
+
+
+def _holds(param, value) -> bool:
+    from projects.space import Categorical, Int
+
+    if isinstance(param, Categorical):
+        return value in list(param.choices)
+    if not param.low <= value <= param.high:
+        return False
+    return not isinstance(param, Int) or (int(value) - param.low) % param.step == 0
 
 
 def _tag(client, run_id: str, tags: dict[str, str]) -> None:

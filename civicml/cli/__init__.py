@@ -9,6 +9,7 @@ fails (a failed command changes nothing stored); ``--verbose`` shows it too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     # so with set_defaults(library_output="show").
     show = getattr(args, "library_output", "show" if args.command in _SERVERS else "quiet") == "show"
     with LibraryOutput(verbose=show or bool(getattr(args, "verbose", False))) as library, \
-            warnings.catch_warnings():
+            warnings.catch_warnings(), contextlib.ExitStack() as scope:
+        if getattr(args, "home", None) and args.command not in _SERVERS:
+            from projects.tabular import use_case_home  # a use-case file's salt and inline policy: under --home
+
+            scope.enter_context(use_case_home(args.home))
         warnings.simplefilter("default")  # each warning once per place, into the library output
         try:
             code = int(args.func(args) or 0)

@@ -224,12 +224,17 @@ def cmd_audit(args) -> int:
 
 @_says_notices
 def cmd_models_list(args) -> int:
+    from projects import describe_use_cases
     from registry import models
 
     out = console()
     for name, aliases in models(settings_from(args)).items():
         out.print(f"{name}  " + (", ".join(f"{a}=v{v}" for a, v in aliases.items()) or "(no aliases)"),
                   markup=False)
+    # what can be tuned into a model: built-in use cases and installed plugins (besides use-case files)
+    out.print("use cases (civicml tune --use-case NAME, or a use-case file):", markup=False)
+    for use_case in describe_use_cases():
+        out.print(f"  {use_case['name']}  {use_case['kind']}  {use_case['origin']}", markup=False)
     return 0
 
 

@@ -8,12 +8,8 @@ logged model takes those columns as they are and needs no CivicML code to load.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, Mapping
 
-import mlflow
-import numpy as np
-import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -26,10 +22,10 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
 from projects.base import Dataset, FittedModel, ModelFamily, Reporter
+from projects.sklearn_model import SklearnModel
 from projects.space import Categorical, Float, Int
 
 CATEGORICAL = ["district", "channel", "hour", "weekday"]
-SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 
 def _features(params: Mapping[str, Any]) -> ColumnTransformer:
@@ -42,47 +38,6 @@ def _features(params: Mapping[str, Any]) -> ColumnTransformer:
         parts.insert(1, ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
                                                   min_df=2, max_features=30000), "description"))
     return ColumnTransformer(parts)
-
-
-class SklearnModel(FittedModel):
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict(X)
-
-    def predict_proba(self, X: pd.DataFrame):
-        if hasattr(self.pipeline, "predict_proba"):
-            try:
-                return self.pipeline.predict_proba(X)
-            except AttributeError:  # SVC without probability estimates
-                return None
-        return None
-
-    def size_bytes(self) -> int:
-        return len(pickle.dumps(self.pipeline))
-
-    def log_model(self, name: str, input_example: pd.DataFrame, metadata: dict) -> str:
-        import skops.io
-
-        from mlflow.models import infer_signature
-
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.pipeline))
-        unsafe = [t for t in untrusted if not t.startswith(SAFE_PREFIXES)]
-        if unsafe:
-            raise TypeError(f"model holds types that skops should not trust: {unsafe}")
-        signature = infer_signature(input_example, self.predict(input_example))
-        info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
-                                        metadata=metadata, skops_trusted_types=untrusted,
-                                        pip_requirements=_requirements())
-        return info.model_uri
-
-
-def _requirements() -> list[str]:
-    """Pinned requirements of a logged pipeline (MLflow would otherwise infer them in a subprocess, ~4 s)."""
-    from importlib.metadata import version
-
-    return [f"{dist}=={version(dist)}" for dist in ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")]
 
 
 def _macro_f1(model, valid: Dataset) -> float:

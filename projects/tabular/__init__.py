@@ -16,8 +16,10 @@ keeps every row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import tempfile
+import uuid
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 
@@ -32,9 +34,28 @@ from projects.tabular.integrate import integrate as integrate_frame
 from projects.tabular.integrate import model_inputs, source_files
 
 
+_HOME: ContextVar[Path | None] = ContextVar("civicml_use_case_home", default=None)
+
+
+@contextlib.contextmanager
+def use_case_home(home: str | Path | None):
+    """Within the block, use-case files keep their salt and inline policy under ``home`` (a command's
+    ``--home``); ``None`` leaves them under the environment's home."""
+    token = _HOME.set(Path(home).resolve() if home else None)
+    try:
+        yield
+    finally:
+        _HOME.reset(token)
+
+
 class TabularUseCase(UseCase):
-    def __init__(self, spec: UseCaseSpec):
+    """A use case read from a use-case file. ``home`` is the CivicML home that keeps its hashing salt and
+    its inline policy: the one given, else the one of :func:`use_case_home`, else the environment's
+    (``CIVICML_HOME``)."""
+
+    def __init__(self, spec: UseCaseSpec, home: str | Path | None = None):
         self.spec = spec
+        self._home = Path(home) if home is not None else None
         self.name = spec.name
         self.task = "regression" if spec.task == "forecasting" else spec.task
         self.metric = spec.metric
@@ -43,14 +64,27 @@ class TabularUseCase(UseCase):
         self.description = spec.description or f"{spec.task.capitalize()} of '{spec.target}' (use-case file " \
                                                f"{spec.path.name})."
         self._cache: dict = {}
-        if "paddle_mlp" in spec.families:
-            raise InvalidInput(f"use-case file {spec.path}: field 'families': 'paddle_mlp' is not available for "
-                               f"tabular use cases yet")
         self._spaces = self._search_spaces()  # checks the file's overrides before any data is read
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TabularUseCase":
-        return cls(load_spec(path))
+    def from_file(cls, path: str | Path, home: str | Path | None = None) -> "TabularUseCase":
+        return cls(load_spec(path), home)
+
+    @property
+    def home(self) -> Path:
+        if self._home is not None:
+            return self._home
+        if _HOME.get() is not None:
+            return _HOME.get()
+        from civicml.settings import Settings
+
+        return Settings.from_env().home
+
+    def hash_salt(self) -> str:
+        """The home's secret salt of hashed columns (``projects.tabular.secret``), made on first use."""
+        from projects.tabular.secret import home_salt
+
+        return home_salt(self.home)
 
     # -- what tuning and the registry read -------------------------------------------------
     @property
@@ -68,6 +102,16 @@ class TabularUseCase(UseCase):
             out[name] = FAMILIES[name](self.task, types, self.metric)
             out[name].space = self._spaces[name]
         return out
+
+    @property
+    def baseline_trials(self) -> dict[str, dict]:
+        """The first trial of a new study (``tuning`` enqueues it): histogram gradient boosting with
+        scikit-learn's default settings, so the search always holds the plain baseline it must beat."""
+        from projects.tabular.families import HistGradientBoosting
+
+        if HistGradientBoosting.name not in self.spec.families:
+            return {}
+        return {HistGradientBoosting.name: dict(HistGradientBoosting.defaults)}
 
     def _search_spaces(self) -> dict:
         """Each family's search space after the file's ``search`` overrides (the grammar of ``--set``)."""
@@ -99,10 +143,10 @@ class TabularUseCase(UseCase):
         data.update(policy or {})
         text = yaml.safe_dump(data, sort_keys=False)
         digest = hashlib.sha256(f"{self.spec.path}\n{text}".encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / "civicml-policies" / f"{self.name}-{digest}.yaml"
+        path = self.home / "policies" / f"{self.name}-{digest}.yaml"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(".part")
+            part = path.with_name(f".{path.name}.{uuid.uuid4().hex}")  # one per writer: rename is atomic
             part.write_text(f"# promotion policy of {self.registered_model}, from {self.spec.path}\n{text}")
             part.replace(path)
         return path
@@ -121,7 +165,7 @@ class TabularUseCase(UseCase):
     def _frame(self, files: list[list[Path]]):
         key = tuple(tuple(str(p) for p in f) for f in files)
         if key not in self._cache:
-            frame, types, report = integrate_frame(self.spec, files)
+            frame, types, report = integrate_frame(self.spec, files, self.hash_salt)
             features = self._features(frame, types)
             if self.spec.task == "forecasting":
                 frame, features, types = self._lagged(frame, features, types, report)
@@ -304,4 +348,4 @@ def report_lines(dataset: Dataset) -> list[str]:
     return lines
 
 
-__all__ = ["TabularUseCase", "report_lines"]
+__all__ = ["TabularUseCase", "report_lines", "use_case_home"]

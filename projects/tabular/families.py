@@ -27,7 +27,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from civicml.tabular_transforms import TRUSTED_PREFIX, DateParts, TextColumn
 from projects.base import Dataset, FittedModel, ModelFamily, Reporter
-from projects.service_requests.models import SAFE_PREFIXES, SklearnModel, _requirements
+from projects.sklearn_model import SAFE_PREFIXES, SklearnModel
 from projects.space import Categorical, Float, Int
 
 
@@ -58,22 +58,9 @@ def preprocessor(types: Mapping[str, str], features, text_features: int, dense: 
 
 
 class TabularModel(SklearnModel):
-    """A fitted pipeline; logged in the skops format, trusting CivicML's two column transformers."""
+    """A fitted pipeline; its skops file may also hold CivicML's two column transformers."""
 
-    def log_model(self, name: str, input_example, metadata: dict) -> str:
-        import mlflow
-        import skops.io
-        from mlflow.models import infer_signature
-
-        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(self.pipeline))
-        unsafe = [t for t in untrusted if not t.startswith(SAFE_PREFIXES + (TRUSTED_PREFIX,))]
-        if unsafe:
-            raise TypeError(f"model holds types that skops should not trust: {unsafe}")
-        signature = infer_signature(input_example, self.predict(input_example))
-        info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
-                                        metadata=metadata, skops_trusted_types=untrusted,
-                                        pip_requirements=_requirements())
-        return info.model_uri
+    trusted_prefixes = SAFE_PREFIXES + (TRUSTED_PREFIX,)
 
 
 class TabularFamily(ModelFamily):
@@ -174,6 +161,26 @@ class Linear(TabularFamily):
         return Ridge(alpha=1.0 / float(p["C"]))
 
 
-FAMILIES = {f.name: f for f in (DecisionTree, RandomForest, HistGradientBoosting, SupportVectorMachine, Linear)}
+class PaddleMLP(TabularFamily):
+    """CivicML's preprocessing, then a PaddlePaddle MLP (``projects/tabular/paddle_mlp.py``: Paddle is
+    imported when it trains)."""
 
-__all__ = ["FAMILIES", "TabularFamily", "TabularModel", "preprocessor"]
+    name = "paddle_mlp"
+    dense = True
+    text_features = 300
+    space = {"hidden": Categorical([32, 64, 128, 256]), "layers": Int(1, 3), "dropout": Float(0.0, 0.3),
+             "learning_rate": Float(3e-4, 3e-2, log=True), "weight_decay": Float(1e-6, 1e-2, log=True),
+             "batch_size": Categorical([64, 128, 256])}
+    defaults = {"hidden": 64, "layers": 2, "dropout": 0.1, "learning_rate": 3e-3, "weight_decay": 1e-4,
+                "batch_size": 64, "epochs": 40, "patience": 8}
+
+    def fit(self, train: Dataset, valid: Dataset, params: Mapping[str, Any], reporter: Reporter) -> FittedModel:
+        from projects.tabular.paddle_mlp import fit_mlp
+
+        return fit_mlp(self, train, valid, params, reporter)
+
+
+FAMILIES = {f.name: f for f in (DecisionTree, RandomForest, HistGradientBoosting, SupportVectorMachine, Linear,
+                                PaddleMLP)}
+
+__all__ = ["FAMILIES", "PaddleMLP", "TabularFamily", "TabularModel", "preprocessor"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from civicml.errors import InvalidInput, NotFound
-from projects.spec import did_you_mean, load_spec
+from projects.spec import DEFAULT_FAMILIES, did_you_mean, load_spec
 from projects.tabular.detect import guess_type, looks_personal
 from projects.tabular.integrate import read_table
 
@@ -64,7 +64,7 @@ def write_use_case(name: str, data: list[Path], target: str, task: str | None = 
         "privacy": {"drop": [c for c, why in text_or_free.items() if why != "text"],
                     "mask": [c for c, why in text_or_free.items() if why == "text"]},
         "holdout": holdout,
-        "families": ["decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear"],
+        "families": list(DEFAULT_FAMILIES),
         "policy": {"min_value": 0.0 if task == "classification" else float("inf"), "max_regression": 0.0},
     }
     if task == "forecasting":

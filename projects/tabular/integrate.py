@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -278,7 +278,8 @@ class _TextMasker(Masker):
         return ADDRESS.sub("[ADDRESS]", text) if isinstance(text, str) else text
 
 
-def apply_privacy(spec: UseCaseSpec, frame: pd.DataFrame, report: dict) -> pd.DataFrame:
+def apply_privacy(spec: UseCaseSpec, frame: pd.DataFrame, report: dict, secret: Callable[[], str]) -> pd.DataFrame:
+    """Drop, mask and hash the declared columns; ``secret()`` gives the home's salt (asked only to hash)."""
     p = spec.privacy
     for kind in ("drop", "hash", "mask"):
         for column in getattr(p, kind):
@@ -290,7 +291,7 @@ def apply_privacy(spec: UseCaseSpec, frame: pd.DataFrame, report: dict) -> pd.Da
     masker = _TextMasker(known_names)
     for column in p.mask:
         frame[column] = frame[column].map(masker.mask)
-    salt = f"civicml:{spec.name}"
+    salt = f"{secret()}:{spec.name}" if p.hash else ""
     for column in p.hash:
         frame[column] = frame[column].map(lambda v: hash_value(v, salt))
     frame = frame.drop(columns=list(p.drop))
@@ -299,8 +300,11 @@ def apply_privacy(spec: UseCaseSpec, frame: pd.DataFrame, report: dict) -> pd.Da
     return frame
 
 
-def integrate(spec: UseCaseSpec, files: list[list[Path]]) -> tuple[pd.DataFrame, dict[str, str], dict]:
-    """The integrated frame (all columns, privacy applied), the column types, and the report."""
+def integrate(spec: UseCaseSpec, files: list[list[Path]], secret: Callable[[], str]
+              ) -> tuple[pd.DataFrame, dict[str, str], dict]:
+    """The integrated frame (all columns, privacy applied), the column types, and the report.
+
+    ``secret()`` gives the salt of hashed columns (``projects.tabular.secret``)."""
     report: dict[str, Any] = {}
     frame = read_source(spec, 0, files[0], report)
     for i in range(1, len(spec.sources)):
@@ -312,7 +316,7 @@ def integrate(spec: UseCaseSpec, files: list[list[Path]]) -> tuple[pd.DataFrame,
         listed = "; ".join(f"'{c}' looks like {why}" for c, why in personal.items())
         raise InvalidInput(f"{where}: undeclared personal data: {listed}. Declare each under privacy: "
                            f"drop, hash or mask (or allow, if a person has checked it is not personal)")
-    frame = apply_privacy(spec, frame, report)
+    frame = apply_privacy(spec, frame, report, secret)
     frame = check_types(spec, frame, report)
     before = len(frame)
     frame = frame[frame[spec.target].notna()].reset_index(drop=True)

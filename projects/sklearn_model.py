@@ -1,0 +1,76 @@
+"""A fitted scikit-learn pipeline as a CivicML model, logged in the skops format (no pickle).
+
+Every scikit-learn family (311 routing, tabular use cases, compressed variants)
+logs through :class:`SklearnModel`: skops lists the types a saved pipeline
+holds, and any type outside the trusted prefixes (scikit-learn, NumPy, SciPy,
+builtins, plus what a subclass adds, such as CivicML's column transformers)
+refuses the log instead of becoming something a loader must trust blindly.
+Requirements are pinned explicitly: MLflow would otherwise infer them in a
+subprocess (~4 s a model).
+"""
+
+from __future__ import annotations
+
+import pickle
+from importlib.metadata import version
+
+import numpy as np
+import pandas as pd
+
+from projects.base import FittedModel
+
+SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+def skops_trusted_types(obj, prefixes: tuple[str, ...] = SAFE_PREFIXES) -> list[str]:
+    """The types skops must trust to load ``obj``; ``TypeError`` if one is outside ``prefixes``."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(obj))
+    unsafe = [t for t in untrusted if not t.startswith(prefixes)]
+    if unsafe:
+        raise TypeError(f"model holds types that skops should not trust: {unsafe}")
+    return untrusted
+
+
+def sklearn_requirements(*more: str) -> list[str]:
+    """Pinned requirements of a logged scikit-learn model (plus ``more`` distributions)."""
+    dists = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas", *more)
+    return [f"{dist}=={version(dist)}" for dist in dists]
+
+
+class SklearnModel(FittedModel):
+    """A fitted pipeline; ``trusted_prefixes`` are the type prefixes its skops file may hold."""
+
+    trusted_prefixes: tuple[str, ...] = SAFE_PREFIXES
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict(X)
+
+    def predict_proba(self, X: pd.DataFrame):
+        if hasattr(self.pipeline, "predict_proba"):
+            try:
+                return self.pipeline.predict_proba(X)
+            except AttributeError:  # SVC without probability estimates
+                return None
+        return None
+
+    def size_bytes(self) -> int:
+        return len(pickle.dumps(self.pipeline))
+
+    def log_model(self, name: str, input_example: pd.DataFrame, metadata: dict) -> str:
+        import mlflow
+        from mlflow.models import infer_signature
+
+        trusted = skops_trusted_types(self.pipeline, self.trusted_prefixes)
+        signature = infer_signature(input_example, self.predict(input_example))
+        info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
+                                        metadata=metadata, skops_trusted_types=trusted,
+                                        pip_requirements=sklearn_requirements())
+        return info.model_uri
+
+
+__all__ = ["SAFE_PREFIXES", "SklearnModel", "sklearn_requirements", "skops_trusted_types"]
