@@ -88,9 +88,14 @@ def _shade(value: float | None, low: float, high: float) -> str:
     return "#%02x%02x%02x" % tuple(round(a[k] + t * (b[k] - a[k])) for k in range(3))
 
 
+Place = tuple  # (lon, lat, name, value, rows): a fixed site (a road sensor) and its own figure
+
+
 def map_png(districts: list[District], path: str | Path, *, values: Mapping[str, float] | None = None,
-            points: Iterable[tuple[float, float, bool]] = (), title: str = "", value_label: str = "") -> Path:
-    """Districts shaded by ``values``, with points (lon, lat, ok): ok drawn as dots, not ok as crosses."""
+            points: Iterable[tuple[float, float, bool]] = (), title: str = "", value_label: str = "",
+            places: Iterable[Place] = ()) -> Path:
+    """Districts shaded by ``values``, with points (lon, lat, ok): ok drawn as dots, not ok as crosses;
+    ``places`` as labelled triangles, shaded by their own value on the districts' ramp."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,6 +120,16 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
         ax.scatter(*zip(*good), s=6, c="#222222", alpha=0.5, label="right")
     if bad:
         ax.scatter(*zip(*bad), s=22, c="#cc0000", marker="x", label="wrong")
+    places = list(places)
+    if places:
+        site_values = [v for *_, v, _ in places if v == v]
+        lo, hi = (min(site_values + shown), max(site_values + shown)) if site_values else (low, high)
+        for x, y, name, value, rows in places:
+            ax.scatter([x], [y], s=140, marker="^", c=_shade(value, lo, hi), edgecolors="#111111", linewidths=1.2,
+                       zorder=3)
+            ax.annotate(f"{name}: {value:.3g}" + (f" ({rows})" if rows else ""), (x, y), xytext=(7, -12),
+                        textcoords="offset points", fontsize=7, color="#111111",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     if points:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_aspect(1 / math.cos(math.radians((y0 + y1) / 2)))
@@ -143,12 +158,13 @@ def _centroid(ring) -> tuple[float, float]:
 
 def map_svg(districts: list[District], *, values: Mapping[str, float] | None = None,
             points: Iterable[tuple[float, float, str]] = (), width: int = 520, value_label: str = "value",
-            title: str = "District map", highlight: str | None = None) -> str:
+            title: str = "District map", highlight: str | None = None, places: Iterable[Place] = ()) -> str:
     """Inline SVG: each district a focusable path that names its figure; points as small circles.
 
     ``highlight`` names a district drawn with a thick outline (the request's own, in the console).
 
     ``points`` are (lon, lat, label); a label starting with ``!`` is drawn as a highlighted point.
+    ``places`` are (lon, lat, name, value, rows): focusable triangles that say their own figure.
     """
     values = dict(values or {})
     shown = [v for v in values.values() if v == v]
@@ -183,8 +199,15 @@ def map_svg(districts: list[District], *, values: Mapping[str, float] | None = N
         parts.append(f'<circle class="point{" marked" if marked else ""}" cx="{x:.1f}" cy="{y:.1f}" '
                      f'r="{6 if marked else 2.5}" fill="{"#cc0000" if marked else "#222"}" '
                      f'fill-opacity="{1 if marked else 0.55}"><title>{esc(str(label).lstrip("!"))}</title></circle>')
+    for lon, lat, name, value, rows in places:
+        x, y = xy(lon, lat)
+        text = f"{name}: {value_label} {value:.3g}" + (f" over {rows} held-out rows" if rows else "")
+        parts.append(f'<path class="place" d="M {x:.1f},{y - 9:.1f} L {x + 8:.1f},{y + 6:.1f} L {x - 8:.1f},'
+                     f'{y + 6:.1f} Z" fill="{_shade(value, low, high)}" stroke="#111" stroke-width="1.5" '
+                     f'tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(str(name))}">'
+                     f"<title>{esc(text)}</title></path>")
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-__all__ = ["District", "load_boundaries", "locate", "map_png", "map_svg"]
+__all__ = ["District", "Place", "load_boundaries", "locate", "map_png", "map_svg"]

@@ -31,6 +31,7 @@ log = logging.getLogger("civicml.registry")
 
 TAG_FIDELITY = "civicml.rules_fidelity"
 TAG_INSIGHTS = "civicml.insights"
+TAG_CHECKED = "civicml.rules_checked"  # what the fidelity was measured as, on how many rows (the card says it)
 MAX_CATEGORIES = 40  # a text column with more distinct values than this is read as free text
 
 
@@ -211,7 +212,8 @@ def _rules(tree, names: list[tuple[str, str]], regression: bool) -> list[str]:
 
 # -- at registration ----------------------------------------------------------------------------
 def boundaries_for(tags: dict[str, str]):
-    """The use case's district boundaries (``districts.geojson`` beside its module), or None."""
+    """The use case's district boundaries (its ``boundaries_file``, else ``districts.geojson`` beside its
+    module), or None."""
     use_case = tags.get("civicml.use_case")
     if not use_case:
         return None
@@ -221,8 +223,9 @@ def boundaries_for(tags: dict[str, str]):
         from civicml.geo import load_boundaries
         from projects import get_use_case
 
-        folder = Path(inspect.getfile(type(get_use_case(use_case)))).parent
-        path = folder / "districts.geojson"
+        found = get_use_case(use_case)
+        path = getattr(found, "boundaries_file", None) or Path(inspect.getfile(type(found))).parent / "districts.geojson"
+        path = Path(path)
         return load_boundaries(path) if path.is_file() else None
     except Exception:  # noqa: BLE001 - a map is a nicety; registration must not fail for it
         return None
@@ -247,6 +250,7 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
                               word_importance=surrogate.importance)
     summary = {"model": local.version.name, "version": local.version.version, "rows": len(holdout),
                "rules_fidelity": surrogate.fidelity, "fidelity_measure": surrogate.fidelity_measure,
+               "rows_checked": surrogate.rows_checked,
                "rules": len(surrogate.rules), "files": sorted(["rules.md", "rules.json", *written])}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -269,11 +273,51 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
             summary = insights(local, holdout, target, Path(tmp), boundaries_for(dict(version.tags)))
             store.client.log_artifacts(version.run_id, tmp, path)
         store.set_version_tag(name, version.version, TAG_FIDELITY, f"{summary['rules_fidelity']:.4f}")
+        store.set_version_tag(name, version.version, TAG_CHECKED,
+                              f"{'agreement' if summary['fidelity_measure'] == 'agreement' else 'R²'} on "
+                              f"{summary['rows_checked']} held-out rows")
         store.set_version_tag(name, version.version, TAG_INSIGHTS, f"runs:/{version.run_id}/{path}")
         return summary
     except Exception as err:  # noqa: BLE001 - rules and charts are advisory: say why, keep the version
         log.warning("no rules or views for %s version %s: %s: %s", name, version.version, type(err).__name__, err)
         return None
+
+
+def registration_holdout(model_uri: str, settings=None, files: list[str] | None = None):
+    """The held-out set a registration of ``model_uri`` computes rules, charts and the map on, or None.
+
+    ``files``: held-out source files, read by the use case the source run records; else the held-out
+    set that use case's promotion policy names (regenerated from its seed, as promotion does), else
+    the use case's own held-out set. A run that records no use case gives None (without ``files``)
+    or :class:`~civicml.errors.InvalidInput` (with them: nothing could read them).
+    Returns a ``projects.Dataset`` (``.frame``, ``.target``).
+    """
+    from civicml.errors import InvalidInput
+    from civicml.settings import Settings
+    from registry.inputs import use_case_named
+    from registry.policy import PromotionPolicy
+    from registry.store import ModelStore
+
+    settings = settings or Settings.from_env()
+    store = ModelStore(settings)
+    run_id = store.run_id_of(model_uri)
+    tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
+    use_case = use_case_named(tags.get("civicml.use_case"))
+    if use_case is None:
+        if files:
+            raise InvalidInput(f"{model_uri} records no use case (tag civicml.use_case): nothing can read "
+                               f"--holdout {' '.join(map(str, files))}")
+        return None
+    if files:
+        from projects import load_dataset
+
+        return load_dataset(use_case, [str(f) for f in files])
+    folder = settings.ensure_home() / "data" / use_case.name
+    policy_file = getattr(use_case, "policy_file", None)
+    spec = PromotionPolicy.from_yaml(policy_file).holdout if policy_file and Path(policy_file).is_file() else None
+    if spec is not None:
+        return use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows)
+    return use_case.holdout(folder / "holdout")
 
 
 # -- reading them back ---------------------------------------------------------------------------
@@ -306,5 +350,5 @@ def insight_file(name: str, version: str, filename: str, settings=None) -> bytes
         return Path(local).read_bytes()
 
 
-__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for", "fit_surrogate", "insight_file",
-           "insights", "log_insights"]
+__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_CHECKED", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for",
+           "fit_surrogate", "insight_file", "insights", "log_insights", "registration_holdout"]
