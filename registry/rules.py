@@ -284,15 +284,16 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
 
 
 def registration_holdout(model_uri: str, settings=None, files: list[str] | None = None):
-    """The held-out set a registration of ``model_uri`` computes rules, charts and the map on, or None.
+    """(the use case, the held-out set) a registration of ``model_uri`` computes rules, charts and the map on.
 
-    ``files``: held-out source files, read by the use case the source run records; else the held-out
-    set that use case's promotion policy names (regenerated from its seed, as promotion does), else
-    the use case's own held-out set. A run that records no use case gives None (without ``files``)
-    or :class:`~civicml.errors.InvalidInput` (with them: nothing could read them).
-    Returns a ``projects.Dataset`` (``.frame``, ``.target``).
+    The use case is the one the source run records (``civicml.use_case``: a built-in name, a plugin,
+    or a use-case file's path); for a use-case file, also the path its ``data/dataset.json`` records.
+    The held-out set: ``files`` (held-out source files, read by that use case); else the one that use
+    case's promotion policy names (regenerated from its seed, as promotion does); else the use case's
+    own. ``(None, None)`` when no use case can be found (then ``files`` are refused: nothing can read
+    them). The held-out set is a ``projects.Dataset`` (``.frame``, ``.target``).
     """
-    from civicml.errors import InvalidInput
+    from civicml.errors import CivicMLError, InvalidInput
     from civicml.settings import Settings
     from registry.inputs import use_case_named
     from registry.policy import PromotionPolicy
@@ -302,22 +303,41 @@ def registration_holdout(model_uri: str, settings=None, files: list[str] | None 
     store = ModelStore(settings)
     run_id = store.run_id_of(model_uri)
     tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
-    use_case = use_case_named(tags.get("civicml.use_case"))
+    use_case = None
+    for name in (tags.get("civicml.use_case"), _use_case_file(store, run_id)):
+        try:
+            use_case = use_case_named(name)
+        except CivicMLError:
+            continue
+        if use_case is not None:
+            break
     if use_case is None:
         if files:
-            raise InvalidInput(f"{model_uri} records no use case (tag civicml.use_case): nothing can read "
+            raise InvalidInput(f"{model_uri} records no use case that can be found: nothing can read "
                                f"--holdout {' '.join(map(str, files))}")
-        return None
+        return None, None
     if files:
         from projects import load_dataset
 
-        return load_dataset(use_case, [str(f) for f in files])
-    folder = settings.ensure_home() / "data" / use_case.name
+        return use_case, load_dataset(use_case, [str(f) for f in files])
+    folder = settings.ensure_home() / "data" / str(use_case.name)
     policy_file = getattr(use_case, "policy_file", None)
     spec = PromotionPolicy.from_yaml(policy_file).holdout if policy_file and Path(policy_file).is_file() else None
     if spec is not None:
-        return use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows)
-    return use_case.holdout(folder / "holdout")
+        return use_case, use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows)
+    return use_case, use_case.holdout(folder / "holdout")
+
+
+def _use_case_file(store, run_id: str | None) -> str | None:
+    """The use-case file a run's ``data/dataset.json`` records (tabular use cases), if it still exists."""
+    if not run_id:
+        return None
+    try:
+        record = json.loads(store.read_run_text(f"runs:/{run_id}/data/dataset.json"))
+    except Exception:  # noqa: BLE001 - no record: no file
+        return None
+    path = ((record.get("cleaning") or {}).get("use_case_file") or {}).get("path")
+    return path if path and Path(path).is_file() else None
 
 
 # -- reading them back ---------------------------------------------------------------------------

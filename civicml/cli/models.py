@@ -124,10 +124,11 @@ def cmd_register(args) -> int:
     settings = settings_from(args)
     if args.holdout and args.no_holdout:
         raise InvalidInput("--holdout and --no-holdout exclude each other")
-    held = None
+    use_case, held = None, None
     if not args.no_holdout and _may_register(settings, args.alias):  # else register() refuses (and audits it)
-        held = registration_holdout(args.model_uri, settings, args.holdout)
+        use_case, held = registration_holdout(args.model_uri, settings, args.holdout)
     version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings,
+                       tags=dict(getattr(use_case, "registry_tags", {}) or {}),  # a use-case file: its path
                        holdout=None if held is None else held.frame, target=None if held is None else held.target)
     fidelity = next((v.tags.get("civicml.rules_fidelity") for v in versions(args.name, settings=settings)
                      if v.version == version.version), None)
