@@ -105,6 +105,7 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
     shown = [v for v in values.values() if v == v]
     low, high = (min(shown), max(shown)) if shown else (0.0, 1.0)
     x0, y0, x1, y1 = _bounds(districts)
+    places = list(places)
     fig, ax = plt.subplots(figsize=(7, 7 * (y1 - y0) / ((x1 - x0) * math.cos(math.radians((y0 + y1) / 2)))))
     for d in districts:
         for ring in d.rings:
@@ -112,7 +113,8 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
                     edgecolor="#333333", linewidth=1)
         cx, cy = _centroid(d.rings[0])
         label = d.name + (f"\n{values[d.name]:.3g}" if d.name in values else "")
-        ax.text(cx, cy, label, ha="center", va="center", fontsize=8, color="#111111")
+        ax.text(cx, cy - 0.006 * (y1 - y0) / 0.2 * (3 if places else 0), label, ha="center", va="top" if places
+                else "center", fontsize=8, color="#111111")
     points = list(points)
     good = [(x, y) for x, y, ok in points if ok]
     bad = [(x, y) for x, y, ok in points if not ok]
@@ -120,16 +122,12 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
         ax.scatter(*zip(*good), s=6, c="#222222", alpha=0.5, label="right")
     if bad:
         ax.scatter(*zip(*bad), s=22, c="#cc0000", marker="x", label="wrong")
-    places = list(places)
-    if places:
-        site_values = [v for *_, v, _ in places if v == v]
-        lo, hi = (min(site_values + shown), max(site_values + shown)) if site_values else (low, high)
-        for x, y, name, value, rows in places:
-            ax.scatter([x], [y], s=140, marker="^", c=_shade(value, lo, hi), edgecolors="#111111", linewidths=1.2,
-                       zorder=3)
-            ax.annotate(f"{name}: {value:.3g}" + (f" ({rows})" if rows else ""), (x, y), xytext=(7, -12),
-                        textcoords="offset points", fontsize=7, color="#111111",
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    for x, y, name, value, rows in places:
+        ax.plot([x], [y], marker="^", markersize=11, markerfacecolor="#222222", markeredgecolor="white",
+                markeredgewidth=1.2, linestyle="none", zorder=3)
+        ax.annotate(f"{name}: {value:.3g}" + (f" ({rows} rows)" if rows else ""), (x, y), xytext=(8, 6),
+                    textcoords="offset points", fontsize=7, color="#111111", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#666666", "lw": 0.5, "alpha": 0.9})
     if points:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_aspect(1 / math.cos(math.radians((y0 + y1) / 2)))
