@@ -231,21 +231,33 @@ def boundaries_for(tags: dict[str, str]):
         return None
 
 
-def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries=None) -> dict:
-    """Compute rules and global views of ``local`` on ``holdout`` into ``folder``; return a summary."""
-    from registry import views
-    from registry.gates import PromotionContext
+MAX_ROWS = 800  # held-out rows the rules and views are computed on (a seeded sample of a larger set)
 
+
+def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries=None,
+             max_rows: int = MAX_ROWS) -> dict:
+    """Compute rules and global views of ``local`` on ``holdout`` into ``folder``; return a summary.
+
+    On at most ``max_rows`` held-out rows (a seeded sample): every view asks the model again
+    (permutation importance once per column), which a slow model (the MiniLM router) feels.
+    """
+    from registry import views
+    from registry.gates import PromotionContext, predicted_labels
+
+    if len(holdout) > max_rows:
+        holdout = holdout.sample(n=max_rows, random_state=0)
     ctx = PromotionContext("", local, None, holdout.reset_index(drop=True), target)
     features = ctx.features(local)
-    answers = ctx.predictions(local)
+    model = ctx.model(local)
+    output = model.predict(ctx.as_input(local, features))  # once: the answers and any class probabilities
+    answers = predicted_labels(output)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     surrogate = fit_surrogate(features, answers)
     (folder / "rules.md").write_text(surrogate.markdown(local.version.name, local.version.version))
     (folder / "rules.json").write_text(json.dumps(surrogate.to_dict(), indent=2))
-    probabilities = views.probabilities(ctx.model(local), features)
-    written = views.write_all(folder, ctx.holdout, target, answers, features, ctx.model(local).predict,
+    probabilities = views.probabilities(model, features, output)
+    written = views.write_all(folder, ctx.holdout, target, answers, features, model.predict,
                               probabilities=probabilities, boundaries=boundaries,
                               word_importance=surrogate.importance)
     summary = {"model": local.version.name, "version": local.version.version, "rows": len(holdout),

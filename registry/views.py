@@ -4,8 +4,8 @@ Written by :func:`write_all` (called from :func:`registry.rules.insights` at reg
 
 =========================  =====================================================================
 ``importance.png/.csv``    permutation importance of each input column (drop in accuracy, or rise
-                           in mean absolute error, when the column is shuffled), and the words the
-                           rules rely on most
+                           in mean absolute error, when the column is shuffled; on up to 400
+                           rows), and the words the rules rely on most
 ``predictions.png/.csv``   how often each class is predicted (or a histogram of predicted values)
 ``predicted_vs_actual``    a confusion matrix (classification) or a scatter (regression), + CSV
 ``calibration.png/.json``  classifiers with probabilities: confidence vs accuracy in ten bins
@@ -40,15 +40,16 @@ def _plt():
     return plt
 
 
-def probabilities(pyfunc_model, features: pd.DataFrame) -> tuple[list, np.ndarray] | None:
-    """(classes, probabilities) when the model gives them, else None."""
+def probabilities(pyfunc_model, features: pd.DataFrame, output=None) -> tuple[list, np.ndarray] | None:
+    """(classes, probabilities) when the model gives them, else None; ``output``: the model's answer to
+    ``features`` when already asked (a frame with ``p_<class>`` columns is read, not asked again)."""
     try:
         if pyfunc_model.metadata.flavors.get("python_function", {}).get("loader_module") == "mlflow.sklearn":
             raw = pyfunc_model.get_raw_model()
             if hasattr(raw, "predict_proba"):
                 return list(raw.classes_), np.asarray(raw.predict_proba(features))
             return None
-        out = pyfunc_model.predict(features)
+        out = pyfunc_model.predict(features) if output is None else output
         if isinstance(out, pd.DataFrame):
             cols = [c for c in out.columns if str(c).startswith("p_")]
             if cols:
@@ -69,10 +70,19 @@ def _score(truth, answers, regression: bool) -> float:
     return float((truth == answers).mean())
 
 
-def permutation_importance(predict: Callable, features: pd.DataFrame, truth, seed: int = 0) -> dict[str, float]:
-    """How much worse each column's shuffling makes the answers (one shuffle per column)."""
+PERMUTATION_ROWS = 400  # rows shuffled per column: enough to rank the columns, cheap for a slow model
+
+
+def permutation_importance(predict: Callable, features: pd.DataFrame, truth, seed: int = 0,
+                           max_rows: int = PERMUTATION_ROWS) -> dict[str, float]:
+    """How much worse each column's shuffling makes the answers (one shuffle per column, on at most
+    ``max_rows`` rows)."""
     from registry.gates import predicted_labels
 
+    truth = np.asarray(truth)
+    if len(features) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(features), max_rows, replace=False))
+        features, truth = features.iloc[keep].reset_index(drop=True), truth[keep]
     answers = predicted_labels(predict(features))
     regression = _regression(answers)
     base = _score(truth, answers, regression)
