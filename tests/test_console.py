@@ -313,3 +313,34 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
                                                          **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
         assert re.search(r'<output id="answer">(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
+
+
+@pytest.mark.slow
+def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
+    """A model that takes a picture tensor: the form asks for an upload; the answer names the regions of the
+    picture it rests on (region occlusion); an upload that is not a picture is refused with a message."""
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from projects.street_scenes.generator import CLASSES
+    from registry import register
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    use_case = get_use_case("street_scenes")
+    data = use_case.integrate(use_case.generate_sources(tmp_path / "images", n=240, seed=2))
+    register(train(use_case, data, "cnn", {"epochs": 1, "width": 16}, settings=settings, seed=0).model_uri,
+             "scenes", settings=settings)
+    picture = next((tmp_path / "images").rglob("*.png")).read_bytes()
+    with TestClient(create_console(settings)) as c:
+        form = c.get("/models/scenes/try")
+        assert form.status_code == 200 and 'type="file"' in form.text and 'enctype="multipart/form-data"' in form.text
+        answer = c.post("/models/scenes/try", data={"ref": "challenger"},
+                        files={"image": ("street.png", picture, "image/png")})
+        assert answer.status_code == 200, answer.text
+        label = re.search(r'<output id="answer">(\w+)</output>', answer.text).group(1)
+        assert label in CLASSES
+        assert "region occlusion" in answer.text and 'id="picture"' in answer.text
+        assert re.search(r"resting most on the (top|upper middle|lower middle|bottom), \w+", answer.text)
+        assert answer.text.count("of the picture</td>") == 8
+        not_a_picture = c.post("/models/scenes/try", data={"ref": "challenger"},
+                               files={"image": ("notes.txt", b"hello", "text/plain")})
+        assert not_a_picture.status_code == 400 and "not a picture" in not_a_picture.text

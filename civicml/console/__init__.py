@@ -32,6 +32,20 @@ _HERE = Path(__file__).parent
 _STATUS = ((PermissionDenied, 403), (NotFound, 404), (InvalidInput, 400))
 
 
+class _Picture:
+    """A model that takes one picture tensor (street scenes): loaded for the try-it form's upload."""
+
+    def __init__(self, local):
+        import mlflow.pyfunc
+
+        from civicml.console.images import image_input
+
+        self.local = local
+        self.model = mlflow.pyfunc.load_model(str(local.path))
+        self.signature = self.model.metadata.signature
+        self.shape = image_input(self.signature)  # (height, width, channels_first) or None
+
+
 class _Explainers:
     """Loaded models for the try-it form, one per (model, version)."""
 
@@ -47,7 +61,13 @@ class _Explainers:
         with self._lock:
             key = (name, local.version.version)
             if key not in self._loaded:
-                self._loaded[key] = ModelExplainer(local, {"name": name, "version": local.version.version})
+                try:
+                    self._loaded[key] = ModelExplainer(local, {"name": name, "version": local.version.version})
+                except InvalidInput:  # a tensor: a picture model gets the upload form, anything else the message
+                    picture = _Picture(local)
+                    if picture.shape is None:
+                        raise
+                    self._loaded[key] = picture
             return self._loaded[key]
 
 
@@ -160,12 +180,18 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
 
     @app.post("/models/{name}/try", response_class=HTMLResponse)
     async def try_submit(request: Request, name: str):
-        form = await _form(request)
-        ref = str(form.pop("ref", "") or "") or None
+        upload = None
         fields: list[dict] = []
+        try:
+            upload, form = await _upload_or_form(request)
+        except CivicMLError as err:
+            return failure(request, err)
+        ref = str(form.pop("ref", "") or "") or None
         try:
             settings = acting(request)
             ref, fields = _form_fields(name, ref, settings, explainers)
+            if fields and fields[0]["kind"] == "image":
+                return _try_picture(request, name, ref, fields, upload, settings)
             row = _row(fields, form)
             explainer = explainers.get(name, _version_of(name, ref, settings), settings)
             result = explainer.explain([row])[0]
@@ -178,6 +204,17 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
         map_svg = _map(name, result.model["version"], settings, None, highlight=row.get("district"))
         return page(request, "try.html", name=name, ref=ref, fields=fields, values=row, result=result.to_dict(8),
                     map_svg=map_svg)
+
+    def _try_picture(request: Request, name: str, ref: str, fields: list[dict], upload, settings) -> HTMLResponse:
+        from civicml.console.images import explain_picture, preview, read_upload
+
+        field = fields[0]
+        picture = read_upload(upload or b"", field["height"], field["width"])  # InvalidInput: the form again
+        version = _version_of(name, ref, settings)
+        loaded = explainers.get(name, version, settings)
+        result = explain_picture(loaded.model, picture, field["channels_first"], name, loaded.local.version.version)
+        return page(request, "try.html", name=name, ref=ref, fields=fields, values={}, result=result,
+                    picture=preview(picture))
 
     @app.get("/endpoints", response_class=HTMLResponse)
     def endpoints_page(request: Request):
@@ -274,6 +311,21 @@ def _comparisons(name: str, shown: list[dict], settings: Settings) -> dict[str, 
     return out
 
 
+async def _upload_or_form(request: Request) -> tuple[bytes | None, dict[str, str]]:
+    """(an uploaded picture or None, the text fields): a multipart form (the picture form) or a plain one."""
+    from civicml.console.images import MAX_UPLOAD_BYTES, multipart_file
+
+    kind = request.headers.get("content-type", "")
+    if not kind.startswith("multipart/form-data"):
+        return None, await _form(request)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_UPLOAD_BYTES + 100_000:
+            raise InvalidInput(f"the upload is over {MAX_UPLOAD_BYTES // 1_000_000} MB")
+    return multipart_file(body, kind, "image")
+
+
 async def _form(request: Request) -> dict[str, str]:
     """An HTML form's fields (application/x-www-form-urlencoded), without a multipart parser."""
     from urllib.parse import parse_qs
@@ -331,6 +383,10 @@ def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> 
 
             ref = versions(name, settings=settings)[-1].version
     explainer = explainers.get(name, _version_of(name, ref, settings), settings)
+    if isinstance(explainer, _Picture):
+        height, width, channels_first = explainer.shape
+        return ref, [{"name": "image", "kind": "image", "height": height, "width": width,
+                      "channels_first": channels_first}]
     inputs = explainer.signature.inputs if explainer.signature is not None else None
     if inputs is None or inputs.is_tensor_spec():
         raise InvalidInput(f"model '{name}' takes a tensor; the try-it form needs named columns")
