@@ -163,6 +163,14 @@ civicml_canary_weight{model="m",version="4"} 10.0
         endpoints_from(["ftp://x"])
 
 
+def test_console_command_refuses_a_bad_endpoint_in_one_line(tmp_path, capsys):
+    from civicml.cli import main
+
+    assert main(["console", "--endpoint", "localhost:5005", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "endpoint 'localhost:5005' must be an http:// or https:// URL" in err[0]
+
+
 @pytest.mark.slow
 def test_live_endpoint_figures_and_variant_comparisons(requests_use_case, small_requests, requests_holdout,
                                                        tmp_path):
@@ -258,20 +266,21 @@ def test_civicml_server_mounts_the_console_through_mlflows_app_plugin(tmp_path):
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "civicml", "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
-                               (tmp_path / "artifacts").as_uri(), "--port", str(port), "--no-check"],
+                               (tmp_path / "artifacts").as_uri(), "--port", str(port), "--no-check",
+                               "--allowed-hosts", f"localhost:{port}"],  # the console's own calls still get in
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while True:
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).text == "OK":
+                if httpx.get(f"http://localhost:{port}/health", timeout=2).text == "OK":
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        page = httpx.get(f"http://127.0.0.1:{port}/console/", timeout=30)
+        page = httpx.get(f"http://localhost:{port}/console/", timeout=30)
         assert page.status_code == 200 and "Registered models" in page.text and "/console/static/console.js" in page.text
-        assert httpx.get(f"http://127.0.0.1:{port}/console/endpoints", timeout=30).status_code == 200
+        assert httpx.get(f"http://localhost:{port}/console/endpoints", timeout=30).status_code == 200
         assert "civicml: console on" in (tmp_path / "server.log").read_text()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -130,8 +130,13 @@ def cmd_server(args) -> int:
         console_note = ("civicml: note: the console is not mounted: MLflow finds it through this package's "
                         "'mlflow.app' entry point, which this installation lacks (reinstall civicml); meanwhile run "
                         f"`civicml console --tracking-uri {own_url(args.host, args.port)}` beside the server\n")
+    allowed_hosts = args.allowed_hosts
+    if app_name and allowed_hosts and "*" not in allowed_hosts:  # the console's own calls reach it on this address
+        own = urlparse(own_url(args.host, args.port)).netloc
+        if own not in [h.strip() for h in allowed_hosts.split(",")]:
+            allowed_hosts += f",{own}"
     command = server_command(settings.backend_store_uri, settings.artifacts_destination, args.host, args.port,
-                             args.workers, args.allowed_hosts, app_name)
+                             args.workers, allowed_hosts, app_name)
     env = dict(os.environ)
     if app_name:  # the console inside the server reads the registry through the server itself
         env["CIVICML_TRACKING_URI"] = own_url(args.host, args.port)

@@ -100,7 +100,6 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
         identity = who(request)
         html = env.get_template(template).render(
             request=request, who=identity, team=base.access_configured, root=_root(request),
-            watched=bool(watched),
             may=lambda action: bool(identity and identity.may(action)), **context)
         return HTMLResponse(html, status_code=status)
 
