@@ -103,10 +103,10 @@ def explain_picture(model, picture: np.ndarray, channels_first: bool, name: str,
         regions = [f"{_ROWS[i]}, {_COLS[j]} of the picture" for i in range(GRID) for j in range(GRID)]
         contributions = sorted(({"feature": region, "weight": float(w)} for region, w in zip(regions, weights)),
                                key=lambda c: -abs(c["weight"]))
-        top = contributions[0]
-        sentence = (f"Answered '{answer}' (probability {p[0]:.2f}), resting most on the {top['feature']}"
-                    + (f": hiding it lowers that probability by {top['weight']:.2f}." if top["weight"] > 0
-                       else "; no single region holds it up."))
+        best = max(contributions, key=lambda c: c["weight"])
+        sentence = f"Answered '{answer}' (probability {p[0]:.2f})" + (
+            f", resting most on the {best['feature']}: hiding it lowers that probability by {best['weight']:.2f}."
+            if best["weight"] > 0 else "; hiding any one region of the picture does not lower it.")
     else:  # no probabilities: say which regions change the answer when hidden
         changed = [f"{_ROWS[i // GRID]}, {_COLS[i % GRID]}" for i, label in enumerate(labels[1:]) if label != answer]
         contributions = [{"feature": f"{region} of the picture", "weight": 1.0} for region in changed]
