@@ -72,9 +72,9 @@ def console_url(explained_model):
 
 @pytest.fixture(scope="module")
 def other_use_cases(tmp_path_factory):
-    """The other tabular use cases in one home: traffic flow (a Paddle regression on numbers, registered with
-    its held-out sensors) and a department's use-case file (a tree on categories, text and dates).
-    Yields (console URL, {model: a held-out row})."""
+    """The other use cases in one home: traffic flow (a Paddle regression on numbers, registered with its
+    held-out sensors), a department's use-case file (a tree on categories, text and dates) and street scenes
+    (a small CNN on pictures). Yields (console URL, {model: a row, or the picture to upload})."""
     import yaml
 
     from civicml.settings import Settings
@@ -103,6 +103,11 @@ def other_use_cases(tmp_path_factory):
     register(train(tabular, data, "decision_tree", {}, settings=settings).model_uri, "inspections",
              settings=settings, holdout=held.frame, target=held.target, tags=tabular.registry_tags)
     rows["inspections"] = held.frame[list(data.features)].iloc[0].to_dict()
+    scenes = get_use_case("street_scenes")
+    data = scenes.integrate(scenes.generate_sources(root / "images", n=240, seed=2))
+    register(train(scenes, data, "cnn", {"epochs": 1, "width": 16}, settings=settings, seed=0).model_uri, "scenes",
+             settings=settings)
+    rows["scenes"] = {"image": str(next((root / "images").rglob("*.png")))}
     with _console(settings) as url:
         yield url, rows
 
@@ -177,22 +182,30 @@ def test_a_bad_form_says_what_is_wrong_in_chromium(page, console_url):
 
 
 @pytest.mark.slow
-def test_try_it_for_traffic_flow_and_a_use_case_file_in_chromium(page, other_use_cases):
+def test_try_it_for_traffic_flow_a_use_case_file_and_street_scenes_in_chromium(page, other_use_cases):
+    from projects.street_scenes.generator import CLASSES
+
     url, rows = other_use_cases
     for name, row in rows.items():
         page.goto(f"{url}/models/{name}/try")
         for column, value in row.items():
             field = page.locator(f"#f-{column}")
-            if field.evaluate("f => f.tagName") == "SELECT":
+            kind = field.evaluate("f => f.tagName + ':' + f.type")
+            if kind.startswith("SELECT"):
                 field.select_option(str(value))
+            elif kind == "INPUT:file":
+                field.set_input_files(value)
             else:
                 field.fill(str(value))
         page.get_by_role("button", name="Get the answer and why").click()
         page.wait_for_selector("#answer")
         answer = page.locator("#answer").inner_text()
-        assert (float(answer) >= 0) if name == "flow" else answer in ("yes", "no"), (name, answer)
+        expected = {"flow": lambda a: float(a) >= 0, "inspections": lambda a: a in ("yes", "no"),
+                    "scenes": lambda a: a in CLASSES}[name]
+        assert expected(answer), (name, answer)
         assert page.locator("#sentence").inner_text() and page.locator("#contributions tbody tr").count() >= 3
-    # the last answer's map: the flow model's sensors are sites on the city's districts
+    assert page.locator("#picture").evaluate("i => i.naturalWidth") == 32  # the last: the picture the model saw
+    # the flow model's sensors are sites on the city's districts
     page.goto(f"{url}/models/flow/versions/1")
     sites = page.locator("svg.civic-map path.place")
     assert sites.count() == 5 and page.locator("svg.civic-map path.district").count() == 8
