@@ -26,9 +26,8 @@ log = logging.getLogger("civicml.console")
 
 def mount_console(app, console, path: str = MOUNT):
     """Put ``console`` at ``path`` in front of ``app``'s routes (MLflow mounts its Flask app at ``/``)."""
-    from starlette.routing import Mount
-
-    app.router.routes.insert(0, Mount(path, app=console, name="civicml-console"))
+    app.mount(path, console, name="civicml-console")  # appended after MLflow's catch-all: move it in front
+    app.router.routes.insert(0, app.router.routes.pop())
     return app
 
 
