@@ -1,7 +1,8 @@
 """civicml server: team mode, an MLflow tracking server on PostgreSQL with an S3 bucket for artifacts.
 
 Artifacts are proxied (``--serve-artifacts``): clients never hold S3 credentials,
-only the server does. Binds to loopback unless told otherwise; the MLflow server
+only the server does. The console is served at ``/console`` by the same server
+(``--app-name civicml``, :mod:`civicml.console.team`) unless ``--no-console``. Binds to loopback unless told otherwise; the MLflow server
 itself has no authentication, so a wider bind belongs behind a proxy that has
 (see docs/team-mode.md).
 """
