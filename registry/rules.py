@@ -247,8 +247,11 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     if len(holdout) > max_rows:
         holdout = holdout.sample(n=max_rows, random_state=0)
     ctx = PromotionContext("", local, None, holdout.reset_index(drop=True), target)
-    features = ctx.features(local)
     model = ctx.model(local)
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.is_tensor_spec():  # pictures: the card's figures, but no rules
+        raise ValueError("the model takes a tensor; rules and charts need named columns")
+    features = ctx.features(local)
     output = model.predict(ctx.as_input(local, features))  # once: the answers and any class probabilities
     answers = predicted_labels(output)
     folder = Path(folder)
