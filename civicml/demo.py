@@ -1,7 +1,8 @@
 """The main job, end to end on the embedded default: the whole lifecycle in one call.
 
-generate sources -> integrate, clean, mask -> tune (nested MLflow runs) -> register
--> promote through the gates -> serve on a free local port -> route real requests.
+generate sources -> integrate, clean, mask -> tune (nested MLflow runs) -> register (with rules, charts
+and the district map on a fresh held-out set) -> promote through the gates -> serve on a free local port
+-> route real requests.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class DemoReport:
 def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8, seed: int = 7,
              say=print) -> DemoReport:
     from projects import get_use_case, load_dataset
-    from registry import PromotionPolicy, promote, register
+    from registry import PromotionPolicy, promote, register, versions
     from serving import BackgroundServer, Endpoint, EndpointClient
     from tuning import tune
 
@@ -72,13 +73,20 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
                   seed=seed, progress=True)
     say(f"      best macro-F1 {result.best_value:.4f} from trial {result.best_trial}: {result.best_params}")
 
-    say(f"[3/6] registering the best model as '{use_case.registered_model}' @challenger ...")
-    version = register(result.best_model_uri, use_case.registered_model, settings=settings,
-                       tags={"civicml.study": result.study_name})
-    say(f"      version {version.version}, sha256 {version.sha256[:12]}...")
-
-    say("[4/6] promoting through the gates, re-evaluated on a fresh held-out set ...")
+    say(f"[3/6] registering the best model as '{use_case.registered_model}' @challenger, with rules, charts "
+        f"and the district map on a fresh held-out set ...")
     holdout = use_case.holdout(home / "data" / use_case.name / "holdout")
+    version = register(result.best_model_uri, use_case.registered_model, settings=settings,
+                       tags={"civicml.study": result.study_name}, holdout=holdout.frame, target=holdout.target)
+    say(f"      version {version.version}, sha256 {version.sha256[:12]}...")
+    fidelity = next((v.tags.get("civicml.rules_fidelity") for v in versions(use_case.registered_model,
+                                                                              settings=settings)
+                     if v.version == version.version), None)
+    if fidelity:
+        say(f"      rules fidelity {fidelity} on {len(holdout)} held-out requests; charts and map logged "
+            f"(see them with `civicml console`)")
+
+    say("[4/6] promoting through the gates, re-evaluated on the same held-out set ...")
     policy = PromotionPolicy.from_yaml(use_case.policy_file)
     outcome = promote(use_case.registered_model, holdout.frame, holdout.target, policy=policy, settings=settings)
     for v in outcome.verdicts:

@@ -88,9 +88,14 @@ def _shade(value: float | None, low: float, high: float) -> str:
     return "#%02x%02x%02x" % tuple(round(a[k] + t * (b[k] - a[k])) for k in range(3))
 
 
+Place = tuple  # (lon, lat, name, value, rows): a fixed site (a road sensor) and its own figure
+
+
 def map_png(districts: list[District], path: str | Path, *, values: Mapping[str, float] | None = None,
-            points: Iterable[tuple[float, float, bool]] = (), title: str = "", value_label: str = "") -> Path:
-    """Districts shaded by ``values``, with points (lon, lat, ok): ok drawn as dots, not ok as crosses."""
+            points: Iterable[tuple[float, float, bool]] = (), title: str = "", value_label: str = "",
+            places: Iterable[Place] = ()) -> Path:
+    """Districts shaded by ``values``, with points (lon, lat, ok): ok drawn as dots, not ok as crosses;
+    ``places`` as labelled triangles, shaded by their own value on the districts' ramp."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +105,7 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
     shown = [v for v in values.values() if v == v]
     low, high = (min(shown), max(shown)) if shown else (0.0, 1.0)
     x0, y0, x1, y1 = _bounds(districts)
+    places = list(places)
     fig, ax = plt.subplots(figsize=(7, 7 * (y1 - y0) / ((x1 - x0) * math.cos(math.radians((y0 + y1) / 2)))))
     for d in districts:
         for ring in d.rings:
@@ -107,7 +113,8 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
                     edgecolor="#333333", linewidth=1)
         cx, cy = _centroid(d.rings[0])
         label = d.name + (f"\n{values[d.name]:.3g}" if d.name in values else "")
-        ax.text(cx, cy, label, ha="center", va="center", fontsize=8, color="#111111")
+        ax.text(cx, cy - 0.006 * (y1 - y0) / 0.2 * (3 if places else 0), label, ha="center", va="top" if places
+                else "center", fontsize=8, color="#111111")
     points = list(points)
     good = [(x, y) for x, y, ok in points if ok]
     bad = [(x, y) for x, y, ok in points if not ok]
@@ -115,6 +122,12 @@ def map_png(districts: list[District], path: str | Path, *, values: Mapping[str,
         ax.scatter(*zip(*good), s=6, c="#222222", alpha=0.5, label="right")
     if bad:
         ax.scatter(*zip(*bad), s=22, c="#cc0000", marker="x", label="wrong")
+    for x, y, name, value, rows in places:
+        ax.plot([x], [y], marker="^", markersize=11, markerfacecolor="#222222", markeredgecolor="white",
+                markeredgewidth=1.2, linestyle="none", zorder=3)
+        ax.annotate(f"{name}: {value:.3g}" + (f" ({rows} rows)" if rows else ""), (x, y), xytext=(8, 6),
+                    textcoords="offset points", fontsize=7, color="#111111", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#666666", "lw": 0.5, "alpha": 0.9})
     if points:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_aspect(1 / math.cos(math.radians((y0 + y1) / 2)))
@@ -143,12 +156,13 @@ def _centroid(ring) -> tuple[float, float]:
 
 def map_svg(districts: list[District], *, values: Mapping[str, float] | None = None,
             points: Iterable[tuple[float, float, str]] = (), width: int = 520, value_label: str = "value",
-            title: str = "District map", highlight: str | None = None) -> str:
+            title: str = "District map", highlight: str | None = None, places: Iterable[Place] = ()) -> str:
     """Inline SVG: each district a focusable path that names its figure; points as small circles.
 
     ``highlight`` names a district drawn with a thick outline (the request's own, in the console).
 
     ``points`` are (lon, lat, label); a label starting with ``!`` is drawn as a highlighted point.
+    ``places`` are (lon, lat, name, value, rows): focusable triangles that say their own figure.
     """
     values = dict(values or {})
     shown = [v for v in values.values() if v == v]
@@ -183,8 +197,15 @@ def map_svg(districts: list[District], *, values: Mapping[str, float] | None = N
         parts.append(f'<circle class="point{" marked" if marked else ""}" cx="{x:.1f}" cy="{y:.1f}" '
                      f'r="{6 if marked else 2.5}" fill="{"#cc0000" if marked else "#222"}" '
                      f'fill-opacity="{1 if marked else 0.55}"><title>{esc(str(label).lstrip("!"))}</title></circle>')
+    for lon, lat, name, value, rows in places:
+        x, y = xy(lon, lat)
+        text = f"{name}: {value_label} {value:.3g}" + (f" over {rows} held-out rows" if rows else "")
+        parts.append(f'<path class="place" d="M {x:.1f},{y - 9:.1f} L {x + 8:.1f},{y + 6:.1f} L {x - 8:.1f},'
+                     f'{y + 6:.1f} Z" fill="{_shade(value, low, high)}" stroke="#111" stroke-width="1.5" '
+                     f'tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(str(name))}">'
+                     f"<title>{esc(text)}</title></path>")
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-__all__ = ["District", "load_boundaries", "locate", "map_png", "map_svg"]
+__all__ = ["District", "Place", "load_boundaries", "locate", "map_png", "map_svg"]

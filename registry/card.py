@@ -23,6 +23,9 @@ import pandas as pd
 
 SMALL_GROUP = 30  # rows: figures on fewer are flagged as unreliable
 WEAK_RECALL = 0.8
+RULES_TARGET = 0.9  # fidelity the surrogate rules should reach on the held-out set
+TAG_RULES_FIDELITY = "civicml.rules_fidelity"  # as registry.rules sets them
+TAG_RULES_CHECKED = "civicml.rules_checked"  # e.g. "agreement on 200 held-out rows"
 
 
 @dataclass
@@ -78,9 +81,37 @@ def from_run_metrics(metrics: dict[str, float], task: str, source: str) -> Evalu
     return out
 
 
+def rules_of(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The surrogate rules' fidelity a version records (:mod:`registry.rules`), or None."""
+    value = tags.get(TAG_RULES_FIDELITY)
+    try:
+        return None if value is None else {"fidelity": float(value), "checked": tags.get(TAG_RULES_CHECKED)}
+    except ValueError:
+        return None
+
+
+def _rules_block(rules: dict[str, Any] | None, limitations: list[str]) -> list[str]:
+    lines = ["", "## Rules for decision makers", ""]
+    if rules is None:
+        return lines + ["No rules were extracted for this version (registered without a held-out set, or the "
+                        "extraction failed and the registration said why)."]
+    fidelity, checked = rules["fidelity"], rules.get("checked") or "held-out rows"
+    lines.append("A shallow decision tree fitted to this version's own answers gives readable if/then rules "
+                 "(`rules.md` beside the version's run, and the console).")
+    if fidelity >= RULES_TARGET:
+        lines.append(f"- fidelity on the held-out set: {fidelity:.3f} ({checked} the rules never saw); "
+                     f"meets the {RULES_TARGET} target.")
+    else:
+        lines.append(f"- fidelity on the held-out set: {fidelity:.3f} ({checked} the rules never saw): below the "
+                     f"{RULES_TARGET} target; the rules reached {fidelity:.3f}.")
+        limitations.append(f"The extracted rules agree with the model only to {fidelity:.3f} (target "
+                           f"{RULES_TARGET}): read them as a rough guide to its behaviour, not as a description of it.")
+    return lines
+
+
 def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any], data: dict[str, Any] | None,
-           evaluation: Evaluation | None, stage: str) -> str:
-    """The card as Markdown."""
+           evaluation: Evaluation | None, stage: str, rules: dict[str, Any] | None = None) -> str:
+    """The card as Markdown; ``rules``: :func:`rules_of` the version's tags."""
     lines = [f"# Model card: {name} version {version}", "",
              f"*{stage}; written by CivicML.*", "", "## Intended use", "", intended_use, "",
              "Out of scope: any use other than the one above, and decisions about individual people, "
@@ -123,6 +154,7 @@ def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any],
         if not evaluation.per_group:
             limitations.append("No per-group figures in this revision (the promotion card adds them for the "
                                "policy's report_by columns).")
+    lines += _rules_block(rules, limitations)
     limitations += ["Figures describe the evaluation data only; requests that differ from it (new districts, "
                     "channels, phrasing, seasons) may fare worse.",
                     "Personal data is masked before training; free text may still hold personal details the "

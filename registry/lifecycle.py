@@ -94,6 +94,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
         elif run is not None:
             evaluation = cards.from_run_metrics(run.data.metrics, task_of(run.data.tags),
                                                 f"validation split of run {run.info.run_id}")
+        rules.log_insights(store, name, version, holdout, target)  # rules + charts + map (on the card); never fails
         _write_card(store, name, store.get_version(name, version.version), run, evaluation,
                     f"Registered {_now()[:10]} by {who.name}", "registered")
         policy = record_project_policy(store, name, use_case_named(version.tags.get("civicml.use_case")))
@@ -102,7 +103,6 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
         store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
                                          source=model_uri, sha256=version.sha256, run_id=version.run_id,
                                          **({"policy_recorded": policy} if policy else {})))
-        rules.log_insights(store, name, version, holdout, target)  # rules + charts + map; never fails this
 
     return store.register(model_uri, name, tags=version_tags, complete=complete)
 
@@ -412,7 +412,7 @@ def _write_card(store: ModelStore, name: str, version: ModelVersion, run, evalua
              "source run": version.run_id, "study": tags.get("civicml.study"),
              "code version (git)": tags.get("civicml.code_version"), "artifact sha256": version.tags.get(TAG_SHA)}
     text = cards.render(name=name, version=version.version, intended_use=_intended_use(tags), facts=facts,
-                        data=data, evaluation=evaluation, stage=stage)
+                        data=data, evaluation=evaluation, stage=stage, rules=cards.rules_of(version.tags))
     text = cards.with_variants(text, _variants_section(store, name, version))
     _store_card(store, name, version, text, suffix)
     store.set_description(name, version.version, cards.summary(evaluation, stage))

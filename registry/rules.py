@@ -31,6 +31,7 @@ log = logging.getLogger("civicml.registry")
 
 TAG_FIDELITY = "civicml.rules_fidelity"
 TAG_INSIGHTS = "civicml.insights"
+TAG_CHECKED = "civicml.rules_checked"  # what the fidelity was measured as, on how many rows (the card says it)
 MAX_CATEGORIES = 40  # a text column with more distinct values than this is read as free text
 
 
@@ -211,7 +212,8 @@ def _rules(tree, names: list[tuple[str, str]], regression: bool) -> list[str]:
 
 # -- at registration ----------------------------------------------------------------------------
 def boundaries_for(tags: dict[str, str]):
-    """The use case's district boundaries (``districts.geojson`` beside its module), or None."""
+    """The use case's district boundaries (its ``boundaries_file``, else ``districts.geojson`` beside its
+    module), or None."""
     use_case = tags.get("civicml.use_case")
     if not use_case:
         return None
@@ -221,32 +223,49 @@ def boundaries_for(tags: dict[str, str]):
         from civicml.geo import load_boundaries
         from projects import get_use_case
 
-        folder = Path(inspect.getfile(type(get_use_case(use_case)))).parent
-        path = folder / "districts.geojson"
+        found = get_use_case(use_case)
+        path = getattr(found, "boundaries_file", None) or Path(inspect.getfile(type(found))).parent / "districts.geojson"
+        path = Path(path)
         return load_boundaries(path) if path.is_file() else None
     except Exception:  # noqa: BLE001 - a map is a nicety; registration must not fail for it
         return None
 
 
-def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries=None) -> dict:
-    """Compute rules and global views of ``local`` on ``holdout`` into ``folder``; return a summary."""
-    from registry import views
-    from registry.gates import PromotionContext
+MAX_ROWS = 800  # held-out rows the rules and views are computed on (a seeded sample of a larger set)
 
+
+def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries=None,
+             max_rows: int = MAX_ROWS) -> dict:
+    """Compute rules and global views of ``local`` on ``holdout`` into ``folder``; return a summary.
+
+    On at most ``max_rows`` held-out rows (a seeded sample): every view asks the model again
+    (permutation importance once per column), which a slow model (the MiniLM router) feels.
+    """
+    from registry import views
+    from registry.gates import PromotionContext, predicted_labels
+
+    if len(holdout) > max_rows:
+        holdout = holdout.sample(n=max_rows, random_state=0)
     ctx = PromotionContext("", local, None, holdout.reset_index(drop=True), target)
+    model = ctx.model(local)
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.is_tensor_spec():  # pictures: the card's figures, but no rules
+        raise ValueError("the model takes a tensor; rules and charts need named columns")
     features = ctx.features(local)
-    answers = ctx.predictions(local)
+    output = model.predict(ctx.as_input(local, features))  # once: the answers and any class probabilities
+    answers = predicted_labels(output)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     surrogate = fit_surrogate(features, answers)
     (folder / "rules.md").write_text(surrogate.markdown(local.version.name, local.version.version))
     (folder / "rules.json").write_text(json.dumps(surrogate.to_dict(), indent=2))
-    probabilities = views.probabilities(ctx.model(local), features)
-    written = views.write_all(folder, ctx.holdout, target, answers, features, ctx.model(local).predict,
+    probabilities = views.probabilities(model, features, output)
+    written = views.write_all(folder, ctx.holdout, target, answers, features, model.predict,
                               probabilities=probabilities, boundaries=boundaries,
                               word_importance=surrogate.importance)
     summary = {"model": local.version.name, "version": local.version.version, "rows": len(holdout),
                "rules_fidelity": surrogate.fidelity, "fidelity_measure": surrogate.fidelity_measure,
+               "rows_checked": surrogate.rows_checked,
                "rules": len(surrogate.rules), "files": sorted(["rules.md", "rules.json", *written])}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -269,11 +288,71 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
             summary = insights(local, holdout, target, Path(tmp), boundaries_for(dict(version.tags)))
             store.client.log_artifacts(version.run_id, tmp, path)
         store.set_version_tag(name, version.version, TAG_FIDELITY, f"{summary['rules_fidelity']:.4f}")
+        store.set_version_tag(name, version.version, TAG_CHECKED,
+                              f"{'agreement' if summary['fidelity_measure'] == 'agreement' else 'R²'} on "
+                              f"{summary['rows_checked']} held-out rows")
         store.set_version_tag(name, version.version, TAG_INSIGHTS, f"runs:/{version.run_id}/{path}")
         return summary
     except Exception as err:  # noqa: BLE001 - rules and charts are advisory: say why, keep the version
         log.warning("no rules or views for %s version %s: %s: %s", name, version.version, type(err).__name__, err)
         return None
+
+
+def registration_holdout(model_uri: str, settings=None, files: list[str] | None = None):
+    """(the use case, the held-out set) a registration of ``model_uri`` computes rules, charts and the map on.
+
+    The use case is the one the source run records (``civicml.use_case``: a built-in name, a plugin,
+    or a use-case file's path); for a use-case file, also the path its ``data/dataset.json`` records.
+    The held-out set: ``files`` (held-out source files, read by that use case); else the one that use
+    case's promotion policy names (regenerated from its seed, as promotion does); else the use case's
+    own. ``(None, None)`` when no use case can be found (then ``files`` are refused: nothing can read
+    them). The held-out set is a ``projects.Dataset`` (``.frame``, ``.target``).
+    """
+    from civicml.errors import CivicMLError, InvalidInput
+    from civicml.settings import Settings
+    from registry.inputs import use_case_named
+    from registry.policy import PromotionPolicy
+    from registry.store import ModelStore
+
+    settings = settings or Settings.from_env()
+    store = ModelStore(settings)
+    run_id = store.run_id_of(model_uri)
+    tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
+    use_case = None
+    for name in (tags.get("civicml.use_case"), _use_case_file(store, run_id)):
+        try:
+            use_case = use_case_named(name)
+        except CivicMLError:
+            continue
+        if use_case is not None:
+            break
+    if use_case is None:
+        if files:
+            raise InvalidInput(f"{model_uri} records no use case that can be found: nothing can read "
+                               f"--holdout {' '.join(map(str, files))}")
+        return None, None
+    if files:
+        from projects import load_dataset
+
+        return use_case, load_dataset(use_case, [str(f) for f in files])
+    folder = settings.ensure_home() / "data" / str(use_case.name)
+    policy_file = getattr(use_case, "policy_file", None)
+    spec = PromotionPolicy.from_yaml(policy_file).holdout if policy_file and Path(policy_file).is_file() else None
+    if spec is not None:
+        return use_case, use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows)
+    return use_case, use_case.holdout(folder / "holdout")
+
+
+def _use_case_file(store, run_id: str | None) -> str | None:
+    """The use-case file a run's ``data/dataset.json`` records (tabular use cases), if it still exists."""
+    if not run_id:
+        return None
+    try:
+        record = json.loads(store.read_run_text(f"runs:/{run_id}/data/dataset.json"))
+    except Exception:  # noqa: BLE001 - no record: no file
+        return None
+    path = ((record.get("cleaning") or {}).get("use_case_file") or {}).get("path")
+    return path if path and Path(path).is_file() else None
 
 
 # -- reading them back ---------------------------------------------------------------------------
@@ -306,5 +385,5 @@ def insight_file(name: str, version: str, filename: str, settings=None) -> bytes
         return Path(local).read_bytes()
 
 
-__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for", "fit_surrogate", "insight_file",
-           "insights", "log_insights"]
+__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_CHECKED", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for",
+           "fit_surrogate", "insight_file", "insights", "log_insights", "registration_holdout"]

@@ -4,15 +4,18 @@ Written by :func:`write_all` (called from :func:`registry.rules.insights` at reg
 
 =========================  =====================================================================
 ``importance.png/.csv``    permutation importance of each input column (drop in accuracy, or rise
-                           in mean absolute error, when the column is shuffled), and the words the
-                           rules rely on most
+                           in mean absolute error, when the column is shuffled; on up to 400
+                           rows), and the words the rules rely on most
 ``predictions.png/.csv``   how often each class is predicted (or a histogram of predicted values)
 ``predicted_vs_actual``    a confusion matrix (classification) or a scatter (regression), + CSV
 ``calibration.png/.json``  classifiers with probabilities: confidence vs accuracy in ten bins
 ``by_district.png/.csv``   accuracy (or MAE) per district, with rows, and the gap between best and
                            worst in ``by_district.json`` (fairness across neighbourhoods)
-``map.png/.json``          the district map shaded by that figure, held-out requests as points
-                           (wrong answers as red crosses), when boundaries and lat/lon exist
+``map.png/.json``          the district map shaded by that figure, when boundaries and lat/lon
+                           exist: held-out requests as points (wrong answers as red crosses), or,
+                           where rows come from a few fixed sites (road sensors), one marker per
+                           site with its own figure; rows without a district column get the
+                           district their coordinates fall in
 =========================  =====================================================================
 """
 
@@ -37,15 +40,16 @@ def _plt():
     return plt
 
 
-def probabilities(pyfunc_model, features: pd.DataFrame) -> tuple[list, np.ndarray] | None:
-    """(classes, probabilities) when the model gives them, else None."""
+def probabilities(pyfunc_model, features: pd.DataFrame, output=None) -> tuple[list, np.ndarray] | None:
+    """(classes, probabilities) when the model gives them, else None; ``output``: the model's answer to
+    ``features`` when already asked (a frame with ``p_<class>`` columns is read, not asked again)."""
     try:
         if pyfunc_model.metadata.flavors.get("python_function", {}).get("loader_module") == "mlflow.sklearn":
             raw = pyfunc_model.get_raw_model()
             if hasattr(raw, "predict_proba"):
                 return list(raw.classes_), np.asarray(raw.predict_proba(features))
             return None
-        out = pyfunc_model.predict(features)
+        out = pyfunc_model.predict(features) if output is None else output
         if isinstance(out, pd.DataFrame):
             cols = [c for c in out.columns if str(c).startswith("p_")]
             if cols:
@@ -66,10 +70,19 @@ def _score(truth, answers, regression: bool) -> float:
     return float((truth == answers).mean())
 
 
-def permutation_importance(predict: Callable, features: pd.DataFrame, truth, seed: int = 0) -> dict[str, float]:
-    """How much worse each column's shuffling makes the answers (one shuffle per column)."""
+PERMUTATION_ROWS = 400  # rows shuffled per column: enough to rank the columns, cheap for a slow model
+
+
+def permutation_importance(predict: Callable, features: pd.DataFrame, truth, seed: int = 0,
+                           max_rows: int = PERMUTATION_ROWS) -> dict[str, float]:
+    """How much worse each column's shuffling makes the answers (one shuffle per column, on at most
+    ``max_rows`` rows)."""
     from registry.gates import predicted_labels
 
+    truth = np.asarray(truth)
+    if len(features) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(features), max_rows, replace=False))
+        features, truth = features.iloc[keep].reset_index(drop=True), truth[keep]
     answers = predicted_labels(predict(features))
     regression = _regression(answers)
     base = _score(truth, answers, regression)
@@ -196,8 +209,17 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
         written += ["calibration.json", "calibration.png"]
 
     # by district, and the map
+    located = {"lat", "lon"} <= set(holdout.columns)
+    districts = None
     if DISTRICT in holdout.columns:
-        frame = pd.DataFrame({"district": holdout[DISTRICT].astype(str).to_numpy(), "truth": truth, "answer": answers})
+        districts = holdout[DISTRICT].astype(str).to_numpy()
+    elif located and boundaries:  # fixed sites (sensors): their district from where they stand
+        districts = _districts_of(boundaries, holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float))
+        if districts is not None and pd.isna(districts).all():
+            districts = None
+    if districts is not None:
+        keep = ~pd.isna(districts)
+        frame = pd.DataFrame({"district": districts[keep].astype(str), "truth": truth[keep], "answer": answers[keep]})
         groups = frame.groupby("district")
         per = pd.DataFrame({"rows": groups.size(),
                             ("mae" if regression else "accuracy"): groups.apply(
@@ -210,19 +232,69 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
             "gap": round(float(values.max() - values.min()), 4)}, indent=2))
         _bar(folder / "by_district.png", per.index, values, f"{metric} by district (held-out rows)", metric)
         written += ["by_district.csv", "by_district.json", "by_district.png"]
-        if boundaries and {"lat", "lon"} <= set(holdout.columns):
+        if boundaries and located:
             from civicml.geo import map_png
 
-            ok = (truth == answers) if not regression else np.abs(truth - answers) <= np.median(np.abs(truth - answers))
             lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)
-            map_png(boundaries, folder / "map.png", values=values.to_dict(), points=zip(lon, lat, ok),
-                    title="Held-out requests by place", value_label=metric)
-            points = [{"lon": round(float(x), 5), "lat": round(float(y), 5), "ok": bool(o)}
-                      for x, y, o in list(zip(lon, lat, ok))[:1000]]
+            sites = places(holdout, truth, answers, regression)
+            if sites is not None:  # a few fixed sites (road sensors): one marker each, with its own figure
+                points = []
+                map_png(boundaries, folder / "map.png", values=values.to_dict(), places=[
+                    (p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
+                    title="Held-out rows by place", value_label=metric)
+            else:  # one point per row (311 requests): wrong answers marked
+                err = np.abs(truth.astype(float) - answers.astype(float)) if regression else None
+                ok = (truth == answers) if not regression else err <= np.median(err)
+                shown = np.isfinite(lon) & np.isfinite(lat)
+                map_png(boundaries, folder / "map.png", values=values.to_dict(),
+                        points=zip(lon[shown], lat[shown], ok[shown]), title="Held-out requests by place",
+                        value_label=metric)
+                points = [{"lon": round(float(x), 5), "lat": round(float(y), 5), "ok": bool(o)}
+                          for x, y, o in list(zip(lon[shown], lat[shown], ok[shown]))[:1000]]
             (folder / "map.json").write_text(json.dumps({"metric": metric, "values": values.round(4).to_dict(),
-                                                         "points": points}))
+                                                         "points": points, "places": sites or []}))
             written += ["map.json", "map.png"]
     return written
 
 
-__all__ = ["permutation_importance", "probabilities", "write_all"]
+MAX_PLACES = 60  # at most this many distinct coordinates read as fixed sites rather than one point per row
+PLACE_NAMES = ("sensor_id", "site", "station", "place")
+
+
+def places(holdout: pd.DataFrame, truth, answers, regression: bool) -> list[dict] | None:
+    """Rows that come from a few fixed sites (each seen on several rows): one entry per site, with its
+    name, rows and figure (``accuracy`` or ``mae``); None when rows have coordinates of their own."""
+    frame = pd.DataFrame({"lon": holdout["lon"].to_numpy(float), "lat": holdout["lat"].to_numpy(float),
+                          "truth": np.asarray(truth), "answer": np.asarray(answers)})
+    name_column = next((c for c in PLACE_NAMES if c in holdout.columns), None)
+    frame["name"] = holdout[name_column].astype(str).to_numpy() if name_column else ""
+    frame = frame[np.isfinite(frame["lon"]) & np.isfinite(frame["lat"])]
+    sites = frame.groupby(["lon", "lat"], sort=True)
+    if frame.empty or sites.ngroups > MAX_PLACES or sites.ngroups * 2 > len(frame):
+        return None
+    metric = "mae" if regression else "accuracy"
+    out = []
+    for (x, y), group in sites:
+        name = group["name"].iloc[0] or f"{y:.4f}, {x:.4f}"
+        out.append({"name": str(name), "lon": round(float(x), 5), "lat": round(float(y), 5), "rows": len(group),
+                    metric: round(_score(group["truth"], group["answer"], regression), 4)})
+    return out
+
+
+def _districts_of(boundaries, lon: np.ndarray, lat: np.ndarray) -> np.ndarray | None:
+    """The district each (lon, lat) falls in (None outside every district); each place looked up once."""
+    from civicml.geo import locate
+
+    found: dict[tuple[float, float], str | None] = {}
+    out = np.empty(len(lon), dtype=object)
+    for i, (x, y) in enumerate(zip(lon, lat)):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            out[i] = None
+            continue
+        if (x, y) not in found:
+            found[(x, y)] = locate(boundaries, float(x), float(y))
+        out[i] = found[(x, y)]
+    return out
+
+
+__all__ = ["permutation_importance", "places", "probabilities", "write_all"]

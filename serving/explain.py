@@ -392,18 +392,26 @@ class FallbackExplainer(Explainer):
 _TREES = ("DecisionTree", "RandomForest", "ExtraTrees", "GradientBoosting", "HistGradientBoosting", "XGB", "LGBM")
 
 
+def _names_features(featurizer) -> bool:
+    try:
+        return featurizer is None or len(featurizer.get_feature_names_out()) > 0
+    except (AttributeError, ValueError, TypeError):  # e.g. a custom column step without get_feature_names_out
+        return False
+
+
 def explainer_for(pyfunc_model, background: pd.DataFrame | None = None) -> Explainer:
     """The explainer that fits a loaded ``mlflow.pyfunc`` model (see the module's docstring)."""
     flavors = pyfunc_model.metadata.flavors
     loader = flavors.get("python_function", {}).get("loader_module")
     if loader == "mlflow.sklearn":
         raw = pyfunc_model.get_raw_model()
-        _, _, estimator = _split_pipeline(raw)
+        featurizer, _, estimator = _split_pipeline(raw)
         kind = type(estimator).__name__
-        if hasattr(estimator, "coef_") and not kind.startswith(("SVC", "NuSVC", "SVR")) or kind == "LinearSVC":
-            return LinearExplainer(raw)
-        if kind.startswith(_TREES):
-            return TreeExplainer(raw)
+        if _names_features(featurizer):  # else a step cannot name its outputs: the model-agnostic fallback
+            if hasattr(estimator, "coef_") and not kind.startswith(("SVC", "NuSVC", "SVR")) or kind == "LinearSVC":
+                return LinearExplainer(raw)
+            if kind.startswith(_TREES):
+                return TreeExplainer(raw)
     signature = pyfunc_model.metadata.signature
     inputs = signature.inputs if signature is not None else None
     if inputs is not None and inputs.is_tensor_spec():

@@ -388,7 +388,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         version = served.version if served else "-"
         variant = (served.variant if served else None) or "-"
         metrics.requests.labels(endpoint.model_name, version, variant, protocol, str(status)).inc()
-        metrics.latency.labels(endpoint.model_name, protocol).observe(time.perf_counter() - started)
+        metrics.latency.labels(endpoint.model_name, version, variant, protocol).observe(
+            time.perf_counter() - started)
 
     # -- Open Inference Protocol V2 ---------------------------------------------------------
     @app.get("/v2")

@@ -23,7 +23,8 @@ class Metrics:
                                 ["model", "version", "variant", "protocol", "status"], registry=r)
         self.in_flight = Gauge("civicml_requests_in_flight", "Inference requests being answered", registry=r)
         self.latency = Histogram("civicml_request_seconds", "Inference request latency (server side)",
-                                 ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=r)
+                                 ["model", "version", "variant", "protocol"], buckets=LATENCY_BUCKETS,
+                                 registry=r)
         self.batch_rows = Histogram("civicml_batch_rows", "Rows per model call (adaptive batching)",
                                     ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("civicml_batch_seconds", "Seconds per model call",

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from civicml.console import COOKIE, create_console
+from civicml.errors import InvalidInput
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
 NAME = "explained-router"  # the model that fixture registers
@@ -108,8 +109,9 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
 
     use_case = get_use_case("traffic_flow")
     data = use_case.integrate(use_case.generate_sources(tmp_path / "d", n=use_case.default_size, seed=1))
+    held = use_case.holdout(tmp_path / "h", n=5000)
     result = train(use_case, data, "mlp", {"epochs": 2}, settings=settings)
-    registry.register(result.model_uri, "flow", settings=settings)
+    registry.register(result.model_uri, "flow", settings=settings, holdout=held.frame, target=held.target)
     row = data.frame[list(data.features)].iloc[200]
     with TestClient(create_console(settings)) as c:
         form = c.get("/models/flow/try")
@@ -118,3 +120,238 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         assert answer.status_code == 200, answer.text
         assert re.search(r'<output id="answer">[0-9.]+</output>', answer.text)
         assert "Predicted " in answer.text and "method: fallback" in answer.text
+        # the road sensors on the city's map: one site each, with its own error, in the district it stands in
+        version = c.get("/models/flow/versions/1")
+        assert version.status_code == 200
+        sites = re.findall(r'<path class="place"[^>]*aria-label="(S0\d): mae ([0-9.]+) over (\d+) held-out rows"',
+                           version.text)
+        assert sorted(s[0] for s in sites) == ["S01", "S02", "S03", "S04", "S05"]
+        assert 'class="point' not in version.text and 'aria-label="Midtown: mae ' in version.text
+        by_district = json.loads(c.get("/models/flow/versions/1/files/by_district.json").content)
+        assert set(by_district["values"]) == {"Midtown", "Harbor", "Greenfield", "Eastgate", "Old Town"}
+        assert c.get("/models/flow/versions/1/files/map.png").content[:4] == b"\x89PNG"
+
+
+def test_prometheus_figures_give_requests_errors_and_latency_quantiles():
+    from civicml.console.live import endpoints_from, parse
+
+    text = """# TYPE civicml_requests_total counter
+civicml_requests_total{model="m",protocol="mlflow",status="200",variant="-",version="3"} 8.0
+civicml_requests_total{model="m",protocol="v2",status="200",variant="-",version="3"} 2.0
+civicml_requests_total{model="m",protocol="mlflow",status="400",variant="-",version="3"} 1.0
+civicml_requests_total{model="m",protocol="mlflow",status="500",variant="onnx",version="4"} 1.0
+# TYPE civicml_request_seconds histogram
+civicml_request_seconds_bucket{le="0.01",model="m",protocol="mlflow",variant="-",version="3"} 5.0
+civicml_request_seconds_bucket{le="0.02",model="m",protocol="mlflow",variant="-",version="3"} 9.0
+civicml_request_seconds_bucket{le="+Inf",model="m",protocol="mlflow",variant="-",version="3"} 10.0
+civicml_request_seconds_count{model="m",protocol="mlflow",variant="-",version="3"} 10.0
+civicml_request_seconds_sum{model="m",protocol="mlflow",variant="-",version="3"} 0.12
+# TYPE civicml_serving_version gauge
+civicml_serving_version{model="m",version="3"} 1.0
+civicml_canary_weight{model="m",version="4"} 10.0
+"""
+    figures = parse(text, "http://e")
+    three, four = figures.for_model("m")
+    assert (three.version, three.requests, three.client_errors, three.server_errors) == ("3", 11, 1, 0)
+    assert three.mean_ms == pytest.approx(12.0) and three.quantile_ms(0.5) == pytest.approx(10.0)
+    assert three.quantile_ms(0.95) == pytest.approx(20.0)  # the 10th observation lies beyond 0.02: the last bound
+    assert (four.variant, four.server_errors, four.error_rate) == ("onnx", 1, 1.0)
+    assert figures.serving == {"m": "3"} and figures.canary == {"m": ("4", 10.0)}
+    assert endpoints_from(None, env={"CIVICML_CONSOLE_ENDPOINTS": "http://a:1/, http://b:2"}) == ["http://a:1",
+                                                                                                   "http://b:2"]
+    with pytest.raises(InvalidInput, match="must be an http"):
+        endpoints_from(["ftp://x"])
+
+
+def test_console_command_refuses_a_bad_endpoint_in_one_line(tmp_path, capsys):
+    from civicml.cli import main
+
+    assert main(["console", "--endpoint", "localhost:5005", "--home", str(tmp_path / "home")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "endpoint 'localhost:5005' must be an http:// or https:// URL" in err[0]
+
+
+@pytest.mark.slow
+def test_live_endpoint_figures_and_variant_comparisons(requests_use_case, small_requests, requests_holdout,
+                                                       tmp_path):
+    """A real endpoint's /metrics and a real ONNX variant, read by the console through CivicML's API."""
+    import httpx
+
+    from civicml.settings import Settings
+    from projects import train
+    from registry import register
+    from registry.variants import VariantPolicy, compress
+    from serving import BackgroundServer, Endpoint, EndpointClient
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    result = train(requests_use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
+    parent = register(result.model_uri, "live-router", settings=settings)
+    compress("live-router", parent.version, "onnx", settings, holdout=requests_holdout, repeats={1: 3, 64: 1},
+             policy=VariantPolicy())
+    with BackgroundServer(Endpoint("live-router", alias="challenger", settings=settings)) as server:
+        with EndpointClient(server.url) as endpoint:
+            endpoint.predict([ROW])
+            endpoint.predict([ROW, ROW])
+        refused = httpx.post(f"{server.url}/invocations", json={"dataframe_records": [{**ROW, "hour": "eight"}]})
+        assert refused.status_code == 400
+        with TestClient(create_console(settings, endpoints=[server.url, "http://127.0.0.1:9"])) as c:
+            page = c.get("/endpoints")
+            assert page.status_code == 200 and "cannot reach http://127.0.0.1:9" in page.text
+            row = re.search(r'<th scope="row">live-router</th><td>1</td><td>-</td><td>(\d+)</td>\s*<td>(\d+)</td>'
+                            r'<td>(\d+)</td>\s*<td>([0-9.]+)</td><td>([0-9.]+)</td><td>([0-9.]+)</td>', page.text)
+            assert row, page.text
+            assert row.group(1, 2, 3) == ("2", "0", "0") and float(row.group(5)) <= float(row.group(6))
+            # the refused body never reached a version: counted under '-'
+            assert re.search(r'<th scope="row">live-router</th><td>-</td><td>-</td><td>1</td>\s*<td>1</td>', page.text)
+            assert f"serves live-router v{parent.version}" in page.text
+            model = c.get("/models/live-router")
+    assert model.status_code == 200 and 'id="live-h"' in model.text
+    variants = re.search(r'<table class="variants">.*?</table>', model.text, re.S).group(0)
+    assert "Variants of v1" in variants and "<td>onnx</td>" in variants and ">passed" in variants
+    assert re.search(r"macro_f1 0\.\d{4} → 0\.\d{4}", variants) and "100.0%" in variants  # ONNX: the same answers
+    assert re.search(r"[0-9.]+ → [0-9.]+</td>", variants)  # latency, parent beside variant
+
+
+def test_console_on_the_team_server_app(explained_model, tmp_path, monkeypatch):
+    """The mlflow.app plugin: MLflow's own server app with the console at /console; a service token
+    (the server's own) still cannot promote through it."""
+    from civicml.access import new_token
+    from civicml.console.team import create_app
+
+    svc_token, svc_digest = new_token()
+    access = tmp_path / "access.yaml"
+    access.write_text(json.dumps({"principals": {"router": {"roles": ["service"], "token_sha256": svc_digest}}}))
+    for key, value in {"CIVICML_HOME": str(explained_model.home), "CIVICML_ACCESS_FILE": str(access),
+                       "CIVICML_TOKEN": svc_token, "CIVICML_USER": "tester"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CIVICML_TRACKING_URI", raising=False)
+    with TestClient(create_app(), base_url="http://localhost") as c:
+        assert c.get("/health").text == "OK"  # MLflow's own routes answer as before
+        index = c.get("/console/")
+        assert index.status_code == 200 and f'href="/console/models/{NAME}"' in index.text
+        assert 'href="/console/static/console.css"' in index.text and c.get("/console/static/console.css").is_success
+        assert 'id="promote"' not in c.get(f"/console/models/{NAME}").text
+        refused = c.post(f"/console/models/{NAME}/promote", headers={"origin": "http://localhost"})
+        assert refused.status_code == 403 and "service may not promote" in refused.text
+
+
+@pytest.mark.slow
+def test_civicml_server_mounts_the_console_through_mlflows_app_plugin(tmp_path):
+    """`civicml server` -> `mlflow server --app-name civicml` -> uvicorn --factory civicml.console.team:create_app.
+
+    The entry point is the one pyproject.toml declares, written as an installation writes it (this
+    checkout may be installed from before it existed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import tomllib
+    from pathlib import Path
+
+    import httpx
+
+    from serving import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["mlflow.app"]
+    dist = tmp_path / "site" / "civicml_entry_points-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: civicml-entry-points\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[mlflow.app]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path / "site")]),
+           "CIVICML_HOME": str(tmp_path / "home"), "CIVICML_USER": "tester"}
+    env.pop("CIVICML_TRACKING_URI", None)
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "civicml", "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
+                               (tmp_path / "artifacts").as_uri(), "--port", str(port), "--no-check",
+                               "--allowed-hosts", f"localhost:{port}"],  # the console's own calls still get in
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://localhost:{port}/health", timeout=2).text == "OK":
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        page = httpx.get(f"http://localhost:{port}/console/", timeout=30)
+        assert page.status_code == 200 and "Registered models" in page.text and "/console/static/console.js" in page.text
+        assert httpx.get(f"http://localhost:{port}/console/endpoints", timeout=30).status_code == 200
+        assert "civicml: console on" in (tmp_path / "server.log").read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
+    """A department's own use-case file: registered through `civicml register` (its declared held-out
+    rows give the rules and charts), and the try-it form has a field per declared feature."""
+    import yaml
+
+    from civicml.cli import main
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from tabular_exports import INSPECTIONS_YAML, inspections
+
+    inspections(tmp_path / "exports", n=300, seed=2)
+    spec = yaml.safe_load(INSPECTIONS_YAML.format(name="inspections", families="decision_tree"))
+    for source, file in zip(spec["sources"], ("inspections.csv", "complaints.csv")):
+        source["path"] = str(tmp_path / "exports" / file)
+    path = tmp_path / "inspections" / "usecase.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    use_case = get_use_case(str(path))
+    data = use_case.integrate(use_case.generate_sources(None))
+    result = train(use_case, data, "decision_tree", {}, settings=settings)
+    assert main(["register", result.model_uri, "--name", "inspections", "--home", str(settings.home)]) == 0
+    row = use_case.holdout().frame[list(data.features)].iloc[0]
+    with TestClient(create_console(settings)) as c:
+        model = c.get("/models/inspections")
+        assert re.search(r"<td>(0\.\d+|1\.0+)</td>", model.text) and "Charts of v1" in model.text
+        version = c.get("/models/inspections/versions/1")
+        assert version.status_code == 200 and "<ol class=\"rules\">" in version.text
+        form = c.get("/models/inspections/try")
+        assert form.status_code == 200 and all(f'id="f-{f}"' in form.text for f in data.features)
+        answer = c.post("/models/inspections/try", data={"ref": "challenger",
+                                                         **{k: str(v) for k, v in row.items()}})
+        assert answer.status_code == 200, answer.text
+        assert re.search(r'<output id="answer">(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
+
+
+@pytest.mark.slow
+def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
+    """A model that takes a picture tensor: the form asks for an upload; the answer names the regions of the
+    picture it rests on (region occlusion); an upload that is not a picture is refused with a message."""
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from projects.street_scenes.generator import CLASSES
+    from registry import register
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    use_case = get_use_case("street_scenes")
+    data = use_case.integrate(use_case.generate_sources(tmp_path / "images", n=240, seed=2))
+    register(train(use_case, data, "cnn", {"epochs": 1, "width": 16}, settings=settings, seed=0).model_uri,
+             "scenes", settings=settings)
+    picture = next((tmp_path / "images").rglob("*.png")).read_bytes()
+    with TestClient(create_console(settings)) as c:
+        form = c.get("/models/scenes/try")
+        assert form.status_code == 200 and 'type="file"' in form.text and 'enctype="multipart/form-data"' in form.text
+        answer = c.post("/models/scenes/try", data={"ref": "challenger"},
+                        files={"image": ("street.png", picture, "image/png")})
+        assert answer.status_code == 200, answer.text
+        label = re.search(r'<output id="answer">(\w+)</output>', answer.text).group(1)
+        assert label in CLASSES
+        assert "region occlusion" in answer.text and 'id="picture"' in answer.text
+        assert re.search(r"resting most on the (top|upper middle|lower middle|bottom), [\w ]+ of the picture: hiding "
+                         r"it lowers that probability by 0\.\d\d|hiding any one region of the picture does not lower",
+                         answer.text)
+        assert answer.text.count("of the picture</td>") == 8
+        not_a_picture = c.post("/models/scenes/try", data={"ref": "challenger"},
+                               files={"image": ("notes.txt", b"hello", "text/plain")})
+        assert not_a_picture.status_code == 400 and "not a picture" in not_a_picture.text

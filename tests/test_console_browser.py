@@ -7,6 +7,7 @@ with ``CIVICML_SCREENSHOTS=<folder>`` every test leaves one there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -40,15 +41,15 @@ def _need_browser():
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def console_url(explained_model):
+@contextlib.contextmanager
+def _console(settings):
     import uvicorn
 
     from civicml.console import create_console
     from serving import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_console(explained_model.settings), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(create_console(settings), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -56,9 +57,59 @@ def console_url(explained_model):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the console did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def console_url(explained_model):
+    with _console(explained_model.settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def other_use_cases(tmp_path_factory):
+    """The other use cases in one home: traffic flow (a Paddle regression on numbers, registered with its
+    held-out sensors), a department's use-case file (a tree on categories, text and dates) and street scenes
+    (a small CNN on pictures). Yields (console URL, {model: a row, or the picture to upload})."""
+    import yaml
+
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from registry import register
+    from tabular_exports import INSPECTIONS_YAML, inspections
+
+    root = tmp_path_factory.mktemp("use-cases")
+    settings = Settings.from_env(env={}, home=root / "home", user="tester")
+    rows = {}
+    flow = get_use_case("traffic_flow")
+    data = flow.integrate(flow.generate_sources(root / "flow", n=6000, seed=1))
+    held = flow.holdout(root / "flow-holdout", n=3000)
+    register(train(flow, data, "mlp", {"epochs": 2}, settings=settings).model_uri, "flow", settings=settings,
+             holdout=held.frame, target=held.target)
+    rows["flow"] = held.frame[list(data.features)].iloc[10].to_dict()
+    inspections(root / "exports", n=300, seed=2)
+    spec = yaml.safe_load(INSPECTIONS_YAML.format(name="inspections", families="decision_tree"))
+    for source, file in zip(spec["sources"], ("inspections.csv", "complaints.csv")):
+        source["path"] = str(root / "exports" / file)
+    (root / "inspections").mkdir()
+    (root / "inspections" / "usecase.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tabular = get_use_case(str(root / "inspections" / "usecase.yaml"))
+    data = tabular.integrate(tabular.generate_sources(None))
+    held = tabular.holdout()
+    register(train(tabular, data, "decision_tree", {}, settings=settings).model_uri, "inspections",
+             settings=settings, holdout=held.frame, target=held.target, tags=tabular.registry_tags)
+    rows["inspections"] = held.frame[list(data.features)].iloc[0].to_dict()
+    scenes = get_use_case("street_scenes")
+    data = scenes.integrate(scenes.generate_sources(root / "images", n=240, seed=2))
+    register(train(scenes, data, "cnn", {"epochs": 1, "width": 16}, settings=settings, seed=0).model_uri, "scenes",
+             settings=settings)
+    rows["scenes"] = {"image": str(next((root / "images").rglob("*.png")))}
+    with _console(settings) as url:
+        yield url, rows
 
 
 @pytest.fixture
@@ -128,3 +179,39 @@ def test_a_bad_form_says_what_is_wrong_in_chromium(page, console_url):
     page.wait_for_selector("#error")
     assert "description" in page.locator("#error").inner_text()
     assert [e for e in page.errors if "400" not in e] == []  # the 400 of the form post itself is expected
+
+
+@pytest.mark.slow
+def test_try_it_for_traffic_flow_a_use_case_file_and_street_scenes_in_chromium(page, other_use_cases):
+    from projects.street_scenes.generator import CLASSES
+
+    url, rows = other_use_cases
+    for name, row in rows.items():
+        page.goto(f"{url}/models/{name}/try")
+        for column, value in row.items():
+            field = page.locator(f"#f-{column}")
+            kind = field.evaluate("f => f.tagName + ':' + f.type")
+            if kind.startswith("SELECT"):
+                field.select_option(str(value))
+            elif kind == "INPUT:file":
+                field.set_input_files(value)
+            else:
+                field.fill(str(value))
+        page.get_by_role("button", name="Get the answer and why").click()
+        page.wait_for_selector("#answer")
+        answer = page.locator("#answer").inner_text()
+        expected = {"flow": lambda a: float(a) >= 0, "inspections": lambda a: a in ("yes", "no"),
+                    "scenes": lambda a: a in CLASSES}[name]
+        assert expected(answer), (name, answer)
+        assert page.locator("#sentence").inner_text() and page.locator("#contributions tbody tr").count() >= 3
+    assert page.locator("#picture").evaluate("i => i.naturalWidth") == 32  # the last: the picture the model saw
+    # the flow model's sensors are sites on the city's districts
+    page.goto(f"{url}/models/flow/versions/1")
+    sites = page.locator("svg.civic-map path.place")
+    assert sites.count() == 5 and page.locator("svg.civic-map path.district").count() == 8
+    sites.first.focus()
+    assert "mae" in page.locator("#district-info").inner_text() and "held-out rows" in page.locator(
+        "#district-info").inner_text()
+    page.goto(f"{url}/endpoints")
+    assert "No endpoint is watched" in page.locator("main").inner_text()
+    assert page.errors == []

@@ -34,6 +34,15 @@ def test_demo_runs_the_whole_lifecycle(tmp_path):
     store = ModelStore(settings)
     champion = store.by_alias("service-requests-router", "champion")
     assert champion.tags["civicml.study"] == "service_requests-demo"
+    # registered with the held-out set: rules (their fidelity on the card), charts and the map
+    assert float(champion.tags["civicml.rules_fidelity"]) > 0.5 and "rules fidelity" in out
+    insights = champion.tags["civicml.insights"]
+    assert {"rules.md", "map.png", "by_district.csv"} <= {Path(a.path).name for a in store.client.list_artifacts(
+        champion.run_id, insights.split(f"runs:/{champion.run_id}/", 1)[1])}
+    from registry import model_card
+
+    assert "fidelity on the held-out set:" in model_card("service-requests-router", champion.version,
+                                                         settings=settings)
     client = store.client
     exp = client.get_experiment_by_name("service_requests")
     runs = client.search_runs([exp.experiment_id])

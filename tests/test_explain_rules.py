@@ -64,3 +64,36 @@ def test_rules_for_a_regression_report_r2():
     surrogate = fit_surrogate(frame, answers)
     assert surrogate.fidelity_measure == "r2" and surrogate.fidelity > 0.9
     assert any("hour <= " in r for r in surrogate.rules) and any("district is North" in r for r in surrogate.rules)
+
+
+def test_the_card_reports_the_rules_fidelity_and_what_a_weak_one_reached(explained_model):
+    from registry import model_card
+    from registry.card import render
+
+    card = model_card(explained_model.name, explained_model.version.version, settings=explained_model.settings)
+    found = re.search(r"fidelity on the held-out set: (0\.\d{3}) \(agreement on (\d+) held-out rows", card)
+    assert found and float(found.group(1)) >= 0.9 and int(found.group(2)) >= 150 and "meets the 0.9 target" in card
+    weak = render(name="m", version="1", intended_use="x", facts={}, data=None, evaluation=None, stage="registered",
+                  rules={"fidelity": 0.8312, "checked": "R² on 120 held-out rows"})
+    assert "0.831 (R² on 120 held-out rows the rules never saw): below the 0.9 target; the rules reached 0.831" in weak
+    assert "rough guide" in weak.split("## Limitations")[1]
+
+
+def test_civicml_register_computes_rules_on_a_held_out_set(explained_model, requests_holdout, tmp_path, capsys):
+    from civicml.cli import main
+    from registry import model_card, versions
+
+    home = ["--home", str(explained_model.home)]
+    source = explained_model.version.tags["civicml.source"]
+    files = [str(f) for f in requests_holdout.sources]
+    assert main(["register", source, "--name", "cli-router", "--holdout", *files, *home]) == 0
+    assert "rules fidelity 0.9" in capsys.readouterr().out
+    assert main(["register", source, "--name", "cli-router", "--no-holdout", *home]) == 0
+    with_rules, without = versions("cli-router", settings=explained_model.settings)
+    assert float(with_rules.tags[TAG_FIDELITY]) >= 0.9 and TAG_FIDELITY not in without.tags
+    assert "fidelity on the held-out set" in model_card("cli-router", "1", settings=explained_model.settings)
+    missing = tmp_path / "none.csv"
+    for argv in (["--holdout", str(missing)], ["--holdout", files[0], "--no-holdout"]):
+        assert main(["register", source, "--name", "cli-router", *argv, *home]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert len(versions("cli-router", settings=explained_model.settings)) == 2  # a failed command stored nothing

@@ -24,6 +24,9 @@ def add_commands(sub) -> None:
     add_store_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5050)
+    p.add_argument("--endpoint", action="append", metavar="URL",
+                   help="a running CivicML endpoint whose live figures (its /metrics) to show; repeatable "
+                        "(default: CIVICML_CONSOLE_ENDPOINTS, comma-separated)")
     p.set_defaults(func=cmd_console)
 
 
@@ -73,7 +76,14 @@ def cmd_console(args) -> int:
 
     from civicml.console import create_console
 
+    from civicml.console.live import endpoints_from
+
+    if not 0 < args.port < 65536:
+        raise InvalidInput(f"--port must be 1-65535, got {args.port}")
     settings = settings_from(args)
-    console().print(f"CivicML console on http://{args.host}:{args.port}/", markup=False)
-    uvicorn.run(create_console(settings), host=args.host, port=args.port, log_level="warning")
+    endpoints = endpoints_from(args.endpoint)  # a bad URL: one line, exit 2, before anything starts
+    app = create_console(settings, endpoints)
+    console().print(f"CivicML console on http://{args.host}:{args.port}/"
+                    + (f" (watching {', '.join(endpoints)})" if endpoints else ""), markup=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

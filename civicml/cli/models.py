@@ -37,6 +37,9 @@ def add_commands(sub) -> None:
     p.add_argument("model_uri", help="e.g. runs:/<run id>/model or models:/m-...")
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--alias", default="challenger", help="alias to set on the new version (default challenger)")
+    p.add_argument("--holdout", nargs="+", metavar="PATH",
+                   help="held-out source files for the card, rules, charts and map (default: the use case's)")
+    p.add_argument("--no-holdout", action="store_true", help="register without a held-out set (no rules or charts)")
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("alias", help="point an alias (challenger, or any name but champion) at a version "
@@ -114,12 +117,41 @@ def add_commands(sub) -> None:
 
 @_says_notices
 def cmd_register(args) -> int:
-    from registry import register
+    from civicml.errors import InvalidInput
+    from registry import register, versions
+    from registry.rules import registration_holdout
 
-    version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings_from(args))
+    settings = settings_from(args)
+    if args.holdout and args.no_holdout:
+        raise InvalidInput("--holdout and --no-holdout exclude each other")
+    use_case, held = None, None
+    if not args.no_holdout and _may_register(settings, args.alias):  # else register() refuses (and audits it)
+        use_case, held = registration_holdout(args.model_uri, settings, args.holdout)
+    version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings,
+                       tags=dict(getattr(use_case, "registry_tags", {}) or {}),  # a use-case file: its path
+                       holdout=None if held is None else held.frame, target=None if held is None else held.target)
+    fidelity = next((v.tags.get("civicml.rules_fidelity") for v in versions(args.name, settings=settings)
+                     if v.version == version.version), None)
     console().print(f"registered {version.name} version {version.version} (sha256 {version.sha256[:12]}...)"
-                    + (f" as '{args.alias}'" if args.alias else ""))
+                    + (f" as '{args.alias}'" if args.alias else "")
+                    + (f"; rules fidelity {fidelity} on its held-out set" if fidelity else ""), markup=False)
     return 0
+
+
+def _may_register(settings, alias: str | None) -> bool:
+    """Whether a registration could go ahead: the caller's role and the alias, checked before data is made."""
+    from civicml.access import caller
+    from civicml.errors import CivicMLError
+    from registry.store import validate_alias
+
+    try:
+        if alias:
+            validate_alias(alias)
+            if alias.casefold() == "champion":
+                return False
+        return caller(settings).may("register")
+    except CivicMLError:
+        return False
 
 
 @_says_notices

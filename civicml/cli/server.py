@@ -1,7 +1,8 @@
 """civicml server: team mode, an MLflow tracking server on PostgreSQL with an S3 bucket for artifacts.
 
 Artifacts are proxied (``--serve-artifacts``): clients never hold S3 credentials,
-only the server does. Binds to loopback unless told otherwise; the MLflow server
+only the server does. The console is served at ``/console`` by the same server
+(``--app-name civicml``, :mod:`civicml.console.team`) unless ``--no-console``. Binds to loopback unless told otherwise; the MLflow server
 itself has no authentication, so a wider bind belongs behind a proxy that has
 (see docs/team-mode.md).
 """
@@ -30,13 +31,15 @@ def add_commands(sub) -> None:
                                              " or AWS S3")
     p.add_argument("--allowed-hosts", help="Host headers the server accepts (MLflow's --allowed-hosts)")
     p.add_argument("--no-check", action="store_true", help="skip the reachability checks of PostgreSQL and S3")
+    p.add_argument("--no-console", action="store_true", help="serve MLflow alone, without the console at /console")
     p.add_argument("--dry-run", action="store_true", help="print the command that would run, and exit")
     p.set_defaults(func=cmd_server)
 
 
 def server_command(backend_store_uri: str, artifacts_destination: str, host: str = "127.0.0.1", port: int = 5000,
-                   workers: int = 1, allowed_hosts: str | None = None) -> list[str]:
-    """The ``mlflow server`` command line for team mode (validated)."""
+                   workers: int = 1, allowed_hosts: str | None = None, app_name: str | None = None) -> list[str]:
+    """The ``mlflow server`` command line for team mode (validated); ``app_name``: an ``mlflow.app`` plugin
+    (``civicml``: MLflow's app with the console at ``/console``, :mod:`civicml.console.team`)."""
     scheme = urlparse(backend_store_uri).scheme
     if not scheme.startswith(("postgresql", "mysql", "sqlite", "mssql")):
         raise InvalidInput(f"--backend-store-uri must be a database URI (postgresql://...), got '{backend_store_uri}'")
@@ -51,7 +54,16 @@ def server_command(backend_store_uri: str, artifacts_destination: str, host: str
                "--host", host, "--port", str(port), "--workers", str(workers)]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
+    if app_name:
+        command += ["--app-name", app_name]
     return command
+
+
+def own_url(host: str, port: int) -> str:
+    """How a process on the server's machine reaches the server (a wildcard bind answers on loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def sqlalchemy_uri(uri: str) -> str:
@@ -107,9 +119,28 @@ def cmd_server(args) -> int:
     if not settings.artifacts_destination:
         raise InvalidInput("no artifact store: pass --artifacts-destination s3://bucket/prefix or set "
                            "CIVICML_SERVER_ARTIFACTS")
+    from civicml.console.team import APP_NAME, MOUNT, entry_point_installed
+
+    console_note = None
+    if args.no_console:
+        app_name = None
+    elif entry_point_installed():
+        app_name = APP_NAME
+    else:  # a checkout installed before the entry point existed: MLflow cannot find the app
+        app_name = None
+        console_note = ("civicml: note: the console is not mounted: MLflow finds it through this package's "
+                        "'mlflow.app' entry point, which this installation lacks (reinstall civicml); meanwhile run "
+                        f"`civicml console --tracking-uri {own_url(args.host, args.port)}` beside the server\n")
+    allowed_hosts = args.allowed_hosts
+    if app_name and allowed_hosts and "*" not in allowed_hosts:  # the console's own calls reach it on this address
+        own = urlparse(own_url(args.host, args.port)).netloc
+        if own not in [h.strip() for h in allowed_hosts.split(",")]:
+            allowed_hosts += f",{own}"
     command = server_command(settings.backend_store_uri, settings.artifacts_destination, args.host, args.port,
-                             args.workers, args.allowed_hosts)
+                             args.workers, allowed_hosts, app_name)
     env = dict(os.environ)
+    if app_name:  # the console inside the server reads the registry through the server itself
+        env["CIVICML_TRACKING_URI"] = own_url(args.host, args.port)
     if args.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = args.s3_endpoint_url
     if args.dry_run:
@@ -122,6 +153,10 @@ def cmd_server(args) -> int:
                          f"own; put it behind an authenticating proxy (docs/team-mode.md)\n")
     sys.stderr.write(f"civicml: team server on http://{args.host}:{args.port} "
                      f"(backend {_redact(settings.backend_store_uri)}, artifacts {settings.artifacts_destination})\n")
+    if app_name:
+        sys.stderr.write(f"civicml: console on http://{args.host}:{args.port}{MOUNT}/\n")
+    elif console_note:
+        sys.stderr.write(console_note)
     sys.stderr.flush()
     os.execve(command[0], command, env)  # the server replaces this process: signals reach it directly
     return 0  # not reached

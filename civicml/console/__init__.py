@@ -32,6 +32,20 @@ _HERE = Path(__file__).parent
 _STATUS = ((PermissionDenied, 403), (NotFound, 404), (InvalidInput, 400))
 
 
+class _Picture:
+    """A model that takes one picture tensor (street scenes): loaded for the try-it form's upload."""
+
+    def __init__(self, local):
+        import mlflow.pyfunc
+
+        from civicml.console.images import image_input
+
+        self.local = local
+        self.model = mlflow.pyfunc.load_model(str(local.path))
+        self.signature = self.model.metadata.signature
+        self.shape = image_input(self.signature)  # (height, width, channels_first) or None
+
+
 class _Explainers:
     """Loaded models for the try-it form, one per (model, version)."""
 
@@ -47,12 +61,24 @@ class _Explainers:
         with self._lock:
             key = (name, local.version.version)
             if key not in self._loaded:
-                self._loaded[key] = ModelExplainer(local, {"name": name, "version": local.version.version})
+                try:
+                    self._loaded[key] = ModelExplainer(local, {"name": name, "version": local.version.version})
+                except InvalidInput:  # a tensor: a picture model gets the upload form, anything else the message
+                    picture = _Picture(local)
+                    if picture.shape is None:
+                        raise
+                    self._loaded[key] = picture
             return self._loaded[key]
 
 
-def create_console(settings: Settings | None = None) -> FastAPI:
+def create_console(settings: Settings | None = None, endpoints: list[str] | None = None) -> FastAPI:
+    """The console app. ``endpoints``: base URLs of running CivicML endpoints whose ``/metrics`` it shows
+    (default ``CIVICML_CONSOLE_ENDPOINTS``). Mounted under a prefix (team mode's server serves it at
+    ``/console``), every link and redirect carries the prefix (the ASGI ``root_path``)."""
+    from civicml.console.live import endpoints_from
+
     base = settings or Settings.from_env()
+    watched = endpoints_from(endpoints)
     env = Environment(loader=PackageLoader("civicml.console", "templates"), autoescape=select_autoescape())
     explainers = _Explainers()
     app = FastAPI(title="CivicML console", docs_url=None, redoc_url=None, openapi_url=None)
@@ -73,7 +99,7 @@ def create_console(settings: Settings | None = None) -> FastAPI:
     def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
         identity = who(request)
         html = env.get_template(template).render(
-            request=request, who=identity, team=base.access_configured,
+            request=request, who=identity, team=base.access_configured, root=_root(request),
             may=lambda action: bool(identity and identity.may(action)), **context)
         return HTMLResponse(html, status_code=status)
 
@@ -82,8 +108,11 @@ def create_console(settings: Settings | None = None) -> FastAPI:
         return page(request, "error.html", status=status, message=str(err))
 
     def same_origin(request: Request) -> None:
+        from urllib.parse import urlsplit
+
         origin = request.headers.get("origin")
-        if origin and origin.rstrip("/") != str(request.base_url).rstrip("/"):
+        own = urlsplit(str(request.base_url))
+        if origin and origin.rstrip("/") != f"{own.scheme}://{own.netloc}":
             raise PermissionDenied("permission denied: the form was sent from another site")
 
     @app.get("/", response_class=HTMLResponse)
@@ -107,8 +136,11 @@ def create_console(settings: Settings | None = None) -> FastAPI:
         except CivicMLError as err:
             return failure(request, err)
         fidelity, variants = _version_tags(name, settings)
+        comparisons = _comparisons(name, versions, settings)
+        live = [(figures, figures.for_model(name)) for figures in _read_all(watched)]
         return page(request, "model.html", name=name, versions=list(reversed(versions)),
                     trail=list(reversed(trail)), fidelity=fidelity, variants=variants, notice=notice,
+                    comparisons=comparisons, live=live,
                     challenger=any("challenger" in v["aliases"] for v in versions))
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
@@ -147,12 +179,18 @@ def create_console(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/models/{name}/try", response_class=HTMLResponse)
     async def try_submit(request: Request, name: str):
-        form = await _form(request)
-        ref = str(form.pop("ref", "") or "") or None
+        upload = None
         fields: list[dict] = []
+        try:
+            upload, form = await _upload_or_form(request)
+        except CivicMLError as err:
+            return failure(request, err)
+        ref = str(form.pop("ref", "") or "") or None
         try:
             settings = acting(request)
             ref, fields = _form_fields(name, ref, settings, explainers)
+            if fields and fields[0]["kind"] == "image":
+                return _try_picture(request, name, ref, fields, upload, settings)
             row = _row(fields, form)
             explainer = explainers.get(name, _version_of(name, ref, settings), settings)
             result = explainer.explain([row])[0]
@@ -166,6 +204,27 @@ def create_console(settings: Settings | None = None) -> FastAPI:
         return page(request, "try.html", name=name, ref=ref, fields=fields, values=row, result=result.to_dict(8),
                     map_svg=map_svg)
 
+    def _try_picture(request: Request, name: str, ref: str, fields: list[dict], upload, settings) -> HTMLResponse:
+        from civicml.console.images import explain_picture, preview, read_upload
+
+        field = fields[0]
+        picture = read_upload(upload or b"", field["height"], field["width"])  # InvalidInput: the form again
+        version = _version_of(name, ref, settings)
+        loaded = explainers.get(name, version, settings)
+        result = explain_picture(loaded.model, picture, field["channels_first"], name, loaded.local.version.version)
+        return page(request, "try.html", name=name, ref=ref, fields=fields, values={}, result=result,
+                    picture=preview(picture))
+
+    @app.get("/endpoints", response_class=HTMLResponse)
+    def endpoints_page(request: Request):
+        from civicml.access import require
+
+        try:
+            require(acting(request), "read")
+        except CivicMLError as err:
+            return failure(request, err)
+        return page(request, "endpoints.html", endpoints=_read_all(watched))
+
     @app.post("/models/{name}/promote")
     def promote_action(request: Request, name: str):
         try:
@@ -176,7 +235,7 @@ def create_console(settings: Settings | None = None) -> FastAPI:
             return failure(request, err)
         note = (f"promoted version {outcome.candidate}" if outcome.promoted
                 else f"promotion refused: {outcome.reason}")
-        return RedirectResponse(f"/models/{name}?notice={_quote(note)}", status_code=303)
+        return RedirectResponse(f"{_root(request)}/models/{name}?notice={_quote(note)}", status_code=303)
 
     @app.post("/models/{name}/rollback")
     def rollback_action(request: Request, name: str):
@@ -187,7 +246,7 @@ def create_console(settings: Settings | None = None) -> FastAPI:
             old, new = rollback(name, settings=acting(request), reason="from the console")
         except CivicMLError as err:
             return failure(request, err)
-        return RedirectResponse(f"/models/{name}?notice={_quote(f'champion rolled back: {old} -> {new}')}",
+        return RedirectResponse(f"{_root(request)}/models/{name}?notice={_quote(f'champion rolled back: {old} -> {new}')}",
                                 status_code=303)
 
     @app.post("/sign-in")
@@ -202,17 +261,68 @@ def create_console(settings: Settings | None = None) -> FastAPI:
             identity = caller(dataclasses.replace(base, token=token.strip()))
         except CivicMLError as err:
             return failure(request, err)
-        response = RedirectResponse(f"/?notice={_quote('signed in as ' + identity.name)}", status_code=303)
+        response = RedirectResponse(f"{_root(request)}/?notice={_quote('signed in as ' + identity.name)}",
+                                    status_code=303)
         response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
         return response
 
     @app.post("/sign-out")
-    def sign_out():
-        response = RedirectResponse("/", status_code=303)
+    def sign_out(request: Request):
+        response = RedirectResponse(f"{_root(request)}/", status_code=303)
         response.delete_cookie(COOKIE)
         return response
 
     return app
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
+def _read_all(urls: list[str]):
+    """Every watched endpoint's figures, read side by side (a slow one does not hold up the others)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from civicml.console.live import read_endpoint
+
+    if not urls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        return list(pool.map(read_endpoint, urls))
+
+
+def _comparisons(name: str, shown: list[dict], settings: Settings) -> dict[str, list]:
+    """Parent version -> its variants beside it (see :func:`civicml.console.live.variant_rows`)."""
+    from civicml.console.live import variant_rows
+    from registry import versions
+
+    by_version = {v["version"]: v for v in shown}
+    parents = sorted({v.tags["civicml.variant_of"] for v in versions(name, settings=settings)
+                      if "civicml.variant" in v.tags and "civicml.variant_of" in v.tags}, key=int, reverse=True)
+    out = {}
+    for parent in parents:
+        try:
+            rows = variant_rows(name, parent, settings, by_version)
+        except CivicMLError:  # a parent removed since: its variants stay listed in the versions table
+            continue
+        if rows:
+            out[parent] = rows
+    return out
+
+
+async def _upload_or_form(request: Request) -> tuple[bytes | None, dict[str, str]]:
+    """(an uploaded picture or None, the text fields): a multipart form (the picture form) or a plain one."""
+    from civicml.console.images import MAX_UPLOAD_BYTES, multipart_file
+
+    kind = request.headers.get("content-type", "")
+    if not kind.startswith("multipart/form-data"):
+        return None, await _form(request)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_UPLOAD_BYTES + 100_000:
+            raise InvalidInput(f"the upload is over {MAX_UPLOAD_BYTES // 1_000_000} MB")
+    return multipart_file(body, kind, "image")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -272,6 +382,10 @@ def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> 
 
             ref = versions(name, settings=settings)[-1].version
     explainer = explainers.get(name, _version_of(name, ref, settings), settings)
+    if isinstance(explainer, _Picture):
+        height, width, channels_first = explainer.shape
+        return ref, [{"name": "image", "kind": "image", "height": height, "width": width,
+                      "channels_first": channels_first}]
     inputs = explainer.signature.inputs if explainer.signature is not None else None
     if inputs is None or inputs.is_tensor_spec():
         raise InvalidInput(f"model '{name}' takes a tensor; the try-it form needs named columns")
@@ -339,16 +453,19 @@ def _map(name: str, version: str, settings: Settings, summary, highlight: str | 
     boundaries = boundaries_for(dict(tags))
     if not boundaries:
         return None
-    values, points, label = {}, [], "accuracy"
+    values, points, places, label = {}, [], [], "accuracy"
     try:
         doc = json.loads(insight_file(name, version, "map.json", settings=settings))
         values, label = doc.get("values") or {}, doc.get("metric", label)
         points = [(p["lon"], p["lat"], "right" if p["ok"] else "!wrong answer") for p in doc.get("points", [])[:600]]
+        places = [(p["lon"], p["lat"], p["name"], p[label], p.get("rows")) for p in doc.get("places", [])
+                  if label in p][:200]
     except CivicMLError:
         pass
     title = f"District map: {label} of version {version} by district" + (
         f"; the request's district {highlight} is outlined" if highlight else "")
-    return map_svg(boundaries, values=values, points=points, value_label=label, title=title, highlight=highlight)
+    return map_svg(boundaries, values=values, points=points, value_label=label, title=title, highlight=highlight,
+                   places=places)
 
 
 __all__ = ["create_console"]

@@ -32,6 +32,8 @@ class TrafficFlow(UseCase):
     description = "Forecast next hour's vehicle count per road sensor from recent counts, calendar and weather."
     default_size = 20000
     policy_file = Path(__file__).parent / "policy.yaml"
+    # the sensors stand in the same synthetic city as the 311 requests: its districts draw their map
+    boundaries_file = Path(__file__).parent.parent / "service_requests" / "districts.geojson"
 
     @property
     def families(self):

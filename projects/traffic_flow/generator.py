@@ -4,6 +4,8 @@ Two sources, written the way the two departments publish them:
 
 ``sensors.csv`` (Transport department)
     ``sensor_id, timestamp, vehicle_count``; one row per sensor and hour,
+    (where each sensor stands is :data:`SENSORS`' ``lat``/``lon``; a CSV may also carry
+    ``lat``/``lon`` columns, which the integration prefers),
     ``timestamp`` in city local standard time (UTC+01:00 all year, no DST) as
     ``YYYY-MM-DD HH:MM``; an empty ``vehicle_count`` is a failed reading.
 
@@ -61,15 +63,18 @@ class Sensor:
     road: str
     base: float  # vehicles per hour at the profile's peak scale
     kind: str  # "commuter" or "leisure"
+    lat: float | None = None  # where it stands, in the synthetic city of the 311 requests (degrees)
+    lon: float | None = None
 
 
 SENSORS = (
-    Sensor("S01", "Main St northbound", 900.0, "commuter"),
-    Sensor("S02", "Harbor Rd", 600.0, "commuter"),
-    Sensor("S03", "Park Ave", 350.0, "leisure"),
-    Sensor("S04", "Ring Rd east", 1200.0, "commuter"),
-    Sensor("S05", "Old Town Gate", 250.0, "leisure"),
+    Sensor("S01", "Main St northbound", 900.0, "commuter", 40.735, -73.935),  # Midtown
+    Sensor("S02", "Harbor Rd", 600.0, "commuter", 40.645, -74.005),  # Harbor
+    Sensor("S03", "Park Ave", 350.0, "leisure", 40.755, -73.895),  # Greenfield
+    Sensor("S04", "Ring Rd east", 1200.0, "commuter", 40.690, -73.876),  # Eastgate
+    Sensor("S05", "Old Town Gate", 250.0, "leisure", 40.703, -73.962),  # Old Town
 )
+LOCATIONS = {s.sensor_id: (s.lat, s.lon) for s in SENSORS if s.lat is not None}  # sensor_id -> (lat, lon)
 MIN_HOURS = 24 * 7 * 3
 
 

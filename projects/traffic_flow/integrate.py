@@ -27,7 +27,9 @@ t-3, t-24, t-25, t-168, t-169``, the mean of the last 24 hours, hour of day
 and day of week (sine/cosine), weekend and holiday flags, and the weather of
 hour ``t`` (a forecast, in production). Rows whose target was interpolated
 (``interpolated_targets_excluded``) or that lack any feature, e.g. the first
-week of each sensor (``rows_without_history``), are dropped.
+week of each sensor (``rows_without_history``), are dropped. Each row also says
+where its sensor stands (``lat``, ``lon``: not features; :func:`sensor_locations`),
+so charts and the map can show errors by place.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from civicml.errors import InvalidInput, NotFound
-from projects.traffic_flow.generator import HOLIDAYS, UTC_OFFSET_HOURS
+from projects.traffic_flow.generator import HOLIDAYS, LOCATIONS, UTC_OFFSET_HOURS
 
 STUCK_HOURS = 4
 MAX_GAP_HOURS = 3
@@ -61,7 +63,8 @@ def _read_sensors(paths: list[Path], report: dict) -> pd.DataFrame:
         missing = {"sensor_id", "timestamp", "vehicle_count"} - set(frame.columns)
         if missing:
             raise InvalidInput(f"{path}: sensor CSV lacks column(s) {sorted(missing)}")
-        frames.append(frame[["sensor_id", "timestamp", "vehicle_count"]])
+        located = ["lat", "lon"] if {"lat", "lon"} <= set(frame.columns) else []  # optional: where sensors stand
+        frames.append(frame[["sensor_id", "timestamp", "vehicle_count", *located]])
     readings = pd.concat(frames, ignore_index=True)
     report["rows_read"] = len(readings)
     readings["timestamp"] = pd.to_datetime(readings["timestamp"], format="%Y-%m-%d %H:%M", errors="coerce")
@@ -79,6 +82,17 @@ def _read_sensors(paths: list[Path], report: dict) -> pd.DataFrame:
     if readings.empty:
         raise InvalidInput("the sensor CSV(s) hold no reading with a valid timestamp")
     return readings
+
+
+def sensor_locations(readings: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """sensor_id -> (lat, lon): the CSV's own ``lat``/``lon`` columns where given, else the synthetic city's."""
+    out = dict(LOCATIONS)
+    if {"lat", "lon"} <= set(readings.columns):
+        given = readings.assign(lat=pd.to_numeric(readings["lat"], errors="coerce"),
+                                lon=pd.to_numeric(readings["lon"], errors="coerce")).dropna(subset=["lat", "lon"])
+        for sensor_id, row in given.groupby("sensor_id")[["lat", "lon"]].first().iterrows():
+            out[str(sensor_id)] = (float(row["lat"]), float(row["lon"]))
+    return out
 
 
 def _read_weather(path: Path) -> pd.DataFrame:
@@ -160,6 +174,7 @@ def integrate_sources(paths: list[Path]) -> tuple[pd.DataFrame, dict]:
     report = {"missing_hours_added": 0, "missing_readings": 0, "stuck_readings_removed": 0,
               "readings_interpolated": 0}
     readings = _read_sensors(sensor_files, report)
+    where = sensor_locations(readings)
     grid = pd.date_range(readings["timestamp"].min(), readings["timestamp"].max(), freq="h")
     parts = []
     for sensor_id, group in readings.groupby("sensor_id", sort=True):
@@ -185,6 +200,8 @@ def integrate_sources(paths: list[Path]) -> tuple[pd.DataFrame, dict]:
     if frame.empty:
         raise InvalidInput("no sensor hour has a week of history; traffic_flow needs at least 8 days of readings")
     frame[list(FEATURES) + [TARGET]] = frame[list(FEATURES) + [TARGET]].astype(float)
+    frame["lat"] = frame["sensor_id"].map(lambda s: where.get(s, (np.nan, np.nan))[0]).astype(float)  # not features:
+    frame["lon"] = frame["sensor_id"].map(lambda s: where.get(s, (np.nan, np.nan))[1]).astype(float)  # the map's
     report["rows"] = len(frame)
     report["sensors"] = int(frame["sensor_id"].nunique())
     return frame.sort_values(["timestamp", "sensor_id"]).reset_index(drop=True), report

@@ -4,7 +4,7 @@
   function ready(fn) { if (document.readyState !== "loading") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); } }
   ready(function () {
     var info = document.getElementById("district-info");
-    var districts = document.querySelectorAll("path.district");
+    var districts = document.querySelectorAll("path.district, path.place");
     districts.forEach(function (path) {
       var say = function () { if (info) { info.textContent = path.getAttribute("aria-label"); } };
       path.addEventListener("focus", say);
