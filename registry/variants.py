@@ -28,7 +28,7 @@ The ``variants:`` section of a promotion policy file (all fields optional)::
       max_quality_loss: 0.02      # metric points the variant may lose vs its parent (held-out set)
       min_agreement: 0.95         # share of held-out rows with the parent's answer
       min_speedup: 1.0            # parent p50 / variant p50 at `speedup_batch`
-      speedup_batch: 64           # 1 or 64
+      speedup_batch: 64           # 1, 32 or 64
       min_size_reduction: null    # parent bytes / variant bytes
       min_cosine: null            # mean cosine of class probabilities
       kinds:                      # per-kind overrides of the fields above
@@ -183,8 +183,8 @@ def _bounds(raw: Any, where: str) -> dict[str, Any]:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"{where}: field '{key}' must be a number, got {value!r}")
-        if key == "speedup_batch" and value not in (1, 64):
-            raise InvalidInput(f"{where}: field 'speedup_batch' must be 1 or 64, got {value!r}")
+        if key == "speedup_batch" and value not in (1, 32, 64):
+            raise InvalidInput(f"{where}: field 'speedup_batch' must be 1, 32 or 64, got {value!r}")
         if value < 0:
             raise InvalidInput(f"{where}: field '{key}' must be >= 0, got {value!r}")
         out[key] = int(value) if key == "speedup_batch" else float(value)
