@@ -2,8 +2,9 @@
 # Both set up .venv at the repository root first; nothing else needs installing by hand.
 
 PYTHON ?= python3
-# The suite runs in two processes (pytest-xdist, one file per process at a time): about 13 minutes on 2 cores.
-WORKERS ?= 2
+# The suite runs in three processes (pytest-xdist, one file per process at a time) on the 2 cores: many tests
+# wait on servers and child processes, so a third process fills those waits. --durations names the slowest.
+WORKERS ?= 3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -26,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/civicml demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)

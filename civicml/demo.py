@@ -91,12 +91,17 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
     outcome = promote(use_case.registered_model, holdout.frame, holdout.target, policy=policy, settings=settings)
     for v in outcome.verdicts:
         say(f"      {'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
-    say(f"      {'promoted' if outcome.promoted else 'refused'}: champion is version "
-        f"{outcome.candidate if outcome.promoted else outcome.previous}")
+    if outcome.promoted or outcome.previous:
+        say(f"      {'promoted' if outcome.promoted else 'refused'}: champion is version "
+            f"{outcome.candidate if outcome.promoted else outcome.previous}")
+    else:
+        say(f"      refused: no champion yet; version {version.version} is tried below as @challenger")
 
-    say("[5/6] serving models:/%s@champion on a free local port ..." % use_case.registered_model)
+    # A refusal (say, the latency gate on a busy machine) still lets the user try the model: as @challenger.
+    alias = "champion" if outcome.promoted or outcome.previous else "challenger"
+    say("[5/6] serving models:/%s@%s on a free local port ..." % (use_case.registered_model, alias))
     routed = []
-    endpoint = Endpoint(use_case.registered_model, alias="champion", settings=settings)
+    endpoint = Endpoint(use_case.registered_model, alias=alias, settings=settings)
     with BackgroundServer(endpoint) as server:
         say(f"      listening on {server.url}")
         with EndpointClient(server.url) as client:

@@ -22,7 +22,13 @@ def test_demo_runs_the_whole_lifecycle(tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert "promoted: champion is version 1" in out
+    failed = [line.strip() for line in out.splitlines() if line.strip().startswith("FAIL ")]
+    # only the latency gate depends on how busy the machine is; any other refusal fails the test
+    assert all(line.startswith("FAIL latency") for line in failed), failed
+    alias = "challenger" if failed else "champion"
+    assert ("refused: no champion yet; version 1 is tried below as @challenger" if failed
+            else "promoted: champion is version 1") in out
+    assert f"serving models:/service-requests-router@{alias}" in out
     assert out.count("-> ") == 6 and "v1" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{home}/mlflow.db" in out
     assert not (tmp_path / "mlruns").exists()  # everything stays under the home
@@ -32,7 +38,7 @@ def test_demo_runs_the_whole_lifecycle(tmp_path):
 
     settings = Settings.from_env(env={}, home=home)
     store = ModelStore(settings)
-    champion = store.by_alias("service-requests-router", "champion")
+    champion = store.by_alias("service-requests-router", alias)
     assert champion.tags["civicml.study"] == "service_requests-demo"
     # registered with the held-out set: rules (their fidelity on the card), charts and the map
     assert float(champion.tags["civicml.rules_fidelity"]) > 0.5 and "rules fidelity" in out

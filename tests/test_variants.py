@@ -165,7 +165,7 @@ def test_variants_section_parses_with_per_kind_overrides_and_promotion_policy_ac
     ("variants:\n  max_quality_los: 0.1\n", "did you mean 'max_quality_loss'"),
     ("variants:\n  kinds:\n    int4: {}\n", "unknown variant kind"),
     ("variants:\n  min_speedup: fast\n", "must be a number"),
-    ("variants:\n  speedup_batch: 32\n", "must be 1 or 64"),
+    ("variants:\n  speedup_batch: 16\n", "must be 1, 32 or 64"),
     ("variants: [1]\n", "must be a mapping"),
     ("variants:\n  build: [int4]\n", "unknown variant kind 'int4' in 'variants.build'"),
     ("variants:\n  build: 3\n", "'variants.build' must list variant kinds"),
