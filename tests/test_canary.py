@@ -144,7 +144,8 @@ def test_failing_canary_is_rolled_back_automatically_without_failed_requests(sto
     assert set(versions) == {"1"}
     assert endpoint.rollout is None and "version 3: error rate" in endpoint.rolled_back
     deadline = time.monotonic() + 60
-    while rollout.current(NAME, settings=store) is not None:  # recorded in the registry by a background thread
+    while (rollout.current(NAME, settings=store) is not None  # a background thread removes the split,
+           or registry.audit(NAME, settings=store)[-1]["action"] != "rollout-stop"):  # then audits it
         assert time.monotonic() < deadline, "the rollback was not recorded"
         time.sleep(0.1)
     last = registry.audit(NAME, settings=store)[-1]
@@ -249,7 +250,8 @@ def test_slow_canary_is_rolled_back_on_p95_without_failed_requests(store, slow_v
     assert endpoint.rollout is None and f"version {slow_version}: p95" in endpoint.rolled_back
     assert "error rate" not in endpoint.rolled_back
     deadline = time.monotonic() + 60
-    while rollout.current(NAME, settings=store) is not None:  # the split is removed from the registry
+    while (rollout.current(NAME, settings=store) is not None  # a background thread removes the split,
+           or registry.audit(NAME, settings=store)[-1]["action"] != "rollout-stop"):  # then audits it
         assert time.monotonic() < deadline, "the rollback was not recorded"
         time.sleep(0.1)
     last = registry.audit(NAME, settings=store)[-1]
