@@ -419,9 +419,7 @@ class ModelStore:
                 while path.parent != root and not any(path.parent.iterdir()):
                     path = path.parent
                     path.rmdir()
-            if target.exists():
-                shutil.rmtree(target)
-            root.rename(target)
+            _swap_into_place(root, target, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         metadata = {}
@@ -504,3 +502,24 @@ def validate_alias(alias: str) -> str:
     if not alias or not alias.replace("-", "").replace("_", "").isalnum() or alias.isdigit():
         raise InvalidInput(f"invalid alias '{alias}': use letters, digits, '-' or '_', not only digits")
     return alias
+
+
+def _swap_into_place(root: Path, target: Path, staging: Path) -> None:
+    """Put the verified copy ``root`` at ``target`` by renames only, never deleting a copy in place: loaders
+    of the same version in other threads or processes may be reading it. An older copy is moved into
+    ``staging`` (removed with it); when another loader put its own verified copy there first, that one stays."""
+    import errno
+
+    for attempt in range(5):
+        try:
+            target.rename(staging / f"previous-{attempt}")
+        except FileNotFoundError:
+            pass
+        try:
+            root.rename(target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    if not target.is_dir():  # five other loaders in a row won each race: theirs is the same verified version
+        raise OSError(errno.ENOTEMPTY, "cannot place the verified model copy", str(target))
