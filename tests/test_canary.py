@@ -143,12 +143,7 @@ def test_failing_canary_is_rolled_back_automatically_without_failed_requests(sto
     versions = _ask(endpoint, 200)  # every request answered (by the champion when the canary fails)
     assert set(versions) == {"1"}
     assert endpoint.rollout is None and "version 3: error rate" in endpoint.rolled_back
-    deadline = time.monotonic() + 60
-    while (rollout.current(NAME, settings=store) is not None  # a background thread removes the split,
-           or registry.audit(NAME, settings=store)[-1]["action"] != "rollout-stop"):  # then audits it
-        assert time.monotonic() < deadline, "the rollback was not recorded"
-        time.sleep(0.1)
-    last = registry.audit(NAME, settings=store)[-1]
+    last = _recorded_rollback(store)
     assert last["action"] == "rollout-stop" and last["automatic"] is True and "error rate" in last["reason"]
     endpoint.close()
 
@@ -249,12 +244,17 @@ def test_slow_canary_is_rolled_back_on_p95_without_failed_requests(store, slow_v
     assert set(versions[8:]) == {"1"}  # then the champion alone
     assert endpoint.rollout is None and f"version {slow_version}: p95" in endpoint.rolled_back
     assert "error rate" not in endpoint.rolled_back
-    deadline = time.monotonic() + 60
-    while (rollout.current(NAME, settings=store) is not None  # a background thread removes the split,
-           or registry.audit(NAME, settings=store)[-1]["action"] != "rollout-stop"):  # then audits it
-        assert time.monotonic() < deadline, "the rollback was not recorded"
-        time.sleep(0.1)
-    last = registry.audit(NAME, settings=store)[-1]
+    last = _recorded_rollback(store)
     assert last["action"] == "rollout-stop" and last["automatic"] is True
     assert last["version"] == slow_version and "p95" in last["reason"] and "limit 100 ms" in last["reason"]
     endpoint.close()
+
+
+def _recorded_rollback(store) -> dict:
+    """The audit record of an automatic rollback, once a background thread has removed the split and audited it."""
+    deadline = time.monotonic() + 60
+    while (rollout.current(NAME, settings=store) is not None
+           or registry.audit(NAME, settings=store)[-1]["action"] != "rollout-stop"):
+        assert time.monotonic() < deadline, "the rollback was not recorded"
+        time.sleep(0.1)
+    return registry.audit(NAME, settings=store)[-1]
