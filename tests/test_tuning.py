@@ -220,6 +220,28 @@ def test_cli_json_summary_and_registration(tmp_path, capsys):
     assert code == 0
     assert summary["study_name"] == "cli" and summary["n_complete"] + summary["n_pruned"] == 2
     assert summary["registered"]["version"] == "1" or summary["registered"]["version"] == 1
+    # the champion of a study gets the same card as `civicml register` gives: rules fitted to the model's own
+    # answers on the held-out set, with their fidelity, and the charts and map read back through the registry
+    fidelity = float(summary["registered"]["rules_fidelity"])
+    assert 0.5 <= fidelity <= 1.0
+    from civicml.settings import Settings
+    from registry.rules import insight_file
+
+    settings = Settings.from_env(env={}, home=tmp_path)
+    rules = insight_file(summary["registered"]["name"], "1", "rules.md", settings=settings).decode()
+    assert "if " in rules.lower() and f"{fidelity}"[:4] in rules
+    assert insight_file(summary["registered"]["name"], "1", "map.png", settings=settings)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_a_bad_holdout_file_stops_tune_before_any_trial(tmp_path, capsys):
+    bad = tmp_path / "held.csv"
+    bad.write_text("nothing,useful\n1,2\n")
+    code = main(["tune", "--home", str(tmp_path / "home"), "--rows", "200", "--n-trials", "1", "--families",
+                 "decision_tree", "--holdout", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "civicml:" in err and "Traceback" not in err
+    assert "held.csv" in err
+    assert not (tmp_path / "home" / "optuna.db").exists() and not (tmp_path / "home" / "mlflow.db").exists()
 
 
 @pytest.mark.slow

@@ -36,6 +36,11 @@ def add_commands(sub) -> None:
     p.add_argument("--grace-period", type=int, default=30,
                    help="seconds without a heartbeat after which a trial counts as dead and is retried once")
     p.add_argument("--no-register", action="store_true", help="do not register the chosen model")
+    p.add_argument("--holdout", nargs="+", metavar="PATH",
+                   help="held-out source files for the registered version's card, rules, charts and map "
+                        "(default: the use case's promotion held-out set)")
+    p.add_argument("--no-holdout", action="store_true",
+                   help="register the chosen model without a held-out set (no rules or charts)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary at the end")
     p.set_defaults(func=cmd_tune)
 
@@ -68,10 +73,13 @@ def _show_space(out, use_case, families, overrides) -> None:
 
 
 def cmd_tune(args) -> int:
+    from civicml.errors import InvalidInput
     from projects import get_use_case
     from tuning import Heartbeat, plan_study, tune
 
     settings = settings_from(args)
+    if args.holdout and (args.no_holdout or args.no_register):
+        raise InvalidInput(f"--holdout and {'--no-holdout' if args.no_holdout else '--no-register'} exclude each other")
     use_case = get_use_case(args.use_case)
     families, overrides = _spaces(args, use_case)
     study_args = dict(n_trials=args.n_trials, families=families, study_name=args.study or None,
@@ -81,6 +89,11 @@ def cmd_tune(args) -> int:
     if args.show_space:
         _show_space(console(), use_case, plan.families, overrides)
         return 0
+    given_holdout = None
+    if args.holdout:  # read before any trial runs, so that a bad file stops the command with nothing stored
+        from projects import load_dataset
+
+        given_holdout = load_dataset(use_case, [str(f) for f in args.holdout])
     heartbeat = Heartbeat(args.heartbeat_interval, args.grace_period)
     dataset = load_data(args, settings, use_case)
     result = tune(use_case, dataset, seed=args.seed, timeout=args.timeout, progress=not args.json,
@@ -88,11 +101,18 @@ def cmd_tune(args) -> int:
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
         from registry import register
+        from registry.rules import registration_holdout
 
+        # The champion's card gets the same rules, charts and map as `civicml register` gives: computed on
+        # the held-out set the use case's promotion policy names, never on rows the study trained on.
+        held = given_holdout if given_holdout is not None or args.no_holdout else \
+            registration_holdout(result.best_model_uri, settings)[1]
         version = register(result.best_model_uri, use_case.registered_model, settings=settings,
                            tags={"civicml.study": result.study_name, "civicml.trial": str(result.best_trial),
-                                 **getattr(use_case, "registry_tags", {})})
-        summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger"}
+                                 **getattr(use_case, "registry_tags", {})},
+                           holdout=None if held is None else held.frame, target=None if held is None else held.target)
+        summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger",
+                                 "rules_fidelity": _rules_fidelity(version, settings)}
     elif not args.no_register:
         summary["registered"] = None
     if args.json:
@@ -111,6 +131,15 @@ def cmd_tune(args) -> int:
             if len(result.objectives) > 1 else ""
         out.print(f"chosen trial {result.best_trial}{front}: {values}; {result.best_params}")
     if summary.get("registered"):
+        fidelity = summary["registered"]["rules_fidelity"]
         out.print(f"registered {use_case.registered_model} version {summary['registered']['version']} "
-                  f"as 'challenger'")
+                  f"as 'challenger'" + (f"; rules fidelity {fidelity} on its held-out set" if fidelity else ""))
     return 0
+
+
+def _rules_fidelity(version, settings) -> str | None:
+    """The surrogate rules' fidelity the registration recorded on the new version (None: no held-out set)."""
+    from registry import versions
+
+    return next((v.tags.get("civicml.rules_fidelity") for v in versions(version.name, settings=settings)
+                 if v.version == version.version), None)
