@@ -132,11 +132,28 @@ class ModelStore:
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        if self.settings.embedded:
-            self.settings.ensure_home()
-        write_ahead_log(self.settings.tracking_uri)
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
-        self.client = MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.tracking_uri)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """This store's client, opened on first use: an embedded store (the home, its database) is created
+        only by a command that uses it, never by one that finds nothing to read (see :meth:`get_model`)."""
+        if self._client is None:
+            if self.settings.embedded:
+                self.settings.ensure_home()
+            write_ahead_log(self.settings.tracking_uri)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri,
+                                        registry_uri=self.settings.tracking_uri)
+        return self._client
+
+    def _never_created(self) -> bool:
+        """Whether this is an embedded SQLite store whose database does not exist yet: it holds no model."""
+        uri = self.settings.tracking_uri
+        if self._client is not None or not uri.startswith("sqlite:///"):
+            return False
+        path = uri[len("sqlite:///"):].split("?", 1)[0]
+        return path not in ("", ":memory:") and not Path(path).exists()
 
     def download(self, uri: str, dst: str | Path) -> Path:
         """Download ``uri`` (runs:/, models:/m-..., models:/NAME/N, a file, s3 or mlflow-artifacts URI) from this
@@ -174,6 +191,8 @@ class ModelStore:
             raise
 
     def get_model(self, name: str):
+        if self._never_created():  # reading must not create the home or its database
+            raise NotFound(f"no registered model named '{name}'")
         try:
             return self.client.get_registered_model(name)
         except MlflowException as err:
@@ -226,6 +245,8 @@ class ModelStore:
         return sorted(out, key=lambda v: int(v.version))
 
     def models(self) -> list[str]:
+        if self._never_created():
+            return []
         return sorted(m.name for m in self.client.search_registered_models())
 
     def register(self, model_uri: str, name: str, tags: dict[str, str] | None = None,

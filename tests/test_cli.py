@@ -24,11 +24,6 @@ def _fails_with_one_line(capsys, argv, fragment) -> None:
     assert fragment in err, err
 
 
-REGISTRY_READS_CREATE_THE_STORE = pytest.mark.xfail(
-    strict=True, reason="registry commands (civicml/cli/models.py, registry/*: issue 14's lane) open, and so create, "
-                        "the embedded store before they find no model; remove this mark when they do not")
-
-
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--use-case", "nope"], "unknown use case 'nope'"),
     (["train", "--family", "nope", "--rows", "200"], "no model family 'nope'"),
@@ -36,14 +31,10 @@ REGISTRY_READS_CREATE_THE_STORE = pytest.mark.xfail(
     (["train", "--family", "logreg", "--param", "C", "--rows", "200"], "expects KEY=VALUE"),
     (["train", "--rows", "10"], "--rows must be at least 50"),
     (["train", "--data", "no/such/file.csv"], "source file not found"),
-    pytest.param(["promote", "no-such-model"], "no registered model named 'no-such-model'",
-                 marks=REGISTRY_READS_CREATE_THE_STORE),
-    pytest.param(["rollback", "no-such-model"], "no registered model named 'no-such-model'",
-                 marks=REGISTRY_READS_CREATE_THE_STORE),
-    pytest.param(["audit", "no-such-model"], "no registered model named 'no-such-model'",
-                 marks=REGISTRY_READS_CREATE_THE_STORE),
-    pytest.param(["serve", "no-such-model"], "no registered model named 'no-such-model'",
-                 marks=REGISTRY_READS_CREATE_THE_STORE),
+    (["promote", "no-such-model"], "no registered model named 'no-such-model'"),
+    (["rollback", "no-such-model"], "no registered model named 'no-such-model'"),
+    (["audit", "no-such-model"], "no registered model named 'no-such-model'"),
+    (["serve", "no-such-model"], "no registered model named 'no-such-model'"),
     (["demo", "--trials", "0"], "--trials must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
