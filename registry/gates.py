@@ -269,10 +269,16 @@ class SignatureCompatible(Gate):
 
 @dataclass
 class LatencyBudget(Gate):
-    """p95 of single-row predictions, measured now on held-out rows, within ``budget_ms``."""
+    """p95 of single-row predictions, measured now on held-out rows, within ``budget_ms``.
+
+    Each row is timed ``repeats`` times and counts with its fastest time: a wall clock on a shared host also
+    times whatever else ran meanwhile (other jobs, a test suite's neighbours), and the fastest of a few runs
+    is the model's own cost. The p95 across rows still catches rows that are slow every time (long texts,
+    a model that is slow on some inputs)."""
 
     budget_ms: float
     rows: int = 50
+    repeats: int = 3
     warmup: int = 3
     name: str = "latency p95"
 
@@ -291,12 +297,16 @@ class LatencyBudget(Gate):
         times = []
         for i in range(n):
             row = ctx.as_input(ctx.candidate, X.iloc[[i]])
-            started = time.perf_counter()
-            model.predict(row)
-            times.append((time.perf_counter() - started) * 1000)
+            fastest = float("inf")
+            for _ in range(max(1, self.repeats)):
+                started = time.perf_counter()
+                model.predict(row)
+                fastest = min(fastest, (time.perf_counter() - started) * 1000)
+            times.append(fastest)
         p95 = float(np.percentile(times, 95))
+        each = f", each the fastest of {self.repeats}" if self.repeats > 1 else ""
         return GateVerdict(self.title, p95 <= self.budget_ms, p95, self.budget_ms,
-                           f"p95 {p95:.2f} ms over {n} single-row predictions (median {np.median(times):.2f} ms)")
+                           f"p95 {p95:.2f} ms over {n} single-row predictions{each} (median {np.median(times):.2f} ms)")
 
 
 @dataclass

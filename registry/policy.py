@@ -19,6 +19,8 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
                                     # contract is refused whatever this says, unless forced (`promote --force`)
     latency_p95_ms: 250             # single-row predictions measured at promotion
     latency_rows: 50
+    latency_repeats: 3              # each row timed this many times; its latency is the fastest (the model's
+                                    # own cost, not the host's other load)
     approvals: 2                    # distinct release managers (`civicml approve`)
     report_by: [district]           # held-out figures per value of these columns (model card)
     variants:                       # bounds for compressed variants, and which ones promotion builds
@@ -75,6 +77,7 @@ class PromotionPolicy:
     signature: str = "any"
     latency_p95_ms: float | None = None
     latency_rows: int = 50
+    latency_repeats: int = 3
     approvals: int = 0
     report_by: tuple[str, ...] = ()
     model: str | None = None
@@ -97,6 +100,8 @@ class PromotionPolicy:
             raise InvalidInput(f"policy: field 'latency_p95_ms' must be > 0, got {self.latency_p95_ms}")
         if self.latency_rows < 1:
             raise InvalidInput(f"policy: field 'latency_rows' must be >= 1, got {self.latency_rows}")
+        if self.latency_repeats < 1:
+            raise InvalidInput(f"policy: field 'latency_repeats' must be >= 1, got {self.latency_repeats}")
 
     def gates(self) -> list[Gate]:
         gates: list[Gate] = []
@@ -108,7 +113,7 @@ class PromotionPolicy:
         gates += [NoRegression(m, v) for m, v in self.max_regressions.items()]
         gates.append(SignatureCompatible())  # the serving alias's input contract: never switched off
         if self.latency_p95_ms is not None:
-            gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows))
+            gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows, self.latency_repeats))
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
         return gates
@@ -181,7 +186,7 @@ class PromotionPolicy:
 
 
 _NUMBER = ("min_value", "max_regression", "latency_p95_ms")
-_INTEGER = ("latency_rows", "approvals", "version")
+_INTEGER = ("latency_rows", "latency_repeats", "approvals", "version")
 _HOLDOUT_FIELDS = [f.name for f in fields(HoldoutSpec)]
 
 

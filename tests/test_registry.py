@@ -64,6 +64,7 @@ def test_project_policy_turns_every_gate_on():
     ("thresholds: {acuracy: 0.9}\n", "'thresholds.acuracy': unknown metric 'acuracy' (did you mean 'accuracy'?)"),
     ("min_value: high\n", "'min_value' must be a number, got 'high'"),
     ("approvals: 1.5\n", "'approvals' must be an integer"),
+    ("latency_repeats: 0\n", "'latency_repeats' must be >= 1, got 0"),
     ("signature: strict\n", "'signature' must be one of compatible, any"),
     # 'f1' is a scikit-learn scorer (binary F1) and so a known metric since projects.metrics: a real typo here
     ("metric: f1score\n", "'metric': unknown metric 'f1score'"),
@@ -120,7 +121,7 @@ def test_each_gate_can_refuse(trained, requests_holdout):
     slow = _refused_by(settings, name, requests_holdout,
                        registry.PromotionPolicy(**lax, latency_p95_ms=0.001, latency_rows=5), "latency p95")
     latency = [v for v in slow.verdicts if v.gate.startswith("latency")][0]
-    assert latency.figure > 0.001 and "single-row predictions" in latency.detail
+    assert latency.figure > 0.001 and "single-row predictions, each the fastest of 3" in latency.detail
     _refused_by(settings, name, requests_holdout, registry.PromotionPolicy(**lax, approvals=1), "approvals >= 1")
     pinned = registry.PromotionPolicy(**lax, holdout=registry.HoldoutSpec(name="pinned", fingerprint="0" * 64))
     _refused_by(settings, name, requests_holdout, pinned, "holdout data set")
