@@ -51,6 +51,16 @@ FAMILY_NAMES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm
 DEFAULT_FAMILIES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear", "paddle_mlp")
 
 
+def duration(text: str):
+    """``text`` (30min, 12h, 7d) as a ``pandas.Timedelta``; a lower-case day unit is read as pandas' ``D``
+    (pandas deprecates ``d``, and people write it)."""
+    import re
+
+    import pandas as pd
+
+    return pd.Timedelta(re.sub(r"(?<=\d)\s*d\b", "D", str(text).strip()))
+
+
 def did_you_mean(word: str, options) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -366,10 +376,8 @@ def _source(data, where: str, i: int) -> Source:
             t = _Reader(j.get("time"), where, f"sources[{i}].join.time", TIME_JOIN)
             tolerance = t.string("tolerance")
             if tolerance is not None:
-                import pandas as pd
-
                 try:
-                    pd.Timedelta(tolerance)
+                    duration(tolerance)
                 except ValueError:
                     t.fail("tolerance", f"is not a duration such as 30min, 12h or 7d: {tolerance!r}")
             time = TimeJoin(t.string("left", required=True), t.string("right", required=True), tolerance,

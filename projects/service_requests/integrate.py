@@ -164,7 +164,7 @@ def clean(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
 
 def features(frame: pd.DataFrame) -> pd.DataFrame:
     local = frame["created_at"].dt.tz_convert(TIMEZONE)
-    return frame.assign(hour=local.dt.hour.astype("int64"), weekday=local.dt.weekday.astype("int64"))
+    return frame.assign(hour=local.dt.hour.astype("int64"), weekday=local.dt.day_of_week.astype("int64"))
 
 
 def integrate_sources(paths: list[Path]) -> tuple[pd.DataFrame, dict[str, int]]:

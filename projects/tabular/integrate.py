@@ -25,7 +25,7 @@ import pandas as pd
 
 from civicml.errors import InvalidInput, NotFound
 from projects.masking import Masker
-from projects.spec import Source, UseCaseSpec, did_you_mean
+from projects.spec import Source, UseCaseSpec, did_you_mean, duration
 from projects.tabular.detect import ADDRESS, guess_type, looks_personal
 
 BAD_DATES = 0.2  # more than this share of unparseable dates in a column stops the data step
@@ -185,7 +185,7 @@ def join(spec: UseCaseSpec, i: int, left: pd.DataFrame, right: pd.DataFrame, rep
         right_sorted = right.dropna(subset=[j.time.right]).sort_values(j.time.right, kind="stable")
         merged = pd.merge_asof(left_sorted, right_sorted, left_on=j.time.left, right_on=j.time.right,
                                by=list(j.on) or None, direction=j.time.direction,
-                               tolerance=pd.Timedelta(j.time.tolerance) if j.time.tolerance else None,
+                               tolerance=duration(j.time.tolerance) if j.time.tolerance else None,
                                suffixes=("", suffix or "_right"))
         merged = merged.sort_values("__row").drop(columns="__row")
         if j.how == "left" and len(merged) < len(left):  # rows without a time stay, unmatched
