@@ -23,6 +23,8 @@ variable                      meaning                                       defa
                               (``postgresql://...``)
 ``CIVICML_SERVER_ARTIFACTS``  ``civicml server``: artifacts destination     none (required)
                               (``s3://bucket/prefix``)
+``CIVICML_CACHE_DIR``         what CivicML can rebuild at will (MLflow's    ``$XDG_CACHE_HOME/civicml``
+                              empty schema, the exported MiniLM)            or ``~/.cache/civicml``
 ============================  ============================================  =========================
 
 No access configured means single-user mode: the acting user (``CIVICML_USER``
@@ -125,3 +127,12 @@ class ServerSettings:
         if overrides:
             raise TypeError(f"unknown server settings: {sorted(overrides)}")
         return cls(backend_store_uri=backend, artifacts_destination=artifacts)
+
+
+def cache_dir() -> Path:
+    """Where CivicML keeps what it can rebuild at will (``CIVICML_CACHE_DIR``, else ``$XDG_CACHE_HOME/civicml``,
+    else ``~/.cache/civicml``): nothing in it is ever the only copy of anything, and deleting it is safe."""
+    explicit = os.environ.get("CIVICML_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "civicml"

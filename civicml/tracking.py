@@ -7,12 +7,15 @@ With the embedded default, a new experiment's artifacts would otherwise land in
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from civicml.settings import Settings
+from civicml.settings import Settings, cache_dir
 from civicml.sqlite import write_ahead_log
 
 
@@ -24,6 +27,8 @@ def tracking_client(settings: Settings) -> MlflowClient:
     """
     if settings.embedded:
         settings.ensure_home()
+    if settings.tracking_uri.startswith("sqlite:") and settings.tracking_uri not in _CREATED:
+        seed_database(settings.tracking_uri)
     write_ahead_log(settings.tracking_uri)
     if settings.tracking_uri.startswith("sqlite:"):
         _create_database(settings)
@@ -41,6 +46,55 @@ def configure(settings: Settings) -> MlflowClient:
 
 
 _CREATED: set[str] = set()
+_log = logging.getLogger("civicml.tracking")
+
+
+def seed_database(uri: str) -> bool:
+    """Give a new SQLite tracking store MLflow's tables by copying an empty, fully migrated database.
+
+    MLflow builds a new store's schema by running every one of its migrations (about fifty), one
+    transaction each: seconds for each new home. The same empty schema is built once per MLflow version
+    into :func:`cache_dir` and copied. The copy holds tables only: MLflow still creates the ``Default``
+    experiment, with this home's artifact root, when the store is first opened. Returns whether a copy
+    was made; an existing database, or any failure here (a read-only cache, say), leaves MLflow to do
+    it its own way."""
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+    if path is None or str(path) in ("", ":memory:") or path.exists():
+        return False
+    try:
+        template = _schema_template()
+        staged = path.with_name(f".{path.name}.{os.getpid()}.seed")
+        shutil.copyfile(template, staged)
+        try:
+            os.link(staged, path)  # never over a database another process created meanwhile
+        except FileExistsError:
+            return False
+        finally:
+            staged.unlink(missing_ok=True)
+        return True
+    except Exception as err:  # noqa: BLE001 - an optimisation only: MLflow creates the tables itself
+        _log.debug("no schema template for %s (%s); MLflow creates the tables", uri, err)
+        return False
+
+
+def _schema_template() -> Path:
+    """The empty database with the installed MLflow's schema, built on first use (atomically)."""
+    template = cache_dir() / f"mlflow-{mlflow.__version__}-schema.db"
+    if template.is_file():
+        return template
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    template.parent.mkdir(parents=True, exist_ok=True)
+    staged = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    staged.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{staged}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(staged, template)
+    return template
 
 
 def _create_database(settings: Settings) -> None:

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, Unavailable
 from civicml.settings import Settings
-from civicml.sqlite import write_ahead_log
+from civicml.tracking import tracking_client
 from registry import checksum
 
 TAG_SHA = "civicml.sha256"
@@ -139,12 +139,7 @@ class ModelStore:
         """This store's client, opened on first use: an embedded store (the home, its database) is created
         only by a command that uses it, never by one that finds nothing to read (see :meth:`get_model`)."""
         if self._client is None:
-            if self.settings.embedded:
-                self.settings.ensure_home()
-            write_ahead_log(self.settings.tracking_uri)
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress is ours to show
-            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri,
-                                        registry_uri=self.settings.tracking_uri)
+            self._client = tracking_client(self.settings)  # creates the embedded store if need be
         return self._client
 
     def _never_created(self) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 import paddle
 from paddle.static import InputSpec
 
-from projects.text_encoder.assets import DEFAULT_MAX_LENGTH, tokenizer_path
+from civicml.settings import cache_dir
+from projects.text_encoder.assets import DEFAULT_MAX_LENGTH, model_dir, tokenizer_path
 from projects.text_encoder.model import load_pretrained
 from projects.text_encoder.runtime import MAX_CHARS, InferenceEncoder, LinearHead, TextRouter
 
@@ -58,13 +59,50 @@ def write_router(folder, head: LinearHead, encoder_folder, pooling: str, max_len
     return folder
 
 
+EXPORT_FORMAT = 1  # bump when export_encoder or the network changes what it writes
+
+
 @functools.lru_cache(maxsize=4)
 def pretrained_encoder_folder(pooling: str = "mean") -> Path:
-    """The pretrained network exported once per process (a few seconds), in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix=f"civicml-minilm-{pooling}-"))
-    atexit.register(shutil.rmtree, folder, True)
-    export_encoder(load_pretrained(pooling), folder)
-    return folder
+    """The pretrained network exported for ``paddle.inference``: a few seconds' work (tracing it to a static
+    program), done once per installed weights, Paddle version and pooling, and kept under
+    ``civicml.settings.cache_dir()``; in a temporary folder for this process where the cache cannot be written."""
+    key = _export_key(pooling)
+    cached = cache_dir() / "minilm" / key
+    if _complete(cached):
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cached.parent))
+    except OSError:  # a read-only cache: export for this process only
+        folder = Path(tempfile.mkdtemp(prefix=f"civicml-minilm-{pooling}-"))
+        atexit.register(shutil.rmtree, folder, True)
+        export_encoder(load_pretrained(pooling), folder)
+        return folder
+    try:
+        export_encoder(load_pretrained(pooling), staged)
+        try:
+            staged.rename(cached)  # whole or not at all; another process may have put its copy first
+        except OSError:
+            if not _complete(cached):
+                raise
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return cached
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / f"{PROGRAM_NAME}{suffix}").is_file() for suffix in (".json", ".pdiparams"))
+
+
+def _export_key(pooling: str) -> str:
+    """What the exported program depends on: the weights file (path, size, time), Paddle, pooling, format."""
+    import hashlib
+
+    weights = model_dir() / "model.safetensors"
+    stat = weights.stat()
+    text = f"{EXPORT_FORMAT}|{paddle.__version__}|{pooling}|{weights}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{pooling}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 @functools.lru_cache(maxsize=8)
