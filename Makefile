@@ -4,6 +4,7 @@
 PYTHON ?= python3
 # The suite runs in three processes (pytest-xdist, one file per process at a time) on the 2 cores: many tests
 # wait on servers and child processes, so a third process fills those waits. --durations names the slowest.
+# Files start longest first (tests/conftest.py, LONGEST_FIRST; --no-loadscope-reorder keeps that order).
 WORKERS ?= 3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -27,10 +28,10 @@ demo: $(STAMP)
 	$(BIN)/civicml demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) civicml-home

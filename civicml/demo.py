@@ -68,7 +68,7 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
     say(f"      integrated {len(dataset)} requests from {len(sources)} sources; cleaning: {dropped}")
     say("      personal data masked: names, phones and e-mails are gone from the data set")
 
-    say(f"[2/6] tuning: {trials} trials over decision tree, SVM, logistic regression, boosting ...")
+    say(f"[2/6] tuning: {trials} trials over {', '.join(use_case.families)} ...")
     result = tune(use_case, dataset, n_trials=trials, study_name="service_requests-demo", settings=settings,
                   seed=seed, progress=True)
     say(f"      best macro-F1 {result.best_value:.4f} from trial {result.best_trial}: {result.best_params}")

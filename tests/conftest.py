@@ -115,7 +115,19 @@ def run_in_clean_process(script: str, *args: str, cwd) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# The files that take longest, in that order, start first. `make test` runs whole files on each xdist
+# process (--dist loadfile) in collection order, so a long file collected late (test_tuning.py is near the end
+# of the alphabet) would run on its own at the end while the other processes sit idle. Refresh the list from
+# the per-file times of a full run (`make test PYTEST_ARGS=--junitxml=FILE`) when it drifts.
+LONGEST_FIRST = ("test_tuning.py", "test_registry_security.py", "test_demo.py", "test_cli.py",
+                 "test_tabular_lifecycle.py", "test_team_mode.py", "test_variants_text.py", "test_access_matrix.py",
+                 "test_registry.py", "test_street_scenes.py", "test_tuning_distributed.py", "test_console.py",
+                 "test_serving.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     for item in items:
         if {"postgres_db", "team_pg"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)

@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 @pytest.mark.slow
 def test_demo_runs_the_whole_lifecycle(tmp_path):
     home = tmp_path / "home"
-    done = subprocess.run([str(BIN / "civicml"), "demo", "--home", str(home), "--rows", "1500", "--trials", "4"],
+    done = subprocess.run([str(BIN / "civicml"), "demo", "--home", str(home), "--rows", "800", "--trials", "4"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
