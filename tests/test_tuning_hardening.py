@@ -158,3 +158,36 @@ def test_ties_and_front_trials_keep_their_model_and_optuna_sees_named_values(req
         assert set(study.user_attrs) == {"objectives", "invocations", "wall_seconds", "mlflow_parent_run_id"}
     assert mlflow.get_tracking_uri() == uri_before
     assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_new_postgresql_storage_at_once_all_get_it():
+    """Each worker creates Optuna's tables on first contact; on a new database several do it at the same
+    moment, and PostgreSQL refuses all but one (a unique violation in its catalogue). The others retry."""
+    import threading
+
+    from conftest import fresh_postgres_database
+    from tuning.storage import open_storage
+
+    for _ in range(3):
+        with fresh_postgres_database("civicml_race") as url:
+            start, opened, failed = threading.Barrier(4), [], []
+
+            def worker():
+                start.wait()
+                try:
+                    opened.append(open_storage(url))
+                except Exception as err:  # noqa: BLE001 - collected and asserted below
+                    failed.append(err)
+
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            assert not failed and len(opened) == 4, failed
+            optuna.create_study(study_name="raced", storage=opened[0])
+            assert [s.study_name for s in optuna.get_all_study_summaries(opened[-1])] == ["raced"]
+            for storage in opened:
+                storage.remove_session()
+                storage.engine.dispose()

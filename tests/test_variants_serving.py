@@ -184,6 +184,12 @@ def test_promotion_builds_the_missing_variants_the_policy_asks_for_and_reports_t
     assert f"promoted {NAME} version {candidate} to 'champion'" in out
     [record] = [r for r in registry.audit(NAME, settings=home) if r["action"] == "promote" and r["to"] == candidate]
     assert record["variants"] == [{"kind": "onnx", "version": built.version, "gate": "passed", "built": True}]
+    from civicml.cli import main
+
+    trail = io.StringIO()
+    with contextlib.redirect_stdout(trail):
+        assert main(["audit", NAME, "--home", str(home.home)]) == 0
+    assert f"    variants: onnx v{built.version} passed (built now)" in trail.getvalue()
 
 
 def test_serving_follows_a_promotion_to_the_new_champions_variant(server, champion, promoted_with_build, home):

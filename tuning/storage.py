@@ -105,13 +105,28 @@ def open_storage(uri: str, heartbeat: Heartbeat | None = None,
                  heartbeat_stale_trial_callback=stale) if kind == "postgresql" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.storages.RDBStorage(uri, engine_kwargs=engine_kwargs, **beats)
-        except Exception as err:  # sqlalchemy's OperationalError and friends: say which store failed
-            if isinstance(err, InvalidInput):
-                raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-            raise InvalidInput(f"cannot open Optuna storage {_redact(uri)}: {first}") from None
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                return optuna.storages.RDBStorage(uri, engine_kwargs=engine_kwargs, **beats)
+            except Exception as err:  # sqlalchemy's OperationalError and friends: say which store failed
+                if isinstance(err, InvalidInput):
+                    raise
+                if kind == "postgresql" and attempt < SCHEMA_RACE_RETRIES and _schema_race(err):
+                    time.sleep(0.5)  # another worker is creating Optuna's tables in this new database
+                    continue
+                first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+                raise InvalidInput(f"cannot open Optuna storage {_redact(uri)}: {first}") from None
+
+
+SCHEMA_RACE_RETRIES = 10
+
+
+def _schema_race(err: BaseException) -> bool:
+    """Whether ``err`` is PostgreSQL refusing a second ``CREATE TABLE`` of the same table: two workers opening
+    a new, empty storage at once both create Optuna's tables, and one of them loses (its retry finds them)."""
+    text = str(getattr(err, "orig", None) or err)
+    return "UniqueViolation" in repr(getattr(err, "orig", err)) or "already exists" in text \
+        or "pg_type_typname_nsp_index" in text
 
 
 LOCK_SECONDS = 60

@@ -244,6 +244,10 @@ def cmd_audit(args) -> int:
                       f"{holdout.get('name')} ({holdout.get('rows')} rows, {str(holdout.get('fingerprint'))[:12]});"
                       f" policy {policy.get('source') or 'built-in'} v{policy.get('version') or '-'} "
                       f"sha256 {str(policy.get('sha256'))[:12]}", markup=False)
+        if r.get("variants"):
+            out.print("    variants: " + ", ".join(
+                f"{v.get('kind')} v{v.get('version')} {v.get('gate')}" + (" (built now)" if v.get("built") else "")
+                for v in r["variants"]), markup=False)
         for note in r.get("notes") or []:
             out.print(f"    note: {note}", markup=False)
         if r.get("forced"):
