@@ -70,20 +70,22 @@ def test_killed_worker_fails_its_trial_and_run_and_is_retried_with_the_same_para
     thread = threading.Thread(target=coordinator)
     thread.start()
     victim = None
-    deadline = time.time() + 120
-    while victim is None and time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            study = optuna.load_study(study_name="crash", storage=open_storage(postgres_db))
-        except KeyError:
-            continue
-        for t in study.get_trials(states=(State.RUNNING,)):
-            if t.user_attrs.get("run_id") and "worker" in t.user_attrs:
-                victim = t
-                break
-    assert victim is not None, "no trial started"
-    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
-    thread.join(timeout=300)
+    try:  # whatever fails here, the study's thread ends before the next test (it moves MLflow's current store)
+        deadline, storage = time.time() + 120, open_storage(postgres_db)
+        while victim is None and time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name="crash", storage=storage)
+            except KeyError:
+                continue
+            for t in study.get_trials(states=(State.RUNNING,)):
+                if t.user_attrs.get("run_id") and "worker" in t.user_attrs:
+                    victim = t
+                    break
+        assert victim is not None, "no trial started"
+        os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    finally:
+        thread.join(timeout=300)
     assert not thread.is_alive() and "error" not in outcome, outcome.get("error")
     result = outcome["result"]
 

@@ -123,10 +123,18 @@ SCHEMA_RACE_RETRIES = 10
 
 def _schema_race(err: BaseException) -> bool:
     """Whether ``err`` is PostgreSQL refusing a second ``CREATE TABLE`` of the same table: two workers opening
-    a new, empty storage at once both create Optuna's tables, and one of them loses (its retry finds them)."""
-    text = str(getattr(err, "orig", None) or err)
-    return "UniqueViolation" in repr(getattr(err, "orig", err)) or "already exists" in text \
-        or "pg_type_typname_nsp_index" in text
+    a new, empty storage at once both create Optuna's tables, and one of them loses (its retry finds them).
+    Optuna may wrap the database's error (``StorageInternalError`` "raised during the commit"): the whole
+    chain of causes is read."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        orig = getattr(err, "orig", None)
+        text = f"{err!r} {err} {orig!r}"
+        if "UniqueViolation" in text or "already exists" in text or "pg_type_typname_nsp_index" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 LOCK_SECONDS = 60
