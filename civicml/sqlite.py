@@ -19,13 +19,21 @@ from pathlib import Path
 PREFIX = "sqlite:///"
 
 
+def database_file(uri: str) -> Path | None:
+    """The file behind a ``sqlite:///PATH`` URI; None for other URIs and in-memory databases."""
+    if not uri.startswith(PREFIX):
+        return None
+    path = uri[len(PREFIX):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
 @functools.lru_cache(maxsize=32)
 def write_ahead_log(uri: str) -> bool:
     """Switch the SQLite database behind ``uri`` to WAL (creating the file if need be); other URIs are left
     alone. Returns whether the database now uses WAL; a database that is busy keeps its mode this time."""
-    if not uri.startswith(PREFIX) or uri[len(PREFIX):] in ("", ":memory:"):
+    path = database_file(uri)
+    if path is None:
         return False
-    path = Path(uri[len(PREFIX):].split("?", 1)[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=10)) as connection:

@@ -16,7 +16,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from civicml.settings import Settings, cache_dir
-from civicml.sqlite import write_ahead_log
+from civicml.sqlite import database_file, write_ahead_log
 
 
 def tracking_client(settings: Settings) -> MlflowClient:
@@ -58,8 +58,8 @@ def seed_database(uri: str) -> bool:
     experiment, with this home's artifact root, when the store is first opened. Returns whether a copy
     was made; an existing database, or any failure here (a read-only cache, say), leaves MLflow to do
     it its own way."""
-    path = Path(uri[len("sqlite:///"):].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
-    if path is None or str(path) in ("", ":memory:") or path.exists():
+    path = database_file(uri)
+    if path is None or path.exists():
         return False
     try:
         template = _schema_template()

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, Unavailable
 from civicml.settings import Settings
+from civicml.sqlite import database_file
 from civicml.tracking import tracking_client
 from registry import checksum
 
@@ -144,11 +145,8 @@ class ModelStore:
 
     def _never_created(self) -> bool:
         """Whether this is an embedded SQLite store whose database does not exist yet: it holds no model."""
-        uri = self.settings.tracking_uri
-        if self._client is not None or not uri.startswith("sqlite:///"):
-            return False
-        path = uri[len("sqlite:///"):].split("?", 1)[0]
-        return path not in ("", ":memory:") and not Path(path).exists()
+        path = None if self._client is not None else database_file(self.settings.tracking_uri)
+        return path is not None and not path.exists()
 
     def download(self, uri: str, dst: str | Path) -> Path:
         """Download ``uri`` (runs:/, models:/m-..., models:/NAME/N, a file, s3 or mlflow-artifacts URI) from this
