@@ -46,7 +46,8 @@ class DemoReport:
 def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8, seed: int = 7,
              say=print) -> DemoReport:
     from projects import get_use_case, load_dataset
-    from registry import PromotionPolicy, promote, register, versions
+    from registry import PromotionPolicy, promote, register
+    from registry.rules import recorded_fidelity
     from serving import BackgroundServer, Endpoint, EndpointClient
     from tuning import tune
 
@@ -79,9 +80,7 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
     version = register(result.best_model_uri, use_case.registered_model, settings=settings,
                        tags={"civicml.study": result.study_name}, holdout=holdout.frame, target=holdout.target)
     say(f"      version {version.version}, sha256 {version.sha256[:12]}...")
-    fidelity = next((v.tags.get("civicml.rules_fidelity") for v in versions(use_case.registered_model,
-                                                                              settings=settings)
-                     if v.version == version.version), None)
+    fidelity = recorded_fidelity(use_case.registered_model, version.version, settings)
     if fidelity:
         say(f"      rules fidelity {fidelity} on {len(holdout)} held-out requests; charts and map logged "
             f"(see them with `civicml console`)")

@@ -356,6 +356,15 @@ def _use_case_file(store, run_id: str | None) -> str | None:
 
 
 # -- reading them back ---------------------------------------------------------------------------
+def recorded_fidelity(name: str, version: str, settings=None) -> str | None:
+    """The rules' fidelity that registering ``name`` version ``version`` recorded (None: registered without a
+    held-out set), read through :func:`registry.versions` and so its access check."""
+    from registry import versions
+
+    return next((v.tags.get(TAG_FIDELITY) for v in versions(name, settings=settings) if v.version == str(version)),
+                None)
+
+
 INSIGHT_FILES = ("summary.json", "rules.md", "rules.json", "importance.png", "importance.csv", "predictions.png",
                  "predictions.csv", "predicted_vs_actual.png", "predicted_vs_actual.csv", "calibration.png",
                  "calibration.json", "by_district.png", "by_district.csv", "by_district.json", "map.png", "map.json")

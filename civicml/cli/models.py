@@ -118,8 +118,8 @@ def add_commands(sub) -> None:
 @_says_notices
 def cmd_register(args) -> int:
     from civicml.errors import InvalidInput
-    from registry import register, versions
-    from registry.rules import registration_holdout
+    from registry import register
+    from registry.rules import recorded_fidelity, registration_holdout
 
     settings = settings_from(args)
     if args.holdout and args.no_holdout:
@@ -130,8 +130,7 @@ def cmd_register(args) -> int:
     version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings,
                        tags=dict(getattr(use_case, "registry_tags", {}) or {}),  # a use-case file: its path
                        holdout=None if held is None else held.frame, target=None if held is None else held.target)
-    fidelity = next((v.tags.get("civicml.rules_fidelity") for v in versions(args.name, settings=settings)
-                     if v.version == version.version), None)
+    fidelity = recorded_fidelity(args.name, version.version, settings)
     console().print(f"registered {version.name} version {version.version} (sha256 {version.sha256[:12]}...)"
                     + (f" as '{args.alias}'" if args.alias else "")
                     + (f"; rules fidelity {fidelity} on its held-out set" if fidelity else ""), markup=False)

@@ -101,7 +101,7 @@ def cmd_tune(args) -> int:
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
         from registry import register
-        from registry.rules import registration_holdout
+        from registry.rules import recorded_fidelity, registration_holdout
 
         # The champion's card gets the same rules, charts and map as `civicml register` gives: computed on
         # the held-out set the use case's promotion policy names, never on rows the study trained on.
@@ -112,7 +112,7 @@ def cmd_tune(args) -> int:
                                  **getattr(use_case, "registry_tags", {})},
                            holdout=None if held is None else held.frame, target=None if held is None else held.target)
         summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger",
-                                 "rules_fidelity": _rules_fidelity(version, settings)}
+                                 "rules_fidelity": recorded_fidelity(version.name, version.version, settings)}
     elif not args.no_register:
         summary["registered"] = None
     if args.json:
@@ -136,10 +136,3 @@ def cmd_tune(args) -> int:
                   f"as 'challenger'" + (f"; rules fidelity {fidelity} on its held-out set" if fidelity else ""))
     return 0
 
-
-def _rules_fidelity(version, settings) -> str | None:
-    """The surrogate rules' fidelity the registration recorded on the new version (None: no held-out set)."""
-    from registry import versions
-
-    return next((v.tags.get("civicml.rules_fidelity") for v in versions(version.name, settings=settings)
-                 if v.version == version.version), None)
