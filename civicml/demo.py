@@ -44,7 +44,7 @@ class DemoReport:
 
 
 def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8, seed: int = 7,
-             say=print) -> DemoReport:
+             say=print, progress=True) -> DemoReport:
     from projects import get_use_case, load_dataset
     from registry import PromotionPolicy, promote, register
     from registry.rules import recorded_fidelity
@@ -71,7 +71,7 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
 
     say(f"[2/6] tuning: {trials} trials over {', '.join(use_case.families)} ...")
     result = tune(use_case, dataset, n_trials=trials, study_name="service_requests-demo", settings=settings,
-                  seed=seed, progress=True)
+                  seed=seed, progress=progress)
     say(f"      best macro-F1 {result.best_value:.4f} from trial {result.best_trial}: {result.best_params}")
 
     say(f"[3/6] registering the best model as '{use_case.registered_model}' @challenger, with rules, charts "

@@ -7,9 +7,12 @@ With the embedded default, a new experiment's artifacts would otherwise land in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -37,12 +40,98 @@ def tracking_client(settings: Settings) -> MlflowClient:
 
 
 def configure(settings: Settings) -> MlflowClient:
-    """Make ``settings``' stores MLflow's current ones (the fluent API: ``mlflow.start_run``, model logging)
-    and return a client on them."""
+    """Make ``settings``' stores MLflow's current ones for good and return a client on them.
+
+    For scripts and notebooks that use MLflow's fluent API themselves; CivicML's own code never calls it:
+    it uses :func:`fluent`, which puts back what was there."""
     client = tracking_client(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return client
+
+
+class _FluentScope:
+    """Who holds MLflow's process-wide tracking and registry URIs now, and what to put back.
+
+    MLflow's fluent API (``mlflow.start_run``, ``log_model``, ``runs:/`` and ``models:/m-...`` resolution) reads
+    one tracking URI for the whole process; unset, it is ``sqlite:///mlflow.db`` in the current folder. Any
+    number of threads may hold the scope at once for the same store (tuning trials in threads); a thread
+    that wants another store waits until the scope is free, so two homes never cross in one process. When
+    the last holder leaves, the URIs and their environment variables are put back as they were.
+    """
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.uri: str | None = None
+        self.holders = 0
+        self.saved: tuple | None = None
+        self.mine = threading.local()
+
+    def enter(self, uri: str) -> None:
+        held = getattr(self.mine, "uri", None)
+        if held is not None and held != uri:
+            raise RuntimeError(f"MLflow's fluent API is already pointed at {held} in this thread; "
+                               f"a nested call cannot point it at {uri}")
+        with self.changed:
+            while self.holders and self.uri != uri:
+                self.changed.wait()
+            if not self.holders:
+                self.saved = _process_uris()
+                mlflow.set_tracking_uri(uri)
+                mlflow.set_registry_uri(uri)
+                self.uri = uri
+            self.holders += 1
+        self.mine.depth = getattr(self.mine, "depth", 0) + 1
+        self.mine.uri = uri
+
+    def leave(self) -> None:
+        self.mine.depth -= 1
+        if not self.mine.depth:
+            self.mine.uri = None
+        with self.changed:
+            self.holders -= 1
+            if not self.holders:
+                _restore_process_uris(self.saved)
+                self.uri = self.saved = None
+                self.changed.notify_all()
+
+
+_SCOPE = _FluentScope()
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _process_uris() -> tuple:
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return (tracking_utils._tracking_uri, registry_utils._registry_uri,
+            {name: os.environ.get(name) for name in _URI_VARIABLES})
+
+
+def _restore_process_uris(saved: tuple) -> None:
+    tracking, registry, variables = saved
+    mlflow.set_tracking_uri(tracking)  # None unsets it
+    mlflow.set_registry_uri(registry)
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@contextlib.contextmanager
+def fluent(settings: Settings) -> Iterator[MlflowClient]:
+    """Point MLflow's fluent API at ``settings``' stores for the ``with`` block, and put back what was there.
+
+    The one place in CivicML that touches MLflow's process-wide state: model logging (``log_model`` takes no
+    client), ``mlflow.start_run`` and the resolution of ``runs:/``/``models:/m-...`` URIs inside MLflow.
+    Yields a client on the same stores. See :class:`_FluentScope` for threads."""
+    client = tracking_client(settings)
+    _SCOPE.enter(settings.tracking_uri)
+    try:
+        yield client
+    finally:
+        _SCOPE.leave()
 
 
 _CREATED: set[str] = set()

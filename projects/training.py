@@ -19,7 +19,7 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.access import require
 from civicml.settings import Settings
-from civicml.tracking import configure
+from civicml.tracking import fluent
 from civicml.tracking import experiment_id as find_experiment
 from projects.base import Dataset, FittedModel, NullReporter, Pruned, Reporter, UseCase
 from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
@@ -141,51 +141,52 @@ def train(
     """
     settings = settings or Settings.from_env()
     require(settings, "train")
-    model_family = use_case.family(family)
-    merged = model_family.check_params(params)
-    hooks = hooks or TrainingHooks()
-    configure(settings)
-    parent = mlflow.active_run() if nested else None
-    exp_id = (parent.info.experiment_id if parent else experiment_id
-              or find_experiment(settings, experiment or use_case.name))
-    runlog = runlog or RunLog(settings.tracking_uri)
-    train_part, valid_part = hooks.split(use_case, dataset, seed)
-    recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric, runlog)
-    started = time.perf_counter()
-    run_tags = {"civicml.use_case": use_case.name, "civicml.family": family, TAG_FINGERPRINT: dataset.fingerprint}
-    code = _code_version()
-    if code:
-        run_tags["civicml.code_version"] = code
-    run_tags.update(tags or {})
-    if not nested and MLFLOW_RUN_ID.get():  # inside `mlflow run`, which made the run for this entry point
-        run = mlflow.start_run()
-        mlflow.set_tags(run_tags)
-    else:
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags)
-    recorder.run_id = run.info.run_id
-    status = "FAILED"
-    try:
-        hooks.started(run.info.run_id)
-        keep = (lambda m: hooks.keep_model(m) and (log_model(m) if callable(log_model) else bool(log_model)))
-        result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
-                              seed, keep, runlog, log_dataset, hooks)
-        result.seconds = time.perf_counter() - started
-        status = "FINISHED"
-        return result
-    except Pruned:
-        runlog.log(run.info.run_id, tags={TAG_PRUNED: "true"})
-        if len(recorder.history) > 1:
-            mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
-        status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
-        raise
-    except KeyboardInterrupt:
-        status = "KILLED"  # stopped by the user (Ctrl-C), not failed
-        raise
-    finally:
-        import matplotlib.pyplot as plt
+    with fluent(settings):  # log_model and start_run read MLflow's process-wide URI: this home's, then back
+        model_family = use_case.family(family)
+        merged = model_family.check_params(params)
+        hooks = hooks or TrainingHooks()
+        parent = mlflow.active_run() if nested else None
+        exp_id = (parent.info.experiment_id if parent else experiment_id
+                  or find_experiment(settings, experiment or use_case.name))
+        runlog = runlog or RunLog(settings.tracking_uri)
+        train_part, valid_part = hooks.split(use_case, dataset, seed)
+        recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric, runlog)
+        started = time.perf_counter()
+        run_tags = {"civicml.use_case": use_case.name, "civicml.family": family,
+                    TAG_FINGERPRINT: dataset.fingerprint}
+        code = _code_version()
+        if code:
+            run_tags["civicml.code_version"] = code
+        run_tags.update(tags or {})
+        if not nested and MLFLOW_RUN_ID.get():  # inside `mlflow run`, which made the run for this entry point
+            run = mlflow.start_run()
+            mlflow.set_tags(run_tags)
+        else:
+            run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags)
+        recorder.run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            hooks.started(run.info.run_id)
+            keep = (lambda m: hooks.keep_model(m) and (log_model(m) if callable(log_model) else bool(log_model)))
+            result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
+                                  seed, keep, runlog, log_dataset, hooks)
+            result.seconds = time.perf_counter() - started
+            status = "FINISHED"
+            return result
+        except Pruned:
+            runlog.log(run.info.run_id, tags={TAG_PRUNED: "true"})
+            if len(recorder.history) > 1:
+                mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
+            status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
+            raise
+        except KeyboardInterrupt:
+            status = "KILLED"  # stopped by the user (Ctrl-C), not failed
+            raise
+        finally:
+            import matplotlib.pyplot as plt
 
-        plt.close("all")
-        runlog.end_run(run.info.run_id, status)
+            plt.close("all")
+            runlog.end_run(run.info.run_id, status)
 
 
 def dataset_description(dataset: Dataset) -> dict[str, Any]:

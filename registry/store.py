@@ -7,13 +7,11 @@ local copies of model artifacts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, Unavailable
 from civicml.settings import Settings
 from civicml.sqlite import database_file
-from civicml.tracking import tracking_client
+from civicml.tracking import fluent, tracking_client
 from registry import checksum
 
 TAG_SHA = "civicml.sha256"
@@ -154,9 +152,12 @@ class ModelStore:
         process-wide registry URI."""
         if uri.startswith("models:/"):
             uri = self._underlying(uri)
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
-                                                        tracking_uri=self.settings.tracking_uri,
-                                                        registry_uri=self.settings.tracking_uri))
+        # a runs:/ URI of a logged model is resolved inside MLflow through the process-wide tracking URI,
+        # whatever tracking_uri says: point that at this store for the call (else ./mlflow.db, "not found")
+        with fluent(self.settings):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                            tracking_uri=self.settings.tracking_uri,
+                                                            registry_uri=self.settings.tracking_uri))
 
     def _underlying(self, uri: str) -> str:
         ref, _, sub = uri[len("models:/"):].partition("/")
@@ -276,7 +277,9 @@ class ModelStore:
         all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
-            with _process_uris_for(self.settings if model_id and self.settings.embedded else None):
+            # MLflow's SQL registry store looks up a models:/m-... or runs:/ source through the process-wide
+            # tracking URI, not its client's (a TODO in SqlAlchemyStore.create_model_version)
+            with fluent(self.settings):
                 mv = self.client.create_model_version(name, model_uri, run_id=self.run_id_of(model_uri),
                                                       tags=all_tags, description=description, model_id=model_id,
                                                       await_creation_for=0)
@@ -465,30 +468,6 @@ class ModelStore:
             raise IntegrityError(f"checksum mismatch for {what}: recorded {version.sha256[:12]}..., artifacts give "
                                  f"{actual[:12]}...; refusing to load")
         return check.added
-
-
-_URI_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _process_uris_for(settings: Settings | None):
-    """MLflow's SQL registry store looks up a ``models:/m-...`` source through the process-wide tracking URI, not
-    its client's (a TODO in ``SqlAlchemyStore.create_model_version``): point it at ``settings``' store for that
-    one call, under a lock, and put back what was there."""
-    if settings is None:
-        yield
-        return
-    with _URI_LOCK:
-        previous = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous[0])
-            if previous[1] is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = previous[1]
 
 
 def _safe(name: str) -> str:

@@ -362,10 +362,21 @@ def kinds(name: str, version: str, settings: Settings | None = None) -> list[str
     return kinds_for(_parent(parent, local, None, None))
 
 
-def compress(name: str, version: str, kind: str, settings: Settings | None = None, *,
-             data=None, holdout=None, policy: VariantPolicy | None = None,
-             build_settings: Mapping[str, Any] | None = None, repeats: Mapping[int, int] | None = None,
-             register_refused: bool = True, also_on: Mapping[str, Any] | None = None) -> VariantOutcome:
+def compress(name: str, version: str, kind: str, settings: Settings | None = None, **options) -> VariantOutcome:
+    """Build the ``kind`` variant of ``name`` ``version``, measure it beside its parent, gate and register it
+    (options: see :func:`_compress`). The variant's run is logged through MLflow's fluent API (its model
+    flavours take no client), pointed at ``settings``' stores for this call only."""
+    from civicml.tracking import fluent
+
+    settings = settings or Settings.from_env()
+    with fluent(settings):
+        return _compress(name, version, kind, settings, **options)
+
+
+def _compress(name: str, version: str, kind: str, settings: Settings, *,
+              data=None, holdout=None, policy: VariantPolicy | None = None,
+              build_settings: Mapping[str, Any] | None = None, repeats: Mapping[int, int] | None = None,
+              register_refused: bool = True, also_on: Mapping[str, Any] | None = None) -> VariantOutcome:
     """Build the ``kind`` variant of ``name`` ``version``, measure it beside its parent, gate and register it.
 
     ``data`` (a Dataset, or source files) is what calibration, fine-tuning and pruning choices use; by
@@ -384,7 +395,6 @@ def compress(name: str, version: str, kind: str, settings: Settings | None = Non
     from projects.compression import KINDS, build, measure
     from registry.lifecycle import register
 
-    settings = settings or Settings.from_env()
     require(settings, "register")
     if kind not in KINDS:
         raise InvalidInput(f"unknown variant kind '{kind}' (known: {', '.join(KINDS)})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -13,18 +14,30 @@ from civicml.settings import Settings
 PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 
 
 @pytest.fixture(autouse=True)
 def _no_inherited_mlflow_environment(monkeypatch):
-    """mlflow.set_tracking_uri and set_experiment export environment variables; keep one test's store and
-    experiment out of the next test's child processes (`mlflow run` refuses an inherited experiment id)."""
+    """Every test starts from MLflow's state in a fresh process: no process-wide tracking or registry URI
+    (what an earlier test set) and none of the variables MLflow exports, so that no test passes because
+    another pointed MLflow somewhere first. A test that makes MLflow fall back to ``./mlflow.db`` fails."""
+    import mlflow
+
+    stray = Path("mlflow.db")
+    existed = stray.exists()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     for name in MLFLOW_EXPORTS:
         monkeypatch.delenv(name, raising=False)
     yield
     for name in MLFLOW_EXPORTS:
         os.environ.pop(name, None)
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    if stray.exists() and not existed:
+        stray.unlink()
+        pytest.fail("the test wrote ./mlflow.db: something used MLflow's process-wide tracking URI unset")
 
 
 @pytest.fixture
@@ -131,3 +144,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if {"postgres_db", "team_pg"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+
+
+def load_logged(settings: Settings, uri: str):
+    """``mlflow.pyfunc.load_model`` of a ``models:/m-...`` or ``runs:/`` URI in ``settings``' store (MLflow
+    resolves those through its process-wide tracking URI, which no test relies on: see above)."""
+    import mlflow
+
+    from civicml.tracking import fluent
+
+    with fluent(settings):
+        return mlflow.pyfunc.load_model(uri)
+
+
+def download_logged(settings: Settings, uri: str, dst: str) -> str:
+    import mlflow
+
+    from civicml.tracking import fluent
+
+    with fluent(settings):
+        return mlflow.artifacts.download_artifacts(uri, dst_path=dst)
+
+
+def logged_info(settings: Settings, uri: str):
+    import mlflow
+
+    from civicml.tracking import fluent
+
+    with fluent(settings):
+        return mlflow.models.get_model_info(uri)

@@ -136,6 +136,9 @@ def _relog_with_extra_required_column(settings, model_uri: str, tmp_path: Path) 
     """A copy of a logged model whose signature requires one more input column: a breaking change."""
     import mlflow
 
+    from civicml.tracking import configure, experiment_id
+
+    configure(settings)  # this test's own use of MLflow's fluent API: the process-wide URI, reset after it
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path)))
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     inputs = yaml.safe_load(mlmodel["signature"]["inputs"]) if isinstance(mlmodel["signature"]["inputs"], str) \
@@ -145,9 +148,6 @@ def _relog_with_extra_required_column(settings, model_uri: str, tmp_path: Path) 
 
     mlmodel["signature"]["inputs"] = json.dumps(inputs)
     (local / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    from civicml.tracking import configure, experiment_id
-
-    configure(settings)
     with mlflow.start_run(experiment_id=experiment_id(settings, "signature-break")) as run:
         mlflow.log_artifacts(str(local), "model")
     return f"runs:/{run.info.run_id}/model"

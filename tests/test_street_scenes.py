@@ -18,7 +18,7 @@ from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from projects.base import HistoryReporter, Pruned
-from conftest import run_in_clean_process
+from conftest import download_logged, load_logged, logged_info, run_in_clean_process
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 720
@@ -147,8 +147,8 @@ def test_cnn_learns_well_above_chance_and_logs_curves(dataset, trained):
 def test_logged_model_reproduces_training_on_batches_of_1_and_64(use_case, dataset, trained):
     from sklearn.metrics import f1_score
 
-    _, result, _ = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    settings, result, _ = trained
+    model = load_logged(settings, result.model_uri)
     _, valid = use_case.split(dataset, seed=0)
     images = np.stack(valid.X["image"].to_numpy())
     out = model.predict(images)
@@ -169,8 +169,8 @@ def test_logged_model_reproduces_training_on_batches_of_1_and_64(use_case, datas
 
 @pytest.mark.slow
 def test_logged_model_carries_signature_metadata_and_example(trained):
-    _, result, _ = trained
-    info = mlflow.models.get_model_info(result.model_uri)
+    settings, result, _ = trained
+    info = logged_info(settings, result.model_uri)
     inputs = info.signature.inputs.inputs
     assert len(inputs) == 1 and inputs[0].shape == (-1, 3, 32, 32) and inputs[0].type == np.dtype("float32")
     assert info.signature.outputs.input_names()[0] == "label"
@@ -183,8 +183,8 @@ def test_logged_model_carries_signature_metadata_and_example(trained):
 
 @pytest.mark.slow
 def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, tmp_path):
-    _, result, _ = trained
-    local = mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model"))
+    settings, result, _ = trained
+    local = download_logged(settings, result.model_uri, str(tmp_path / "model"))
     images = np.stack(dataset.X["image"].head(64).to_numpy())
     np.save(tmp_path / "images.npy", images)
     expected = mlflow.pyfunc.load_model(local).predict(images)
@@ -202,8 +202,8 @@ def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, t
 
 @pytest.mark.slow
 def test_logged_model_predicts_from_many_threads_at_once(trained, dataset):
-    _, result, _ = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    settings, result, _ = trained
+    model = load_logged(settings, result.model_uri)
     images = np.stack(dataset.X["image"].head(64).to_numpy())
     expected = model.predict(images)["label"].tolist()
     answers, errors = [], []

@@ -22,6 +22,7 @@ pytest.importorskip("paddle")
 
 from civicml.errors import InvalidInput  # noqa: E402
 from projects.base import Dataset, HistoryReporter, NullReporter, Pruned  # noqa: E402
+from conftest import load_logged  # noqa: E402
 
 FEATURES = ("description", "district", "channel", "hour", "weekday")
 STREETS = ("Main St", "Elm Street", "Oak Avenue", "River Road", "Cedar Lane", "Maple Ave", "Harbor Blvd",
@@ -248,10 +249,11 @@ def test_trains_through_the_use_case(tmp_path):
     uc = get_use_case("service_requests")
     assert {"minilm_zero_shot", "minilm_linear", "minilm_finetune"} <= set(uc.families)
     data = uc.integrate(uc.generate_sources(tmp_path / "sources", n=240, seed=5))
-    result = train(uc, data, "minilm_linear", {"C": 5.0}, settings=Settings.from_env(home=tmp_path / "home"))
+    settings = Settings.from_env(home=tmp_path / "home")
+    result = train(uc, data, "minilm_linear", {"C": 5.0}, settings=settings)
     assert result.metrics["macro_f1"] > 0.8
-    run = mlflow.get_run(result.run_id)
+    run = mlflow.MlflowClient(settings.tracking_uri).get_run(result.run_id)
     assert run.data.tags["civicml.text_encoder_precision"] in ("bf16", "fp32")
-    served = mlflow.pyfunc.load_model(result.model_uri).predict(data.X.head(4))  # extra feature columns ignored
+    served = load_logged(settings, result.model_uri).predict(data.X.head(4))  # extra feature columns ignored
     assert set(served["label"]) <= set(uc.category_values(data)["department"])
     np.testing.assert_allclose(served.filter(like="p_").sum(axis=1), 1.0, atol=1e-5)

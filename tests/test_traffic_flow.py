@@ -15,7 +15,7 @@ from civicml.errors import InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from projects.base import HistoryReporter
-from conftest import run_in_clean_process
+from conftest import download_logged, load_logged, logged_info, run_in_clean_process
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ROWS = 8000  # 5 sensors x 1600 hours, about 9.5 weeks
@@ -151,8 +151,8 @@ def test_mlp_clearly_beats_the_seasonal_baselines(use_case, dataset, trained):
 
 @pytest.mark.slow
 def test_logged_model_reproduces_training_on_batches_of_1_and_64(use_case, dataset, trained):
-    _, result, _ = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    settings, result, _ = trained
+    model = load_logged(settings, result.model_uri)
     _, valid = use_case.split(dataset, seed=0)
     forecast = model.predict(valid.X)
     assert forecast.shape == (len(valid),)
@@ -175,8 +175,8 @@ def test_logged_model_reproduces_training_on_batches_of_1_and_64(use_case, datas
 def test_logged_model_carries_signature_metadata_and_example(trained):
     from projects.traffic_flow import FEATURES
 
-    _, result, _ = trained
-    info = mlflow.models.get_model_info(result.model_uri)
+    settings, result, _ = trained
+    info = logged_info(settings, result.model_uri)
     assert info.signature.inputs.input_names() == list(FEATURES)
     assert {c.type.name for c in info.signature.inputs.inputs} == {"double"}
     assert info.metadata["use_case"] == "traffic_flow" and info.metadata["task"] == "regression"
@@ -187,8 +187,8 @@ def test_logged_model_carries_signature_metadata_and_example(trained):
 
 @pytest.mark.slow
 def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, tmp_path):
-    _, result, _ = trained
-    local = mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model"))
+    settings, result, _ = trained
+    local = download_logged(settings, result.model_uri, str(tmp_path / "model"))
     frame = dataset.X.head(64)
     frame.to_json(tmp_path / "rows.json", orient="split")
     expected = mlflow.pyfunc.load_model(local).predict(frame)
@@ -206,8 +206,8 @@ def test_logged_model_loads_where_projects_is_not_importable(trained, dataset, t
 
 @pytest.mark.slow
 def test_logged_model_predicts_from_many_threads_at_once(trained, dataset):
-    _, result, _ = trained
-    model = mlflow.pyfunc.load_model(result.model_uri)
+    settings, result, _ = trained
+    model = load_logged(settings, result.model_uri)
     frame = dataset.X.head(64)
     expected = model.predict(frame)
     answers, errors = [], []

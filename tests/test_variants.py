@@ -9,7 +9,7 @@ import pytest
 
 from civicml.errors import CivicMLError, InvalidInput, NotFound
 from civicml.settings import Settings
-from conftest import run_in_clean_process
+from conftest import load_logged, run_in_clean_process
 from projects import train
 from registry import PromotionPolicy, register, versions
 from registry.variants import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, VariantPolicy, compress,
@@ -102,7 +102,7 @@ def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, regist
               "result = {'labels': [str(x) for x in labels]}")
     got = run_in_clean_process(script, folder, str(tmp_path / "rows.json"), cwd=tmp_path)
     assert not got["projects_loaded"]
-    parent = mlflow.pyfunc.load_model(f"models:/{NAME}/{onnx_outcome.parent}")
+    parent = load_logged(registry_home, f"models:/{NAME}/{onnx_outcome.parent}")
     assert got["labels"] == [str(x) for x in parent.predict(holdout.X.head(20))]
 
 

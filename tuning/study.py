@@ -20,7 +20,7 @@ import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TextIO
 
 import mlflow
 import optuna
@@ -146,7 +146,7 @@ def tune(
     timeout: float | None = None,
     overrides: Mapping[str, Mapping] | None = None,
     settings: Settings | None = None,
-    progress: bool = False,
+    progress: bool | TextIO = False,
     objectives: str | Sequence[str] | None = None,
     select: str | SelectionRule | None = None,
     workers: int = 1,
@@ -160,7 +160,8 @@ def tune(
     hand on from the Pareto front (``"knee"`` by default, or constraints such as
     ``"latency_p95_ms<=5"``). ``workers`` processes share the study; SQLite
     storage takes one. ``heartbeat`` sets how fast a dead worker's trial is
-    noticed on RDB storages.
+    noticed on RDB storages. ``progress``: True shows it on stderr, a text
+    stream on that stream (a live bar on a terminal, a line per trial elsewhere).
 
     Arguments are checked first (:func:`plan_study`). A study in which no trial
     completes raises :class:`~civicml.errors.Failed` naming the first failure; if
@@ -184,15 +185,12 @@ _MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPER
 
 @contextlib.contextmanager
 def _environment_restored():
-    """Trainings point MLflow's fluent API at the study's store (and MLflow exports that as environment
-    variables); put MLflow's tracking URI and those variables back as they were."""
+    """MLflow exports a run's experiment and id as environment variables while trainings run; put those
+    back as they were (each training puts back the tracking URI itself: :func:`civicml.tracking.fluent`)."""
     saved = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
-    uri = mlflow.get_tracking_uri()
     try:
         yield
     finally:
-        if mlflow.get_tracking_uri() != uri:
-            mlflow.set_tracking_uri(uri)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -201,7 +199,7 @@ def _environment_restored():
 
 
 def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, *, n_trials: int, sampler: str, pruner: str,
-          seed: int, timeout: float | None, settings: Settings, progress: bool, workers: int,
+          seed: int, timeout: float | None, settings: Settings, progress: bool | TextIO, workers: int,
           heartbeat: Heartbeat | None, latency_rows: int) -> StudyResult:
     storage, study_name, goals, rule = plan.storage, plan.study_name, plan.objectives, plan.rule
     kind = storage_kind(storage)
@@ -226,7 +224,7 @@ def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, *, n_trials: int
     if launcher_run:
         _tag(client, launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
     seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
-    bar = _progress_bar(n_trials, study_name) if progress else None
+    bar = _progress_bar(n_trials, study_name, progress) if progress else None
     status, interrupted = "FINISHED", False
     try:
         if bar:
@@ -339,10 +337,10 @@ def _check_same_objectives(study: optuna.Study, goals: list[Objective]) -> None:
             study.set_metric_names([o.metric for o in goals])
 
 
-def _progress_bar(total: int, title: str):
+def _progress_bar(total: int, title: str, progress: bool | TextIO):
     from tuning.progress import ProgressBar
 
-    return ProgressBar(total, title)
+    return ProgressBar(total, title, None if progress is True else progress)
 
 
 def _run_here(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
             scope.enter_context(use_case_home(args.home))
         warnings.simplefilter("default")  # each warning once per place, into the library output
+        if show and not getattr(args, "verbose", False):
+            # a server shows its libraries' log lines (uvicorn's address, access log), but libraries' deprecation
+            # notices (SQLAlchemy's about MLflow's store) are for their developers, not for the city's
+            warnings.simplefilter("ignore", DeprecationWarning)
         try:
             code = int(args.func(args) or 0)
         except CivicMLError as err:

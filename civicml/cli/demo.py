@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civicml.cli.common import add_store_options, console, settings_from
+from civicml.cli.common import add_store_options, console, settings_from, user_stderr
 
 
 def add_commands(sub) -> None:
@@ -18,5 +18,6 @@ def cmd_demo(args) -> int:
     from civicml.demo import run_demo
 
     out = console()
-    run_demo(settings_from(args), rows=args.rows, trials=args.trials, seed=args.seed, say=out.print)
+    run_demo(settings_from(args), rows=args.rows, trials=args.trials, seed=args.seed, say=out.print,
+             progress=user_stderr())
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from civicml.cli.common import add_data_options, add_store_options, console, load_data, settings_from
+from civicml.cli.common import add_data_options, add_store_options, console, load_data, settings_from, user_stderr
 
 
 def add_commands(sub) -> None:
@@ -96,7 +96,8 @@ def cmd_tune(args) -> int:
         given_holdout = load_dataset(use_case, [str(f) for f in args.holdout])
     heartbeat = Heartbeat(args.heartbeat_interval, args.grace_period)
     dataset = load_data(args, settings, use_case)
-    result = tune(use_case, dataset, seed=args.seed, timeout=args.timeout, progress=not args.json,
+    # progress goes to stderr, with --json too (a bar on a terminal, a line per trial elsewhere): stdout stays JSON
+    result = tune(use_case, dataset, seed=args.seed, timeout=args.timeout, progress=user_stderr(),
                   heartbeat=heartbeat, **study_args)
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
