@@ -27,8 +27,9 @@ from civicml.errors import InvalidInput, PermissionDenied
 from civicml.settings import Settings
 from projects import get_use_case, train
 from registry import rollout
+from team_mode import moto_s3, team_pg, team_server  # noqa: F401 - fixtures
 from test_registry_security import HOLD, TOKENS, Mode, _answers_in_pairs, _holdout_files, _one_line_error, _policy, \
-    _relog
+    _relog, team  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"description": "Huge pothole on Oak Avenue", "district": "Midtown", "channel": "app", "hour": 8,
@@ -78,8 +79,6 @@ def test_3_a_champion_that_fails_verification_keeps_its_input_contract(home, req
     registry.register(home.good.model_uri, name, settings=home.settings)
     assert registry.promote(name, requests_holdout.frame, HOLD, policy=_lax(tmp_path), settings=home.settings).promoted
     registry.register(_relog(home, tmp_path / "b", _answers_in_pairs), name, alias="breaking", settings=home.settings)
-    store = registry.ModelStore(home.settings)
-    assert store.get_version(name, "1").signature["inputs"]  # recorded in the registry at registration
     conda = home.files(name, "1")["conda.yaml"]
     home.write(name, "1", "conda.yaml", conda + b"# one more line\n")  # the attack: v1's files fail verification
     capsys.readouterr()
@@ -92,6 +91,8 @@ def test_3_a_champion_that_fails_verification_keeps_its_input_contract(home, req
     assert "no current champion" not in out.split("signature compatible", 1)[1].splitlines()[0]
     assert registry.models(home.settings)[name]["champion"] == "1"
     assert registry.audit(name, settings=home.settings)[-1]["action"] == "refuse"
+    store = registry.ModelStore(home.settings)
+    assert store.get_version(name, "1").signature["inputs"]  # recorded in the registry at registration
 
     # a champion registered before signatures were recorded, whose files fail: the contract cannot be read,
     # so the gate refuses (fails closed) ... and `--force` still finds the contract gate (by type) and passes it
@@ -287,10 +288,18 @@ def test_6_look_alike_aliases_and_names_are_refused_everywhere(home, capsys, use
 
 
 # -- 10. a discarded registration removes everything it wrote ------------------------------------------
-def test_10_a_discarded_registration_removes_everything_it_wrote(home, requests_holdout, user):
+@pytest.fixture(params=["embedded", pytest.param("team", marks=[pytest.mark.slow, pytest.mark.postgres,
+                                                                 pytest.mark.s3])])
+def where(request) -> Mode:
+    """The embedded home, or (slow) the team server: PostgreSQL, and S3 behind MLflow's artifact proxy."""
+    return request.getfixturevalue("home" if request.param == "embedded" else "team")
+
+
+def test_10_a_discarded_registration_removes_everything_it_wrote(where, requests_holdout, user):
     from registry import rules
     from registry.store import ModelStore
 
+    home = where
     name = "h10-discard"
     store = ModelStore(home.settings)
     registry.register(home.good.model_uri, name, settings=home.settings, holdout=requests_holdout.frame, target=HOLD)
