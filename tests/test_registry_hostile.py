@@ -205,6 +205,17 @@ def test_4_http_refusals_are_audited_once_per_caller_route_status_and_minute(hom
     assert len(trail) <= 2 * len(expected) and len(written_while_serving) <= len(trail)
     assert all(r["minute"].endswith("Z") and r["why"] and "guessed" not in str(r) for r in trail)
 
+    # a flood of callers is held in bounded memory: beyond MAX_KEYS keys a minute, refusals count as "(others)"
+    from serving.refusals import MAX_KEYS, OTHERS, RefusalAudit
+
+    flood = RefusalAudit(router)
+    for i in range(MAX_KEYS + 500):
+        flood.count("h4-no-such-model", f"caller-{i}", "/invocations", 401, "authentication failed")
+    assert flood.pending() == MAX_KEYS + 500
+    assert flood.flush(everything=True) <= MAX_KEYS + 2 and flood.pending() == 0  # (+1 if the minute turned over)
+    flood.count("h4-no-such-model", OTHERS, "/invocations", 401, "x")
+    flood.close()
+
 
 def test_4_the_docs_list_the_audited_events_from_the_table_in_code():
     from registry.events import AuditEvent, markdown_list
