@@ -26,7 +26,8 @@ from registry.guard import authorize, now as _now, record as _record, sweep, ver
 from registry.inputs import governing, record_project_policy, task_of, use_case_named
 from registry.policy import PromotionPolicy
 from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, RESERVED_ALIASES, TAG_CARD, TAG_CARD_SHA, _approvals
-from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, is_version_number, validate_alias, validate_name
+from registry.store import (TAG_SHA, LocalModel, ModelStore, ModelVersion, is_version_number, validate_alias,
+                            validate_name)
 
 
 @dataclass

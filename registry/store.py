@@ -34,7 +34,7 @@ from registry import checksum
 
 TAG_SHA = "civicml.sha256"
 TAG_MANIFEST = "civicml.manifest"  # per-file digests (JSON), split over .0, .1, ... when long
-TAG_SIGNATURE = "civicml.signature"  # the MLmodel's signature (JSON; "null": none) at registration, split like the manifest
+TAG_SIGNATURE = "civicml.signature"  # MLmodel's signature at registration (JSON; "null": none), split like the manifest
 TAG_REGISTRATION = "civicml.registration"  # "pending:<host>:<pid>:<epoch s>" until every step is done, then "complete"
 AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
