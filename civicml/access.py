@@ -67,6 +67,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     "rollback": frozenset({RELEASE_MANAGER}),
     "override_policy": frozenset({POLICY_OWNER}),
     "force_promote": frozenset({POLICY_OWNER}),
+    # a serving replica (service token) whose canary passed its limits, or a release manager
+    "stop_rollout": frozenset({SERVICE, RELEASE_MANAGER}),
 }
 # what each action covers, for the table in docs/team-mode.md
 ACTION_TEXT = {
@@ -81,6 +83,7 @@ ACTION_TEXT = {
     "rollback": "roll back",
     "override_policy": "promote under a policy other than the governing one",
     "force_promote": "`promote --force` past a broken input contract",
+    "stop_rollout": "stop a canary or shadow automatically (a serving replica over its limits)",
 }
 _PRINCIPAL_FIELDS = ("roles", "token_sha256", "expires", "revoked")
 
@@ -209,10 +212,14 @@ def caller(settings: Settings, now: dt.datetime | None = None) -> Identity:
     """The identity behind ``settings``: single-user without access configuration, else from the token."""
     if not settings.access_configured:
         return Identity(settings.user, frozenset(ROLES), "single-user")
-    known = principals(settings)
-    if not settings.token:
+    return identify(principals(settings), settings.token, now)
+
+
+def identify(known: dict[str, Principal], token: str | None, now: dt.datetime | None = None) -> Identity:
+    """Whose ``token`` it is among ``known``: refused when unknown, revoked or expired (at ``now``)."""
+    if not token:
         raise PermissionDenied("permission denied: access is configured; set CIVICML_TOKEN to your token")
-    digest = token_digest(settings.token)
+    digest = token_digest(token)
     for name, principal in known.items():
         if hmac.compare_digest(digest, principal.token_sha256):
             if principal.revoked:
@@ -223,6 +230,46 @@ def caller(settings: Settings, now: dt.datetime | None = None) -> Identity:
                                        f"{principal.expires.isoformat(timespec='seconds')}")
             return Identity(name, principal.roles, "token")
     raise PermissionDenied("permission denied: the token is not in the access configuration")
+
+
+class AccessFile:
+    """The principals of one access file for a long-lived process (a server checking every request).
+
+    The file is parsed again whenever it changes: each check compares its inode, size,
+    mtime and ctime (one ``stat``) with those of the parse in hand, so a revocation or a
+    new expiry takes effect on the very next request; expiry itself is judged against
+    the clock on every check. Nothing else is remembered."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._state: tuple | None = None
+        self._known: dict[str, Principal] = {}
+
+    def _file_state(self) -> tuple | None:
+        try:
+            st = Path(self.settings.access_file).stat()
+        except (OSError, TypeError):
+            return None  # principals() says why
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def principals(self) -> dict[str, Principal]:
+        state = self._file_state()
+        if state is None or state != self._state:
+            known = principals(self.settings)
+            self._state, self._known = state, known
+        return self._known
+
+    def caller(self, token: str | None, now: dt.datetime | None = None) -> Identity:
+        return identify(self.principals(), token, now)
+
+
+def parse_expiry(value: str, now: dt.datetime | None = None) -> dt.datetime:
+    """A new token's expiry (a date: the whole day; a time: UTC unless it says otherwise); refused when it is
+    not a date, or already past."""
+    moment = _expiry(value, "--expires", "expires")
+    if moment <= (now or dt.datetime.now(dt.timezone.utc)):
+        raise InvalidInput(f"--expires {value} is in the past; a token must expire later than now")
+    return moment
 
 
 def require(settings: Settings, action: str) -> Identity:

@@ -8,7 +8,7 @@ holds ``MLmodel``.
 A load refuses when a recorded file changed or disappeared. Files that appeared since
 (``__pycache__/*.pyc`` or ``registered_model_meta`` written by plain MLflow tools that
 opened the version in place) are reported, left out of the private copy that is
-loaded, and not refused.
+loaded (:func:`bookkeeping` finds the ones no manifest ever lists), and not refused.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ def model_root(folder: str | Path) -> Path:
 def _files(root: Path) -> list[Path]:
     return sorted((p for p in root.rglob("*") if p.is_file() and p.name not in IGNORED),
                   key=lambda p: p.relative_to(root).as_posix())
+
+
+def bookkeeping(root: str | Path) -> tuple[str, ...]:
+    """MLflow's own files (:data:`IGNORED`) under the model root: never recorded, so never part of what loads."""
+    root = Path(root)
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name in IGNORED))
 
 
 def file_sha256(path: Path) -> str:

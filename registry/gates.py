@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from registry.store import LocalModel
+from registry.store import LocalModel, ModelVersion
 
 
 class _Metrics:
@@ -84,6 +84,9 @@ class PromotionContext:
     approvals: tuple[str, ...] = ()  # distinct approvers of the candidate version
     holdout_name: str | None = None
     holdout_fingerprint: str | None = None
+    # the version the alias serves now, verified or not (``champion`` is None when its files fail verification):
+    # its signature recorded at registration is the input contract
+    serving: ModelVersion | None = None
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
     _predictions: dict = field(default_factory=dict)
@@ -252,18 +255,38 @@ def signature_breaks(old, new) -> list[str]:
 
 @dataclass
 class SignatureCompatible(Gate):
-    """Consumers of the current champion keep working: no new required input, no changed type, same outputs."""
+    """Consumers of the current champion keep working: no new required input, no changed type, same outputs.
+
+    The contract is the champion's signature as recorded in the registry at its registration
+    (:attr:`registry.store.ModelVersion.signature`), not its files: a champion whose files fail
+    verification still holds its clients' contract. Only ``promote --force`` passes a break
+    (``forceable``)."""
 
     name: str = "signature compatible"
+    forceable = True  # the one gate `promote --force` may pass (registry.lifecycle._judge)
 
     def check(self, ctx):
-        if ctx.champion is None:
+        current = ctx.serving or (ctx.champion.version if ctx.champion else None)
+        if current is None:
             return GateVerdict(self.title, True, None, None, "no current champion")
-        old = ctx.model(ctx.champion).metadata.signature
+        intact = ctx.champion is not None and ctx.champion.version.version == current.version
+        try:
+            recorded = current.signature
+        except KeyError:  # registered before signatures were recorded: only its verified files can say
+            if not intact:
+                raise ValueError(f"champion v{current.version} records no signature and its files fail "
+                                 f"verification: its input contract cannot be read") from None
+            old = ctx.model(ctx.champion).metadata.signature
+        else:
+            from mlflow.models.signature import ModelSignature
+
+            old = ModelSignature.from_dict(recorded) if recorded else None
         new = ctx.model(ctx.candidate).metadata.signature
         problems = signature_breaks(old, new)
-        detail = "; ".join(problems) if problems else \
-            f"inputs of champion v{ctx.champion.version.version} accepted unchanged"
+        source = "" if intact else " (its files fail verification; the contract is its signature recorded at " \
+                                   "registration)"
+        detail = "; ".join(problems) + source if problems else \
+            f"inputs of champion v{current.version}{source} accepted unchanged"
         return GateVerdict(self.title, not problems, float(len(problems)), 0.0, detail)
 
 

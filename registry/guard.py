@@ -17,6 +17,7 @@ from typing import Any
 from civicml.access import Identity, caller, require
 from civicml.errors import CivicMLError, IntegrityError, PermissionDenied
 from civicml.settings import Settings
+from registry.events import is_event
 from registry.store import TAG_REGISTRATION, LocalModel, ModelStore, ModelVersion
 
 log = logging.getLogger("civicml.registry")
@@ -27,7 +28,11 @@ def now() -> str:
 
 
 def record(who: Identity | dict, action: str, **fields) -> dict[str, Any]:
-    """An audit record: what, who (name, roles, how identified), when, and the action's own fields."""
+    """An audit record: what (one of :class:`registry.events.AuditEvent`), who (name, roles, how identified),
+    when, and the action's own fields."""
+    action = getattr(action, "value", action)
+    if not is_event(action):
+        raise ValueError(f"'{action}' is not an audited event (registry.events.AuditEvent)")
     identity = who.to_record() if isinstance(who, Identity) else who
     return {"action": action, **identity, "when": now(), **fields}
 

@@ -26,9 +26,8 @@ from registry.guard import authorize, now as _now, record as _record, sweep, ver
 from registry.inputs import governing, record_project_policy, task_of, use_case_named
 from registry.policy import PromotionPolicy
 from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, RESERVED_ALIASES, TAG_CARD, TAG_CARD_SHA, _approvals
-from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, validate_alias
-
-CONTRACT_GATE = "signature compatible"  # the serving alias's input contract (registry.gates.SignatureCompatible)
+from registry.store import (TAG_SHA, LocalModel, ModelStore, ModelVersion, is_version_number, validate_alias,
+                            validate_name)
 
 
 @dataclass
@@ -71,6 +70,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     who = authorize(settings, "register", name, store, source=model_uri)
+    validate_name(name, "model name")
     if alias:
         validate_alias(alias)
         _reserved_alias_guard(alias)
@@ -177,7 +177,7 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     notes += [note] if note else []
     ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
                            approvals=tuple(r["who"] for r in _approvals(store, name, candidate)),
-                           holdout_name=label, holdout_fingerprint=fingerprint)
+                           holdout_name=label, holdout_fingerprint=fingerprint, serving=champion)
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
@@ -234,7 +234,7 @@ def _policy_for(settings, store, who: Identity, name: str, policy: PromotionPoli
 
 def _positions(store: ModelStore, name: str, from_alias: str, to_alias: str):
     """(candidate, the version ``to_alias`` serves now or None)."""
-    candidate = _complete_version(store, name, from_alias) if str(from_alias).isdigit() \
+    candidate = _complete_version(store, name, from_alias) if is_version_number(from_alias) \
         else store.by_alias(name, from_alias)
     if candidate.pending:
         raise NotFound(f"version {candidate.version} of '{name}' is still being registered")
@@ -252,7 +252,8 @@ def _champion_for_comparison(store, who, name, champion: ModelVersion | None, al
         return verified(store, who, name, champion, "compare"), None
     except IntegrityError as err:
         return None, (f"'{alias}' version {champion.version} failed its integrity check and is treated as absent "
-                      f"for the comparison gates ({err})")
+                      f"for the comparison gates; its input contract (the signature recorded at its registration) "
+                      f"still holds ({err})")
 
 
 def _judge(policy: PromotionPolicy, ctx: PromotionContext, who: Identity, force: bool, reason: str | None,
@@ -261,7 +262,7 @@ def _judge(policy: PromotionPolicy, ctx: PromotionContext, who: Identity, force:
     verdicts, forced = [], False
     for gate in policy.gates():
         verdict = gate.verdict(ctx)
-        if verdict.gate == CONTRACT_GATE and not verdict.passed and force:
+        if getattr(gate, "forceable", False) and not verdict.passed and force:
             forced = True
             verdict = GateVerdict(verdict.gate, True, verdict.figure, verdict.threshold,
                                   f"FORCED by {who.name} ({reason or 'no reason given'}): {verdict.detail}; "

@@ -12,7 +12,7 @@ from typing import Any
 from civicml.errors import IntegrityError, NotFound
 from civicml.settings import Settings
 from registry.guard import authorize, verified
-from registry.store import LocalModel, ModelStore, ModelVersion
+from registry.store import LocalModel, ModelStore, ModelVersion, is_version_number
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -28,7 +28,7 @@ def resolve(name: str, ref: str = CHAMPION, settings: Settings | None = None) ->
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     who = authorize(settings, "predict", name, store, ref=str(ref))
-    version = store.get_version(name, ref) if str(ref).isdigit() else store.by_alias(name, ref)
+    version = store.get_version(name, ref) if is_version_number(ref) else store.by_alias(name, ref)
     if version.pending:
         raise NotFound(f"model '{name}' has no version {version.version} (its registration has not completed)")
     return verified(store, who, name, version, "resolve")

@@ -8,13 +8,12 @@ latency over a window of requests). Starting and stopping are audited like promo
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 
-from civicml.access import require
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
+from registry.guard import authorize, record
 from registry.store import ModelStore
 
 ROLLOUT_TAG = "civicml.rollout"
@@ -38,26 +37,22 @@ class Rollout:
         return Rollout(**{k: v for k, v in json.loads(text).items() if k in Rollout.__dataclass_fields__})
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def start(name: str, version: str | int, weight: float, mode: str = "canary", *, max_error_rate: float = 0.05,
           max_p95_ms: float | None = None, window: int = 50, settings: Settings | None = None) -> Rollout:
     """Send ``weight`` percent of ``name``'s traffic to ``version`` (release managers)."""
     settings = settings or Settings.from_env()
-    who = require(settings, "promote")
+    store = ModelStore(settings)
+    who = authorize(settings, "promote", name, store, attempted_rollout=mode, version=str(version))
     if mode not in MODES:
         raise InvalidInput(f"unknown roll-out mode '{mode}' (known: {', '.join(MODES)})")
     if not 0 < weight <= 100:
         raise InvalidInput(f"--weight must be a percentage in (0, 100], got {weight}")
     if not 0 <= max_error_rate <= 1 or window < 1 or (max_p95_ms is not None and max_p95_ms <= 0):
         raise InvalidInput("limits: 0 <= max error rate <= 1, window >= 1, max p95 > 0")
-    store = ModelStore(settings)
     mv = store.get_version(name, version)
     rollout = Rollout(mv.version, float(weight), mode, float(max_error_rate), max_p95_ms, int(window))
     store.client.set_registered_model_tag(name, ROLLOUT_TAG, rollout.to_json())
-    store.append_audit(name, {"action": mode, **who.to_record(), "when": _now(), **asdict(rollout)})
+    store.append_audit(name, record(who, mode, **asdict(rollout)))
     return rollout
 
 
@@ -75,14 +70,16 @@ def current(name: str, settings: Settings | None = None) -> Rollout | None:
 
 def stop(name: str, reason: str = "stopped", *, automatic: bool = False,
          settings: Settings | None = None) -> Rollout | None:
-    """End the roll-out (a release manager; or, ``automatic``, a replica whose limits were passed)."""
+    """End the roll-out: by command (``rollback``: release managers) or ``automatic``ally by a serving replica
+    whose limits were passed (``stop_rollout``: its service token, or a release manager). A refusal is audited."""
     settings = settings or Settings.from_env()
-    who = require(settings, "read" if automatic else "rollback")
     store = ModelStore(settings)
+    who = authorize(settings, "stop_rollout" if automatic else "rollback", name, store, automatic=automatic,
+                    reason=reason[:500])
     rollout = current(name, settings)
     if rollout is None:
         return None
     store.client.delete_registered_model_tag(name, ROLLOUT_TAG)
-    store.append_audit(name, {"action": "rollout-stop", **who.to_record(), "when": _now(), "automatic": automatic,
-                              "reason": reason, "version": rollout.version, "mode": rollout.mode})
+    store.append_audit(name, record(who, "rollout-stop", automatic=automatic, reason=reason[:1500],
+                                    version=rollout.version, mode=rollout.mode))
     return rollout

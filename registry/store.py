@@ -8,7 +8,9 @@ local copies of model artifacts.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -30,6 +32,7 @@ from registry import checksum
 
 TAG_SHA = "civicml.sha256"
 TAG_MANIFEST = "civicml.manifest"  # per-file digests (JSON), split over .0, .1, ... when long
+TAG_SIGNATURE = "civicml.signature"  # MLmodel's signature at registration (JSON; "null": none), split like the manifest
 TAG_REGISTRATION = "civicml.registration"  # "pending:<host>:<pid>:<epoch s>" until every step is done, then "complete"
 AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
@@ -39,6 +42,8 @@ STALE_PENDING_SECONDS = 3600  # a registration pending this long on another host
 # MLflow error codes (``MlflowException.error_code``) that mean "no such thing"
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
 
+
+log = logging.getLogger("civicml.registry")
 
 ArtifactsUnavailable = Unavailable  # the artifact store did not answer (S3 down, wrong endpoint)
 
@@ -67,13 +72,18 @@ class ModelVersion:
     @property
     def manifest(self) -> dict[str, str] | None:
         """The recorded per-file digests (None for versions registered before manifests were kept)."""
-        if TAG_MANIFEST + ".0" not in self.tags:
-            return None
-        parts, i = [], 0
-        while f"{TAG_MANIFEST}.{i}" in self.tags:
-            parts.append(self.tags[f"{TAG_MANIFEST}.{i}"])
-            i += 1
-        return checksum.decode("".join(parts))
+        text = _joined(self.tags, TAG_MANIFEST)
+        return None if text is None else checksum.decode(text)
+
+    @property
+    def signature(self) -> dict | None:
+        """The signature recorded at registration (MLmodel's ``signature`` mapping; None: the model has none).
+
+        Raises ``KeyError`` for a version registered before signatures were recorded."""
+        text = _joined(self.tags, TAG_SIGNATURE)
+        if text is None:
+            raise KeyError(TAG_SIGNATURE)
+        return json.loads(text)
 
     @property
     def pending(self) -> bool:
@@ -97,10 +107,33 @@ def _not_found(err: MlflowException) -> bool:
     return (getattr(err, "error_code", "") or "") in NOT_FOUND_CODES
 
 
-def manifest_tags(files: dict[str, str]) -> dict[str, str]:
-    text = checksum.encode(files)
-    return {f"{TAG_MANIFEST}.{i}": text[at:at + MANIFEST_CHUNK]
+def _chunked(prefix: str, text: str) -> dict[str, str]:
+    """``text`` as tags ``prefix.0``, ``prefix.1``, ... (a tag value holds at most 5000 characters on SQL stores)."""
+    return {f"{prefix}.{i}": text[at:at + MANIFEST_CHUNK]
             for i, at in enumerate(range(0, max(len(text), 1), MANIFEST_CHUNK))}
+
+
+def _joined(tags: dict[str, str], prefix: str) -> str | None:
+    if prefix + ".0" not in tags:
+        return None
+    parts, i = [], 0
+    while f"{prefix}.{i}" in tags:
+        parts.append(tags[f"{prefix}.{i}"])
+        i += 1
+    return "".join(parts)
+
+
+def manifest_tags(files: dict[str, str]) -> dict[str, str]:
+    return _chunked(TAG_MANIFEST, checksum.encode(files))
+
+
+def signature_tags(root: Path) -> dict[str, str]:
+    """The model's signature as registration records it: the contract its consumers rely on, read from the
+    registry (never from files that may have changed since) when a later version would replace it."""
+    import yaml
+
+    signature = (yaml.safe_load((root / "MLmodel").read_text()) or {}).get("signature")
+    return _chunked(TAG_SIGNATURE, json.dumps(signature, sort_keys=True, separators=(",", ":")))
 
 
 def pending_marker() -> str:
@@ -256,6 +289,7 @@ class ModelStore:
         process killed in between leaves a pending version that the next registry
         command removes (:meth:`half_registered`).
         """
+        validate_name(name, "model name")
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self.download(model_uri, tmp)
@@ -266,6 +300,7 @@ class ModelStore:
                 raise InvalidInput(f"{model_uri} is not an MLflow model (no MLmodel file)")
             files = checksum.manifest(root)
             sha = checksum.digest(root)
+            recorded = signature_tags(root)
         created_model = False
         if not self.exists(name):
             try:
@@ -274,7 +309,8 @@ class ModelStore:
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
                     raise
-        all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), TAG_REGISTRATION: pending_marker()}
+        all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), **recorded,
+                    TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
             # MLflow's SQL registry store looks up a models:/m-... or runs:/ source through the process-wide
@@ -311,13 +347,47 @@ class ModelStore:
                 if v.pending and registration_is_dead(v.tags.get(TAG_REGISTRATION, ""))]
 
     def discard(self, name: str, version: str, created_model: bool = False) -> None:
-        """Undo a registration that could not complete: delete the version (and a model this call made)."""
+        """Undo a registration that could not complete: delete the version (and a model this call made), and
+        everything its registration wrote: model cards and insights beside the run, the verified copy in
+        the home's cache (:meth:`_remove_written`)."""
+        run_id = None
+        try:
+            run_id = self.client.get_model_version(name, version).run_id
+        except MlflowException:
+            pass
         try:
             self.client.delete_model_version(name, version)
         except MlflowException:
             pass
+        self._remove_written(name, str(version), run_id)
         if created_model:
             self._delete_model_quietly(name)
+
+    def _remove_written(self, name: str, version: str, run_id: str | None) -> None:
+        """Remove what registering ``version`` writes besides the version itself, by where it writes it:
+        ``model_cards/<name>/v<N>-*.md`` (registry.lifecycle._store_card) and ``insights/<name>/v<N>/``
+        (registry.rules.log_insights) in the run's artifacts, ``cache/models/<name>/<N>`` in the home.
+        Version numbers are never reused, so nothing else lives there."""
+        import posixpath
+
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        shutil.rmtree(self.settings.home / "cache" / "models" / _safe(name) / version, ignore_errors=True)
+        if not run_id:
+            return
+        folder = _safe(name)
+        try:
+            run = self.client.get_run(run_id)
+            repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.settings.tracking_uri)
+            targets = [f.path for f in repo.list_artifacts(f"insights/{folder}")
+                       if posixpath.basename(f.path) == f"v{version}"]
+            targets += [f.path for f in repo.list_artifacts(f"model_cards/{folder}")
+                        if posixpath.basename(f.path).startswith(f"v{version}-")]
+            for path in targets:
+                repo.delete_artifacts(path)
+        except Exception as err:  # noqa: BLE001 - the version is gone; say what may be left beside its run
+            log.warning("removed version %s of '%s', but not all files its registration wrote beside run %s: %s",
+                        version, name, run_id, _short(err))
 
     def _delete_model_quietly(self, name: str) -> None:
         try:
@@ -376,6 +446,7 @@ class ModelStore:
 
     # -- aliases ----------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str) -> None:
+        validate_alias(alias)
         self.get_version(name, version)
         self.client.set_registered_model_alias(name, alias, str(version))
 
@@ -429,7 +500,7 @@ class ModelStore:
             except (MlflowException, OSError) as err:
                 raise _unreadable(f"cannot download model '{name}' version {version.version}", err) from None
             root = checksum.model_root(local)
-            added = self._verify(name, version, root)
+            added = tuple(sorted({*self._verify(name, version, root), *checksum.bookkeeping(root)}))
             for rel in added:  # never load what registration did not record
                 path = root / rel
                 path.unlink()
@@ -491,10 +562,30 @@ def _short(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")  # ASCII only: look-alike letters (Cyrillic 'а') never pass
+
+
+def validate_name(value: str, kind: str = "alias") -> str:
+    """The one check of a model name or alias before anything is stored under it (CLI, Python API, console,
+    HTTP all reach it through the registry's functions): ASCII letters, digits, '-' and '_' only, so no two
+    names that read alike differ; an alias is never only digits (that would read as a version number)."""
+    if kind not in ("alias", "model name"):
+        raise ValueError(f"kind must be 'alias' or 'model name', got {kind!r}")
+    text = value if isinstance(value, str) else ""
+    if not SAFE_NAME.fullmatch(text) or (kind == "alias" and text.isdigit()):
+        shown = ascii(value) if isinstance(value, str) else repr(value)
+        digits = ", not only digits" if kind == "alias" else ""
+        raise InvalidInput(f"invalid {kind} {shown}: use ASCII letters, digits, '-' or '_'{digits}")
+    return value
+
+
 def validate_alias(alias: str) -> str:
-    if not alias or not alias.replace("-", "").replace("_", "").isalnum() or alias.isdigit():
-        raise InvalidInput(f"invalid alias '{alias}': use letters, digits, '-' or '_', not only digits")
-    return alias
+    return validate_name(alias, "alias")
+
+
+def is_version_number(ref) -> bool:
+    """Whether ``ref`` names a version (ASCII digits) rather than an alias."""
+    return isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit())
 
 
 def _swap_into_place(root: Path, target: Path, staging: Path) -> None:

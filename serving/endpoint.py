@@ -85,6 +85,7 @@ class Endpoint:
         # a canary or shadow version beside the champion (registry.rollout), and its recent requests
         self.rollout = None
         self._canary: Loaded | None = None
+        self._canary_error: str | None = None  # the latest exception of the canary, for the rollback's audit record
         self._canary_window: collections.deque = collections.deque(maxlen=50)
         self._rng = random.Random()
         self.shadow_counts = {"agree": 0, "total": 0}
@@ -217,7 +218,8 @@ class Endpoint:
             return
         version = self._canary.served.version if self._canary else rollout.version
         self.rollout, self._canary = None, None  # this replica stops at once; the registry tells the others
-        self.rolled_back = f"version {version}: {why}"
+        self.rolled_back = f"version {version}: {why}" + (f"; last failure: {self._canary_error}"
+                                                           if self._canary_error else "")
         log.warning("automatic rollback of the %s of %s: %s", rollout.mode, self.model_name, self.rolled_back)
         self._event("rollback", version=version, reason=why)
 
@@ -292,6 +294,9 @@ class Endpoint:
 
                     if isinstance(err, CivicMLError):  # the client's input: the champion would refuse it too
                         raise
+                    self._canary_error = f"{type(err).__name__}: {err}"[:500]
+                    log.debug("canary version %s of %s failed on a request", canary.served.version, self.model_name,
+                              exc_info=err)
                     self._canary_result(True, time.perf_counter() - started)
                 else:
                     self._canary_result(False, time.perf_counter() - started)
@@ -311,7 +316,10 @@ class Endpoint:
         started = time.perf_counter()
         try:
             output, _, _ = await self._apredict_on(shadow, payload, params)
-        except Exception:
+        except Exception as err:
+            self._canary_error = f"{type(err).__name__}: {err}"[:500]
+            log.debug("shadow version %s of %s failed on a request", shadow.served.version, self.model_name,
+                      exc_info=err)
             self._canary_result(True, time.perf_counter() - started)
             return
         self._canary_result(False, time.perf_counter() - started)

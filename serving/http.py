@@ -106,39 +106,66 @@ class Guard:
     """Team mode: inference needs a service token. Single-user mode: open (the server binds loopback).
 
     Who a token belongs to (and whether it expired or was revoked) is decided by
-    :func:`civicml.access.caller`, the one home of that rule; an accepted identity is
-    remembered for ``REFRESH_SECONDS`` so that the access file is not read per request.
+    :mod:`civicml.access`, the one home of that rule, on every request: the access file is
+    parsed again whenever it changes (:class:`civicml.access.AccessFile`), so a revocation
+    or expiry takes effect on the next request. Every 401 and 403 is counted for the
+    audit trail (:class:`serving.refusals.RefusalAudit`: one record per caller, route,
+    status and minute).
     """
 
-    REFRESH_SECONDS = 30.0
+    def __init__(self, settings, model: str | None = None):
+        from civicml.access import AccessFile
+        from serving.refusals import RefusalAudit
 
-    def __init__(self, settings):
         self.settings = settings
         self.team = settings.access_configured
-        self._known: dict[str, tuple[object, float]] = {}  # token digest -> (identity, when it was checked)
+        self.model = model
+        self._access = AccessFile(settings) if self.team else None
+        self.refusals = RefusalAudit(settings)
 
-    def check(self, request: Request) -> str | None:
+    def check(self, request: Request, model: str | None = None) -> str | None:
         if not self.team:
             return None
-        from civicml.access import SERVICE, caller, token_digest
+        caller = "anonymous"
+        try:
+            token = self._token(request)
+            caller = self._name_of(token)
+            return self._identify(token)
+        except PermissionDenied as err:
+            status = 401 if isinstance(err, Unauthenticated) else 403
+            if model or self.model:
+                self.refusals.count(model or self.model, caller, request.url.path, status, str(err))
+            raise
 
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+    def close(self) -> None:
+        self.refusals.close()
+
+    @staticmethod
+    def _token(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("authentication required: send 'Authorization: Bearer <service token>'")
-        digest, now = token_digest(token), time.monotonic()
-        who, checked = self._known.get(digest, (None, 0.0))
-        if who is None or now - checked > self.REFRESH_SECONDS:
-            try:
-                who = caller(self.settings.with_(token=token))
-            except PermissionDenied as err:
-                self._known.pop(digest, None)
-                raise Unauthenticated("authentication failed: " + str(err).removeprefix("permission denied: ")) \
-                    from None
-            if len(self._known) > 1024:  # bounded, whatever tokens callers try
-                self._known.clear()
-            self._known[digest] = (who, now)
+        return token.strip()
+
+    def _name_of(self, token: str) -> str:
+        """The principal a token names (also a revoked or expired one), for the audit trail."""
+        from civicml.access import token_digest
+
+        try:
+            known = self._access.principals()
+        except PermissionDenied:
+            return "unknown-token"
+        digest = token_digest(token)
+        return next((n for n, p in known.items() if p.token_sha256 == digest), "unknown-token")
+
+    def _identify(self, token: str) -> str:
+        from civicml.access import SERVICE
+
+        try:
+            who = self._access.caller(token)
+        except PermissionDenied as err:
+            raise Unauthenticated("authentication failed: " + str(err).removeprefix("permission denied: ")) \
+                from None
         if SERVICE not in who.roles:
             raise PermissionDenied(f"permission denied: {who.name} ({'+'.join(sorted(who.roles))}) may not call "
                                    f"inference routes (needs the service role)")
@@ -291,7 +318,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     default = endpoints[0]
     limits = limits or Limits()
     metrics = Metrics()
-    guard = Guard(default.settings)
+    guard = Guard(default.settings, default.model_name)
     for endpoint in endpoints:
         endpoint.on_event = metrics.on_event
 
@@ -313,6 +340,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         yield
         for endpoint in endpoints:
             endpoint.close()
+        guard.close()  # refused requests still counted go to the audit trail
 
     title = ", ".join(f"{e.model_name}@{e.alias}" for e in endpoints)
     app = FastAPI(title=f"CivicML: {title}", lifespan=lifespan,
@@ -358,7 +386,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         status, served = 200, None
         metrics.in_flight.inc()
         try:
-            guard.check(request)
+            guard.check(request, endpoint.model_name)
             body = await read_body(request, limits.max_body_bytes)
             payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
             output, served, _ = await endpoint.apredict(payload, params)
@@ -476,7 +504,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         metrics.in_flight.inc()
         try:
             endpoint = _endpoint(name)
-            guard.check(request)
+            guard.check(request, endpoint.model_name)
             if version is not None:
                 _check_version(endpoint, version)
             body = await read_body(request, limits.max_body_bytes)

@@ -19,6 +19,7 @@ from civicml.access import ACTIONS, ROLES, markdown_table
 from civicml.errors import NotFound, PermissionDenied
 from civicml.settings import Settings
 from projects import get_use_case, train
+from registry import rollout
 from team_mode import moto_s3, team_pg, team_server  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,7 @@ CALLS = {
     "override_policy": lambda s: registry.promote(NAME, None, None, from_alias="nosuch", settings=s,
                                                   policy=registry.PromotionPolicy(min_value=0.123)),
     "force_promote": lambda s: registry.promote(NAME, None, None, from_alias="nosuch", settings=s, force=True),
+    "stop_rollout": lambda s: rollout.stop(NAME, "automatic: test", automatic=True, settings=s),
 }
 NEEDS_TOO = {"override_policy": ("promote",), "force_promote": ("promote",)}  # the entry point checks these first
 

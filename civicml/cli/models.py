@@ -121,7 +121,10 @@ def cmd_register(args) -> int:
     from registry import register
     from registry.rules import recorded_fidelity, registration_holdout
 
+    from registry.store import validate_name
+
     settings = settings_from(args)
+    validate_name(args.name, "model name")  # before any held-out data is made
     if args.holdout and args.no_holdout:
         raise InvalidInput("--holdout and --no-holdout exclude each other")
     use_case, held = None, None
@@ -174,8 +177,10 @@ def cmd_approve(args) -> int:
 @_says_notices
 def cmd_promote(args) -> int:
     from registry import promote, promotion_inputs
+    from registry.guard import authorize
 
     settings = settings_from(args)
+    authorize(settings, "promote", args.name, alias=args.to_alias)  # a refusal is audited before any data is made
     inputs = promotion_inputs(args.name, settings, policy_file=args.policy, holdout_files=args.holdout)
     outcome = promote(args.name, **inputs.as_kwargs(), from_alias=args.from_alias, to_alias=args.to_alias,
                       settings=settings, force=args.force, reason=args.reason)
@@ -374,19 +379,14 @@ def cmd_whoami(args) -> int:
 def cmd_token(args) -> int:
     from registry import new_token
 
-    token, digest = new_token()
     roles = ", ".join(args.role or ["data_scientist"])
     expires = ""
     if args.expires:
-        import datetime as dt
+        from civicml.access import parse_expiry
 
-        from civicml.errors import InvalidInput
-
-        try:
-            dt.datetime.fromisoformat(args.expires)
-        except ValueError:
-            raise InvalidInput(f"--expires must be a date or time like 2027-06-30, got '{args.expires}'") from None
+        parse_expiry(args.expires)  # not a date, or already past: exit 2 with one line, no token printed
         expires = f", expires: {args.expires}"
+    token, digest = new_token()
     print(f"token for {args.principal} (shown once; give it to them, set as CIVICML_TOKEN): {token}")
     print("access-file entry (under 'principals:'):")
     print(f"  {args.principal}: {{roles: [{roles}], token_sha256: {digest}{expires}}}")
