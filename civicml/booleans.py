@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 TRUE, FALSE = "true", "false"
 TRUE_WORDS = ("true", "t", "yes", "y", "1", "1.0")
 FALSE_WORDS = ("false", "f", "no", "n", "0", "0.0")
@@ -20,7 +22,7 @@ _WORDS = {**{w: True for w in TRUE_WORDS}, **{w: False for w in FALSE_WORDS}}
 
 def read_boolean(value) -> bool | None:
     """True or False for a yes/no value in any usual spelling; None for anything else (missing included)."""
-    if value is True or value is False or type(value).__name__ == "bool_":  # numpy's bool without numpy
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Real):
         return True if value == 1 else False if value == 0 else None
