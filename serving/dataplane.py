@@ -266,10 +266,9 @@ class Validator:
             values = payload.columns.get(name)
             if values is None:
                 continue
-            numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
-            rows = np.flatnonzero((numbers < low) | (numbers > high))
+            rows = _outside(values, low, high)
             if len(rows):
-                out.append({"column": name, "rows": rows[:20].tolist(), "count": int(len(rows)),
+                out.append({"column": name, "rows": [int(i) for i in rows[:20]], "count": int(len(rows)),
                             "range": [low, high],
                             "message": f"column '{name}' has {len(rows)} value(s) outside the range the model saw "
                                        f"in training ({_num(low)} to {_num(high)}); the answer is an extrapolation"})
@@ -324,6 +323,28 @@ class Validator:
             else:
                 raise InvalidInput("this model takes named columns: send dataframe_split, dataframe_records or CSV")
         return InferenceRequest(self.columns(payload), params)
+
+
+def _outside(values: list, low: float, high: float):
+    """Positions of the values below ``low`` or above ``high`` in a checked column (numbers, None, numbers as
+    text); missing values are not outside. A loop for a request's few rows, numpy for many."""
+    if len(values) <= 64:
+        out = []
+        for i, x in enumerate(values):
+            if x.__class__ is not float and x.__class__ is not int:
+                try:
+                    x = float(x)
+                except (TypeError, ValueError):
+                    continue
+            if x < low or x > high:
+                out.append(i)
+        return out
+    try:
+        numbers = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero((numbers < low) | (numbers > high))
 
 
 def _objects(values: list) -> np.ndarray:

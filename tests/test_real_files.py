@@ -68,20 +68,19 @@ def test_init_guesses_flags_ids_and_years_and_prints_the_schema(tmp_path, capsys
     assert spec["holdout"]["split"] == "time" and spec["holdout"]["column"] == "applied"
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([0, 1, 1, 0] * 10, "boolean"), (["Yes", "no", "YES", "No"] * 10, "boolean"), ([True, False] * 20, "boolean"),
-    (["t", "F"] * 20, "boolean"), (["y", "N"] * 20, "boolean"), (["TRUE", "false"] * 20, "boolean"),
-    (["yes", "no", "maybe"] * 10, "category"), (list(range(7, 47)), "id"), ([2010 + i % 6 for i in range(40)], "year"),
-    ([1950.0 + 2 * i for i in range(40)], "numeric"),  # 40 distinct values in 40 rows, unnamed: not years
-])
-def test_a_column_type_is_guessed_from_its_values(values, expected):
-    assert guess_type("value", pd.Series(values)) == expected
+GUESSES = [([0, 1, 1, 0] * 10, "boolean"), (["Yes", "no", "YES", "No"] * 10, "boolean"), ([True, False] * 20, "boolean"),
+           (["t", "F"] * 20, "boolean"), (["y", "N"] * 20, "boolean"), (["TRUE", "false"] * 20, "boolean"),
+           (["yes", "no", "maybe"] * 10, "category"), (list(range(7, 47)), "id"),
+           ([2010 + i % 6 for i in range(40)], "year"),
+           ([1950.0 + 2 * i for i in range(40)], "numeric")]  # 40 distinct values in 40 rows, unnamed: not years
 
 
-@pytest.mark.parametrize("name", ["id", "rownames", "site_id", "Unnamed: 0", "SiteID", "index"])
-def test_a_column_named_like_an_id_with_one_value_per_row_is_an_id(name):
-    assert guess_type(name, pd.Series(np.random.default_rng(0).permutation(500)[:40])) == "id"
-    assert guess_type("paid", pd.Series(np.random.default_rng(0).permutation(500)[:40])) == "numeric"
+def test_a_column_type_is_guessed_from_its_values_and_name():
+    assert [guess_type("value", pd.Series(values)) for values, _ in GUESSES] == [kind for _, kind in GUESSES]
+    one_each = pd.Series(np.random.default_rng(0).permutation(500)[:40])
+    names = ["id", "rownames", "site_id", "Unnamed: 0", "SiteID", "index"]
+    assert [guess_type(name, one_each) for name in names] == ["id"] * len(names)
+    assert guess_type("paid", one_each) == "numeric" and guess_type("Year", pd.Series([1999, 2001] * 5)) == "year"
 
 
 def _use_case(tmp_path: Path, data: Path, target: str, holdout: dict, types: dict | None = None) -> TabularUseCase:
@@ -100,6 +99,13 @@ def test_a_time_split_holds_out_a_fraction_of_rows_on_a_year_or_a_date(tmp_path)
     share = len(held) / (len(held) + len(train))
     assert 0.12 <= share <= 0.28  # whole years: the cut nearest 20% of the rows (a year is ~1/12 of them)
     assert held.frame["Year"].min() > train.frame["Year"].max()
+    # declared a date, a bare year is 1 January of that year, and the fraction is still one of rows
+    uc = _use_case(tmp_path, trips, "Delayed", {"split": "time", "column": "Year", "fraction": 0.2},
+                   {"Year": "date"})
+    train, held = uc.integrate(uc.generate_sources(None)), uc.holdout()
+    assert len(held) / (len(held) + len(train)) == share
+    assert pd.to_datetime(held.frame["Year"]).min() == pd.Timestamp(f"{held.frame['Year'].min()[:4]}-01-01")
+    assert pd.to_datetime(train.frame["Year"]).dt.year.min() == 2008
     permits = permit_days(tmp_path / "exports", n=500, seed=3)
     uc = _use_case(tmp_path, permits, "days_to_issue", {"split": "time", "column": "applied", "fraction": 0.2},
                    {"applied": "date"})

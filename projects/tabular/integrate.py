@@ -27,7 +27,7 @@ from civicml.booleans import SPELLINGS, model_value, read_boolean
 from civicml.errors import InvalidInput, NotFound
 from projects.masking import Masker
 from projects.spec import Source, UseCaseSpec, did_you_mean, duration
-from projects.tabular.detect import ADDRESS, guess_type, looks_personal
+from projects.tabular.detect import ADDRESS, YEARS, guess_type, looks_personal
 
 BAD_DATES = 0.2  # more than this share of unparseable dates in a column stops the data step
 BAD_NUMBERS = 0.05
@@ -91,6 +91,8 @@ def parse_dates(series: pd.Series, column: str, where: str, fmt: str | None, zon
     present = series.notna() & (series.astype(str).str.strip() != "")
     if pd.api.types.is_datetime64_any_dtype(series):
         when = series
+    elif _bare_years(series):  # 2019 is 1 January 2019, not 2019 nanoseconds after 1970
+        when = pd.to_datetime(series.astype("Int64").astype(str), format="%Y", errors="coerce")
     else:
         when = pd.to_datetime(series.where(present, None), errors="coerce", format=fmt or "mixed",
                               utc=False if zone else None)
@@ -108,6 +110,13 @@ def parse_dates(series: pd.Series, column: str, where: str, fmt: str | None, zon
     if getattr(when.dt, "tz", None) is not None:
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when
+
+
+def _bare_years(series: pd.Series) -> bool:
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return False
+    values = series.dropna().astype(float)
+    return bool(len(values)) and bool(((values == values.round()) & values.between(*YEARS)).all())
 
 
 def read_source(spec: UseCaseSpec, i: int, files: list[Path], report: dict) -> pd.DataFrame:
