@@ -58,6 +58,18 @@ class HistoryReporter:
 fingerprint = frame_fingerprint  # SHA-256 of a frame's content and schema
 
 
+def observed_ranges(X: Any) -> dict[str, list[float]]:
+    """[min, max] of each numeric (not boolean) column of a feature frame; nothing for other inputs."""
+    if not isinstance(X, pd.DataFrame):
+        return {}
+    out = {}
+    for column in X.columns:
+        s = X[column]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any():
+            out[str(column)] = [float(s.min()), float(s.max())]
+    return out
+
+
 @dataclass(frozen=True)
 class Dataset:
     """An integrated, cleaned, masked frame, with where it came from."""
@@ -187,3 +199,9 @@ class UseCase(abc.ABC):
     def category_values(self, dataset: Dataset) -> dict[str, list]:
         """Allowed values of the categorical features, logged with the model for input checks."""
         return {}
+
+    def input_checks(self, dataset: Dataset) -> dict[str, Any]:
+        """More of what serving checks inputs against, logged with the model (its metadata): each numeric
+        feature's range in the training data (``observed_ranges``) and what serving does with a value outside
+        it (``out_of_range``: ``warn`` answers with a warning, ``refuse`` answers 400)."""
+        return {"observed_ranges": observed_ranges(dataset.X), "out_of_range": "warn"}

@@ -26,6 +26,11 @@
     families: [decision_tree, random_forest, hist_gradient_boosting, svm, linear, paddle_mlp]
     search: ["random_forest.max_depth=4:24"]   # the grammar of `civicml tune --set`
     policy: {min_value: 0.6}        # or a path to a policy YAML
+    inputs: {out_of_range: warn}    # a served row outside what the model saw: warn (answer + warning) | refuse
+
+Types: numeric, category, text, date, year (a bare year such as 2019: a number to the model, an order for
+``split: time``), boolean (true/false, yes/no, y/n, t/f, 1/0 in any case; ``civicml.booleans``) and id
+(left out of the features).
 
 Every mistake is one line naming the field, with "did you mean" for typos.
 Paths in the file are relative to the file.
@@ -44,7 +49,8 @@ import yaml
 from civicml.errors import InvalidInput
 
 TASKS = ("classification", "regression", "forecasting")
-TYPES = ("numeric", "category", "text", "date", "boolean", "id")
+TYPES = ("numeric", "category", "text", "date", "year", "boolean", "id")
+OUT_OF_RANGE = ("warn", "refuse")
 JOIN_HOWS = ("left", "inner")
 SPLITS = ("random", "time", "group")
 FAMILY_NAMES = ("decision_tree", "random_forest", "hist_gradient_boosting", "svm", "linear", "paddle_mlp")
@@ -217,6 +223,7 @@ class UseCaseSpec:
     search: tuple[str, ...] = ()
     policy: dict | str | None = None
     forecast: Forecast | None = None
+    out_of_range: str = "warn"  # inputs.out_of_range: what serving does with values outside the training range
     sha256: str = ""
 
     @property
@@ -229,13 +236,14 @@ class UseCaseSpec:
 
 
 TOP = ("name", "description", "task", "target", "registered_model", "sources", "features", "types", "metric",
-       "direction", "privacy", "holdout", "families", "search", "policy", "forecast")
+       "direction", "privacy", "holdout", "families", "search", "policy", "forecast", "inputs")
 SOURCE = ("path", "format", "rename", "dates", "date_format", "timezone", "units", "categories", "join")
 JOIN = ("how", "on", "time")
 TIME_JOIN = ("left", "right", "tolerance", "direction")
 PRIVACY = ("drop", "hash", "mask", "allow", "check")
 HOLDOUT = ("file", "split", "fraction", "seed", "column")
 FORECAST = ("time", "horizon", "lags", "group")
+INPUTS = ("out_of_range",)
 
 
 def load_spec(path: str | Path) -> UseCaseSpec:
@@ -330,12 +338,15 @@ def spec_from_dict(data: Any, path: Path, where: str = "use case", sha256: str =
                             tuple(lags), sub.string("group"))
     elif top.get("forecast") is not None:
         top.fail("forecast", "is only for task: forecasting")
+    inputs = _Reader(top.get("inputs") or {}, where, "inputs", INPUTS)
+    out_of_range = inputs.string("out_of_range", "warn", choices=OUT_OF_RANGE)
     return UseCaseSpec(
         name=name, task=task, target=target, sources=sources, path=path,
         description=top.string("description", "") or "",
         registered_model=top.string("registered_model") or name.replace("_", "-"),
         features=features, exclude=exclude, types=types, metric=metric, direction=direction, privacy=privacy,
-        holdout=holdout, families=families, search=search, policy=policy, forecast=forecast, sha256=sha256)
+        holdout=holdout, families=families, search=search, policy=policy, forecast=forecast,
+        out_of_range=out_of_range, sha256=sha256)
 
 
 def _source(data, where: str, i: int) -> Source:
@@ -422,5 +433,6 @@ def _holdout(data, where: str) -> Holdout:
     return Holdout(file, split, r.number("fraction", 0.2, 0.01, 0.9), r.number("seed", 0, integer=True) or 0, column)
 
 
-__all__ = ["FAMILY_NAMES", "Forecast", "Holdout", "Join", "Privacy", "Source", "TASKS", "TYPES", "TimeJoin",
+__all__ = ["FAMILY_NAMES", "Forecast", "Holdout", "Join", "OUT_OF_RANGE", "Privacy", "Source", "TASKS", "TYPES",
+           "TimeJoin",
            "Unit", "UseCaseSpec", "did_you_mean", "load_spec", "spec_from_dict"]

@@ -219,7 +219,8 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     model_uri = None
     if log_model(metrics):
         metadata = {"use_case": use_case.name, "task": use_case.task, "family": family,
-                    "data_fingerprint": dataset.fingerprint, "categories": use_case.category_values(dataset)}
+                    "data_fingerprint": dataset.fingerprint, "categories": use_case.category_values(dataset),
+                    **use_case.input_checks(dataset)}
         if labels is not None:
             metadata["labels"] = [str(x) for x in labels]
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)

@@ -1,7 +1,11 @@
 """Input validation, separate from protocols (serving/codecs.py) and runtimes (serving/runtime.py).
 
 A :class:`Validator` is compiled once per loaded model from its signature and the metadata logged
-with it (allowed categories; allowed values of numeric columns such as hour 0-23). Codecs hand it a
+with it: allowed categories; allowed values of numeric columns such as hour 0-23; yes/no columns
+(``booleans``: a JSON boolean, 0/1 or a usual spelling, read by :mod:`civicml.booleans` as training
+read the file); each numeric feature's range in the training data (``observed_ranges``) and what to do
+outside it (``out_of_range``): ``refuse`` makes it a bound like hour 0-23 (and the OpenAPI schema says
+so), ``warn`` answers and :meth:`Validator.out_of_range` names the values for a warning. Codecs hand it a
 :class:`Table` (column name -> list of values) or a nested-list tensor; it returns checked numpy
 columns (:class:`~serving.batching.Columns`) or an array, without building a DataFrame per request.
 Every problem is an :class:`~civicml.errors.InvalidInput` naming the field.
@@ -15,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from civicml.booleans import SPELLINGS, model_value, string_pattern
 from civicml.errors import InvalidInput
 from serving.batching import Columns
 
@@ -31,6 +36,14 @@ class TooLarge(InvalidInput):
 
 class UnsupportedMediaType(InvalidInput):
     """The request's content type is not one the protocol speaks (HTTP 415)."""
+
+
+class OutOfRange(InvalidInput):
+    """A value outside a column's bounds (declared, or the training range with ``out_of_range: refuse``)."""
+
+    def __init__(self, message: str, column: str):
+        super().__init__(message)
+        self.column = column
 
 
 @dataclass
@@ -59,9 +72,13 @@ class _ColumnCheck:
     allowed: frozenset | None
     allowed_text: str
     bounds: tuple[float, float] | None  # from numeric categories: the declared range
+    boolean: bool = False  # a yes/no column: any spelling of civicml.booleans, given to the model as true/false
+    bounds_why: str = ""  # said after a refused value: where the bounds come from
 
     def __call__(self, values: list) -> np.ndarray:
         name = self.name
+        if self.boolean:
+            return self._booleans(values)
         if self.kind == "string":
             allowed = self.allowed
             for row, value in enumerate(values):
@@ -85,6 +102,18 @@ class _ColumnCheck:
                 raise InvalidInput(f"column '{name}' has a missing value in row {row}")
         out = np.empty(len(values), dtype=object)
         out[:] = values
+        return out
+
+    def _booleans(self, values: list) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)
+        for row, value in enumerate(values):
+            read = model_value(value)
+            if read is None:
+                if _missing(value):
+                    raise InvalidInput(f"column '{self.name}' has a missing value in row {row}")
+                raise InvalidInput(f"column '{self.name}' must be a yes/no value ({SPELLINGS}, or a JSON "
+                                   f"boolean), got {_short(value)}")
+            out[row] = read
         return out
 
     def _numbers(self, values: list) -> np.ndarray:
@@ -118,8 +147,8 @@ class _ColumnCheck:
             if not low <= value <= high:
                 raise InvalidInput(f"column '{name}' is out of range for {self.kind}: {value!r}")
             if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
-                raise InvalidInput(f"column '{name}' must be between {_num(self.bounds[0])} and "
-                                   f"{_num(self.bounds[1])}, got {value!r}")
+                raise OutOfRange(f"column '{name}' must be between {_num(self.bounds[0])} and "
+                                 f"{_num(self.bounds[1])}{self.bounds_why}, got {value!r}", name)
             if self.allowed is not None and value not in self.allowed:
                 raise InvalidInput(f"column '{name}' must be one of {self.allowed_text}, got {value!r}")
             out.append(value)
@@ -128,6 +157,10 @@ class _ColumnCheck:
 
 def _column_schema(check: _ColumnCheck) -> dict:
     kind = check.kind
+    if check.boolean:
+        return {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]},
+                          {"type": "string", "pattern": string_pattern()}],
+                "description": f"a yes/no value: {SPELLINGS}, or a JSON boolean"}
     if kind == "string":
         if check.allowed is not None:
             return {"type": "string", "enum": sorted(check.allowed)}
@@ -168,12 +201,17 @@ class Validator:
         if inputs is None or self.tensor:
             self.tensor_spec = inputs.inputs[0] if self.tensor else None
             return
-        categories = (metadata or {}).get("categories") or {}
-        ranges = (metadata or {}).get("ranges") or {}
+        metadata = metadata or {}
+        categories = metadata.get("categories") or {}
+        ranges = metadata.get("ranges") or {}
+        booleans = set(metadata.get("booleans") or ())
+        observed = metadata.get("observed_ranges") or {}
+        self.refuse = metadata.get("out_of_range", "warn") == "refuse"
+        self.observed: dict[str, tuple[float, float]] = {}  # warn: numeric columns whose range only warns
         for spec in inputs.inputs:
             kind = str(spec.type).removeprefix("DataType.")
             allowed = categories.get(spec.name)
-            bounds = None
+            bounds, why = None, ""
             if spec.name in ranges:
                 low, high = ranges[spec.name]
                 bounds = (float(low), float(high))
@@ -183,8 +221,16 @@ class Validator:
                 low, high = min(allowed), max(allowed)
                 if kind in _INT_BOUNDS and sorted(allowed) == list(range(int(low), int(high) + 1)):
                     bounds, allowed_set = (float(low), float(high)), None  # a declared range: say it as one
+            if kind in _NUMERIC and spec.name in observed and allowed_set is None:
+                seen = (float(observed[spec.name][0]), float(observed[spec.name][1]))
+                if self.refuse:  # the training range is a bound too (within any declared one)
+                    low, high = bounds or (-float("inf"), float("inf"))
+                    bounds, why = (max(low, seen[0]), min(high, seen[1])), " (the range of the training data)"
+                elif bounds is None or seen[0] > bounds[0] or seen[1] < bounds[1]:
+                    self.observed[spec.name] = seen
             self.checks.append(_ColumnCheck(spec.name, kind, getattr(spec, "required", True), allowed_set,
-                                            allowed_text, bounds))
+                                            allowed_text, bounds, spec.name in booleans and kind == "string",
+                                            why))
             self.names.append(spec.name)
 
     def describe(self) -> list[dict]:
@@ -204,6 +250,29 @@ class Validator:
             properties[check.name] = _column_schema(check)
         return {"type": "object", "properties": properties,
                 "required": [c.name for c in self.checks if c.required]}
+
+    def out_of_range(self, payload: Any) -> list[dict]:
+        """Values of an accepted request outside the range the model saw in training (``warn``): one entry
+        per column, with its rows (at most 20 listed), the training range and a sentence. Empty with
+        ``refuse`` (such values never get this far) or when every value is within range."""
+        if not self.observed:
+            return []
+        if isinstance(payload, pd.DataFrame):
+            payload = table_of_frame(payload)
+        if not isinstance(payload, Table):
+            return []
+        out = []
+        for name, (low, high) in self.observed.items():
+            values = payload.columns.get(name)
+            if values is None:
+                continue
+            rows = _outside(values, low, high)
+            if len(rows):
+                out.append({"column": name, "rows": [int(i) for i in rows[:20]], "count": int(len(rows)),
+                            "range": [low, high],
+                            "message": f"column '{name}' has {len(rows)} value(s) outside the range the model saw "
+                                       f"in training ({_num(low)} to {_num(high)}); the answer is an extrapolation"})
+        return out
 
     def columns(self, table: Table) -> Columns:
         rows = table.rows
@@ -254,6 +323,28 @@ class Validator:
             else:
                 raise InvalidInput("this model takes named columns: send dataframe_split, dataframe_records or CSV")
         return InferenceRequest(self.columns(payload), params)
+
+
+def _outside(values: list, low: float, high: float):
+    """Positions of the values below ``low`` or above ``high`` in a checked column (numbers, None, numbers as
+    text); missing values are not outside. A loop for a request's few rows, numpy for many."""
+    if len(values) <= 64:
+        out = []
+        for i, x in enumerate(values):
+            if x.__class__ is not float and x.__class__ is not int:
+                try:
+                    x = float(x)
+                except (TypeError, ValueError):
+                    continue
+            if x < low or x > high:
+                out.append(i)
+        return out
+    try:
+        numbers = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero((numbers < low) | (numbers > high))
 
 
 def _objects(values: list) -> np.ndarray:

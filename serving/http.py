@@ -263,7 +263,7 @@ def _csv_pattern(row: dict) -> str:
             fields.append("(" + "|".join(str(v) for v in range(schema["minimum"], schema["maximum"] + 1)) + ")")
         elif schema.get("type") == "integer":
             fields.append("-?[1-9][0-9]{0,8}")
-        elif schema.get("type") == "boolean":
+        elif schema.get("type") == "boolean" or "anyOf" in schema:  # a yes/no column takes these too
             fields.append("(True|False)")
         else:
             fields.append("-?[0-9]{1,6}([.][0-9]{1,6})?")
@@ -389,10 +389,15 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             guard.check(request, endpoint.model_name)
             body = await read_body(request, limits.max_body_bytes)
             payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
-            output, served, _ = await endpoint.apredict(payload, params)
-            response = Json({"predictions": MLflowCodec.encode(output), "model": served.to_dict()},
-                            headers=_served_headers(served))
+            output, served, loaded = await endpoint.apredict(payload, params)
+            body = {"predictions": MLflowCodec.encode(output), "model": served.to_dict()}
+            warnings = loaded.validator.out_of_range(payload)
+            if warnings:  # answered, but outside what the model saw (out_of_range: warn)
+                body["warnings"] = warnings
+                metrics.count_out_of_range(endpoint.model_name, warnings)
+            response = Json(body, headers=_served_headers(served))
         except Exception as err:
+            metrics.count_out_of_range(endpoint.model_name, refused=err)
             response = _mlflow_error(err)
             status = response.status_code
         finally:
@@ -515,9 +520,16 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
             answer = stable_answer(output, info.get("task"), info.get("labels"))
-            response = Json(V2Codec.encode(answer, name, served.version, meta, _served_parameters(served)),
+            parameters = _served_parameters(served)
+            warnings = loaded.validator.out_of_range(payload)
+            if warnings:
+                parameters["warnings"] = "; ".join(w["message"] for w in warnings)
+                metrics.count_out_of_range(endpoint.model_name, warnings)
+            response = Json(V2Codec.encode(answer, name, served.version, meta, parameters),
                             headers=_served_headers(served))
         except Exception as err:
+            if endpoint is not None:
+                metrics.count_out_of_range(endpoint.model_name, refused=err)
             response = _v2_error(err)
         finally:
             metrics.in_flight.dec()

@@ -1,4 +1,5 @@
-"""Prometheus metrics for one server: requests, latency, batch sizes, model loads, canary split.
+"""Prometheus metrics for one server: requests, latency, batch sizes, model loads, canary split, inputs
+outside the training range.
 
 Each app gets its own registry (several servers in one process, as in tests, do not collide).
 """
@@ -41,6 +42,9 @@ class Metrics:
 
         self.rollbacks = Counter("civicml_automatic_rollbacks", "Canaries stopped by their limits",
                                  ["model", "version"], registry=r)
+        self.out_of_range = Counter("civicml_out_of_range", "Input values outside the range the model saw in "
+                                    "training (answered with a warning) or outside its bounds (refused)",
+                                    ["model", "column", "outcome"], registry=r)
         self.shadow = Counter("civicml_shadow_comparisons", "Shadow answers compared with the champion's",
                               ["model", "outcome"], registry=r)
 
@@ -67,6 +71,14 @@ class Metrics:
             self.shadow.labels(model, "agree" if data["agree"] else "differ").inc()
         elif kind == "load_failed":
             self.load_failures.labels(model, data["version"]).inc()
+
+    def count_out_of_range(self, model: str, warnings: list[dict] = (), refused=None) -> None:
+        """Out-of-range values of one request: the warnings of an answer, or the error that refused it."""
+        for w in warnings:
+            self.out_of_range.labels(model, w["column"], "warned").inc(w["count"])
+        column = getattr(refused, "column", None)
+        if column is not None:
+            self.out_of_range.labels(model, column, "refused").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

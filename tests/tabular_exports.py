@@ -4,6 +4,8 @@
   or e-mail, the inspector's name) and a 311 complaints export from another department, joined on the site
   and on the most recent complaint before the inspection (``merge_asof``). Target: ``violation`` (yes/no).
 * ``hourly_counts``: hourly ridership counts per station with the temperature in Fahrenheit; regression.
+* ``bus_trips``, ``permit_days``: exports shaped like real public files (row numbers, bare years, flags
+  spelled 0/1, TRUE/FALSE, Yes/no, t/f, y/n, a 92/8 class split, missing targets).
 """
 
 from __future__ import annotations
@@ -132,3 +134,53 @@ families: [{families}]
 search: ["hist_gradient_boosting.max_iter=50:150:step=50"]
 policy: {{max_regression: 0.5}}
 """
+
+
+def bus_trips(folder: Path, n: int = 600, seed: int = 0) -> Path:
+    """A transit agency's trip log as R's ``write.csv`` writes it: a ``rownames`` column (1..n), a bare ``Year``
+    (2008-2019), flags as ``Weekend`` TRUE/FALSE, ``Holiday`` 0/1 and ``Rain`` Yes/no (mixed case), the hour,
+    the distance; target ``Delayed`` ("late"/"on time", about 92/8), a few rows without it."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    year = np.sort(rng.integers(2008, 2020, n))
+    weekend = rng.random(n) < 2 / 7
+    holiday = (rng.random(n) < 0.05).astype(int)
+    rain = rng.random(n) < 0.3
+    hour = rng.integers(5, 23, n)
+    distance = rng.gamma(3.0, 2.5, n).round(2)
+    logit = -3.4 + 1.6 * rain + 0.15 * distance - 0.9 * weekend + 0.8 * ((hour >= 7) & (hour <= 9)) \
+        + rng.normal(0, 0.5, n)
+    delayed = np.where(logit > 0, "late", "on time").astype(object)
+    delayed[rng.choice(n, 8, replace=False)] = None  # missing targets: dropped by the data step
+    frame = pd.DataFrame({
+        "rownames": np.arange(1, n + 1), "Year": year, "Weekend": np.where(weekend, "TRUE", "FALSE"),
+        "Holiday": holiday, "Rain": np.where(rain, rng.choice(["Yes", "yes"], n), rng.choice(["No", "no"], n)),
+        "hour": hour, "distance_km": distance, "route": rng.choice(["R1", "R2", "R7", "X4"], n),
+        "Delayed": delayed})
+    path = folder / "bus_trips.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def permit_days(folder: Path, n: int = 500, seed: int = 0) -> Path:
+    """A building department's permits as pandas writes them with its index: ``Unnamed: 0``, a ``permit_id``
+    code, an ``applied`` date, flags ``Express`` (t/f), ``Corner`` (True/False) and ``Solar`` (y/n), the area
+    and the zone; target ``days_to_issue`` (regression), a few rows without it."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    applied = pd.Timestamp("2023-01-02") + pd.to_timedelta(np.sort(rng.uniform(0, 700, n)), unit="D")
+    express = rng.random(n) < 0.25
+    corner = rng.random(n) < 0.2
+    solar = rng.random(n) < 0.3
+    area = rng.gamma(4.0, 40.0, n).round(1)
+    zone = rng.choice(["R1", "R2", "C1", "M1"], n)
+    days = 30 + 0.08 * area - 18 * express + 6 * corner + 4 * solar + 10 * (zone == "M1") + rng.normal(0, 4, n)
+    days = days.round().astype(object)
+    days[rng.choice(n, 6, replace=False)] = None
+    frame = pd.DataFrame({
+        "permit_id": [f"BP-{100000 + i}" for i in rng.permutation(n)], "applied": applied.strftime("%Y-%m-%d"),
+        "Express": np.where(express, "t", "f"), "Corner": corner, "Solar": np.where(solar, "y", "n"),
+        "area_m2": area, "zone": zone, "days_to_issue": days})
+    path = folder / "permits.csv"
+    frame.to_csv(path)  # the index becomes "Unnamed: 0" when read back
+    return path

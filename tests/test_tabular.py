@@ -122,7 +122,7 @@ def test_data_prints_the_integration_report_and_trains_nothing(exports, capsys, 
     assert "join left complaints.csv on site_id (time within 60d)" in out
     assert "privacy: dropped ['inspector', 'complainant_email']" in out
     assert "notes (text)" in out and "inspected_at (date)" in out and "risk_code (category)" in out
-    assert "held-out last 20% of dates in inspected_at" in out
+    assert "held-out last 20% of rows by inspected_at: 60 rows" in out  # 20% of the 300 rows
     assert not (home / "mlflow.db").exists()
 
 

@@ -23,13 +23,16 @@ def add_commands(sub) -> None:
 def cmd_init(args) -> int:
     from pathlib import Path
 
-    from projects.tabular.init import write_use_case
+    from projects.tabular.init import schema_lines, write_use_case
 
-    path, flagged = write_use_case(args.name, [Path(p) for p in args.data], args.target, task=args.task,
-                                   force=args.force)
+    written = write_use_case(args.name, [Path(p) for p in args.data], args.target, task=args.task,
+                             force=args.force)
+    path = written.path
     out = console()
+    for line in schema_lines(written.schema):
+        out.print(line, markup=False)
     out.print(f"wrote {path}", markup=False)
-    for column, why in flagged.items():
+    for column, why in written.flagged.items():
         out.print(f"  personal data? '{column}' looks like {why}: set under privacy (drop, hash or mask) "
                   f"before training", markup=False)
     out.print(f"next: edit it, then `civicml data --use-case {path}`", markup=False)

@@ -97,6 +97,7 @@ class TabularUseCase(UseCase):
         from projects.tabular.families import FAMILIES
 
         _, types, _ = self._declared()
+        types = {c: "numeric" if t == "year" else t for c, t in types.items()}  # a year is a number to a model
         out = {}
         for name in self.spec.families:
             out[name] = FAMILIES[name](self.task, types, self.metric)
@@ -153,6 +154,13 @@ class TabularUseCase(UseCase):
 
     def category_values(self, dataset: Dataset) -> dict[str, list]:
         return {}  # unknown categories are one-hot encoded as "infrequent", not refused
+
+    def input_checks(self, dataset: Dataset) -> dict:
+        """The base's observed ranges, the file's ``inputs.out_of_range``, and the yes/no columns (which serving
+        reads in any spelling of ``civicml.booleans``, as ``model_inputs`` read the file)."""
+        _, types, _ = self._declared()
+        booleans = [c for c in dataset.features if types.get(c) == "boolean"]
+        return {**super().input_checks(dataset), "out_of_range": self.spec.out_of_range, "booleans": booleans}
 
     # -- data ---------------------------------------------------------------------------------
     def declared_files(self) -> list[list[Path]]:
@@ -264,12 +272,7 @@ class TabularUseCase(UseCase):
             if h.column not in frame.columns:
                 raise InvalidInput(f"{self.name}: field 'holdout.column': no column '{h.column}'"
                                    f"{did_you_mean(h.column, frame.columns)}")
-            when = pd.to_datetime(frame[h.column], errors="coerce")
-            dates = np.sort(when.dropna().dt.normalize().unique())
-            if len(dates) < 2:
-                raise InvalidInput(f"{self.name}: holdout split by time needs at least two dates in '{h.column}'")
-            first = dates[max(1, int(np.floor(len(dates) * (1 - h.fraction))))]
-            held = np.flatnonzero((when.dt.normalize() >= first).to_numpy())
+            held = _last_rows_by_time(frame[h.column], h.fraction, f"{self.name}: holdout split by time")
         else:  # group
             if h.column not in frame.columns:
                 raise InvalidInput(f"{self.name}: field 'holdout.column': no column '{h.column}'"
@@ -291,7 +294,7 @@ class TabularUseCase(UseCase):
         h = self.spec.holdout
         if h.file:
             return f"file {h.file}"
-        rule = {"random": f"random {h.fraction:g} (seed {h.seed})", "time": f"last {h.fraction:.0%} of dates in "
+        rule = {"random": f"random {h.fraction:g} (seed {h.seed})", "time": f"last {h.fraction:.0%} of rows by "
                 f"{h.column}", "group": f"{h.fraction:g} of the groups of {h.column} (seed {h.seed})"}[h.split]
         return f"{rule}: {rows} rows"
 
@@ -314,6 +317,23 @@ class TabularUseCase(UseCase):
             a, b = train_test_split(idx, test_size=valid_fraction, random_state=seed)
             return dataset.subset(np.sort(a)), dataset.subset(np.sort(b))
         return super().split(dataset, seed, valid_fraction)
+
+
+def _last_rows_by_time(column: pd.Series, fraction: float, where: str) -> np.ndarray:
+    """Positions of the last ``fraction`` of the rows in time order, cut between two distinct times (rows of one
+    time, e.g. one year, stay on one side): the cut whose held-out share of rows is nearest ``fraction``.
+    ``column`` holds dates or numbers (a bare year); rows without a time stay in training."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        when = pd.to_numeric(column, errors="coerce").astype(float)
+    else:
+        when = pd.to_datetime(column, errors="coerce")
+    times, counts = np.unique(when.dropna().to_numpy(), return_counts=True)
+    if len(times) < 2:
+        raise InvalidInput(f"{where} needs at least two distinct times in '{column.name}' (found {len(times)})")
+    after = np.cumsum(counts[::-1])[::-1][1:]  # rows held out if the cut is before times[1], times[2], ...
+    want = fraction * len(column)
+    first = times[1 + int(np.argmin(np.abs(after - want)))]
+    return np.flatnonzero((when >= first).to_numpy())
 
 
 def report_lines(dataset: Dataset) -> list[str]:

@@ -12,6 +12,7 @@ import re
 
 import pandas as pd
 
+from civicml.booleans import read_boolean
 from projects.masking import EMAIL, PHONE
 
 SAMPLE = 500
@@ -26,7 +27,11 @@ _NAME_HINT = re.compile(r"(^|_)(name|first|last|surname|owner|contact|resident|r
 _EMAIL_HINT = re.compile(r"e_?mail", re.I)
 _PHONE_HINT = re.compile(r"(^|_)(phone|tel|telephone|mobile|cell|fax)($|_)", re.I)
 _ADDRESS_HINT = re.compile(r"(^|_)(address|addr|street_address)($|_)", re.I)
-_ID_HINT = re.compile(r"(^|_)(id|key|uuid|code|number|no)$", re.I)
+_ID_HINT = re.compile(r"(^|[_ ])(id|key|uuid|guid|code|number|no|rownames|rowid|row_?num(ber)?|index|objectid|fid)$"
+                      r"|^unnamed: ?0$|(?-i:(?<=[a-z])I[Dd])$", re.I)
+_YEAR_HINT = re.compile(r"(^|_|\b)(year|yr|yyyy|fiscal_?year|fy)(s)?($|_|\b)", re.I)
+YEARS = (1900, 2100)  # whole numbers in this range may be bare years
+FEW_YEARS = 60
 
 
 def _strings(series: pd.Series) -> pd.Series:
@@ -73,33 +78,51 @@ def looks_personal(name: str, series: pd.Series) -> str | None:
 
 
 def guess_type(name: str, series: pd.Series) -> str:
-    """numeric, category, text, date, boolean or id (see ``projects.spec.TYPES``)."""
+    """numeric, category, text, date, year, boolean or id (see ``projects.spec.TYPES``)."""
+    return guess(name, series)[0]
+
+
+def guess(name: str, series: pd.Series) -> tuple[str, str]:
+    """(type, why): the type ``civicml init`` proposes for a column, and the reason, in words (no values)."""
     values = series.dropna()
     n = len(values)
     if n == 0:
-        return "category"
-    unique = values.nunique() / n
+        return "category", "no values"
+    distinct = values.nunique()
+    unique = distinct / n
     if pd.api.types.is_bool_dtype(series):
-        return "boolean"
+        return "boolean", "true/false values"
     if pd.api.types.is_datetime64_any_dtype(series):
-        return "date"
+        return "date", "dates"
     if pd.api.types.is_numeric_dtype(series):
-        if _ID_HINT.search(name) and unique > 0.9:
-            return "id"
-        if values.nunique() <= 2 and set(values.unique()) <= {0, 1}:
-            return "boolean"
-        return "numeric"
+        numbers = values.astype("float64")
+        whole = bool((numbers == numbers.round()).all())
+        if distinct <= 2 and set(numbers.unique()) <= {0.0, 1.0}:
+            return "boolean", "0/1 values"
+        if whole and _ID_HINT.search(name) and unique > 0.9:
+            return "id", "whole numbers, named like an identifier"
+        if whole and distinct == n == len(series) and n >= 20 and numbers.max() - numbers.min() == n - 1:
+            return "id", "a running number: one per row, no gaps"
+        if whole and numbers.between(YEARS[0], YEARS[1]).all():
+            if _YEAR_HINT.search(name):
+                return "year", f"whole numbers {YEARS[0]}-{YEARS[1]}, named like a year"
+            if distinct <= FEW_YEARS and n >= 2 * distinct:
+                return "year", f"whole numbers {YEARS[0]}-{YEARS[1]}, {distinct} distinct"
+        return "numeric", "numbers"
     text = _strings(series)
+    if text.map(read_boolean).notna().all():
+        return "boolean", "yes/no values"
     if _looks_like_dates(text):
-        return "date"
+        return "date", "text that reads as dates"
     if _ID_HINT.search(name) and unique > 0.9:
-        return "id"
+        return "id", "named like an identifier, one value per row"
     words = text.str.split().str.len().mean()
     if words >= 3 or (unique > 0.5 and text.str.len().mean() > 25):
-        return "text"
-    if text.str.lower().isin({"true", "false", "yes", "no", "y", "n"}).all():
-        return "boolean"
-    return "category"
+        return "text", f"free text ({words:.0f} words on average)"
+    if distinct == n == len(series) and n >= 20 and not text.str.contains(r"\s").any() \
+            and text.str.len().max() <= 40:
+        return "id", "codes without spaces, one per row"
+    return "category", f"{distinct} distinct values"
 
 
 def _looks_like_dates(values: pd.Series) -> bool:
@@ -111,4 +134,4 @@ def _looks_like_dates(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() >= 0.9)
 
 
-__all__ = ["guess_type", "looks_personal"]
+__all__ = ["guess", "guess_type", "looks_personal"]

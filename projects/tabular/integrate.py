@@ -23,10 +23,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from civicml.booleans import SPELLINGS, model_value, read_boolean
 from civicml.errors import InvalidInput, NotFound
 from projects.masking import Masker
 from projects.spec import Source, UseCaseSpec, did_you_mean, duration
-from projects.tabular.detect import ADDRESS, guess_type, looks_personal
+from projects.tabular.detect import ADDRESS, YEARS, guess_type, looks_personal
 
 BAD_DATES = 0.2  # more than this share of unparseable dates in a column stops the data step
 BAD_NUMBERS = 0.05
@@ -90,6 +91,8 @@ def parse_dates(series: pd.Series, column: str, where: str, fmt: str | None, zon
     present = series.notna() & (series.astype(str).str.strip() != "")
     if pd.api.types.is_datetime64_any_dtype(series):
         when = series
+    elif _bare_years(series):  # 2019 is 1 January 2019, not 2019 nanoseconds after 1970
+        when = pd.to_datetime(series.astype("Int64").astype(str), format="%Y", errors="coerce")
     else:
         when = pd.to_datetime(series.where(present, None), errors="coerce", format=fmt or "mixed",
                               utc=False if zone else None)
@@ -107,6 +110,13 @@ def parse_dates(series: pd.Series, column: str, where: str, fmt: str | None, zon
     if getattr(when.dt, "tz", None) is not None:
         when = when.dt.tz_convert("UTC").dt.tz_localize(None)
     return when
+
+
+def _bare_years(series: pd.Series) -> bool:
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return False
+    values = series.dropna().astype(float)
+    return bool(len(values)) and bool(((values == values.round()) & values.between(*YEARS)).all())
 
 
 def read_source(spec: UseCaseSpec, i: int, files: list[Path], report: dict) -> pd.DataFrame:
@@ -238,11 +248,11 @@ def check_types(spec: UseCaseSpec, frame: pd.DataFrame, report: dict) -> pd.Data
             raise InvalidInput(f"{where}: no column '{column}'{did_you_mean(column, frame.columns)}")
         s = frame[column]
         present = s.notna()
-        if kind == "numeric" and not pd.api.types.is_numeric_dtype(s):
+        if kind in ("numeric", "year") and not pd.api.types.is_numeric_dtype(s):
             values = pd.to_numeric(s, errors="coerce")
             bad = int((present & values.isna()).sum())
             if present.sum() and bad / present.sum() > BAD_NUMBERS:
-                raise InvalidInput(f"{where}: column '{column}' is declared numeric but {bad} of "
+                raise InvalidInput(f"{where}: column '{column}' is declared {kind} but {bad} of "
                                    f"{int(present.sum())} values are not numbers")
             if bad:
                 report.setdefault("not_numbers", {})[column] = bad
@@ -250,11 +260,10 @@ def check_types(spec: UseCaseSpec, frame: pd.DataFrame, report: dict) -> pd.Data
         elif kind == "date" and not pd.api.types.is_datetime64_any_dtype(s):
             frame[column] = parse_dates(s, column, f"{spec.name}", None, None, report)
         elif kind == "boolean":
-            text = s.astype(str).str.strip().str.lower().where(present)
-            ok = text.isin({"true", "false", "yes", "no", "y", "n", "1", "0", "1.0", "0.0"}) | ~present
+            ok = s.map(read_boolean).notna() | ~present
             if not ok.all():
                 raise InvalidInput(f"{where}: column '{column}' is declared boolean but {int((~ok).sum())} "
-                                   f"values are not true/false, yes/no or 1/0")
+                                   f"values are not {SPELLINGS}")
     return frame
 
 
@@ -344,13 +353,16 @@ def integrate(spec: UseCaseSpec, files: list[list[Path]], secret: Callable[[], s
 
 
 def model_inputs(frame: pd.DataFrame, features: list[str], types: dict[str, str]) -> pd.DataFrame:
-    """Feature columns as a client sends them: numbers as float, categories and text as strings, dates as ISO text."""
+    """Feature columns as a model takes them: numbers (and years) as float, categories and text as strings, dates
+    as ISO text, yes/no values as "true"/"false" (``civicml.booleans``; "missing" where the file has none)."""
     out = {}
     for column in features:
         s = frame[column]
         kind = types[column]
-        if kind == "numeric":
+        if kind in ("numeric", "year"):
             out[column] = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif kind == "boolean":  # one value per meaning, as serving reads requests (civicml.booleans)
+            out[column] = s.map(model_value).where(s.notna(), "missing").fillna("missing").astype(object)
         elif kind == "date":
             when = pd.to_datetime(s, errors="coerce")
             out[column] = when.dt.strftime("%Y-%m-%dT%H:%M:%S").where(when.notna(), "").astype(object)
