@@ -210,20 +210,26 @@ def baseline_facts(task: str, y) -> dict:
     return {"mean": float(np.mean(y)), "median": float(np.median(y))}
 
 
-def baseline_answers(facts: dict, metric: str, n: int) -> dict[str, np.ndarray]:
+GUESSES = 20  # draws whose scores are averaged for the guessing baseline (one draw varies by a few points)
+
+
+def baseline_answers(facts: dict, metric: str, n: int) -> dict[str, list[np.ndarray]]:
     """The trivial baselines' answers for ``n`` rows, by what they do (:func:`baseline_facts`): the majority
-    class for every row, and guessing by the training class frequencies (seeded, so always the same); for
-    regression the median for ``mae`` (what minimises absolute error), else the mean."""
+    class for every row, and :data:`GUESSES` seeded draws guessing by the training class frequencies (a
+    baseline's figure is the mean over its answers); for regression the median for ``mae`` (what minimises
+    absolute error), else the mean."""
     if "majority" not in facts:
         value = facts["median"] if metric == "mae" else facts["mean"]
         return {f"the training {'median' if metric == 'mae' else 'mean'} {value:.4g} for every row":
-                np.full(n, value, dtype=float)}
-    out = {f"the majority class {facts['majority']!r} for every row": np.array([facts["majority"]] * n, dtype=object)}
+                [np.full(n, value, dtype=float)]}
+    out = {f"the majority class {facts['majority']!r} for every row":
+           [np.array([facts["majority"]] * n, dtype=object)]}
     if facts.get("classes") and facts.get("frequencies"):
-        rng = np.random.default_rng(0)
         p = np.asarray(facts["frequencies"], dtype=float)
-        picks = rng.choice(len(facts["classes"]), size=n, p=p / p.sum())
-        out["guessing by the training class frequencies"] = np.array(facts["classes"], dtype=object)[picks]
+        classes = np.array(facts["classes"], dtype=object)
+        out["guessing by the training class frequencies"] = [
+            classes[np.random.default_rng(seed).choice(len(classes), size=n, p=p / p.sum())]
+            for seed in range(GUESSES)]
     return out
 
 
