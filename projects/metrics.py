@@ -177,4 +177,61 @@ def _f1_labels(y_true, y_pred, labels):
     return f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
 
 
-__all__ = ["Metric", "OWN", "compute", "direction", "evaluate", "get", "known", "lower_is_better", "names"]
+# -- what a metric can be, and the answer that knows nothing --------------------------------------------
+_UNIT_PREFIXES = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "jaccard", "top_k_accuracy")
+# Metrics for which a binary classifier's decision threshold is worth choosing (the default 0.5 favours the
+# majority class; these metrics weigh the minority class as much).
+THRESHOLD_METRICS = ("macro_f1", "f1", "f1_macro", "balanced_accuracy")
+
+
+def bounds(name: str) -> tuple[float, float]:
+    """The range a metric's values lie in: (0, 1) for scores such as accuracy and F1, (0, inf) for errors,
+    (-inf, inf) when CivicML does not know (``r2``, ``neg_*`` scorers: never below nothing)."""
+    if name in ("macro_f1", "accuracy") or name.startswith(_UNIT_PREFIXES):
+        return 0.0, 1.0
+    if name in ("mae", "rmse", "mape") or name in MEASURED:
+        return 0.0, float("inf")
+    if name.startswith("neg_"):
+        return float("-inf"), 0.0
+    return float("-inf"), float("inf")
+
+
+def baseline_facts(task: str, y) -> dict:
+    """What the trivial baselines learn from labels ``y``: for classification the most frequent class (ties: the
+    first in sorted order) and every class's frequency, for regression the mean and the median; plain values
+    (they travel as YAML in a model's metadata)."""
+    y = np.asarray(y)
+    if task == "classification":
+        values, counts = np.unique(y, return_counts=True)
+        plain = [v.item() if isinstance(v, np.generic) else v for v in values]
+        return {"majority": plain[int(np.argmax(counts))], "classes": plain,
+                "frequencies": [float(c) / len(y) for c in counts]}
+    y = y.astype(float)
+    return {"mean": float(np.mean(y)), "median": float(np.median(y))}
+
+
+GUESSES = 20  # draws whose scores are averaged for the guessing baseline (one draw varies by a few points)
+
+
+def baseline_answers(facts: dict, metric: str, n: int) -> dict[str, list[np.ndarray]]:
+    """The trivial baselines' answers for ``n`` rows, by what they do (:func:`baseline_facts`): the majority
+    class for every row, and :data:`GUESSES` seeded draws guessing by the training class frequencies (a
+    baseline's figure is the mean over its answers); for regression the median for ``mae`` (what minimises
+    absolute error), else the mean."""
+    if "majority" not in facts:
+        value = facts["median"] if metric == "mae" else facts["mean"]
+        return {f"the training {'median' if metric == 'mae' else 'mean'} {value:.4g} for every row":
+                [np.full(n, value, dtype=float)]}
+    out = {f"the majority class {facts['majority']!r} for every row":
+           [np.array([facts["majority"]] * n, dtype=object)]}
+    if facts.get("classes") and facts.get("frequencies"):
+        p = np.asarray(facts["frequencies"], dtype=float)
+        classes = np.array(facts["classes"], dtype=object)
+        out["guessing by the training class frequencies"] = [
+            classes[np.random.default_rng(seed).choice(len(classes), size=n, p=p / p.sum())]
+            for seed in range(GUESSES)]
+    return out
+
+
+__all__ = ["Metric", "OWN", "THRESHOLD_METRICS", "bounds", "compute", "baseline_answers", "baseline_facts", "direction", "evaluate",
+           "get", "known", "lower_is_better", "names"]

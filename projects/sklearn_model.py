@@ -7,6 +7,13 @@ builtins, plus what a subclass adds, such as CivicML's column transformers)
 refuses the log instead of becoming something a loader must trust blindly.
 Requirements are pinned explicitly: MLflow would otherwise infer them in a
 subprocess (~4 s a model).
+
+Two facts travel with the model in its MLmodel metadata: ``baseline``, the trivial
+answers learnt from the training labels (:func:`projects.metrics.baseline_facts`; the
+promotion's baseline gate scores it on the held-out set), and ``decision_threshold``
+when :func:`with_decision_threshold` chose one on the validation part (the pipeline's
+last step is then scikit-learn's ``FixedThresholdClassifier``, so ``predict`` applies it
+wherever the model is loaded).
 """
 
 from __future__ import annotations
@@ -39,13 +46,58 @@ def sklearn_requirements(*more: str) -> list[str]:
     return [f"{dist}=={version(dist)}" for dist in dists]
 
 
+def _scores(estimator, X) -> tuple[np.ndarray, str]:
+    """Scores toward ``classes_[1]`` and the response they came from (probabilities when there are)."""
+    if hasattr(estimator, "predict_proba"):
+        try:
+            return estimator.predict_proba(X)[:, 1], "predict_proba"
+        except AttributeError:  # SVC without probability estimates
+            pass
+    return np.asarray(estimator.decision_function(X)).ravel(), "decision_function"
+
+
+def with_decision_threshold(pipeline, valid_X: pd.DataFrame, valid_y, metric: str):
+    """``(pipeline, threshold)``: for a fitted binary classifier, the threshold on its score toward
+    ``classes_[1]`` that scores best on ``metric`` over the validation rows, applied by the returned
+    pipeline's ``predict``; the pipeline unchanged (threshold None) when the default threshold is as good."""
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import FixedThresholdClassifier
+    from sklearn.pipeline import Pipeline
+
+    from projects.metrics import compute
+
+    final = pipeline.steps[-1][1]
+    classes = getattr(final, "classes_", None)
+    if classes is None or len(classes) != 2 or len(valid_y) == 0:
+        return pipeline, None
+    features = Pipeline(pipeline.steps[:-1]) if len(pipeline.steps) > 1 else None
+    X = features.transform(valid_X) if features is not None else valid_X
+    scores, response = _scores(final, X)
+    y = np.asarray(valid_y)
+    default = 0.5 if response == "predict_proba" else 0.0
+    best_value = compute(metric, y, pipeline.predict(valid_X))
+    best = None
+    for t in np.unique(np.quantile(scores, np.linspace(0.01, 0.99, 99))):
+        value = compute(metric, y, np.where(scores >= t, classes[1], classes[0]))
+        if value > best_value + 1e-12 or (best is not None and value == best_value
+                                          and abs(t - default) < abs(best - default)):
+            best_value, best = value, float(t)
+    if best is None:
+        return pipeline, None
+    fixed = FixedThresholdClassifier(FrozenEstimator(final), threshold=best, response_method=response).fit(X, y)
+    return Pipeline(pipeline.steps[:-1] + [(pipeline.steps[-1][0], fixed)]), best
+
+
 class SklearnModel(FittedModel):
-    """A fitted pipeline; ``trusted_prefixes`` are the type prefixes its skops file may hold."""
+    """A fitted pipeline; ``trusted_prefixes`` are the type prefixes its skops file may hold. ``baseline``
+    (the trivial answer of the training labels) and ``decision_threshold`` are logged in its metadata."""
 
     trusted_prefixes: tuple[str, ...] = SAFE_PREFIXES
 
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, baseline=None, decision_threshold: float | None = None):
         self.pipeline = pipeline
+        self.baseline = baseline
+        self.decision_threshold = decision_threshold
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict(X)
@@ -66,6 +118,11 @@ class SklearnModel(FittedModel):
         from mlflow.models import infer_signature
 
         trusted = skops_trusted_types(self.pipeline, self.trusted_prefixes)
+        metadata = dict(metadata)
+        if self.baseline is not None:
+            metadata["baseline"] = self.baseline
+        if self.decision_threshold is not None:
+            metadata["decision_threshold"] = self.decision_threshold
         signature = infer_signature(input_example, self.predict(input_example))
         info = mlflow.sklearn.log_model(self.pipeline, name=name, signature=signature, input_example=input_example,
                                         metadata=metadata, skops_trusted_types=trusted,
@@ -73,4 +130,4 @@ class SklearnModel(FittedModel):
         return info.model_uri
 
 
-__all__ = ["SAFE_PREFIXES", "SklearnModel", "sklearn_requirements", "skops_trusted_types"]
+__all__ = ["SAFE_PREFIXES", "SklearnModel", "sklearn_requirements", "skops_trusted_types", "with_decision_threshold"]

@@ -87,6 +87,8 @@ class PromotionContext:
     # the version the alias serves now, verified or not (``champion`` is None when its files fail verification):
     # its signature recorded at registration is the input contract
     serving: ModelVersion | None = None
+    # figures on other held-out sets, for the model card: what they say -> {metric, value, set, rows}
+    also: dict = field(default_factory=dict)
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
     _predictions: dict = field(default_factory=dict)
@@ -99,12 +101,14 @@ class PromotionContext:
             self._models[key] = mlflow.pyfunc.load_model(str(which.path))
         return self._models[key]
 
-    def features(self, which: LocalModel) -> pd.DataFrame:
-        """The model's input for every held-out row: its signature's columns, or for a tensor
-        signature a frame of one array column (indexed 0..n-1; rows are taken with ``iloc``)."""
+    def features(self, which: LocalModel, holdout: pd.DataFrame | None = None,
+                 target: str | None = None) -> pd.DataFrame:
+        """The model's input for every held-out row (of ``holdout``, default the promotion's): its signature's
+        columns, or for a tensor signature a frame of one array column (indexed 0..n-1; rows by ``iloc``)."""
+        holdout, target = (self.holdout, self.target) if holdout is None else (holdout, target)
         schema = self.model(which).metadata.get_input_schema()
         names = schema.input_names() if schema is not None and not schema.is_tensor_spec() else None
-        frame = self.holdout[names] if names else self.holdout.drop(columns=[self.target])
+        frame = holdout[names] if names else holdout.drop(columns=[target])
         return frame.reset_index(drop=True)
 
     def as_input(self, which: LocalModel, rows: pd.DataFrame):
@@ -348,3 +352,85 @@ class ApprovalCount(Gate):
         return GateVerdict(self.title, len(got) >= self.required, float(len(got)), float(self.required),
                            f"approved by {', '.join(got) if got else 'nobody'} "
                            f"({len(got)} of {self.required} required)")
+
+
+# -- gates against what a model should at least do --------------------------------------------------------
+@dataclass
+class BeatBaseline(Gate):
+    """The candidate beats the trivial baseline on the held-out set by ``margin``. The baseline learns from the
+    training labels (recorded with the model: ``baseline`` in its metadata) and is the better of: the majority
+    class for every row, or guessing by the class frequencies (its mean over seeded draws; on macro-F1 guessing
+    beats the majority class: 0.50 against 0.48 with 92% of rows in one class); for regression the median
+    (``mae``) or the mean. A model
+    that records none is compared with the held-out labels' own, which are at least as hard to beat.
+    ``relative``: the margin is a fraction of the baseline's figure (errors such as ``mae`` are in the target's
+    units)."""
+
+    metric: str
+    margin: float = 0.02
+    relative: bool = False
+    name: str = "beat_baseline"
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} vs baseline"
+
+    def check(self, ctx):
+        from projects.metrics import baseline_answers, baseline_facts
+
+        from registry.inputs import task_of
+
+        candidate = ctx.evaluate(ctx.candidate, self.metric)
+        meta = ctx.model(ctx.candidate).metadata.metadata or {}
+        y = ctx.holdout[ctx.target].to_numpy()
+        facts, learnt = meta.get("baseline"), "training labels"
+        if not isinstance(facts, dict) or not facts:
+            task = task_of(ctx.candidate.version.tags, meta)
+            facts, learnt = baseline_facts("classification" if task == "classification" else "regression", y), \
+                "held-out labels (the model records no training baseline)"
+        figures = {}
+        for how, draws in baseline_answers(facts, self.metric, len(y)).items():
+            if "majority" in facts and y.dtype != object:  # the labels' own type (a string of any length)
+                draws = [a.astype(str if y.dtype.kind == "U" else y.dtype) for a in draws]
+            figures[how] = float(np.mean([score(self.metric, y, answers) for answers in draws]))
+        pick = min if lower_is_better(self.metric) else max
+        how = pick(figures, key=figures.get)
+        baseline = figures[how]
+        step = self.margin * abs(baseline) if self.relative else self.margin
+        limit = baseline - step if lower_is_better(self.metric) else baseline + step
+        ok = _better_or_equal(self.metric, candidate, limit) and candidate != baseline
+        margin = f"{self.margin:g} of it" if self.relative else f"{self.margin:g}"
+        return GateVerdict(self.title, ok, candidate, limit,
+                           f"{self.metric} {candidate:.4f} vs baseline {baseline:.4f}, margin {margin} "
+                           f"(the baseline: {how}, learnt from the {learnt})")
+
+
+@dataclass
+class UnseenPhrasings(Gate):
+    """The candidate reaches ``spec.min_value`` on a second held-out set worded as no training set is (the use
+    case's pool of never-seen phrasings; which set: :func:`registry.inputs.unseen_phrasings_holdout`). The
+    figure goes on the promotion's model card beside the held-out set's."""
+
+    spec: Any  # registry.policy.UnseenSpec
+    name: str = "unseen phrasings"
+
+    @property
+    def title(self) -> str:
+        op = "<=" if lower_is_better(self.spec.metric) else ">="
+        return f"{self.spec.metric} on unseen phrasings {op} {self.spec.min_value}"
+
+    def check(self, ctx):
+        from registry.inputs import unseen_phrasings_holdout
+
+        frame, target, label = unseen_phrasings_holdout(ctx.candidate.version.tags.get("civicml.use_case"),
+                                                        self.spec)
+        which = ctx.candidate
+        rows = ctx.features(which, frame, target)
+        predicted = predicted_labels(ctx.model(which).predict(ctx.as_input(which, rows)))
+        value = score(self.spec.metric, frame[target].to_numpy(), predicted)
+        ctx.also["wording it never saw"] = {"metric": self.spec.metric, "value": value, "set": label,
+                                            "rows": len(frame)}
+        ok = _better_or_equal(self.spec.metric, value, self.spec.min_value)
+        return GateVerdict(self.title, ok, value, self.spec.min_value,
+                           f"candidate {self.spec.metric} {value:.4f} on {len(frame)} requests worded as no "
+                           f"training set is ({label})")

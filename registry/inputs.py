@@ -164,6 +164,27 @@ def promotion_inputs(name: str, settings: Settings | None = None, policy_file: s
     return PromotionInputs(policy, holdout.frame, holdout.target, label)
 
 
+def unseen_phrasings_holdout(use_case_name: str | None, spec) -> tuple[Any, str, str]:
+    """The policy's second held-out set (``unseen_phrasings``, a :class:`registry.policy.UnseenSpec`):
+    ``spec.rows`` requests generated with ``spec.seed`` from the use case's pool of phrasings that no
+    training set holds (its ``generate_sources(..., phrasings="unseen")``). (frame, target, label).
+    Regenerated for each promotion: the generator is seeded, so the rows are the same every time."""
+    import inspect
+    import tempfile
+
+    use_case = use_case_named(use_case_name)
+    if use_case is None:
+        raise InvalidInput("the candidate records no use case: its unseen phrasings cannot be generated")
+    if "phrasings" not in inspect.signature(use_case.generate_sources).parameters:
+        raise InvalidInput(f"use case '{use_case.name}' has no pool of unseen phrasings; remove the policy's "
+                           f"'unseen_phrasings' field")
+    with tempfile.TemporaryDirectory(prefix="civicml-unseen-") as folder:
+        dataset = use_case.integrate(use_case.generate_sources(Path(folder), n=spec.rows, seed=spec.seed,
+                                                               phrasings="unseen"))
+        frame = dataset.frame.copy()
+    return frame, dataset.target, spec.label
+
+
 def governing_policy(name: str, settings: Settings | None = None) -> PromotionPolicy:
     """The policy that governs registered model ``name`` (see the module's docstring)."""
     from civicml.access import require

@@ -279,6 +279,7 @@ def _promotion_card(store, name, candidate, candidate_local, ctx, policy, label,
         evaluation = cards.evaluate(frame[ctx.target].to_numpy(), ctx.predictions(candidate_local), frame,
                                     task_of(candidate.tags, candidate_local.metadata),
                                     _source(label, frame, fingerprint), policy.report_by)
+        evaluation.also.update(ctx.also)  # figures the gates measured on other held-out sets
     except Exception:  # noqa: BLE001 - the gates passed; a card without figures is still a card
         evaluation = None
     _write_card(store, name, candidate, store.run_or_none(candidate.run_id), evaluation,

@@ -6,7 +6,8 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     version: 3                      # the policy's own revision number (recorded)
     model: service-requests-router  # the registered model it governs (checked)
     metric: macro_f1                # primary metric, re-evaluated on the held-out set
-    min_value: 0.80                 # absolute threshold for ``metric``
+    min_value: 0.80                 # absolute threshold for ``metric`` (null: none)
+    beat_baseline: {margin: 0.02}   # beat the trivial baseline (majority class, mean or median) by this much
     max_regression: 0.0             # how much worse than the champion ``metric`` may be
     thresholds: {accuracy: 0.85}    # more absolute thresholds
     max_regressions: {accuracy: 0.01}  # more bounds relative to the champion
@@ -23,13 +24,21 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
                                     # own cost, not the host's other load)
     approvals: 2                    # distinct release managers (`civicml approve`)
     report_by: [district]           # held-out figures per value of these columns (model card)
+    unseen_phrasings:               # a second held-out set, worded as no training set is, with its own floor
+      seed: 20000
+      rows: 400
+      metric: accuracy
+      min_value: 0.65
     variants:                       # bounds for compressed variants, and which ones promotion builds
       max_quality_loss: 0.02        # (registry.variants.VariantPolicy; docs/variants.md)
       build: [onnx]
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
-field CivicML does not know is an error that names it.
+field CivicML does not know is an error that names it, and so is a gate that can
+never fail (a floor at or below the lowest value its metric takes, an infinite
+ceiling, any non-finite bound): "gate ... gates nothing". Every field, with its
+type, default and an example: docs/policy.md.
 
 Which policy governs a registered model is the registry's business, not the
 caller's: see :mod:`registry.inputs` (recorded with the model at registration).
@@ -39,6 +48,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,8 +56,8 @@ from typing import Any, Mapping
 import yaml
 
 from civicml.errors import InvalidInput
-from registry.gates import (METRICS, ApprovalCount, Gate, HoldoutIdentity, LatencyBudget, MetricThreshold,
-                            NoRegression, SignatureCompatible)
+from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
+                            MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
 
 SIGNATURE_MODES = ("compatible", "any")
 
@@ -67,10 +77,35 @@ class HoldoutSpec:
 
 
 @dataclass(frozen=True)
+class BaselineSpec:
+    """``beat_baseline``: the candidate beats the trivial baseline by ``margin`` (in the metric's units, or a
+    fraction of the baseline's figure when ``relative``)."""
+
+    margin: float = 0.02
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class UnseenSpec:
+    """``unseen_phrasings``: a second held-out set whose wording no training set holds, with its own floor."""
+
+    name: str | None = None
+    seed: int = 20_000
+    rows: int = 400
+    metric: str = "accuracy"
+    min_value: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.name or f"unseen-phrasings-seed{self.seed}-n{self.rows}"
+
+
+@dataclass(frozen=True)
 class PromotionPolicy:
     metric: str = "macro_f1"
-    min_value: float = 0.7
+    min_value: float | None = 0.7  # None: no absolute floor (the baseline and champion gates still judge)
     max_regression: float = 0.0  # how much worse than the champion a candidate may be
+    beat_baseline: BaselineSpec | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     max_regressions: Mapping[str, float] = field(default_factory=dict)
     holdout: HoldoutSpec | None = None
@@ -80,6 +115,7 @@ class PromotionPolicy:
     latency_repeats: int = 3
     approvals: int = 0
     report_by: tuple[str, ...] = ()
+    unseen_phrasings: UnseenSpec | None = None
     model: str | None = None
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variants.VariantPolicy
@@ -102,18 +138,69 @@ class PromotionPolicy:
             raise InvalidInput(f"policy: field 'latency_rows' must be >= 1, got {self.latency_rows}")
         if self.latency_repeats < 1:
             raise InvalidInput(f"policy: field 'latency_repeats' must be >= 1, got {self.latency_repeats}")
+        if self.beat_baseline is not None and not self.beat_baseline.margin >= 0:
+            raise InvalidInput(f"policy: field 'beat_baseline.margin' must be >= 0, got {self.beat_baseline.margin}")
+        if self.unseen_phrasings is not None:
+            _check_metric("unseen_phrasings.metric", self.unseen_phrasings.metric)
+            if self.unseen_phrasings.rows < 1:
+                raise InvalidInput(f"policy: field 'unseen_phrasings.rows' must be >= 1, "
+                                   f"got {self.unseen_phrasings.rows}")
+
+    def never_failing(self) -> list[str]:
+        """One line per gate of this policy that can never fail, saying why ([] if none)."""
+        from projects.metrics import bounds  # lazily: serving imports registry
+
+        found = []
+
+        def floor(title: str, metric: str, bound: float | None, field_name: str):
+            if bound is None:
+                return
+            if not math.isfinite(bound):
+                found.append(f"gate '{title}' gates nothing: field '{field_name}' is {bound}, not a finite bound")
+                return
+            low, high = bounds(metric)
+            if lower_is_better(metric) and bound >= high:
+                found.append(f"gate '{title}' gates nothing: {metric} is never above {high} "
+                             f"(field '{field_name}')")
+            elif not lower_is_better(metric) and bound <= low:
+                found.append(f"gate '{title}' gates nothing: {metric} is never below {low} "
+                             f"(field '{field_name}': a floor must lie above {low:g})")
+
+        def finite(title: str, value: float | None, field_name: str):
+            if value is not None and not math.isfinite(value):
+                found.append(f"gate '{title}' gates nothing: field '{field_name}' is {value}, not a finite bound")
+
+        floor(MetricThreshold(self.metric, self.min_value).title if self.min_value is not None else "",
+              self.metric, self.min_value, "min_value")
+        for metric, bound in self.thresholds.items():
+            floor(MetricThreshold(metric, bound).title, metric, bound, f"thresholds.{metric}")
+        finite(f"{self.metric} vs champion", self.max_regression, "max_regression")
+        for metric, bound in self.max_regressions.items():
+            finite(f"{metric} vs champion", bound, f"max_regressions.{metric}")
+        finite("latency p95", self.latency_p95_ms, "latency_p95_ms")
+        if self.beat_baseline is not None:
+            finite(f"{self.metric} vs baseline", self.beat_baseline.margin, "beat_baseline.margin")
+        if self.unseen_phrasings is not None:
+            spec = self.unseen_phrasings
+            floor(UnseenPhrasings(spec).title, spec.metric, spec.min_value, "unseen_phrasings.min_value")
+        return found
 
     def gates(self) -> list[Gate]:
         gates: list[Gate] = []
         if self.holdout is not None and self.holdout.fingerprint:
             gates.append(HoldoutIdentity(self.holdout.label, self.holdout.fingerprint))
-        gates.append(MetricThreshold(self.metric, self.min_value))
+        if self.min_value is not None:
+            gates.append(MetricThreshold(self.metric, self.min_value))
         gates += [MetricThreshold(m, v) for m, v in self.thresholds.items()]
+        if self.beat_baseline is not None:
+            gates.append(BeatBaseline(self.metric, self.beat_baseline.margin, self.beat_baseline.relative))
         gates.append(NoRegression(self.metric, self.max_regression))
         gates += [NoRegression(m, v) for m, v in self.max_regressions.items()]
         gates.append(SignatureCompatible())  # the serving alias's input contract: never switched off
         if self.latency_p95_ms is not None:
             gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows, self.latency_repeats))
+        if self.unseen_phrasings is not None:
+            gates.append(UnseenPhrasings(self.unseen_phrasings))
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
         return gates
@@ -133,7 +220,7 @@ class PromotionPolicy:
                 continue
             value = getattr(self, f.name)
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
-                out[f.name] = asdict(value) if isinstance(value, HoldoutSpec) else \
+                out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec)) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
                                                                      else value))
         return {k: v for k, v in out.items() if v is not None}
@@ -159,9 +246,13 @@ class PromotionPolicy:
                 continue
             values[key] = _convert(key, raw, where)
         try:
-            return cls(**values, source=source, sha256=sha256)
+            policy = cls(**values, source=source, sha256=sha256)
         except InvalidInput as err:
             raise InvalidInput(str(err).replace("policy:", f"{where}:", 1)) from None
+        never = policy.never_failing()
+        if never:
+            raise InvalidInput(f"{where}: {never[0]}")
+        return policy
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PromotionPolicy":
@@ -186,6 +277,7 @@ class PromotionPolicy:
 
 
 _NUMBER = ("min_value", "max_regression", "latency_p95_ms")
+_NULLABLE = ("min_value", "latency_p95_ms")
 _INTEGER = ("latency_rows", "latency_repeats", "approvals", "version")
 _HOLDOUT_FIELDS = [f.name for f in fields(HoldoutSpec)]
 
@@ -198,7 +290,7 @@ def _convert(key: str, raw: Any, where: str) -> Any:
         return kind(float(value)) if kind is int else float(value)
 
     if key in _NUMBER:
-        return None if raw is None and key == "latency_p95_ms" else number(key, raw)
+        return None if raw is None and key in _NULLABLE else number(key, raw)
     if key in _INTEGER:
         return None if raw is None and key == "version" else number(key, raw, int)
     if key in ("metric", "signature", "model"):
@@ -218,6 +310,33 @@ def _convert(key: str, raw: Any, where: str) -> Any:
         if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
             raise InvalidInput(f"{where}: field 'report_by' must list column names, got {raw!r}")
         return tuple(raw)
+    if key == "beat_baseline":
+        if raw is None:
+            return None
+        raw = {} if raw is True else raw
+        sub = _mapping(key, raw, _BASELINE_FIELDS, where)
+        if "relative" in sub and not isinstance(sub["relative"], bool):
+            raise InvalidInput(f"{where}: field 'beat_baseline.relative' must be true or false, "
+                               f"got {sub['relative']!r}")
+        if "margin" in sub:
+            sub["margin"] = number("beat_baseline.margin", sub["margin"])
+        return BaselineSpec(**sub)
+    if key == "unseen_phrasings":
+        if raw is None:
+            return None
+        sub = _mapping(key, raw, _UNSEEN_FIELDS, where)
+        for name in ("seed", "rows"):
+            if name in sub:
+                sub[name] = number(f"unseen_phrasings.{name}", sub[name], int)
+        if "min_value" in sub:
+            sub["min_value"] = number("unseen_phrasings.min_value", sub["min_value"])
+        for name in ("name", "metric"):
+            if name in sub and not isinstance(sub[name], str):
+                raise InvalidInput(f"{where}: field 'unseen_phrasings.{name}' must be a string, got {sub[name]!r}")
+        if "min_value" not in sub:
+            raise InvalidInput(f"{where}: field 'unseen_phrasings.min_value' is missing (the floor on the "
+                               f"unseen phrasings)")
+        return UnseenSpec(**sub)
     if key == "holdout":
         if raw is None:
             return None
@@ -239,6 +358,20 @@ def _convert(key: str, raw: Any, where: str) -> Any:
                 spec[sub] = value
         return HoldoutSpec(**spec)
     raise AssertionError(key)  # every known field is converted above
+
+
+_BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]
+_UNSEEN_FIELDS = [f.name for f in fields(UnseenSpec)]
+
+
+def _mapping(key: str, raw: Any, known: list[str], where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where}: field '{key}' must be a mapping ({', '.join(known)})")
+    for sub in raw:
+        if sub not in known:
+            raise InvalidInput(f"{where}: unknown field '{key}.{sub}'{_did_you_mean(str(sub), known)}"
+                               f" (known: {', '.join(known)})")
+    return dict(raw)
 
 
 def _check_metric(name: str, metric: str, where: str = "policy") -> None:

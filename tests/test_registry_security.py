@@ -35,7 +35,7 @@ from team_mode import BUCKET, PREFIX, moto_s3, team_pg, team_server  # noqa: F40
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = "department"
-LAX = "version: 1\nmetric: macro_f1\nmin_value: 0.0\nmax_regression: 1.0\nsignature: any\n"
+LAX = "version: 1\nmetric: macro_f1\nmin_value: null\nmax_regression: 1.0\nsignature: any\n"
 TOKENS = {"ana": "ana-token-0f1e2d3c4b5a", "rui": "rui-token-9a8b7c6d5e4f", "olga": "olga-token-77aa88bb99cc",
           "router": "router-token-0a1b2c3d4e"}
 ROLES_OF = {"ana": ["data_scientist"], "rui": ["release_manager"], "olga": ["release_manager", "policy_owner"],

@@ -237,7 +237,8 @@ def test_a_new_study_starts_with_the_default_gradient_boosting_baseline(exports,
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     sk = HistGradientBoostingRegressor().get_params()
-    assert all(sk[k] == v for k, v in HistGradientBoosting.defaults.items() if k != "l2_regularization")
+    assert all(sk[k] == v for k, v in HistGradientBoosting.defaults.items()
+               if k not in ("l2_regularization", "class_weight"))  # class_weight: classifiers' (None, theirs too)
     settings = Settings.from_env(env={}, home=tmp_path / "home")
     result = tune(uc, load_dataset(uc, uc.generate_sources(None)), n_trials=1, settings=settings)
     assert result.best_params == {"family": "hist_gradient_boosting",

@@ -139,8 +139,9 @@ class TabularUseCase(UseCase):
             if not path.exists():
                 raise NotFound(f"use-case file {self.spec.path}: field 'policy': file not found: {policy}")
             return path
-        data = {"version": 1, "model": self.registered_model, "metric": self.metric,
-                "min_value": float("-inf") if self.direction == "maximize" else float("inf"), "max_regression": 0.0}
+        from projects.tabular.default_policy import default_policy
+
+        data = {"version": 1, "model": self.registered_model, **default_policy(self.task, self.metric)}
         data.update(policy or {})
         text = yaml.safe_dump(data, sort_keys=False)
         digest = hashlib.sha256(f"{self.spec.path}\n{text}".encode()).hexdigest()[:16]

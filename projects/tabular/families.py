@@ -7,6 +7,13 @@ logged model, so a served model takes the raw columns:
 * category / boolean: constant imputation, one-hot with unknown categories ignored;
 * date (ISO text): year, month, day, weekday, hour, days since 1970, then imputation;
 * text: TF-IDF of words (and, for linear models, more features).
+
+Imbalanced classes: every scikit-learn classifier that takes ``class_weight``
+searches it (``None`` or ``balanced``); a binary classifier whose metric weighs the
+minority class (:data:`projects.metrics.THRESHOLD_METRICS`) gets a decision threshold
+chosen on the validation part (:func:`projects.sklearn_model.with_decision_threshold`).
+Every model records the trivial baseline of its training labels for the promotion's
+baseline gate.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from civicml.tabular_transforms import TRUSTED_PREFIX, DateParts, TextColumn
 from projects.base import Dataset, FittedModel, ModelFamily, Reporter
-from projects.sklearn_model import SAFE_PREFIXES, SklearnModel
+from projects.sklearn_model import SAFE_PREFIXES, SklearnModel, with_decision_threshold
+from projects.metrics import THRESHOLD_METRICS, baseline_facts
 from projects.space import Categorical, Float, Int
 
 
@@ -85,25 +93,39 @@ class TabularFamily(ModelFamily):
                                                        self.dense)),
                              ("model", self.estimator(params))])
         pipeline.fit(train.X, train.y)
+        threshold = None
+        if self.classification and self.metric in THRESHOLD_METRICS:
+            pipeline, threshold = with_decision_threshold(pipeline, valid.X, valid.y, self.metric)
         reporter.report(0, compute(self.metric, valid.y, pipeline.predict(valid.X)))
-        return TabularModel(pipeline)
+        return TabularModel(pipeline, baseline_facts("classification" if self.classification else "regression",
+                                                     train.y), threshold)
 
     @property
     def classification(self) -> bool:
         return self.task == "classification"
+
+    def class_weight(self, params: Mapping[str, Any]):
+        """``class_weight`` of a classifier: None (every row counts once) or ``balanced``."""
+        return params.get("class_weight") if self.classification else None
+
+
+# a search dimension of every classifier that takes it; regression ignores it
+CLASS_WEIGHT = {"class_weight": Categorical([None, "balanced"])}
 
 
 class DecisionTree(TabularFamily):
     name = "decision_tree"
     dense = True
     text_features = 300
-    space = {"max_depth": Int(2, 30, log=True), "min_samples_leaf": Int(1, 50, log=True)}
-    defaults = {"max_depth": 10, "min_samples_leaf": 5}
+    space = {"max_depth": Int(2, 30, log=True), "min_samples_leaf": Int(1, 50, log=True), **CLASS_WEIGHT}
+    defaults = {"max_depth": 10, "min_samples_leaf": 5, "class_weight": None}
 
     def estimator(self, p):
-        cls = DecisionTreeClassifier if self.classification else DecisionTreeRegressor
-        return cls(max_depth=int(p["max_depth"]), min_samples_leaf=int(p["min_samples_leaf"]),
-                   random_state=int(p.get("seed", 0)))
+        if self.classification:
+            return DecisionTreeClassifier(max_depth=int(p["max_depth"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                                          class_weight=self.class_weight(p), random_state=int(p.get("seed", 0)))
+        return DecisionTreeRegressor(max_depth=int(p["max_depth"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                                     random_state=int(p.get("seed", 0)))
 
 
 class RandomForest(TabularFamily):
@@ -111,14 +133,17 @@ class RandomForest(TabularFamily):
     dense = True
     text_features = 300
     space = {"n_estimators": Int(50, 300, step=50), "max_depth": Int(3, 30, log=True),
-             "min_samples_leaf": Int(1, 20, log=True), "max_features": Float(0.1, 1.0)}
-    defaults = {"n_estimators": 100, "max_depth": 16, "min_samples_leaf": 1, "max_features": 0.5}
+             "min_samples_leaf": Int(1, 20, log=True), "max_features": Float(0.1, 1.0), **CLASS_WEIGHT}
+    defaults = {"n_estimators": 100, "max_depth": 16, "min_samples_leaf": 1, "max_features": 0.5,
+                "class_weight": None}
 
     def estimator(self, p):
-        cls = RandomForestClassifier if self.classification else RandomForestRegressor
-        return cls(n_estimators=int(p["n_estimators"]), max_depth=int(p["max_depth"]),
-                   min_samples_leaf=int(p["min_samples_leaf"]), max_features=float(p["max_features"]),
-                   n_jobs=1, random_state=int(p.get("seed", 0)))
+        common = dict(n_estimators=int(p["n_estimators"]), max_depth=int(p["max_depth"]),
+                      min_samples_leaf=int(p["min_samples_leaf"]), max_features=float(p["max_features"]),
+                      n_jobs=1, random_state=int(p.get("seed", 0)))
+        if self.classification:
+            return RandomForestClassifier(class_weight=self.class_weight(p), **common)
+        return RandomForestRegressor(**common)
 
 
 class HistGradientBoosting(TabularFamily):
@@ -127,37 +152,40 @@ class HistGradientBoosting(TabularFamily):
     text_features = 300
     space = {"learning_rate": Float(0.02, 0.5, log=True), "max_iter": Int(50, 400, step=50),
              "max_leaf_nodes": Int(8, 64, log=True), "min_samples_leaf": Int(5, 80, log=True),
-             "l2_regularization": Float(1e-4, 10.0, log=True)}
+             "l2_regularization": Float(1e-4, 10.0, log=True), **CLASS_WEIGHT}
     defaults = {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "min_samples_leaf": 20,
-                "l2_regularization": 1e-4}
+                "l2_regularization": 1e-4, "class_weight": None}
 
     def estimator(self, p):
-        cls = HistGradientBoostingClassifier if self.classification else HistGradientBoostingRegressor
-        return cls(learning_rate=float(p["learning_rate"]), max_iter=int(p["max_iter"]),
-                   max_leaf_nodes=int(p["max_leaf_nodes"]), min_samples_leaf=int(p["min_samples_leaf"]),
-                   l2_regularization=float(p["l2_regularization"]), early_stopping=False,
-                   random_state=int(p.get("seed", 0)))
+        common = dict(learning_rate=float(p["learning_rate"]), max_iter=int(p["max_iter"]),
+                      max_leaf_nodes=int(p["max_leaf_nodes"]), min_samples_leaf=int(p["min_samples_leaf"]),
+                      l2_regularization=float(p["l2_regularization"]), early_stopping=False,
+                      random_state=int(p.get("seed", 0)))
+        if self.classification:
+            return HistGradientBoostingClassifier(class_weight=self.class_weight(p), **common)
+        return HistGradientBoostingRegressor(**common)
 
 
 class SupportVectorMachine(TabularFamily):
     name = "svm"
-    space = {"C": Float(0.05, 50.0, log=True), "kernel": Categorical(["linear", "rbf"])}
-    defaults = {"C": 1.0, "kernel": "rbf"}
+    space = {"C": Float(0.05, 50.0, log=True), "kernel": Categorical(["linear", "rbf"]), **CLASS_WEIGHT}
+    defaults = {"C": 1.0, "kernel": "rbf", "class_weight": None}
 
     def estimator(self, p):
         if self.classification:
-            return SVC(C=float(p["C"]), kernel=p["kernel"], gamma="scale", random_state=0)
+            return SVC(C=float(p["C"]), kernel=p["kernel"], gamma="scale", class_weight=self.class_weight(p),
+                       random_state=0)
         return SVR(C=float(p["C"]), kernel=p["kernel"], gamma="scale")
 
 
 class Linear(TabularFamily):
     name = "linear"
-    space = {"C": Float(0.01, 100.0, log=True)}
-    defaults = {"C": 1.0}
+    space = {"C": Float(0.01, 100.0, log=True), **CLASS_WEIGHT}
+    defaults = {"C": 1.0, "class_weight": None}
 
     def estimator(self, p):
         if self.classification:
-            return LogisticRegression(C=float(p["C"]), max_iter=3000)
+            return LogisticRegression(C=float(p["C"]), class_weight=self.class_weight(p), max_iter=3000)
         return Ridge(alpha=1.0 / float(p["C"]))
 
 

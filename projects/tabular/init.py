@@ -16,6 +16,7 @@ import yaml
 
 from civicml.errors import InvalidInput, NotFound
 from projects.spec import DEFAULT_FAMILIES, did_you_mean, load_spec
+from projects.tabular.default_policy import default_policy
 from projects.tabular.detect import guess, looks_personal
 from projects.tabular.integrate import read_table
 
@@ -110,7 +111,7 @@ def write_use_case(name: str, data: list[Path], target: str, task: str | None = 
                     "mask": [c for c, why in text_or_free.items() if why == "text"]},
         "holdout": holdout,
         "families": list(DEFAULT_FAMILIES),
-        "policy": {"min_value": 0.0 if task == "classification" else float("inf"), "max_regression": 0.0},
+        "policy": default_policy(task),
     }
     if task == "forecasting":
         spec["forecast"] = {"time": dates[0] if dates else "CHANGE_ME", "horizon": 1, "lags": [1, 2, 3]}
