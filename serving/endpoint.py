@@ -20,11 +20,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from civicml.settings import Settings
+from civicml.errors import InvalidInput
+from civicml.settings import ServingLimits, Settings
 from registry import resolve
 from registry.store import ModelStore
 from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
-from serving.batching import BatchingRuntime
+from serving.batching import BatchingRuntime, Overloaded, TooCostly, row_costs
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
 
@@ -65,8 +66,10 @@ class Endpoint:
     def __init__(self, model_name: str, alias: str = "champion", runtime: str = "pyfunc",
                  settings: Settings | None = None, refresh_seconds: float = 10.0, variant: str | None = None,
                  max_batch: int = 64, max_wait_ms: float = 1.0, batching: bool = True,
-                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None):
+                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None,
+                 limits: ServingLimits | None = None):
         self._key = key
+        self.limits = limits  # admission control (cost per request, deadline, slices); None: from the environment
         self.model_name = model_name
         self.alias = alias
         self.runtime_name = runtime
@@ -155,7 +158,8 @@ class Endpoint:
         runtime = get_runtime(runtime_name, local)
         runtime.load()
         if self.batching:
-            runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch)
+            runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
+                                      slice_cost=self._limits().slice_cost)
         validator = Validator(runtime.signature, runtime.metadata)
         _warm_up(runtime, validator, local.path, self.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
@@ -163,6 +167,11 @@ class Endpoint:
         served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
                         tags.get(TAG_VARIANT_OF) if kind else None)
         return Loaded(served, runtime, validator, time.time())
+
+    def _limits(self) -> ServingLimits:
+        if self.limits is None:
+            self.limits = ServingLimits.from_env()
+        return self.limits
 
     def _on_batch(self, rows: int, seconds: float) -> None:
         self._event("batch", rows=rows, seconds=seconds)
@@ -272,7 +281,7 @@ class Endpoint:
 
     def predict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served]:
         loaded = self._loaded()  # one consistent version, even if a swap happens meanwhile
-        request: InferenceRequest = loaded.validator.prepare(payload, params)
+        request: InferenceRequest = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
         return _call(loaded.runtime, request.data, request.params), loaded.served
 
     async def apredict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served, Loaded]:
@@ -321,15 +330,44 @@ class Endpoint:
         self._event("shadow", agree=bool(same))
 
     async def _apredict_on(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
-        request = loaded.validator.prepare(payload, params)
+        """Check, admit (cost and deadline), then wait for the model off the event loop."""
+        limits = self._limits()
+        request = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
+        costs = row_costs(request.data)
+        cost = int(costs.sum())
+        if cost > limits.max_cost:
+            raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
+                            f"is {limits.max_cost} per request: send fewer rows or shorter text")
+        deadline = time.monotonic() + limits.deadline_seconds
         runtime = loaded.runtime
         if isinstance(runtime, BatchingRuntime):
-            output = await asyncio.wrap_future(runtime.submit(request.data, request.params))
+            output = await asyncio.wrap_future(runtime.submit(request.data, request.params, deadline, costs))
         else:
             from fastapi.concurrency import run_in_threadpool
 
-            output = await run_in_threadpool(runtime.predict, _as_model_input(request.data, runtime), request.params)
+            def call():
+                if time.monotonic() > deadline:
+                    raise Overloaded("the server is busy: this request's time budget passed before the model "
+                                     "could take it (retry later)")
+                return runtime.predict(_as_model_input(request.data, runtime), request.params)
+
+            output = await run_in_threadpool(call)
         return output, loaded.served, loaded
+
+
+def checked_params(runtime: Runtime, params: dict | None) -> dict | None:
+    """The request's ``params`` if the model declares each of them in its signature's params schema;
+    otherwise an :class:`InvalidInput` (HTTP 400) naming the ones it does not declare."""
+    if not params:
+        return None
+    signature = runtime.signature
+    schema = getattr(signature, "params", None) if signature is not None else None
+    declared = [spec.name for spec in schema.params] if schema is not None else []
+    unknown = sorted(str(name) for name in params if name not in declared)
+    if unknown:
+        said = f"it declares: {', '.join(declared)}" if declared else "it declares none"
+        raise InvalidInput(f"unknown params for this model: {', '.join(unknown)} ({said})")
+    return params
 
 
 def _labels(output) -> list:
