@@ -6,9 +6,10 @@ it, and no model call ever runs on the server's event loop.
 
 Each request is cut into slices of at most ``max_batch`` rows and ``slice_cost`` cost units (a row
 costs 1 plus the characters of its text; a tensor row its number of values), at least one row each.
-A batch takes one slice from each waiting request in turn (round robin) until it is full, so a large
-request is answered slice after slice while small requests that arrive meanwhile ride in the next
-batch instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
+A batch takes at most one slice from each waiting request, least served first (the cost of its slices
+already run, then arrival), while it stays within ``max_batch`` rows and ``slice_cost``: a large request
+is answered slice after slice, and small requests that arrive meanwhile go before its next slice
+instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
 at most ``max_wait_ms`` for more while a batch is short. Requests with ``params`` are batched only
 with requests that carry the same params.
 
@@ -19,6 +20,7 @@ A request may carry a deadline: a request whose next slice would start after it 
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import queue
@@ -187,7 +189,9 @@ def _params_key(params: dict | None) -> str:
 class _Job:
     """One caller's request inside the batcher: its slices, the outputs so far, its future and deadline."""
 
-    __slots__ = ("data", "params", "key", "future", "deadline", "bounds", "costs", "next", "pieces")
+    __slots__ = ("data", "params", "key", "future", "deadline", "bounds", "costs", "next", "pieces", "served",
+                 "seq")
+    _arrivals = itertools.count()
 
     def __init__(self, data, params, future: Future, deadline: float | None, bounds: list[int], costs: list[int]):
         self.data, self.params, self.key = data, params, _params_key(params)
@@ -196,6 +200,8 @@ class _Job:
         self.costs = costs
         self.next = 0  # the next slice to run
         self.pieces: list = []
+        self.served = 0  # cost of its slices run so far (who goes first)
+        self.seq = next(self._arrivals)
 
     @property
     def left(self) -> int:
@@ -233,7 +239,7 @@ class BatchingRuntime(WrappedRuntime):
     accepts_columns = False  # callers hand it raw requests' data; it merges them for the inner runtime itself
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
-                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 50_000):
+                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 20_000):
         if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
             raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
         super().__init__(inner)
@@ -330,40 +336,41 @@ class BatchingRuntime(WrappedRuntime):
             arrived += item.rows_next()
 
     def _fill(self, active: collections.deque, batch: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
-        """Add one slice from each waiting request in turn (with the batch's params) until the batch is full
-        (``max_batch`` rows, twice ``slice_cost``); a request with slices left goes to the back of the line."""
+        """Add one slice from each waiting request, least served first (the cost of its slices run so far,
+        then arrival), with the batch's params, while the batch stays within ``max_batch`` rows and
+        ``slice_cost``: a newly arrived small request goes before the next slice of a large one."""
         rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
         cost = sum(job.costs[i] for job, i in batch)
         key = batch[0][0].key if batch else None
-        kept, rotated = [], []
         now = time.monotonic()
-        while active:
-            job = active.popleft()
+        waiting = []
+        for job in active:
             if job.future.done():  # cancelled
                 self._spent(job.cost_left)
-                continue
-            if job.deadline is not None and now > job.deadline:
+            elif job.deadline is not None and now > job.deadline:
                 self._spent(job.cost_left)
                 _settle(job.future, error=Overloaded(
                     "the server is busy: this request's time budget passed before the model could take it "
                     "(retry later)", self.retry_after()))
+            else:
+                waiting.append(job)
+        taken = {id(job) for job, _ in batch}
+        for job in sorted(waiting, key=lambda j: (j.served, j.seq)):
+            if id(job) in taken:
                 continue
             key = job.key if key is None else key
             size, slice_cost = job.rows_next(), job.costs[job.next]
-            if job.key != key:
-                kept.append(job)
+            if job.key != key or (batch and (rows + size > self.max_batch or cost + slice_cost > self.slice_cost)):
                 continue
-            if batch and (rows + size > self.max_batch or cost + slice_cost > 2 * self.slice_cost):
-                kept.append(job)
-                break
             batch.append((job, job.next))
+            taken.add(id(job))
             job.next += 1
+            job.served += slice_cost
             rows, cost = rows + size, cost + slice_cost
-            if job.left:
-                rotated.append(job)
-        rest = list(active)
+            if rows >= self.max_batch or cost >= self.slice_cost:
+                break
         active.clear()
-        active.extend(kept + rest + rotated)
+        active.extend(job for job in waiting if job.left)
         return batch
 
     def _run_batch(self, batch: list[tuple[_Job, int]]) -> None:

@@ -31,6 +31,8 @@ from serving.runtime import Runtime, get_runtime
 
 log = logging.getLogger("civicml.serving")
 
+LARGE_ROWS = 256  # requests with more rows are checked in a worker thread, not on the event loop
+
 
 @dataclass(frozen=True)
 class Served:
@@ -332,8 +334,15 @@ class Endpoint:
     async def _apredict_on(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         """Check, admit (cost and deadline), then wait for the model off the event loop."""
         limits = self._limits()
-        request = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
-        costs = row_costs(request.data)
+        params = checked_params(loaded.runtime, params)
+        if _large(payload):  # checking thousands of rows takes milliseconds: not on the event loop
+            from fastapi.concurrency import run_in_threadpool
+
+            request = await run_in_threadpool(loaded.validator.prepare, payload, params)
+            costs = await run_in_threadpool(row_costs, request.data)
+        else:
+            request = loaded.validator.prepare(payload, params)
+            costs = row_costs(request.data)
         cost = int(costs.sum())
         if cost > limits.max_cost:
             raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
@@ -353,6 +362,16 @@ class Endpoint:
 
             output = await run_in_threadpool(call)
         return output, loaded.served, loaded
+
+
+def _large(payload: Any) -> bool:
+    rows = getattr(payload, "rows", None)
+    if rows is None:
+        try:
+            rows = len(payload)
+        except TypeError:
+            return False
+    return rows > LARGE_ROWS
 
 
 def checked_params(runtime: Runtime, params: dict | None) -> dict | None:

@@ -4,7 +4,9 @@ the OpenAPI document of a two-model server. In process (TestClient) against a re
 from __future__ import annotations
 
 import json
+import textwrap
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -64,6 +66,53 @@ def test_v2_content_type_parameter_keeps_the_answer_shape(client):
     assert other.status_code == 400 and "content_type 'np'" in other.json()["error"]
     unknown = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "parameters": {"temperature": 2}})
     assert unknown.status_code == 400 and "temperature" in unknown.json()["error"]
+
+
+ECHO = textwrap.dedent('''
+    import threading
+
+    import mlflow
+    import numpy as np
+    from mlflow.pyfunc import PythonModel
+
+
+    class Echo(PythonModel):
+        """Answers, per row, the thread that ran it and its declared param ``suffix``."""
+
+        def predict(self, context, model_input, params=None):
+            label = f"{threading.current_thread().name}:{(params or {}).get('suffix')}"
+            return np.asarray([label] * len(model_input), dtype=object)
+
+
+    mlflow.models.set_model(Echo())
+''')
+
+
+def test_declared_params_are_honoured_in_the_batch_worker(settings, tmp_path):
+    """A model that declares params gets them, and is called by the batch worker, never the event loop."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    code = tmp_path / "echo.py"
+    code.write_text(ECHO)
+    example = pd.DataFrame([ROW])
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), input_example=example,
+                                       signature=infer_signature(example, ["x"], params={"suffix": "a"}))
+    version = registry.register(info.model_uri, "params-echo", alias=None, settings=settings).version
+    endpoint = Endpoint("params-echo", alias=version, settings=settings, refresh_seconds=0)
+    with TestClient(create_app(endpoint, follow=False)) as client:
+        given = client.post("/invocations", json={"dataframe_records": [ROW, ROW], "params": {"suffix": "z"}})
+        assert given.status_code == 200, given.text
+        assert given.json()["predictions"] == ["batch-pyfunc:z"] * 2  # the batch worker thread, the param
+        default = client.post("/invocations", json={"dataframe_records": [ROW]})
+        assert default.json()["predictions"] == ["batch-pyfunc:a"]
+        other = client.post("/invocations", json={"dataframe_records": [ROW], "params": {"suffix": "z", "k": 1}})
+        assert other.status_code == 400 and "unknown params for this model: k (it declares: suffix)" in \
+            other.json()["message"]
+        v2 = client.post(f"/v2/models/params-echo@{version}/infer", json={**_v2([ROW]), "parameters": {"suffix": "q"}})
+        assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == ["batch-pyfunc:q"], v2.text
 
 
 # -- 2. one request's cost is capped, its wait is bounded, large requests take turns --------------------
