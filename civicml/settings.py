@@ -32,7 +32,7 @@ variable                      meaning                                       defa
 ``CIVICML_SERVE_DEADLINE``    ``civicml serve``: seconds a request may      ``30``
                               wait for the model; past it: 503 with
                               ``Retry-After``
-``CIVICML_SERVE_SLICE_COST``  ``civicml serve``: cost units of one slice    ``20000``
+``CIVICML_SERVE_SLICE_COST``  ``civicml serve``: cost units of one slice    ``10000``
                               of a large request (slices of several
                               callers' requests take turns)
 ============================  ============================================  =========================
@@ -145,7 +145,7 @@ class ServingLimits:
 
     max_cost: int = 2_000_000
     deadline_seconds: float = 30.0
-    slice_cost: int = 20_000
+    slice_cost: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "ServingLimits":

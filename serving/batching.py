@@ -239,7 +239,7 @@ class BatchingRuntime(WrappedRuntime):
     accepts_columns = False  # callers hand it raw requests' data; it merges them for the inner runtime itself
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
-                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 20_000):
+                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000):
         if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
             raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
         super().__init__(inner)
@@ -338,10 +338,13 @@ class BatchingRuntime(WrappedRuntime):
     def _fill(self, active: collections.deque, batch: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
         """Add one slice from each waiting request, least served first (the cost of its slices run so far,
         then arrival), with the batch's params, while the batch stays within ``max_batch`` rows and
-        ``slice_cost``: a newly arrived small request goes before the next slice of a large one."""
+        ``slice_cost``: a newly arrived small request goes before the next slice of a large one. Slices of
+        large requests and whole small requests are not mixed in one batch, so that small callers never wait
+        for a large request's slice in their own batch."""
         rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
         cost = sum(job.costs[i] for job, i in batch)
         key = batch[0][0].key if batch else None
+        sliced = len(batch[0][0].costs) > 1 if batch else None  # a batch of slices of large requests, or not
         now = time.monotonic()
         waiting = []
         for job in active:
@@ -359,8 +362,11 @@ class BatchingRuntime(WrappedRuntime):
             if id(job) in taken:
                 continue
             key = job.key if key is None else key
+            sliced = len(job.costs) > 1 if sliced is None else sliced
             size, slice_cost = job.rows_next(), job.costs[job.next]
-            if job.key != key or (batch and (rows + size > self.max_batch or cost + slice_cost > self.slice_cost)):
+            if job.key != key or (len(job.costs) > 1) != sliced:
+                continue
+            if batch and (rows + size > self.max_batch or cost + slice_cost > self.slice_cost):
                 continue
             batch.append((job, job.next))
             taken.add(id(job))
