@@ -4,8 +4,8 @@
 runtime; nothing else calls it, so a model that is not thread safe (a Paddle predictor) is safe behind
 it, and no model call ever runs on the server's event loop.
 
-Each request is cut into slices of at most ``max_batch`` rows and ``slice_cost`` cost units (a row
-costs 1 plus the characters of its text; a tensor row its number of values), at least one row each.
+Each request is cut into slices of at most ``slice_cost`` cost units (a row costs 1 plus the characters
+of its text; a tensor row its number of values), at least one row each; a request within it is one slice.
 A batch takes at most one slice from each waiting request, least served first (the cost of its slices
 already run, then arrival), while it stays within ``max_batch`` rows and ``slice_cost``: a large request
 is answered slice after slice, and small requests that arrive meanwhile go before its next slice
@@ -215,15 +215,14 @@ class _Job:
         return self.bounds[self.next + 1] - self.bounds[self.next]
 
 
-def _slice_bounds(costs: np.ndarray, max_rows: int, max_cost: int) -> tuple[list[int], list[int]]:
-    """(boundaries, slice costs) cutting rows into slices of at most ``max_rows`` rows and ``max_cost``
-    cost (at least one row each)."""
+def _slice_bounds(costs: np.ndarray, max_cost: int) -> tuple[list[int], list[int]]:
+    """(boundaries, slice costs) cutting rows into slices of at most ``max_cost`` (at least one row each)."""
     rows, total = len(costs), int(costs.sum())
-    if rows <= max_rows and total <= max_cost:
+    if total <= max_cost:
         return [0, rows], [total]
     bounds, spent_list, start, spent = [0], [], 0, 0
     for i, cost in enumerate(costs.tolist()):
-        if i > start and (i - start >= max_rows or spent + cost > max_cost):
+        if i > start and spent + cost > max_cost:
             bounds.append(i)
             spent_list.append(spent)
             start, spent = i, 0
@@ -284,8 +283,7 @@ class BatchingRuntime(WrappedRuntime):
                 if self._worker is None:
                     self._worker = threading.Thread(target=self._run, name=f"batch-{self.name}", daemon=True)
                     self._worker.start()
-        bounds, slice_costs = _slice_bounds(row_costs(data) if costs is None else costs, self.max_batch,
-                                            self.slice_cost)
+        bounds, slice_costs = _slice_bounds(row_costs(data) if costs is None else costs, self.slice_cost)
         with self._cost_lock:
             self._queued_cost += sum(slice_costs)
         self._queue.put(_Job(data, params or None, future, deadline, bounds, slice_costs))

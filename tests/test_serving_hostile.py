@@ -162,7 +162,7 @@ def test_a_small_request_is_answered_while_a_large_one_is_still_running(client):
     endpoint = client.app.state.endpoints[NAME]
     inner = get_runtime("pyfunc", endpoint.current.runtime.model)
     inner.load()
-    batcher = BatchingRuntime(inner, max_batch=1, max_wait_ms=0)  # one row a slice: 200 slices
+    batcher = BatchingRuntime(inner, max_batch=1, max_wait_ms=0, slice_cost=1)  # one row a slice: 200 slices
 
     def columns(rows):
         return endpoint.current.validator.prepare(MLflowCodec.decode(
