@@ -100,6 +100,16 @@ def row_costs(data: Any) -> np.ndarray:
     return np.ones(rows, dtype=np.int64)
 
 
+def admit(data: Any, max_cost: int) -> np.ndarray:
+    """One request's row costs, if their sum is within ``max_cost``; else :class:`TooCostly` (413)."""
+    costs = row_costs(data)
+    cost = int(costs.sum())
+    if cost > max_cost:
+        raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
+                        f"is {max_cost} per request: send fewer rows or shorter text")
+    return costs
+
+
 def take(data: Any, start: int, stop: int) -> Any:
     """Rows ``start:stop`` of one request's input."""
     if isinstance(data, Columns):

@@ -25,7 +25,7 @@ from civicml.settings import ServingLimits, Settings
 from registry import resolve
 from registry.store import ModelStore
 from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
-from serving.batching import BatchingRuntime, Overloaded, TooCostly, row_costs
+from serving.batching import BatchingRuntime, Overloaded, admit
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
 
@@ -68,10 +68,10 @@ class Endpoint:
     def __init__(self, model_name: str, alias: str = "champion", runtime: str = "pyfunc",
                  settings: Settings | None = None, refresh_seconds: float = 10.0, variant: str | None = None,
                  max_batch: int = 64, max_wait_ms: float = 1.0, batching: bool = True,
-                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None,
-                 limits: ServingLimits | None = None):
+                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None):
         self._key = key
-        self.limits = limits  # admission control (cost per request, deadline, slices); None: from the environment
+        # admission control (cost per request, deadline, slices): set by create_app; None: from the environment
+        self.limits: ServingLimits | None = None
         self.model_name = model_name
         self.alias = alias
         self.runtime_name = runtime
@@ -339,14 +339,10 @@ class Endpoint:
             from fastapi.concurrency import run_in_threadpool
 
             request = await run_in_threadpool(loaded.validator.prepare, payload, params)
-            costs = await run_in_threadpool(row_costs, request.data)
+            costs = await run_in_threadpool(admit, request.data, limits.max_cost)
         else:
             request = loaded.validator.prepare(payload, params)
-            costs = row_costs(request.data)
-        cost = int(costs.sum())
-        if cost > limits.max_cost:
-            raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
-                            f"is {limits.max_cost} per request: send fewer rows or shorter text")
+            costs = admit(request.data, limits.max_cost)
         deadline = time.monotonic() + limits.deadline_seconds
         runtime = loaded.runtime
         if isinstance(runtime, BatchingRuntime):

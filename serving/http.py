@@ -224,8 +224,9 @@ _V2_ERR = {"content": {"application/json": {"schema": {"type": "object", "proper
 
 def _errors(body: dict, auth: bool) -> dict:
     codes = {"400": "malformed input or input outside the model's schema", "404": "unknown model or version",
-             "413": "body or rows over the limit", "415": "unsupported content type",
-             "422": "the model rejected the input", "503": "no model loaded yet"}
+             "413": "body, rows or cost (rows x text length) over the limit", "415": "unsupported content type",
+             "422": "the model rejected the input",
+             "503": "no model loaded yet, or the request's time budget passed while queued (see Retry-After)"}
     if auth:
         codes.update({"401": "no or unknown token (team mode)", "403": "token without the service role"})
     return {code: {"description": text, **body} for code, text in codes.items()}
