@@ -25,6 +25,16 @@ variable                      meaning                                       defa
                               (``s3://bucket/prefix``)
 ``CIVICML_CACHE_DIR``         what CivicML can rebuild at will (MLflow's    ``$XDG_CACHE_HOME/civicml``
                               empty schema, the exported MiniLM)            or ``~/.cache/civicml``
+``CIVICML_SERVE_MAX_COST``    ``civicml serve``: most cost units one        ``2000000``
+                              request may have (a row costs 1 plus its
+                              text's characters; a tensor row its values);
+                              over it: 413
+``CIVICML_SERVE_DEADLINE``    ``civicml serve``: seconds a request may      ``30``
+                              wait for the model; past it: 503 with
+                              ``Retry-After``
+``CIVICML_SERVE_SLICE_COST``  ``civicml serve``: cost units of one slice    ``10000``
+                              of a large request (slices of several
+                              callers' requests take turns)
 ============================  ============================================  =========================
 
 No access configured means single-user mode: the acting user (``CIVICML_USER``
@@ -127,6 +137,36 @@ class ServerSettings:
         if overrides:
             raise TypeError(f"unknown server settings: {sorted(overrides)}")
         return cls(backend_store_uri=backend, artifacts_destination=artifacts)
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may cost a server (see docs/serving.md): admission control for ``civicml serve``."""
+
+    max_cost: int = 2_000_000
+    deadline_seconds: float = 30.0
+    slice_cost: int = 10_000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "ServingLimits":
+        env = dict(os.environ if env is None else env)
+        values = {}
+        for name, field_name, kind in (("CIVICML_SERVE_MAX_COST", "max_cost", int),
+                                       ("CIVICML_SERVE_DEADLINE", "deadline_seconds", float),
+                                       ("CIVICML_SERVE_SLICE_COST", "slice_cost", int)):
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = 0
+            if not value > 0 or value != value or value == float("inf"):
+                from civicml.errors import InvalidInput
+
+                raise InvalidInput(f"{name} must be a positive number (got {raw!r})")
+            values[field_name] = value
+        return cls(**values)
 
 
 def cache_dir() -> Path:

@@ -1,18 +1,28 @@
-"""Adaptive batching: concurrent requests merged into one predict call, each caller gets its own rows.
+"""Adaptive, fair batching: concurrent requests merged into one predict call, each caller gets its own rows.
 
-:class:`BatchingRuntime` wraps any :class:`~serving.runtime.Runtime`. One worker thread takes the
-first waiting request, then every request already queued (up to ``max_batch`` rows), waits at most
-``max_wait_ms`` for more while the batch is short, runs the inner runtime once and hands each caller
-the slice of the output that belongs to its rows. Under no load a request runs alone at once; under
-load the batch grows by itself to what arrived while the previous batch ran.
+:class:`BatchingRuntime` wraps any :class:`~serving.runtime.Runtime`. One worker thread runs the inner
+runtime; nothing else calls it, so a model that is not thread safe (a Paddle predictor) is safe behind
+it, and no model call ever runs on the server's event loop.
 
-Because only the worker thread calls the inner runtime, a model that is not thread safe (a Paddle
-predictor) is safe behind it too.
+Each request is cut into slices of at most ``slice_cost`` cost units (a row costs 1 plus the characters
+of its text; a tensor row its number of values), at least one row each; a request within it is one slice.
+A batch takes at most one slice from each waiting request, least served first (the cost of its slices
+already run, then arrival), while it stays within ``max_batch`` rows and ``slice_cost``: a large request
+is answered slice after slice, and small requests that arrive meanwhile go before its next slice
+instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
+at most ``max_wait_ms`` for more while a batch is short. Requests with ``params`` are batched only
+with requests that carry the same params.
+
+A request may carry a deadline: a request whose next slice would start after it is dropped with
+:class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of holding the worker.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,11 +32,24 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from civicml.errors import InvalidInput, Unavailable
 from serving.runtime import Answer, Runtime, WrappedRuntime  # noqa: F401  (Answer: re-exported)
 
 log = logging.getLogger("civicml.serving")
 
 _STOP = object()
+
+
+class TooCostly(InvalidInput):
+    """One request's estimated cost (rows x text length, or tensor values) is over the limit (HTTP 413)."""
+
+
+class Overloaded(Unavailable):
+    """The request's deadline passed before the model could take it (HTTP 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
 
 
 def rows_of(data: Any) -> int:
@@ -49,10 +72,51 @@ class Columns:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, copy=False)
 
+    def take(self, start: int, stop: int) -> "Columns":
+        return Columns({n: v[start:stop] for n, v in self.values.items()}, stop - start)
+
     @staticmethod
     def concat(parts: list["Columns"]) -> "Columns":
         names = parts[0].values.keys()
         return Columns({n: np.concatenate([p.values[n] for p in parts]) for n in names}, sum(p.rows for p in parts))
+
+
+def row_costs(data: Any) -> np.ndarray:
+    """The estimated cost of each row: 1 plus the characters of its text values (tensors: values a row)."""
+    rows = rows_of(data)
+    if isinstance(data, Columns):
+        costs = np.ones(rows, dtype=np.int64)
+        for values in data.values.values():
+            if values.dtype.kind == "O":
+                costs += np.fromiter((len(v) if isinstance(v, (str, bytes)) else 1 for v in values), np.int64, rows)
+            elif values.dtype.kind in "US":
+                costs += np.char.str_len(values)
+        return costs
+    if isinstance(data, np.ndarray):
+        per_row = int(np.prod(data.shape[1:])) if data.ndim > 1 else 1
+        return np.full(rows, max(per_row, 1), dtype=np.int64)
+    if isinstance(data, pd.DataFrame):
+        return row_costs(Columns({c: data[c].to_numpy() for c in data.columns}, len(data)))
+    return np.ones(rows, dtype=np.int64)
+
+
+def admit(data: Any, max_cost: int) -> np.ndarray:
+    """One request's row costs, if their sum is within ``max_cost``; else :class:`TooCostly` (413)."""
+    costs = row_costs(data)
+    cost = int(costs.sum())
+    if cost > max_cost:
+        raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
+                        f"is {max_cost} per request: send fewer rows or shorter text")
+    return costs
+
+
+def take(data: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of one request's input."""
+    if isinstance(data, Columns):
+        return data.take(start, stop)
+    if isinstance(data, pd.DataFrame):
+        return data.iloc[start:stop].reset_index(drop=True)
+    return data[start:stop]
 
 
 def merge(parts: list[Any], columns_ok: bool = False) -> Any:
@@ -65,6 +129,8 @@ def merge(parts: list[Any], columns_ok: bool = False) -> Any:
         return first if len(parts) == 1 else np.concatenate(parts)
     if isinstance(first, pd.DataFrame):
         return first if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    if isinstance(first, list):
+        return [row for part in parts for row in part]
     raise TypeError(f"cannot batch inputs of type {type(first).__name__}")
 
 
@@ -90,23 +156,113 @@ def split(output: Any, sizes: list[int]) -> list[Any]:
     raise TypeError(f"cannot split a model output of type {type(output).__name__}")
 
 
+def join(pieces: list[Any]) -> Any:
+    """One request's slices' outputs -> its whole output (the inverse of :func:`split`)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    first = pieces[0]
+    if isinstance(first, dict):
+        return type(first)({k: join([p[k] for p in pieces]) for k in first})
+    if isinstance(first, (pd.DataFrame, pd.Series)):
+        return pd.concat(pieces, ignore_index=True)
+    if isinstance(first, np.ndarray):
+        return np.concatenate(pieces)
+    if isinstance(first, list):
+        return [row for piece in pieces for row in piece]
+    raise TypeError(f"cannot join model outputs of type {type(first).__name__}")
+
+
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Hand a caller its answer, unless it went away meanwhile (a cancelled future takes nothing)."""
+    from concurrent.futures import InvalidStateError
+
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _params_key(params: dict | None) -> str:
+    if not params:
+        return ""
+    import orjson
+
+    try:
+        return orjson.dumps(params, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return repr(sorted(params.items(), key=lambda kv: kv[0]))
+
+
+class _Job:
+    """One caller's request inside the batcher: its slices, the outputs so far, its future and deadline."""
+
+    __slots__ = ("data", "params", "key", "future", "deadline", "bounds", "costs", "next", "pieces", "served",
+                 "seq")
+    _arrivals = itertools.count()
+
+    def __init__(self, data, params, future: Future, deadline: float | None, bounds: list[int], costs: list[int]):
+        self.data, self.params, self.key = data, params, _params_key(params)
+        self.future, self.deadline = future, deadline
+        self.bounds = bounds  # slice i holds rows bounds[i]:bounds[i + 1] and costs costs[i]
+        self.costs = costs
+        self.next = 0  # the next slice to run
+        self.pieces: list = []
+        self.served = 0  # cost of its slices run so far (who goes first)
+        self.seq = next(self._arrivals)
+
+    @property
+    def left(self) -> int:
+        return len(self.costs) - self.next
+
+    @property
+    def cost_left(self) -> int:
+        return sum(self.costs[self.next:])
+
+    def rows_next(self) -> int:
+        return self.bounds[self.next + 1] - self.bounds[self.next]
+
+
+def _slice_bounds(costs: np.ndarray, max_cost: int) -> tuple[list[int], list[int]]:
+    """(boundaries, slice costs) cutting rows into slices of at most ``max_cost`` (at least one row each)."""
+    rows, total = len(costs), int(costs.sum())
+    if total <= max_cost:
+        return [0, rows], [total]
+    bounds, spent_list, start, spent = [0], [], 0, 0
+    for i, cost in enumerate(costs.tolist()):
+        if i > start and spent + cost > max_cost:
+            bounds.append(i)
+            spent_list.append(spent)
+            start, spent = i, 0
+        spent += cost
+    bounds.append(rows)
+    spent_list.append(spent)
+    return bounds, spent_list
+
+
 class BatchingRuntime(WrappedRuntime):
-    """A runtime whose predict calls from many threads are merged into batches for the inner runtime."""
+    """A runtime whose predict calls from many threads are merged into fair batches for the inner runtime."""
 
     accepts_columns = False  # callers hand it raw requests' data; it merges them for the inner runtime itself
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
-                 on_batch: Callable[[int, float], None] | None = None):
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
+                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000):
+        if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
+            raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
         super().__init__(inner)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
+        self.slice_cost = slice_cost
         self.on_batch = on_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._start = threading.Lock()
+        self._cost_lock = threading.Lock()
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
+        self._queued_cost = 0  # cost units submitted and not yet run (for Retry-After)
+        self._rate = 0.0  # cost units a second, smoothed over recent batches
 
     def unload(self) -> None:
         if self._worker is not None:
@@ -115,69 +271,160 @@ class BatchingRuntime(WrappedRuntime):
             self._worker = None
         self.inner.unload()
 
+    def retry_after(self) -> int:
+        """Seconds until the work queued now is likely done (at least 1, at most 60)."""
+        if self._rate <= 0:
+            return 1
+        return int(min(60, max(1, math.ceil(self._queued_cost / self._rate))))
+
+    def _spent(self, cost: int) -> None:
+        with self._cost_lock:
+            self._queued_cost -= cost
+
     # -- the batching path --------------------------------------------------------------------
-    def submit(self, data: Any, params: dict | None = None) -> Future:
-        """Queue one request's rows; the future holds its own slice of the output."""
+    def submit(self, data: Any, params: dict | None = None, deadline: float | None = None,
+               costs: np.ndarray | None = None) -> Future:
+        """Queue one request's rows; the future holds its own output. ``deadline``: a ``time.monotonic()``
+        after which its slices are not started any more (the future then raises :class:`Overloaded`);
+        ``costs``: its rows' costs if the caller has them already (:func:`row_costs`)."""
         future: Future = Future()
-        if params:  # requests with parameters are not merged with others
-            try:
-                future.set_result(self.inner.predict(merge([data], self.inner.accepts_columns), params))
-            except Exception as err:
-                future.set_exception(err)
-            return future
         if self._worker is None:
             with self._start:
                 if self._worker is None:
                     self._worker = threading.Thread(target=self._run, name=f"batch-{self.name}", daemon=True)
                     self._worker.start()
-        self._queue.put((data, rows_of(data), future))
+        bounds, slice_costs = _slice_bounds(row_costs(data) if costs is None else costs, self.slice_cost)
+        with self._cost_lock:
+            self._queued_cost += sum(slice_costs)
+        self._queue.put(_Job(data, params or None, future, deadline, bounds, slice_costs))
         return future
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
         return self.submit(data, params).result()
 
     def _run(self) -> None:
-        pending = None
+        active: collections.deque[_Job] = collections.deque()
+        stopping = False
         while True:
-            item = pending or self._queue.get()
-            pending = None
-            if item is _STOP:
-                return
-            batch, rows = [item], item[1]
-            deadline = time.perf_counter() + self.max_wait
-            while rows < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    try:
-                        nxt = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if nxt is _STOP or rows + nxt[1] > self.max_batch:
-                    pending = nxt  # it starts the next batch (or stops the worker after this one)
-                    break
-                batch.append(nxt)
-                rows += nxt[1]
-            self._run_batch(batch, rows)
+            if not active:
+                if stopping:
+                    return
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                active.append(item)
+            stopping = self._take_arrivals(active, 0) or stopping
+            batch = self._fill(active, [])
+            rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
+            if batch and not active and not stopping and rows < self.max_batch and self.max_wait > 0:
+                # a short batch and nobody else waiting: give concurrent callers max_wait to join it
+                stopping = self._take_arrivals(active, self.max_batch - rows)
+                batch = self._fill(active, batch)
+            self._run_batch(batch)
 
-    def _run_batch(self, batch: list, rows: int) -> None:
-        futures = [f for _, _, f in batch]
+    def _take_arrivals(self, active: collections.deque, wait_for_rows: int) -> bool:
+        """Move queued requests into ``active``; with ``wait_for_rows``, wait up to max_wait for that many
+        rows to arrive. True if the worker was asked to stop."""
+        deadline = time.perf_counter() + self.max_wait
+        arrived = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.perf_counter()
+                if arrived >= wait_for_rows or remaining <= 0:
+                    return False
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    return False
+            if item is _STOP:
+                return True
+            active.append(item)
+            arrived += item.rows_next()
+
+    def _fill(self, active: collections.deque, batch: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
+        """Add one slice from each waiting request, least served first (the cost of its slices run so far,
+        then arrival), with the batch's params, while the batch stays within ``max_batch`` rows and
+        ``slice_cost``: a newly arrived small request goes before the next slice of a large one. Slices of
+        large requests and whole small requests are not mixed in one batch, so that small callers never wait
+        for a large request's slice in their own batch."""
+        rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
+        cost = sum(job.costs[i] for job, i in batch)
+        key = batch[0][0].key if batch else None
+        sliced = len(batch[0][0].costs) > 1 if batch else None  # a batch of slices of large requests, or not
+        now = time.monotonic()
+        waiting = []
+        for job in active:
+            if job.future.done():  # cancelled
+                self._spent(job.cost_left)
+            elif job.deadline is not None and now > job.deadline:
+                self._spent(job.cost_left)
+                _settle(job.future, error=Overloaded(
+                    "the server is busy: this request's time budget passed before the model could take it "
+                    "(retry later)", self.retry_after()))
+            else:
+                waiting.append(job)
+        taken = {id(job) for job, _ in batch}
+        for job in sorted(waiting, key=lambda j: (j.served, j.seq)):
+            if id(job) in taken:
+                continue
+            key = job.key if key is None else key
+            sliced = len(job.costs) > 1 if sliced is None else sliced
+            size, slice_cost = job.rows_next(), job.costs[job.next]
+            if job.key != key or (len(job.costs) > 1) != sliced:
+                continue
+            if batch and (rows + size > self.max_batch or cost + slice_cost > self.slice_cost):
+                continue
+            batch.append((job, job.next))
+            taken.add(id(job))
+            job.next += 1
+            job.served += slice_cost
+            rows, cost = rows + size, cost + slice_cost
+            if rows >= self.max_batch or cost >= self.slice_cost:
+                break
+        active.clear()
+        active.extend(job for job in waiting if job.left)
+        return batch
+
+    def _run_batch(self, batch: list[tuple[_Job, int]]) -> None:
+        if not batch:
+            return
+        parts, sizes = [], []
+        for job, i in batch:
+            start, stop = job.bounds[i], job.bounds[i + 1]
+            parts.append(job.data if len(job.costs) == 1 else take(job.data, start, stop))
+            sizes.append(stop - start)
         started = time.perf_counter()
         try:
-            output = self.inner.predict(merge([d for d, _, _ in batch], self.inner.accepts_columns), None)
-            pieces = split(output, [n for _, n, _ in batch])
+            output = self.inner.predict(merge(parts, self.inner.accepts_columns), batch[0][0].params)
+            pieces = split(output, sizes)
         except Exception as err:
             if len(batch) > 1:  # one bad request must not fail the others: run them one by one
                 for item in batch:
-                    self._run_batch([item], item[1])
+                    self._run_batch([item])
                 return
-            futures[0].set_exception(err)
+            job = batch[0][0]
+            self._spent(job.costs[batch[0][1]] + job.cost_left)
+            job.next = len(job.costs)  # its other slices are dropped
+            _settle(job.future, error=err)
             return
+        seconds = time.perf_counter() - started
         self.batches += 1
         if self.on_batch is not None:
-            self.on_batch(rows, time.perf_counter() - started)
-        for future, piece in zip(futures, pieces):
-            future.set_result(piece)
+            self.on_batch(sum(sizes), seconds)
+        spent = sum(job.costs[i] for job, i in batch)
+        self._spent(spent)
+        if seconds > 0:
+            rate = spent / seconds
+            self._rate = rate if self._rate <= 0 else 0.8 * self._rate + 0.2 * rate
+        for (job, _), piece in zip(batch, pieces):
+            if job.future.done():
+                continue
+            job.pieces.append(piece)
+            if len(job.pieces) == len(job.costs):
+                try:
+                    _settle(job.future, join(job.pieces))
+                except Exception as err:
+                    _settle(job.future, error=err)
+                job.pieces = []

@@ -47,7 +47,42 @@ def _default(value):
 
 
 def _media_type(content_type: str | None) -> str:
-    return (content_type or "application/json").split(";")[0].strip().lower()
+    """The media type of a ``Content-Type`` header, as MLflow's scoring server reads it: parameters other
+    than ``charset`` are refused (415), and so is any charset but UTF-8 (bodies are read as UTF-8)."""
+    media, *parameters = [part.strip() for part in (content_type or "application/json").split(";")]
+    names = []
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        name, value = name.strip().lower(), value.strip().strip('"').lower()
+        if name == "charset":
+            if value not in ("utf-8", "utf8"):
+                raise UnsupportedMediaType(f"unsupported charset '{value}': the scoring server reads UTF-8 only")
+        elif name or value:
+            names.append(name or parameter)
+    if names:
+        raise UnsupportedMediaType(f"unrecognized content type parameters: {', '.join(names)} (only charset=utf-8)")
+    return media.lower()
+
+
+def _csv_table(body: bytes) -> Table:
+    """A CSV body (UTF-8, a header line naming the columns) -> its columns; a name twice is refused."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"the CSV body is not UTF-8 text: {err}") from None
+    try:
+        header = pd.read_csv(io.BytesIO(body), header=None, nrows=1, dtype=str, keep_default_na=False)
+        names = [str(n) for n in header.iloc[0].tolist()] if len(header) else []
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidInput(f"the CSV header names a column twice: {', '.join(repr(d) for d in dupes)}")
+        return table_of_frame(pd.read_csv(io.BytesIO(body)))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"malformed CSV: {err}") from None
+    except InvalidInput:
+        raise
+    except ValueError as err:
+        raise InvalidInput(f"malformed CSV: {err}") from None
 
 
 def _column_names(columns: Any, width: int) -> list[str]:
@@ -97,10 +132,7 @@ class MLflowCodec:
         if ctype == "text/csv":
             if not body or not body.strip():
                 raise InvalidInput("empty request body")
-            try:
-                return table_of_frame(pd.read_csv(io.BytesIO(body))), None
-            except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-                raise InvalidInput(f"malformed CSV: {err}") from None
+            return _csv_table(body), None
         if ctype != "application/json":
             raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json or text/csv)")
         doc = loads(body)
@@ -173,18 +205,61 @@ def _v2_values(tensor: dict) -> list:
     if not isinstance(data, list):
         raise InvalidInput(f"input '{tensor.get('name')}' needs 'data' as a list")
     flat = _flatten(data)
-    if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in flat):
-            raise InvalidInput(f"input '{tensor.get('name')}' is BYTES: its data must be strings")
-    elif datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in flat):
-            raise InvalidInput(f"input '{tensor.get('name')}' is BOOL: its data must be true/false")
-    elif not all(v.__class__ in (int, float) for v in flat):
-        raise InvalidInput(f"input '{tensor.get('name')}' is {datatype}: its data must be numbers")
+    _check_datatype(str(tensor.get("name")), datatype, flat)
     return flat
 
 
+def _integer_range(datatype: str) -> tuple[int, int] | None:
+    if datatype.startswith("UINT") or datatype.startswith("INT"):
+        info = np.iinfo(V2_DATATYPES[datatype])
+        return int(info.min), int(info.max)
+    return None
+
+
+def _check_datatype(name: str, datatype: str, flat: list) -> None:
+    """Each value fits its V2 datatype: strings for BYTES, true/false for BOOL, whole numbers within the
+    type's range for INT*/UINT* (UINT8 0..255, ...), finite numbers within range for FP*."""
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise InvalidInput(f"input '{name}' is BYTES: its data must be strings")
+        return
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise InvalidInput(f"input '{name}' is BOOL: its data must be true/false")
+        return
+    bounds = _integer_range(datatype)
+    if bounds is not None:
+        if not all(v.__class__ is int for v in flat):
+            raise InvalidInput(f"input '{name}' is {datatype}: its data must be whole numbers")
+        low, high = bounds
+        bad = next((v for v in flat if not low <= v <= high), None)
+        if bad is not None:
+            raise InvalidInput(f"input '{name}' is {datatype}: {bad} is outside {low}..{high}")
+        return
+    if not all(v.__class__ in (int, float) for v in flat):
+        raise InvalidInput(f"input '{name}' is {datatype}: its data must be numbers")
+    top = float(np.finfo(V2_DATATYPES[datatype]).max)
+    bad = next((v for v in flat if not -top <= v <= top), None)  # also NaN
+    if bad is not None:
+        raise InvalidInput(f"input '{name}' is {datatype}: {bad} is not a finite {datatype} number")
+
+
+_NUMERIC_KINDS = {"long", "integer", "double", "float"}
+
+
+def _check_column_datatype(name: str, datatype: str, kind: str | None) -> None:
+    """A V2 input's datatype fits the model's column: no BYTES for a numeric or boolean column."""
+    if kind is None or datatype != "BYTES":
+        return
+    if kind in _NUMERIC_KINDS or kind == "boolean":
+        raise InvalidInput(f"input '{name}' is BYTES, but the model's column '{name}' is {kind}: send "
+                           f"{v2_datatype(kind)}")
+
+
 _V2_RESERVED = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout"}
+# MLServer's request-level content types: how the inputs are to be read. A column model reads them as a
+# table ("pd"), a tensor model as one array ("np"); either is honoured, anything else refused.
+_V2_CONTENT_TYPES = {False: ("pd",), True: ("np",)}
 
 
 def _from_binary(tensor: dict, raw: bytes) -> list:
@@ -228,8 +303,9 @@ def _flatten(data: list) -> list:
 
 def _shape(tensor: dict) -> list[int]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise InvalidInput(f"input '{tensor.get('name')}' needs a 'shape' of non-negative integers")
+    if not isinstance(shape, list) or not shape or not all(s.__class__ is int and s >= 0 for s in shape):
+        raise InvalidInput(f"input '{tensor.get('name')}' needs a 'shape': a non-empty list of non-negative "
+                           f"integers")
     return shape
 
 
@@ -240,7 +316,7 @@ class V2Codec:
 
     @staticmethod
     def decode(body: bytes, content_type: str | None, tensor_model: bool,
-               header_length: str | None = None) -> tuple[Any, dict | None, dict]:
+               header_length: str | None = None, kinds: dict[str, str] | None = None) -> tuple[Any, dict | None, dict]:
         """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
         by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
         binary = b""
@@ -260,8 +336,16 @@ class V2Codec:
         doc = loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
             raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
-        params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else None
+        params = doc.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput("'parameters' must be an object")
         params = {k: v for k, v in (params or {}).items() if k not in _V2_RESERVED} or None
+        if params and "content_type" in params:
+            wanted = params.pop("content_type")
+            if wanted not in _V2_CONTENT_TYPES[tensor_model]:
+                raise InvalidInput(f"parameters.content_type {wanted!r} is not supported for this model (use "
+                                   f"{' or '.join(map(repr, _V2_CONTENT_TYPES[tensor_model]))})")
+            params = params or None
         meta = {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
                 "outputs": [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]}
         offset = 0
@@ -297,6 +381,7 @@ class V2Codec:
             shape = _shape(tensor)
             if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
                 raise InvalidInput(f"input '{tensor['name']}' must have shape [N] or [N, 1], got {shape}")
+            _check_column_datatype(tensor["name"], tensor.get("datatype"), (kinds or {}).get(tensor["name"]))
             values = _v2_values(tensor)
             if len(values) != shape[0]:
                 raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")

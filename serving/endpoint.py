@@ -20,15 +20,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from civicml.settings import Settings
+from civicml.errors import InvalidInput
+from civicml.settings import ServingLimits, Settings
 from registry import resolve
 from registry.store import ModelStore
 from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
-from serving.batching import BatchingRuntime
+from serving.batching import BatchingRuntime, Overloaded, admit
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
 
 log = logging.getLogger("civicml.serving")
+
+LARGE_ROWS = 256  # requests with more rows are checked in a worker thread, not on the event loop
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Endpoint:
                  max_batch: int = 64, max_wait_ms: float = 1.0, batching: bool = True,
                  on_event: Callable[[str, dict], None] | None = None, key: str | None = None):
         self._key = key
+        # admission control (cost per request, deadline, slices): set by create_app; None: from the environment
+        self.limits: ServingLimits | None = None
         self.model_name = model_name
         self.alias = alias
         self.runtime_name = runtime
@@ -156,7 +161,8 @@ class Endpoint:
         runtime = get_runtime(runtime_name, local)
         runtime.load()
         if self.batching:
-            runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch)
+            runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
+                                      slice_cost=self._limits().slice_cost)
         validator = Validator(runtime.signature, runtime.metadata)
         _warm_up(runtime, validator, local.path, self.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
@@ -164,6 +170,11 @@ class Endpoint:
         served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
                         tags.get(TAG_VARIANT_OF) if kind else None)
         return Loaded(served, runtime, validator, time.time())
+
+    def _limits(self) -> ServingLimits:
+        if self.limits is None:
+            self.limits = ServingLimits.from_env()
+        return self.limits
 
     def _on_batch(self, rows: int, seconds: float) -> None:
         self._event("batch", rows=rows, seconds=seconds)
@@ -274,7 +285,7 @@ class Endpoint:
 
     def predict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served]:
         loaded = self._loaded()  # one consistent version, even if a swap happens meanwhile
-        request: InferenceRequest = loaded.validator.prepare(payload, params)
+        request: InferenceRequest = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
         return _call(loaded.runtime, request.data, request.params), loaded.served
 
     async def apredict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served, Loaded]:
@@ -329,15 +340,57 @@ class Endpoint:
         self._event("shadow", agree=bool(same))
 
     async def _apredict_on(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
-        request = loaded.validator.prepare(payload, params)
+        """Check, admit (cost and deadline), then wait for the model off the event loop."""
+        limits = self._limits()
+        params = checked_params(loaded.runtime, params)
+        if _large(payload):  # checking thousands of rows takes milliseconds: not on the event loop
+            from fastapi.concurrency import run_in_threadpool
+
+            request = await run_in_threadpool(loaded.validator.prepare, payload, params)
+            costs = await run_in_threadpool(admit, request.data, limits.max_cost)
+        else:
+            request = loaded.validator.prepare(payload, params)
+            costs = admit(request.data, limits.max_cost)
+        deadline = time.monotonic() + limits.deadline_seconds
         runtime = loaded.runtime
         if isinstance(runtime, BatchingRuntime):
-            output = await asyncio.wrap_future(runtime.submit(request.data, request.params))
+            output = await asyncio.wrap_future(runtime.submit(request.data, request.params, deadline, costs))
         else:
             from fastapi.concurrency import run_in_threadpool
 
-            output = await run_in_threadpool(runtime.predict, _as_model_input(request.data, runtime), request.params)
+            def call():
+                if time.monotonic() > deadline:
+                    raise Overloaded("the server is busy: this request's time budget passed before the model "
+                                     "could take it (retry later)")
+                return runtime.predict(_as_model_input(request.data, runtime), request.params)
+
+            output = await run_in_threadpool(call)
         return output, loaded.served, loaded
+
+
+def _large(payload: Any) -> bool:
+    rows = getattr(payload, "rows", None)
+    if rows is None:
+        try:
+            rows = len(payload)
+        except TypeError:
+            return False
+    return rows > LARGE_ROWS
+
+
+def checked_params(runtime: Runtime, params: dict | None) -> dict | None:
+    """The request's ``params`` if the model declares each of them in its signature's params schema;
+    otherwise an :class:`InvalidInput` (HTTP 400) naming the ones it does not declare."""
+    if not params:
+        return None
+    signature = runtime.signature
+    schema = getattr(signature, "params", None) if signature is not None else None
+    declared = [spec.name for spec in schema.params] if schema is not None else []
+    unknown = sorted(str(name) for name in params if name not in declared)
+    if unknown:
+        said = f"it declares: {', '.join(declared)}" if declared else "it declares none"
+        raise InvalidInput(f"unknown params for this model: {', '.join(unknown)} ({said})")
+    return params
 
 
 def _labels(output) -> list:

@@ -22,6 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
+from civicml.settings import ServingLimits
+from serving.batching import Overloaded, TooCostly
 from serving.codecs import MLflowCodec, V2Codec, dumps, stable_answer, v2_datatype
 from serving.dataplane import MAX_ROWS, TooLarge, UnsupportedMediaType
 from serving.endpoint import Endpoint
@@ -32,13 +34,15 @@ from serving.metrics import Metrics
 log = logging.getLogger("civicml.serving")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+OFF_LOOP_BYTES = 256 * 1024  # bodies at least this large are parsed in a worker thread, not on the event loop
 
 
 class Unauthenticated(PermissionDenied):
     """No token, or one the access configuration does not know (HTTP 401)."""
 
 
-_STATUS = [(TooLarge, 413, "REQUEST_TOO_LARGE"), (UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"),
+_STATUS = [(TooLarge, 413, "REQUEST_TOO_LARGE"), (TooCostly, 413, "REQUEST_TOO_LARGE"),
+           (UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE"), (Overloaded, 503, "TEMPORARILY_UNAVAILABLE"),
            (InvalidInput, 400, "BAD_REQUEST"), (NotFound, 404, "RESOURCE_DOES_NOT_EXIST"),
            (Unauthenticated, 401, "UNAUTHENTICATED"), (PermissionDenied, 403, "PERMISSION_DENIED"),
            (IntegrityError, 503, "MODEL_INTEGRITY"), (Unavailable, 503, "UNAVAILABLE")]
@@ -68,19 +72,45 @@ class Json(Response):
         return dumps(content)
 
 
+def _retry_after(err: Exception) -> dict[str, str] | None:
+    """An overloaded server says when to come back (``Retry-After``, seconds)."""
+    return {"Retry-After": str(err.retry_after)} if isinstance(err, Overloaded) else None
+
+
 def _mlflow_error(err: Exception) -> Json:
     status, code, message = status_of(err)
-    return Json({"error_code": code, "message": message}, status_code=status)
+    return Json({"error_code": code, "message": message}, status_code=status, headers=_retry_after(err))
 
 
 def _v2_error(err: Exception) -> Json:
     status, _, message = status_of(err)
-    return Json({"error": message}, status_code=status)
+    return Json({"error": message}, status_code=status, headers=_retry_after(err))
 
 
 @dataclass
 class Limits:
+    """What one request may be: body bytes (413 while read), and admission control (None: from the
+    environment, :class:`civicml.settings.ServingLimits`): its cost (413), the seconds it may wait for the
+    model (503 with ``Retry-After``), and the cost of one slice of a large request."""
+
     max_body_bytes: int = MAX_BODY_BYTES
+    max_cost: int | None = None
+    deadline_seconds: float | None = None
+    slice_cost: int | None = None
+
+    def serving(self) -> ServingLimits:
+        base = ServingLimits.from_env()
+        return ServingLimits(max_cost=self.max_cost if self.max_cost is not None else base.max_cost,
+                             deadline_seconds=(self.deadline_seconds if self.deadline_seconds is not None
+                                               else base.deadline_seconds),
+                             slice_cost=self.slice_cost if self.slice_cost is not None else base.slice_cost)
+
+
+async def _decode(decode, body: bytes, *args):
+    """A codec's decode: in a worker thread for large bodies, so that parsing never stalls the event loop."""
+    if len(body) >= OFF_LOOP_BYTES:
+        return await run_in_threadpool(decode, body, *args)
+    return decode(body, *args)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -172,18 +202,28 @@ class Guard:
         return who.name
 
 
+_MLFLOW_FORMATS = {"dataframe_split": {"type": "object", "properties": {
+                       "columns": {"type": "array", "items": {"type": "string"}},
+                       "data": {"type": "array", "items": {"type": "array"}}}},
+                   "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                   "instances": {"type": "array"},
+                   "inputs": {}}
+
+
+def _one_key(formats: dict, params: dict) -> list[dict]:
+    """JSON Schema for 'exactly one of the format keys' (MLflow's rule): one variant per key, the others
+    forbidden, ``params`` beside it."""
+    return [{"type": "object", "required": [key], "description": f"exactly one of the keys: {key}",
+             "properties": {key: schema, "params": params, **{other: False for other in formats if other != key}}}
+            for key, schema in formats.items()]
+
+
 _MLFLOW_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"type": "object", "description": "exactly one of the keys",
-                                        "properties": {
-                                            "dataframe_split": {"type": "object", "properties": {
-                                                "columns": {"type": "array", "items": {"type": "string"}},
-                                                "data": {"type": "array", "items": {"type": "array"}}}},
-                                            "dataframe_records": {"type": "array", "items": {"type": "object"}},
-                                            "instances": {"type": "array"},
-                                            "inputs": {},
-                                            "params": {"type": "object"}}}},
+        "application/json": {"schema": {"description": "exactly one of the keys "
+                                                       + ", ".join(_MLFLOW_FORMATS) + " (and optional params)",
+                                        "oneOf": _one_key(_MLFLOW_FORMATS, {"type": ["object", "null"]})}},
         "text/csv": {"schema": {"type": "string"}},
     },
 }
@@ -195,7 +235,8 @@ _V2_BODY = {
                        "inputs": {"type": "array", "minItems": 1, "items": {
                            "type": "object", "required": ["name", "shape", "datatype", "data"],
                            "properties": {"name": {"type": "string"},
-                                          "shape": {"type": "array", "items": {"type": "integer"}},
+                                          "shape": {"type": "array", "minItems": 1,
+                                                    "items": {"type": "integer", "minimum": 0}},
                                           "datatype": {"type": "string", "enum": [
                                               "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                                               "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
@@ -210,14 +251,22 @@ _V2_ERR = {"content": {"application/json": {"schema": {"type": "object", "proper
 
 def _errors(body: dict, auth: bool) -> dict:
     codes = {"400": "malformed input or input outside the model's schema", "404": "unknown model or version",
-             "413": "body or rows over the limit", "415": "unsupported content type",
-             "422": "the model rejected the input", "503": "no model loaded yet"}
+             "413": "body, rows or cost (rows x text length) over the limit", "415": "unsupported content type",
+             "422": "the model rejected the input",
+             "503": "no model loaded yet, or the request's time budget passed while queued (see Retry-After)"}
     if auth:
         codes.update({"401": "no or unknown token (team mode)", "403": "token without the service role"})
     return {code: {"description": text, **body} for code, text in codes.items()}
 
 
-def _mlflow_body(row: dict | None, max_rows: int = MAX_ROWS) -> dict:
+def _params_schema(signature) -> dict:
+    """``params`` as the model's signature declares them (none declared: an empty object or null)."""
+    schema = getattr(signature, "params", None) if signature is not None else None
+    names = [spec.name for spec in schema.params] if schema is not None else []
+    return {"type": ["object", "null"], "properties": {n: {} for n in names}, "additionalProperties": False}
+
+
+def _mlflow_body(row: dict | None, max_rows: int = MAX_ROWS, params: dict | None = None) -> dict:
     """The request body of ``/invocations`` for a model whose rows look like ``row`` (JSON Schema), or the
     protocol's general shape when the model has no named columns. Exactly one format key per body."""
     if row is None:
@@ -238,10 +287,7 @@ def _mlflow_body(row: dict | None, max_rows: int = MAX_ROWS) -> dict:
                                   for n, s in row["properties"].items()},
                    "additionalProperties": {"type": "array", "minItems": 1, "maxItems": 1}},  # ignored
     }
-    variants = [{"type": "object", "required": [key],
-                 "properties": {key: schema, "params": {"type": ["object", "null"]},
-                                **{other: False for other in formats if other != key}}}
-                for key, schema in formats.items()]
+    variants = _one_key(formats, params or {"type": ["object", "null"]})
     return {"required": True, "content": {
         "application/json": {"schema": {"oneOf": variants}},
         "text/csv": {"schema": {"type": "string", "pattern": _csv_pattern(row),
@@ -283,8 +329,10 @@ def _live_openapi(app: FastAPI, endpoints: list[Endpoint], errors: dict) -> None
         names = [e.key for e in endpoints]
         versions = sorted({e.served.version for e in endpoints if e.served})
         rows = [e.current.validator.json_schema() if e.current else None for e in endpoints]
-        default = _mlflow_body(rows[0])
-        shared = default if all(r == rows[0] for r in rows) else _MLFLOW_BODY
+        params = [_params_schema(e.current.runtime.signature if e.current else None) for e in endpoints]
+        default = _mlflow_body(rows[0], params=params[0])
+        same = all(r == rows[0] for r in rows) and all(p == params[0] for p in params)
+        shared = default if same else _MLFLOW_BODY
         for path, operations in doc.get("paths", {}).items():
             for method, operation in operations.items():
                 for parameter in operation.get("parameters", []):
@@ -297,7 +345,7 @@ def _live_openapi(app: FastAPI, endpoints: list[Endpoint], errors: dict) -> None
                 if path == "/invocations" and method == "post":
                     operation["requestBody"] = default
                 elif path == "/explain":
-                    operation["requestBody"] = _mlflow_body(rows[0], EXPLAIN_MAX_ROWS)
+                    operation["requestBody"] = _mlflow_body(rows[0], EXPLAIN_MAX_ROWS, params[0])
                 elif path == "/models/{name}/invocations":
                     operation["requestBody"] = shared
                 if path == "/explain":
@@ -316,6 +364,10 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     if len(by_key) != len(endpoints):
         raise InvalidInput("two endpoints follow the same model and alias")
     default = endpoints[0]
+    admission = (limits or Limits()).serving()
+    for endpoint in endpoints:  # the batchers are built at load (lifespan), after this
+        if limits is not None or endpoint.limits is None:
+            endpoint.limits = admission
     limits = limits or Limits()
     metrics = Metrics()
     guard = Guard(default.settings, default.model_name)
@@ -388,7 +440,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         try:
             guard.check(request, endpoint.model_name)
             body = await read_body(request, limits.max_body_bytes)
-            payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
+            payload, params = await _decode(MLflowCodec.decode, body, request.headers.get("content-type"))
             output, served, loaded = await endpoint.apredict(payload, params)
             body = {"predictions": MLflowCodec.encode(output), "model": served.to_dict()}
             warnings = loaded.validator.out_of_range(payload)
@@ -515,11 +567,16 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             body = await read_body(request, limits.max_body_bytes)
             loaded = endpoint.current
             tensor_model = bool(loaded and loaded.validator.tensor)
-            payload, params, meta = V2Codec.decode(body, request.headers.get("content-type"), tensor_model,
-                                                   request.headers.get("inference-header-content-length"))
+            kinds = {c["name"]: c["datatype"] for c in loaded.validator.describe()} if loaded else None
+            payload, params, meta = await _decode(V2Codec.decode, body, request.headers.get("content-type"),
+                                                  tensor_model, request.headers.get("inference-header-content-length"),
+                                                  kinds)
+            if loaded is not None and meta.get("outputs"):  # unknown requested outputs: refused before the model
+                _check_outputs(meta, [o["name"] for o in _v2_metadata(endpoint)["outputs"]])
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
             answer = stable_answer(output, info.get("task"), info.get("labels"))
+            _check_outputs(meta, list(answer))
             parameters = _served_parameters(served)
             warnings = loaded.validator.out_of_range(payload)
             if warnings:
@@ -554,6 +611,15 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     app.include_router(explain_router(default, guard))  # POST /explain
     _live_openapi(app, endpoints, err_mlflow)
     return app
+
+
+def _check_outputs(meta: dict, known: list[str]) -> None:
+    """A V2 request's ``outputs`` must name outputs the model has (400 naming the others)."""
+    wanted = meta.get("outputs") or []
+    unknown = [str(name) for name in wanted if name not in known]
+    if known and unknown:
+        raise InvalidInput(f"unknown requested outputs: {', '.join(unknown)} (the model's outputs: "
+                           f"{', '.join(known)})")
 
 
 def _served_headers(served) -> dict[str, str]:

@@ -155,7 +155,9 @@ class PyfuncRuntime(Runtime):
     def predict(self, data, params=None):
         from serving.batching import Columns
 
-        if self._proba is not None and not params:
+        # A scikit-learn pipeline takes no params (MLflow's sklearn flavor ignores them too): the answer's
+        # shape never depends on them. Params reach only other flavors' models, which declare them.
+        if self._proba is not None:
             # One stable answer for classifiers (the MiniLM router's shape): label + p_<class>, with the
             # label as the most probable class, from one pass through the pipeline.
             model, X, fast_proba = self._features(data)
@@ -164,7 +166,7 @@ class PyfuncRuntime(Runtime):
             for j, column in enumerate(self._columns):
                 answer[column] = proba[:, j]
             return answer
-        if self._direct is not None and not params:
+        if self._direct is not None:
             model, X, _ = self._features(data)
             return model.predict(X)
         if isinstance(data, Columns):

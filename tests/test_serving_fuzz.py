@@ -22,9 +22,11 @@ from serving import BackgroundServer, Endpoint
 NAME = "fuzzed-router"
 LAX = registry.PromotionPolicy(min_value=0.0, max_regression=1.0)
 
-# The V2 protocol's cross-field rules (each input's shape matches its data, every input has the same
-# number of rows, one input per model column) cannot be said in JSON Schema: a schema-valid V2 body can
-# still be refused with 400. Every other check runs there too.
+# The one allowance: a schema-valid V2 infer body may still be refused with 400, for rules the generic
+# V2 schema does not say: each input's shape matches its data's length, every input has the same number
+# of rows, one input per model column (named as the model's columns), each value fits its datatype
+# (UINT8 0..255, ...) and the column's own checks (categories, ranges), no BYTES for a numeric column,
+# requested outputs are the model's. Every other check runs there too; the MLflow routes have no allowance.
 CONFIG = """\
 [[operations]]
 include-path-regex = "/infer$"
