@@ -93,6 +93,9 @@ class PyfuncRuntime(Runtime):
             self._fast_proba = linear_proba(raw.steps[-1][1]) if self._fast is not None else None
             labels = self.metadata.get("labels")
             classes = [str(c) for c in getattr(raw, "classes_", [])]
+            # a decision threshold chosen at training (binary, imbalanced): the label is the model's own
+            # predict, which applies it; the probabilities are still the classifier's
+            self._thresholded = self.metadata.get("decision_threshold") is not None
             if hasattr(raw, "predict_proba") and labels and sorted(classes) == sorted(labels):
                 self._order = [classes.index(label) for label in labels]
                 self._proba = True
@@ -162,7 +165,10 @@ class PyfuncRuntime(Runtime):
             # label as the most probable class, from one pass through the pipeline.
             model, X, fast_proba = self._features(data)
             proba = (fast_proba(X) if fast_proba is not None else model.predict_proba(X))[:, self._order]
-            answer = Answer(label=self._labels[proba.argmax(axis=1)])
+            if self._thresholded:
+                answer = Answer(label=np.asarray(model.predict(X)).astype(str).astype(object))
+            else:
+                answer = Answer(label=self._labels[proba.argmax(axis=1)])
             for j, column in enumerate(self._columns):
                 answer[column] = proba[:, j]
             return answer

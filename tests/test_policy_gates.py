@@ -175,6 +175,42 @@ def test_balanced_weights_and_a_threshold_lift_macro_f1_on_92_8_data(tmp_path):
     assert scores[("balanced", "threshold")] > plain + 0.05, scores
 
 
+@pytest.mark.slow
+def test_a_served_thresholded_model_answers_as_its_own_predict(tmp_path):
+    """The decision threshold chosen at training is what the gates score (the model's predict); the server
+    answered the argmax of the probabilities instead, so HTTP and the gates disagreed on the minority class."""
+    from fastapi.testclient import TestClient
+
+    from projects import get_use_case, load_dataset, train
+    from serving import Endpoint, create_app
+
+    _imbalanced(tmp_path / "uc" / "train.csv", 2000, seed=11)
+    _imbalanced(tmp_path / "uc" / "test.csv", 400, seed=12)
+    spec = {"name": "equipment", "task": "classification", "target": "flagged", "metric": "macro_f1",
+            "sources": [{"path": "train.csv"}], "families": ["linear"]}
+    (tmp_path / "uc" / "usecase.yaml").write_text(yaml.safe_dump(spec))
+    uc = get_use_case(str(tmp_path / "uc" / "usecase.yaml"))
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    result = train(uc, load_dataset(uc, [tmp_path / "uc" / "train.csv"]), "linear", {"class_weight": None},
+                   settings=settings)
+    registry.register(result.model_uri, "equipment", settings=settings, tags=dict(uc.registry_tags))
+    store = registry.ModelStore(settings)
+    local = store.fetch("equipment", store.get_version("equipment", "1"))
+    assert local.metadata.get("decision_threshold") is not None
+    from conftest import load_logged
+
+    test = load_dataset(uc, [tmp_path / "uc" / "test.csv"])
+    expected = [str(x) for x in load_logged(settings, result.model_uri).predict(test.X)]
+    assert "yes" in expected  # the threshold brings the minority class in
+    with TestClient(create_app(Endpoint("equipment", alias="1", settings=settings, refresh_seconds=0),
+                               follow=False)) as client:
+        answer = client.post("/invocations", json={"dataframe_records": test.X.to_dict(orient="records")})
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["predictions"]
+    assert [row["label"] for row in served] == expected
+    assert all(abs(row["p_yes"] + row["p_no"] - 1) < 1e-6 for row in served)
+
+
 # -- 311: wording the model never saw ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_311_policy_gates_on_wording_the_router_never_saw(settings, small_requests):
