@@ -142,11 +142,11 @@ def promotion_inputs(name: str, settings: Settings | None = None, policy_file: s
     set is ``holdout_files``, else the one the policy names (regenerated from its seed),
     else the use case's own held-out set.
     """
-    from civicml.access import require
+    from registry.guard import authorize
 
     settings = settings or Settings.from_env()
-    require(settings, "read")
     store = ModelStore(settings)
+    authorize(settings, "read", name, store)  # a refusal is audited on the model
     use_case = use_case_of(store, name)
     if use_case is None:
         raise NotFound(f"model '{name}' records no use case; pass a held-out frame and policy to promote()")
@@ -187,8 +187,9 @@ def unseen_phrasings_holdout(use_case_name: str | None, spec) -> tuple[Any, str,
 
 def governing_policy(name: str, settings: Settings | None = None) -> PromotionPolicy:
     """The policy that governs registered model ``name`` (see the module's docstring)."""
-    from civicml.access import require
+    from registry.guard import authorize
 
     settings = settings or Settings.from_env()
-    require(settings, "read")
-    return governing(ModelStore(settings), name)
+    store = ModelStore(settings)
+    authorize(settings, "read", name, store)  # a refusal is audited on the model
+    return governing(store, name)

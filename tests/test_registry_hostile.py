@@ -168,6 +168,18 @@ def test_4_cli_promote_and_rollout_refusals_are_audited(home, capsys, monkeypatc
     assert rollout.stop(name, "automatic: test", automatic=True, settings=home.as_("router")) is None
 
 
+def test_4_python_readers_of_promotion_inputs_audit_their_refusals(home, user):
+    """``promotion_inputs`` and ``governing_policy`` (what the console and notebooks call before promote)
+    checked the caller without auditing a refusal."""
+    name = "h4-readers"
+    registry.register(home.good.model_uri, name, settings=home.settings)
+    revoked = home.settings.with_(access_file=home.folder / "access.yaml", token=BAD_TOKENS["revoked"])
+    for read in (registry.promotion_inputs, registry.governing_policy):
+        with pytest.raises(PermissionDenied):
+            read(name, settings=revoked)
+    assert len(_denied(name, home.settings, "read")) == 2
+
+
 def test_4_http_refusals_are_audited_once_per_caller_route_status_and_minute(home, requests_holdout, tmp_path,
                                                                              user):
     from fastapi.testclient import TestClient

@@ -20,6 +20,7 @@ from projects import get_use_case, train
 from serving import BackgroundServer, Endpoint
 
 NAME = "fuzzed-router"
+WORDS = "fuzzed-words"
 LAX = registry.PromotionPolicy(min_value=0.0, max_regression=1.0)
 
 # The one allowance: a schema-valid V2 infer body may still be refused with 400, for rules the generic
@@ -38,11 +39,22 @@ checks.positive_data_acceptance.expected-statuses = ["200", "400", "404"]
 def server(tmp_path_factory, small_requests, requests_holdout):
     from civicml.settings import Settings
 
+    from registry.variants import VariantPolicy, compress
+
     settings = Settings.from_env(env={}, home=tmp_path_factory.mktemp("fuzz") / "home", user="tester")
-    result = train(get_use_case("service_requests"), small_requests, "logreg", settings=settings)
+    use_case = get_use_case("service_requests")
+    result = train(use_case, small_requests, "logreg", settings=settings)
     registry.register(result.model_uri, NAME, settings=settings)
     assert registry.promote(NAME, requests_holdout.frame, "department", policy=LAX, settings=settings).promoted
-    with BackgroundServer(Endpoint(NAME, settings=settings, refresh_seconds=0)) as running:
+    # a second model, served through its ONNX variant: two models and a variant on one server
+    words = train(use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
+    registry.register(words.model_uri, WORDS, settings=settings)
+    assert registry.promote(WORDS, requests_holdout.frame, "department", policy=LAX, settings=settings).promoted
+    assert compress(WORDS, "1", "onnx", settings, holdout=requests_holdout, repeats={1: 2, 64: 1},
+                    policy=VariantPolicy()).passed
+    endpoints = [Endpoint(NAME, settings=settings, refresh_seconds=0),
+                 Endpoint(WORDS, settings=settings, refresh_seconds=0, variant="onnx")]
+    with BackgroundServer(endpoints) as running:
         yield running
 
 
