@@ -13,7 +13,8 @@ older revision).
 
 Run:  .venv/bin/python bench/bench_startup.py [--rounds 5] [--baseline-python PATH | --baseline-root DIR]
 Prints the median wall time of each command (and the baseline's, and their ratio), and each command's exit
-code (a parse error is expected to exit 2, a model that is not there too).
+code (a parse error is expected to exit 2, a model that is not there too); then two floors, measured the
+same way: a bare interpreter, and one that imports MLflow's client (what a registry command cannot avoid).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 # (label, arguments): the commands that neither train nor serve
 COMMANDS = [
-    ("--help", ["--help"]),
+    ("help", ["--help"]),
     ("parse error", ["models"]),
     ("whoami", ["whoami"]),
     ("token", ["token", "ana", "--role", "data_scientist"]),
@@ -38,6 +39,11 @@ COMMANDS = [
     ("models lineage", ["models", "lineage", "service-requests-router", "1"]),
     ("audit", ["audit", "service-requests-router"]),
     ("alias", ["alias", "service-requests-router", "challenger", "1"]),
+]
+# (label, code): what any command pays at least; run by the measured interpreter only
+FLOORS = [
+    ("floor: python", "pass"),
+    ("floor: mlflow", "import mlflow; from mlflow.tracking import MlflowClient"),
 ]
 
 
@@ -57,10 +63,12 @@ class Runner:
         return env
 
     def once(self, args: list[str], scratch: Path) -> tuple[float, int]:
+        """One run of ``civicml ARGS`` (or of ``python -c CODE`` for ``["-c", CODE]``): wall seconds, exit code."""
         folder = Path(tempfile.mkdtemp(dir=scratch))
         home = folder / "home"
+        command = [self.python, *args] if args[0] == "-c" else [self.python, "-m", "civicml.cli", *args]
         started = time.perf_counter()
-        done = subprocess.run([self.python, "-m", "civicml.cli", *args], cwd=folder, env=self.env(home),
+        done = subprocess.run(command, cwd=folder, env=self.env(home),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - started
         if done.returncode not in (0, 2):
@@ -86,6 +94,7 @@ def main() -> None:
     elif options.baseline_root:
         runners["baseline"] = Runner(options.python, options.baseline_root.resolve())
     commands = [(label, args) for label, args in COMMANDS if not options.only or label in options.only]
+    floors = [(label, ["-c", code]) for label, code in FLOORS if not options.only or label in options.only]
 
     times: dict[tuple[str, str], list[float]] = {}
     codes: dict[tuple[str, str], int] = {}
@@ -97,6 +106,10 @@ def main() -> None:
                     wall, code = runners[name].once(args, Path(scratch))
                     times.setdefault((name, label), []).append(wall)
                     codes[(name, label)] = code
+            for label, args in floors:
+                wall, code = runners["current"].once(args, Path(scratch))
+                times.setdefault(("current", label), []).append(wall)
+                codes[("current", label)] = code
 
     header = f"{'command':<16} {'exit':>4} {'current s':>10}"
     if "baseline" in runners:
@@ -110,6 +123,8 @@ def main() -> None:
             baseline = statistics.median(times[("baseline", label)])
             line += f" {baseline:>11.2f} {baseline / current:>5.1f}x"
         print(line)
+    for label, _ in floors:
+        print(f"{label:<16} {codes[('current', label)]:>4} {statistics.median(times[('current', label)]):>10.2f}")
 
 
 if __name__ == "__main__":
