@@ -8,8 +8,9 @@ fails (a failed command changes nothing stored); ``--verbose`` shows it too.
 
 Commands start light: the parser imports no library, and each command imports what it uses when it
 runs. MLflow is imported (and its loggers quieted) after parsing, before the command, unless the command
-is light: it touches neither MLflow nor use-case files (``set_defaults(light=True)``: ``whoami``, ``token``).
-``--help`` and a usage error end before either. tests/test_startup.py checks which libraries each light command loads.
+is light: it touches neither MLflow nor use-case files (``set_defaults(light=True)``: ``whoami``,
+``token``). ``--help`` and a usage error end before either. tests/test_startup.py checks which
+libraries each light command loads.
 """
 
 from __future__ import annotations
