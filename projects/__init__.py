@@ -6,18 +6,31 @@ Public face::
     uc = get_use_case("service_requests")
     ds = load_dataset(uc, sources=uc.generate_sources(folder, n=2000, seed=1))
     result = train(uc, ds, "svm", {"C": 3.0})
+
+The use-case registry (``get_use_case``, ``list_use_cases``, ...) is defined here; the data and training
+names are imported from their modules when first used (:func:`civicml.lazy.lazy_face`), so that
+``civicml models list`` names the use cases without loading pandas' frames or scikit-learn.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from civicml.errors import NotFound
-from projects.base import (Dataset, FittedModel, HistoryReporter, ModelFamily, NullReporter, Pruned, Reporter,
-                           UseCase, fingerprint)
-from projects.training import TrainingResult, train
+from civicml.lazy import lazy_face
+
+if TYPE_CHECKING:
+    from projects.base import (Dataset, FittedModel, HistoryReporter, ModelFamily, NullReporter, Pruned, Reporter,
+                               UseCase, fingerprint)
+    from projects.training import TrainingResult, train
+
+__getattr__, __dir__ = lazy_face(__name__, {
+    "projects.base": ("Dataset", "FittedModel", "HistoryReporter", "ModelFamily", "NullReporter", "Pruned",
+                      "Reporter", "UseCase", "fingerprint"),
+    "projects.training": ("TrainingResult", "train"),
+})
 
 # name -> "module:Class"; imported only when asked for, so that Paddle loads only for Paddle use cases.
 _USE_CASES = {
@@ -90,6 +103,8 @@ def _from_file(path: Path) -> UseCase:
 
 
 def _from_plugin(name: str, ep) -> UseCase:
+    from projects.base import UseCase
+
     try:
         target = ep.load()
     except Exception as err:  # noqa: BLE001 - a broken plugin is the plugin's error, said in one line

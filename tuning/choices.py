@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import warnings
-
-import optuna
+from typing import TYPE_CHECKING
 
 from civicml.errors import InvalidInput
+
+if TYPE_CHECKING:  # imported where used: the CLI reads the names below without loading Optuna
+    import optuna
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
 
 def make_sampler(name: str, seed: int | None = None, grid: dict | None = None) -> optuna.samplers.BaseSampler:
+    import optuna
+
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate TPE with groups: conditional spaces, one group per family
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -30,6 +34,8 @@ def make_sampler(name: str, seed: int | None = None, grid: dict | None = None) -
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    import optuna
+
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name == "halving":

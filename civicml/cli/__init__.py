@@ -5,6 +5,12 @@ The command shows CivicML's own progress and results only: what libraries
 write to stderr while it runs (warnings, their log lines) goes to the debug log
 ``$CIVICML_HOME/logs/debug.log`` when the command succeeds, and nowhere when it
 fails (a failed command changes nothing stored); ``--verbose`` shows it too.
+
+Commands start light: the parser imports no library, and each command imports what it uses when it
+runs. MLflow is imported (and its loggers quieted) after parsing, before the command, unless the command
+is light: it touches neither MLflow nor use-case files (``set_defaults(light=True)``: ``whoami``,
+``token``). ``--help`` and a usage error end before either. tests/test_startup.py checks which
+libraries each light command loads.
 """
 
 from __future__ import annotations
@@ -35,22 +41,30 @@ def build_parser() -> Parser:
     return parser
 
 
+def quiet_mlflow() -> None:
+    """Import MLflow and lower its loggers to warnings: store migrations etc. are not the user's business.
+    MLflow sets its loggers' levels when it is imported, so this imports it first, then quiets it."""
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("GLOG_minloglevel", "2")  # Paddle's C++ INFO lines
-    import mlflow  # noqa: F401  (it sets its loggers' levels when imported: import it first, then quiet it)
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations etc. are not the user's business
     logging.getLogger("httpx").setLevel(logging.WARNING)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and usage errors end here, having imported no library
+    light = bool(getattr(args, "light", False))
+    if not light:
+        quiet_mlflow()
     stderr = sys.stderr
     # Long-running servers show their libraries' lines (uvicorn's address and access log); a command says
     # so with set_defaults(library_output="show").
     show = getattr(args, "library_output", "show" if args.command in _SERVERS else "quiet") == "show"
     with LibraryOutput(verbose=show or bool(getattr(args, "verbose", False))) as library, \
             warnings.catch_warnings(), contextlib.ExitStack() as scope:
-        if getattr(args, "home", None) and args.command not in _SERVERS:
+        if getattr(args, "home", None) and args.command not in _SERVERS and not light:
             from projects.tabular import use_case_home  # a use-case file's salt and inline policy: under --home
 
             scope.enter_context(use_case_home(args.home))

@@ -106,13 +106,13 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("whoami", help="who the current token (or single-user mode) says you are")
     add_store_options(p)
-    p.set_defaults(func=cmd_whoami)
+    p.set_defaults(func=cmd_whoami, light=True)
 
     p = sub.add_parser("token", help="make a new token for an access file (prints it once)")
     p.add_argument("principal", help="name the token identifies, e.g. a person or a service")
     p.add_argument("--role", action="append", choices=ROLES, help="role(s) to put in the printed access-file entry")
     p.add_argument("--expires", help="date (or time, UTC) after which the token is refused, e.g. 2027-06-30")
-    p.set_defaults(func=cmd_token)
+    p.set_defaults(func=cmd_token, light=True)
 
 
 @_says_notices
