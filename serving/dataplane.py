@@ -14,7 +14,7 @@ Every problem is an :class:`~civicml.errors.InvalidInput` naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,7 @@ class _ColumnCheck:
     bounds: tuple[float, float] | None  # from numeric categories: the declared range
     boolean: bool = False  # a yes/no column: any spelling of civicml.booleans, given to the model as true/false
     bounds_why: str = ""  # said after a refused value: where the bounds come from
+    missing_ok: bool = True  # a float column's missing value (null, NaN) reaches the model, which answers it
 
     def __call__(self, values: list) -> np.ndarray:
         name = self.name
@@ -124,8 +125,8 @@ class _ColumnCheck:
             cls = value.__class__
             if _missing(value) or (isinstance(value, np.floating) and value != value):
                 # A missing number (None, NaN) is NaN in a float column, for a pipeline that imputes it;
-                # an integer column has no NaN to hold it.
-                if whole:
+                # an integer column has no NaN to hold it, and a model that cannot answer it is not given one.
+                if whole or not self.missing_ok:
                     raise InvalidInput(f"column '{name}' has a missing value in row {row}")
                 out.append(float("nan"))
                 continue
@@ -170,7 +171,8 @@ def _column_schema(check: _ColumnCheck) -> dict:
         low, high = _INT_BOUNDS[kind] if whole else (-float(_FLOAT_MAX[kind]), float(_FLOAT_MAX[kind]))
         if check.bounds is not None:
             low, high = max(low, check.bounds[0]), min(high, check.bounds[1])
-        out = {"type": "integer" if whole else ["number", "null"],  # null: a missing value, for imputation
+        nullable = not whole and check.missing_ok  # null: a missing value, for a model that imputes it
+        out = {"type": "integer" if whole else (["number", "null"] if nullable else "number"),
                "minimum": int(low) if whole else low, "maximum": int(high) if whole else high}
         if check.allowed is not None:
             out["enum"] = sorted(v for v in check.allowed if low <= v <= high)
@@ -274,6 +276,70 @@ class Validator:
                                        f"in training ({_num(low)} to {_num(high)}); the answer is an extrapolation"})
         return out
 
+    def learn_limits(self, predict: Callable[[Any], Any], example: pd.DataFrame) -> dict[str, str]:
+        """What the model itself cannot answer, found at load by asking it, so that the checks and the schema
+        say so (a 400 naming the column) instead of the model failing (422) on a request the schema allows.
+
+        For each float column with no bounds: the example's first row with a missing value there, and with
+        values of magnitude 1e3, 1e6, ... 1e300 (both signs). A missing value the model cannot answer
+        (it raises, or answers a non-finite number) is refused; a magnitude it cannot answer bounds the
+        column below it. Returns column -> what was learnt, for the log."""
+        import dataclasses
+
+        probed = [i for i, c in enumerate(self.checks) if c.kind in ("double", "float") and not c.boolean
+                  and (c.bounds is None or c.missing_ok)]
+        if not probed or example is None or not len(example):
+            return {}
+        row = example.head(1).reset_index(drop=True)
+
+        def answers(values: dict[int, float]) -> dict[int, bool]:
+            """column index -> whether the model answers the row with that column's value replaced."""
+            frame = pd.concat([row] * len(values), ignore_index=True)
+            for k, (i, value) in enumerate(values.items()):
+                frame.loc[k, self.checks[i].name] = value
+            try:
+                return dict(zip(values, _finite_rows(predict(self.prepare(frame).data), len(values))))
+            except Exception:  # noqa: BLE001 - one of them fails the batch: ask one at a time
+                out = {}
+                for i, value in values.items():
+                    one = row.copy()
+                    one.loc[0, self.checks[i].name] = value
+                    try:
+                        out[i] = bool(_finite_rows(predict(self.prepare(one).data), 1)[0])
+                    except Exception:  # noqa: BLE001 - the model refuses this value
+                        out[i] = False
+                return out
+
+        learnt: dict[str, str] = {}
+        no_missing = [i for i, ok in answers({i: float("nan") for i in probed}).items() if not ok]
+        for i in no_missing:
+            self.checks[i] = dataclasses.replace(self.checks[i], missing_ok=False)
+            learnt[self.checks[i].name] = "no missing values"
+        unbounded = [i for i in probed if self.checks[i].bounds is None]
+        limit = {i: [None, None] for i in unbounded}  # the magnitude below 0 and above 0 it cannot answer
+        for sign, side in ((-1.0, 0), (1.0, 1)):
+            asked, answered = list(unbounded), {i: 100.0 for i in unbounded}
+            for exponent in (3, 6, 9, 12, 15, 18, 24, 30, 38, 60, 100, 200, 300):
+                magnitude = 10.0 ** exponent
+                ask = {i: sign * magnitude for i in asked if magnitude < _FLOAT_MAX[self.checks[i].kind]}
+                if not ask:
+                    break
+                for i, fine in answers(ask).items():
+                    if fine:
+                        answered[i] = magnitude
+                    else:  # bounded at the largest magnitude it answered
+                        limit[i][side] = answered[i]
+                        asked.remove(i)
+        for i in unbounded:
+            if limit[i] == [None, None]:
+                continue
+            top = float(_FLOAT_MAX[self.checks[i].kind])
+            low, high = -(limit[i][0] or top), limit[i][1] or top
+            self.checks[i] = dataclasses.replace(self.checks[i], bounds=(low, high),
+                                                 bounds_why=" (the model gives no finite answer beyond)")
+            learnt[self.checks[i].name] = f"between {_num(low)} and {_num(high)}"
+        return learnt
+
     def columns(self, table: Table) -> Columns:
         rows = table.rows
         if rows == 0:
@@ -323,6 +389,20 @@ class Validator:
             else:
                 raise InvalidInput("this model takes named columns: send dataframe_split, dataframe_records or CSV")
         return InferenceRequest(self.columns(payload), params)
+
+
+def _finite_rows(answer: Any, rows: int) -> np.ndarray:
+    """Per row of a model's answer: whether every number in it is finite."""
+    ok = np.ones(rows, dtype=bool)
+    parts = list(answer.values()) if isinstance(answer, dict) else \
+        [answer[c] for c in answer.columns] if isinstance(answer, pd.DataFrame) else [answer]
+    for part in parts:
+        values = np.asarray(part)
+        if values.dtype.kind not in "fc" or len(values) != rows:
+            continue
+        finite = np.isfinite(values)
+        ok &= finite.reshape(rows, -1).all(axis=1) if values.ndim > 1 else finite
+    return ok
 
 
 def _outside(values: list, low: float, high: float):

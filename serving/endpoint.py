@@ -437,6 +437,12 @@ def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> No
     import numpy as np
 
     runtime.verify(validator.prepare(example).data)  # a faster path is used only if it agrees here
+    import pandas as pd
+
+    if isinstance(example, pd.DataFrame):  # what the model cannot answer is refused by the checks, not by it
+        learnt = validator.learn_limits(lambda data: _call(runtime, data), example)
+        if learnt:
+            log.info("%s: inputs limited to what the model answers: %s", path, learnt)
     one = validator.prepare(example.head(1) if hasattr(example, "head") else np.asarray(example)[:1])
     _call(runtime, one.data)
     if max_batch > 1:

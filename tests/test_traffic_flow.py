@@ -251,3 +251,29 @@ def test_mlflow_run_trains_the_project(tmp_path):
     assert {"mae", "rmse", "mape", "baseline_mae_last_week"} <= set(runs[0].data.metrics)
     assert runs[0].data.params["epochs"] == "3"
     assert "civicml.model_uri" in runs[0].data.tags
+
+
+@pytest.mark.slow
+def test_served_inputs_are_limited_to_what_the_model_answers(trained, dataset):
+    """The traffic network answers no missing value and no astronomically large count: the served schema
+    allowed null and +-1.8e308 and the model then failed (422). At load the server asks the model, and the
+    checks and the schema say the same thing: 400 naming the column, no null, a finite bound."""
+    from fastapi.testclient import TestClient
+
+    import registry
+    from serving import Endpoint, create_app
+
+    settings, result, _ = trained
+    registry.register(result.model_uri, "traffic-limits", settings=settings)
+    endpoint = Endpoint("traffic-limits", alias="1", settings=settings, refresh_seconds=0)
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in dataset.X.iloc[0].items()}
+    with TestClient(create_app(endpoint, follow=False)) as client:
+        assert client.post("/invocations", json={"dataframe_records": [row]}).status_code == 200
+        schema = endpoint.current.validator.json_schema()["properties"]["lag_1"]
+        assert schema["type"] == "number" and schema["maximum"] < 1e308, schema
+        missing = client.post("/invocations", json={"dataframe_records": [{**row, "lag_1": None}]})
+        assert missing.status_code == 400 and "lag_1" in missing.json()["message"], missing.text
+        huge = client.post("/invocations", json={"dataframe_records": [{**row, "lag_1": 1.7e308}]})
+        assert huge.status_code == 400 and "lag_1" in huge.json()["message"], huge.text
+        edge = client.post("/invocations", json={"dataframe_records": [{**row, "lag_1": schema["maximum"]}]})
+        assert edge.status_code == 200, edge.text  # what the schema allows is answered
