@@ -36,7 +36,8 @@ def test_explain_names_the_served_version_and_agrees_with_invocations(explained,
     row = doc["explanations"][0]
     assert row["prediction"] == answer["predictions"][0]["label"] == "roads"  # classifiers answer label + p_<class>
     assert row["method"] == "linear" and row["model"]["alias"] == "challenger"
-    assert row["sentence"].startswith("Answered 'roads', mostly because of")
+    assert row["sentence"].startswith("Answered 'roads' (") and " raised it most (+" in row["sentence"]
+    assert row["units"] == "log-odds" and row["base_value"] is not None
     assert any("pothole" in c["feature"] and c["weight"] > 0 for c in row["contributions"])
 
 
