@@ -760,8 +760,10 @@ def explainer_for(pyfunc_model, background: pd.DataFrame | None = None, source: 
     columns = Columns(meta.get("columns"))
     target_unit = columns.unit(meta["target"]) if meta.get("target") else ""
     explainer = _explainer(pyfunc_model, background, columns, target_unit, meta)
-    if explainer.method != "occlusion" and not explainer.background_source or explainer.background_source == "none":
-        explainer.background_source = source or ("background rows given" if background is not None else "none")
+    if explainer.method in ("linear", "occlusion"):
+        explainer.background_source = "none (this method needs no reference rows)"
+    elif background is not None and len(background):
+        explainer.background_source = source or "background rows given"
     return explainer
 
 
