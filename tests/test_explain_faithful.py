@@ -262,6 +262,7 @@ def test_a_registered_regressor_says_what_drove_a_low_prediction(home, airq):
     explainer, _ = _registered(home, use_case, dataset, "hist_gradient_boosting", {"max_iter": 60}, "airq-low")
     row = pd.DataFrame([{"Temp": 58.0, "Wind": 19.0, "Solar.R": np.nan, "month": "Jun"}])
     e = explainer.explain(row)[0]
+    assert e.units == "ppb" and e.method == "tree_shap"
     assert e.prediction < e.base_value - 20
     assert e.sentence.startswith("Predicted ") and f"(typical {e.base_value:.0f}). Temp = 58 F lowered it by " \
         in e.sentence, e.sentence
@@ -269,3 +270,30 @@ def test_a_registered_regressor_says_what_drove_a_low_prediction(home, airq):
     assert not any(f.startswith("month = ") and f != "month = Jun" for f, _ in e.contributions)
     doc = e.to_dict()
     assert {"method", "units", "base_value", "background_rows", "background"} <= set(doc)
+
+
+def test_weights_hold_against_another_training_sample_and_old_versions_say_what_they_used(home, airq_plain):
+    """The stored 100-row reference gives the weights another 100-row training sample gives; a version logged
+    before backgrounds were stored is explained against its 3-row input example, and says so."""
+    import shutil
+
+    import mlflow.pyfunc
+
+    from serving.explain import BACKGROUND_FILE, explainer_for, stored_background
+
+    use_case, dataset, train, valid = airq_plain
+    explainer, _ = _registered(home, use_case, dataset, "random_forest", {"n_estimators": 40, "max_depth": 8},
+                               "airq-stable")
+    rows = valid.X.head(10).reset_index(drop=True)
+    stored = explainer.explain(rows)
+    other = explainer_for(explainer.model, train.X.sample(100, random_state=7), "another sample").explain(rows)
+    changes = [abs(dict(o.contributions)[e.contributions[0][0]] - e.contributions[0][1]) / abs(e.contributions[0][1])
+               for e, o in zip(stored, other)]
+    assert float(np.median(changes)) < 0.35, changes
+
+    old = Path(str(explainer.local.path) + "-old")
+    shutil.copytree(explainer.local.path, old)
+    (old / BACKGROUND_FILE).unlink()
+    background, source = stored_background(old)
+    e = explainer_for(mlflow.pyfunc.load_model(str(old)), background, source).explain(rows.head(1))[0]
+    assert e.background_rows == 3 and e.background == "input example (no background stored with this version)"
