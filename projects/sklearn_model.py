@@ -130,4 +130,29 @@ class SklearnModel(FittedModel):
         return info.model_uri
 
 
-__all__ = ["SAFE_PREFIXES", "SklearnModel", "sklearn_requirements", "skops_trusted_types", "with_decision_threshold"]
+def log_background(model_uri: str | None, rows: pd.DataFrame, seed: int = 0, size: int = 200) -> bool:
+    """Log a seeded sample of (masked) training rows into the logged model's folder as the reference its
+    explanations are measured against (serving reads ``explain/background.parquet``). Any model family;
+    a failure is logged and the model is kept (explanations then fall back to the input example)."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    if not model_uri or not str(model_uri).startswith("models:/m-") or rows is None or not len(rows):
+        return False
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sample = rows.sample(min(size, len(rows)), random_state=seed).reset_index(drop=True)
+            (Path(tmp) / "explain").mkdir()
+            sample.to_parquet(Path(tmp) / "explain" / "background.parquet", index=False)
+            mlflow.MlflowClient().log_model_artifacts(str(model_uri)[len("models:/"):], tmp)
+        return True
+    except Exception as err:  # noqa: BLE001 - explanations fall back; training goes on
+        logging.getLogger("civicml.training").warning("no explanation background logged: %s", err)
+        return False
+
+
+__all__ = ["SAFE_PREFIXES", "SklearnModel", "log_background", "sklearn_requirements", "skops_trusted_types",
+           "with_decision_threshold"]

@@ -17,6 +17,7 @@
         join: {how: left, on: [site_id], time: {left: inspected_at, right: issued_at, tolerance: 30d}}
     features: {all_but: [inspection_id]}   # or "all", or a list
     types: {notes: text, cuisine: category, inspection_id: id}
+    columns: {area_m2: {label: Floor area, unit: m²}}   # optional: how explanations name columns
     metric: macro_f1                # any metric of projects.metrics; direction defaults from it
     privacy:
       drop: [inspector_name]
@@ -225,6 +226,7 @@ class UseCaseSpec:
     forecast: Forecast | None = None
     out_of_range: str = "warn"  # inputs.out_of_range: what serving does with values outside the training range
     sha256: str = ""
+    columns: dict = field(default_factory=dict)  # {column: {label, unit}}: readable names for explanations
 
     @property
     def folder(self) -> Path:
@@ -236,7 +238,8 @@ class UseCaseSpec:
 
 
 TOP = ("name", "description", "task", "target", "registered_model", "sources", "features", "types", "metric",
-       "direction", "privacy", "holdout", "families", "search", "policy", "forecast", "inputs")
+       "direction", "privacy", "holdout", "families", "search", "policy", "forecast", "inputs", "columns")
+COLUMN = ("label", "unit")
 SOURCE = ("path", "format", "rename", "dates", "date_format", "timezone", "units", "categories", "join")
 JOIN = ("how", "on", "time")
 TIME_JOIN = ("left", "right", "tolerance", "direction")
@@ -346,7 +349,16 @@ def spec_from_dict(data: Any, path: Path, where: str = "use case", sha256: str =
         registered_model=top.string("registered_model") or name.replace("_", "-"),
         features=features, exclude=exclude, types=types, metric=metric, direction=direction, privacy=privacy,
         holdout=holdout, families=families, search=search, policy=policy, forecast=forecast,
-        out_of_range=out_of_range, sha256=sha256)
+        out_of_range=out_of_range, sha256=sha256, columns=_columns(top.mapping("columns") if top.get("columns") is not None else {}, where))
+
+
+def _columns(data: dict, where: str) -> dict:
+    """``columns: {Temp: {label: Temperature, unit: °F}}``: each key optional, each value text."""
+    out = {}
+    for column, raw in data.items():
+        sub = _Reader(raw, where, f"columns.{column}", COLUMN)
+        out[str(column)] = {k: v for k in COLUMN if (v := sub.string(k)) is not None}
+    return out
 
 
 def _source(data, where: str, i: int) -> Source:

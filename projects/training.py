@@ -24,6 +24,7 @@ from civicml.tracking import experiment_id as find_experiment
 from projects.base import Dataset, FittedModel, NullReporter, Pruned, Reporter, UseCase
 from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
 from projects.runlog import RunLog
+from projects.sklearn_model import log_background
 
 TAG_PRUNED = "civicml.pruned"
 TAG_FINGERPRINT = "civicml.data_fingerprint"
@@ -194,6 +195,12 @@ def dataset_description(dataset: Dataset) -> dict[str, Any]:
     return {"fingerprint": dataset.fingerprint, "sources": list(dataset.sources), "cleaning": dict(dataset.report)}
 
 
+def _described_columns(use_case, dataset: Dataset) -> dict:
+    """The target's name and the use-case file's readable column labels and units, for explanations."""
+    declared = getattr(getattr(use_case, "spec", None), "columns", None)
+    return {"target": dataset.target, **({"columns": dict(declared)} if declared else {})}
+
+
 def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
                  log_model, runlog: RunLog, log_dataset: bool, hooks: TrainingHooks) -> TrainingResult:
     started = time.perf_counter()
@@ -223,7 +230,9 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
                     **use_case.input_checks(dataset)}
         if labels is not None:
             metadata["labels"] = [str(x) for x in labels]
+        metadata.update(_described_columns(use_case, dataset))
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
+        log_background(model_uri, train_part.X, seed)
         runlog.log(run_id, tags={TAG_MODEL_URI: model_uri})
     if log_dataset or model_uri:  # a registered model's card and lineage read it from its source run
         runlog.log_dict(run_id, dataset_description(dataset), "data/dataset.json")

@@ -1,19 +1,23 @@
-"""``POST /explain``: the same input formats as ``/invocations``; each row's answer and why.
+"""``POST /explain`` (the first model) and ``POST /models/{name}/explain`` (any model the server hosts): the
+same input formats as ``/invocations``; each row's answer and why.
 
 Explanations are computed against the version the endpoint serves at that moment
 (loaded once more, beside the serving copy, and kept until the alias moves) and
-the response names it. Errors map to status codes through :mod:`serving.http`.
+the response names it. Errors map to status codes through :mod:`serving.http`;
+every answer and refusal is counted through ``count`` (the server's ``/metrics``,
+protocol ``explain``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from civicml.errors import CivicMLError, Unavailable
+from civicml.errors import CivicMLError, NotFound, Unavailable
 from serving.codecs import MLflowCodec
 from serving.endpoint import Endpoint
 
@@ -40,30 +44,48 @@ class _Explainers:
             return self._current
 
 
-def router(endpoint: Endpoint, guard=None) -> APIRouter:
-    """``POST /explain`` for ``endpoint``; ``guard`` (serving.http.Guard) checks callers as inference routes do."""
+def router(endpoints: Endpoint | list[Endpoint], guard=None, count=None) -> APIRouter:
+    """``POST /explain`` for the first of ``endpoints`` and ``POST /models/{name}/explain`` for each;
+    ``guard`` (serving.http.Guard) checks callers as inference routes do; ``count(endpoint, served, status,
+    started)`` records each answer or refusal."""
     from serving.http import Limits, _mlflow_error, read_body
 
     limit = Limits().max_body_bytes
-
-    explainers = _Explainers(endpoint)
+    endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
+    explainers = {e.key: (e, _Explainers(e)) for e in endpoints}
     api = APIRouter()
 
-    @api.post("/explain")
-    async def explain(request: Request):
+    async def _explain(key: str, request: Request):
+        started, served = time.perf_counter(), None
+        endpoint = explainers[key][0] if key in explainers else None
         try:
+            if endpoint is None:
+                raise NotFound(f"unknown model '{key}' (served: {', '.join(explainers)})")
             if guard is not None:
                 guard.check(request)
             body = await read_body(request, limit)
             payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
-            explainer = await run_in_threadpool(explainers.get)
+            explainer = await run_in_threadpool(explainers[key][1].get)
+            served = endpoint.served
             rows = await run_in_threadpool(explainer.explain, payload, params)
         except CivicMLError as err:
-            return _mlflow_error(err)
+            response = _mlflow_error(err)
         except (ValueError, TypeError, KeyError) as err:  # the model itself rejected this input
-            return JSONResponse({"error_code": "INVALID_INPUT", "message": f"the model rejected the input: {err}"},
-                                status_code=422)
-        return JSONResponse({"explanations": [r.to_dict() for r in rows], "model": explainer.served},
-                            headers={"X-CivicML-Model-Version": str(explainer.served["version"])})
+            response = JSONResponse({"error_code": "INVALID_INPUT", "message": f"the model rejected the input: {err}"},
+                                    status_code=422)
+        else:
+            response = JSONResponse({"explanations": [r.to_dict() for r in rows], "model": explainer.served},
+                                    headers={"X-CivicML-Model-Version": str(explainer.served["version"])})
+        if count is not None and endpoint is not None:
+            count(endpoint, served, response.status_code, started)
+        return response
+
+    @api.post("/explain")
+    async def explain(request: Request):
+        return await _explain(endpoints[0].key, request)
+
+    @api.post("/models/{name}/explain")
+    async def model_explain(name: str, request: Request):
+        return await _explain(name, request)
 
     return api

@@ -348,7 +348,10 @@ def _live_openapi(app: FastAPI, endpoints: list[Endpoint], errors: dict) -> None
                     operation["requestBody"] = _mlflow_body(rows[0], EXPLAIN_MAX_ROWS, params[0])
                 elif path == "/models/{name}/invocations":
                     operation["requestBody"] = shared
-                if path == "/explain":
+                elif path == "/models/{name}/explain":
+                    operation["requestBody"] = _mlflow_body(rows[0], EXPLAIN_MAX_ROWS) if shared is not _MLFLOW_BODY \
+                        else _MLFLOW_BODY
+                if path in ("/explain", "/models/{name}/explain"):
                     operation["responses"] = {**operation.get("responses", {}), **copy.deepcopy(errors)}
         return doc
 
@@ -608,7 +611,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    app.include_router(explain_router(default, guard))  # POST /explain
+    app.include_router(explain_router(endpoints, guard, lambda e, served, status, started:  # POST /explain,
+                                      _count(e, served, "explain", status, started)))  # /models/{name}/explain
     _live_openapi(app, endpoints, err_mlflow)
     return app
 

@@ -20,7 +20,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._serving: dict[str, str] = {}
         r = self.registry
-        self.requests = Counter("civicml_requests", "Inference requests answered",
+        self.requests = Counter("civicml_requests", "Requests answered (protocol mlflow, v2 or explain)",
                                 ["model", "version", "variant", "protocol", "status"], registry=r)
         self.in_flight = Gauge("civicml_requests_in_flight", "Inference requests being answered", registry=r)
         self.latency = Histogram("civicml_request_seconds", "Inference request latency (server side)",

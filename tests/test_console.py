@@ -51,7 +51,7 @@ def test_try_it_answers_with_its_explanation_and_the_map(client):
     response = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()}})
     assert response.status_code == 200, response.text
     assert re.search(r'<output id="answer">roads</output>', response.text)
-    assert "Answered &#39;roads&#39;, mostly because of" in response.text
+    assert "Answered &#39;roads&#39; (" in response.text and " raised it most (+" in response.text
     assert "pothole" in response.text and "version 1" in response.text
     assert 'class="district highlighted"' in response.text and 'data-name="Midtown"' in response.text
     bad = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()},
@@ -119,7 +119,7 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
         assert re.search(r'<output id="answer">[0-9.]+</output>', answer.text)
-        assert "Predicted " in answer.text and "method: fallback" in answer.text
+        assert "Predicted " in answer.text and "(typical " in answer.text and "method: sampling_shapley" in answer.text
         # the road sensors on the city's map: one site each, with its own error, in the district it stands in
         version = c.get("/models/flow/versions/1")
         assert version.status_code == 200

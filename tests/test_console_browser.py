@@ -163,7 +163,7 @@ def test_console_pages_and_try_it_in_chromium(page, console_url):
     page.get_by_role("button", name="Get the answer and why").click()
     page.wait_for_selector("#answer")
     assert page.locator("#answer").inner_text() == "roads"
-    assert page.locator("#sentence").inner_text().startswith("Answered 'roads', mostly because of")
+    assert page.locator("#sentence").inner_text().startswith("Answered 'roads' (")
     assert page.locator("#contributions tbody tr").count() >= 3
     assert "pothole" in page.locator("#contributions").inner_text()
     assert page.locator("svg.civic-map path.district.highlighted").get_attribute("data-name") == "Midtown"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from projects.base import NullReporter
-from serving.explain import FallbackExplainer, LinearExplainer, OcclusionExplainer, TreeExplainer, sentence
+from serving.explain import (FallbackExplainer, LinearExplainer, OcclusionExplainer, SamplingExplainer, sentence,
+                             sklearn_output)
 
 
 @pytest.fixture(scope="module")
@@ -47,27 +48,26 @@ def test_linear_top_word_is_the_one_that_decides(requests_use_case, split):
     assert e.prediction == "roads"
     words = [(f, w) for f, w in e.contributions if f.startswith("'")]
     assert "pothole" in words[0][0] and words[0][1] > 0  # the strongest word is the one a person would name
-    assert e.sentence.startswith("Answered 'roads', mostly because of ")
-    assert e.contributions[0][0] in e.sentence
+    assert e.sentence.startswith("Answered 'roads' (")
+    assert f"; {e.contributions[0][0]} raised it most (+" in e.sentence
 
 
 @pytest.mark.parametrize("family", ["decision_tree",
                                     pytest.param("boosting", marks=pytest.mark.slow)])  # OpenMP: slow when busy
-def test_tree_shap_values_sum_to_prediction_minus_base(requests_use_case, split, family):
+def test_tree_contributions_sum_to_prediction_minus_base(requests_use_case, split, family):
+    """Trees over text (and over its SVD) get sampled Shapley values over words and columns, in probability."""
     params = {"max_iter": 20, "components": 32} if family == "boosting" else {"max_depth": 12}
     pipeline = _fit(requests_use_case, split, family, **params)
-    rows = split[1].X.head(6)
-    explanations = TreeExplainer(pipeline).explain(rows)
+    rows = split[1].X.head(4)
+    explainer = SamplingExplainer(sklearn_output(pipeline), split[0].X.head(40), ["description"])
+    explanations = explainer.explain(rows)
     classes = list(pipeline.classes_)
-    if family == "decision_tree":  # SHAP explains the tree's class probabilities
-        output = pipeline.predict_proba(rows)
-    else:  # and the boosted trees' raw margins (through the SVD, shared back out to the words)
-        output = pipeline.decision_function(rows)
+    output = pipeline.predict_proba(rows)
     for i, e in enumerate(explanations):
         k = classes.index(e.prediction)
-        assert e.method == "tree"
-        assert sum(w for _, w in e.contributions) == pytest.approx(output[i, k] - e.base, abs=1e-5)
-        assert e.score == pytest.approx(output[i, k], abs=1e-5)
+        assert e.method == "sampling_shapley" and e.units == "probability" and e.background_rows == 40
+        assert sum(w for _, w in e.contributions) == pytest.approx(output[i, k] - e.base_value, abs=1e-9)
+        assert e.score == pytest.approx(output[i, k], abs=1e-9)
 
 
 def test_fallback_on_a_model_without_a_special_method(requests_use_case, split):
@@ -78,15 +78,19 @@ def test_fallback_on_a_model_without_a_special_method(requests_use_case, split):
     for i, e in enumerate(explanations):
         assert e.prediction == pipeline.predict(rows)[i]
         assert {f.split(" = ")[0] for f, _ in e.contributions} == set(rows.columns)
-        # replacing the description by other requests' texts is what changes this model's answer most
-        assert e.contributions[0][0].startswith("description = ")
-        assert e.contributions[0][1] > 0
+        assert e.method == "sampling_shapley" and e.units == "indicator" and e.background_rows == 10
+    # the dead-tree request is answered 'parks' because of its text (the second, answered 'sanitation' though
+    # it is about mowing, rests on its district and time more than on its words)
+    assert explanations[0].contributions[0][0].startswith("description = ") and explanations[0].contributions[0][1] > 0
 
 
 def test_sentence_reads_plainly():
-    text = sentence("roads", [("'pothole'", 2.0), ("'flat tires'", 0.7), ("district = Midtown", -0.1)])
-    assert text == "Answered 'roads', mostly because of 'pothole' and 'flat tires'; district = Midtown pulled the other way."
-    assert sentence(412.0, [("hour = 8", 30.0)], "regression") == "Predicted 412, mostly because of hour = 8."
+    text = sentence("roads", [("'pothole'", 2.0), ("district = Midtown", -0.1), ("'flat tires'", 0.07)],
+                    base_value=-1.5, units="log-odds", probability=0.81)
+    assert text == ("Answered 'roads' (81%); 'pothole' raised it most (+2), district = Midtown lowered it (-0.1), "
+                    "'flat tires' raised it (+0.07) (in log-odds, from a base of -1.5).")
+    assert sentence(412.0, [("hour = 8", 30.0)], "regression", base_value=380.0) == \
+        "Predicted 412 (typical 380). hour = 8 raised it by 30."
 
 
 @pytest.mark.slow
@@ -118,7 +122,7 @@ def test_registered_models_get_the_method_of_their_family(settings, requests_use
 
     row = [{"description": "Loud music from a party next door after midnight", "district": "Old Town",
             "channel": "web", "hour": 1, "weekday": 5}]
-    for family, method in (("minilm_zero_shot", "occlusion"), ("decision_tree", "tree")):
+    for family, method in (("minilm_zero_shot", "occlusion"), ("decision_tree", "sampling_shapley")):
         result = train(requests_use_case, small_requests, family, settings=settings)
         registry.register(result.model_uri, f"m-{family.replace('_', '-')}", settings=settings)
         e = explain(f"m-{family.replace('_', '-')}", row, ref="challenger", settings=settings)[0]
