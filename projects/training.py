@@ -142,9 +142,9 @@ def train(
     """
     settings = settings or Settings.from_env()
     require(settings, "train")
+    model_family = use_case.family(family)
+    merged = model_family.check_params(params)  # before anything is stored (the store is created below)
     with fluent(settings):  # log_model and start_run read MLflow's process-wide URI: this home's, then back
-        model_family = use_case.family(family)
-        merged = model_family.check_params(params)
         hooks = hooks or TrainingHooks()
         parent = mlflow.active_run() if nested else None
         exp_id = (parent.info.experiment_id if parent else experiment_id

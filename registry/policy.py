@@ -342,12 +342,7 @@ def _convert(key: str, raw: Any, where: str) -> Any:
             return None
         if isinstance(raw, str):
             raw = {"name": raw}
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"{where}: field 'holdout' must be a mapping ({', '.join(_HOLDOUT_FIELDS)})")
-        for sub in raw:
-            if sub not in _HOLDOUT_FIELDS:
-                raise InvalidInput(f"{where}: unknown field 'holdout.{sub}'{_did_you_mean(str(sub), _HOLDOUT_FIELDS)}"
-                                   f" (known: {', '.join(_HOLDOUT_FIELDS)})")
+        raw = _mapping("holdout", raw, _HOLDOUT_FIELDS, where)
         spec = {}
         for sub, value in raw.items():
             if sub in ("seed", "rows"):

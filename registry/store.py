@@ -500,8 +500,10 @@ class ModelStore:
             except (MlflowException, OSError) as err:
                 raise _unreadable(f"cannot download model '{name}' version {version.version}", err) from None
             root = checksum.model_root(local)
-            added = tuple(sorted({*self._verify(name, version, root), *checksum.bookkeeping(root)}))
-            for rel in added:  # never load what registration did not record
+            added = tuple(sorted(self._verify(name, version, root)))  # reported to the caller
+            # MLflow's own bookkeeping (registered_model_meta, written where it registered the version) is left
+            # out of the copy too, without a word: it is in every version, and never model content
+            for rel in (*added, *checksum.bookkeeping(root)):  # never load what registration did not record
                 path = root / rel
                 path.unlink()
                 while path.parent != root and not any(path.parent.iterdir()):

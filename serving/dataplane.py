@@ -200,6 +200,8 @@ class Validator:
         self.tensor = inputs is not None and inputs.is_tensor_spec()
         self.checks: list[_ColumnCheck] = []
         self.names: list[str] = []
+        self.refuse = (metadata or {}).get("out_of_range", "warn") == "refuse"
+        self.observed: dict[str, tuple[float, float]] = {}  # warn: numeric columns whose range only warns
         if inputs is None or self.tensor:
             self.tensor_spec = inputs.inputs[0] if self.tensor else None
             return
@@ -208,8 +210,6 @@ class Validator:
         ranges = metadata.get("ranges") or {}
         booleans = set(metadata.get("booleans") or ())
         observed = metadata.get("observed_ranges") or {}
-        self.refuse = metadata.get("out_of_range", "warn") == "refuse"
-        self.observed: dict[str, tuple[float, float]] = {}  # warn: numeric columns whose range only warns
         for spec in inputs.inputs:
             kind = str(spec.type).removeprefix("DataType.")
             allowed = categories.get(spec.name)

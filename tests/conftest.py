@@ -17,6 +17,17 @@ PG_ADMIN_URL = os.environ.get("CIVICML_TEST_PG", "postgresql://postgres@127.0.0.
 MLFLOW_EXPORTS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _a_current_folder_of_its_own(tmp_path_factory):
+    """Each test process works in an empty folder of its own, as a user's command does, and not in the
+    repository: what a test writes into the current folder (MLflow's ``./mlflow.db`` fallback) is then its
+    own, never another xdist worker's."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture(autouse=True)
 def _no_inherited_mlflow_environment(monkeypatch):
     """Every test starts from MLflow's state in a fresh process: no process-wide tracking or registry URI

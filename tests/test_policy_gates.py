@@ -221,7 +221,7 @@ def test_the_311_policy_gates_on_wording_the_router_never_saw(settings, small_re
     use_case = get_use_case("service_requests")
     name = use_case.registered_model
     logreg = train(use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
-    gate = "accuracy on unseen phrasings >= 0.4"
+    gate = "accuracy on unseen phrasings >= 0.35"
     registry.register(logreg.model_uri, name, settings=settings)
     inputs = registry.promotion_inputs(name, settings)
     assert inputs.policy.unseen_phrasings is not None  # the project's policy, recorded at registration
@@ -229,7 +229,7 @@ def test_the_311_policy_gates_on_wording_the_router_never_saw(settings, small_re
     verdicts = {v.gate: v for v in promoted.verdicts}
     assert promoted.promoted and verdicts[gate].passed, [v.detail for v in promoted.verdicts]
     unseen, held_out = verdicts[gate].figure, verdicts["accuracy >= 0.8"].figure
-    assert 0.4 <= unseen < held_out - 0.2  # the same router, on wording it never saw
+    assert 0.35 <= unseen < held_out - 0.2  # the same router, on wording it never saw
     assert re.search(r"on \d+ requests worded as no training set is \(service_requests-unseen\)",
                      verdicts[gate].detail)
     assert verdicts["macro_f1 vs baseline"].passed

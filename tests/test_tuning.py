@@ -197,7 +197,8 @@ def test_grid_sampler_stops_when_the_grid_is_used_up(requests_use_case, small_re
         "decision_tree": requests_use_case.family("decision_tree").space})[2]}}
     from projects.space import Categorical
 
-    overrides["decision_tree"].update(min_samples_leaf=Categorical([2]), char_ngrams=Categorical([False]))
+    overrides["decision_tree"].update(min_samples_leaf=Categorical([2]), char_ngrams=Categorical([False]),
+                                      class_weight=Categorical([None]))
     result = tune(requests_use_case, small_requests, n_trials=10, families=["decision_tree"], study_name="grid", sampler="grid",
                   pruner="none", overrides=overrides, settings=settings)
     assert result.n_trials == 4  # max_depth x criterion

@@ -9,7 +9,8 @@ import pytest
 
 from civicml.errors import CivicMLError, InvalidInput, NotFound
 from civicml.settings import Settings
-from conftest import load_logged, run_in_clean_process
+from civicml.tracking import configure
+from conftest import download_logged, load_logged, run_in_clean_process
 from projects import train
 from registry import PromotionPolicy, register, versions
 from registry.variants import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, VariantPolicy, compress,
@@ -43,8 +44,7 @@ def onnx_outcome(word_logreg, registry_home, holdout):
 
 
 def _parent_and_variant_predictions(settings, parent, variant, frame):
-    store_uri = settings.tracking_uri
-    mlflow.set_registry_uri(store_uri)
+    configure(settings)  # MLflow's fluent loaders read the process-wide URIs (reset after each test)
     p = mlflow.pyfunc.load_model(f"models:/{NAME}/{parent}")
     v = mlflow.pyfunc.load_model(f"models:/{NAME}/{variant}")
     return np.asarray(p.predict(frame)), np.asarray(v.predict(frame))
@@ -91,9 +91,7 @@ def test_find_variant_follows_kind_and_refuses_missing_ones(onnx_outcome, word_l
 
 @pytest.mark.slow
 def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, registry_home, holdout, tmp_path):
-    folder = mlflow.artifacts.download_artifacts(
-        f"models:/{NAME}/{onnx_outcome.version.version}", dst_path=str(tmp_path / "m"),
-        tracking_uri=registry_home.tracking_uri)
+    folder = download_logged(registry_home, f"models:/{NAME}/{onnx_outcome.version.version}", str(tmp_path / "m"))
     holdout.X.head(20).to_json(tmp_path / "rows.json", orient="records")
     script = ("import sys, json, pandas as pd, mlflow.pyfunc\n"
               "sys.path = [p for p in sys.path if 'wt' not in p and p not in ('', '.')]\n"
@@ -113,7 +111,9 @@ def test_char_wb_pipeline_cannot_convert_and_nothing_is_stored(requests_use_case
     result = train(requests_use_case, few, "logreg", {"char_ngrams": True, "C": 3.0}, settings=registry_home)
     parent = register(result.model_uri, NAME, settings=registry_home)
     before = [v.version for v in versions(NAME, settings=registry_home)]
+    configure(registry_home)  # this home's runs (unset, MLflow counted those of an empty ./mlflow.db)
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    assert runs_before > 0
     with pytest.raises(CivicMLError, match=r"cannot convert: .*analyzer='char_wb'"):
         compress(NAME, parent.version, "onnx", registry_home, data=few, holdout=holdout, repeats=QUICK)
     assert [v.version for v in versions(NAME, settings=registry_home)] == before
@@ -129,7 +129,7 @@ def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, reg
                        build_settings={"tolerance": 0.02}, repeats=QUICK, policy=UNTIMED)
     assert outcome.version.tags[TAG_VARIANT] == "pruned"
     assert outcome.version.tags[TAG_GATE] == ("passed" if outcome.passed else "refused")
-    mlflow.set_registry_uri(registry_home.tracking_uri)
+    configure(registry_home)
     before = mlflow.sklearn.load_model(f"models:/{NAME}/{parent.version}").steps[-1][1]
     after = mlflow.sklearn.load_model(f"models:/{NAME}/{outcome.version.version}").steps[-1][1]
     assert after.ccp_alpha > 0 and after.tree_.node_count < before.tree_.node_count

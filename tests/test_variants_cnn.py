@@ -7,6 +7,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from conftest import download_logged
+
 from civicml.errors import NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
@@ -33,8 +35,7 @@ def scenes(tmp_path_factory):
 
 
 def _local(settings, version: str, tmp_path):
-    return mlflow.artifacts.download_artifacts(f"models:/{NAME}/{version}", dst_path=str(tmp_path),
-                                               tracking_uri=settings.tracking_uri)
+    return download_logged(settings, f"models:/{NAME}/{version}", str(tmp_path))
 
 
 def test_onnx_export_agrees_with_paddle_to_1e4(scenes, tmp_path):

@@ -100,7 +100,9 @@ def test_serve_variant_answers_over_http_naming_kind_and_parent(server, champion
     rows = requests_holdout.X.head(40)
     answer = http.post("/invocations", json={"dataframe_split": {"columns": list(rows.columns),
                                                                  "data": rows.to_numpy().tolist()}})
-    mlflow.set_registry_uri(home.tracking_uri)
+    from civicml.tracking import configure
+
+    configure(home)  # MLflow's fluent loader reads the process-wide URIs (reset after each test)
     expected = mlflow.pyfunc.load_model(f"models:/{NAME}/{parent}").predict(rows)
     assert [p["label"] for p in answer.json()["predictions"]] == [str(x) for x in expected]
 

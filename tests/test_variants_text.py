@@ -7,6 +7,8 @@ import mlflow
 import numpy as np
 import pytest
 
+from conftest import download_logged
+
 pytest.importorskip("paddle")
 
 from civicml.settings import Settings  # noqa: E402
@@ -37,8 +39,7 @@ def test_onnx_encoder_agrees_with_paddle_fp32_to_1e4(router, tmp_path):
     from projects.text_encoder.runtime import InferenceEncoder, tokenize
 
     settings, parent, _, holdout = router
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/{parent.version}", dst_path=str(tmp_path),
-                                                      tracking_uri=settings.tracking_uri)) / "artifacts" / "router"
+    folder = Path(download_logged(settings, f"models:/{NAME}/{parent.version}", str(tmp_path))) / "artifacts" / "router"
     paddle_encoder = InferenceEncoder(folder / "encoder" / "minilm", folder / "tokenizer.json", 128, "fp32")
     graph = session(export_onnx(folder / "encoder", "minilm"))
     ids, mask = tokenize(paddle_encoder.tokenizer, holdout.frame["description"].head(32).tolist())
@@ -57,8 +58,7 @@ def test_dynamic_int8_router_keeps_the_answers_and_loads_as_plain_pyfunc(router,
     assert outcome.version.tags[TAG_VARIANT] == "int8"
     assert outcome.metrics["build_onnx_fp32_bytes"] / outcome.metrics["build_onnx_int8_bytes"] > 3.5
     assert outcome.metrics["size_reduction"] > 2.5
-    local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/{outcome.version.version}",
-                                                dst_path=str(tmp_path), tracking_uri=settings.tracking_uri)
+    local = download_logged(settings, f"models:/{NAME}/{outcome.version.version}", str(tmp_path))
     frame = mlflow.pyfunc.load_model(local).predict(holdout.X.head(4))
     assert list(frame.columns)[0] == "label" and len(frame) == 4
     assert np.allclose(frame.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-5)
@@ -80,8 +80,7 @@ def test_distilled_student_is_gated_on_never_seen_phrasings_too(router, requests
     assert outcome.metrics["agreement"] > 0.9  # the seen phrasings: the student answers as its teacher
     assert outcome.metrics["size_reduction"] > 3  # float16 token table: 30k x 384
     # a static-embedding student: plain pyfunc, NumPy and tokenizers, the teacher's answer format
-    local = mlflow.artifacts.download_artifacts(f"models:/{NAME}/{outcome.version.version}",
-                                                dst_path=str(tmp_path / "student"), tracking_uri=settings.tracking_uri)
+    local = download_logged(settings, f"models:/{NAME}/{outcome.version.version}", str(tmp_path / "student"))
     student = mlflow.pyfunc.load_model(local)
     frame = student.predict(holdout.X.head(3))
     assert list(frame.columns)[0] == "label" and len(frame) == 3
