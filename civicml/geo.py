@@ -109,10 +109,10 @@ class Scale:
         a, b, t = (_WORSE, _MIDDLE, 2 * t) if t < 0.5 else (_MIDDLE, _BETTER, 2 * t - 1)
         return "#%02x%02x%02x" % tuple(round(a[k] + t * (b[k] - a[k])) for k in range(3))
 
-    def caption(self) -> str:
+    def caption(self, note: bool = True) -> str:
         unit = f" ({self.unit})" if self.unit else ""
         return (f"{self.metric}{unit}: fixed scale, red = worse ({self.worst:.3g}), blue = better ({self.best:.3g})"
-                + (f"; {self.note}" if self.note else ""))
+                + (f"; {self.note}" if self.note and note else ""))
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "worst": self.worst, "best": self.best, "unit": self.unit, "note": self.note}
@@ -142,7 +142,8 @@ def inside(district: District, lon: float, lat: float, key: int = 0) -> tuple[fl
     return None
 
 
-def fit_points(districts: list[District], lon, lat, recorded, ok) -> tuple[list[tuple[float, float, bool, str]], int, int]:
+def fit_points(districts: list[District], lon, lat, recorded,
+               ok) -> tuple[list[tuple[float, float, bool, str]], int, int]:
     """Points drawn in their recorded district: (lon, lat, ok, district) per drawable row, how many were moved
     inside their recorded district (their coordinates fall elsewhere), and how many could not be drawn (no
     recorded district, or one the boundaries do not have)."""
@@ -213,6 +214,8 @@ def map_png(districts: list[District], path: str | Path, *, scale: Scale, values
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#666666", "lw": 0.5, "alpha": 0.9})
     if small:
         handles.append(Patch(facecolor=TOO_FEW, hatch="///", edgecolor="#333333", label=_small_note(min_rows)))
+    if any(d.name not in values for d in districts):
+        handles.append(Patch(facecolor=NO_DATA, edgecolor="#333333", label="no held-out rows"))
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=7,
                   title=points_note or None, title_fontsize=7)
@@ -262,7 +265,7 @@ def map_svg(districts: list[District], *, scale: Scale | None = None, values: Ma
     x0, y0, x1, y1 = _bounds(districts)
     aspect = math.cos(math.radians((y0 + y1) / 2))
     height = int(width * (y1 - y0) / ((x1 - x0) * aspect))
-    legend_h = 64
+    legend_h = 92
 
     def xy(lon, lat):
         return (lon - x0) / (x1 - x0) * width, (y1 - lat) / (y1 - y0) * height
@@ -310,12 +313,14 @@ def map_svg(districts: list[District], *, scale: Scale | None = None, values: Ma
                      f'{y + 6:.1f} Z" fill="{colour(value)}" stroke="#111" stroke-width="1.5" '
                      f'tabindex="0" role="img" aria-label="{esc(text)}" data-name="{esc(str(name))}">'
                      f"<title>{esc(text)}</title></path>")
-    parts.append(_svg_legend(scale, height, width, small, min_rows, points_note))
+    parts.append(_svg_legend(scale, height, small, min_rows, points_note,
+                             any(d.name not in values for d in districts)))
     parts.append("</svg>")
     return "\n".join(parts)
 
 
-def _svg_legend(scale: Scale | None, top: int, width: int, small: bool, min_rows: int, points_note: str) -> str:
+def _svg_legend(scale: Scale | None, top: int, small: bool, min_rows: int, points_note: str,
+                empty: bool) -> str:
     esc = html.escape
     if scale is None:
         caption = "No fixed colour scale was recorded for this version: districts are not coloured"
@@ -325,15 +330,20 @@ def _svg_legend(scale: Scale | None, top: int, width: int, small: bool, min_rows
                     for t in (0, 0.5, 1))
     out = [f'<g class="legend" transform="translate(0 {top})" role="img" aria-label="{esc(scale.caption())}">',
            f'<defs><linearGradient id="worse-better">{stops}</linearGradient></defs>',
-           f'<text class="legend-caption" x="4" y="14" font-size="11">{esc(scale.caption())}</text>',
+           f'<text class="legend-caption" x="4" y="14" font-size="11">{esc(scale.caption(note=False))}</text>',
+           f'<text class="scale-note" x="4" y="58" font-size="10">{esc(scale.note)}</text>' if scale.note else "",
            '<rect x="4" y="20" width="200" height="10" fill="url(#worse-better)" stroke="#222" stroke-width="0.5"/>',
            f'<text class="scale-worst" x="4" y="42" font-size="10">{scale.worst:.3g} (worse)</text>',
            f'<text class="scale-best" x="204" y="42" font-size="10" text-anchor="end">{scale.best:.3g} (better)</text>']
     if small:
         out.append('<rect x="220" y="20" width="14" height="10" fill="url(#too-few)" stroke="#222" stroke-width="0.5"/>'
                    f'<text class="too-few" x="238" y="29" font-size="10">{esc(_small_note(min_rows))}</text>')
+    if empty:
+        out.append(f'<rect x="220" y="34" width="14" height="10" fill="{NO_DATA}" stroke="#222" stroke-width="0.5"/>'
+                   '<text class="no-data" x="238" y="43" font-size="10">no held-out rows</text>')
     if points_note:
-        out.append(f'<text class="points-note" x="4" y="58" font-size="10">{esc(points_note)}</text>')
+        out.append(f'<text class="points-note" x="4" y="{72 if scale.note else 58}" font-size="10">'
+                   f"{esc(points_note)}</text>")
     out.append("</g>")
     return "".join(out)
 

@@ -284,15 +284,15 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
     note = ""
     if sites is not None:  # a few fixed sites (road sensors): one marker each, with its own figure
         points = []
-        map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows, min_rows=SMALL_GROUP, places=[
-            (p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
-            title=f"Held-out rows by place ({len(holdout)} rows)")
+        map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows,
+                min_rows=SMALL_GROUP, places=[(p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
+                title=f"Held-out rows by place ({len(holdout)} rows)")
     else:  # one point per row (311 requests), each in its recorded district: wrong answers marked
         err = np.abs(truth.astype(float) - answers.astype(float)) if regression else None
         ok = (truth == answers) if not regression else err <= np.median(err)
         drawn, moved, omitted = fit_points(boundaries, lon, lat, districts, ok)
         note = f"{len(drawn)} of {len(holdout)} held-out rows drawn" + (
-            f"; {moved} placed inside their recorded district (their coordinates fall outside it)" if moved else "") + (
+            f"; {moved} moved into their recorded district (coordinates outside it)" if moved else "") + (
             f"; {omitted} not drawn (no recorded district on the map)" if omitted else "")
         map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows, min_rows=SMALL_GROUP,
                 points=[(x, y, o) for x, y, o, _ in drawn], title=f"Held-out requests by place ({len(holdout)} rows)",

@@ -167,7 +167,7 @@ def test_the_registered_map_is_on_every_held_out_row_with_the_cards_figures_and_
     assert len(points) == len(frame)  # every row has a recorded district on the map: all are drawn
     assert all(locate(boundaries, p["lon"], p["lat"]) == p["district"] for p in points)
     elsewhere = sum(locate(boundaries, x, y) != d for x, y, d in zip(frame.lon, frame.lat, frame.district))
-    assert elsewhere > 0 and f"{len(frame)} of {len(frame)} held-out rows drawn; {elsewhere} placed inside" in \
-        doc["points_note"]
+    note = f"{len(frame)} of {len(frame)} held-out rows drawn; {elsewhere} moved into their recorded district"
+    assert elsewhere > 0 and note in doc["points_note"]
     for name, n in doc["rows"].items():
         assert sum(p["district"] == name for p in points) == n
