@@ -239,11 +239,13 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     """Compute rules and global views of ``local`` on ``holdout`` into ``folder``; return a summary.
 
     On at most ``max_rows`` held-out rows (a seeded sample): every view asks the model again
-    (permutation importance once per column), which a slow model (the MiniLM router) feels.
+    (permutation importance once per column), which a slow model (the MiniLM router) feels. The per-district
+    figures and the map are on every held-out row (the model asked once more about the rest), as the card's are.
     """
     from registry import views
     from registry.gates import PromotionContext, predicted_labels
 
+    everything = holdout.reset_index(drop=True)
     if len(holdout) > max_rows:
         holdout = holdout.sample(n=max_rows, random_state=0)
     ctx = PromotionContext("", local, None, holdout.reset_index(drop=True), target)
@@ -260,9 +262,13 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     (folder / "rules.md").write_text(surrogate.markdown(local.version.name, local.version.version))
     (folder / "rules.json").write_text(json.dumps(surrogate.to_dict(), indent=2))
     probabilities = views.probabilities(model, features, output)
+    district_rows = None
+    if len(everything) > len(holdout):
+        whole = PromotionContext("", local, None, everything, target)
+        district_rows = everything, predicted_labels(model.predict(whole.as_input(local, whole.features(local))))
     written = views.write_all(folder, ctx.holdout, target, answers, features, model.predict,
                               probabilities=probabilities, boundaries=boundaries,
-                              word_importance=surrogate.importance)
+                              word_importance=surrogate.importance, district_rows=district_rows)
     summary = {"model": local.version.name, "version": local.version.version, "rows": len(holdout),
                "rules_fidelity": surrogate.fidelity, "fidelity_measure": surrogate.fidelity_measure,
                "rows_checked": surrogate.rows_checked,

@@ -10,12 +10,15 @@ Written by :func:`write_all` (called from :func:`registry.rules.insights` at reg
 ``predicted_vs_actual``    a confusion matrix (classification) or a scatter (regression), + CSV
 ``calibration.png/.json``  classifiers with probabilities: confidence vs accuracy in ten bins
 ``by_district.png/.csv``   accuracy (or MAE) per district, with rows, and the gap between best and
-                           worst in ``by_district.json`` (fairness across neighbourhoods)
-``map.png/.json``          the district map shaded by that figure, when boundaries and lat/lon
-                           exist: held-out requests as points (wrong answers as red crosses), or,
-                           where rows come from a few fixed sites (road sensors), one marker per
-                           site with its own figure; rows without a district column get the
-                           district their coordinates fall in
+                           worst in ``by_district.json`` (fairness across neighbourhoods): on every
+                           held-out row, computed as the model card computes its per-district figures
+``map.png/.json``          the district map coloured by that figure on a fixed scale (red worse, blue
+                           better, whatever the metric's direction; a legend states the scale),
+                           districts under 30 rows hatched, when boundaries and lat/lon exist:
+                           every held-out request as a point inside its recorded district (wrong
+                           answers as crosses), or, where rows come from a few fixed sites (road
+                           sensors), one marker per site with its own figure; rows without a
+                           district column get the district their coordinates fall in
 =========================  =====================================================================
 """
 
@@ -114,8 +117,11 @@ def _bar(path: Path, labels, values, title: str, xlabel: str, horizontal: bool =
 
 def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, features: pd.DataFrame,
               predict: Callable, *, probabilities=None, boundaries=None,
-              word_importance: dict[str, float] | None = None) -> list[str]:
-    """Every view that fits this model and data into ``folder``; returns the file names written."""
+              word_importance: dict[str, float] | None = None, district_rows=None) -> list[str]:
+    """Every view that fits this model and data into ``folder``; returns the file names written.
+
+    ``district_rows``: (held-out frame, answers) for the per-district figures and the map when they are to be on
+    more rows than the other views (every held-out row, where the others use a sample)."""
     folder = Path(folder)
     truth = holdout[target].to_numpy()
     answers = np.asarray(answers)
@@ -208,53 +214,95 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
         plt.close(fig)
         written += ["calibration.json", "calibration.png"]
 
-    # by district, and the map
+    # by district, and the map: on every held-out row when the caller asked the model about them all
+    if district_rows is not None:
+        holdout, answers = district_rows[0].reset_index(drop=True), np.asarray(district_rows[1])
+        truth = holdout[target].to_numpy()
+    written += district_views(folder, holdout, truth, answers, regression, boundaries)
+    return written
+
+
+def by_district(truth, answers, districts, regression: bool) -> pd.DataFrame:
+    """Rows and ``accuracy`` (or ``mae``) per district: the model card's per-district figures
+    (:func:`registry.card.evaluate` with ``report_by: [district]``), computed there and only there."""
+    from registry.card import evaluate
+
+    frame = pd.DataFrame({DISTRICT: districts})
+    table = evaluate(truth, answers, frame, "regression" if regression else "classification", "",
+                     report_by=(DISTRICT,)).per_group[DISTRICT]
+    table.index = table.index.astype(str)
+    return table[["rows", "mae" if regression else "accuracy"]]
+
+
+def map_scale(metric: str, truth, regression: bool):
+    """The map's fixed colour scale: accuracy on 0..1; an error from 0 up to the error of answering the held-out
+    median for every row (derived once from the data, and stated in the legend). Red is worse either way."""
+    from civicml.geo import Scale
+    from projects.metrics import bounds, direction
+
+    if not regression:
+        low, high = bounds(metric)
+        worst, best = (low, high) if direction(metric) == "maximize" else (high, low)
+        return Scale(metric, worst, best, "share of rows answered right")
+    truth = np.asarray(truth, dtype=float)
+    bound = float(np.abs(truth - np.median(truth)).mean()) or 1.0
+    return Scale(metric, round(bound, 4), 0.0, "in the target's units",
+                 f"bound = the {metric} of answering the held-out median for every row")
+
+
+def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regression: bool, boundaries) -> list[str]:
+    """``by_district.*`` and, with boundaries and coordinates, ``map.*``; returns the file names written."""
+    written: list[str] = []
     located = {"lat", "lon"} <= set(holdout.columns)
     districts = None
     if DISTRICT in holdout.columns:
-        districts = holdout[DISTRICT].astype(str).to_numpy()
+        districts = holdout[DISTRICT].to_numpy(dtype=object)
     elif located and boundaries:  # fixed sites (sensors): their district from where they stand
         districts = _districts_of(boundaries, holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float))
         if districts is not None and pd.isna(districts).all():
             districts = None
-    if districts is not None:
-        keep = ~pd.isna(districts)
-        frame = pd.DataFrame({"district": districts[keep].astype(str), "truth": truth[keep], "answer": answers[keep]})
-        groups = frame.groupby("district")
-        per = pd.DataFrame({"rows": groups.size(),
-                            ("mae" if regression else "accuracy"): groups.apply(
-                                lambda g: _score(g["truth"], g["answer"], regression), include_groups=False)})
-        metric = per.columns[1]
-        per.to_csv(folder / "by_district.csv")
-        values = per[metric].astype(float)
-        (folder / "by_district.json").write_text(json.dumps({
-            "metric": metric, "values": values.round(4).to_dict(), "rows": per["rows"].astype(int).to_dict(),
-            "gap": round(float(values.max() - values.min()), 4)}, indent=2))
-        _bar(folder / "by_district.png", per.index, values, f"{metric} by district (held-out rows)", metric)
-        written += ["by_district.csv", "by_district.json", "by_district.png"]
-        if boundaries and located:
-            from civicml.geo import map_png
+    if districts is None:
+        return written
+    per = by_district(truth, answers, districts, regression)
+    metric = per.columns[1]
+    per.to_csv(folder / "by_district.csv")
+    values = per[metric].astype(float)
+    rows = per["rows"].astype(int).to_dict()
+    (folder / "by_district.json").write_text(json.dumps({
+        "metric": metric, "values": values.round(4).to_dict(), "rows": rows,
+        "gap": round(float(values.max() - values.min()), 4)}, indent=2))
+    _bar(folder / "by_district.png", per.index, values, f"{metric} by district (held-out rows)", metric)
+    written += ["by_district.csv", "by_district.json", "by_district.png"]
+    if not (boundaries and located):
+        return written
+    from civicml.geo import fit_points, map_png
+    from registry.card import SMALL_GROUP
 
-            lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)
-            sites = places(holdout, truth, answers, regression)
-            if sites is not None:  # a few fixed sites (road sensors): one marker each, with its own figure
-                points = []
-                map_png(boundaries, folder / "map.png", values=values.to_dict(), places=[
-                    (p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
-                    title="Held-out rows by place", value_label=metric)
-            else:  # one point per row (311 requests): wrong answers marked
-                err = np.abs(truth.astype(float) - answers.astype(float)) if regression else None
-                ok = (truth == answers) if not regression else err <= np.median(err)
-                shown = np.isfinite(lon) & np.isfinite(lat)
-                map_png(boundaries, folder / "map.png", values=values.to_dict(),
-                        points=zip(lon[shown], lat[shown], ok[shown]), title="Held-out requests by place",
-                        value_label=metric)
-                points = [{"lon": round(float(x), 5), "lat": round(float(y), 5), "ok": bool(o)}
-                          for x, y, o in list(zip(lon[shown], lat[shown], ok[shown]))[:1000]]
-            (folder / "map.json").write_text(json.dumps({"metric": metric, "values": values.round(4).to_dict(),
-                                                         "points": points, "places": sites or []}))
-            written += ["map.json", "map.png"]
-    return written
+    scale = map_scale(metric, truth, regression)
+    lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)
+    sites = places(holdout, truth, answers, regression)
+    note = ""
+    if sites is not None:  # a few fixed sites (road sensors): one marker each, with its own figure
+        points = []
+        map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows,
+                min_rows=SMALL_GROUP, places=[(p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
+                title=f"Held-out rows by place ({len(holdout)} rows)")
+    else:  # one point per row (311 requests), each in its recorded district: wrong answers marked
+        err = np.abs(truth.astype(float) - answers.astype(float)) if regression else None
+        ok = (truth == answers) if not regression else err <= np.median(err)
+        drawn, moved, omitted = fit_points(boundaries, lon, lat, districts, ok)
+        note = f"{len(drawn)} of {len(holdout)} held-out rows drawn" + (
+            f"; {moved} moved into their recorded district (coordinates outside it)" if moved else "") + (
+            f"; {omitted} not drawn (no recorded district on the map)" if omitted else "")
+        map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows, min_rows=SMALL_GROUP,
+                points=[(x, y, o) for x, y, o, _ in drawn], title=f"Held-out requests by place ({len(holdout)} rows)",
+                points_note=note)
+        points = [{"lon": round(x, 5), "lat": round(y, 5), "ok": o, "district": d} for x, y, o, d in drawn]
+    (folder / "map.json").write_text(json.dumps({
+        "metric": metric, "values": values.round(4).to_dict(), "rows": rows, "rows_total": len(holdout),
+        "scale": scale.to_dict(), "min_rows": SMALL_GROUP, "points_note": note, "points": points,
+        "places": sites or []}))
+    return written + ["map.json", "map.png"]
 
 
 MAX_PLACES = 60  # at most this many distinct coordinates read as fixed sites rather than one point per row

@@ -453,19 +453,22 @@ def _map(name: str, version: str, settings: Settings, summary, highlight: str | 
     boundaries = boundaries_for(dict(tags))
     if not boundaries:
         return None
-    values, points, places, label = {}, [], [], "accuracy"
+    from civicml.geo import MIN_ROWS, Scale
+
+    values, rows, points, places, label, scale, note, min_rows = {}, {}, [], [], "accuracy", None, "", MIN_ROWS
     try:
         doc = json.loads(insight_file(name, version, "map.json", settings=settings))
-        values, label = doc.get("values") or {}, doc.get("metric", label)
-        points = [(p["lon"], p["lat"], "right" if p["ok"] else "!wrong answer") for p in doc.get("points", [])[:600]]
+        values, rows, label = doc.get("values") or {}, doc.get("rows") or {}, doc.get("metric", label)
+        scale = Scale(**doc["scale"]) if doc.get("scale") else None  # older versions: no colours rather than stretched
+        note, min_rows = doc.get("points_note", ""), int(doc.get("min_rows", MIN_ROWS))
+        points = [(p["lon"], p["lat"], "right" if p["ok"] else "!wrong answer") for p in doc.get("points", [])]
         places = [(p["lon"], p["lat"], p["name"], p[label], p.get("rows")) for p in doc.get("places", [])
                   if label in p][:200]
     except CivicMLError:
         pass
     title = f"District map: {label} of version {version} by district" + (
         f"; the request's district {highlight} is outlined" if highlight else "")
-    return map_svg(boundaries, values=values, points=points, value_label=label, title=title, highlight=highlight,
-                   places=places)
-
+    return map_svg(boundaries, scale=scale, values=values, rows=rows, points=points, title=title,
+                   highlight=highlight, places=places, points_note=note, min_rows=min_rows)
 
 __all__ = ["create_console"]
