@@ -53,7 +53,7 @@ def test_project_policy_turns_every_gate_on():
     policy = registry.PromotionPolicy.from_yaml(PROJECT_POLICY)
     titles = [g.title for g in policy.gates()]
     assert titles == ["macro_f1 >= 0.8", "accuracy >= 0.8", "macro_f1 vs baseline", "macro_f1 vs champion",
-                      "signature compatible", "latency p95 <= 250.0 ms", "accuracy on unseen phrasings >= 0.4"]
+                      "signature compatible", "latency p95 <= 250.0 ms", "accuracy on unseen phrasings >= 0.35"]
     assert policy.model == "service-requests-router" and policy.holdout.seed == 10000
     assert policy.sha256 == hashlib.sha256(PROJECT_POLICY.read_bytes()).hexdigest()
 
