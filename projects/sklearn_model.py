@@ -130,7 +130,8 @@ class SklearnModel(FittedModel):
         return info.model_uri
 
 
-def log_background(model_uri: str | None, rows: pd.DataFrame, seed: int = 0, size: int = 200) -> bool:
+def log_background(model_uri: str | None, rows: pd.DataFrame, seed: int = 0, size: int = 200, *,
+                   tracking_uri: str | None = None) -> bool:
     """Log a seeded sample of (masked) training rows into the logged model's folder as the reference its
     explanations are measured against (serving reads ``explain/background.parquet``). Any model family;
     a failure is logged and the model is kept (explanations then fall back to the input example)."""
@@ -147,7 +148,7 @@ def log_background(model_uri: str | None, rows: pd.DataFrame, seed: int = 0, siz
             sample = rows.sample(min(size, len(rows)), random_state=seed).reset_index(drop=True)
             (Path(tmp) / "explain").mkdir()
             sample.to_parquet(Path(tmp) / "explain" / "background.parquet", index=False)
-            mlflow.MlflowClient().log_model_artifacts(str(model_uri)[len("models:/"):], tmp)
+            mlflow.MlflowClient(tracking_uri=tracking_uri).log_model_artifacts(str(model_uri)[len("models:/"):], tmp)
         return True
     except Exception as err:  # noqa: BLE001 - explanations fall back; training goes on
         logging.getLogger("civicml.training").warning("no explanation background logged: %s", err)

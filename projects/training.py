@@ -232,7 +232,7 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
             metadata["labels"] = [str(x) for x in labels]
         metadata.update(_described_columns(use_case, dataset))
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
-        log_background(model_uri, train_part.X, seed)
+        log_background(model_uri, train_part.X, seed, tracking_uri=runlog.client.tracking_uri)
         runlog.log(run_id, tags={TAG_MODEL_URI: model_uri})
     if log_dataset or model_uri:  # a registered model's card and lineage read it from its source run
         runlog.log_dict(run_id, dataset_description(dataset), "data/dataset.json")
