@@ -1,6 +1,6 @@
 """Start-up of the light commands: the ones that neither train nor serve, each a fresh process.
 
-Every command runs as its own child process (``python -m civicml.cli ...``), from an empty temporary folder,
+Every command runs as its own child process (``python -m app.cli ...``), from an empty temporary folder,
 with a fresh ``CIVICML_HOME`` that holds no store (so ``models list`` has nothing to read and must create
 nothing) and no ``CIVICML_*`` / ``MLFLOW_*`` variables inherited from the caller. Wall time is measured
 around the whole child: interpreter start, imports, parsing, the command and exit.
@@ -66,7 +66,7 @@ class Runner:
         """One run of ``civicml ARGS`` (or of ``python -c CODE`` for ``["-c", CODE]``): wall seconds, exit code."""
         folder = Path(tempfile.mkdtemp(dir=scratch))
         home = folder / "home"
-        command = [self.python, *args] if args[0] == "-c" else [self.python, "-m", "civicml.cli", *args]
+        command = [self.python, *args] if args[0] == "-c" else [self.python, "-m", "app.cli", *args]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=folder, env=self.env(home),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 def _cli(args, cwd, env) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "civicml.cli", *args], cwd=cwd, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True)
     if done.returncode != 0:
         raise SystemExit(f"civicml {' '.join(args)} failed: {done.stderr.strip()}")
@@ -89,7 +89,7 @@ def main() -> None:
     steps["promote"], _ = _cli(["promote", "inspections"], work, env)
     port = _free_port()
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "civicml.cli", "serve", "inspections", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "inspections", "--port", str(port)],
                               cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     row = {"site_id": 1001, "inspected_at": "2025-12-01T10:00:00", "risk_code": "high", "cuisine": "thai",
            "notes": "rodent droppings found near storage", "complaints_30d": 3, "complaint_type": "pests"}

@@ -175,7 +175,7 @@ def test_shadow_records_agreement_and_answers_from_the_champion(store):
 
 
 def test_rollout_commands_check_their_input(store, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     args = ["--home", str(store.home)]
     assert main(["canary", NAME, "--version", "2", "--weight", "150", *args]) == 2

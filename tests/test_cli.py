@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from civicml.cli import main
+from app.cli import main
 from home_bytes import changes, snapshot
 
 
@@ -94,7 +94,7 @@ def test_a_home_that_is_a_file_is_one_line(tmp_path, capsys, inside):
 
 
 def test_argument_errors_are_one_line_too():
-    done = subprocess.run([sys.executable, "-m", "civicml.cli", "tune", "--n-trials", "many"],
+    done = subprocess.run([sys.executable, "-m", "app.cli", "tune", "--n-trials", "many"],
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "invalid int value: 'many'" in done.stderr
@@ -114,7 +114,7 @@ def test_library_noise_goes_to_the_debug_log_and_verbose_shows_it(tmp_path):
     Paddle log INFO lines, three times for one `civicml train`. Now stderr stays empty, the debug log keeps
     them, and --verbose shows them."""
     home = tmp_path / "home"
-    cli = [sys.executable, "-m", "civicml.cli", "train", "--family", "minilm_zero_shot", "--rows", "200",
+    cli = [sys.executable, "-m", "app.cli", "train", "--family", "minilm_zero_shot", "--rows", "200",
            "--home", str(home)]
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")}
     quiet = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)

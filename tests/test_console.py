@@ -9,7 +9,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from civicml.console import COOKIE, create_console
+from app.console import COOKIE, create_console
 from civicml.errors import InvalidInput
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
@@ -133,7 +133,7 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
 
 
 def test_prometheus_figures_give_requests_errors_and_latency_quantiles():
-    from civicml.console.live import endpoints_from, parse
+    from app.console.live import endpoints_from, parse
 
     text = """# TYPE civicml_requests_total counter
 civicml_requests_total{model="m",protocol="mlflow",status="200",variant="-",version="3"} 8.0
@@ -164,7 +164,7 @@ civicml_canary_weight{model="m",version="4"} 10.0
 
 
 def test_console_command_refuses_a_bad_endpoint_in_one_line(tmp_path, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     assert main(["console", "--endpoint", "localhost:5005", "--home", str(tmp_path / "home")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -216,7 +216,7 @@ def test_console_on_the_team_server_app(explained_model, tmp_path, monkeypatch):
     """The mlflow.app plugin: MLflow's own server app with the console at /console; a service token
     (the server's own) still cannot promote through it."""
     from civicml.access import new_token
-    from civicml.console.team import create_app
+    from app.console.team import create_app
 
     svc_token, svc_digest = new_token()
     access = tmp_path / "access.yaml"
@@ -237,7 +237,7 @@ def test_console_on_the_team_server_app(explained_model, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_civicml_server_mounts_the_console_through_mlflows_app_plugin(tmp_path):
-    """`civicml server` -> `mlflow server --app-name civicml` -> uvicorn --factory civicml.console.team:create_app.
+    """`civicml server` -> `mlflow server --app-name civicml` -> uvicorn --factory app.console.team:create_app.
 
     The entry point is the one pyproject.toml declares, written as an installation writes it (this
     checkout may be installed from before it existed)."""
@@ -264,7 +264,7 @@ def test_civicml_server_mounts_the_console_through_mlflows_app_plugin(tmp_path):
            "CIVICML_HOME": str(tmp_path / "home"), "CIVICML_USER": "tester"}
     env.pop("CIVICML_TRACKING_URI", None)
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "civicml", "server", "--backend-store-uri",
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "server", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
                                (tmp_path / "artifacts").as_uri(), "--port", str(port), "--no-check",
                                "--allowed-hosts", f"localhost:{port}"],  # the console's own calls still get in
@@ -293,7 +293,7 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
     rows give the rules and charts), and the try-it form has a field per declared feature."""
     import yaml
 
-    from civicml.cli import main
+    from app.cli import main
     from civicml.settings import Settings
     from projects import get_use_case, train
     from tabular_exports import INSPECTIONS_YAML, inspections

@@ -45,7 +45,7 @@ def _need_browser():
 def _console(settings):
     import uvicorn
 
-    from civicml.console import create_console
+    from app.console import create_console
     from serving import free_port
 
     port = free_port()

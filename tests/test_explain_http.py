@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from civicml.cli import main
+from app.cli import main
 from serving import Endpoint, create_app
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it

@@ -80,7 +80,7 @@ def test_the_card_reports_the_rules_fidelity_and_what_a_weak_one_reached(explain
 
 
 def test_civicml_register_computes_rules_on_a_held_out_set(explained_model, requests_holdout, tmp_path, capsys):
-    from civicml.cli import main
+    from app.cli import main
     from registry import model_card, versions
 
     home = ["--home", str(explained_model.home)]

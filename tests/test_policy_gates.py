@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import registry
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from registry.policy import PromotionPolicy

@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from civicml.booleans import model_value
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import InvalidInput
 from projects.spec import load_spec
 from projects.tabular import TabularUseCase

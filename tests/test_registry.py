@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import registry
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import IntegrityError, InvalidInput, NotFound
 from civicml.settings import Settings
 from projects import get_use_case, train

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import registry
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import InvalidInput, PermissionDenied
 from civicml.settings import Settings
 from projects import get_use_case, train

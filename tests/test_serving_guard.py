@@ -64,7 +64,7 @@ def test_team_mode_needs_a_service_token(team):
 
 
 def test_single_user_mode_serves_loopback_only(team, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     base, _ = team
     assert main(["serve", NAME, "--home", str(base.home), "--host", "0.0.0.0"]) == 2
@@ -74,7 +74,7 @@ def test_single_user_mode_serves_loopback_only(team, capsys):
 def _serve(settings: Settings, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CIVICML_HOME": str(settings.home),
            "CIVICML_ACCESS_FILE": str(settings.access_file), "CIVICML_TOKEN": settings.token}
-    return subprocess.Popen([sys.executable, "-m", "civicml.cli", "serve", f"{NAME}@challenger", "--port", str(port),
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", f"{NAME}@challenger", "--port", str(port),
                              "--refresh", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -122,7 +122,7 @@ def test_sigterm_drains_requests_in_flight(team):
 
 
 def test_deploy_writes_a_kserve_inference_service(tmp_path, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     assert main(["deploy", NAME, "--tracking-uri", "sqlite:///x.db", "--out", str(tmp_path)]) == 2
     assert main(["deploy", NAME, "--tracking-uri", "http://mlflow.city:5000", "--out", str(tmp_path),

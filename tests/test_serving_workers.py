@@ -56,7 +56,7 @@ def test_two_workers_share_the_port_and_follow_the_alias(store):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CIVICML_HOME": str(store.home)}
-    proc = subprocess.Popen([sys.executable, "-m", "civicml.cli", "serve", f"{NAME}@live", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", f"{NAME}@live", "--port", str(port),
                              "--workers", "2", "--refresh", "0.5"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,6 +1,6 @@
 """The light commands (neither training nor serving) start without loading the libraries they do not use.
 
-Each command runs as ``civicml.cli.main`` in a fresh interpreter, from an empty folder, with a new home;
+Each command runs as ``app.cli.main`` in a fresh interpreter, from an empty folder, with a new home;
 the test reads which modules the process imported (``sys.modules`` at the end), never how long it took.
 
 * ``--help``, a usage error, ``whoami`` and ``token`` import no MLflow, and no pandas, NumPy, scikit-learn,
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import json, sys
-from civicml.cli import main
+from app.cli import main
 out, args = sys.argv[1], sys.argv[2:]
 try:
     code = main(args)

@@ -252,14 +252,14 @@ def test_fit_is_deterministic_for_a_seed(use_case, dataset):
 
 
 def _civicml_command_dir(tmp_path: Path) -> Path:
-    """Where a ``civicml`` executable is: the venv's, or a shim to ``python -m civicml.cli`` if not installed."""
+    """Where a ``civicml`` executable is: the venv's, or a shim to ``python -m app.cli`` if not installed."""
     installed = Path(sys.executable).parent / "civicml"
     if installed.exists():
         return installed.parent
     shim_dir = tmp_path / "bin"
     shim_dir.mkdir()
     shim = shim_dir / "civicml"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m civicml.cli "$@"\n')
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m app.cli "$@"\n')
     shim.chmod(0o755)
     return shim_dir
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import InvalidInput
 from projects import get_use_case, list_use_cases, metrics
 from projects.spec import load_spec

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from civicml.cli import main
+from app.cli import main
 from civicml.settings import Settings
 from tabular_exports import HOURLY_YAML, INSPECTIONS_YAML, hourly_counts, inspections
 

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 import registry
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import IntegrityError
 from projects import get_use_case, train
 from team_mode import BUCKET, PREFIX, moto_s3, team_pg, team_server  # noqa: F401 - fixtures
@@ -46,7 +46,7 @@ def test_server_command_validates_before_starting(capsys, monkeypatch):
     monkeypatch.setenv("CIVICML_SERVER_ARTIFACTS", "s3://city-models/mlflow")
     assert main(["server", "--dry-run"]) == 0
     command = capsys.readouterr().out
-    from civicml.cli.server import sqlalchemy_uri
+    from app.cli.server import sqlalchemy_uri
 
     # psycopg2 named explicitly only where psycopg 3 (SQLAlchemy 2.1's default for postgresql://) is missing
     scheme = sqlalchemy_uri("postgresql://db/x").split("://")[0]

@@ -16,7 +16,7 @@ import mlflow
 import optuna
 import pytest
 
-from civicml.cli import main
+from app.cli import main
 from civicml.errors import InvalidInput
 from tuning import SelectionRule, grid, parse_assignment, tune
 from tuning.runs import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
@@ -353,7 +353,7 @@ def _cli_study_training_a_model(tmp_path, study_name, timeout=180):
     home = tmp_path / "home"
     args = ["tune", "--home", str(home), "--rows", "400", "--families", "boosting", "--pruner", "none",
             "--set", "boosting.max_iter=80", "--study", study_name, "--no-register"]
-    cli = [sys.executable, "-c", "import sys; from civicml.cli import main; sys.exit(main(sys.argv[1:]))"]
+    cli = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
     proc = subprocess.Popen([*cli, *args, "--n-trials", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
     settings = Settings.from_env(env={}, home=home)

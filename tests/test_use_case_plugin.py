@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from civicml.cli import main
+from app.cli import main
 
 PLUGIN = '''
 """Permit applications approved or not: a team's own use case, in code."""

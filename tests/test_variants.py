@@ -183,7 +183,7 @@ def test_variants_section_errors_name_the_field(tmp_path, text, message):
 @pytest.mark.slow
 def test_cli_compress_prints_side_by_side_and_missing_things_exit_2(word_logreg, registry_home, holdout,
                                                                     requests_holdout, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     home = str(registry_home.home)
     assert main(["compress", NAME, "999", "--variant", "onnx", "--home", home]) == 2

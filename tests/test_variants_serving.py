@@ -120,7 +120,7 @@ def test_the_civicml_serve_command_serves_the_variant(champion, home, tmp_path):
     parent, variant = champion
     port = free_port("127.0.0.1")
     log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "civicml", "serve", NAME, "--variant", "onnx", "--home",
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", NAME, "--variant", "onnx", "--home",
                                 str(home.home), "--port", str(port), "--refresh", "0"], stdout=log,
                                stderr=subprocess.STDOUT, env={**os.environ, "CIVICML_USER": "tester"})
     try:
@@ -143,7 +143,7 @@ def test_the_civicml_serve_command_serves_the_variant(champion, home, tmp_path):
 
 
 def test_a_missing_variant_is_404_over_http_and_exit_2_from_the_cli(champion, home, capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     parent, _ = champion
     with BackgroundServer(Endpoint(NAME, variant="int8", settings=home, refresh_seconds=0)) as running, \
@@ -165,7 +165,7 @@ def test_a_missing_variant_is_404_over_http_and_exit_2_from_the_cli(champion, ho
 @pytest.fixture(scope="module")
 def promoted_with_build(champion, requests_use_case, small_requests, requests_holdout, home):
     """v3 promoted by `civicml promote` under a policy whose `variants.build` asks for onnx: v4 is built."""
-    from civicml.cli import main
+    from app.cli import main
 
     candidate = _train_and_register(requests_use_case, small_requests, home, C=3.0)
     policy = home.home / "build-onnx.yaml"
@@ -186,7 +186,7 @@ def test_promotion_builds_the_missing_variants_the_policy_asks_for_and_reports_t
     assert f"promoted {NAME} version {candidate} to 'champion'" in out
     [record] = [r for r in registry.audit(NAME, settings=home) if r["action"] == "promote" and r["to"] == candidate]
     assert record["variants"] == [{"kind": "onnx", "version": built.version, "gate": "passed", "built": True}]
-    from civicml.cli import main
+    from app.cli import main
 
     trail = io.StringIO()
     with contextlib.redirect_stdout(trail):
@@ -223,7 +223,7 @@ def test_a_canary_on_a_variant_endpoint_is_the_canary_versions_variant(server, c
 def test_a_refused_variant_does_not_block_promotion_and_is_never_served(promoted_with_build, requests_use_case,
                                                                        small_requests, requests_holdout, home,
                                                                        capsys):
-    from civicml.cli import main
+    from app.cli import main
 
     candidate = _train_and_register(requests_use_case, small_requests, home, C=0.5)
     policy = _policy(home, "variants:\n  build: [onnx]\n  kinds:\n    onnx: {min_size_reduction: 1000}\n",
@@ -251,7 +251,7 @@ def test_a_refused_variant_does_not_block_promotion_and_is_never_served(promoted
 def test_models_show_lists_each_version_with_its_variants(champion, home, capsys):
     import json
 
-    from civicml.cli import main
+    from app.cli import main
 
     parent, variant = champion
     capsys.readouterr()

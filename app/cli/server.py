@@ -2,7 +2,7 @@
 
 Artifacts are proxied (``--serve-artifacts``): clients never hold S3 credentials,
 only the server does. The console is served at ``/console`` by the same server
-(``--app-name civicml``, :mod:`civicml.console.team`) unless ``--no-console``. Binds to loopback unless told otherwise; the MLflow server
+(``--app-name civicml``, :mod:`app.console.team`) unless ``--no-console``. Binds to loopback unless told otherwise; the MLflow server
 itself has no authentication, so a wider bind belongs behind a proxy that has
 (see docs/team-mode.md).
 """
@@ -39,7 +39,7 @@ def add_commands(sub) -> None:
 def server_command(backend_store_uri: str, artifacts_destination: str, host: str = "127.0.0.1", port: int = 5000,
                    workers: int = 1, allowed_hosts: str | None = None, app_name: str | None = None) -> list[str]:
     """The ``mlflow server`` command line for team mode (validated); ``app_name``: an ``mlflow.app`` plugin
-    (``civicml``: MLflow's app with the console at ``/console``, :mod:`civicml.console.team`)."""
+    (``civicml``: MLflow's app with the console at ``/console``, :mod:`app.console.team`)."""
     scheme = urlparse(backend_store_uri).scheme
     if not scheme.startswith(("postgresql", "mysql", "sqlite", "mssql")):
         raise InvalidInput(f"--backend-store-uri must be a database URI (postgresql://...), got '{backend_store_uri}'")
@@ -119,7 +119,7 @@ def cmd_server(args) -> int:
     if not settings.artifacts_destination:
         raise InvalidInput("no artifact store: pass --artifacts-destination s3://bucket/prefix or set "
                            "CIVICML_SERVER_ARTIFACTS")
-    from civicml.console.team import APP_NAME, MOUNT, entry_point_installed
+    from app.console.team import APP_NAME, MOUNT, entry_point_installed
 
     console_note = None
     if args.no_console:

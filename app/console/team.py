@@ -21,7 +21,7 @@ import logging
 MOUNT = "/console"
 APP_NAME = "civicml"  # the entry point's name in the mlflow.app group (pyproject.toml)
 
-log = logging.getLogger("civicml.console")
+log = logging.getLogger("app.console")
 
 
 def mount_console(app, console, path: str = MOUNT):
@@ -35,7 +35,7 @@ def create_app():
     """The ``mlflow.app`` factory: MLflow's server app, with the console at ``/console``."""
     from mlflow.server import app as flask_app
 
-    from civicml.console import create_console
+    from app.console import create_console
     from civicml.settings import Settings
 
     try:

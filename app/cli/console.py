@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from civicml.cli.common import add_store_options, console, settings_from
+from app.cli.common import add_store_options, console, settings_from
 from civicml.errors import InvalidInput, NotFound
 
 
@@ -74,9 +74,9 @@ def cmd_explain(args) -> int:
 def cmd_console(args) -> int:
     import uvicorn
 
-    from civicml.console import create_console
+    from app.console import create_console
 
-    from civicml.console.live import endpoints_from
+    from app.console.live import endpoints_from
 
     if not 0 < args.port < 65536:
         raise InvalidInput(f"--port must be 1-65535, got {args.port}")

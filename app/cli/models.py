@@ -7,7 +7,7 @@ import json
 import logging
 
 from civicml.access import ROLES
-from civicml.cli.common import add_store_options, console, settings_from, user_stderr
+from app.cli.common import add_store_options, console, settings_from, user_stderr
 
 
 def _says_notices(command):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from civicml.cli.common import add_data_options, add_store_options, console, load_data, settings_from, user_stderr
+from app.cli.common import add_data_options, add_store_options, console, load_data, settings_from, user_stderr
 
 
 def add_commands(sub) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civicml.cli.common import console
+from app.cli.common import console
 
 
 def add_commands(sub) -> None:

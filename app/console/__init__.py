@@ -38,7 +38,7 @@ class _Picture:
     def __init__(self, local):
         import mlflow.pyfunc
 
-        from civicml.console.images import image_input
+        from app.console.images import image_input
 
         self.local = local
         self.model = mlflow.pyfunc.load_model(str(local.path))
@@ -75,11 +75,11 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
     """The console app. ``endpoints``: base URLs of running CivicML endpoints whose ``/metrics`` it shows
     (default ``CIVICML_CONSOLE_ENDPOINTS``). Mounted under a prefix (team mode's server serves it at
     ``/console``), every link and redirect carries the prefix (the ASGI ``root_path``)."""
-    from civicml.console.live import endpoints_from
+    from app.console.live import endpoints_from
 
     base = settings or Settings.from_env()
     watched = endpoints_from(endpoints)
-    env = Environment(loader=PackageLoader("civicml.console", "templates"), autoescape=select_autoescape())
+    env = Environment(loader=PackageLoader("app.console", "templates"), autoescape=select_autoescape())
     explainers = _Explainers()
     app = FastAPI(title="CivicML console", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
@@ -205,7 +205,7 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
                     map_svg=map_svg)
 
     def _try_picture(request: Request, name: str, ref: str, fields: list[dict], upload, settings) -> HTMLResponse:
-        from civicml.console.images import explain_picture, preview, read_upload
+        from app.console.images import explain_picture, preview, read_upload
 
         field = fields[0]
         picture = read_upload(upload or b"", field["height"], field["width"])  # InvalidInput: the form again
@@ -283,7 +283,7 @@ def _read_all(urls: list[str]):
     """Every watched endpoint's figures, read side by side (a slow one does not hold up the others)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from civicml.console.live import read_endpoint
+    from app.console.live import read_endpoint
 
     if not urls:
         return []
@@ -292,8 +292,8 @@ def _read_all(urls: list[str]):
 
 
 def _comparisons(name: str, shown: list[dict], settings: Settings) -> dict[str, list]:
-    """Parent version -> its variants beside it (see :func:`civicml.console.live.variant_rows`)."""
-    from civicml.console.live import variant_rows
+    """Parent version -> its variants beside it (see :func:`app.console.live.variant_rows`)."""
+    from app.console.live import variant_rows
     from registry import versions
 
     by_version = {v["version"]: v for v in shown}
@@ -312,7 +312,7 @@ def _comparisons(name: str, shown: list[dict], settings: Settings) -> dict[str, 
 
 async def _upload_or_form(request: Request) -> tuple[bytes | None, dict[str, str]]:
     """(an uploaded picture or None, the text fields): a multipart form (the picture form) or a plain one."""
-    from civicml.console.images import MAX_UPLOAD_BYTES, multipart_file
+    from app.console.images import MAX_UPLOAD_BYTES, multipart_file
 
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from civicml.cli.common import add_store_options, settings_from
+from app.cli.common import add_store_options, settings_from
 from civicml.errors import InvalidInput
 
 
@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
     for endpoint in endpoints:  # each worker loads its own copy
         endpoint.close()
     options = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
-    command = [sys.executable, "-c", "import sys; from civicml.cli.serving import serve_worker; "
+    command = [sys.executable, "-c", "import sys; from app.cli.serving import serve_worker; "
                                      "raise SystemExit(serve_worker(sys.argv[1]))", options]
     return run_workers(command, args.workers)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civicml.cli.common import add_store_options, console, parse_params, settings_from
+from app.cli.common import add_store_options, console, parse_params, settings_from
 
 
 def add_commands(sub) -> None:

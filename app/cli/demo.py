@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civicml.cli.common import add_store_options, console, settings_from, user_stderr
+from app.cli.common import add_store_options, console, settings_from, user_stderr
 
 
 def add_commands(sub) -> None:
@@ -15,7 +15,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from civicml.demo import run_demo
+    from app.demo import run_demo
 
     out = console()
     run_demo(settings_from(args), rows=args.rows, trials=args.trials, seed=args.seed, say=out.print,

@@ -21,7 +21,7 @@ import os
 import sys
 import warnings
 
-from civicml.cli.common import LibraryOutput, Parser, write_debug_log
+from app.cli.common import LibraryOutput, Parser, write_debug_log
 from civicml.errors import CivicMLError
 
 
@@ -29,7 +29,7 @@ _SERVERS = ("serve", "server", "console")
 
 
 def build_parser() -> Parser:
-    from civicml.cli import compress, console, demo, init, models, server, serving, train, tune
+    from app.cli import compress, console, demo, init, models, server, serving, train, tune
 
     parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
                                                 "registry -> live endpoints.")

@@ -1,3 +1,0 @@
-from civicml.cli import main
-
-raise SystemExit(main())
