@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -167,10 +167,27 @@ def _small_note(min_rows: int) -> str:
     return f"n too small: under {min_rows} held-out rows, not coloured"
 
 
-def map_png(districts: list[District], path: str | Path, *, scale: Scale, values: Mapping[str, float] | None = None,
-            rows: Mapping[str, int] | None = None, points: Iterable[tuple[float, float, bool]] = (), title: str = "",
-            places: Iterable[Place] = (), points_note: str = "", min_rows: int = MIN_ROWS) -> Path:
-    """Districts coloured by ``values`` on the fixed ``scale`` (red worse, blue better) with a legend; districts
+@dataclass(frozen=True)
+class MapLayers:
+    """What a map draws over its districts: figures per district on a fixed ``scale`` with their row counts
+    (under ``min_rows``: hatched, not coloured), points, labelled ``places`` and the title."""
+
+    scale: Scale | None = None
+    values: Mapping[str, float] | None = None
+    rows: Mapping[str, int] | None = None
+    points: Iterable[tuple] = ()
+    places: Iterable[Place] = ()
+    points_note: str = ""
+    min_rows: int = MIN_ROWS
+    title: str = ""
+
+
+def _layers(layers: MapLayers | None, given: dict) -> MapLayers:
+    return replace(layers or MapLayers(), **given)  # an unknown keyword is a TypeError, as for any call
+
+
+def map_png(districts: list[District], path: str | Path, layers: MapLayers | None = None, **given) -> Path:
+    """Draw ``layers`` (a :class:`MapLayers`, or its fields by keyword) as a PNG at ``path``. Districts coloured by ``values`` on the fixed ``scale`` (red worse, blue better) with a legend; districts
     with fewer than ``min_rows`` ``rows`` hatched grey; points (lon, lat, ok): ok drawn as dots, not ok as
     crosses, ``points_note`` saying how many were drawn; ``places`` as labelled triangles on the same scale."""
     import matplotlib
@@ -181,7 +198,12 @@ def map_png(districts: list[District], path: str | Path, *, scale: Scale, values
     from matplotlib.colors import LinearSegmentedColormap, Normalize
     from matplotlib.patches import Patch
 
-    values, rows = dict(values or {}), dict(rows or {})
+    m = _layers(layers, given)
+    if m.scale is None:
+        raise TypeError("map_png needs a scale")
+    scale, points, title, places, points_note, min_rows = m.scale, m.points, m.title, m.places, m.points_note, \
+        m.min_rows
+    values, rows = dict(m.values or {}), dict(m.rows or {})
     x0, y0, x1, y1 = _bounds(districts)
     places = list(places)
     fig, ax = plt.subplots(figsize=(7, 7 * (y1 - y0) / ((x1 - x0) * math.cos(math.radians((y0 + y1) / 2))) + 1.2))
@@ -248,11 +270,10 @@ def _centroid(ring) -> tuple[float, float]:
     return cx / (3 * area), cy / (3 * area)
 
 
-def map_svg(districts: list[District], *, scale: Scale | None = None, values: Mapping[str, float] | None = None,
-            rows: Mapping[str, int] | None = None, points: Iterable[tuple[float, float, str]] = (), width: int = 520,
-            title: str = "District map", highlight: str | None = None, places: Iterable[Place] = (),
-            points_note: str = "", min_rows: int = MIN_ROWS) -> str:
-    """Inline SVG: each district a focusable path that names its figure, coloured on the fixed ``scale`` (red
+def map_svg(districts: list[District], layers: MapLayers | None = None, *, width: int = 520,
+            highlight: str | None = None, **given) -> str:
+    """Inline SVG of ``layers`` (a :class:`MapLayers`, or its fields by keyword; the title defaults to
+    "District map"): each district a focusable path that names its figure, coloured on the fixed ``scale`` (red
     worse, blue better; no colours without one), with a legend; small districts hatched; points as circles.
 
     ``highlight`` names a district drawn with a thick outline (the request's own, in the console).
@@ -260,7 +281,10 @@ def map_svg(districts: list[District], *, scale: Scale | None = None, values: Ma
     ``points`` are (lon, lat, label); a label starting with ``!`` is drawn as a highlighted point.
     ``places`` are (lon, lat, name, value, rows): focusable triangles that say their own figure.
     """
-    values, rows = dict(values or {}), dict(rows or {})
+    m = _layers(layers, given)
+    scale, points, places, points_note, min_rows = m.scale, m.points, m.places, m.points_note, m.min_rows
+    title = m.title or "District map"
+    values, rows = dict(m.values or {}), dict(m.rows or {})
     label = scale.metric if scale else "value"
     x0, y0, x1, y1 = _bounds(districts)
     aspect = math.cos(math.radians((y0 + y1) / 2))
@@ -348,5 +372,5 @@ def _svg_legend(scale: Scale | None, top: int, small: bool, min_rows: int, point
     return "".join(out)
 
 
-__all__ = ["District", "MIN_ROWS", "Place", "Scale", "fit_points", "inside", "load_boundaries", "locate", "map_png",
+__all__ = ["District", "MIN_ROWS", "Place", "Scale", "fit_points", "inside", "load_boundaries", "locate", "MapLayers", "map_png",
            "map_svg"]

@@ -40,3 +40,17 @@ def lazy_face(package: str, modules: Mapping[str, tuple[str, ...]]) -> tuple[Cal
         return sorted(set(vars(sys.modules[package])) | set(where))
 
     return __getattr__, __dir__
+
+
+def optional(module: str, extra: str):
+    """Import ``module`` from an install extra (``pip install 'civicml[extra]'``), or say which extra is missing:
+    a serving replica installs the base only."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        from civicml.errors import InvalidInput
+
+        raise InvalidInput(f"this needs the '{extra}' extra ({module} is not installed): "
+                           f"pip install 'civicml[{extra}]'") from None

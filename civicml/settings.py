@@ -35,6 +35,11 @@ variable                      meaning                                       defa
 ``CIVICML_SERVE_SLICE_COST``  ``civicml serve``: cost units of one slice    ``10000``
                               of a large request (slices of several
                               callers' requests take turns)
+``CIVICML_PADDLE_PREDICTORS`` Paddle Inference predictors per served        half the CPUs, at most 4
+                              Paddle model (read by the model itself, which
+                              runs without CivicML: projects/paddle_predictor)
+``CIVICML_CONSOLE_ENDPOINTS`` ``civicml console``: live endpoints whose     none
+                              figures it shows (comma-separated URLs)
 ============================  ============================================  =========================
 
 No access configured means single-user mode: the acting user (``CIVICML_USER``
@@ -176,3 +181,9 @@ def cache_dir() -> Path:
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "civicml"
+
+
+def console_endpoints(env: dict[str, str] | None = None) -> list[str]:
+    """``CIVICML_CONSOLE_ENDPOINTS``: the live endpoints' base URLs the console reads (comma-separated)."""
+    raw = (os.environ if env is None else env).get("CIVICML_CONSOLE_ENDPOINTS", "")
+    return [url.strip() for url in raw.split(",") if url.strip()]

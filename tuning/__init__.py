@@ -19,15 +19,15 @@ if TYPE_CHECKING:
     from tuning.objectives import Objective, SelectionRule, parse_objectives
     from tuning.space import describe, grid, load_overrides, parse_assignment
     from tuning.storage import Heartbeat, storage_kind
-    from tuning.study import StudyPlan, StudyResult, plan_study, tune
+    from tuning.study import StudyPlan, StudyResult, TuneOptions, plan_study, tune
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "tuning.choices": ("PRUNERS", "SAMPLERS"),
     "tuning.objectives": ("Objective", "SelectionRule", "parse_objectives"),
     "tuning.space": ("describe", "grid", "load_overrides", "parse_assignment"),
     "tuning.storage": ("Heartbeat", "storage_kind"),
-    "tuning.study": ("StudyPlan", "StudyResult", "plan_study", "tune"),
+    "tuning.study": ("StudyPlan", "StudyResult", "TuneOptions", "plan_study", "tune"),
 })
 
 __all__ = ["PRUNERS", "SAMPLERS", "Heartbeat", "Objective", "SelectionRule", "StudyResult", "describe", "grid",
-           "load_overrides", "parse_assignment", "parse_objectives", "plan_study", "StudyPlan", "storage_kind", "tune"]
+           "load_overrides", "parse_assignment", "parse_objectives", "plan_study", "StudyPlan", "storage_kind", "tune", "TuneOptions"]

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence, TextIO
 
 import mlflow
@@ -42,7 +42,7 @@ from tuning.storage import Heartbeat, check_workers, open_storage, storage_kind,
 from tuning.faults import fail_dead_trials
 from tuning.worker import WorkerSpec, open_study, progress, run_worker, worker_main
 
-__all__ = ["StudyPlan", "StudyResult", "plan_study", "tune", "TAG_STUDY", "TAG_TRIAL"]
+__all__ = ["StudyPlan", "StudyResult", "TuneOptions", "plan_study", "tune", "TAG_STUDY", "TAG_TRIAL"]
 
 State = optuna.trial.TrialState
 
@@ -86,24 +86,45 @@ class StudyPlan:
     storage: str
 
 
-def plan_study(
-    use_case: UseCase,
-    *,
-    n_trials: int = 10,
-    families: Sequence[str] | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
-    sampler: str = "tpe",
-    pruner: str = "median",
-    overrides: Mapping[str, Mapping] | None = None,
-    settings: Settings | None = None,
-    objectives: str | Sequence[str] | None = None,
-    select: str | SelectionRule | None = None,
-    workers: int = 1,
-) -> StudyPlan:
+@dataclass(frozen=True)
+class TuneOptions:
+    """What a study runs: how many trials, over which families, where it is stored and how it samples.
+    ``objectives`` (default: the use case's metric) may name several, e.g. ``"macro_f1:max,latency_p95_ms:min"``;
+    ``select`` then picks the trial to hand on from the Pareto front (``"knee"`` by default, or constraints
+    such as ``"latency_p95_ms<=5"``). ``workers`` processes share the study; SQLite storage takes one."""
+
+    n_trials: int = 10
+    families: Sequence[str] | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    timeout: float | None = None
+    overrides: Mapping[str, Mapping] | None = None
+    objectives: str | Sequence[str] | None = None
+    select: str | SelectionRule | None = None
+    workers: int = 1
+    latency_rows: int = 50
+
+
+def _options(options: TuneOptions | None, choices: dict) -> TuneOptions:
+    """``options`` with keyword ``choices`` laid over it; an unknown keyword is a :class:`TypeError` as for
+    any call."""
+    unknown = sorted(set(choices) - {f.name for f in fields(TuneOptions)})
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) for a study: {', '.join(unknown)}")
+    return replace(options or TuneOptions(), **choices)
+
+
+def plan_study(use_case: UseCase, options: TuneOptions | None = None, *, settings: Settings | None = None,
+               **choices) -> StudyPlan:
     """Check a study's arguments (and that the caller may tune) without writing anything; raise
     :class:`~civicml.errors.CivicMLError` for the first that is wrong. :func:`tune` calls it first; the CLI
-    calls it before it generates any data."""
+    calls it before it generates any data. ``choices`` are :class:`TuneOptions` fields given by keyword."""
+    o = _options(options, choices)
+    n_trials, families, overrides, storage, workers = o.n_trials, o.families, o.overrides, o.storage, o.workers
+    sampler, pruner, objectives, select, study_name = o.sampler, o.pruner, o.objectives, o.select, o.study_name
     settings = settings or Settings.from_env()
     require(settings, "tune")
     if n_trials < 1:
@@ -132,34 +153,13 @@ def plan_study(
     return StudyPlan(families, spaces, goals, rule, study_name or f"{use_case.name}-study", storage)
 
 
-def tune(
-    use_case: UseCase,
-    dataset: Dataset,
-    *,
-    n_trials: int = 10,
-    families: Sequence[str] | None = None,
-    study_name: str | None = None,
-    storage: str | None = None,
-    sampler: str = "tpe",
-    pruner: str = "median",
-    seed: int = 0,
-    timeout: float | None = None,
-    overrides: Mapping[str, Mapping] | None = None,
-    settings: Settings | None = None,
-    progress: bool | TextIO = False,
-    objectives: str | Sequence[str] | None = None,
-    select: str | SelectionRule | None = None,
-    workers: int = 1,
-    heartbeat: Heartbeat | None = None,
-    latency_rows: int = 50,
-) -> StudyResult:
+def tune(use_case: UseCase, dataset: Dataset, options: TuneOptions | None = None, *,
+         settings: Settings | None = None, progress: bool | TextIO = False, heartbeat: Heartbeat | None = None,
+         **choices) -> StudyResult:
     """Run ``n_trials`` more trials of a study over ``families`` of ``use_case``.
 
-    ``objectives`` (default: the use case's metric) may name several, e.g.
-    ``"macro_f1:max,latency_p95_ms:min"``; ``select`` then picks the trial to
-    hand on from the Pareto front (``"knee"`` by default, or constraints such as
-    ``"latency_p95_ms<=5"``). ``workers`` processes share the study; SQLite
-    storage takes one. ``heartbeat`` sets how fast a dead worker's trial is
+    ``options`` (a :class:`TuneOptions`) or its fields given by keyword
+    (``n_trials=20, storage=...``) say what the study runs. ``heartbeat`` sets how fast a dead worker's trial is
     noticed on RDB storages. ``progress``: True shows it on stderr, a text
     stream on that stream (a live bar on a terminal, a line per trial elsewhere).
 
@@ -170,13 +170,10 @@ def tune(
     when ``tune`` returns or raises.
     """
     settings = settings or Settings.from_env()
-    plan = plan_study(use_case, n_trials=n_trials, families=families, study_name=study_name, storage=storage,
-                      sampler=sampler, pruner=pruner, overrides=overrides, settings=settings,
-                      objectives=objectives, select=select, workers=workers)
+    options = _options(options, choices)
+    plan = plan_study(use_case, options, settings=settings)
     with _environment_restored():
-        return _tune(use_case, dataset, plan, n_trials=n_trials, sampler=sampler, pruner=pruner, seed=seed,
-                     timeout=timeout, settings=settings, progress=progress, workers=workers, heartbeat=heartbeat,
-                     latency_rows=latency_rows)
+        return _tune(use_case, dataset, plan, options, settings=settings, progress=progress, heartbeat=heartbeat)
 
 
 _MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
@@ -198,9 +195,11 @@ def _environment_restored():
                 os.environ[name] = value
 
 
-def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, *, n_trials: int, sampler: str, pruner: str,
-          seed: int, timeout: float | None, settings: Settings, progress: bool | TextIO, workers: int,
-          heartbeat: Heartbeat | None, latency_rows: int) -> StudyResult:
+def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, options: TuneOptions, *, settings: Settings,
+          progress: bool | TextIO, heartbeat: Heartbeat | None) -> StudyResult:
+    n_trials, sampler, pruner, seed, workers = (options.n_trials, options.sampler, options.pruner, options.seed,
+                                                options.workers)
+    timeout, latency_rows = options.timeout, options.latency_rows
     storage, study_name, goals, rule = plan.storage, plan.study_name, plan.objectives, plan.rule
     kind = storage_kind(storage)
     if storage.startswith("sqlite:///"):

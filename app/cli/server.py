@@ -14,6 +14,7 @@ import sys
 from urllib.parse import urlparse
 
 from civicml.errors import InvalidInput
+from civicml.lazy import optional
 from civicml.settings import ServerSettings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -80,8 +81,7 @@ def sqlalchemy_uri(uri: str) -> str:
 def check_stores(backend_store_uri: str, artifacts_destination: str, endpoint_url: str | None) -> None:
     """Fail fast, with one line, if PostgreSQL or the S3 bucket cannot be reached."""
     if backend_store_uri.startswith("postgresql"):
-        import psycopg2
-
+        psycopg2 = optional("psycopg2", "team")
         dsn = backend_store_uri.replace("postgresql+psycopg2://", "postgresql://", 1)
         try:
             psycopg2.connect(dsn, connect_timeout=5).close()

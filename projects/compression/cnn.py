@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from civicml.lazy import optional
 from projects.compression.base import BuiltVariant, CannotCompress, Parent, log_onnx_pyfunc
 
 OPSET = 17
@@ -46,7 +47,7 @@ def program_dir(parent: Parent) -> Path:
 
 def export_onnx(program: Path, prefix: str = "inference") -> bytes:
     """paddle2onnx's fp32 export of an exported Paddle program (``<prefix>.json`` + ``<prefix>.pdiparams``)."""
-    import paddle2onnx
+    paddle2onnx = optional("paddle2onnx", "compress")
 
     model_file = program / (f"{prefix}.json" if (program / f"{prefix}.json").exists() else f"{prefix}.pdmodel")
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ def quantize_static_int8(fp32: bytes, calibration: np.ndarray, input_name: str, 
 
 
 def build_int8(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
-    import onnx
+    onnx = optional("onnx", "compress")
 
     train, _ = parent.require_data("int8")
     size = int(settings.get("calibration_size", 256))
@@ -146,7 +147,7 @@ def build_onnx(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
 def scene_weights(fp32: bytes) -> list[dict[str, np.ndarray]]:
     """The CNN's layers from its exported graph: per conv ``w``, ``scale``, ``bias``, ``mean``, ``var``;
     last, the classifier ``w`` ``[in, classes]`` and ``b``."""
-    import onnx
+    onnx = optional("onnx", "compress")
     from onnx import numpy_helper
 
     graph = onnx.load_from_string(fp32).graph
@@ -216,9 +217,10 @@ def _macro_f1(y_true: np.ndarray, probs: np.ndarray, classes: int) -> float:
                           zero_division=0))
 
 
-def finetune_pruned(layers, keep: float, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray,
-                    y_valid: np.ndarray, teacher, classes: int, settings: Mapping[str, Any]):
-    """Prune to ``keep`` and fine-tune with knowledge distillation; return ``(net, width, best valid macro-F1,
+def finetune_pruned(layers, keep: float, data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], teacher,
+                    classes: int, settings: Mapping[str, Any]):
+    """Prune to ``keep`` and fine-tune with knowledge distillation on ``data`` (``x_train, y_train, x_valid,
+    y_valid``); return ``(net, width, best valid macro-F1,
     epochs run)``. The loss is ``(1 - distill) * CE(labels) + distill * T^2 * KL(teacher_T || student_T)``
     (the parent's logits softened by ``temperature``); the learning rate warms up for one epoch then decays
     (cosine); the weights of the best validation epoch are kept."""
@@ -228,6 +230,7 @@ def finetune_pruned(layers, keep: float, x_train: np.ndarray, y_train: np.ndarra
     from projects.paddle_common import minibatches, seed_everything
     from projects.street_scenes.model import SceneNet, _probabilities, augment
 
+    x_train, y_train, x_valid, y_valid = data
     new_width, state = prune_weights(layers, keep)
     rng = seed_everything(int(settings.get("seed", 0)))
     net = SceneNet(classes, new_width, float(settings.get("dropout", 0.2)))
@@ -314,8 +317,8 @@ def build_pruned(parent: Parent, settings: Mapping[str, Any]) -> BuiltVariant:
     options = {"dropout": float(parent.metadata.get("dropout", 0.2) or 0.2), **settings}
     tried = []
     for keep in keeps:  # smallest first: stop at the first one within tolerance
-        net, new_width, score, epochs = finetune_pruned(layers, keep, x_train, encoded["train"], x_valid,
-                                                        encoded["valid"], teacher, len(labels), options)
+        net, new_width, score, epochs = finetune_pruned(layers, keep, (x_train, encoded["train"], x_valid,
+                                                        encoded["valid"]), teacher, len(labels), options)
         tried.append((keep, new_width, score, net))
         if parent_valid - score <= tolerance:
             break

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from projects.base import Dataset
+from civicml.lazy import optional
 from projects.compression.base import BuiltVariant, CannotCompress, Parent, log_onnx_pyfunc
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -79,6 +80,7 @@ def check_convertible(pipeline) -> dict[int, dict]:
 
 
 def _column_types(example: pd.DataFrame) -> list[tuple[str, Any, str]]:
+    optional("skl2onnx", "compress")
     from skl2onnx.common.data_types import DoubleTensorType, Int64TensorType, StringTensorType
 
     out = []
@@ -97,7 +99,7 @@ def _column_types(example: pd.DataFrame) -> list[tuple[str, Any, str]]:
 
 def convert(pipeline, example: pd.DataFrame) -> tuple[bytes, dict]:
     """The pipeline as ONNX bytes plus the serving spec; :class:`CannotCompress` if it does not convert."""
-    from skl2onnx import convert_sklearn
+    convert_sklearn = optional("skl2onnx", "compress").convert_sklearn
 
     options = check_convertible(pipeline)
     final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
