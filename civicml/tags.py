@@ -123,3 +123,14 @@ MEANINGS: dict[str, str] = {
     TAG_ROLLOUT: "the canary or shadow rollout in force (JSON: version, weight, window)",
     AUDIT_PREFIX: "one audited event per tag (+ sequence number; JSON)",
 }
+
+
+def table() -> str:
+    """The vocabulary as a Markdown table (docs/architecture.md holds it: ``python -m civicml.tags``)."""
+    rows = ["| tag | meaning |", "|---|---|"]
+    rows += [f"| `{tag}` | {meaning} |" for tag, meaning in MEANINGS.items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
