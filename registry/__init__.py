@@ -23,18 +23,22 @@ if TYPE_CHECKING:
                                 NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
                                 signature_breaks)
     from registry.inputs import PromotionInputs, governing_policy, promotion_inputs
+    from registry.jobs import record_scoring
     from registry.lifecycle import (PromotionOutcome, approve, champion_history, promote, register, rollback,
                                     set_alias)
     from registry.policy import HoldoutSpec, PromotionPolicy
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
                                   models, resolve, show, versions)
     from registry.store import ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion
+    from registry.variants import find_variant
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
                        "NoRegression", "PromotionContext", "SignatureCompatible", "predicted_labels",
                        "signature_breaks"),
     "registry.inputs": ("PromotionInputs", "governing_policy", "promotion_inputs"),
+    "registry.jobs": ("record_scoring",),
+    "registry.variants": ("find_variant",),
     "registry.lifecycle": ("PromotionOutcome", "approve", "champion_history", "promote", "register", "rollback",
                            "set_alias"),
     "registry.policy": ("HoldoutSpec", "PromotionPolicy"),
@@ -49,7 +53,7 @@ __all__ = [
     "ApprovalCount", "ArtifactsUnavailable", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
     "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion", "NoRegression", "PromotionContext",
     "PromotionInputs", "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
-    "approvals", "approve", "audit", "caller", "champion_history", "governing_policy", "lineage", "model_card", "models",
-    "new_token", "predicted_labels", "promote", "promotion_inputs", "register", "require", "resolve", "rollback", "set_alias",
+    "approvals", "approve", "audit", "caller", "find_variant", "champion_history", "governing_policy", "lineage", "model_card", "models",
+    "new_token", "predicted_labels", "promote", "promotion_inputs", "record_scoring", "register", "require", "resolve", "rollback", "set_alias",
     "show", "signature_breaks", "versions",
 ]

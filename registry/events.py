@@ -26,6 +26,7 @@ class AuditEvent(str, Enum):
     INTEGRITY = "integrity"
     DISCARD = "discard"
     HTTP_DENIED = "http-denied"
+    SCORE = "score"
 
 
 # what each record says, in the order the docs list them
@@ -47,6 +48,8 @@ EVENT_TEXT: dict[AuditEvent, str] = {
     AuditEvent.DISCARD: "a half-registered version removed with everything its registration wrote",
     AuditEvent.HTTP_DENIED: "HTTP 401 and 403 answers of a server (inference and /explain), one record per "
                             "caller, route, status and minute with their count",
+    AuditEvent.SCORE: "a batch scoring job (`civicml score`): version and variant that answered, the inputs and "
+                      "their fingerprint, rows scored and rejected, the output, the job's MLflow run",
 }
 
 
