@@ -1,0 +1,148 @@
+"""civicml score: a registered version run over files on a real local Spark.
+
+Two Spark jobs in all (a JVM each): one in-process with CSV input, refused rows and reasons; one through the
+command in a fresh process on Parquet input. Bad arguments are refused before Spark starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyspark")
+
+NAME = "scored-router"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scored_model(tmp_path_factory, small_requests):
+    import registry
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+
+    home = tmp_path_factory.mktemp("scoring") / "home"
+    settings = Settings.from_env(env={}, home=home, user="tester")
+    result = train(get_use_case("service_requests"), small_requests, "logreg", {"char_ngrams": False},
+                   settings=settings)
+    version = registry.register(result.model_uri, NAME, settings=settings)
+    frame = small_requests.frame[["description", "district", "channel", "hour", "weekday"]].head(60)
+    frame = frame.reset_index(drop=True).assign(ticket=[f"T{i:03d}" for i in range(60)])
+    return settings, version, frame
+
+
+def _expected(settings, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """What a served endpoint of the same version answers for ``frame`` (labels, top probability)."""
+    from serving import Endpoint
+
+    endpoint = Endpoint(NAME, "challenger", settings=settings, refresh_seconds=0)
+    endpoint.load()
+    try:
+        output, _ = endpoint.predict(frame)
+    finally:
+        endpoint.close()
+    columns = pd.DataFrame({k: list(v) for k, v in output.items()})
+    probabilities = columns[[c for c in columns.columns if str(c).startswith("p_")]].to_numpy(dtype=float)
+    return columns["label"].astype(str).tolist(), probabilities.max(axis=1)
+
+
+def test_score_answers_every_row_in_order_and_refuses_bad_rows_with_a_reason(scored_model, tmp_path):
+    import registry
+    from civicml.tracking import tracking_client
+    from serving.scoring import ScoreOptions, score
+
+    settings, _, frame = scored_model
+    given = frame.astype(str)
+    given.loc[7, "hour"] = "noon"  # not a number
+    given.loc[23, "district"] = "Atlantis"  # not a district the model knows
+    given.to_csv(tmp_path / "tickets.csv", index=False)
+    lines = []
+    result = score(NAME, "challenger", [str(tmp_path / "tickets.csv")], str(tmp_path / "scored.parquet"),
+                   ScoreOptions(explain=True), settings=settings, progress=lines.append)
+
+    assert (result.rows_in, result.rows_scored, result.rows_rejected, result.version) == (60, 58, 2, "1")
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    kept = [i for i in range(60) if i not in (7, 23)]
+    assert scored["ticket"].tolist() == [f"T{i:03d}" for i in kept]  # the input's order and its own columns
+    labels, confidence = _expected(settings, frame.iloc[kept].reset_index(drop=True))
+    assert scored["answer"].tolist() == labels
+    assert np.allclose(scored["confidence"].to_numpy(dtype=float), confidence)
+    assert set(scored["version"]) == {"1"} and scored["variant"].isna().all()
+    reasons = [json.loads(r) for r in scored["reasons"]]
+    assert all(len(r) == 3 and {"feature", "weight"} <= set(r[0]) for r in reasons)
+
+    rejected = pd.read_parquet(result.rejects)
+    assert rejected["ticket"].tolist() == ["T007", "T023"]
+    assert "hour" in rejected["reason"][0] and "Atlantis" in rejected["reason"][1]
+    assert "row 0" not in " ".join(rejected["reason"])
+
+    run = tracking_client(settings).get_run(result.run_id)
+    assert run.data.params["version"] == "1" and run.data.metrics["rows_rejected"] == 2
+    assert run.data.tags["civicml.scored_input_fingerprint"] == result.input_fingerprint
+    entry = [e for e in registry.audit(NAME, settings=settings) if e["action"] == "score"][-1]
+    assert entry["run_id"] == result.run_id and entry["rows_scored"] == 58 and entry["who"] == "tester"
+    assert any("Spark is scoring" in line for line in lines)
+    assert not list(tmp_path.glob(".scored.parquet.*"))  # the staging folder is gone
+
+
+def test_cli_score_in_a_fresh_process_from_an_empty_folder(scored_model, tmp_path):
+    settings, _, frame = scored_model
+    work = tmp_path / "empty"
+    work.mkdir()
+    frame.to_parquet(work / "tickets.parquet")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIVICML_"))}
+    env["HOME"] = str(tmp_path / "fresh-home")
+    civicml = Path(sys.executable).with_name("civicml")
+    done = subprocess.run([str(civicml), "score", f"{NAME}/1", "--input", "tickets.parquet", "--output", "out.parquet",
+                           "--home", str(settings.home), "--json"], cwd=work, capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["rows_scored"] == 60 and summary["rows_rejected"] == 0 and summary["rejects"] is None
+    out = pd.read_parquet(work / "out.parquet")
+    assert out["ticket"].tolist() == frame["ticket"].tolist()
+    assert out["answer"].tolist() == _expected(settings, frame)[0]
+    assert "WARN" not in done.stderr and "log4j" not in done.stderr.lower()  # Spark's own lines: the home's log
+    assert (settings.home / "logs" / "spark.log").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--input", "missing.csv"], "input 'missing.csv' not found"),
+    (["--input", "tickets.txt"], "not a .csv or .parquet file"),
+    (["--input", "tickets.csv", "--output", "exists.parquet"], "exists: remove it or name another"),
+    (["--input", "tickets.csv", "--output", "out.csv"], "name a .parquet path"),
+])
+def test_cli_score_refuses_bad_arguments_before_spark_starts(scored_model, tmp_path, monkeypatch, capsys,
+                                                             args, fragment):
+    from app.cli import main
+
+    settings, _, frame = scored_model
+    monkeypatch.chdir(tmp_path)
+    frame.head(3).to_csv("tickets.csv", index=False)
+    Path("tickets.txt").write_text("x")
+    Path("exists.parquet").mkdir()
+    argv = ["score", NAME, "--home", str(settings.home), *args]
+    if "--output" not in args:
+        argv += ["--output", "out.parquet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+    assert not Path("out.parquet").exists() and not list(Path(".").glob(".out.parquet.*"))
+
+
+def test_score_refuses_an_unknown_model_in_one_line(scored_model, tmp_path, capsys):
+    from app.cli import main
+
+    settings, _, frame = scored_model
+    frame.head(3).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["score", "no-such-model", "--home", str(settings.home), "--input", str(tmp_path / "t.csv"),
+                 "--output", str(tmp_path / "o.parquet")]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()
