@@ -26,7 +26,7 @@ from civicml.settings import Settings
 from projects import train
 from registry import resolve
 from registry.variants import VariantPolicy, compress
-from serving import Runtime, get_runtime, register_runtime
+from serving import Endpoint, EndpointOptions, Runtime, get_runtime, register_runtime
 from serving.batching import BatchingRuntime, Overloaded
 from serving.dataplane import Validator
 from serving.endpoint import checked_params
@@ -64,8 +64,8 @@ class SklearnPlugin(Runtime):
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, requests_use_case, small_requests, requests_holdout):
-    """A 311 logreg (v1) and its ONNX variant (v2), registered in a home of their own; their local copies."""
+def store(tmp_path_factory, requests_use_case, small_requests, requests_holdout):
+    """A 311 logreg (v1) and its ONNX variant (v2), registered in a home of their own: (settings, v1, v2)."""
     settings = Settings.from_env(env={}, home=tmp_path_factory.mktemp("contract") / "home", user="tester")
     result = train(requests_use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
     parent = registry.register(result.model_uri, NAME, settings=settings)
@@ -73,7 +73,14 @@ def versions(tmp_path_factory, requests_use_case, small_requests, requests_holdo
                        policy=VariantPolicy())
     assert variant.passed, variant.reason
     register_runtime(PLUGIN, SklearnPlugin)
-    return resolve(NAME, parent.version, settings=settings), resolve(NAME, variant.version.version, settings=settings)
+    return settings, parent.version, variant.version.version
+
+
+@pytest.fixture(scope="module")
+def versions(store):
+    """The local, verified copies of v1 and its variant."""
+    settings, parent, variant = store
+    return resolve(NAME, parent, settings=settings), resolve(NAME, variant, settings=settings)
 
 
 def _example(local):
@@ -204,3 +211,24 @@ def test_unloads_twice_and_loads_again_with_the_same_answers(kind, runtime, rows
     runtime.load()
     _verify(kind, runtime)
     _same_answers(runtime.predict_request(_checked(runtime, rows.head(8))), before, 0)
+
+
+# -- the endpoint's choice of runtime: None is "not chosen", a name (pyfunc too) is chosen ----------------------
+def test_an_endpoint_serves_the_runtime_it_is_given_else_the_variants_own(store):
+    settings, parent, variant = store
+
+    def served(options=None, **fields):
+        endpoint = Endpoint(NAME, alias=parent, settings=settings, options=options, batching=False, **fields)
+        try:
+            return endpoint.load()
+        finally:
+            endpoint.close()
+
+    plain = served()
+    assert (plain.version, plain.runtime, plain.variant) == (parent, "pyfunc", None)
+    assert (served(variant="onnx").version, served(variant="onnx").runtime) == (variant, "onnx")  # its own
+    chosen = served(EndpointOptions(variant="onnx", runtime="pyfunc"))
+    assert (chosen.version, chosen.runtime, chosen.variant) == (variant, "pyfunc", "onnx")  # pyfunc, explicitly
+    assert served(EndpointOptions(variant="onnx", runtime="pyfunc"), runtime=None).runtime == "onnx"
+    with pytest.raises(TypeError, match="refresh"):
+        Endpoint(NAME, settings=settings, refresh=0)  # a misspelt option is no silent default
