@@ -310,9 +310,9 @@ class Endpoint:
         With a shadow, the champion answers and the shadow's answer is only compared (:mod:`serving.routing`)."""
         loaded = self._current
         if loaded is None:
-            import anyio
+            from starlette.concurrency import run_in_threadpool
 
-            loaded = await anyio.to_thread.run_sync(self._loaded)
+            loaded = await run_in_threadpool(self._loaded)
         router = self._router
         if router is not None and router.active:
             return await router(loaded, payload, params)
@@ -323,10 +323,10 @@ class Endpoint:
         limits = self._limits()
         params = checked_params(loaded.runtime, params)
         if _large(payload):  # checking thousands of rows takes milliseconds: not on the event loop
-            import anyio
+            from starlette.concurrency import run_in_threadpool
 
-            request = await anyio.to_thread.run_sync(loaded.validator.prepare, payload, params)
-            costs = await anyio.to_thread.run_sync(admit, request.data, limits.max_cost)
+            request = await run_in_threadpool(loaded.validator.prepare, payload, params)
+            costs = await run_in_threadpool(admit, request.data, limits.max_cost)
         else:
             request = loaded.validator.prepare(payload, params)
             costs = admit(request.data, limits.max_cost)

@@ -67,7 +67,7 @@ class Runtime(abc.ABC):
         """:meth:`predict_request` off the event loop, in a worker thread. ``deadline`` (``time.monotonic()``):
         a request still waiting for a thread then is refused with :class:`serving.batching.Overloaded` (503);
         ``costs``: its rows' costs (:func:`serving.batching.row_costs`), for a runtime that schedules by cost."""
-        import anyio
+        from starlette.concurrency import run_in_threadpool
 
         def call():
             if deadline is not None and time.monotonic() > deadline:
@@ -77,7 +77,7 @@ class Runtime(abc.ABC):
                                  "could take it (retry later)")
             return self.predict_request(data, params)
 
-        return await anyio.to_thread.run_sync(call)
+        return await run_in_threadpool(call)
 
 
 class Answer(dict):
