@@ -6,6 +6,11 @@ version beside the old one, then swaps one reference; requests keep being answer
 version meanwhile and requests in flight finish on the version they started with. A version that
 fails to load, to verify or to warm up leaves the old one serving and ``last_error`` says why.
 Endpoints are stateless beyond that cache, so more replicas scale out behind any load balancer.
+
+Around the champion, a canary or shadow roll-out read from the registry is served by
+:class:`serving.routing.RoutedModel`, which wraps the endpoint's way of answering with one loaded version
+as :class:`serving.batching.BatchingRuntime` wraps a runtime; every runtime is called the same way
+(:meth:`serving.runtime.Runtime.asubmit`, :meth:`~serving.runtime.Runtime.predict_request`).
 """
 
 from __future__ import annotations
