@@ -13,12 +13,12 @@ Public face::
 
 from serving.batching import BatchingRuntime
 from serving.client import EndpointClient
-from serving.endpoint import Endpoint, Served
+from serving.endpoint import Endpoint, EndpointOptions, Served
 from serving.http import Limits, create_app
 from serving.runtime import PyfuncRuntime, Runtime, get_runtime, register_runtime, runtime_names
 from serving.server import BackgroundServer, free_port, serve
 
 __all__ = [
-    "BackgroundServer", "BatchingRuntime", "Endpoint", "Limits", "EndpointClient", "PyfuncRuntime", "Runtime", "Served", "create_app",
+    "BackgroundServer", "BatchingRuntime", "Endpoint", "EndpointOptions", "Limits", "EndpointClient", "PyfuncRuntime", "Runtime", "Served", "create_app",
     "free_port", "get_runtime", "register_runtime", "runtime_names", "serve",
 ]

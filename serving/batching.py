@@ -302,6 +302,17 @@ class BatchingRuntime(WrappedRuntime):
     def predict(self, data: Any, params: dict | None = None) -> Any:
         return self.submit(data, params).result()
 
+    def predict_request(self, data: Any, params: dict | None = None) -> Any:
+        """One request's checked input, taken as it is: the worker merges it with others for the inner runtime."""
+        return self.predict(data, params)
+
+    async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
+                      costs: np.ndarray | None = None) -> Any:
+        """:meth:`submit`, awaited on the event loop: no thread waits for the batch."""
+        import asyncio
+
+        return await asyncio.wrap_future(self.submit(data, params, deadline, costs))
+
     def _run(self) -> None:
         active: collections.deque[_Job] = collections.deque()
         stopping = False

@@ -6,17 +6,19 @@ version beside the old one, then swaps one reference; requests keep being answer
 version meanwhile and requests in flight finish on the version they started with. A version that
 fails to load, to verify or to warm up leaves the old one serving and ``last_error`` says why.
 Endpoints are stateless beyond that cache, so more replicas scale out behind any load balancer.
+
+Around the champion, a canary or shadow roll-out read from the registry is served by
+:class:`serving.routing.RoutedModel`, which wraps the endpoint's way of answering with one loaded version
+as :class:`serving.batching.BatchingRuntime` wraps a runtime; every runtime is called the same way
+(:meth:`serving.runtime.Runtime.asubmit`, :meth:`~serving.runtime.Runtime.predict_request`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import dataclasses
 import logging
-import random
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,8 +27,9 @@ from civicml.settings import ServingLimits, Settings
 from registry import resolve
 from registry.store import ModelStore
 from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
-from serving.batching import BatchingRuntime, Overloaded, admit
+from serving.batching import BatchingRuntime, admit
 from serving.dataplane import InferenceRequest, Validator
+from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
 
 log = logging.getLogger("civicml.serving")
@@ -64,37 +67,46 @@ class Loaded:
     loaded_at: float
 
 
+@dataclass(frozen=True)
+class EndpointOptions:
+    """How an endpoint serves its alias: which variant and runtime, how often it looks for a move, how it batches.
+
+    ``runtime=None`` is "not chosen": a variant's own registered runtime (``civicml.runtime`` tag), else
+    ``pyfunc``; a name (``"pyfunc"`` included) is the caller's choice and wins over the variant's."""
+
+    variant: str | None = None
+    runtime: str | None = None
+    refresh_seconds: float = 10.0  # between registry reads by :meth:`Endpoint.follow` (0: never)
+    batching: bool = True  # concurrent requests merged into one model call (serving.batching)
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+
+
 class Endpoint:
-    def __init__(self, model_name: str, alias: str = "champion", runtime: str = "pyfunc",
-                 settings: Settings | None = None, refresh_seconds: float = 10.0, variant: str | None = None,
-                 max_batch: int = 64, max_wait_ms: float = 1.0, batching: bool = True,
-                 on_event: Callable[[str, dict], None] | None = None, key: str | None = None):
+    """A registered model followed through ``alias``, with any canary or shadow roll-out beside it.
+
+    ``options`` (:class:`EndpointOptions`), or any of its fields by name (``refresh_seconds=0``, ``variant=``,
+    ``batching=False``, ...) over them. ``on_event``: metrics hooks, ``(kind, data)``. ``key``: the name clients
+    use on a server with several endpoints (default ``NAME`` or ``NAME@ALIAS``)."""
+
+    def __init__(self, model_name: str, alias: str = "champion", settings: Settings | None = None,
+                 options: EndpointOptions | None = None, *, on_event: Callable[[str, dict], None] | None = None,
+                 key: str | None = None, **option_fields):
+        self.options = dataclasses.replace(options or EndpointOptions(), **option_fields)
         self._key = key
         # admission control (cost per request, deadline, slices): set by create_app; None: from the environment
         self.limits: ServingLimits | None = None
         self.model_name = model_name
         self.alias = alias
-        self.runtime_name = runtime
-        self.variant = variant
         self.settings = settings or Settings.from_env()
-        self.refresh_seconds = refresh_seconds
-        self.max_batch = max_batch
-        self.max_wait_ms = max_wait_ms
-        self.batching = batching
         self.on_event = on_event  # metrics hooks: ("load", {...}), ("load_failed", {...}), ("batch", {...})
         self._current: Loaded | None = None
         self._swap = threading.Lock()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self.last_error: str | None = None
-        # a canary or shadow version beside the champion (registry.rollout), and its recent requests
-        self.rollout = None
-        self._canary: Loaded | None = None
-        self._canary_error: str | None = None  # the latest exception of the canary, for the rollback's audit record
-        self._canary_window: collections.deque = collections.deque(maxlen=50)
-        self._rng = random.Random()
-        self.shadow_counts = {"agree": 0, "total": 0}
-        self.rolled_back: str | None = None  # why the last canary was stopped automatically
+        self._router: RoutedModel | None = None  # a canary or shadow version beside the champion
+        self._tally = RolloutTally()
 
     @property
     def key(self) -> str:
@@ -102,6 +114,35 @@ class Endpoint:
         if self._key:
             return self._key
         return self.model_name if self.alias == "champion" else f"{self.model_name}@{self.alias}"
+
+    @property
+    def variant(self) -> str | None:
+        return self.options.variant
+
+    @property
+    def refresh_seconds(self) -> float:
+        return self.options.refresh_seconds
+
+    # -- the roll-out beside the champion (serving.routing) ----------------------------------------
+    @property
+    def rollout(self):
+        """The registry's roll-out this endpoint serves (``registry.rollout.Rollout``), or None."""
+        router = self._router
+        return router.rollout if router is not None and router.active else None
+
+    @property
+    def shadow_counts(self) -> dict:
+        """Shadow answers compared with the champion's: ``{"agree": n, "total": n}``."""
+        return self._tally.shadow
+
+    @property
+    def shadow_failures(self) -> int:
+        return self._tally.shadow_failures
+
+    @property
+    def rolled_back(self) -> str | None:
+        """Why the last roll-out was stopped automatically, or None."""
+        return self._tally.rolled_back
 
     def _event(self, kind: str, **data) -> None:
         if self.on_event is not None:
@@ -116,8 +157,7 @@ class Endpoint:
 
         With ``variant``, the alias still names the parent: the version loaded is that parent's variant of
         this kind whose gate passed (:func:`registry.variants.find_variant`); none is a ``NotFound``, never
-        the parent instead. A ``runtime`` other than ``pyfunc`` is the caller's choice and wins over the
-        runtime the variant was registered for."""
+        the parent instead."""
         if self.alias.isdigit():
             version = self.alias
         else:
@@ -125,13 +165,13 @@ class Endpoint:
         return self._choice(version)
 
     def _choice(self, version: str) -> tuple[str, str | None, str]:
-        """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant."""
+        """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant. A runtime
+        not chosen (None) is the variant's registered one, else pyfunc."""
+        chosen = self.options.runtime
         if not self.variant:
-            return version, None, self.runtime_name
+            return version, None, chosen or "pyfunc"
         found = find_variant(self.model_name, version, self.variant, settings=self.settings)
-        runtime = self.runtime_name if self.runtime_name != "pyfunc" else \
-            (found.tags or {}).get(TAG_RUNTIME) or self.runtime_name
-        return found.version, self.variant, runtime
+        return found.version, self.variant, chosen or (found.tags or {}).get(TAG_RUNTIME) or "pyfunc"
 
     def load(self) -> Served:
         """Resolve the alias and load, check and warm its version (again only if it moved)."""
@@ -148,7 +188,7 @@ class Endpoint:
                 raise
             seconds = time.perf_counter() - started
             self._current = loaded  # one reference: the request path never waits for a load
-            _freeze_heap()
+            _freeze_heap()  # a new version only: a refresh that finds the same one returned above
             self._event("load", version=version, seconds=seconds)
             if current:  # requests in flight still hold the old runtime; stop its batch worker afterwards
                 log.info("alias %s of %s moved: version %s -> %s (loaded in %.2f s)", self.alias, self.model_name,
@@ -160,11 +200,12 @@ class Endpoint:
         local = resolve(self.model_name, version, settings=self.settings)  # verifies the checksum
         runtime = get_runtime(runtime_name, local)
         runtime.load()
-        if self.batching:
-            runtime = BatchingRuntime(runtime, self.max_batch, self.max_wait_ms, on_batch=self._on_batch,
+        options = self.options
+        if options.batching:
+            runtime = BatchingRuntime(runtime, options.max_batch, options.max_wait_ms, on_batch=self._on_batch,
                                       slice_cost=self._limits().slice_cost)
         validator = Validator(runtime.signature, runtime.metadata)
-        _warm_up(runtime, validator, local.path, self.max_batch)
+        _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
         kind = tags.get(TAG_VARIANT) or variant
         served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
@@ -196,53 +237,31 @@ class Endpoint:
         from registry import rollout as rollouts
 
         wanted = rollouts.current(self.model_name, self.settings) if self.alias == "champion" else None
-        served = self._current.served if self._current else None
+        served = self.served
         champion = (served.variant_of or served.version) if served else None  # a roll-out names parent versions
         if wanted is None or wanted.version == champion:
-            self.rollout, self._canary = None, None
+            self._router = None
             self._event("rollout", version=None, weight=0)
             return
         version, variant, runtime_name = self._choice(wanted.version)  # its variant too: raises if it has none
-        if self._canary is None or self._canary.served.version != version:
+        router = self._router
+        if router is None or not router.active or router.version != version:
             loaded = self._load(version, variant, runtime_name)  # raises: keep serving without it
-            self._canary = Loaded(dataclasses.replace(loaded.served, alias=wanted.mode), loaded.runtime,
-                                  loaded.validator, loaded.loaded_at)
-            self._canary_window = collections.deque(maxlen=wanted.window)
-        self.rollout = wanted
+            candidate = dataclasses.replace(loaded, served=dataclasses.replace(loaded.served, alias=wanted.mode))
+            router = RoutedModel(self._answer, candidate, wanted, self._tally, self._hooks())
+        else:
+            router.update(wanted)
+        self._router = router
         self._event("rollout", version=wanted.version, weight=wanted.weight)
 
-    def _canary_result(self, failed: bool, seconds: float) -> None:
-        rollout, window = self.rollout, self._canary_window
-        if rollout is None:
-            return
-        window.append((failed, seconds))
-        if len(window) < window.maxlen:
-            return
-        errors = sum(f for f, _ in window) / len(window)
-        p95 = sorted(t for _, t in window)[int(0.95 * (len(window) - 1))] * 1000
-        why = None
-        if errors > rollout.max_error_rate:
-            why = f"error rate {errors:.0%} over the last {len(window)} requests (limit {rollout.max_error_rate:.0%})"
-        elif rollout.max_p95_ms is not None and p95 > rollout.max_p95_ms:
-            why = f"p95 {p95:.0f} ms over the last {len(window)} requests (limit {rollout.max_p95_ms:.0f} ms)"
-        if why is None:
-            return
-        version = self._canary.served.version if self._canary else rollout.version
-        self.rollout, self._canary = None, None  # this replica stops at once; the registry tells the others
-        self.rolled_back = f"version {version}: {why}" + (f"; last failure: {self._canary_error}"
-                                                           if self._canary_error else "")
-        log.warning("automatic rollback of the %s of %s: %s", rollout.mode, self.model_name, self.rolled_back)
-        self._event("rollback", version=version, reason=why)
+    def _hooks(self) -> RolloutHooks:
+        from registry import rollout as rollouts
 
-        def record():
-            from registry import rollout as rollouts
+        def record_stop(reason: str) -> None:
+            rollouts.stop(self.model_name, reason, automatic=True, settings=self.settings)
 
-            try:
-                rollouts.stop(self.model_name, f"automatic: {self.rolled_back}", automatic=True, settings=self.settings)
-            except Exception as err:
-                log.error("could not record the automatic rollback: %s", err)
-
-        threading.Thread(target=record, name="rollback", daemon=True).start()
+        return RolloutHooks(event=self._event, record_stop=record_stop,
+                            agree=lambda output, answer: _labels(output) == _labels(answer))
 
     def follow(self) -> None:
         """Poll the registry in the background and reload when the alias moves."""
@@ -286,65 +305,30 @@ class Endpoint:
     def predict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served]:
         loaded = self._loaded()  # one consistent version, even if a swap happens meanwhile
         request: InferenceRequest = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
-        return _call(loaded.runtime, request.data, request.params), loaded.served
+        return loaded.runtime.predict_request(request.data, request.params), loaded.served
 
     async def apredict(self, payload: Any, params: dict | None = None) -> tuple[Any, Served, Loaded]:
         """The HTTP hot path: check in the event loop, then wait for the batch that carries these rows.
 
         With a canary, its share of requests goes to it; if it fails on a request the champion answers
         that request (each answer names its version) and the failure counts towards an automatic rollback.
-        With a shadow, the champion answers and the shadow's answer is only compared."""
-        canary, rollout = self._canary, self.rollout
-        if canary is not None and rollout is not None:
-            if rollout.mode == "canary" and self._rng.random() * 100 < rollout.weight:
-                started = time.perf_counter()
-                try:
-                    result = await self._apredict_on(canary, payload, params)
-                except Exception as err:
-                    from civicml.errors import CivicMLError
-
-                    if isinstance(err, CivicMLError):  # the client's input: the champion would refuse it too
-                        raise
-                    self._canary_error = f"{type(err).__name__}: {err}"[:500]
-                    log.debug("canary version %s of %s failed on a request", canary.served.version, self.model_name,
-                              exc_info=err)
-                    self._canary_result(True, time.perf_counter() - started)
-                else:
-                    self._canary_result(False, time.perf_counter() - started)
-                    return result
-            elif rollout.mode == "shadow" and self._rng.random() * 100 < rollout.weight:
-                output, served, loaded = await self._apredict_on(self._current or self._loaded(), payload, params)
-                asyncio.ensure_future(self._shadow(canary, payload, params, output))
-                return output, served, loaded
+        With a shadow, the champion answers and the shadow's answer is only compared (:mod:`serving.routing`)."""
         loaded = self._current
         if loaded is None:
-            from fastapi.concurrency import run_in_threadpool
+            from starlette.concurrency import run_in_threadpool
 
             loaded = await run_in_threadpool(self._loaded)
-        return await self._apredict_on(loaded, payload, params)
+        router = self._router
+        if router is not None and router.active:
+            return await router(loaded, payload, params)
+        return await self._answer(loaded, payload, params)
 
-    async def _shadow(self, shadow: Loaded, payload, params, answer) -> None:
-        started = time.perf_counter()
-        try:
-            output, _, _ = await self._apredict_on(shadow, payload, params)
-        except Exception as err:
-            self._canary_error = f"{type(err).__name__}: {err}"[:500]
-            log.debug("shadow version %s of %s failed on a request", shadow.served.version, self.model_name,
-                      exc_info=err)
-            self._canary_result(True, time.perf_counter() - started)
-            return
-        self._canary_result(False, time.perf_counter() - started)
-        same = _labels(output) == _labels(answer)
-        self.shadow_counts["total"] += 1
-        self.shadow_counts["agree"] += bool(same)
-        self._event("shadow", agree=bool(same))
-
-    async def _apredict_on(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
+    async def _answer(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         """Check, admit (cost and deadline), then wait for the model off the event loop."""
         limits = self._limits()
         params = checked_params(loaded.runtime, params)
         if _large(payload):  # checking thousands of rows takes milliseconds: not on the event loop
-            from fastapi.concurrency import run_in_threadpool
+            from starlette.concurrency import run_in_threadpool
 
             request = await run_in_threadpool(loaded.validator.prepare, payload, params)
             costs = await run_in_threadpool(admit, request.data, limits.max_cost)
@@ -352,19 +336,7 @@ class Endpoint:
             request = loaded.validator.prepare(payload, params)
             costs = admit(request.data, limits.max_cost)
         deadline = time.monotonic() + limits.deadline_seconds
-        runtime = loaded.runtime
-        if isinstance(runtime, BatchingRuntime):
-            output = await asyncio.wrap_future(runtime.submit(request.data, request.params, deadline, costs))
-        else:
-            from fastapi.concurrency import run_in_threadpool
-
-            def call():
-                if time.monotonic() > deadline:
-                    raise Overloaded("the server is busy: this request's time budget passed before the model "
-                                     "could take it (retry later)")
-                return runtime.predict(_as_model_input(request.data, runtime), request.params)
-
-            output = await run_in_threadpool(call)
+        output = await loaded.runtime.asubmit(request.data, request.params, deadline, costs)
         return output, loaded.served, loaded
 
 
@@ -405,23 +377,16 @@ def _labels(output) -> list:
 
 def _freeze_heap() -> None:
     """Move the loaded model's objects out of the garbage collector's sight: a full collection over a
-    large vocabulary otherwise stalls every request for tens of milliseconds (p99 under load)."""
+    large vocabulary otherwise stalls every request for tens of milliseconds (p99 under load).
+
+    Called once for each new version an endpoint loads (never on a refresh that finds the same one). The
+    heap is unfrozen first: a version replaced earlier is then collected once its last request is done,
+    instead of staying frozen for the life of the process."""
     import gc
 
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _as_model_input(data, runtime: Runtime):
-    from serving.batching import merge
-
-    return merge([data], runtime.accepts_columns)
-
-
-def _call(runtime: Runtime, data, params=None):
-    if isinstance(runtime, BatchingRuntime):
-        return runtime.predict(data, params)
-    return runtime.predict(_as_model_input(data, runtime), params)
 
 
 def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> None:
@@ -440,11 +405,11 @@ def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> No
     import pandas as pd
 
     if isinstance(example, pd.DataFrame):  # what the model cannot answer is refused by the checks, not by it
-        learnt = validator.learn_limits(lambda data: _call(runtime, data), example)
+        learnt = validator.learn_limits(lambda data: runtime.predict_request(data), example)
         if learnt:
             log.info("%s: inputs limited to what the model answers: %s", path, learnt)
     one = validator.prepare(example.head(1) if hasattr(example, "head") else np.asarray(example)[:1])
-    _call(runtime, one.data)
+    runtime.predict_request(one.data)
     if max_batch > 1:
         from serving.batching import Columns
 
@@ -453,4 +418,4 @@ def _warm_up(runtime: Runtime, validator: Validator, path, max_batch: int) -> No
             many = Columns.concat([data] * min(max_batch, 32))
         else:
             many = np.concatenate([data] * min(max_batch, 32))
-        _call(runtime, many)
+        runtime.predict_request(many)

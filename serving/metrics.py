@@ -69,6 +69,8 @@ class Metrics:
             self.rollbacks.labels(model, data["version"]).inc()
         elif kind == "shadow":
             self.shadow.labels(model, "agree" if data["agree"] else "differ").inc()
+        elif kind == "shadow_failed":
+            self.shadow.labels(model, "failed").inc()
         elif kind == "load_failed":
             self.load_failures.labels(model, data["version"]).inc()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -52,6 +53,31 @@ class Runtime(abc.ABC):
     @property
     def metadata(self) -> dict:
         return self.model.metadata
+
+    # -- one request as the data plane hands it over (checked Columns, a frame or an array) ------------
+    def predict_request(self, data: Any, params: dict | None = None) -> Any:
+        """Answer one request's checked input: as the model's input (a frame, or Columns if the runtime takes
+        them). A runtime that merges requests itself (:class:`serving.batching.BatchingRuntime`) takes it as is."""
+        from serving.batching import merge
+
+        return self.predict(merge([data], self.accepts_columns), params)
+
+    async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
+                      costs: Any = None) -> Any:
+        """:meth:`predict_request` off the event loop, in a worker thread. ``deadline`` (``time.monotonic()``):
+        a request still waiting for a thread then is refused with :class:`serving.batching.Overloaded` (503);
+        ``costs``: its rows' costs (:func:`serving.batching.row_costs`), for a runtime that schedules by cost."""
+        from starlette.concurrency import run_in_threadpool
+
+        def call():
+            if deadline is not None and time.monotonic() > deadline:
+                from serving.batching import Overloaded
+
+                raise Overloaded("the server is busy: this request's time budget passed before the model "
+                                 "could take it (retry later)")
+            return self.predict_request(data, params)
+
+        return await run_in_threadpool(call)
 
 
 class Answer(dict):

@@ -15,8 +15,8 @@ def add_commands(sub) -> None:
     p.add_argument("name", nargs="+", help="registered model(s), each NAME or NAME@ALIAS (default alias: --alias); "
                                            "/invocations answers with the first")
     p.add_argument("--alias", default="champion")
-    p.add_argument("--runtime", default="pyfunc", help="runtime by name (default pyfunc; plugins: entry point "
-                                                       "group civicml.runtimes)")
+    p.add_argument("--runtime", help="runtime by name (default: a --variant's registered runtime, else pyfunc; "
+                                     "plugins: entry point group civicml.runtimes)")
     p.add_argument("--variant", help="serve the champion's variant of this kind (onnx, int8, ...)")
     p.add_argument("--host", default="127.0.0.1", help="single-user mode: loopback only")
     p.add_argument("--port", type=int, default=5005)
