@@ -3,7 +3,7 @@ same input formats as ``/invocations``; each row's answer and why.
 
 Explanations are computed against the version the endpoint serves at that moment
 (loaded once more, beside the serving copy, and kept until the alias moves) and
-the response names it. Errors map to status codes through :mod:`serving.http`;
+the response names it. Errors map to status codes through :mod:`serving.errors`;
 every answer and refusal is counted through ``count`` (the server's ``/metrics``,
 protocol ``explain``).
 """
@@ -17,9 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from civicml.errors import CivicMLError, NotFound, Unavailable
+from civicml.errors import NotFound, Unavailable
 from serving.codecs import MLflowCodec
 from serving.endpoint import Endpoint
+from serving.errors import mlflow_error
+from serving.limits import Limits, decode_body, read_body
 
 
 class _Explainers:
@@ -44,13 +46,11 @@ class _Explainers:
             return self._current
 
 
-def router(endpoints: Endpoint | list[Endpoint], guard=None, count=None) -> APIRouter:
+def router(endpoints: Endpoint | list[Endpoint], guard=None, count=None, limits: Limits | None = None) -> APIRouter:
     """``POST /explain`` for the first of ``endpoints`` and ``POST /models/{name}/explain`` for each;
-    ``guard`` (serving.http.Guard) checks callers as inference routes do; ``count(endpoint, served, status,
-    started)`` records each answer or refusal."""
-    from serving.http import Limits, _mlflow_error, read_body
-
-    limit = Limits().max_body_bytes
+    ``guard`` (serving.auth.Guard) checks callers as inference routes do; ``count(endpoint, served, status,
+    started)`` records each answer or refusal; ``limits`` (the server's) bound each request's body."""
+    limit = (limits or Limits()).max_body_bytes
     endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
     explainers = {e.key: (e, _Explainers(e)) for e in endpoints}
     api = APIRouter()
@@ -64,15 +64,12 @@ def router(endpoints: Endpoint | list[Endpoint], guard=None, count=None) -> APIR
             if guard is not None:
                 guard.check(request)
             body = await read_body(request, limit)
-            payload, params = MLflowCodec.decode(body, request.headers.get("content-type"))
+            payload, params = await decode_body(MLflowCodec.decode, body, request.headers.get("content-type"))
             explainer = await run_in_threadpool(explainers[key][1].get)
             served = endpoint.served
             rows = await run_in_threadpool(explainer.explain, payload, params)
-        except CivicMLError as err:
-            response = _mlflow_error(err)
-        except (ValueError, TypeError, KeyError) as err:  # the model itself rejected this input
-            response = JSONResponse({"error_code": "INVALID_INPUT", "message": f"the model rejected the input: {err}"},
-                                    status_code=422)
+        except Exception as err:  # noqa: BLE001 - answered as MLflow's scoring server would (serving/errors.py)
+            response = mlflow_error(err)
         else:
             response = JSONResponse({"explanations": [r.to_dict() for r in rows], "model": explainer.served},
                                     headers={"X-CivicML-Model-Version": str(explainer.served["version"])})
