@@ -293,22 +293,7 @@ class Validator:
         row = example.head(1).reset_index(drop=True)
 
         def answers(values: dict[int, float]) -> dict[int, bool]:
-            """column index -> whether the model answers the row with that column's value replaced."""
-            frame = pd.concat([row] * len(values), ignore_index=True)
-            for k, (i, value) in enumerate(values.items()):
-                frame.loc[k, self.checks[i].name] = value
-            try:
-                return dict(zip(values, _finite_rows(predict(self.prepare(frame).data), len(values))))
-            except Exception:  # noqa: BLE001 - one of them fails the batch: ask one at a time
-                out = {}
-                for i, value in values.items():
-                    one = row.copy()
-                    one.loc[0, self.checks[i].name] = value
-                    try:
-                        out[i] = bool(_finite_rows(predict(self.prepare(one).data), 1)[0])
-                    except Exception:  # noqa: BLE001 - the model refuses this value
-                        out[i] = False
-                return out
+            return self._answered(predict, row, values)
 
         learnt: dict[str, str] = {}
         no_missing = [i for i, ok in answers({i: float("nan") for i in probed}).items() if not ok]
@@ -316,7 +301,40 @@ class Validator:
             self.checks[i] = dataclasses.replace(self.checks[i], missing_ok=False)
             learnt[self.checks[i].name] = "no missing values"
         unbounded = [i for i in probed if self.checks[i].bounds is None]
-        limit = {i: [None, None] for i in unbounded}  # the magnitude below 0 and above 0 it cannot answer
+        limit = self._magnitude_limits(answers, unbounded)
+        for i in unbounded:
+            if limit[i] == [None, None]:
+                continue
+            top = float(_FLOAT_MAX[self.checks[i].kind])
+            low, high = -(limit[i][0] or top), limit[i][1] or top
+            self.checks[i] = dataclasses.replace(self.checks[i], bounds=(low, high),
+                                                 bounds_why=" (the model gives no finite answer beyond)")
+            learnt[self.checks[i].name] = f"between {_num(low)} and {_num(high)}"
+        return learnt
+
+    def _answered(self, predict: Callable[[Any], Any], row: pd.DataFrame,
+                  values: dict[int, float]) -> dict[int, bool]:
+        """column index -> whether the model answers ``row`` with that column's value replaced."""
+        frame = pd.concat([row] * len(values), ignore_index=True)
+        for k, (i, value) in enumerate(values.items()):
+            frame.loc[k, self.checks[i].name] = value
+        try:
+            return dict(zip(values, _finite_rows(predict(self.prepare(frame).data), len(values))))
+        except Exception:  # noqa: BLE001 - one of them fails the batch: ask one at a time
+            out = {}
+            for i, value in values.items():
+                one = row.copy()
+                one.loc[0, self.checks[i].name] = value
+                try:
+                    out[i] = bool(_finite_rows(predict(self.prepare(one).data), 1)[0])
+                except Exception:  # noqa: BLE001 - the model refuses this value
+                    out[i] = False
+            return out
+
+    def _magnitude_limits(self, answers: Callable[[dict[int, float]], dict[int, bool]],
+                          unbounded: list[int]) -> dict[int, list]:
+        """column index -> [magnitude below 0, above 0] the model last answered before it failed (None: all)."""
+        limit = {i: [None, None] for i in unbounded}
         for sign, side in ((-1.0, 0), (1.0, 1)):
             asked, answered = list(unbounded), {i: 100.0 for i in unbounded}
             for exponent in (3, 6, 9, 12, 15, 18, 24, 30, 38, 60, 100, 200, 300):
@@ -330,15 +348,7 @@ class Validator:
                     else:  # bounded at the largest magnitude it answered
                         limit[i][side] = answered[i]
                         asked.remove(i)
-        for i in unbounded:
-            if limit[i] == [None, None]:
-                continue
-            top = float(_FLOAT_MAX[self.checks[i].kind])
-            low, high = -(limit[i][0] or top), limit[i][1] or top
-            self.checks[i] = dataclasses.replace(self.checks[i], bounds=(low, high),
-                                                 bounds_why=" (the model gives no finite answer beyond)")
-            learnt[self.checks[i].name] = f"between {_num(low)} and {_num(high)}"
-        return learnt
+        return limit
 
     def columns(self, table: Table) -> Columns:
         rows = table.rows
