@@ -24,7 +24,8 @@ from fastapi.responses import PlainTextResponse, Response
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
 from civicml.settings import ServingLimits
 from serving.batching import Overloaded, TooCostly
-from serving.codecs import MLflowCodec, V2Codec, dumps, stable_answer, v2_datatype
+from civicml.answers import stable_answer, v2_metadata_outputs
+from serving.codecs import MLflowCodec, V2Codec, dumps, v2_datatype
 from serving.dataplane import MAX_ROWS, TooLarge, UnsupportedMediaType
 from serving.endpoint import Endpoint
 from serving.explain import MAX_ROWS as EXPLAIN_MAX_ROWS
@@ -445,7 +446,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             body = await read_body(request, limits.max_body_bytes)
             payload, params = await _decode(MLflowCodec.decode, body, request.headers.get("content-type"))
             output, served, loaded = await endpoint.apredict(payload, params)
-            body = {"predictions": MLflowCodec.encode(output), "model": served.to_dict()}
+            body = {**MLflowCodec.body(output, loaded.runtime.metadata), "model": served.to_dict()}
             warnings = loaded.validator.out_of_range(payload)
             if warnings:  # answered, but outside what the model saw (out_of_range: warn)
                 body["warnings"] = warnings
@@ -506,14 +507,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                        **({"parameters": {k: c[k] for k in ("range", "allowed") if k in c}}
                           if "range" in c or "allowed" in c else {})} for c in validator.describe()]
         meta = loaded.runtime.metadata or {}
-        if meta.get("task") == "classification":
-            outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                       {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(meta.get("labels") or [])],
-                        "parameters": {"labels": meta.get("labels") or []}}]
-        elif meta.get("task") == "regression":
-            outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
-        else:
-            outputs = []
+        outputs = v2_metadata_outputs(meta)
         return {"name": endpoint.key, "versions": [loaded.served.version], "platform": "civicml",
                 "inputs": inputs, "outputs": outputs,
                 "parameters": {**_served_parameters(loaded.served), "task": meta.get("task"),
@@ -578,7 +572,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                 _check_outputs(meta, [o["name"] for o in _v2_metadata(endpoint)["outputs"]])
             output, served, loaded = await endpoint.apredict(payload, params)
             info = loaded.runtime.metadata or {}
-            answer = stable_answer(output, info.get("task"), info.get("labels"))
+            answer = stable_answer(output, info.get("task"), info.get("labels"), metadata=info)
             _check_outputs(meta, list(answer))
             parameters = _served_parameters(served)
             warnings = loaded.validator.out_of_range(payload)
