@@ -136,3 +136,23 @@ def test_explanations_carry_the_answers_confidence(served, capsys):
     low, high = value.confidence["interval"]
     assert low < float(value.prediction) < high and value.confidence["unit"] == "ppb"
     assert value.confidence["coverage"] == 0.9
+
+
+def test_civicml_explain_prints_the_confidence(served, tmp_path, capsys):
+    import json
+
+    from app.cli import main
+
+    _, settings, root = served
+    fresh = _fresh(root, n=40, seed=13)
+    (tmp_path / "ozone.json").write_text(json.dumps(records(fresh.X.head(2))))
+    (tmp_path / "request.json").write_text(json.dumps(ROWS[:1]))
+    home = str(settings.home)
+    assert main(["explain", OZONE, "--input", str(tmp_path / "ozone.json"), "--alias", "challenger",
+                 "--home", home]) == 0
+    out = capsys.readouterr().out
+    assert out.count("confidence: between ") == 2 and "ppb (90% of the time)" in out, out
+    assert main(["explain", ROUTER, "--input", str(tmp_path / "request.json"), "--alias", "challenger",
+                 "--home", home]) == 0
+    out = capsys.readouterr().out
+    assert any(f"confidence: {words} (" in out for _, words in BANDS), out

@@ -226,7 +226,8 @@ def test_v2_datatypes_and_shapes_are_checked(client, change, fragment):
 def test_v2_unknown_requested_output_is_refused(client):
     response = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "outputs": [{"name": "colour"}]})
     assert response.status_code == 400, response.text
-    assert "unknown requested outputs: colour (the model's outputs: label, probabilities, confidence, band)" in response.json()["error"]
+    assert "unknown requested outputs: colour (the model's outputs: label, probabilities, confidence, band)" \
+        in response.json()["error"]
     known = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "outputs": [{"name": "label"}]})
     assert known.status_code == 200 and [o["name"] for o in known.json()["outputs"]] == ["label"]
 
