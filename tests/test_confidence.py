@@ -156,3 +156,26 @@ def test_civicml_explain_prints_the_confidence(served, tmp_path, capsys):
                  "--home", home]) == 0
     out = capsys.readouterr().out
     assert any(f"confidence: {words} (" in out for _, words in BANDS), out
+
+
+def test_the_consoles_try_it_page_shows_the_confidence(served):
+    import re
+
+    from app.console import create_console
+
+    _, settings, _ = served
+    with TestClient(create_console(settings)) as console:
+        answer = console.post(f"/models/{OZONE}/try", data={"ref": "challenger", "Temp": "80", "Wind": "7.5",
+                                                             "Solar.R": "190", "month": "Jul"})
+        assert answer.status_code == 200, answer.text
+        said = re.search(r'<p id="confidence">Likely between (\d+\.\d) and (\d+\.\d) ppb \(90% ', answer.text)
+        assert said and float(said.group(1)) < float(said.group(2)), answer.text
+        answer = console.post(f"/models/{ROUTER}/try", data={"ref": "challenger",
+                                                              **{k: str(v) for k, v in ROWS[0].items()}})
+        assert answer.status_code == 200, answer.text
+        said = re.search(r'<p id="confidence">Confidence: ([a-z ]+) \((\d+)%\)</p>', answer.text)
+    from serving.explain import explain
+
+    [row] = explain(ROUTER, ROWS[:1], ref="challenger", settings=settings)
+    expected = row.confidence["confidence"]
+    assert said and (said.group(1), int(said.group(2))) == (band(expected), round(100 * expected)), answer.text
