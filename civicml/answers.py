@@ -347,6 +347,6 @@ def v2_metadata_outputs(metadata: Mapping | None) -> list[dict]:
 
 
 __all__ = ["Answer", "BANDS", "CONFORMAL", "Conformal", "DEFAULT_COVERAGE", "PREFIX", "band", "confidence_of",
-           "confidence_text", "conformal", "json_rows", "label_of_column", "mlflow_body", "probability_column", "probability_columns",
-           "read_labels", "read_probabilities", "row_confidence", "stable_answer", "target_unit", "v2_metadata_outputs", "v2_outputs",
-           "v2_tensor"]
+           "confidence_text", "conformal", "json_rows", "label_of_column", "mlflow_body", "probability_column",
+           "probability_columns", "read_labels", "read_probabilities", "row_confidence", "stable_answer",
+           "target_unit", "v2_metadata_outputs", "v2_outputs", "v2_tensor"]

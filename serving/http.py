@@ -21,10 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
+from civicml.answers import stable_answer, v2_metadata_outputs
 from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound, PermissionDenied, Unavailable
 from civicml.settings import ServingLimits
 from serving.batching import Overloaded, TooCostly
-from civicml.answers import stable_answer, v2_metadata_outputs
 from serving.codecs import MLflowCodec, V2Codec, dumps, v2_datatype
 from serving.dataplane import MAX_ROWS, TooLarge, UnsupportedMediaType
 from serving.endpoint import Endpoint

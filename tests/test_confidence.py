@@ -129,7 +129,8 @@ def test_explanations_carry_the_answers_confidence(served, capsys):
 
     _, settings, root = served
     [row] = explain(ROUTER, ROWS[:1], ref="challenger", settings=settings)
-    assert set(row.confidence) == {"confidence", "band"} and row.confidence["band"] == band(row.confidence["confidence"])
+    assert set(row.confidence) == {"confidence", "band"}
+    assert row.confidence["band"] == band(row.confidence["confidence"])
     assert row.to_dict()["confidence"] == row.confidence
     fresh = _fresh(root, n=40, seed=12)
     [value] = explain(OZONE, records(fresh.X.head(1)), ref="challenger", settings=settings)

@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from civicml.answers import confidence_of
+from civicml.answers import confidence_of, read_probabilities
 from civicml.errors import InvalidInput
 
 MAX_UPLOAD_BYTES = 5_000_000
@@ -70,7 +70,6 @@ def _answers(output):
     """Labels, and class probabilities (``p_<class>`` columns) when the model gives them."""
     import pandas as pd
 
-    from civicml.answers import read_probabilities
     from registry.gates import predicted_labels
 
     labels = [str(x) for x in predicted_labels(output)]
@@ -117,7 +116,8 @@ def explain_picture(model, picture: np.ndarray, channels_first: bool, name: str,
     if probabilities is not None:  # the answer's confidence, as every answer carries it
         top, words = confidence_of(probabilities.to_numpy(float)[:1])
         confidence = {"confidence": float(top[0]), "band": str(words[0])}
-    return {"prediction": answer, "confidence": confidence, "sentence": sentence, "contributions": contributions[:8],
+    return {"prediction": answer, "confidence": confidence, "sentence": sentence,
+            "contributions": contributions[:8],
             "method": f"region occlusion ({GRID} x {GRID} grid, hidden with the mean colour)",
             "model": {"name": name, "version": version}}
 
