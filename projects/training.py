@@ -18,6 +18,7 @@ import mlflow
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
 from civicml.access import require
+from civicml.answers import CONFORMAL, conformal
 from civicml.settings import Settings
 from civicml.tracking import fluent
 from civicml.tracking import experiment_id as find_experiment
@@ -212,6 +213,8 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None
     metrics = evaluate(use_case.task, valid_part.y, predictions, labels, extra=(use_case.metric,))
+    # a regressor's prediction interval: split-conformal on the validation rows, which the fit did not use
+    interval = conformal(valid_part.y, predictions) if use_case.task == "regression" else None
     metrics["fit_seconds"] = time.perf_counter() - started
     size = fitted.size_bytes()
     if size is not None:
@@ -230,6 +233,8 @@ def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, va
                     **use_case.input_checks(dataset)}
         if labels is not None:
             metadata["labels"] = [str(x) for x in labels]
+        if interval is not None:
+            metadata[CONFORMAL] = interval.to_dict()
         metadata.update(_described_columns(use_case, dataset))
         model_uri = fitted.log_model("model", dataset.X.head(3), metadata)
         log_background(model_uri, train_part.X, seed, tracking_uri=runlog.client.tracking_uri)

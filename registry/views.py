@@ -31,6 +31,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from civicml.answers import read_probabilities
+
 DISTRICT = "district"
 
 
@@ -54,9 +56,7 @@ def probabilities(pyfunc_model, features: pd.DataFrame, output=None) -> tuple[li
             return None
         out = pyfunc_model.predict(features) if output is None else output
         if isinstance(out, pd.DataFrame):
-            cols = [c for c in out.columns if str(c).startswith("p_")]
-            if cols:
-                return [str(c)[2:] for c in cols], out[cols].to_numpy(float)
+            return read_probabilities(out)
     except Exception:  # noqa: BLE001 - an SVC without probabilities, say: no calibration chart
         return None
     return None

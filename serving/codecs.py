@@ -1,11 +1,12 @@
-"""Protocol codecs: bytes on the wire <-> a protocol-neutral payload, and model outputs -> answers.
+"""Protocol codecs: bytes on the wire <-> a protocol-neutral payload, and answers -> response bodies.
 
 * :class:`MLflowCodec`: MLflow's scoring protocol on ``/invocations`` (``dataframe_split``,
   ``dataframe_records``, ``instances``, ``inputs``, each with optional ``params``; ``text/csv``).
 * :class:`V2Codec`: the Open Inference Protocol V2 (KServe, Triton, MLServer) ``infer`` request and
   response, with BYTES tensors for strings.
 
-Codecs know nothing about models' schemas: validation lives in serving/dataplane.py. JSON is parsed
+Codecs know nothing about models' schemas: validation lives in serving/dataplane.py, and the answer's one
+shape (labels, probabilities, confidence, intervals, the V2 output tensors) in civicml/answers.py. JSON is parsed
 and written with orjson (it refuses nesting deeper than 1024 levels, so no RecursionError).
 """
 
@@ -18,9 +19,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
 from serving.dataplane import Table, UnsupportedMediaType, table_of_frame
-from serving.runtime import Answer
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -166,22 +167,18 @@ class MLflowCodec:
 
     @staticmethod
     def encode(output: Any) -> Any:
-        """Predictions as JSON-ready values, in MLflow's response shape (a list, row by row)."""
-        return to_json(output)
+        """Predictions as JSON-ready values, in MLflow's response shape (a list, row by row); a classifier's
+        records with its confidence (:func:`civicml.answers.mlflow_body`)."""
+        return mlflow_body(output)["predictions"]
+
+    @staticmethod
+    def body(output: Any, metadata: dict | None) -> dict:
+        """The response body's answer keys: ``predictions``, and for a regressor with an interval in its
+        ``metadata`` ``intervals``, ``coverage`` and ``unit`` beside them."""
+        return mlflow_body(output, metadata)
 
 
-def to_json(output: Any) -> Any:
-    if isinstance(output, Answer):
-        return output.records()
-    if isinstance(output, pd.DataFrame):
-        return output.to_dict(orient="records")
-    if isinstance(output, pd.Series):
-        return output.tolist()
-    if isinstance(output, np.ndarray):
-        return output.tolist()
-    if isinstance(output, dict):
-        return {k: to_json(v) for k, v in output.items()}
-    return output
+to_json = json_rows
 
 
 # -- Open Inference Protocol V2 --------------------------------------------------------------------
@@ -396,62 +393,10 @@ class V2Codec:
                parameters: dict[str, Any] | None = None) -> dict:
         """A stable answer (name -> per-row values) -> a V2 infer response; ``parameters`` (e.g. the variant
         kind and parent version that answered) go into the response's ``parameters`` object."""
-        outputs = []
-        wanted = set(request_meta.get("outputs") or [])
-        for name, values in answer.items():
-            if wanted and name not in wanted:
-                continue
-            array = np.asarray(values)
-            if array.dtype.kind in "OUS":
-                datatype, data = "BYTES", [str(v) for v in array.reshape(-1).tolist()]
-            elif array.dtype.kind == "b":
-                datatype, data = "BOOL", array.reshape(-1).tolist()
-            elif array.dtype.kind in "iu":
-                datatype, data = "INT64", array.astype(np.int64).reshape(-1).tolist()
-            else:
-                datatype, data = "FP64", array.astype(np.float64).reshape(-1).tolist()
-            outputs.append({"name": name, "datatype": datatype, "shape": list(array.shape), "data": data})
+        outputs = v2_outputs(answer, request_meta.get("outputs"))
         body = {"model_name": model_name, "model_version": version, "outputs": outputs}
         if parameters:
             body["parameters"] = parameters
         if request_meta.get("id"):
             body["id"] = request_meta["id"]
         return body
-
-
-def stable_answer(output: Any, task: str | None, labels: list | None, probabilities: Any = None) -> dict[str, Any]:
-    """Any family's output -> one shape per use case: classifiers give ``label`` (+ ``probabilities``
-    in the order of ``labels``), regressors give ``value``; other outputs pass through by column."""
-    if isinstance(output, Answer):
-        output = pd.DataFrame(output)
-    if isinstance(output, pd.DataFrame):
-        prob_cols = [c for c in output.columns if isinstance(c, str) and c.startswith("p_")]
-        if "label" in output.columns:
-            answer = {"label": output["label"].astype(str).to_numpy()}
-            if prob_cols:
-                order = [f"p_{label}" for label in labels] if labels and all(
-                    f"p_{label}" in output.columns for label in labels) else prob_cols
-                answer["probabilities"] = output[order].to_numpy(dtype=np.float64)
-            return answer
-        if output.shape[1] == 1:
-            return _single(output.iloc[:, 0].to_numpy(), task, probabilities)
-        return {str(c): output[c].to_numpy() for c in output.columns}
-    if isinstance(output, pd.Series):
-        output = output.to_numpy()
-    if isinstance(output, dict):
-        return {str(k): np.asarray(v) for k, v in output.items()}
-    array = np.asarray(output)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim == 1:
-        return _single(array, task, probabilities)
-    return {"output": array}
-
-
-def _single(values: np.ndarray, task: str | None, probabilities: Any) -> dict[str, Any]:
-    if task == "classification" or values.dtype.kind in "OUS":
-        answer = {"label": values.astype(str)}
-        if probabilities is not None:
-            answer["probabilities"] = np.asarray(probabilities, dtype=np.float64)
-        return answer
-    return {"value": values.astype(np.float64)}

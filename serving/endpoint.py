@@ -368,11 +368,10 @@ def checked_params(runtime: Runtime, params: dict | None) -> dict | None:
 def _labels(output) -> list:
     import numpy as np
 
-    if isinstance(output, dict) and "label" in output:
-        return list(output["label"])
-    if hasattr(output, "columns") and "label" in output.columns:
-        return list(output["label"])
-    return np.asarray(output).tolist()
+    from civicml.answers import read_labels
+
+    labels = read_labels(output)
+    return labels.tolist() if labels is not None else np.asarray(output).tolist()
 
 
 def _freeze_heap() -> None:

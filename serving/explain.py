@@ -49,6 +49,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from civicml.answers import Answer, probability_columns, read_probabilities, row_confidence, stable_answer
 from civicml.errors import InvalidInput
 
 TOP = 6
@@ -73,6 +74,7 @@ class Explanation:
     background_rows: int = 0  # rows of the reference the contributions were measured against
     background: str = ""  # where those rows came from
     model: dict | None = field(default=None)  # the served version: name, version, alias, runtime
+    confidence: dict | None = None  # the answer's confidence (civicml.answers.row_confidence): band or interval
 
     @property
     def base(self) -> float | None:
@@ -373,10 +375,10 @@ class PyfuncOutput(Output):
     def scores(self, frame):
         out = self.predict(frame)
         if isinstance(out, pd.DataFrame):
-            probs = [c for c in out.columns if str(c).startswith("p_")]
-            if "label" in out.columns and probs:
-                self.units, self.classes = "probability", [str(c)[2:] for c in probs]
-                return out["label"].to_numpy(dtype=object), out[probs].to_numpy(float)
+            found = read_probabilities(out)
+            if "label" in out.columns and found is not None:
+                self.units, self.classes = "probability", found[0]
+                return out["label"].to_numpy(dtype=object), found[1]
             out = out.iloc[:, 0]
         values = np.asarray(out).ravel()
         if values.dtype.kind in "fiu":
@@ -821,9 +823,32 @@ class ModelExplainer:
         if len(request.data) > MAX_ROWS:
             raise InvalidInput(f"too many rows to explain: {len(request.data)} (at most {MAX_ROWS} per request)")
         rows = self.explainer.explain(request.data)
-        for row in rows:
+        said = row_confidence(stable_answer(self._answer(request.data), metadata=self.local.metadata))
+        for row, confidence in zip(rows, said):
             row.model = dict(self.served)
+            row.confidence = confidence
         return rows
+
+    def _answer(self, frame: pd.DataFrame):
+        """The model's answer as serving gives it: a scikit-learn classifier's probabilities in the order of
+        its labels beside its own labels (the pyfunc gives labels only)."""
+        output = self.model.predict(frame)
+        labels = (self.local.metadata or {}).get("labels")
+        if self.model.metadata.flavors.get("python_function", {}).get("loader_module") != "mlflow.sklearn" \
+                or not labels:
+            return output
+        raw = self.model.get_raw_model()
+        classes = [str(c) for c in getattr(raw, "classes_", [])]
+        try:
+            proba = raw.predict_proba(frame)
+        except AttributeError:  # no probabilities (an SVC without them): no confidence
+            return output
+        if sorted(classes) != sorted(labels):
+            return output
+        answer = Answer(label=np.asarray(output).reshape(-1).astype(str))
+        for label, column in zip(labels, probability_columns(labels)):
+            answer[column] = np.asarray(proba[:, classes.index(label)], dtype=np.float64)
+        return answer
 
 
 def explain(name: str, payload, ref: str = "champion", settings=None) -> list[Explanation]:

@@ -11,7 +11,7 @@ the plain pyfunc path, so choosing ``onnx`` is never wrong, only sometimes not f
 The variant takes a frame (it never takes checked columns directly: ``accepts_columns`` stays
 False), and answers as :class:`~serving.runtime.PyfuncRuntime` answers for its parent: a classifier
 with ``labels`` in its metadata answers ``label`` and ``p_<class>`` columns (an
-:class:`~serving.runtime.Answer`). A scikit-learn graph gives those from its ``probabilities``
+:class:`~civicml.answers.Answer`). A scikit-learn graph gives those from its ``probabilities``
 output, whose columns follow scikit-learn's ``classes_`` (sorted); a graph whose most probable class
 ever disagrees with its own ``label`` output answers labels only, as the variant itself does.
 """
@@ -23,7 +23,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from serving.runtime import Answer, PyfuncRuntime
+from civicml.answers import Answer, probability_columns
+from serving.runtime import PyfuncRuntime
 
 log = logging.getLogger("civicml.serving")
 
@@ -46,7 +47,7 @@ class OnnxRuntime(PyfuncRuntime):
             labels = [str(label) for label in self.metadata.get("labels") or []]
             if inner.spec.get("input") == "columns" and labels and "probabilities" in inner.outputs:
                 self._labels = np.asarray(labels, dtype=object)
-                self._columns = [f"p_{label}" for label in labels]
+                self._columns = probability_columns(labels)
                 self._order = [sorted(labels).index(label) for label in labels]
                 self._proba = True
 

@@ -12,8 +12,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from civicml.answers import stable_answer, v2_metadata_outputs
 from civicml.errors import InvalidInput, Unavailable
-from serving.codecs import MLflowCodec, V2Codec, stable_answer, v2_datatype
+from serving.codecs import MLflowCodec, V2Codec, v2_datatype
 from serving.endpoint import Endpoint
 from serving.errors import Json, mlflow_error, v2_error
 from serving.limits import decode_body
@@ -64,7 +65,8 @@ class MLflowProtocol(Protocol):
         return Decoded(payload, params)
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
-        body = {"predictions": MLflowCodec.encode(prediction.output), "model": prediction.served.to_dict()}
+        body = {**MLflowCodec.body(prediction.output, prediction.loaded.runtime.metadata),
+                "model": prediction.served.to_dict()}
         if prediction.warnings:  # answered, but outside what the model saw (out_of_range: warn)
             body["warnings"] = prediction.warnings
         return body
@@ -89,7 +91,7 @@ class V2Protocol(Protocol):
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
         info = prediction.loaded.runtime.metadata or {}
-        answer = stable_answer(prediction.output, info.get("task"), info.get("labels"))
+        answer = stable_answer(prediction.output, info.get("task"), info.get("labels"), metadata=info)
         check_outputs(request.meta, list(answer))
         parameters = served_parameters(prediction.served)
         if prediction.warnings:
@@ -118,14 +120,7 @@ def v2_metadata(endpoint: Endpoint) -> dict:
                    **({"parameters": {k: c[k] for k in ("range", "allowed") if k in c}}
                       if "range" in c or "allowed" in c else {})} for c in validator.describe()]
     meta = loaded.runtime.metadata or {}
-    if meta.get("task") == "classification":
-        outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                   {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(meta.get("labels") or [])],
-                    "parameters": {"labels": meta.get("labels") or []}}]
-    elif meta.get("task") == "regression":
-        outputs = [{"name": "value", "datatype": "FP64", "shape": [-1]}]
-    else:
-        outputs = []
+    outputs = v2_metadata_outputs(meta)
     return {"name": endpoint.key, "versions": [loaded.served.version], "platform": "civicml",
             "inputs": inputs, "outputs": outputs,
             "parameters": {**served_parameters(loaded.served), "task": meta.get("task"),

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from civicml.answers import Answer, probability_columns
 from civicml.errors import InvalidInput, NotFound
 from registry import LocalModel
 
@@ -80,19 +81,6 @@ class Runtime(abc.ABC):
         return await run_in_threadpool(call)
 
 
-class Answer(dict):
-    """A model's answer as aligned per-row columns (name -> numpy array), e.g. label and p_<class>."""
-
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.values()))) if self else 0
-
-    def records(self) -> list[dict]:
-        names = list(self)
-        columns = [self[n].tolist() for n in names]
-        return [dict(zip(names, row)) for row in zip(*columns)]
-
-
 class PyfuncRuntime(Runtime):
     """The model as MLflow saved it (its own precision), through ``mlflow.pyfunc``."""
 
@@ -126,7 +114,7 @@ class PyfuncRuntime(Runtime):
                 self._order = [classes.index(label) for label in labels]
                 self._proba = True
                 self._labels = np.asarray(labels, dtype=object)
-                self._columns = [f"p_{label}" for label in labels]
+                self._columns = probability_columns(labels)
 
     def verify(self, sample) -> None:
         from serving.batching import Columns

@@ -60,7 +60,7 @@ def test_v2_content_type_parameter_keeps_the_answer_shape(client):
     plain = client.post(f"/v2/models/{NAME}/infer", json=_v2([ROW]))
     with_pd = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "parameters": {"content_type": "pd"}})
     assert plain.status_code == with_pd.status_code == 200, with_pd.text
-    assert [o["name"] for o in with_pd.json()["outputs"]] == ["label", "probabilities"]
+    assert [o["name"] for o in with_pd.json()["outputs"]] == ["label", "probabilities", "confidence", "band"]
     assert with_pd.json()["outputs"] == plain.json()["outputs"]
     other = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "parameters": {"content_type": "np"}})
     assert other.status_code == 400 and "content_type 'np'" in other.json()["error"]
@@ -226,7 +226,8 @@ def test_v2_datatypes_and_shapes_are_checked(client, change, fragment):
 def test_v2_unknown_requested_output_is_refused(client):
     response = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "outputs": [{"name": "colour"}]})
     assert response.status_code == 400, response.text
-    assert "unknown requested outputs: colour (the model's outputs: label, probabilities)" in response.json()["error"]
+    assert "unknown requested outputs: colour (the model's outputs: label, probabilities, confidence, band)" \
+        in response.json()["error"]
     known = client.post(f"/v2/models/{NAME}/infer", json={**_v2([ROW]), "outputs": [{"name": "label"}]})
     assert known.status_code == 200 and [o["name"] for o in known.json()["outputs"]] == ["label"]
 

@@ -50,7 +50,7 @@ def test_triton_client_round_trip(server, binary):
     meta = client.get_model_metadata(NAME)
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [(n, d) for n, d, _ in COLUMNS]
     assert {i["name"]: i.get("parameters", {}).get("range") for i in meta["inputs"]}["hour"] == [0, 23]
-    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities", "confidence", "band"]
     labels = meta["outputs"][1]["parameters"]["labels"]
 
     result = client.infer(NAME, _inputs(ROWS, binary))

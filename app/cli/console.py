@@ -53,6 +53,7 @@ def read_rows(path: str):
 
 
 def cmd_explain(args) -> int:
+    from civicml.answers import confidence_text
     from serving.explain import explain
 
     if args.top < 1:
@@ -66,6 +67,8 @@ def cmd_explain(args) -> int:
     out.print(f"{args.name} version {model.get('version')} ({args.alias}), method: {rows[0].method}", markup=False)
     for i, r in enumerate(rows):
         out.print(f"row {i}: {r.sentence}", markup=False)
+        if r.confidence:
+            out.print(f"    confidence: {confidence_text(r.confidence)}", markup=False)
         for feature, weight in r.contributions[:args.top]:
             out.print(f"    {weight:+.4f}  {feature}", markup=False)
     return 0

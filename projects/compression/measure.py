@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from civicml.answers import read_probabilities
+
 LOWER_IS_BETTER = {"mae", "rmse", "mape"}
 BATCHES = (1, 32, 64)
 
@@ -61,11 +63,8 @@ def _labels(output) -> np.ndarray:
 
 
 def _probabilities(output) -> np.ndarray | None:
-    if isinstance(output, pd.DataFrame):
-        columns = [c for c in output.columns if str(c).startswith("p_")]
-        if columns:
-            return output[columns].to_numpy(np.float64)
-    return None
+    found = read_probabilities(output) if isinstance(output, pd.DataFrame) else None
+    return found[1] if found is not None else None
 
 
 def score(metric: str, y_true, y_pred) -> float:

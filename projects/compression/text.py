@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from civicml.answers import confidence_of, read_probabilities
 from projects.compression.base import ORT_PYFUNC_FILE, BuiltVariant, CannotCompress, Parent, _requirements
 from projects.compression.cnn import OPSET, export_onnx
 
@@ -230,9 +231,7 @@ def _build_static_student(parent: Parent, settings: Mapping[str, Any], texts: li
     from projects.compression.static_pyfunc import StaticRouter
 
     router = router_dir(parent)
-    columns = [c for c in answers.columns if str(c).startswith("p_")]
-    labels = [str(c)[2:] for c in columns]
-    P = answers[columns].to_numpy(np.float64)
+    labels, P = read_probabilities(answers)
     tokenizer = Tokenizer.from_file(str(router / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -307,7 +306,7 @@ def _build_tfidf_student(parent: Parent, settings: Mapping[str, Any], texts: lis
     from sklearn.pipeline import Pipeline
 
     labels = answers["label"].astype(str).to_numpy()
-    confidence = answers[[c for c in answers.columns if c.startswith("p_")]].max(axis=1).to_numpy()
+    confidence = confidence_of(read_probabilities(answers)[1])[0]
     features = ColumnTransformer([
         ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1), "description"),
         ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
