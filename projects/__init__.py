@@ -24,12 +24,12 @@ from civicml.lazy import lazy_face
 if TYPE_CHECKING:
     from projects.base import (Dataset, FittedModel, HistoryReporter, ModelFamily, NullReporter, Pruned, Reporter,
                                UseCase, fingerprint)
-    from projects.training import TrainingResult, train
+    from projects.training import TrainingResult, TrainOptions, train
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "projects.base": ("Dataset", "FittedModel", "HistoryReporter", "ModelFamily", "NullReporter", "Pruned",
                       "Reporter", "UseCase", "fingerprint"),
-    "projects.training": ("TrainingResult", "train"),
+    "projects.training": ("TrainingResult", "TrainOptions", "train"),
 })
 
 # name -> "module:Class"; imported only when asked for, so that Paddle loads only for Paddle use cases.
@@ -129,6 +129,6 @@ def load_dataset(use_case: UseCase | str, sources: Iterable[str | Path]) -> Data
 
 __all__ = [
     "Dataset", "FittedModel", "HistoryReporter", "ModelFamily", "NullReporter", "Pruned", "Reporter",
-    "TrainingResult", "UseCase",
+    "TrainingResult", "TrainOptions", "UseCase",
     "describe_use_cases", "fingerprint", "get_use_case", "list_use_cases", "load_dataset", "train",
 ]

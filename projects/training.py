@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import mlflow
@@ -107,25 +107,28 @@ def check_training(use_case: UseCase, family: str | None, params: Mapping[str, A
     return family, use_case.family(family).check_params(params)
 
 
-def train(
-    use_case: UseCase,
-    dataset: Dataset,
-    family: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    settings: Settings | None = None,
-    experiment: str | None = None,
-    run_name: str | None = None,
-    nested: bool = False,
-    reporter: Reporter | None = None,
-    seed: int = 0,
-    log_model: bool | Callable[[dict[str, float]], bool] = True,
-    tags: Mapping[str, str] | None = None,
-    experiment_id: str | None = None,
-    log_dataset: bool = True,
-    runlog: RunLog | None = None,
-    hooks: TrainingHooks | None = None,
-) -> TrainingResult:
+@dataclass(frozen=True)
+class TrainOptions:
+    """Where and how one fit is logged: its experiment (by name, or by id for a tuner that knows it), run
+    name and tags, whether it nests under the active run, whether the model is logged (``log_model`` may
+    be a predicate on the final metrics) and the data set described; how a tuner takes part (``reporter``,
+    ``hooks``, a ``runlog`` that writes off the trial's critical path); the seed."""
+
+    experiment: str | None = None
+    run_name: str | None = None
+    nested: bool = False
+    reporter: Reporter | None = None
+    seed: int = 0
+    log_model: bool | Callable[[dict[str, float]], bool] = True
+    tags: Mapping[str, str] | None = None
+    experiment_id: str | None = None
+    log_dataset: bool = True
+    runlog: RunLog | None = None
+    hooks: TrainingHooks | None = None
+
+
+def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str, Any] | None = None,
+          options: TrainOptions | None = None, *, settings: Settings | None = None, **choices) -> TrainingResult:
     """Fit ``family`` of ``use_case`` on ``dataset`` and log it all to MLflow.
 
     ``params`` are checked against the family's declared space before anything is
@@ -135,7 +138,8 @@ def train(
     :class:`~projects.base.Pruned` (after marking the run pruned) if the reporter
     prunes it.
 
-    A tuner that runs many trials passes the ``experiment_id`` it already
+    ``options`` (a :class:`TrainOptions`) or its fields by keyword (``seed=1, tags={...}``) say where the
+    fit is logged. A tuner that runs many trials passes the ``experiment_id`` it already
     knows, ``log_dataset=False`` (only runs that log a model describe the data
     set; every run keeps the fingerprint tag) and a
     :class:`~projects.runlog.BackgroundRunLog`, which writes parameters,
@@ -143,6 +147,10 @@ def train(
     """
     settings = settings or Settings.from_env()
     require(settings, "train")
+    o = replace(options or TrainOptions(), **choices)  # an unknown keyword is a TypeError, as for any call
+    experiment, run_name, nested, reporter, seed = o.experiment, o.run_name, o.nested, o.reporter, o.seed
+    log_model, tags, experiment_id, log_dataset, runlog, hooks = (o.log_model, o.tags, o.experiment_id,
+                                                                   o.log_dataset, o.runlog, o.hooks)
     model_family = use_case.family(family)
     merged = model_family.check_params(params)  # before anything is stored (the store is created below)
     with fluent(settings):  # log_model and start_run read MLflow's process-wide URI: this home's, then back
@@ -170,8 +178,8 @@ def train(
         try:
             hooks.started(run.info.run_id)
             keep = (lambda m: hooks.keep_model(m) and (log_model(m) if callable(log_model) else bool(log_model)))
-            result = _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder,
-                                  seed, keep, runlog, log_dataset, hooks)
+            fit = _Fit(use_case, dataset, family, model_family, merged, seed, runlog, hooks)
+            result = _fit_and_log(fit, train_part, valid_part, recorder, keep, log_dataset)
             result.seconds = time.perf_counter() - started
             status = "FINISHED"
             return result
@@ -202,8 +210,24 @@ def _described_columns(use_case, dataset: Dataset) -> dict:
     return {"target": dataset.target, **({"columns": dict(declared)} if declared else {})}
 
 
-def _fit_and_log(use_case, dataset, family, model_family, merged, train_part, valid_part, recorder, seed,
-                 log_model, runlog: RunLog, log_dataset: bool, hooks: TrainingHooks) -> TrainingResult:
+@dataclass(frozen=True)
+class _Fit:
+    """One fit's fixed parts: what is fitted, with which parameters and seed, and where it is logged."""
+
+    use_case: UseCase
+    dataset: Dataset
+    family: str
+    model_family: Any
+    merged: dict
+    seed: int
+    runlog: RunLog
+    hooks: TrainingHooks
+
+
+def _fit_and_log(fit: _Fit, train_part, valid_part, recorder, log_model, log_dataset: bool) -> TrainingResult:
+    use_case, dataset, family, model_family, merged = fit.use_case, fit.dataset, fit.family, fit.model_family, \
+        fit.merged
+    seed, runlog, hooks = fit.seed, fit.runlog, fit.hooks
     started = time.perf_counter()
     run_id = recorder.run_id
     runlog.log(run_id, params={"family": family, "seed": seed, **merged, "data_rows": len(dataset),

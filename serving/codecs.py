@@ -196,7 +196,7 @@ def v2_datatype(kind: Any) -> str:
 
 def _v2_values(tensor: dict) -> list:
     datatype = tensor.get("datatype")
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
     data = tensor.get("data")
     if not isinstance(data, list):
@@ -261,7 +261,7 @@ _V2_CONTENT_TYPES = {False: ("pd",), True: ("np",)}
 
 def _from_binary(tensor: dict, raw: bytes) -> list:
     datatype = tensor.get("datatype")
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
     if datatype != "BYTES":
         dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
@@ -306,6 +306,81 @@ def _shape(tensor: dict) -> list[int]:
     return shape
 
 
+def _split_binary(body: bytes, content_type: str | None, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor data): the binary extension splits at ``Inference-Header-Content-Length``;
+    without it the body is JSON alone."""
+    if header_length is None:
+        ctype = _media_type(content_type)
+        if ctype != "application/json":
+            raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json, or the "
+                                       f"binary extension with Inference-Header-Content-Length)")
+        return body, b""
+    try:
+        size = int(header_length)
+    except ValueError:
+        raise InvalidInput("invalid Inference-Header-Content-Length header") from None
+    if not 0 < size <= len(body):
+        raise InvalidInput("Inference-Header-Content-Length is outside the body")
+    return body[:size], body[size:]
+
+
+def _v2_params(params: Any, tensor_model: bool) -> dict | None:
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput("'parameters' must be an object")
+    params = {k: v for k, v in (params or {}).items() if k not in _V2_RESERVED} or None
+    if params and "content_type" in params:
+        wanted = params.pop("content_type")
+        if not isinstance(wanted, str) or wanted not in _V2_CONTENT_TYPES[tensor_model]:
+            raise InvalidInput(f"parameters.content_type {wanted!r} is not supported for this model (use "
+                               f"{' or '.join(map(repr, _V2_CONTENT_TYPES[tensor_model]))})")
+        params = params or None
+    return params
+
+
+def _attach_binary(tensors: list, binary: bytes) -> None:
+    """Each input's values from its slice of the binary data (``parameters.binary_data_size``)."""
+    offset = 0
+    for tensor in tensors:
+        if isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict) \
+                and "binary_data_size" in tensor["parameters"]:
+            size = tensor["parameters"]["binary_data_size"]
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"input '{tensor.get('name')}' has a wrong binary_data_size")
+            tensor["data"] = _from_binary(tensor, binary[offset:offset + size])
+            offset += size
+    if offset != len(binary):
+        raise InvalidInput("the binary data does not match the inputs' binary_data_size")
+
+
+def _tensor_input(tensors: list[dict]) -> np.ndarray:
+    if len(tensors) != 1:
+        raise InvalidInput("this model takes one input tensor")
+    tensor = tensors[0]
+    shape = _shape(tensor)
+    values = _v2_values(tensor)
+    if int(np.prod(shape)) != len(values):
+        raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
+    return np.asarray(values, dtype=object if tensor["datatype"] == "BYTES"
+                      else V2_DATATYPES[tensor["datatype"]]).reshape(shape)
+
+
+def _column_inputs(tensors: list[dict], kinds: dict[str, str]) -> Table:
+    columns, rows = {}, None
+    for tensor in tensors:
+        shape = _shape(tensor)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInput(f"input '{tensor['name']}' must have shape [N] or [N, 1], got {shape}")
+        _check_column_datatype(tensor["name"], tensor.get("datatype"), kinds.get(tensor["name"]))
+        values = _v2_values(tensor)
+        if len(values) != shape[0]:
+            raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
+        if rows is not None and shape[0] != rows:
+            raise InvalidInput("all V2 inputs must have the same number of rows")
+        rows = shape[0]
+        columns[tensor["name"]] = values
+    return Table(columns, rows or 0)
+
+
 class V2Codec:
     """The V2 ``infer`` request/response (JSON); one input tensor per column, or one tensor for tensor models."""
 
@@ -316,46 +391,17 @@ class V2Codec:
                header_length: str | None = None, kinds: dict[str, str] | None = None) -> tuple[Any, dict | None, dict]:
         """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
         by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
-        binary = b""
-        if header_length is not None:
-            try:
-                size = int(header_length)
-            except ValueError:
-                raise InvalidInput("invalid Inference-Header-Content-Length header") from None
-            if not 0 < size <= len(body):
-                raise InvalidInput("Inference-Header-Content-Length is outside the body")
-            body, binary = body[:size], body[size:]
-        else:
-            ctype = _media_type(content_type)
-            if ctype != "application/json":
-                raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json, or the "
-                                           f"binary extension with Inference-Header-Content-Length)")
+        body, binary = _split_binary(body, content_type, header_length)
         doc = loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
             raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
-        params = doc.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise InvalidInput("'parameters' must be an object")
-        params = {k: v for k, v in (params or {}).items() if k not in _V2_RESERVED} or None
-        if params and "content_type" in params:
-            wanted = params.pop("content_type")
-            if wanted not in _V2_CONTENT_TYPES[tensor_model]:
-                raise InvalidInput(f"parameters.content_type {wanted!r} is not supported for this model (use "
-                                   f"{' or '.join(map(repr, _V2_CONTENT_TYPES[tensor_model]))})")
-            params = params or None
+        params = _v2_params(doc.get("parameters"), tensor_model)
+        outputs = doc.get("outputs")
+        if outputs is not None and not isinstance(outputs, list):
+            raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
         meta = {"id": doc.get("id") if isinstance(doc.get("id"), str) else None,
-                "outputs": [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]}
-        offset = 0
-        for tensor in doc["inputs"]:
-            if isinstance(tensor, dict) and isinstance(tensor.get("parameters"), dict) \
-                    and "binary_data_size" in tensor["parameters"]:
-                size = tensor["parameters"]["binary_data_size"]
-                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                    raise InvalidInput(f"input '{tensor.get('name')}' has a wrong binary_data_size")
-                tensor["data"] = _from_binary(tensor, binary[offset:offset + size])
-                offset += size
-        if offset != len(binary):
-            raise InvalidInput("the binary data does not match the inputs' binary_data_size")
+                "outputs": [o.get("name") for o in outputs or [] if isinstance(o, dict)]}
+        _attach_binary(doc["inputs"], binary)
         tensors = doc["inputs"]
         if not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in tensors):
             raise InvalidInput("every V2 input needs a 'name'")
@@ -363,30 +409,8 @@ class V2Codec:
         if len(set(names)) != len(names):
             raise InvalidInput("duplicate V2 input names")
         if tensor_model:
-            if len(tensors) != 1:
-                raise InvalidInput("this model takes one input tensor")
-            tensor = tensors[0]
-            shape = _shape(tensor)
-            values = _v2_values(tensor)
-            if int(np.prod(shape)) != len(values):
-                raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
-            array = np.asarray(values, dtype=object if tensor["datatype"] == "BYTES"
-                               else V2_DATATYPES[tensor["datatype"]]).reshape(shape)
-            return array, params, meta
-        columns, rows = {}, None
-        for tensor in tensors:
-            shape = _shape(tensor)
-            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-                raise InvalidInput(f"input '{tensor['name']}' must have shape [N] or [N, 1], got {shape}")
-            _check_column_datatype(tensor["name"], tensor.get("datatype"), (kinds or {}).get(tensor["name"]))
-            values = _v2_values(tensor)
-            if len(values) != shape[0]:
-                raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
-            if rows is not None and shape[0] != rows:
-                raise InvalidInput("all V2 inputs must have the same number of rows")
-            rows = shape[0]
-            columns[tensor["name"]] = values
-        return Table(columns, rows or 0), params, meta
+            return _tensor_input(tensors), params, meta
+        return _column_inputs(tensors, kinds or {}), params, meta
 
     @staticmethod
     def encode(answer: dict[str, Any], model_name: str, version: str, request_meta: dict,

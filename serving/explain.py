@@ -280,8 +280,8 @@ def _amount(weight: float, units: str) -> str:
 
 
 def sentence(prediction, contributions: list[tuple[str, float]], task: str = "classification", *,
-             base_value: float | None = None, units: str = "", score: float | None = None,
-             probability: float | None = None, typical: bool = True, top: int = 3) -> str:
+             base_value: float | None = None, units: str = "", probability: float | None = None,
+             typical: bool = True, top: int = 3) -> str:
     """One plain sentence: the answer, the strongest reasons by magnitude with their signs, and missing inputs.
 
     ``Predicted 19 (typical 42). Temp = 62 lowered it by 24, Wind = 14 by 10; Solar.R was missing.``
@@ -405,7 +405,7 @@ class Explainer:
         raise NotImplementedError
 
     def _explanation(self, prediction, ranked, score, base, probability=None) -> Explanation:
-        text = sentence(prediction, ranked, self.task, base_value=base, units=self.units, score=score,
+        text = sentence(prediction, ranked, self.task, base_value=base, units=self.units,
                         probability=probability, typical=self.typical)
         return Explanation(prediction, ranked, text, self.method, base_value=None if base is None else float(base),
                            score=None if score is None else float(score), units=self.units,

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from civicml.answers import Conformal, stable_answer
 from civicml.errors import CivicMLError, InvalidInput
 from civicml.lazy import optional
 from civicml.settings import Settings
@@ -157,25 +158,20 @@ def _split_rows(validator, inputs: pd.DataFrame) -> tuple[list[int], list[str | 
 
 
 def _answers(runtime, validator, frame: pd.DataFrame) -> dict[str, list]:
-    """The answer columns for rows the checks accepted, in the one shape HTTP answers with."""
-    from serving.codecs import stable_answer
-
+    """The answer columns for rows the checks accepted, in the one shape HTTP answers with
+    (:func:`civicml.answers.stable_answer`): label and confidence, or value and its interval."""
     request = validator.prepare(frame)
-    output = runtime.predict(request.data)
-    meta = runtime.metadata or {}
-    shaped = stable_answer(output, meta.get("task"), meta.get("labels"))
-    if "label" in shaped:
-        out = {"answer": [str(v) for v in shaped["label"]]}
-        probabilities = shaped.get("probabilities")
-        if probabilities is not None:
-            out["confidence"] = [float(v) for v in np.asarray(probabilities).max(axis=1)]
+    answer = stable_answer(runtime.predict(request.data), metadata=runtime.metadata or {})
+    if "label" in answer:
+        out = {"answer": [str(v) for v in answer["label"]]}
+        if "confidence" in answer:
+            out["confidence"] = [float(v) for v in answer["confidence"]]
         return out
-    values = np.asarray(shaped.get("value", next(iter(shaped.values()))), dtype=np.float64).reshape(len(frame), -1)
-    out = {"answer": [float(v) for v in values[:, 0]]}
-    half = (meta.get("conformal") or {}).get("q")
-    if half is not None:
-        out["interval_low"] = [float(v) - float(half) for v in values[:, 0]]
-        out["interval_high"] = [float(v) + float(half) for v in values[:, 0]]
+    values = answer["value"] if "value" in answer else np.asarray(next(iter(answer.values())), dtype=np.float64)
+    out = {"answer": [float(v) for v in np.asarray(values).reshape(len(frame), -1)[:, 0]]}
+    for name in ("interval_low", "interval_high"):
+        if name in answer:
+            out[name] = [float(v) for v in answer[name]]
     return out
 
 
@@ -386,7 +382,7 @@ def _answer_schema(job: _SparkJob) -> tuple[list[str], dict]:
     out = {"answer": types.StringType() if classifier else types.DoubleType()}
     if classifier:
         out["confidence"] = types.DoubleType()
-    elif (meta.get("conformal") or {}).get("q") is not None:
+    elif Conformal.of(meta) is not None:
         out["interval_low"] = types.DoubleType()
         out["interval_high"] = types.DoubleType()
     if job.options.explain:
