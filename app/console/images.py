@@ -112,9 +112,15 @@ def explain_picture(model, picture: np.ndarray, channels_first: bool, name: str,
         contributions = [{"feature": f"{region} of the picture", "weight": 1.0} for region in changed]
         sentence = f"Answered '{answer}'" + (f"; hiding the {changed[0]} of the picture changes it." if changed
                                              else "; hiding any one region leaves it unchanged.")
+    shown = {}
+    if probabilities is not None and answer in probabilities.columns:
+        from app.console.tryit import band
+
+        top = float(probabilities.iloc[0].max())
+        shown = {"confidence": top, "band": band(top), "computed": "from the model's class probabilities"}
     return {"prediction": answer, "sentence": sentence, "contributions": contributions[:8],
             "method": f"region occlusion ({GRID} x {GRID} grid, hidden with the mean colour)",
-            "model": {"name": name, "version": version}}
+            "model": {"name": name, "version": version}, "confidence_shown": shown}
 
 
 def multipart_file(body: bytes, content_type: str, field: str) -> tuple[bytes, dict[str, str]]:
