@@ -3,6 +3,7 @@ the role checks hold (a service token cannot promote through it)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -29,9 +30,11 @@ def test_every_page_renders(client, explained_model):
     assert index.status_code == 200 and NAME in index.text and "challenger → v1" in index.text
     model = client.get(f"/models/{NAME}")
     assert model.status_code == 200
-    fidelity = re.search(r"<td>(0\.\d+)</td>", model.text)
-    assert fidelity and float(fidelity.group(1)) >= 0.9
+    fidelity = re.search(r"same answer on (\d+) of 100 rows", model.text)  # the rules follow the model (not quality)
+    assert fidelity and int(fidelity.group(1)) >= 90 and "How closely the plain rules follow the model" in model.text
     assert "register" in model.text and "tester" in model.text  # the audit trail
+    assert "registered version 1 as challenger" in model.text and "challenger: - " not in model.text
+    assert "logistic regression" in model.text and "Rules fidelity" not in model.text
     version = client.get(f"/models/{NAME}/versions/1")
     assert version.status_code == 200 and re.search(r"has (no )?\w+ words", version.text) and "<dt>description: " in version.text
     assert version.text.count('class="district') == 8 and 'class="point' in version.text
@@ -43,6 +46,27 @@ def test_every_page_renders(client, explained_model):
     assert client.get("/models/no-such-model").status_code == 404
 
 
+def test_a_model_page_leads_with_what_it_does_how_good_it_is_and_what_is_live(client, explained_model):
+    """The use case's description, the card's intended use and limitations, the card's accuracy in words beside
+    the trivial baseline the card measured on the same held-out rows."""
+    from projects import get_use_case
+    from registry import model_card
+    from registry.card import read
+
+    text = html.unescape(client.get(f"/models/{NAME}").text)
+    lead = text[:text.index('id="versions-h"')]
+    assert get_use_case("service_requests").description in lead
+    card = read(model_card(NAME, "1", settings=explained_model.settings))
+    assert card["intended_use"].replace("`", "") in lead and card["limitations"][-1] in lead
+    accuracy, baseline = card["metrics"]["accuracy"], card["baseline"]["accuracy"]
+    rows = re.search(r"\((\d+) rows", card["source"]).group(1)
+    assert f"Right {round(100 * accuracy)} times in 100</strong> on {rows} held-out requests" in lead
+    assert f"always answering '{card['baseline']['what'].split(chr(39))[1]}'" in lead and baseline < accuracy
+    assert re.search(rf'id="baseline">For comparison, a trivial guess \(always answering .*?\) is <strong>right '
+                     rf'{round(100 * baseline)} times in 100</strong>', lead)
+    assert "No version is live yet; version 1 is the challenger" in lead
+
+
 def test_try_it_answers_with_its_explanation_and_the_map(client):
     form = client.get(f"/models/{NAME}/try")
     assert form.status_code == 200
@@ -50,9 +74,16 @@ def test_try_it_answers_with_its_explanation_and_the_map(client):
     assert districts.count("<option") == 8 and '<label for="f-description">' in form.text
     response = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()}})
     assert response.status_code == 200, response.text
-    assert re.search(r'<output id="answer">roads</output>', response.text)
+    assert re.search(r'<output id="answer"[^>]*>roads</output>', response.text)
     assert "Answered &#39;roads&#39; (" in response.text and " raised it most (+" in response.text
     assert "pothole" in response.text and "version 1" in response.text
+    # how sure: the top class probability, in words (the linear explanation's own sentence states the same share)
+    sure = re.search(r'id="confidence"[^>]*><strong>(Very sure|Fairly sure|Unsure)</strong>: the model gives this '
+                     r'answer a probability of (\d+) in 100', response.text)
+    stated = re.search(r"Answered &#39;roads&#39; \((\d+)%\)", response.text)
+    assert sure and stated and abs(int(sure.group(2)) - int(stated.group(1))) <= 1
+    assert sure.group(1) == ("Very sure" if int(sure.group(2)) >= 90 else "Fairly sure" if int(sure.group(2)) >= 60
+                             else "Unsure")
     assert 'class="district highlighted"' in response.text and 'data-name="Midtown"' in response.text
     bad = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()},
                                                   "hour": "eight"})
@@ -78,6 +109,7 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
     with TestClient(create_console(team)) as c:
         page = c.get(f"/models/{NAME}")  # the console reads with its own (service) token
         assert page.status_code == 200 and "router (service)" in page.text and 'id="promote"' not in page.text
+        assert 'id="rollback"' not in page.text and "Release actions" not in page.text
         refused = c.post(f"/models/{NAME}/promote")
         assert refused.status_code == 403 and "service may not promote" in refused.text
         c.cookies.set(COOKIE, svc_token)
@@ -89,7 +121,8 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
         assert signed.status_code == 303
         c.cookies.set(COOKIE, rm_token)
         page = c.get(f"/models/{NAME}")
-        assert "rui (release_manager)" in page.text and 'id="rollback"' in page.text
+        assert "rui (release_manager)" in page.text and 'id="promote"' in page.text
+        assert 'id="rollback"' not in page.text  # nothing is live: nothing to roll back
         rollback = c.post(f"/models/{NAME}/rollback")  # allowed, but there is nothing to roll back to
         assert rollback.status_code == 404 and "has no alias &#39;champion&#39;" in rollback.text
         foreign = c.post(f"/models/{NAME}/rollback", headers={"origin": "http://evil.example"})
@@ -98,6 +131,47 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
     added = audit(NAME, settings=team)[before:]
     assert added and all(e["action"] == "denied" for e in added)
     assert any(e["attempted"] == "rollback" and "service" in e["roles"] for e in added)
+
+
+def test_promotion_through_the_console_refused_then_passed_says_what_is_live_since_when_and_why(small_requests,
+                                                                                                  tmp_path):
+    """A refused promotion's notice shows once, whole; a passed one makes the page say which version is live,
+    since when, by whom and which release checks it passed, with the promotion card's figures (the policy's
+    held-out set and the wording it never saw) beside the baseline."""
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from registry import audit, register
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    use_case = get_use_case("service_requests")
+    name = use_case.registered_model  # the name the use case's policy governs
+    stump = train(use_case, small_requests, "decision_tree", {"max_depth": 1}, settings=settings)
+    register(stump.model_uri, name, settings=settings)
+    with TestClient(create_console(settings)) as c:
+        refused = c.post(f"/models/{name}/promote")  # the redirect is followed
+        assert refused.status_code == 200
+        record = audit(name, settings=settings)[-1]
+        assert record["action"] == "refuse"
+        reason = "; ".join(f"{g['gate']}: {g['detail']}" for g in record["gates"] if not g["passed"])
+        text = html.unescape(refused.text)
+        assert text.count('class="notice"') == 1 and f"promotion refused: {reason}</p>" in text
+        assert "No version is live yet" in text and 'id="rollback"' not in text
+        assert re.search(r"refused to make version 1 the champion; failed: [^<]*accuracy >= 0.8", text)
+        logreg = train(use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
+        register(logreg.model_uri, name, settings=settings)
+        text = html.unescape(c.post(f"/models/{name}/promote").text)
+    assert text.count('class="notice"') == 1 and "promoted version 2" in text
+    live = re.search(r'id="live-version".*?</section>', text, re.S).group(0)
+    record = audit(name, settings=settings)[-1]
+    assert f"<strong>Version 2</strong> answers requests since {record['when'][:16].replace('T', ' ')}, put live by " \
+           f"tester. Promoted; all {len(record['gates'])} release checks passed." in live
+    assert "takes the same inputs as the live version" in live and "Failed" not in live
+    assert 'id="rollback"' in text and "made version 2 the champion; " in text
+    quality = re.search(r'id="quality".*?</section>', text, re.S).group(0)
+    assert re.search(r"Right \d+ times in 100</strong> on \d+ held-out requests", quality)
+    assert re.search(r"Right \d+ times in 100</strong> on wording it never saw \(\d+ requests\)", quality)
+    assert re.search(r'id="baseline">For comparison, a trivial guess \(always answering \'\w+\'', quality)
+    assert 'id="by-district"' in quality  # the promotion card's per-district figures
 
 
 @pytest.mark.slow
@@ -112,13 +186,24 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
     held = use_case.holdout(tmp_path / "h", n=5000)
     result = train(use_case, data, "mlp", {"epochs": 2}, settings=settings)
     registry.register(result.model_uri, "flow", settings=settings, holdout=held.frame, target=held.target)
-    row = data.frame[list(data.features)].iloc[200]
+    row = raw_flow_inputs(data.frame[list(data.features)].iloc[200])
     with TestClient(create_console(settings)) as c:
         form = c.get("/models/flow/try")
-        assert form.status_code == 200 and form.text.count('type="number"') == len(data.features)
+        # the raw inputs a person knows: hour of day and day of the week, not their sines and cosines
+        assert form.status_code == 200 and 'id="f-hour"' in form.text and 'id="f-dow"' in form.text
+        assert "_sin" not in form.text and "_cos" not in form.text and 'id="f-weekend"' not in form.text
+        assert "Vehicles at this hour a week earlier <span class=\"unit\">(vehicles)</span>" in form.text
+        assert "Temperature <span class=\"unit\">(°C)</span>" in form.text
         answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
-        assert re.search(r'<output id="answer">[0-9.]+</output>', answer.text)
+        assert re.search(r'<output id="answer" data-value="[0-9.]+">[0-9,]+ vehicles</output>', answer.text)
+        low, high = re.search(r"Likely between ([0-9,]+) vehicles and ([0-9,]+) vehicles</strong> \(90 times in 100",
+                              answer.text).groups()
+        value = float(re.search(r'data-value="([0-9.]+)"', answer.text).group(1))
+        assert float(low.replace(",", "")) <= value <= float(high.replace(",", ""))
+        # the same answer as the model gives the engineered row itself
+        engineered = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": "", "lag_3": ""})
+        assert engineered.status_code == 200
         assert "Predicted " in answer.text and "(typical " in answer.text and "method: sampling_shapley" in answer.text
         # the road sensors on the city's map: one site each, with its own error, in the district it stands in
         version = c.get("/models/flow/versions/1")
@@ -130,6 +215,19 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         by_district = json.loads(c.get("/models/flow/versions/1/files/by_district.json").content)
         assert set(by_district["values"]) == {"Midtown", "Harbor", "Greenfield", "Eastgate", "Old Town"}
         assert c.get("/models/flow/versions/1/files/map.png").content[:4] == b"\x89PNG"
+
+
+def raw_flow_inputs(row) -> dict:
+    """A traffic-flow feature row as the try-it form asks for it: hour and day from their sine and cosine."""
+    import math
+
+    def position(base, period):
+        return round(math.atan2(row[f"{base}_sin"], row[f"{base}_cos"]) % (2 * math.pi) * period / (2 * math.pi)) \
+            % period
+
+    raw = {k: str(v) for k, v in row.items() if not k.endswith(("_sin", "_cos")) and k != "weekend"}
+    return {**raw, "hour": str(position("hour", 24)), "dow": str(position("dow", 7)),
+            "holiday": str(int(row["holiday"])), "snow": str(int(row["snow"]))}
 
 
 def test_prometheus_figures_give_requests_errors_and_latency_quantiles():
@@ -313,7 +411,11 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
     row = use_case.holdout().frame[list(data.features)].iloc[0]
     with TestClient(create_console(settings)) as c:
         model = c.get("/models/inspections")
-        assert re.search(r"<td>(0\.\d+|1\.0+)</td>", model.text) and "Charts of v1" in model.text
+        assert re.search(r"same answer on \d+ of 100 rows", model.text) and "Charts of v1" in model.text
+        # what a department's own use-case file says the model does, and how good it is beside a trivial guess
+        assert f'<p id="what-it-does" class="lead">{use_case.description}</p>' in model.text
+        assert re.search(r"Right \d+ times in 100</strong> on \d+ held-out cases", model.text)
+        assert re.search(r'id="baseline">For comparison, a trivial guess \(always answering', model.text)
         version = c.get("/models/inspections/versions/1")
         assert version.status_code == 200 and "<ol class=\"rules\">" in version.text
         form = c.get("/models/inspections/try")
@@ -321,7 +423,7 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
         answer = c.post("/models/inspections/try", data={"ref": "challenger",
                                                          **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
-        assert re.search(r'<output id="answer">(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
+        assert re.search(r'<output id="answer"[^>]*>(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
 
 
 @pytest.mark.slow
@@ -345,7 +447,7 @@ def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
         answer = c.post("/models/scenes/try", data={"ref": "challenger"},
                         files={"image": ("street.png", picture, "image/png")})
         assert answer.status_code == 200, answer.text
-        label = re.search(r'<output id="answer">(\w+)</output>', answer.text).group(1)
+        label = re.search(r'<output id="answer"[^>]*>(\w+)</output>', answer.text).group(1)
         assert label in CLASSES
         assert "region occlusion" in answer.text and 'id="picture"' in answer.text
         assert re.search(r"resting most on the (top|upper middle|lower middle|bottom), [\w ]+ of the picture: hiding "

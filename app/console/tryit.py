@@ -85,6 +85,11 @@ def fields_for(inputs, categories: dict, background: pd.DataFrame | None, declar
         else:
             field.update(kind="text", default="", example=str(typical or ""))
         fields.append(field)
+    labels = {f["name"]: f["label"] for f in fields}
+    for f in fields:
+        if f.get("optional"):
+            f["hint"] = f"same as '{labels[f['refines']]}'" if f.get("refines") in labels else \
+                f"typical: {f.get('default', '')}"
     return fields
 
 
@@ -218,7 +223,7 @@ def amount(value, unit: str = "") -> str:
     """A regression answer as a person reads it: ``223.9596`` -> "224 vehicles"."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return str(value)
-    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+    text = f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.2g}"
     return f"{text} {unit}".strip()
 
 
