@@ -28,6 +28,7 @@ def client(explained_model):
 def test_every_page_renders(client, explained_model):
     index = client.get("/")
     assert index.status_code == 200 and NAME in index.text and "challenger → v1" in index.text
+    assert "<td>Route 311 citizen service requests to the department that must handle them.</td>" in index.text
     model = client.get(f"/models/{NAME}")
     assert model.status_code == 200
     fidelity = re.search(r"same answer on (\d+) of 100 rows", model.text)  # the rules follow the model (not quality)
@@ -36,6 +37,7 @@ def test_every_page_renders(client, explained_model):
     assert "registered version 1 as challenger" in model.text and "challenger: - " not in model.text
     assert "logistic regression" in model.text and "Rules fidelity" not in model.text
     version = client.get(f"/models/{NAME}/versions/1")
+    assert re.search(r"they give the same answer as the model on\s+<strong>\d+ of 100</strong>", version.text)
     assert version.status_code == 200 and re.search(r"has (no )?\w+ words", version.text) and "<dt>description: " in version.text
     assert version.text.count('class="district') == 8 and 'class="point' in version.text
     for png in re.findall(r'src="([^"]+\.png)"', version.text):
@@ -191,19 +193,25 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         form = c.get("/models/flow/try")
         # the raw inputs a person knows: hour of day and day of the week, not their sines and cosines
         assert form.status_code == 200 and 'id="f-hour"' in form.text and 'id="f-dow"' in form.text
-        assert "_sin" not in form.text and "_cos" not in form.text and 'id="f-weekend"' not in form.text
+        assert not re.search(r'id="f-\w+_(sin|cos)"', form.text) and "Hour sin" not in form.text
+        assert 'id="f-weekend"' not in form.text and "column hour_sin, hour_cos" in form.text  # a secondary note
         assert "Vehicles at this hour a week earlier <span class=\"unit\">(vehicles)</span>" in form.text
         assert "Temperature <span class=\"unit\">(°C)</span>" in form.text
         answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
         assert re.search(r'<output id="answer" data-value="[0-9.]+">[0-9,]+ vehicles</output>', answer.text)
-        low, high = re.search(r"Likely between ([0-9,]+) vehicles and ([0-9,]+) vehicles</strong> \(90 times in 100",
-                              answer.text).groups()
+        likely = re.search(r"Likely between (-?[0-9,.]+) vehicles and ([0-9,.]+) vehicles</strong> \(90 times in 100",
+                           answer.text)
+        assert likely, answer.text[answer.text.index('id="result"'):][:1500]
+        low, high = likely.groups()
         value = float(re.search(r'data-value="([0-9.]+)"', answer.text).group(1))
         assert float(low.replace(",", "")) <= value <= float(high.replace(",", ""))
-        # the same answer as the model gives the engineered row itself
-        engineered = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": "", "lag_3": ""})
-        assert engineered.status_code == 200
+        # optional counts left empty follow the one they refine: the same answer as when given that value
+        blank = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": "", "lag_3": ""})
+        same = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": row["lag_1"],
+                                                "lag_3": row["lag_1"]})
+        value_of = lambda page: re.search(r'data-value="([0-9.]+)"', page.text).group(1)  # noqa: E731
+        assert blank.status_code == same.status_code == 200 and value_of(blank) == value_of(same)
         assert "Predicted " in answer.text and "(typical " in answer.text and "method: sampling_shapley" in answer.text
         # the road sensors on the city's map: one site each, with its own error, in the district it stands in
         version = c.get("/models/flow/versions/1")
@@ -457,3 +465,34 @@ def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
         not_a_picture = c.post("/models/scenes/try", data={"ref": "challenger"},
                                files={"image": ("notes.txt", b"hello", "text/plain")})
         assert not_a_picture.status_code == 400 and "not a picture" in not_a_picture.text
+
+
+def test_the_card_states_the_trivial_baseline_on_its_own_rows_and_reads_back():
+    """registry.card: the baseline the console shows beside the model's figure is measured on the card's rows."""
+    import numpy as np
+    import pandas as pd
+
+    from registry.card import evaluate, read, render
+
+    truth = np.array(["roads"] * 6 + ["water"] * 3 + ["parks"])
+    answers = np.array(["roads"] * 5 + ["water"] * 4 + ["parks"])
+    frame = pd.DataFrame({"district": ["Harbor"] * 5 + ["Midtown"] * 5})
+    evaluation = evaluate(truth, answers, frame, "classification", "held-out set h (10 rows, fingerprint ab)",
+                          report_by=("district",))
+    assert evaluation.baseline == {"what": "always answering 'roads', the most common answer in these rows",
+                                   "accuracy": 0.6, "macro_f1": pytest.approx(0.25)}
+    evaluation.also["wording it never saw"] = {"metric": "accuracy", "value": 0.73, "set": "unseen", "rows": 400}
+    card = read(render(name="m", version="1", intended_use="Route requests (use case `x`).", facts={}, data=None,
+                       evaluation=evaluation, stage="registered"))
+    assert card["intended_use"] == "Route requests (use case `x`)."
+    assert card["metrics"] == {"accuracy": 0.9, "macro_f1": pytest.approx(0.9221, abs=1e-4)}
+    assert card["baseline"]["accuracy"] == 0.6 and card["baseline"]["what"].startswith("always answering 'roads'")
+    assert card["also"] == [{"metric": "accuracy", "value": 0.73, "what": "wording it never saw", "rows": "400",
+                             "set": "unseen"}]
+    assert card["per_group"]["district"] == {"Harbor": {"accuracy": 1.0, "rows": 5.0},
+                                             "Midtown": {"accuracy": 0.8, "rows": 5.0}}
+    assert any("accuracy varies by district" in item for item in card["limitations"])
+    flow = evaluate(np.array([100.0, 200, 300, 1000]), np.array([110.0, 190, 310, 900]), pd.DataFrame(index=range(4)),
+                    "regression", "s")
+    assert flow.baseline["what"] == "always answering 250, the median of these rows"
+    assert flow.baseline["mae"] == pytest.approx((150 + 50 + 50 + 750) / 4)

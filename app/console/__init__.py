@@ -139,11 +139,14 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
     def index(request: Request):
         from registry import models
 
+        from app.console.overview import describe
+
         try:
-            found = models(settings=acting(request))
+            settings = acting(request)
+            found = models(settings=settings)
         except CivicMLError as err:
             return failure(request, err)
-        return page(request, "index.html", models=found)
+        return page(request, "index.html", models=found, about={name: describe(name, settings) for name in found})
 
     @app.get("/models/{name}", response_class=HTMLResponse)
     def model(request: Request, name: str):

@@ -53,6 +53,18 @@ def _use_case(tags: dict[str, str]):
         return None
 
 
+def describe(name: str, settings) -> str:
+    """What the newest version of ``name`` does: its use case's description, or ""."""
+    from registry import versions
+
+    try:
+        found = versions(name, settings=settings)
+    except CivicMLError:
+        return ""
+    use_case = _use_case(dict(found[-1].tags)) if found else None
+    return str(getattr(use_case, "description", "") or "")
+
+
 def target_unit(use_case) -> str:
     """The target's unit: declared in a use-case file (``columns``), else the built-in column's."""
     if use_case is None:
@@ -156,4 +168,4 @@ def _live(shown: list[dict], trail: list[dict], champion: dict | None) -> tuple[
     return live, ""
 
 
-__all__ = ["Figure", "Overview", "build", "target_unit"]
+__all__ = ["Figure", "Overview", "build", "describe", "target_unit"]
