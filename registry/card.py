@@ -244,7 +244,8 @@ def _number(text: str) -> float | None:
 
 
 def read(text: str) -> dict[str, Any]:
-    """What :func:`render` wrote, as data: ``intended_use``, ``limitations`` (list), ``source``, ``metrics``
+    """What :func:`render` wrote, as data: ``intended_use``, ``out_of_scope``, ``limitations`` (list), ``source``,
+    ``metrics``
     (name -> value), ``baseline`` ({"what", metric: value} or {}), ``also`` (list of {what, metric, value,
     rows, set}), ``per_group`` (column -> value -> {figure: value}). Missing parts are empty."""
     import re
@@ -252,7 +253,10 @@ def read(text: str) -> dict[str, Any]:
     top = _sections(text, "##")
     metrics_part = top.get("Metrics", "")
     subs = _sections(metrics_part, "###")
-    out: dict[str, Any] = {"intended_use": top.get("Intended use", "").split("\n\n")[0].strip(),
+    use = [part.strip() for part in top.get("Intended use", "").split("\n\n")]
+    out: dict[str, Any] = {"intended_use": use[0], "out_of_scope": next((part.removeprefix("Out of scope:").strip()
+                                                                          for part in use if part.startswith(
+                                                                              "Out of scope:")), ""),
                            "limitations": [line[2:].strip() for line in top.get("Limitations", "").splitlines()
                                            if line.startswith("- ")],
                            "source": "", "metrics": {}, "baseline": {}, "also": [], "per_group": {}}

@@ -59,7 +59,9 @@ def test_a_model_page_leads_with_what_it_does_how_good_it_is_and_what_is_live(cl
     lead = text[:text.index('id="versions-h"')]
     assert get_use_case("service_requests").description in lead
     card = read(model_card(NAME, "1", settings=explained_model.settings))
-    assert card["intended_use"].replace("`", "") in lead and card["limitations"][-1] in lead
+    assert card["intended_use"].startswith(get_use_case("service_requests").description.rstrip("."))
+    assert f"<strong>Not for:</strong> {card['out_of_scope']}" in lead and "decisions about individual" in lead
+    assert card["limitations"][-1] in lead
     accuracy, baseline = card["metrics"]["accuracy"], card["baseline"]["accuracy"]
     rows = re.search(r"\((\d+) rows", card["source"]).group(1)
     assert f"Right {round(100 * accuracy)} times in 100</strong> on {rows} held-out requests" in lead

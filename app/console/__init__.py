@@ -229,6 +229,7 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
                         result=None, error=str(err))
         result["confidence_shown"] = _confidence(name, explainer, row, result, settings)
         result["unit"] = _target_unit(explainer)
+        result["columns"] = (explainer.local.metadata or {}).get("columns") or {}
         map_svg = _map(name, result["model"]["version"], settings, None, highlight=row.get("district"))
         return page(request, "try.html", name=name, ref=ref, fields=fields, values=shown, result=result,
                     map_svg=map_svg)

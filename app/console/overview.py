@@ -31,6 +31,7 @@ class Overview:
     description: str = ""
     use_case: str = ""
     intended_use: str = ""
+    out_of_scope: str = ""
     limitations: list[str] = field(default_factory=list)
     card_version: str | None = None
     figures: list[Figure] = field(default_factory=list)
@@ -112,6 +113,7 @@ def build(name: str, shown: list[dict], trail: list[dict], settings) -> Overview
     except CivicMLError:
         pass
     out.intended_use, out.limitations = card.get("intended_use", ""), card.get("limitations", [])
+    out.out_of_scope = card.get("out_of_scope", "")
     out.per_group = card.get("per_group", {})
     metrics = card.get("metrics") or {}
     headline = "accuracy" if "accuracy" in metrics else "mae" if "mae" in metrics else next(iter(metrics), None)

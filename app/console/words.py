@@ -32,6 +32,9 @@ METRICS = {
     "rmse": "typical miss, large misses weighing more (RMSE)",
 }
 
+SHORT = {"accuracy": "the share of right answers", "macro_f1": "balance across all answers (macro F1)",
+         "mae": "average miss", "rmse": "typical miss"}
+
 # known columns of the built-in use cases; a use-case file declares its own (``columns: {x: {label, unit}}``)
 COLUMNS = {
     "lag_1": ("Vehicles in the last hour", "vehicles"),
@@ -53,6 +56,17 @@ COLUMNS = {
     "vehicle_count": ("Vehicles in the next hour", "vehicles"),
 }
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def feature(text: str, declared: dict | None = None) -> str:
+    """An explanation's ``column = value`` in readable words: ``lag_1 = 186`` -> "Vehicles in the last hour = 186"."""
+    name, sep, value = str(text).partition(" = ")
+    own = (declared or {}).get(name) or {}
+    label = own.get("label") or COLUMNS.get(name, (None, ""))[0]
+    if not sep or not label:
+        return str(text)
+    unit = own.get("unit") if own.get("unit") is not None else COLUMNS.get(name, ("", ""))[1]
+    return f"{label} = {value}" + (f" {unit}" if unit and unit not in ("0-23",) else "")
 
 
 def family(name: str | None) -> str:
@@ -99,7 +113,7 @@ def gate(title: str) -> str:
         return f"copes with wording it never saw ({t.split(' on ')[0].replace('_', ' ')} {t.split(' ')[-2]} " \
                f"{t.split(' ')[-1]})"
     if found:
-        return f"{metric(found[1]).split(' (')[0]} {'at least' if found[2] == '>=' else 'at most'} {found[3]}"
+        return f"scores {'at least' if found[2] == '>=' else 'at most'} {found[3]} on {SHORT.get(found[1], found[1])}"
     return t.replace("_", " ")
 
 
@@ -131,5 +145,5 @@ def audit_row(r: dict[str, Any]) -> str:
     return str(action)
 
 
-__all__ = ["COLUMNS", "FAMILIES", "METRICS", "WEEKDAYS", "audit_row", "family", "gate", "metric", "quality",
+__all__ = ["COLUMNS", "FAMILIES", "METRICS", "SHORT", "WEEKDAYS", "audit_row", "family", "feature", "gate", "metric", "quality",
            "times_in_100"]
