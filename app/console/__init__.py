@@ -166,7 +166,7 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
         return page(request, "model.html", name=name, versions=list(reversed(versions)),
                     trail=list(reversed(trail)), fidelity=fidelity, variants=variants, about=about,
                     comparisons=comparisons, live=live,
-                    challenger=any("challenger" in v["aliases"] for v in versions))
+                    challenger=any("challenger" in v["aliases"] and "champion" not in v["aliases"] for v in versions))
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
     def version_page(request: Request, name: str, version: str):
