@@ -316,7 +316,7 @@ def test_live_endpoint_figures_and_variant_comparisons(requests_use_case, small_
     assert model.status_code == 200 and 'id="live-h"' in model.text
     variants = re.search(r'<table class="variants">.*?</table>', model.text, re.S).group(0)
     assert "Variants of v1" in variants and "<td>onnx</td>" in variants and ">passed" in variants
-    assert re.search(r"macro_f1 0\.\d{4} → 0\.\d{4}", variants) and "100.0%" in variants  # ONNX: the same answers
+    assert re.search(r"macro_f1</span> 0\.\d{4} → 0\.\d{4}", variants) and "100.0%" in variants  # ONNX: the same answers
     assert re.search(r"[0-9.]+ → [0-9.]+</td>", variants)  # latency, parent beside variant
 
 
@@ -498,3 +498,36 @@ def test_the_card_states_the_trivial_baseline_on_its_own_rows_and_reads_back():
                     "regression", "s")
     assert flow.baseline["what"] == "always answering 250, the median of these rows"
     assert flow.baseline["mae"] == pytest.approx((150 + 50 + 50 + 750) / 4)
+
+
+def test_try_it_folds_engineered_columns_into_what_a_person_knows():
+    """An hour's sine and cosine are one 'Hour of day' field, the weekend follows from the day, a count that
+    refines another is optional and follows it; defaults are the stored training sample's typical values."""
+    import math
+
+    import pandas as pd
+    from mlflow.types import ColSpec, Schema
+
+    from app.console.tryit import fields_for, row_of
+
+    names = ("lag_1", "lag_2", "hour_sin", "hour_cos", "dow_sin", "dow_cos", "weekend", "temp_c")
+    inputs = Schema([ColSpec("double", n) for n in names]).inputs
+    hours = [8, 8, 8, 17]
+    background = pd.DataFrame({"lag_1": [100.0, 300, 500, 700], "lag_2": [1.0] * 4, "temp_c": [10.0, 12, 14, 30],
+                               "hour_sin": [math.sin(2 * math.pi * h / 24) for h in hours],
+                               "hour_cos": [math.cos(2 * math.pi * h / 24) for h in hours],
+                               "dow_sin": [0.0] * 4, "dow_cos": [1.0] * 4, "weekend": [0.0] * 4})
+    fields = fields_for(inputs, {}, background, {"temp_c": {"label": "Air temperature"}})
+    assert [f["name"] for f in fields] == ["lag_1", "lag_2", "hour", "dow", "temp_c"]
+    by_name = {f["name"]: f for f in fields}
+    assert by_name["hour"]["default"] == "8" and by_name["dow"]["options"][5] == ("5", "Saturday")
+    assert by_name["lag_1"]["default"] == 400 and by_name["lag_1"]["unit"] == "vehicles"
+    assert by_name["lag_2"]["optional"] and by_name["lag_2"]["hint"] == "same as 'Vehicles in the last hour'"
+    assert (by_name["temp_c"]["label"], by_name["temp_c"]["unit"]) == ("Air temperature", "°C")
+    kinds = {n: "double" for n in names}
+    row, shown = row_of(fields, {"lag_1": "300", "hour": "6", "dow": "5", "temp_c": "20"}, kinds)
+    assert row["lag_2"] == 300.0 and shown["lag_2"] == "300"
+    assert row["hour_sin"] == pytest.approx(1.0) and row["hour_cos"] == pytest.approx(0.0, abs=1e-12)
+    assert row["weekend"] == 1.0 and set(row) == set(names)
+    with pytest.raises(InvalidInput, match="'Air temperature' \\(temp_c\\) must be a number"):
+        row_of(fields, {"lag_1": "300", "hour": "6", "dow": "5", "temp_c": "warm"}, kinds)

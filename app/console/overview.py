@@ -123,9 +123,9 @@ def build(name: str, shown: list[dict], trail: list[dict], settings) -> Overview
         out.figures.append(Figure(where, words.quality(headline, metrics[headline], out.unit),
                                   f"{headline} {metrics[headline]:.4f} ({card.get('source')})"))
     gates = (described.get("last_gates") or {}).get("gates") or []
-    also = card.get("also") or [{"metric": m[1], "value": g["figure"], "what": "wording it never saw", "rows": "?"}
-                                for g in gates if "unseen phrasings" in str(g.get("gate")) and g.get("figure") is not None
-                                for m in [re.match(r"(\w+)", str(g["gate"]))]]
+    also = card.get("also") or [
+        {"metric": str(g["gate"]).split(" ")[0], "value": g["figure"], "what": "wording it never saw", "rows": "?"}
+        for g in gates if "unseen phrasings" in str(g.get("gate")) and g.get("figure") is not None]
     for a in also:
         out.figures.append(Figure(f"on {a['what']}" + (f" ({a['rows']} {noun})" if a.get("rows") not in (None, "?")
                                                           else ""),

@@ -120,7 +120,8 @@ def _cycle_field(base: str, background: pd.DataFrame | None, declared: dict) -> 
         field.update(kind="choice", options=[(str(i), d) for i, d in enumerate(words.WEEKDAYS)],
                      choices=[str(i) for i in range(7)])
     elif base == "month":
-        field.update(kind="choice", options=[(str(i), str(i + 1)) for i in range(12)], choices=[str(i) for i in range(12)])
+        field.update(kind="choice", options=[(str(i), str(i + 1)) for i in range(12)],
+                     choices=[str(i) for i in range(12)])
     else:
         field.update(kind="choice", options=[(str(i), f"{i}:00") for i in range(period)],
                      choices=[str(i) for i in range(period)])

@@ -145,5 +145,5 @@ def audit_row(r: dict[str, Any]) -> str:
     return str(action)
 
 
-__all__ = ["COLUMNS", "FAMILIES", "METRICS", "SHORT", "WEEKDAYS", "audit_row", "family", "feature", "gate", "metric", "quality",
-           "times_in_100"]
+__all__ = ["COLUMNS", "FAMILIES", "METRICS", "SHORT", "WEEKDAYS", "audit_row", "family", "feature", "gate", "metric",
+           "quality", "times_in_100"]
