@@ -40,6 +40,8 @@ class Evaluation:
     # figures on other held-out sets (the promotion's gates measured them): what they say -> {metric, value,
     # set, rows}, e.g. "wording it never saw" (registry.gates.UnseenPhrasings)
     also: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the trivial baseline on the same rows: {"what": "always answering 'roads' ...", metric: value, ...}
+    baseline: dict[str, Any] = field(default_factory=dict)
 
 
 def headline(evaluation: Evaluation) -> list[str]:
@@ -72,6 +74,7 @@ def evaluate(y_true, y_pred, frame: pd.DataFrame, task: str, source: str, report
     else:
         err = np.abs(y_pred.astype(float) - y_true.astype(float))
         out.metrics = {m: compute(m, y_true, y_pred) for m in ("mae", "rmse")}
+    out.baseline = trivial_baseline(y_true, task, tuple(out.metrics))
     for column in report_by:
         if column not in frame.columns:
             continue
@@ -84,6 +87,26 @@ def evaluate(y_true, y_pred, frame: pd.DataFrame, task: str, source: str, report
                                                                                           "size": "rows"})
         out.per_group[column] = table
     return out
+
+
+def trivial_baseline(y_true, task: str, metrics: tuple[str, ...]) -> dict[str, Any]:
+    """What answering without looking scores on the same rows: the held-out set's most common answer for every
+    row (classification), its median for every row (regression); {} for no rows."""
+    from projects.metrics import compute
+
+    y_true = np.asarray(y_true)
+    if not len(y_true):
+        return {}
+    if task == "classification":
+        values, counts = np.unique(y_true.astype(str), return_counts=True)
+        answer = str(values[int(np.argmax(counts))])
+        answers = np.array([answer] * len(y_true), dtype=object).astype(str)
+        what = f"always answering {answer!r}, the most common answer in these rows"
+    else:
+        answer = float(np.median(y_true.astype(float)))
+        answers = np.full(len(y_true), answer)
+        what = f"always answering {answer:.4g}, the median of these rows"
+    return {"what": what, **{m: float(compute(m, y_true, answers)) for m in metrics}}
 
 
 def from_run_metrics(metrics: dict[str, float], task: str, source: str) -> Evaluation:
@@ -149,6 +172,10 @@ def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any],
     else:
         lines += [f"Source: {evaluation.source}.", ""]
         lines += [f"- {k}: {v:.4f}" for k, v in sorted(evaluation.metrics.items())]
+        if evaluation.baseline:
+            base = evaluation.baseline
+            lines.append(f"- trivial baseline ({base['what']}): " + ", ".join(
+                f"{k} {v:.4f}" for k, v in sorted(base.items()) if k != "what"))
         if evaluation.also:
             lines += ["", "### Beyond the held-out set", ""] + headline(evaluation)
             for what, figure in evaluation.also.items():
@@ -192,6 +219,71 @@ def summary(evaluation: Evaluation | None, stage: str) -> str:
         return f"{stage}. Model card: see tag civicml.model_card."
     figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(evaluation.metrics.items()))
     return f"{stage}: {figures} ({evaluation.source}).\nModel card: see tag civicml.model_card."
+
+
+# -- reading a card back (the console shows its facts in plain words) -------------------------------------
+def _sections(text: str, level: str) -> dict[str, str]:
+    out, name, body = {}, None, []
+    for line in text.splitlines():
+        if line.startswith(level + " ") and not line.startswith(level + "#"):
+            if name is not None:
+                out[name] = "\n".join(body).strip()
+            name, body = line[len(level) + 1:].strip(), []
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        out[name] = "\n".join(body).strip()
+    return out
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read(text: str) -> dict[str, Any]:
+    """What :func:`render` wrote, as data: ``intended_use``, ``out_of_scope``, ``limitations`` (list), ``source``,
+    ``metrics``
+    (name -> value), ``baseline`` ({"what", metric: value} or {}), ``also`` (list of {what, metric, value,
+    rows, set}), ``per_group`` (column -> value -> {figure: value}). Missing parts are empty."""
+    import re
+
+    top = _sections(text, "##")
+    metrics_part = top.get("Metrics", "")
+    subs = _sections(metrics_part, "###")
+    use = [part.strip() for part in top.get("Intended use", "").split("\n\n")]
+    out: dict[str, Any] = {"intended_use": use[0], "out_of_scope": next((part.removeprefix("Out of scope:").strip()
+                                                                          for part in use if part.startswith(
+                                                                              "Out of scope:")), ""),
+                           "limitations": [line[2:].strip() for line in top.get("Limitations", "").splitlines()
+                                           if line.startswith("- ")],
+                           "source": "", "metrics": {}, "baseline": {}, "also": [], "per_group": {}}
+    for line in metrics_part.split("\n###")[0].splitlines():
+        if line.startswith("Source: "):
+            out["source"] = line[len("Source: "):].rstrip(".")
+        elif line.startswith("- trivial baseline ("):
+            what, _, figures = line[len("- trivial baseline ("):].rpartition("): ")
+            out["baseline"] = {"what": what, **{k: v for k, v in (
+                (pair.split(" ")[0], _number(pair.split(" ")[-1])) for pair in figures.split(", ")) if v is not None}}
+        elif line.startswith("- ") and ": " in line:
+            key, value = line[2:].split(": ", 1)
+            if _number(value) is not None:
+                out["metrics"][key] = _number(value)
+    for line in subs.get("Beyond the held-out set", "").splitlines():
+        found = re.match(r"- (\S+) (?:[-\d.]+ on the held-out set; )?([-\d.]+) on (.+) \((\S+) rows of (.+)\)$", line)
+        if found:
+            out["also"].append({"metric": found[1], "value": float(found[2]), "what": found[3],
+                                "rows": found[4], "set": found[5]})
+    for heading, body in subs.items():
+        rows = [line.strip("|").split("|") for line in body.splitlines() if line.startswith("|")]
+        if not heading.startswith("Per ") or heading == "Per class" or len(rows) < 3:
+            continue
+        names = [c.strip() for c in rows[0]]
+        out["per_group"][heading[4:]] = {cells[0].strip(): {n: _number(c.strip()) for n, c in
+                                                            zip(names[1:], cells[1:])} for cells in rows[2:]}
+    return out
 
 
 def _table(frame: pd.DataFrame, index_name: str) -> str:

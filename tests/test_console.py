@@ -3,6 +3,7 @@ the role checks hold (a service token cannot promote through it)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -27,12 +28,16 @@ def client(explained_model):
 def test_every_page_renders(client, explained_model):
     index = client.get("/")
     assert index.status_code == 200 and NAME in index.text and "challenger → v1" in index.text
+    assert "<td>Route 311 citizen service requests to the department that must handle them.</td>" in index.text
     model = client.get(f"/models/{NAME}")
     assert model.status_code == 200
-    fidelity = re.search(r"<td>(0\.\d+)</td>", model.text)
-    assert fidelity and float(fidelity.group(1)) >= 0.9
+    fidelity = re.search(r"same answer on (\d+) of 100 rows", model.text)  # the rules follow the model (not quality)
+    assert fidelity and int(fidelity.group(1)) >= 90 and "How closely the plain rules follow the model" in model.text
     assert "register" in model.text and "tester" in model.text  # the audit trail
+    assert "registered version 1 as challenger" in model.text and "challenger: - " not in model.text
+    assert "logistic regression" in model.text and "Rules fidelity" not in model.text
     version = client.get(f"/models/{NAME}/versions/1")
+    assert re.search(r"they give the same answer as the model on\s+<strong>\d+ of 100</strong>", version.text)
     assert version.status_code == 200 and re.search(r"has (no )?\w+ words", version.text) and "<dt>description: " in version.text
     assert version.text.count('class="district') == 8 and 'class="point' in version.text
     for png in re.findall(r'src="([^"]+\.png)"', version.text):
@@ -43,6 +48,29 @@ def test_every_page_renders(client, explained_model):
     assert client.get("/models/no-such-model").status_code == 404
 
 
+def test_a_model_page_leads_with_what_it_does_how_good_it_is_and_what_is_live(client, explained_model):
+    """The use case's description, the card's intended use and limitations, the card's accuracy in words beside
+    the trivial baseline the card measured on the same held-out rows."""
+    from projects import get_use_case
+    from registry import model_card
+    from registry.card import read
+
+    text = html.unescape(client.get(f"/models/{NAME}").text)
+    lead = text[:text.index('id="versions-h"')]
+    assert get_use_case("service_requests").description in lead
+    card = read(model_card(NAME, "1", settings=explained_model.settings))
+    assert card["intended_use"].startswith(get_use_case("service_requests").description.rstrip("."))
+    assert f"<strong>Not for:</strong> {card['out_of_scope']}" in lead and "decisions about individual" in lead
+    assert card["limitations"][-1] in lead
+    accuracy, baseline = card["metrics"]["accuracy"], card["baseline"]["accuracy"]
+    rows = re.search(r"\((\d+) rows", card["source"]).group(1)
+    assert f"Right {round(100 * accuracy)} times in 100</strong> on {rows} held-out requests" in lead
+    assert f"always answering '{card['baseline']['what'].split(chr(39))[1]}'" in lead and baseline < accuracy
+    assert re.search(rf'id="baseline">For comparison, a trivial guess \(always answering .*?\) is <strong>right '
+                     rf'{round(100 * baseline)} times in 100</strong>', lead)
+    assert "No version is live yet; version 1 is the challenger" in lead
+
+
 def test_try_it_answers_with_its_explanation_and_the_map(client):
     form = client.get(f"/models/{NAME}/try")
     assert form.status_code == 200
@@ -50,9 +78,16 @@ def test_try_it_answers_with_its_explanation_and_the_map(client):
     assert districts.count("<option") == 8 and '<label for="f-description">' in form.text
     response = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()}})
     assert response.status_code == 200, response.text
-    assert re.search(r'<output id="answer">roads</output>', response.text)
+    assert re.search(r'<output id="answer"[^>]*>roads</output>', response.text)
     assert "Answered &#39;roads&#39; (" in response.text and " raised it most (+" in response.text
     assert "pothole" in response.text and "version 1" in response.text
+    # how sure: the top class probability, in words (the linear explanation's own sentence states the same share)
+    sure = re.search(r'id="confidence"[^>]*><strong>(Very sure|Fairly sure|Unsure)</strong>: the model gives this '
+                     r'answer a probability of (\d+) in 100', response.text)
+    stated = re.search(r"Answered &#39;roads&#39; \((\d+)%\)", response.text)
+    assert sure and stated and abs(int(sure.group(2)) - int(stated.group(1))) <= 1
+    assert sure.group(1) == ("Very sure" if int(sure.group(2)) >= 90 else "Fairly sure" if int(sure.group(2)) >= 60
+                             else "Unsure")
     assert 'class="district highlighted"' in response.text and 'data-name="Midtown"' in response.text
     bad = client.post(f"/models/{NAME}/try", data={"ref": "challenger", **{k: str(v) for k, v in ROW.items()},
                                                   "hour": "eight"})
@@ -78,6 +113,7 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
     with TestClient(create_console(team)) as c:
         page = c.get(f"/models/{NAME}")  # the console reads with its own (service) token
         assert page.status_code == 200 and "router (service)" in page.text and 'id="promote"' not in page.text
+        assert 'id="rollback"' not in page.text and "Release actions" not in page.text
         refused = c.post(f"/models/{NAME}/promote")
         assert refused.status_code == 403 and "service may not promote" in refused.text
         c.cookies.set(COOKIE, svc_token)
@@ -89,7 +125,8 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
         assert signed.status_code == 303
         c.cookies.set(COOKIE, rm_token)
         page = c.get(f"/models/{NAME}")
-        assert "rui (release_manager)" in page.text and 'id="rollback"' in page.text
+        assert "rui (release_manager)" in page.text and 'id="promote"' in page.text
+        assert 'id="rollback"' not in page.text  # nothing is live: nothing to roll back
         rollback = c.post(f"/models/{NAME}/rollback")  # allowed, but there is nothing to roll back to
         assert rollback.status_code == 404 and "has no alias &#39;champion&#39;" in rollback.text
         foreign = c.post(f"/models/{NAME}/rollback", headers={"origin": "http://evil.example"})
@@ -98,6 +135,47 @@ def test_a_service_token_cannot_promote_and_release_buttons_follow_roles(explain
     added = audit(NAME, settings=team)[before:]
     assert added and all(e["action"] == "denied" for e in added)
     assert any(e["attempted"] == "rollback" and "service" in e["roles"] for e in added)
+
+
+def test_promotion_through_the_console_refused_then_passed_says_what_is_live_since_when_and_why(small_requests,
+                                                                                                  tmp_path):
+    """A refused promotion's notice shows once, whole; a passed one makes the page say which version is live,
+    since when, by whom and which release checks it passed, with the promotion card's figures (the policy's
+    held-out set and the wording it never saw) beside the baseline."""
+    from civicml.settings import Settings
+    from projects import get_use_case, train
+    from registry import audit, register
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    use_case = get_use_case("service_requests")
+    name = use_case.registered_model  # the name the use case's policy governs
+    stump = train(use_case, small_requests, "decision_tree", {"max_depth": 1}, settings=settings)
+    register(stump.model_uri, name, settings=settings)
+    with TestClient(create_console(settings)) as c:
+        refused = c.post(f"/models/{name}/promote")  # the redirect is followed
+        assert refused.status_code == 200
+        record = audit(name, settings=settings)[-1]
+        assert record["action"] == "refuse"
+        reason = "; ".join(f"{g['gate']}: {g['detail']}" for g in record["gates"] if not g["passed"])
+        text = html.unescape(refused.text)
+        assert text.count('class="notice"') == 1 and f"promotion refused: {reason}</p>" in text
+        assert "No version is live yet" in text and 'id="rollback"' not in text
+        assert re.search(r"refused to make version 1 the champion; failed: [^<]*accuracy >= 0.8", text)
+        logreg = train(use_case, small_requests, "logreg", {"char_ngrams": False}, settings=settings)
+        register(logreg.model_uri, name, settings=settings)
+        text = html.unescape(c.post(f"/models/{name}/promote").text)
+    assert text.count('class="notice"') == 1 and "promoted version 2" in text
+    live = re.search(r'id="live-version".*?</section>', text, re.S).group(0)
+    record = audit(name, settings=settings)[-1]
+    assert f"<strong>Version 2</strong> answers requests since {record['when'][:16].replace('T', ' ')}, put live by " \
+           f"tester. Promoted; all {len(record['gates'])} release checks passed." in live
+    assert "takes the same inputs as the live version" in live and "Failed" not in live
+    assert 'id="rollback"' in text and "made version 2 the champion; " in text
+    quality = re.search(r'id="quality".*?</section>', text, re.S).group(0)
+    assert re.search(r"Right \d+ times in 100</strong> on \d+ held-out requests", quality)
+    assert re.search(r"Right \d+ times in 100</strong> on wording it never saw \(\d+ requests\)", quality)
+    assert re.search(r'id="baseline">For comparison, a trivial guess \(always answering \'\w+\'', quality)
+    assert 'id="by-district"' in quality  # the promotion card's per-district figures
 
 
 @pytest.mark.slow
@@ -112,13 +190,30 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
     held = use_case.holdout(tmp_path / "h", n=5000)
     result = train(use_case, data, "mlp", {"epochs": 2}, settings=settings)
     registry.register(result.model_uri, "flow", settings=settings, holdout=held.frame, target=held.target)
-    row = data.frame[list(data.features)].iloc[200]
+    row = raw_flow_inputs(data.frame[list(data.features)].iloc[200])
     with TestClient(create_console(settings)) as c:
         form = c.get("/models/flow/try")
-        assert form.status_code == 200 and form.text.count('type="number"') == len(data.features)
+        # the raw inputs a person knows: hour of day and day of the week, not their sines and cosines
+        assert form.status_code == 200 and 'id="f-hour"' in form.text and 'id="f-dow"' in form.text
+        assert not re.search(r'id="f-\w+_(sin|cos)"', form.text) and "Hour sin" not in form.text
+        assert 'id="f-weekend"' not in form.text and "column hour_sin, hour_cos" in form.text  # a secondary note
+        assert "Vehicles at this hour a week earlier <span class=\"unit\">(vehicles)</span>" in form.text
+        assert "Temperature <span class=\"unit\">(°C)</span>" in form.text
         answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
-        assert re.search(r'<output id="answer">[0-9.]+</output>', answer.text)
+        assert re.search(r'<output id="answer" data-value="[0-9.]+">[0-9,]+ vehicles</output>', answer.text)
+        likely = re.search(r"Likely between (-?[0-9,.]+) vehicles and ([0-9,.]+) vehicles</strong> \(90 times in 100",
+                           answer.text)
+        assert likely, answer.text[answer.text.index('id="result"'):][:1500]
+        low, high = likely.groups()
+        value = float(re.search(r'data-value="([0-9.]+)"', answer.text).group(1))
+        assert float(low.replace(",", "")) <= value <= float(high.replace(",", ""))
+        # optional counts left empty follow the one they refine: the same answer as when given that value
+        blank = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": "", "lag_3": ""})
+        same = c.post("/models/flow/try", data={"ref": "challenger", **row, "lag_2": row["lag_1"],
+                                                "lag_3": row["lag_1"]})
+        value_of = lambda page: re.search(r'data-value="([0-9.]+)"', page.text).group(1)  # noqa: E731
+        assert blank.status_code == same.status_code == 200 and value_of(blank) == value_of(same)
         assert "Predicted " in answer.text and "(typical " in answer.text and "method: sampling_shapley" in answer.text
         # the road sensors on the city's map: one site each, with its own error, in the district it stands in
         version = c.get("/models/flow/versions/1")
@@ -130,6 +225,19 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         by_district = json.loads(c.get("/models/flow/versions/1/files/by_district.json").content)
         assert set(by_district["values"]) == {"Midtown", "Harbor", "Greenfield", "Eastgate", "Old Town"}
         assert c.get("/models/flow/versions/1/files/map.png").content[:4] == b"\x89PNG"
+
+
+def raw_flow_inputs(row) -> dict:
+    """A traffic-flow feature row as the try-it form asks for it: hour and day from their sine and cosine."""
+    import math
+
+    def position(base, period):
+        return round(math.atan2(row[f"{base}_sin"], row[f"{base}_cos"]) % (2 * math.pi) * period / (2 * math.pi)) \
+            % period
+
+    raw = {k: str(v) for k, v in row.items() if not k.endswith(("_sin", "_cos")) and k != "weekend"}
+    return {**raw, "hour": str(position("hour", 24)), "dow": str(position("dow", 7)),
+            "holiday": str(int(row["holiday"])), "snow": str(int(row["snow"]))}
 
 
 def test_prometheus_figures_give_requests_errors_and_latency_quantiles():
@@ -208,7 +316,7 @@ def test_live_endpoint_figures_and_variant_comparisons(requests_use_case, small_
     assert model.status_code == 200 and 'id="live-h"' in model.text
     variants = re.search(r'<table class="variants">.*?</table>', model.text, re.S).group(0)
     assert "Variants of v1" in variants and "<td>onnx</td>" in variants and ">passed" in variants
-    assert re.search(r"macro_f1 0\.\d{4} → 0\.\d{4}", variants) and "100.0%" in variants  # ONNX: the same answers
+    assert re.search(r"macro_f1</span> 0\.\d{4} → 0\.\d{4}", variants) and "100.0%" in variants  # ONNX: the same answers
     assert re.search(r"[0-9.]+ → [0-9.]+</td>", variants)  # latency, parent beside variant
 
 
@@ -313,7 +421,11 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
     row = use_case.holdout().frame[list(data.features)].iloc[0]
     with TestClient(create_console(settings)) as c:
         model = c.get("/models/inspections")
-        assert re.search(r"<td>(0\.\d+|1\.0+)</td>", model.text) and "Charts of v1" in model.text
+        assert re.search(r"same answer on \d+ of 100 rows", model.text) and "Charts of v1" in model.text
+        # what a department's own use-case file says the model does, and how good it is beside a trivial guess
+        assert f'<p id="what-it-does" class="lead">{use_case.description}</p>' in model.text
+        assert re.search(r"Right \d+ times in 100</strong> on \d+ held-out cases", model.text)
+        assert re.search(r'id="baseline">For comparison, a trivial guess \(always answering', model.text)
         version = c.get("/models/inspections/versions/1")
         assert version.status_code == 200 and "<ol class=\"rules\">" in version.text
         form = c.get("/models/inspections/try")
@@ -321,7 +433,7 @@ def test_try_it_and_rules_for_a_tabular_use_case_file(tmp_path):
         answer = c.post("/models/inspections/try", data={"ref": "challenger",
                                                          **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text
-        assert re.search(r'<output id="answer">(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
+        assert re.search(r'<output id="answer"[^>]*>(yes|no)</output>', answer.text) and 'id="sentence"' in answer.text
 
 
 @pytest.mark.slow
@@ -345,7 +457,7 @@ def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
         answer = c.post("/models/scenes/try", data={"ref": "challenger"},
                         files={"image": ("street.png", picture, "image/png")})
         assert answer.status_code == 200, answer.text
-        label = re.search(r'<output id="answer">(\w+)</output>', answer.text).group(1)
+        label = re.search(r'<output id="answer"[^>]*>(\w+)</output>', answer.text).group(1)
         assert label in CLASSES
         assert "region occlusion" in answer.text and 'id="picture"' in answer.text
         assert re.search(r"resting most on the (top|upper middle|lower middle|bottom), [\w ]+ of the picture: hiding "
@@ -355,3 +467,67 @@ def test_try_it_with_a_picture_for_the_street_scenes_model(tmp_path):
         not_a_picture = c.post("/models/scenes/try", data={"ref": "challenger"},
                                files={"image": ("notes.txt", b"hello", "text/plain")})
         assert not_a_picture.status_code == 400 and "not a picture" in not_a_picture.text
+
+
+def test_the_card_states_the_trivial_baseline_on_its_own_rows_and_reads_back():
+    """registry.card: the baseline the console shows beside the model's figure is measured on the card's rows."""
+    import numpy as np
+    import pandas as pd
+
+    from registry.card import evaluate, read, render
+
+    truth = np.array(["roads"] * 6 + ["water"] * 3 + ["parks"])
+    answers = np.array(["roads"] * 5 + ["water"] * 4 + ["parks"])
+    frame = pd.DataFrame({"district": ["Harbor"] * 5 + ["Midtown"] * 5})
+    evaluation = evaluate(truth, answers, frame, "classification", "held-out set h (10 rows, fingerprint ab)",
+                          report_by=("district",))
+    assert evaluation.baseline == {"what": "always answering 'roads', the most common answer in these rows",
+                                   "accuracy": 0.6, "macro_f1": pytest.approx(0.25)}
+    evaluation.also["wording it never saw"] = {"metric": "accuracy", "value": 0.73, "set": "unseen", "rows": 400}
+    card = read(render(name="m", version="1", intended_use="Route requests (use case `x`).", facts={}, data=None,
+                       evaluation=evaluation, stage="registered"))
+    assert card["intended_use"] == "Route requests (use case `x`)."
+    assert card["metrics"] == {"accuracy": 0.9, "macro_f1": pytest.approx(0.9221, abs=1e-4)}
+    assert card["baseline"]["accuracy"] == 0.6 and card["baseline"]["what"].startswith("always answering 'roads'")
+    assert card["also"] == [{"metric": "accuracy", "value": 0.73, "what": "wording it never saw", "rows": "400",
+                             "set": "unseen"}]
+    assert card["per_group"]["district"] == {"Harbor": {"accuracy": 1.0, "rows": 5.0},
+                                             "Midtown": {"accuracy": 0.8, "rows": 5.0}}
+    assert any("accuracy varies by district" in item for item in card["limitations"])
+    flow = evaluate(np.array([100.0, 200, 300, 1000]), np.array([110.0, 190, 310, 900]), pd.DataFrame(index=range(4)),
+                    "regression", "s")
+    assert flow.baseline["what"] == "always answering 250, the median of these rows"
+    assert flow.baseline["mae"] == pytest.approx((150 + 50 + 50 + 750) / 4)
+
+
+def test_try_it_folds_engineered_columns_into_what_a_person_knows():
+    """An hour's sine and cosine are one 'Hour of day' field, the weekend follows from the day, a count that
+    refines another is optional and follows it; defaults are the stored training sample's typical values."""
+    import math
+
+    import pandas as pd
+    from mlflow.types import ColSpec, Schema
+
+    from app.console.tryit import fields_for, row_of
+
+    names = ("lag_1", "lag_2", "hour_sin", "hour_cos", "dow_sin", "dow_cos", "weekend", "temp_c")
+    inputs = Schema([ColSpec("double", n) for n in names]).inputs
+    hours = [8, 8, 8, 17]
+    background = pd.DataFrame({"lag_1": [100.0, 300, 500, 700], "lag_2": [1.0] * 4, "temp_c": [10.0, 12, 14, 30],
+                               "hour_sin": [math.sin(2 * math.pi * h / 24) for h in hours],
+                               "hour_cos": [math.cos(2 * math.pi * h / 24) for h in hours],
+                               "dow_sin": [0.0] * 4, "dow_cos": [1.0] * 4, "weekend": [0.0] * 4})
+    fields = fields_for(inputs, {}, background, {"temp_c": {"label": "Air temperature"}})
+    assert [f["name"] for f in fields] == ["lag_1", "lag_2", "hour", "dow", "temp_c"]
+    by_name = {f["name"]: f for f in fields}
+    assert by_name["hour"]["default"] == "8" and by_name["dow"]["options"][5] == ("5", "Saturday")
+    assert by_name["lag_1"]["default"] == 400 and by_name["lag_1"]["unit"] == "vehicles"
+    assert by_name["lag_2"]["optional"] and by_name["lag_2"]["hint"] == "same as 'Vehicles in the last hour'"
+    assert (by_name["temp_c"]["label"], by_name["temp_c"]["unit"]) == ("Air temperature", "°C")
+    kinds = {n: "double" for n in names}
+    row, shown = row_of(fields, {"lag_1": "300", "hour": "6", "dow": "5", "temp_c": "20"}, kinds)
+    assert row["lag_2"] == 300.0 and shown["lag_2"] == "300"
+    assert row["hour_sin"] == pytest.approx(1.0) and row["hour_cos"] == pytest.approx(0.0, abs=1e-12)
+    assert row["weekend"] == 1.0 and set(row) == set(names)
+    with pytest.raises(InvalidInput, match="'Air temperature' \\(temp_c\\) must be a number"):
+        row_of(fields, {"lag_1": "300", "hour": "6", "dow": "5", "temp_c": "warm"}, kinds)

@@ -90,7 +90,9 @@ def other_use_cases(tmp_path_factory):
     held = flow.holdout(root / "flow-holdout", n=3000)
     register(train(flow, data, "mlp", {"epochs": 2}, settings=settings).model_uri, "flow", settings=settings,
              holdout=held.frame, target=held.target)
-    rows["flow"] = held.frame[list(data.features)].iloc[10].to_dict()
+    from test_console import raw_flow_inputs
+
+    rows["flow"] = raw_flow_inputs(held.frame[list(data.features)].iloc[10])  # as a person knows them
     inspections(root / "exports", n=300, seed=2)
     spec = yaml.safe_load(INSPECTIONS_YAML.format(name="inspections", families="decision_tree"))
     for source, file in zip(spec["sources"], ("inspections.csv", "complaints.csv")):
@@ -137,11 +139,36 @@ def page(tmp_path, request):
         browser.close()
 
 
-def test_console_pages_and_try_it_in_chromium(page, console_url):
+def test_console_pages_and_try_it_in_chromium(page, console_url, explained_model, requests_holdout):
+    from projects import get_use_case
+    from registry import model_card
+    from registry.card import read
+
     for path in ("/", f"/models/{NAME}", f"/models/{NAME}/versions/1"):
         response = page.goto(console_url + path)
         assert response.status == 200, path
         assert page.locator("h1").first.is_visible()
+        if path == f"/models/{NAME}":  # what it does, and how good it is beside a trivial guess, as the card says
+            assert page.locator("#what-it-does").inner_text() == get_use_case("service_requests").description
+            card = read(model_card(NAME, "1", settings=explained_model.settings))
+            quality = page.locator("#quality").inner_text()
+            assert f"Right {round(100 * card['metrics']['accuracy'])} times in 100 on " in quality
+            assert page.locator("#baseline").inner_text().startswith("For comparison, a trivial guess (always "
+                                                                     "answering 'roads'")
+            assert f"right {round(100 * card['baseline']['accuracy'])} times in 100" in quality
+            assert card["limitations"][0] in page.locator("#limitations").inner_text()
+            assert "No version is live yet" in page.locator("#live-version").inner_text()
+    # the map: a legend naming the metric and the ends of its fixed scale; each district's figure is the model
+    # card's (registry.card.evaluate per district, on every held-out row)
+    legend = page.locator("svg.civic-map g.legend")
+    assert legend.is_visible() and "accuracy" in legend.locator(".legend-caption").text_content()
+    assert "fixed scale" in legend.get_attribute("aria-label")  # SVG text: its content, not inner_text
+    assert legend.locator(".scale-worst").text_content() == "0 (worse)"
+    assert legend.locator(".scale-best").text_content() == "1 (better)"
+    shown = {d.get_attribute("data-name"): d.get_attribute("aria-label")
+             for d in page.locator("svg.civic-map path.district").all()}
+    for district, figure in _card_by_district(explained_model, requests_holdout).items():
+        assert shown[district].startswith(f"{district}: accuracy {figure:.3g}"), (district, shown[district])
     # the version page: rules, charts (images really load), the map, keyboard use of the map
     assert page.locator("ol.rules li").count() >= 6
     for img in page.locator("figure img").all():
@@ -158,11 +185,13 @@ def test_console_pages_and_try_it_in_chromium(page, console_url):
     page.get_by_label("District").select_option(ROW["district"])
     page.get_by_label("Channel").select_option(ROW["channel"])
     # hour and weekday have declared ranges (the model's categories): the form offers them as choices
-    page.get_by_label("Hour").select_option(str(ROW["hour"]))
-    page.get_by_label("Weekday").select_option(str(ROW["weekday"]))
+    page.get_by_label("Hour of day").select_option(str(ROW["hour"]))
+    page.get_by_label("Day of the week").select_option(str(ROW["weekday"]))
     page.get_by_role("button", name="Get the answer and why").click()
     page.wait_for_selector("#answer")
     assert page.locator("#answer").inner_text() == "roads"
+    sure = page.locator("#confidence").inner_text()  # how sure, in words and as a share
+    assert sure.split(":")[0] in ("Very sure", "Fairly sure", "Unsure") and "probability of" in sure
     assert page.locator("#sentence").inner_text().startswith("Answered 'roads' (")
     assert page.locator("#contributions tbody tr").count() >= 3
     assert "pothole" in page.locator("#contributions").inner_text()
@@ -170,11 +199,46 @@ def test_console_pages_and_try_it_in_chromium(page, console_url):
     assert page.errors == []
 
 
+def _card_by_district(explained_model, holdout) -> dict[str, float]:
+    from registry import ModelStore
+    from registry.card import evaluate
+    from registry.gates import PromotionContext, predicted_labels
+
+    store = ModelStore(explained_model.settings)
+    local = store.fetch(NAME, store.get_version(NAME, "1"))
+    frame = holdout.frame.reset_index(drop=True)
+    ctx = PromotionContext("", local, None, frame, "department")
+    answers = predicted_labels(ctx.model(local).predict(ctx.as_input(local, ctx.features(local))))
+    table = evaluate(frame["department"], answers, frame, "classification", "", report_by=("district",))
+    return table.per_group["district"]["accuracy"].to_dict()
+
+
+def test_no_release_buttons_for_a_service_token_in_chromium(page, explained_model, tmp_path):
+    import json
+
+    from civicml.access import new_token
+    from civicml.settings import Settings
+
+    token, digest = new_token()
+    access = tmp_path / "access.yaml"
+    access.write_text(json.dumps({"principals": {"router": {"roles": ["service"], "token_sha256": digest}}}))
+    team = Settings.from_env(env={"CIVICML_ACCESS_FILE": str(access), "CIVICML_TOKEN": token},
+                             home=explained_model.home, user="tester")
+    with _console(team) as url:
+        page.goto(f"{url}/models/{NAME}")
+        assert "router (service)" in page.locator("#who").inner_text()
+        assert page.locator("#what-it-does").is_visible()  # a reader sees everything else
+        assert page.get_by_role("button", name="Promote").count() == 0
+        assert page.get_by_role("button", name="Roll back").count() == 0
+        assert page.locator("#actions-h").count() == 0
+    assert page.errors == []
+
+
 def test_a_bad_form_says_what_is_wrong_in_chromium(page, console_url):
     page.goto(f"{console_url}/models/{NAME}/try")
     page.get_by_label("Description").fill("   ")  # only spaces: the browser accepts it, the model does not
-    page.get_by_label("Hour").select_option("8")
-    page.get_by_label("Weekday").select_option("1")
+    page.get_by_label("Hour of day").select_option("8")
+    page.get_by_label("Day of the week").select_option("1")
     page.get_by_role("button", name="Get the answer and why").click()
     page.wait_for_selector("#error")
     assert "description" in page.locator("#error").inner_text()
@@ -188,6 +252,8 @@ def test_try_it_for_traffic_flow_a_use_case_file_and_street_scenes_in_chromium(p
     url, rows = other_use_cases
     for name, row in rows.items():
         page.goto(f"{url}/models/{name}/try")
+        if page.locator("#more-inputs").count():
+            page.locator("#more-inputs summary").click()
         for column, value in row.items():
             field = page.locator(f"#f-{column}")
             kind = field.evaluate("f => f.tagName + ':' + f.type")
@@ -200,9 +266,12 @@ def test_try_it_for_traffic_flow_a_use_case_file_and_street_scenes_in_chromium(p
         page.get_by_role("button", name="Get the answer and why").click()
         page.wait_for_selector("#answer")
         answer = page.locator("#answer").inner_text()
-        expected = {"flow": lambda a: float(a) >= 0, "inspections": lambda a: a in ("yes", "no"),
-                    "scenes": lambda a: a in CLASSES}[name]
+        expected = {"flow": lambda a: a.endswith(" vehicles") and float(a.split()[0].replace(",", "")) >= 0,
+                    "inspections": lambda a: a in ("yes", "no"), "scenes": lambda a: a in CLASSES}[name]
         assert expected(answer), (name, answer)
+        sure = page.locator("#confidence").inner_text()  # an interval in vehicles, or how sure in words
+        assert (sure.startswith("Likely between ") and " vehicles and " in sure) if name == "flow" else \
+            sure.split(":")[0] in ("Very sure", "Fairly sure", "Unsure"), (name, sure)
         assert page.locator("#sentence").inner_text() and page.locator("#contributions tbody tr").count() >= 3
     assert page.locator("#picture").evaluate("i => i.naturalWidth") == 32  # the last: the picture the model saw
     # the flow model's sensors are sites on the city's districts

@@ -52,6 +52,20 @@ class _Explainers:
     def __init__(self):
         self._lock = threading.Lock()
         self._loaded = {}
+        self._backgrounds = {}
+
+    def background(self, loaded):
+        """The training sample stored with a loaded version (the form's typical values), or None."""
+        from serving.explain import stored_background
+
+        key = (loaded.local.version.name, loaded.local.version.version)
+        with self._lock:
+            if key not in self._backgrounds:
+                try:
+                    self._backgrounds[key] = stored_background(loaded.local.path)[0]
+                except Exception:  # noqa: BLE001 - a form without typical values still works
+                    self._backgrounds[key] = None
+            return self._backgrounds[key]
 
     def get(self, name: str, version: str, settings: Settings):
         from registry import resolve
@@ -80,6 +94,12 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
     base = settings or Settings.from_env()
     watched = endpoints_from(endpoints)
     env = Environment(loader=PackageLoader("app.console", "templates"), autoescape=select_autoescape())
+    from app.console import words
+
+    from app.console.tryit import amount
+
+    env.globals.update(words=words, tryit_amount=amount)
+    env.filters["zip_pairs"] = lambda values: [(v, v) for v in values]
     explainers = _Explainers()
     app = FastAPI(title="CivicML console", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
@@ -119,29 +139,34 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
     def index(request: Request):
         from registry import models
 
+        from app.console.overview import describe
+
         try:
-            found = models(settings=acting(request))
+            settings = acting(request)
+            found = models(settings=settings)
         except CivicMLError as err:
             return failure(request, err)
-        return page(request, "index.html", models=found)
+        return page(request, "index.html", models=found, about={name: describe(name, settings) for name in found})
 
     @app.get("/models/{name}", response_class=HTMLResponse)
-    def model(request: Request, name: str, notice: str | None = None):
+    def model(request: Request, name: str):
+        from app.console import overview
         from registry import audit, show
 
         try:
             settings = acting(request)
             versions = show(name, settings=settings)
             trail = audit(name, settings=settings)
+            about = overview.build(name, versions, trail, settings)
         except CivicMLError as err:
             return failure(request, err)
         fidelity, variants = _version_tags(name, settings)
         comparisons = _comparisons(name, versions, settings)
         live = [(figures, figures.for_model(name)) for figures in _read_all(watched)]
         return page(request, "model.html", name=name, versions=list(reversed(versions)),
-                    trail=list(reversed(trail)), fidelity=fidelity, variants=variants, notice=notice,
+                    trail=list(reversed(trail)), fidelity=fidelity, variants=variants, about=about,
                     comparisons=comparisons, live=live,
-                    challenger=any("challenger" in v["aliases"] for v in versions))
+                    challenger=any("challenger" in v["aliases"] and "champion" not in v["aliases"] for v in versions))
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
     def version_page(request: Request, name: str, version: str):
@@ -179,6 +204,8 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
 
     @app.post("/models/{name}/try", response_class=HTMLResponse)
     async def try_submit(request: Request, name: str):
+        from app.console import tryit
+
         upload = None
         fields: list[dict] = []
         try:
@@ -191,17 +218,20 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
             ref, fields = _form_fields(name, ref, settings, explainers)
             if fields and fields[0]["kind"] == "image":
                 return _try_picture(request, name, ref, fields, upload, settings)
-            row = _row(fields, form)
             explainer = explainers.get(name, _version_of(name, ref, settings), settings)
-            result = explainer.explain([row])[0]
+            row, shown = tryit.row_of(fields, form, _column_kinds(explainer))
+            result = explainer.explain([row])[0].to_dict(8)
         except CivicMLError as err:
             if not fields:
                 return failure(request, err)
             status = next((code for kind, code in _STATUS if isinstance(err, kind)), 400)
             return page(request, "try.html", status=status, name=name, ref=ref, fields=fields, values=form,
                         result=None, error=str(err))
-        map_svg = _map(name, result.model["version"], settings, None, highlight=row.get("district"))
-        return page(request, "try.html", name=name, ref=ref, fields=fields, values=row, result=result.to_dict(8),
+        result["confidence_shown"] = _confidence(name, explainer, row, result, settings)
+        result["unit"] = _target_unit(explainer)
+        result["columns"] = (explainer.local.metadata or {}).get("columns") or {}
+        map_svg = _map(name, result["model"]["version"], settings, None, highlight=row.get("district"))
+        return page(request, "try.html", name=name, ref=ref, fields=fields, values=shown, result=result,
                     map_svg=map_svg)
 
     def _try_picture(request: Request, name: str, ref: str, fields: list[dict], upload, settings) -> HTMLResponse:
@@ -334,9 +364,10 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _quote(text: str) -> str:
+    """A notice for the page the browser is sent to, whole (a refusal's reasons are not cut mid-word)."""
     from urllib.parse import quote
 
-    return quote(text[:300])
+    return quote(text[:4000])
 
 
 def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -370,6 +401,7 @@ def _version_of(name: str, ref: str, settings: Settings) -> str:
 
 def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> tuple[str, list[dict]]:
     """(the alias or version used, one field per input column: name, kind, choices)."""
+    from app.console import tryit
     from registry import models
 
     aliases = models(settings=settings).get(name)
@@ -389,31 +421,48 @@ def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> 
     inputs = explainer.signature.inputs if explainer.signature is not None else None
     if inputs is None or inputs.is_tensor_spec():
         raise InvalidInput(f"model '{name}' takes a tensor; the try-it form needs named columns")
-    categories = (explainer.local.metadata or {}).get("categories") or {}
-    fields = []
-    for spec in inputs.inputs:
-        kind = str(spec.type).removeprefix("DataType.")
-        choices = categories.get(spec.name)
-        fields.append({"name": spec.name, "kind": "choice" if choices else
-                       ("number" if kind in ("long", "integer", "double", "float") else "text"),
-                       "whole": kind in ("long", "integer"), "choices": [str(c) for c in choices or []]})
-    return ref, fields
+    meta = explainer.local.metadata or {}
+    return ref, tryit.fields_for(inputs.inputs, meta.get("categories") or {}, explainers.background(explainer),
+                                 meta.get("columns") or {})
 
 
-def _row(fields: list[dict], form: dict) -> dict:
-    row = {}
-    for f in fields:
-        value = str(form.get(f["name"], "")).strip()
-        if not value:
-            raise InvalidInput(f"please fill in '{f['name']}'")
-        if f["kind"] == "number":
-            try:
-                row[f["name"]] = int(value) if f["whole"] else float(value)
-            except ValueError:
-                raise InvalidInput(f"'{f['name']}' must be a {'whole ' if f['whole'] else ''}number") from None
-        else:
-            row[f["name"]] = value
-    return row
+def _column_kinds(explainer) -> dict[str, str]:
+    inputs = explainer.signature.inputs if explainer.signature is not None else None
+    return {s.name: str(s.type).removeprefix("DataType.") for s in (inputs.inputs if inputs is not None else [])}
+
+
+def _target_unit(explainer) -> str:
+    from app.console import words
+
+    meta = explainer.local.metadata or {}
+    target = meta.get("target")
+    declared = (meta.get("columns") or {}).get(target) or {}
+    return str(declared.get("unit") or words.COLUMNS.get(str(target), ("", ""))[1])
+
+
+def _confidence(name: str, explainer, row: dict, result: dict, settings: Settings) -> dict:
+    """How sure the answer is (:func:`app.console.tryit.confidence`); {} when nothing can be said."""
+    import pandas as pd
+
+    from app.console import tryit
+    from registry.rules import insight_file
+    from serving.batching import Columns as BatchColumns
+    from serving.dataplane import prepare
+
+    try:
+        frame = prepare(pd.DataFrame.from_records([row]), None, explainer.signature, explainer.local.metadata).data
+        frame = frame.frame() if isinstance(frame, BatchColumns) else frame
+        output = explainer.model.predict(frame)
+    except Exception:  # noqa: BLE001 - the answer was given; confidence is extra
+        return {}
+    width = None
+    if not isinstance(output, pd.DataFrame) and isinstance(result.get("prediction"), (int, float)):
+        try:
+            width = tryit.interval_width(insight_file(name, result["model"]["version"], "predicted_vs_actual.csv",
+                                                      settings=settings))
+        except CivicMLError:
+            width = None
+    return tryit.confidence(result, output, explainer.model, frame, width)
 
 
 def _promote(name: str, settings: Settings):

@@ -15,7 +15,6 @@ import io
 
 import numpy as np
 
-from civicml.answers import confidence_of, read_probabilities
 from civicml.errors import InvalidInput
 
 MAX_UPLOAD_BYTES = 5_000_000
@@ -73,9 +72,10 @@ def _answers(output):
     from registry.gates import predicted_labels
 
     labels = [str(x) for x in predicted_labels(output)]
-    found = read_probabilities(output) if isinstance(output, pd.DataFrame) else None
-    if found is not None:
-        return labels, pd.DataFrame(found[1], columns=found[0])
+    if isinstance(output, pd.DataFrame):
+        columns = [c for c in output.columns if str(c).startswith("p_")]
+        if columns:
+            return labels, output[columns].rename(columns=lambda c: str(c)[2:])
     return labels, None
 
 
@@ -112,14 +112,15 @@ def explain_picture(model, picture: np.ndarray, channels_first: bool, name: str,
         contributions = [{"feature": f"{region} of the picture", "weight": 1.0} for region in changed]
         sentence = f"Answered '{answer}'" + (f"; hiding the {changed[0]} of the picture changes it." if changed
                                              else "; hiding any one region leaves it unchanged.")
-    confidence = None
-    if probabilities is not None:  # the answer's confidence, as every answer carries it
-        top, words = confidence_of(probabilities.to_numpy(float)[:1])
-        confidence = {"confidence": float(top[0]), "band": str(words[0])}
-    return {"prediction": answer, "confidence": confidence, "sentence": sentence,
-            "contributions": contributions[:8],
+    shown = {}
+    if probabilities is not None and answer in probabilities.columns:
+        from civicml.answers import band
+
+        top = float(probabilities.iloc[0].max())
+        shown = {"confidence": top, "band": band(top), "computed": "from the model's class probabilities"}
+    return {"prediction": answer, "sentence": sentence, "contributions": contributions[:8],
             "method": f"region occlusion ({GRID} x {GRID} grid, hidden with the mean colour)",
-            "model": {"name": name, "version": version}}
+            "model": {"name": name, "version": version}, "confidence_shown": shown}
 
 
 def multipart_file(body: bytes, content_type: str, field: str) -> tuple[bytes, dict[str, str]]:
