@@ -206,7 +206,7 @@ def dataset_description(dataset: Dataset) -> dict[str, Any]:
 
 def _described_columns(use_case, dataset: Dataset) -> dict:
     """The target's name and the use-case file's readable column labels and units, for explanations."""
-    declared = getattr(getattr(use_case, "spec", None), "columns", None)
+    declared = getattr(getattr(use_case, "spec", None), "columns", None) or getattr(use_case, "columns", None)
     return {"target": dataset.target, **({"columns": dict(declared)} if declared else {})}
 
 

@@ -34,6 +34,27 @@ class TrafficFlow(UseCase):
     policy_file = Path(__file__).parent / "policy.yaml"
     # the sensors stand in the same synthetic city as the 311 requests: its districts draw their map
     boundaries_file = Path(__file__).parent.parent / "service_requests" / "districts.geojson"
+    # what a person calls each column, and its unit: explanations, rules and answers speak in these
+    columns = {
+        "lag_1": {"label": "flow in the last hour", "unit": "vehicles"},
+        "lag_2": {"label": "flow 2 hours earlier", "unit": "vehicles"},
+        "lag_3": {"label": "flow 3 hours earlier", "unit": "vehicles"},
+        "lag_24": {"label": "flow at this hour a day earlier", "unit": "vehicles"},
+        "lag_25": {"label": "flow an hour before that, a day earlier", "unit": "vehicles"},
+        "lag_168": {"label": "flow at this hour a week earlier", "unit": "vehicles"},
+        "lag_169": {"label": "flow an hour before that, a week earlier", "unit": "vehicles"},
+        "mean_24": {"label": "average hourly flow over the last day", "unit": "vehicles"},
+        "hour_sin": {"label": "hour of day (sine)", "unit": ""},
+        "hour_cos": {"label": "hour of day (cosine)", "unit": ""},
+        "dow_sin": {"label": "day of week (sine)", "unit": ""},
+        "dow_cos": {"label": "day of week (cosine)", "unit": ""},
+        "weekend": {"label": "weekend", "unit": ""},
+        "holiday": {"label": "public holiday", "unit": ""},
+        "temp_c": {"label": "temperature", "unit": "°C"},
+        "precip_mm": {"label": "rain or snow", "unit": "mm per hour"},
+        "snow": {"label": "snowing", "unit": ""},
+        "vehicle_count": {"label": "flow in the next hour", "unit": "vehicles"},
+    }
 
     @property
     def families(self):
