@@ -1,0 +1,426 @@
+"""Drift: has what the model is asked (and what it answers) moved away from a reference?
+
+For every input column and every output (``answer``, ``confidence``), per time window and per group (and
+all groups together, ``group = "*"``), the live rows are compared with the reference's rows of the same
+group. The test is chosen by the column's kind (:func:`column_kinds`):
+
+* ``numeric``: two-sample Kolmogorov-Smirnov (scipy), with the Wasserstein distance as the effect size;
+* ``categorical`` (strings, booleans, integers with few values such as ``hour``): a two-sample chi-square on
+  the counts of the reference's most frequent values (the rest pooled as ``<other>``), with the
+  Jensen-Shannon distance as the effect size;
+* ``text``: the same chi-square on its token distribution (the reference's most frequent words, the rest
+  pooled as ``<other>``): a new kind of complaint shows as new words in ``<other>``.
+
+A cell with fewer than ``min_count`` live rows (or reference rows) is reported as ``too few`` and never
+tested.
+
+**Calibrated on history, not raw p-values.** A city's traffic moves with the seasons, so a raw p-value
+against a year-long reference calls every summer week "drift". The reference's own time windows are the
+history: each history window of each group is compared with the rest of the reference exactly as a live
+window will be, and the statistics it gives say how far an ordinary window strays. The dispersion
+``phi = max(1, quantile_q(T_w / null_q))`` (the ``q`` quantile of the history statistics over the null
+distribution's ``q`` quantile: chi-square for counts, Kolmogorov for KS) scales every live statistic
+before its p-value is read (``p = sf(T / phi)``). Without at least ``min_history`` history windows a cell
+is not calibrated (``phi = 1``) and says so. The live statistic's ``threshold`` at ``drift_p`` is
+reported too.
+
+**Multiple testing.** In each window the calibrated p-values of every tested column and group are
+corrected together (Benjamini-Hochberg); a cell drifted when its adjusted ``q`` is under ``drift_p``.
+
+Why scipy and not Evidently: Evidently (0.7) is a separate tool with its own reports, workspace and
+dependencies (and not installable on an offline mirror here); the tests themselves are a few lines of
+scipy, and what matters (groups, minimum counts, calibration on history, the correction) is CivicML's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from civicml.errors import InvalidInput
+from monitoring.quality import window_label, window_starts
+
+KINDS = ("numeric", "categorical", "text")
+OTHER = "<other>"
+ALL = "*"
+_TOKEN = re.compile(r"[a-z]{2,}")
+COLUMNS = ("window", "column", "kind", "group", "n", "n_reference", "test", "statistic", "effect", "phi",
+           "calibrated", "threshold", "p_raw", "p", "q", "status")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    min_count: int = 30  # live (and reference) rows a cell needs to be tested
+    drift_p: float = 0.01  # Benjamini-Hochberg level within a window
+    categories: int = 30  # most frequent values kept per categorical column
+    tokens: int = 60  # most frequent words kept per text column
+    quantile: float = 0.9  # the history quantile that calibrates phi
+    min_history: int = 5  # history windows a cell needs to be calibrated
+
+    def __post_init__(self):
+        if not (0 < self.drift_p < 1):
+            raise InvalidInput(f"drift_p must be between 0 and 1, got {self.drift_p}")
+        if self.min_count < 2:
+            raise InvalidInput(f"min_count must be at least 2, got {self.min_count}")
+        if not (0.5 <= self.quantile < 1):
+            raise InvalidInput(f"quantile must be in [0.5, 1), got {self.quantile}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What live traffic is compared with: a frame of inputs (and, if known, the model's ``answer`` and
+    ``confidence`` on them), its ``time`` column (epoch seconds or datetimes: the history that calibrates)
+    and its ``group`` column (e.g. ``district``). ``name`` says what it is (training data, held-out set,
+    last year's traffic)."""
+
+    frame: pd.DataFrame
+    time: str | None = "time"
+    group: str | None = None
+    name: str = "reference"
+    kinds: Mapping[str, str] = field(default_factory=dict)  # a column's kind, where inference would be wrong
+
+    def times(self) -> np.ndarray | None:
+        if not self.time or self.time not in self.frame.columns:
+            return None
+        return epoch_seconds(self.frame[self.time])
+
+    def groups(self) -> np.ndarray:
+        if not self.group or self.group not in self.frame.columns:
+            return np.full(len(self.frame), "-", dtype=object)
+        return self.frame[self.group].astype(str).to_numpy(dtype=object)
+
+
+def epoch_seconds(values) -> np.ndarray:
+    series = pd.Series(values)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if series.dt.tz is None:
+            series = series.dt.tz_localize("UTC")
+        return (series - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+
+
+def column_kinds(frame: pd.DataFrame, columns, given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``numeric``, ``categorical`` or ``text`` for each column (``given`` overrides; checked)."""
+    given = dict(given or {})
+    for column, kind in given.items():
+        if kind not in KINDS:
+            raise InvalidInput(f"drift: kind of column '{column}' must be one of {', '.join(KINDS)}, got {kind!r}")
+    out = {}
+    for column in columns:
+        if column in given:
+            out[column] = given[column]
+            continue
+        s = frame[column].dropna()
+        if pd.api.types.is_bool_dtype(s):
+            out[column] = "categorical"
+        elif pd.api.types.is_numeric_dtype(s):
+            integral = len(s) and np.all(np.asarray(s, dtype=float) == np.round(np.asarray(s, dtype=float)))
+            out[column] = "categorical" if integral and s.nunique() <= 31 else "numeric"
+        else:
+            text = s.astype(str)
+            words = text.str.count(r"\s+").mean() + 1 if len(text) else 0
+            out[column] = "text" if words >= 4 else "categorical"
+    return out
+
+
+# -- encoding ------------------------------------------------------------------------------------
+def tokens(text: Any) -> list[str]:
+    return _TOKEN.findall(str(text).lower()) if isinstance(text, str) else []
+
+
+class _Encoder:
+    """A column's values as codes 0..k-1, learnt from the reference: its most frequent values (words, for
+    text) each have a code; ``k-2`` is every other value the reference holds (``<other>``); ``k-1`` a value
+    the reference never held (``<unseen>``: a new category, a new word)."""
+
+    def __init__(self, kind: str, reference: pd.Series, settings: DriftSettings):
+        self.kind = kind
+        if kind == "text":
+            counts = pd.Series([t for v in reference for t in tokens(v)], dtype=object).value_counts()
+            keep = counts.index[:settings.tokens]
+            self.known = set(counts.index[counts >= 2])
+        else:
+            counts = reference.astype(str).value_counts()
+            keep = counts.index[:settings.categories]
+            self.known = set(counts.index)
+        self.index = {v: i for i, v in enumerate(keep)}
+        self.k = len(self.index) + 2
+
+    def _code(self, value: str) -> int:
+        code = self.index.get(value)
+        if code is not None:
+            return code
+        return self.k - 2 if value in self.known else self.k - 1
+
+    def rows(self, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(row number, code) pairs: one per row for categories, one per word for text."""
+        if self.kind == "text":
+            row, code = [], []
+            for i, v in enumerate(values):
+                for t in tokens(v):
+                    row.append(i)
+                    code.append(self._code(t))
+            return np.asarray(row, dtype=np.int64), np.asarray(code, dtype=np.int64)
+        codes = [self._code(str(v)) for v in values]
+        return np.arange(len(values), dtype=np.int64), np.asarray(codes, dtype=np.int64)
+
+
+def _histograms(encoded: tuple[np.ndarray, np.ndarray], k: int, cell: np.ndarray, n_cells: int) -> np.ndarray:
+    """Counts per cell: (n_cells, k); rows whose cell is -1 are left out."""
+    row, code = encoded
+    where = cell[row] if len(row) else np.zeros(0, dtype=np.int64)
+    ok = where >= 0
+    flat = np.bincount(where[ok] * k + code[ok], minlength=n_cells * k)
+    return flat.reshape(n_cells, k).astype(float)
+
+
+MIN_EXPECTED = 5.0
+
+
+def chi2_two_sample(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson's chi-square of each row pair of counts ``a`` (live) against ``b`` (reference): (X2, df).
+
+    Values the live sample is expected to hold fewer than 5 times (by the reference's proportions) are pooled
+    into one cell first, the textbook rule that keeps the statistic's tail close to chi-square's."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    na, nb = a.sum(axis=1, keepdims=True), b.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = (b / nb) * na < MIN_EXPECTED
+    a = np.concatenate([np.where(small, 0, a), (a * small).sum(axis=1, keepdims=True)], axis=1)
+    b = np.concatenate([np.where(small, 0, b), (b * small).sum(axis=1, keepdims=True)], axis=1)
+    total = na + nb
+    col = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ea, eb = col * na / total, col * nb / total
+        x2 = np.where(col > 0, (a - ea) ** 2 / ea + (b - eb) ** 2 / eb, 0.0).sum(axis=1)
+    df = np.maximum((col > 0).sum(axis=1) - 1, 1)
+    return np.nan_to_num(x2), df
+
+
+def _ks(live: np.ndarray, ref_sorted: np.ndarray, effect: bool = True) -> tuple[float, float, float]:
+    """(sqrt(n_eff) * D, D, Wasserstein distance) of two samples, the reference already sorted: the
+    two-sample Kolmogorov-Smirnov statistic and the first Wasserstein distance, from the empirical CDFs."""
+    a, b = np.sort(live), ref_sorted
+    points = np.concatenate([a, b])
+    points.sort()
+    cdf_a = np.searchsorted(a, points, side="right") / len(a)
+    cdf_b = np.searchsorted(b, points, side="right") / len(b)
+    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    n_eff = len(a) * len(b) / (len(a) + len(b))
+    wasserstein = float(np.sum(np.abs(cdf_a - cdf_b)[:-1] * np.diff(points))) if effect else float("nan")
+    return float(np.sqrt(n_eff) * d), d, wasserstein
+
+
+@dataclass
+class _Calibration:
+    phi: float = 1.0
+    calibrated: bool = False
+
+
+def _calibrate(ratios: list[float], settings: DriftSettings) -> _Calibration:
+    if len(ratios) < settings.min_history:
+        return _Calibration()
+    return _Calibration(max(1.0, float(np.quantile(ratios, settings.quantile))), True)
+
+
+# -- the test ------------------------------------------------------------------------------------
+def drift(live: pd.DataFrame, reference: Reference, window: str | float = "7d", columns=None,
+          settings: DriftSettings | None = None) -> pd.DataFrame:
+    """Drift findings (one row per window, column and group; see the module's docstring).
+
+    ``live``: one row per answer with the input columns, ``answer``/``confidence`` (optional), ``time``
+    (epoch seconds) and ``group``."""
+    settings = settings or DriftSettings()
+    ref = reference.frame
+    if columns is None:
+        columns = [c for c in live.columns if c in ref.columns and c not in ("time", "group", reference.time)]
+    missing = [c for c in columns if c not in ref.columns or c not in live.columns]
+    if missing:
+        raise InvalidInput(f"drift: column '{missing[0]}' is not in both the live records and the reference")
+    if not len(live) or not columns:
+        return pd.DataFrame(columns=COLUMNS)
+    kinds = column_kinds(ref, columns, reference.kinds)
+    plan = _Plan.build(live, reference, window)
+    rows = []
+    for column in columns:
+        if column == reference.group:
+            rows += _column(column, kinds[column], live, ref, plan, settings, groups_only=[ALL])
+        else:
+            rows += _column(column, kinds[column], live, ref, plan, settings)
+    found = pd.DataFrame(rows, columns=COLUMNS)
+    return _correct(found, settings)
+
+
+@dataclass
+class _Plan:
+    """Which cell (window x group) each live and reference row falls in."""
+
+    live_windows: np.ndarray  # window starts, sorted
+    groups: list[str]  # the reference's groups, then ALL
+    live_cell: np.ndarray  # per live row: window_index * n_groups + group_index (its own group)
+    live_all: np.ndarray  # per live row: the cell of its window's ALL group
+    ref_group: np.ndarray  # per reference row: group index
+    ref_hist: np.ndarray | None  # per reference row: history window index (None: no time column)
+    n_hist: int
+
+    @classmethod
+    def build(cls, live: pd.DataFrame, reference: Reference, window) -> "_Plan":
+        starts = window_starts(epoch_seconds(live["time"]), window)
+        live_windows = np.unique(starts)
+        ref_groups = reference.groups()
+        groups = sorted(set(ref_groups.tolist())) + [ALL]
+        index = {g: i for i, g in enumerate(groups)}
+        live_group = live["group"].astype(str).to_numpy() if "group" in live.columns else \
+            np.full(len(live), "-", dtype=object)
+        g = np.array([index.get(v, -1) for v in live_group])
+        w = np.searchsorted(live_windows, starts)
+        cell = np.where(g >= 0, w * len(groups) + g, -1)
+        times = reference.times()
+        hist, n_hist = None, 0
+        if times is not None and np.isfinite(times).all():
+            hist_starts = window_starts(times, window)
+            unique = np.unique(hist_starts)
+            hist, n_hist = np.searchsorted(unique, hist_starts), len(unique)
+        return cls(live_windows, groups, cell, w * len(groups) + len(groups) - 1,
+                   np.array([index[v] for v in ref_groups]), hist, n_hist)
+
+
+def _column(column, kind, live, ref, plan: _Plan, settings: DriftSettings, groups_only=None) -> list[dict]:
+    n_groups = len(plan.groups)
+    wanted = [i for i, g in enumerate(plan.groups) if groups_only is None or g in groups_only]
+    if kind == "numeric":
+        return _numeric(column, live, ref, plan, settings, wanted)
+    encoder = _Encoder(kind, ref[column].dropna(), settings)
+    k = encoder.k
+    live_codes, ref_codes = encoder.rows(live[column]), encoder.rows(ref[column])
+    n_live_cells = len(plan.live_windows) * n_groups
+    live_counts = _histograms(live_codes, k, plan.live_cell, n_live_cells) + \
+        _histograms(live_codes, k, plan.live_all, n_live_cells)
+    live_rows = np.bincount(plan.live_cell[plan.live_cell >= 0], minlength=n_live_cells) + \
+        np.bincount(plan.live_all, minlength=n_live_cells)
+    ref_by_group = _histograms(ref_codes, k, plan.ref_group, n_groups)
+    ref_by_group[-1] = ref_by_group[:-1].sum(axis=0)
+    ref_rows = np.bincount(plan.ref_group, minlength=n_groups).astype(float)
+    ref_rows[-1] = ref_rows[:-1].sum()
+    calibration = _count_calibration(ref_codes, k, plan, ref_by_group, settings)
+    rows = []
+    for w, start in enumerate(plan.live_windows):
+        for g in wanted:
+            c = w * n_groups + g
+            base = _base(start, column, kind, plan.groups[g], int(live_rows[c]), int(ref_rows[g]), "chi2")
+            if live_rows[c] < settings.min_count or ref_rows[g] < settings.min_count:
+                rows.append({**base, "status": "too few"})
+                continue
+            x2, df = chi2_two_sample(live_counts[c], ref_by_group[g])
+            cal = calibration[g]
+            p_raw = float(stats.chi2.sf(x2[0], df[0]))
+            p = float(stats.chi2.sf(x2[0] / cal.phi, df[0]))
+            effect = float(jensenshannon(live_counts[c] + 1e-12, ref_by_group[g] + 1e-12))
+            rows.append({**base, "statistic": float(x2[0]), "effect": effect, "phi": cal.phi,
+                         "calibrated": cal.calibrated, "p_raw": p_raw, "p": p,
+                         "threshold": float(cal.phi * stats.chi2.isf(settings.drift_p, df[0])), "status": "tested"})
+    return rows
+
+
+def _count_calibration(ref_codes, k, plan: _Plan, ref_by_group, settings) -> list[_Calibration]:
+    n_groups = len(plan.groups)
+    if plan.ref_hist is None:
+        return [_Calibration() for _ in range(n_groups)]
+    cells = plan.ref_hist * n_groups + plan.ref_group
+    hist = _histograms(ref_codes, k, cells, plan.n_hist * n_groups).reshape(plan.n_hist, n_groups, k)
+    rows = np.bincount(cells, minlength=plan.n_hist * n_groups).reshape(plan.n_hist, n_groups)
+    hist[:, -1] = hist[:, :-1].sum(axis=1)
+    rows[:, -1] = rows[:, :-1].sum(axis=1)
+    out = []
+    for g in range(n_groups):
+        ok = rows[:, g] >= settings.min_count
+        if ok.sum() < settings.min_history:
+            out.append(_Calibration())
+            continue
+        windows = hist[ok, g]
+        x2, df = chi2_two_sample(windows, ref_by_group[g][None, :] - windows)  # each window against the rest
+        out.append(_calibrate(list(x2 / stats.chi2.ppf(settings.quantile, df)), settings))
+    return out
+
+
+def _numeric(column, live, ref, plan: _Plan, settings: DriftSettings, wanted) -> list[dict]:
+    n_groups = len(plan.groups)
+    live_values = pd.to_numeric(live[column], errors="coerce").to_numpy(dtype=float)
+    ref_values = pd.to_numeric(ref[column], errors="coerce").to_numpy(dtype=float)
+    null_q = stats.kstwobign.ppf(settings.quantile)
+    rows = []
+    by_group = {g: ((plan.ref_group == g) | (g == n_groups - 1)) & np.isfinite(ref_values) for g in wanted}
+    ref_sorted = {g: np.sort(ref_values[by_group[g]]) for g in wanted}
+    calibration = {}
+    for g in wanted:  # each history window against its group's whole reference (1/n of it: no leave-one-out)
+        ratios = []
+        if plan.ref_hist is not None and len(ref_sorted[g]):
+            for h in np.unique(plan.ref_hist):
+                a = ref_values[by_group[g] & (plan.ref_hist == h)]
+                if len(a) >= settings.min_count:
+                    ratios.append(_ks(a, ref_sorted[g], effect=False)[0] / null_q)
+        calibration[g] = _calibrate(ratios, settings)
+    for w, start in enumerate(plan.live_windows):
+        for g in wanted:
+            c = w * n_groups + g
+            inside = (plan.live_cell == c) | (plan.live_all == c)
+            a, b = live_values[inside], ref_sorted[g]
+            a = a[np.isfinite(a)]
+            base = _base(start, column, "numeric", plan.groups[g], len(a), len(b), "ks")
+            if len(a) < settings.min_count or len(b) < settings.min_count:
+                rows.append({**base, "status": "too few"})
+                continue
+            scaled, d, wasserstein = _ks(a, b)
+            cal = calibration[g]
+            n_eff = len(a) * len(b) / (len(a) + len(b))
+            rows.append({**base, "statistic": d, "effect": wasserstein, "phi": cal.phi, "calibrated": cal.calibrated,
+                         "p_raw": float(stats.kstwobign.sf(scaled)), "p": float(stats.kstwobign.sf(scaled / cal.phi)),
+                         "threshold": float(cal.phi * stats.kstwobign.isf(settings.drift_p) / np.sqrt(n_eff)),
+                         "status": "tested"})
+    return rows
+
+
+def _base(start, column, kind, group, n, n_reference, test) -> dict:
+    return {"window": window_label(start), "column": column, "kind": kind, "group": group, "n": n,
+            "n_reference": n_reference, "test": test, "statistic": np.nan, "effect": np.nan, "phi": np.nan,
+            "calibrated": False, "threshold": np.nan, "p_raw": np.nan, "p": np.nan, "q": np.nan}
+
+
+def _correct(found: pd.DataFrame, settings: DriftSettings) -> pd.DataFrame:
+    """Benjamini-Hochberg within each window, across columns and groups; ``drifted`` where q < drift_p."""
+    found = found.copy()
+    tested = found["status"] == "tested"
+    for _, part in found[tested].groupby("window"):
+        found.loc[part.index, "q"] = stats.false_discovery_control(part["p"].to_numpy(), method="bh")
+    found.loc[tested & (found["q"] < settings.drift_p), "status"] = "drifted"
+    found.loc[tested & ~(found["q"] < settings.drift_p), "status"] = "ok"
+    return found.reset_index(drop=True)
+
+
+def drifting_since(found: pd.DataFrame) -> pd.DataFrame:
+    """For each column and group drifted in the latest window: since which window it has been drifting
+    (the first of the unbroken run up to the latest), and for how many windows."""
+    if found.empty:
+        return pd.DataFrame(columns=["column", "group", "since", "windows", "effect", "q"])
+    windows = sorted(found["window"].unique())
+    latest = windows[-1]
+    out = []
+    for (column, group), part in found.groupby(["column", "group"]):
+        status = dict(zip(part["window"], part["status"]))
+        if status.get(latest) != "drifted":
+            continue
+        run = 0
+        for w in reversed(windows):
+            if status.get(w) != "drifted":
+                break
+            run += 1
+        last = part[part["window"] == latest].iloc[0]
+        out.append({"column": column, "group": group, "since": windows[len(windows) - run], "windows": run,
+                    "effect": float(last["effect"]), "q": float(last["q"])})
+    return pd.DataFrame(out, columns=["column", "group", "since", "windows", "effect", "q"])
