@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from monitoring.drift import DriftSettings, Reference, column_kinds, drift, drifting_since
+    from monitoring.drift import DriftSettings, Reference, column_kinds, detect_drift, drifting_since
     from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
     from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from monitoring.report import Alert, MonitoringPolicy, MonitorReport, live_frame, monitor
 
 __getattr__, __dir__ = lazy_face(__name__, {
-    "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "drift", "drifting_since"),
+    "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
     "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
     "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
@@ -36,6 +36,6 @@ __getattr__, __dir__ = lazy_face(__name__, {
 __all__ = [
     "Alert", "AnswerRecord", "DriftSettings", "FeedbackResult", "MonitorReport", "MonitoringPolicy", "NoRecorder",
     "Recorder", "RecordMasking", "RecordPolicy", "RecordStore", "Recording", "Reference",
-    "add_feedback", "column_kinds", "drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
+    "add_feedback", "column_kinds", "detect_drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
     "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
 ]

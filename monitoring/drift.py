@@ -230,7 +230,7 @@ def _calibrate(ratios: list[float], settings: DriftSettings) -> _Calibration:
 
 
 # -- the test ------------------------------------------------------------------------------------
-def drift(live: pd.DataFrame, reference: Reference, window: str | float = "7d", columns=None,
+def detect_drift(live: pd.DataFrame, reference: Reference, window: str | float = "7d", columns=None,
           settings: DriftSettings | None = None) -> pd.DataFrame:
     """Drift findings (one row per window, column and group; see the module's docstring).
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from civicml.errors import InvalidInput
-from monitoring.drift import DriftSettings, Reference, drift, drifting_since
+from monitoring.drift import DriftSettings, Reference, detect_drift, drifting_since
 from monitoring.quality import estimate_vs_real, infer_task, live_quality, parse_window
 from monitoring.records import RecordStore
 
@@ -198,8 +198,7 @@ def monitor(records: RecordStore | pd.DataFrame, reference: Reference | pd.DataF
     if not isinstance(reference, Reference):
         reference = Reference(reference, time="time" if "time" in reference.columns else None)
     live = live_frame(records)
-    found = drift(live, reference, window, settings=policy.drift_settings()) if len(live) else \
-        drift(live, reference, window)
+    found = detect_drift(live, reference, window, settings=policy.drift_settings())
     task = infer_task(records["answer"]) if len(records) else "classification"
     quality = live_quality(records, window, task=task)
     check = estimate_vs_real(records, window, min_labelled=policy.min_count, figures=quality) \

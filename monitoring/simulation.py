@@ -86,7 +86,8 @@ def simulate_year(seed: int, season: SeasonSettings | None = None, now: pd.Times
 class DetectionScore:
     """How a drift report did on a simulated year: the delay (in windows) before the new complaint was
     flagged in its district (None: never), and the false alarms on everything the new complaint did not
-    touch (every group before its week; after it, every group but its district and all districts together)."""
+    touch: every cell before its week; after it, every cell but its district's and, in all districts
+    together, the columns it moves (the text, the district, the answer and its confidence)."""
 
     delay: int | None
     onset: str
@@ -94,6 +95,7 @@ class DetectionScore:
     windows: int
     false_alarm_tests: int
     tests: int
+    alarms: tuple = ()  # (window, column, group) of each false alarm
 
     @property
     def false_alarm_rate(self) -> float:
@@ -105,7 +107,7 @@ class DetectionScore:
 
 
 def score_detection(found: pd.DataFrame, season: SeasonSettings, column: str = "description") -> DetectionScore:
-    """Score drift findings (``monitoring.drift.drift``, weekly windows) against the simulated truth."""
+    """Score drift findings (``monitoring.detect_drift``, weekly windows) against the simulated truth."""
     from monitoring.quality import window_label, window_starts
 
     start = pd.Timestamp(season.start, tz="America/New_York")
@@ -115,7 +117,8 @@ def score_detection(found: pd.DataFrame, season: SeasonSettings, column: str = "
     # the window holding the onset (weeks start on Monday, local midnight is 05:00Z: the onset window opens
     # a few hours before the first new complaint)
     after = found["window"] >= onset
-    shifted = after & found["group"].isin([season.new_kind_district, "*"])
+    moved = found["column"].isin([column, "district", "answer", "confidence"])
+    shifted = after & ((found["group"] == season.new_kind_district) | ((found["group"] == "*") & moved))
     tested = found["status"].isin(["ok", "drifted"])
     alarms = found[tested & ~shifted & (found["status"] == "drifted")]
     windows = sorted(found.loc[tested, "window"].unique())
@@ -126,4 +129,5 @@ def score_detection(found: pd.DataFrame, season: SeasonSettings, column: str = "
         later = [w for w in windows if w >= onset]
         delay = later.index(hits["window"].min())
     return DetectionScore(delay=delay, onset=onset, false_alarm_windows=alarms["window"].nunique(),
-                          windows=len(windows), false_alarm_tests=len(alarms), tests=int((tested & ~shifted).sum()))
+                          windows=len(windows), false_alarm_tests=len(alarms), tests=int((tested & ~shifted).sum()),
+                          alarms=tuple(alarms[["window", "column", "group"]].itertuples(index=False, name=None)))
