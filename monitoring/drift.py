@@ -14,15 +14,17 @@ group. The test is chosen by the column's kind (:func:`column_kinds`):
 A cell with fewer than ``min_count`` live rows (or reference rows) is reported as ``too few`` and never
 tested.
 
-**Calibrated on history, not raw p-values.** A city's traffic moves with the seasons, so a raw p-value
-against a year-long reference calls every summer week "drift". The reference's own time windows are the
-history: each history window of each group is compared with the rest of the reference exactly as a live
-window will be, and the statistics it gives say how far an ordinary window strays. The dispersion
-``phi = max(1, quantile_q(T_w / null_q))`` (the ``q`` quantile of the history statistics over the null
-distribution's ``q`` quantile: chi-square for counts, Kolmogorov for KS) scales every live statistic
-before its p-value is read (``p = sf(T / phi)``). Without at least ``min_history`` history windows a cell
-is not calibrated (``phi = 1``) and says so. The live statistic's ``threshold`` at ``drift_p`` is
-reported too.
+**Calibrated on history, not raw p-values.** A city's traffic moves with the seasons and its free text
+comes in phrasings whose words move together, so a textbook p-value against a year-long reference is too
+small. The reference's own time windows are the history: each history window of each group is compared
+with the rest of its group's reference exactly as a live window will be, giving the statistic
+``r`` of an ordinary window (``X2 / df`` for counts, ``sqrt(n_eff) * D`` for KS). A gamma distribution
+fitted to those ``r`` by their mean and variance (the group's own history; for a district, also every
+district's history together, which sees more windows) gives each live ``r`` a tail probability; the
+calibrated ``p`` is the largest of those and the textbook one, so history can only make a test more
+careful. ``threshold`` is the statistic a live window must pass at ``drift_p`` (before correction) and
+``phi`` its ratio to the textbook's. Without ``min_history`` history windows of at least ``min_count``
+rows a cell is not calibrated (``calibrated`` False: the textbook p-value).
 
 **Multiple testing.** In each window the calibrated p-values of every tested column and group are
 corrected together (Benjamini-Hochberg); a cell drifted when its adjusted ``q`` is under ``drift_p``.
@@ -60,7 +62,6 @@ class DriftSettings:
     drift_p: float = 0.01  # Benjamini-Hochberg level within a window
     categories: int = 30  # most frequent values kept per categorical column
     tokens: int = 60  # most frequent words kept per text column
-    quantile: float = 0.9  # the history quantile that calibrates phi
     min_history: int = 5  # history windows a cell needs to be calibrated
 
     def __post_init__(self):
@@ -68,8 +69,6 @@ class DriftSettings:
             raise InvalidInput(f"drift_p must be between 0 and 1, got {self.drift_p}")
         if self.min_count < 2:
             raise InvalidInput(f"min_count must be at least 2, got {self.min_count}")
-        if not (0.5 <= self.quantile < 1):
-            raise InvalidInput(f"quantile must be in [0.5, 1), got {self.quantile}")
 
 
 @dataclass(frozen=True)
@@ -217,16 +216,50 @@ def _ks(live: np.ndarray, ref_sorted: np.ndarray, effect: bool = True) -> tuple[
     return float(np.sqrt(n_eff) * d), d, wasserstein
 
 
-@dataclass
 class _Calibration:
-    phi: float = 1.0
-    calibrated: bool = False
+    """What history says about a column's statistic ``r`` (``X2 / df`` for counts, ``sqrt(n_eff) * D`` for
+    KS) in ordinary windows: gamma distributions fitted by moments to the history windows' ``r`` (the
+    group's own, and for a district every district's together). A live ``r`` gets the largest of their
+    tail probabilities and the textbook one (``null_sf``): history can only make a test more careful."""
+
+    def __init__(self, null_sf, null_isf, fits=()):
+        self.null_sf, self.null_isf, self.fits = null_sf, null_isf, list(fits)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.fits)
+
+    def sf(self, r: float) -> float:
+        return max([float(self.null_sf(r))] + [float(stats.gamma.sf(r, k, scale=theta)) for k, theta in self.fits])
+
+    def isf(self, alpha: float) -> float:
+        return max([float(self.null_isf(alpha))] +
+                   [float(stats.gamma.isf(alpha, k, scale=theta)) for k, theta in self.fits])
+
+    def phi(self, alpha: float) -> float:
+        """How much further than the textbook's the history puts the threshold at ``alpha``."""
+        return self.isf(alpha) / float(self.null_isf(alpha))
 
 
-def _calibrate(ratios: list[float], settings: DriftSettings) -> _Calibration:
-    if len(ratios) < settings.min_history:
-        return _Calibration()
-    return _Calibration(max(1.0, float(np.quantile(ratios, settings.quantile))), True)
+def _fit(ratios, settings: DriftSettings) -> list[tuple[float, float]]:
+    r = np.asarray([x for x in ratios if np.isfinite(x)], dtype=float)
+    if len(r) < settings.min_history or r.mean() <= 0 or r.var(ddof=1) <= 0:
+        return []
+    mean, var = r.mean(), r.var(ddof=1)
+    return [(mean * mean / var, var / mean)]
+
+
+def _calibrations(history: dict[int, list[float]], n_groups: int, settings, null_sf, null_isf) -> list[_Calibration]:
+    """One calibration per group (the last is every group together) from each group's history ``r``."""
+    districts = [r for g in range(n_groups - 1) for r in history.get(g, [])]
+    pooled = _fit(districts, settings)
+    out = []
+    for g in range(n_groups):
+        fits = _fit(history.get(g, []), settings)
+        if g < n_groups - 1 and fits:
+            fits += pooled
+        out.append(_Calibration(null_sf, null_isf, fits))
+    return out
 
 
 # -- the test ------------------------------------------------------------------------------------
@@ -318,54 +351,54 @@ def _column(column, kind, live, ref, plan: _Plan, settings: DriftSettings, group
                 rows.append({**base, "status": "too few"})
                 continue
             x2, df = chi2_two_sample(live_counts[c], ref_by_group[g])
+            x2, df = float(x2[0]), int(df[0])
             cal = calibration[g]
-            p_raw = float(stats.chi2.sf(x2[0], df[0]))
-            p = float(stats.chi2.sf(x2[0] / cal.phi, df[0]))
             effect = float(jensenshannon(live_counts[c] + 1e-12, ref_by_group[g] + 1e-12))
-            rows.append({**base, "statistic": float(x2[0]), "effect": effect, "phi": cal.phi,
-                         "calibrated": cal.calibrated, "p_raw": p_raw, "p": p,
-                         "threshold": float(cal.phi * stats.chi2.isf(settings.drift_p, df[0])), "status": "tested"})
+            textbook = float(stats.chi2.isf(settings.drift_p, df))
+            threshold = max(textbook, df * cal.isf(settings.drift_p) if cal.fits else 0.0)
+            rows.append({**base, "statistic": x2, "effect": effect, "phi": threshold / textbook,
+                         "calibrated": cal.calibrated, "p_raw": float(stats.chi2.sf(x2, df)),
+                         "p": max(float(stats.chi2.sf(x2, df)), cal.sf(x2 / df) if cal.fits else 0.0),
+                         "threshold": threshold, "status": "tested"})
     return rows
 
 
 def _count_calibration(ref_codes, k, plan: _Plan, ref_by_group, settings) -> list[_Calibration]:
     n_groups = len(plan.groups)
-    if plan.ref_hist is None:
-        return [_Calibration() for _ in range(n_groups)]
-    cells = plan.ref_hist * n_groups + plan.ref_group
-    hist = _histograms(ref_codes, k, cells, plan.n_hist * n_groups).reshape(plan.n_hist, n_groups, k)
-    rows = np.bincount(cells, minlength=plan.n_hist * n_groups).reshape(plan.n_hist, n_groups)
-    hist[:, -1] = hist[:, :-1].sum(axis=1)
-    rows[:, -1] = rows[:, :-1].sum(axis=1)
-    out = []
-    for g in range(n_groups):
-        ok = rows[:, g] >= settings.min_count
-        if ok.sum() < settings.min_history:
-            out.append(_Calibration())
-            continue
-        windows = hist[ok, g]
-        x2, df = chi2_two_sample(windows, ref_by_group[g][None, :] - windows)  # each window against the rest
-        out.append(_calibrate(list(x2 / stats.chi2.ppf(settings.quantile, df)), settings))
-    return out
+    history: dict[int, list[float]] = {}
+    if plan.ref_hist is not None:
+        cells = plan.ref_hist * n_groups + plan.ref_group
+        hist = _histograms(ref_codes, k, cells, plan.n_hist * n_groups).reshape(plan.n_hist, n_groups, k)
+        rows = np.bincount(cells, minlength=plan.n_hist * n_groups).reshape(plan.n_hist, n_groups)
+        hist[:, -1] = hist[:, :-1].sum(axis=1)
+        rows[:, -1] = rows[:, :-1].sum(axis=1)
+        for g in range(n_groups):
+            ok = rows[:, g] >= settings.min_count
+            if ok.any():
+                windows = hist[ok, g]
+                x2, df = chi2_two_sample(windows, ref_by_group[g][None, :] - windows)  # each against the rest
+                history[g] = list(x2 / df)
+    # r = X2 / df: the textbook tail is chi-square's with the live cell's df (read at test time)
+    return _calibrations(history, n_groups, settings, null_sf=lambda r: 0.0, null_isf=lambda a: 1.0)
 
 
 def _numeric(column, live, ref, plan: _Plan, settings: DriftSettings, wanted) -> list[dict]:
     n_groups = len(plan.groups)
     live_values = pd.to_numeric(live[column], errors="coerce").to_numpy(dtype=float)
     ref_values = pd.to_numeric(ref[column], errors="coerce").to_numpy(dtype=float)
-    null_q = stats.kstwobign.ppf(settings.quantile)
     rows = []
     by_group = {g: ((plan.ref_group == g) | (g == n_groups - 1)) & np.isfinite(ref_values) for g in wanted}
     ref_sorted = {g: np.sort(ref_values[by_group[g]]) for g in wanted}
-    calibration = {}
-    for g in wanted:  # each history window against its group's whole reference (1/n of it: no leave-one-out)
-        ratios = []
-        if plan.ref_hist is not None and len(ref_sorted[g]):
+    history: dict[int, list[float]] = {}
+    for g in range(n_groups):  # each history window against its group's whole reference (1/n of it)
+        mask = ((plan.ref_group == g) | (g == n_groups - 1)) & np.isfinite(ref_values)
+        ordered = ref_sorted[g] if g in ref_sorted else np.sort(ref_values[mask])
+        if plan.ref_hist is not None and len(ordered):
             for h in np.unique(plan.ref_hist):
-                a = ref_values[by_group[g] & (plan.ref_hist == h)]
+                a = ref_values[mask & (plan.ref_hist == h)]
                 if len(a) >= settings.min_count:
-                    ratios.append(_ks(a, ref_sorted[g], effect=False)[0] / null_q)
-        calibration[g] = _calibrate(ratios, settings)
+                    history.setdefault(g, []).append(_ks(a, ordered, effect=False)[0])
+    calibration = _calibrations(history, n_groups, settings, stats.kstwobign.sf, stats.kstwobign.isf)
     for w, start in enumerate(plan.live_windows):
         for g in wanted:
             c = w * n_groups + g
@@ -379,9 +412,9 @@ def _numeric(column, live, ref, plan: _Plan, settings: DriftSettings, wanted) ->
             scaled, d, wasserstein = _ks(a, b)
             cal = calibration[g]
             n_eff = len(a) * len(b) / (len(a) + len(b))
-            rows.append({**base, "statistic": d, "effect": wasserstein, "phi": cal.phi, "calibrated": cal.calibrated,
-                         "p_raw": float(stats.kstwobign.sf(scaled)), "p": float(stats.kstwobign.sf(scaled / cal.phi)),
-                         "threshold": float(cal.phi * stats.kstwobign.isf(settings.drift_p) / np.sqrt(n_eff)),
+            rows.append({**base, "statistic": d, "effect": wasserstein, "phi": cal.phi(settings.drift_p),
+                         "calibrated": cal.calibrated, "p_raw": float(stats.kstwobign.sf(scaled)),
+                         "p": cal.sf(scaled), "threshold": cal.isf(settings.drift_p) / np.sqrt(n_eff),
                          "status": "tested"})
     return rows
 

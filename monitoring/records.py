@@ -166,10 +166,13 @@ class RecordMasking:
             group = _policy_group(use_case)
         return cls(features=features, pii_columns=pii, group=group)
 
+    def _name_columns(self) -> list[str]:
+        """The personal columns that may hold names: all but phones and e-mails (found by their patterns)."""
+        return [c for c in self.pii_columns if not any(w in c.lower() for w in ("phone", "mail", "tel"))]
+
     def mask(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         """The masked inputs to store, and the group value."""
-        names = [v for c in self.pii_columns if isinstance(v := inputs.get(c), str)]
-        masker = Masker(names)
+        masker = Masker([v for c in self._name_columns() if isinstance(v := inputs.get(c), str)])
         keep = self.features if self.features is not None else [c for c in inputs if c not in self.pii_columns]
         out = {}
         for column in keep:
@@ -183,13 +186,13 @@ class RecordMasking:
     def mask_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame of inputs masked as a training set is (one masker knows every name of every row's personal
         columns, as :func:`projects.masking.mask_frame` does): a reference made from raw traffic."""
-        names = [v for c in self.pii_columns if c in frame.columns for v in frame[c].dropna().astype(str)]
+        names = {v for c in self._name_columns() if c in frame.columns for v in frame[c].dropna().astype(str)}
         masker = Masker(names)
         keep = [c for c in (self.features if self.features is not None else frame.columns)
                 if c in frame.columns and c not in self.pii_columns]
         out = frame[keep].copy()
         for column in keep:
-            if out[column].dtype == object:
+            if not pd.api.types.is_numeric_dtype(out[column]):
                 out[column] = out[column].map(lambda v: masker.mask(v) if isinstance(v, str) else v)
         return out
 

@@ -9,7 +9,6 @@ The thresholds are the ``monitoring:`` section of a policy, read by :class:`Moni
       min_count: 30         # rows a window needs in a group to be tested or judged ("too few" otherwise)
       min_quality: 0.80     # the live metric's floor (a ceiling for an error such as mae), per group
       metric: accuracy      # accuracy, macro_f1 (classifiers) or mae (regressors)
-      quantile: 0.9         # the history quantile that calibrates drift (monitoring.drift)
 
 Alerts are plain objects (:class:`Alert`); recording them as audited events, showing them in the console
 and sending them to a webhook is the caller's (the top floor's) business.
@@ -40,7 +39,6 @@ class MonitoringPolicy:
     min_count: int = 30
     min_quality: float | None = None
     metric: str = "accuracy"
-    quantile: float = 0.9
 
     def __post_init__(self):
         parse_window(self.window)
@@ -48,7 +46,7 @@ class MonitoringPolicy:
             raise InvalidInput(f"monitoring: field 'metric' must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.min_quality is not None and not math.isfinite(self.min_quality):
             raise InvalidInput(f"monitoring: field 'min_quality' must be a finite number, got {self.min_quality}")
-        self.drift_settings()  # checks drift_p, min_count and quantile
+        self.drift_settings()  # checks drift_p and min_count
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "monitoring") -> "MonitoringPolicy":
@@ -69,7 +67,7 @@ class MonitoringPolicy:
         return cls(**values)
 
     def drift_settings(self) -> DriftSettings:
-        return DriftSettings(min_count=self.min_count, drift_p=self.drift_p, quantile=self.quantile)
+        return DriftSettings(min_count=self.min_count, drift_p=self.drift_p)
 
 
 def _convert(key: str, raw: Any, kind: str, where: str) -> Any:

@@ -30,6 +30,7 @@ class SimulatedYear:
     reference: Reference  # last year's traffic, masked, with the router's answers
     truth: pd.DataFrame  # this year's generated requests (raw: with the callers' personal data)
     season: SeasonSettings
+    model: object = None  # the router (a scikit-learn pipeline)
 
 
 def fit_router(inputs: pd.DataFrame, departments: pd.Series, seed: int = 0):
@@ -49,24 +50,28 @@ def _answers(model, inputs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulate_year(seed: int, season: SeasonSettings | None = None, now: pd.Timestamp | None = None,
-                  train_rows: int = 3000) -> SimulatedYear:
-    """This year (``season``, seeded by ``seed``) answered by a router trained on last year (seed + 1000)."""
+                  train_rows: int = 3000, base: SimulatedYear | None = None) -> SimulatedYear:
+    """This year (``season``, seeded by ``seed``) answered by a router trained on last year (seed + 1000).
+    ``base``: a simulated year whose reference and router are reused (a control year beside a shifted one)."""
     season = season or SeasonSettings()
-    last_year = replace(season, start=str((pd.Timestamp(season.start) - pd.Timedelta(weeks=52)).date()),
-                        weeks=52, new_kind_week=None)
     from projects.service_requests import ServiceRequests
 
     masking = RecordMasking.for_use_case(ServiceRequests())
-    before = generate_season(seed + 1000, last_year)
-    this = generate_season(seed, season)
-    ref_inputs = masking.mask_frame(before[[*INPUTS, *CALLER]])
     rng = np.random.default_rng(seed)
-    train = rng.choice(len(before), size=min(train_rows, len(before)), replace=False)
-    model = fit_router(ref_inputs.iloc[train], before["department"].iloc[train], seed)
-    ref_answer, ref_confidence = _answers(model, ref_inputs)
-    reference = Reference(ref_inputs.assign(answer=ref_answer, confidence=ref_confidence,
-                                            time=epoch_seconds(before["created_at"])),
-                          time="time", group="district", name="last year's traffic")
+    if base is None:
+        last_year = replace(season, start=str((pd.Timestamp(season.start) - pd.Timedelta(weeks=52)).date()),
+                            weeks=52, new_kind_week=None)
+        before = generate_season(seed + 1000, last_year)
+        ref_inputs = masking.mask_frame(before[[*INPUTS, *CALLER]])
+        train = rng.choice(len(before), size=min(train_rows, len(before)), replace=False)
+        model = fit_router(ref_inputs.iloc[train], before["department"].iloc[train], seed)
+        ref_answer, ref_confidence = _answers(model, ref_inputs)
+        reference = Reference(ref_inputs.assign(answer=ref_answer, confidence=ref_confidence,
+                                                time=epoch_seconds(before["created_at"])),
+                              time="time", group="district", name="last year's traffic")
+    else:
+        reference, model = base.reference, base.model
+    this = generate_season(seed, season)
     live_inputs = masking.mask_frame(this[[*INPUTS, *CALLER]])
     answer, confidence = _answers(model, live_inputs)
     now = now if now is not None else this["created_at"].max() + pd.Timedelta(days=1)
@@ -79,7 +84,7 @@ def simulate_year(seed: int, season: SeasonSettings | None = None, now: pd.Times
         "outcome": this["department"].where(known, None).to_numpy(dtype=object),
         "outcome_time": epoch_seconds(this["labelled_at"]).astype(float)})
     records.loc[~known.to_numpy(), "outcome_time"] = np.nan
-    return SimulatedYear(records, reference, this, season)
+    return SimulatedYear(records, reference, this, season, model)
 
 
 @dataclass(frozen=True)

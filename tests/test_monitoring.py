@@ -117,6 +117,18 @@ def test_the_use_case_masking_keeps_features_and_masks_text(requests_use_case):
     assert masked["description"] == "[NAME] says the drain is blocked"  # the caller's own name, seeded
 
 
+def test_a_frame_is_masked_as_training_data_is(requests_use_case):
+    import pandas as pd
+
+    masking = RecordMasking.for_use_case(requests_use_case)
+    frame = pd.DataFrame([RAW, {**RAW, "name": "Keiko Tanaka", "description": "Keiko Tanaka: bins overflowing"}])
+    masked = masking.mask_frame(frame)
+    assert list(masked.columns) == ["description", "district", "channel", "hour", "weekday"]
+    assert masked["description"].iloc[1] == "[NAME]: bins overflowing"
+    text = masked.to_json()
+    assert [s for s in SECRETS + ["Keiko", "Tanaka"] if s in text] == []
+
+
 def test_no_stored_byte_holds_the_callers_personal_data(requests_use_case, tmp_path):
     """Every byte under the store's folder (database, write-ahead log) is searched for the raw values."""
     folder = tmp_path / "home" / "monitoring"
