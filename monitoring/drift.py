@@ -437,14 +437,17 @@ def _correct(found: pd.DataFrame, settings: DriftSettings) -> pd.DataFrame:
 
 
 def drifting_since(found: pd.DataFrame) -> pd.DataFrame:
-    """For each column and group drifted in the latest window: since which window it has been drifting
-    (the first of the unbroken run up to the latest), and for how many windows."""
-    if found.empty:
-        return pd.DataFrame(columns=["column", "group", "since", "windows", "effect", "q"])
-    windows = sorted(found["window"].unique())
+    """For each column and group drifted in the latest tested window (a window still filling, with too few
+    rows everywhere, is not the latest): since which window it has been drifting (the first of the unbroken
+    run of drifted windows up to the latest), and for how many windows."""
+    columns = ["column", "group", "window", "since", "windows", "effect", "q"]
+    tested = found[found["status"].isin(["ok", "drifted"])] if len(found) else found
+    if tested.empty:
+        return pd.DataFrame(columns=columns)
+    windows = sorted(tested["window"].unique())
     latest = windows[-1]
     out = []
-    for (column, group), part in found.groupby(["column", "group"]):
+    for (column, group), part in tested.groupby(["column", "group"]):
         status = dict(zip(part["window"], part["status"]))
         if status.get(latest) != "drifted":
             continue
@@ -454,6 +457,6 @@ def drifting_since(found: pd.DataFrame) -> pd.DataFrame:
                 break
             run += 1
         last = part[part["window"] == latest].iloc[0]
-        out.append({"column": column, "group": group, "since": windows[len(windows) - run], "windows": run,
-                    "effect": float(last["effect"]), "q": float(last["q"])})
-    return pd.DataFrame(out, columns=["column", "group", "since", "windows", "effect", "q"])
+        out.append({"column": column, "group": group, "window": latest, "since": windows[len(windows) - run],
+                    "windows": run, "effect": float(last["effect"]), "q": float(last["q"])})
+    return pd.DataFrame(out, columns=columns)

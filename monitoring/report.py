@@ -128,15 +128,17 @@ class MonitorReport:
     def text(self) -> str:
         lines = [f"{self.model or 'records'}: {self.records} answers ({self.labelled} labelled) in "
                  f"{len(self.windows)} windows of {self.window}, against {self.reference}"]
-        if self.windows:
-            lines.append(f"latest window: {self.windows[-1]}")
+        tested = self.drift[self.drift["status"].isin(["ok", "drifted"])] if len(self.drift) else self.drift
+        latest = tested["window"].max() if len(tested) else None
+        if latest:
+            lines.append(f"latest window tested: {latest}")
         if self.drifting.empty:
-            lines.append("drift: none in the latest window")
+            lines.append("drift: none in the latest window tested")
         for row in self.drifting.itertuples():
             lines.append(f"drift: {row.column} in {row.group} since {row.since} ({row.windows} windows, "
                          f"effect {row.effect:.3f}, q {row.q:.2g})")
-        too_few = self.drift[(self.drift["status"] == "too few") & (self.drift["window"] == self.windows[-1])] \
-            if self.windows and not self.drift.empty else self.drift.iloc[0:0]
+        too_few = self.drift[(self.drift["status"] == "too few") & (self.drift["window"] == latest)] \
+            if latest else self.drift.iloc[0:0]
         if len(too_few):
             lines.append(f"too few rows to test: {', '.join(sorted(set(too_few['group'])))}")
         lines += self._quality_lines()
@@ -215,7 +217,7 @@ def alerts(report: MonitorReport, policy: MonitoringPolicy) -> list[Alert]:
     out = []
     for row in report.drifting.itertuples():
         out.append(Alert("drift", f"{row.column} drifted in {row.group} since {row.since} (q {row.q:.2g} < "
-                                  f"{policy.drift_p:g})", report.windows[-1], row.group, row.column,
+                                  f"{policy.drift_p:g})", row.window, row.group, row.column,
                          float(row.q), policy.drift_p))
     if policy.min_quality is None or report.quality.empty:
         return out

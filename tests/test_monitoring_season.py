@@ -24,37 +24,43 @@ def test_the_season_is_seeded_and_has_its_cycles_its_new_complaint_and_late_labe
     assert not a.equals(generate_season(8, replace(FAST, weeks=36)))
     new = a[a["new_kind"]]
     assert set(new["district"]) == {"Riverside"} and new["week"].min() == 30
-    assert new["description"].str.contains("scooter", case=False).all()
+    assert new["description"].str.contains("scoot", case=False).mean() > 0.85  # a few carry a typo
     assert not a.loc[~a["new_kind"], "description"].str.contains("scooter", case=False).any()
     weekday = a.groupby(a["created_at"].dt.dayofweek).size()
     assert weekday[6] < 0.75 * weekday[0]  # Sundays are quiet
     july4 = a[a["created_at"].dt.date == pd.Timestamp("2026-07-04").date()]
     assert july4["holiday"].all() and pd.Timestamp("2026-07-04") in holidays(2026)
-    night = july4[(july4["hour"] >= 22) | (july4["hour"] < 5)]
-    assert (night["department"] == "noise").mean() > 0.4  # fireworks
+    assert len(july4) < 0.75 * len(a[a["created_at"].dt.date == pd.Timestamp("2026-07-06").date()])
+    night = a[(a["hour"] >= 22) | (a["hour"] < 5)]
+    weekend = night["created_at"].dt.dayofweek.isin([4, 5])
+    assert (night.loc[weekend, "department"] == "noise").mean() > (night.loc[~weekend, "department"] == "noise").mean()
     delay = (a["labelled_at"] - a["created_at"]).dt.total_seconds() / 86400
     assert delay.min() >= 1 and 3 < delay.mean() < 7 and 0.05 < a["labelled_at"].isna().mean() < 0.15
     summer, winter = a[a["week"].between(26, 32)], a[a["week"] < 6]
     assert (summer["department"] == "parks").mean() > (winter["department"] == "parks").mean() + 0.03
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_the_new_complaint_is_flagged_in_its_district_and_quiet_seasons_are_not(seed):
-    shifted = simulate_year(seed, FAST)
-    report = monitor(shifted.records, shifted.reference)
+@pytest.fixture(scope="module", params=[11, 12])
+def watched(request):
+    """A shifted year and its monitor report, for two seeds."""
+    shifted = simulate_year(request.param, FAST)
+    return request.param, shifted, monitor(shifted.records, shifted.reference, policy={"min_quality": 0.85})
+
+
+def test_the_new_complaint_is_flagged_in_its_district_and_quiet_seasons_are_not(watched):
+    seed, shifted, report = watched
     score = score_detection(report.drift, FAST)
     assert score.delay is not None and score.delay <= 1
     drifting = report.drifting
     assert ("description", "Riverside") in set(zip(drifting["column"], drifting["group"]))
-    assert any(a.kind == "drift" and a.group == "Riverside" for a in report.alerts)
+    assert any(a.kind == "drift" and a.group == "Riverside" and a.column == "description" for a in report.alerts)
     control = simulate_year(seed + 500, replace(FAST, new_kind_week=None), base=shifted)
     quiet = score_detection(monitor(control.records, control.reference).drift, control.season)
     assert quiet.windows >= 30 and quiet.false_alarm_rate <= 0.05, quiet.alarms
 
 
-def test_labels_make_riversides_quality_drop_and_the_estimate_tracks_the_real_figure():
-    shifted = simulate_year(13, FAST)
-    report = monitor(shifted.records, shifted.reference, policy={"min_quality": 0.85})
+def test_labels_make_riversides_quality_drop_and_the_estimate_tracks_the_real_figure(watched):
+    _, shifted, report = watched
     q = report.quality
     real = q[(~q["estimate"]) & (q["metric"] == "accuracy")]
     before = real[(real["group"] == "Riverside") & (real["window"] < "2026-07-27")]["value"].mean()
