@@ -17,7 +17,14 @@ shifted year's false discoveries outside the shifted cells (after the onset Benj
 few beside the true ones, as a false-discovery rate does), and the gap between the accuracy estimated from
 confidence and the real one (cells with >= 30 labels).
 
+``--recorder`` measures instead what recording costs serving's hot path: 32 threads each call
+``Recording.record`` (policy ``all``, the 311 masking, SQLite under a temporary home) for their share of
+``--records`` answered rows; printed: microseconds per ``record`` call as the threads see it, and how many
+records per second the writer thread masks and stores. (The end-to-end c32 throughput with recording off and
+on is for ``bench/bench_serving.py`` once serving calls a recorder.)
+
     PYTHONPATH=. .venv/bin/python bench/bench_monitoring.py [--seeds 1,2,3,4,5] [--drift-p 0.01]
+    PYTHONPATH=. .venv/bin/python bench/bench_monitoring.py --recorder [--records 20000]
 """
 
 from __future__ import annotations
@@ -31,12 +38,54 @@ from monitoring import MonitoringPolicy, monitor
 from monitoring.simulation import score_detection, simulate_year
 
 
+def recording_cost(records: int) -> None:
+    import tempfile
+    import threading
+
+    from monitoring import Recording, RecordMasking, RecordStore, new_answer_id
+    from projects.service_requests import ServiceRequests
+
+    masking = RecordMasking.for_use_case(ServiceRequests())
+    row = {"description": "Pothole on Elm Street, call me at (555) 201-3344", "district": "Riverside",
+           "channel": "web", "hour": 9, "weekday": 2}
+    with tempfile.TemporaryDirectory() as home:
+        recorder = Recording(RecordStore(f"sqlite:///{home}/records.db"), "all", masking, queue_size=records)
+        per_thread = records // 32
+        spent = [0.0] * 32
+
+        def answer(i: int) -> None:
+            for _ in range(per_thread):
+                item = {"answer_id": new_answer_id(), "model": "service-requests-router", "version": "3",
+                        "inputs": row, "answer": "roads", "confidence": 0.9, "latency_ms": 2.0}
+                started = time.perf_counter()
+                recorder.record(item)
+                spent[i] += time.perf_counter() - started
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=answer, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        recorder.close()
+        elapsed = time.perf_counter() - started
+        stats = recorder.stats()
+    print(f"record(): {sum(spent) / (per_thread * 32) * 1e6:.1f} us per call over {per_thread * 32} calls from 32 "
+          f"threads; writer: {stats['written'] / elapsed:.0f} records/s masked and stored "
+          f"({stats['written']} written, {stats['dropped']} dropped, {stats['failed']} failed)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--drift-p", type=float, default=MonitoringPolicy().drift_p)
     parser.add_argument("--min-count", type=int, default=MonitoringPolicy().min_count)
+    parser.add_argument("--recorder", action="store_true", help="measure what recording costs the hot path")
+    parser.add_argument("--records", type=int, default=20_000)
     args = parser.parse_args()
+    if args.recorder:
+        recording_cost(args.records)
+        return
     policy = MonitoringPolicy(drift_p=args.drift_p, min_count=args.min_count)
     print(f"policy: drift_p {policy.drift_p}, min_count {policy.min_count}, window 7d")
     delays, rates, collateral, gaps = [], [], [], []

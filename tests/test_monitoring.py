@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from civicml.errors import InvalidInput, NotFound
-from monitoring import (AnswerRecord, RecordMasking, RecordPolicy, Recording, RecordStore, add_feedback,
+from monitoring import (AnswerRecord, Recorder, RecordMasking, RecordPolicy, Recording, RecordStore, add_feedback,
                         new_answer_id, open_store, read_outcomes, recorder_for)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +152,7 @@ def test_no_stored_byte_holds_the_callers_personal_data(requests_use_case, tmp_p
 def test_recorder_for_follows_the_policy_and_writes_under_the_home(requests_use_case, settings):
     assert recorder_for(requests_use_case, "off", settings=settings).record({"anything": 1}) is None
     recorder = recorder_for(requests_use_case, "sample=0.5", settings=settings)
+    assert isinstance(recorder, Recorder)
     ids = [new_answer_id() for _ in range(200)]
     for answer_id in ids:
         recorder.record({"answer_id": answer_id, "model": "m", "version": "1", "inputs": {"description": "x"},

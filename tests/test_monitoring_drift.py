@@ -228,3 +228,10 @@ def test_monitor_reports_quality_alerts_per_group_and_renders(tmp_path):
     assert data["alerts"] and data["quality"] and data["gated"] == {"accuracy": 0.93}
     text = report.text()
     assert "ALERT quality" in text and "gated at promotion: accuracy 0.930" in text and "estimate vs real" in text
+
+
+def test_monitor_on_an_empty_store_says_so(tmp_path):
+    report = monitor(RecordStore(f"sqlite:///{tmp_path / 'r.db'}"),
+                     pd.DataFrame({"kind": list("abc") * 20, "time": T0 + np.arange(60.0)}), model="m")
+    assert (report.records, report.alerts, report.windows) == (0, [], [])
+    assert "0 answers" in report.text() and json.dumps(report.to_dict())
