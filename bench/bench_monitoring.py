@@ -7,6 +7,7 @@ router trained on last year:
 * a **shifted** year, where rental e-scooter complaints appear in Riverside from week 30 (30% of that
   district's traffic on top of the usual): the **detection delay** is the number of weekly windows from the
   complaint's first week until ``description`` is flagged in Riverside (0: flagged in its first week);
+  ``--share 0.1`` makes the new complaint a tenth of the district's traffic instead;
 * a **control** year (another draw of the same city: seasons, holidays, weekly cycle, nothing new): the
   **false-alarm rate** is the share of its weeks in which any cell (any column, any district or all of them
   together) is flagged; the goal is at most 5%.
@@ -36,6 +37,7 @@ from dataclasses import replace
 
 from monitoring import MonitoringPolicy, monitor
 from monitoring.simulation import score_detection, simulate_year
+from projects.service_requests.season import SeasonSettings
 
 
 def recording_cost(records: int) -> None:
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--drift-p", type=float, default=MonitoringPolicy().drift_p)
     parser.add_argument("--min-count", type=int, default=MonitoringPolicy().min_count)
+    parser.add_argument("--share", type=float, default=0.3, help="the new complaint's share of its district")
     parser.add_argument("--recorder", action="store_true", help="measure what recording costs the hot path")
     parser.add_argument("--records", type=int, default=20_000)
     args = parser.parse_args()
@@ -87,11 +90,12 @@ def main() -> None:
         recording_cost(args.records)
         return
     policy = MonitoringPolicy(drift_p=args.drift_p, min_count=args.min_count)
-    print(f"policy: drift_p {policy.drift_p}, min_count {policy.min_count}, window 7d")
+    print(f"policy: drift_p {policy.drift_p}, min_count {policy.min_count}, window 7d; new complaint: "
+          f"{args.share:.0%} of Riverside's traffic from week 30")
     delays, rates, collateral, gaps = [], [], [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
         started = time.perf_counter()
-        shifted = simulate_year(seed)
+        shifted = simulate_year(seed, SeasonSettings(new_kind_share=args.share))
         report = monitor(shifted.records, shifted.reference, policy=policy)
         score = score_detection(report.drift, shifted.season)
         control = simulate_year(seed + 500, replace(shifted.season, new_kind_week=None), base=shifted)

@@ -186,11 +186,14 @@ def chi2_two_sample(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Pearson's chi-square of each row pair of counts ``a`` (live) against ``b`` (reference): (X2, df).
 
     Values the live sample is expected to hold fewer than 5 times (by the reference's proportions) are pooled
-    into one cell first, the textbook rule that keeps the statistic's tail close to chi-square's."""
+    into one cell first, the textbook rule that keeps the statistic's tail close to chi-square's; the last
+    cell (``<unseen>``: values the reference never held) is never pooled away, since a new kind of value is
+    what drift most often is (its heavier tail is the history calibration's to absorb)."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     na, nb = a.sum(axis=1, keepdims=True), b.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         small = (b / nb) * na < MIN_EXPECTED
+    small[:, -1] = False
     a = np.concatenate([np.where(small, 0, a), (a * small).sum(axis=1, keepdims=True)], axis=1)
     b = np.concatenate([np.where(small, 0, b), (b * small).sum(axis=1, keepdims=True)], axis=1)
     total = na + nb
