@@ -6,10 +6,10 @@ group. The test is chosen by the column's kind (:func:`column_kinds`):
 
 * ``numeric``: two-sample Kolmogorov-Smirnov (scipy), with the Wasserstein distance as the effect size;
 * ``categorical`` (strings, booleans, integers with few values such as ``hour``): a two-sample chi-square on
-  the counts of the reference's most frequent values (the rest pooled as ``<other>``), with the
-  Jensen-Shannon distance as the effect size;
-* ``text``: the same chi-square on its token distribution (the reference's most frequent words, the rest
-  pooled as ``<other>``): a new kind of complaint shows as new words in ``<other>``.
+  the counts of the reference's most frequent values, the rest it holds pooled as ``<other>`` and values it
+  never held as ``<unseen>``, with the Jensen-Shannon distance as the effect size;
+* ``text``: the same chi-square on its word counts (the reference's most frequent words, ``<other>``,
+  ``<unseen>``): a new kind of complaint shows as words the reference never used.
 
 A cell with fewer than ``min_count`` live rows (or reference rows) is reported as ``too few`` and never
 tested.
@@ -49,7 +49,6 @@ from civicml.errors import InvalidInput
 from monitoring.quality import window_label, window_starts
 
 KINDS = ("numeric", "categorical", "text")
-OTHER = "<other>"
 ALL = "*"
 _TOKEN = re.compile(r"[a-z]{2,}")
 COLUMNS = ("window", "column", "kind", "group", "n", "n_reference", "test", "statistic", "effect", "phi",
