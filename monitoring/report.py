@@ -117,6 +117,7 @@ class MonitorReport:
     estimate_check: pd.DataFrame
     alerts: list[Alert] = field(default_factory=list)
     gated: Mapping[str, float] = field(default_factory=dict)
+    min_count: int = 30  # rows a figure needs to be the one the text shows
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "window": self.window, "reference": self.reference, "windows": self.windows,
@@ -153,6 +154,8 @@ class MonitorReport:
         lines = []
         for estimate, label in ((False, "live"), (True, "estimated")):
             part = overall[overall["estimate"] == estimate]
+            if (part["n"] >= self.min_count).any():
+                part = part[part["n"] >= self.min_count]
             if part.empty:
                 continue
             last = part[part["window"] == part["window"].max()]
@@ -207,7 +210,7 @@ def monitor(records: RecordStore | pd.DataFrame, reference: Reference | pd.DataF
     report = MonitorReport(model=model, window=window, reference=reference.name, windows=list(windows),
                            records=len(records), labelled=int(records["outcome"].notna().sum()) if len(records) else 0,
                            drift=found, drifting=drifting_since(found), quality=quality, estimate_check=check,
-                           gated=dict(gated or {}))
+                           gated=dict(gated or {}), min_count=policy.min_count)
     report.alerts = alerts(report, policy)
     return report
 
