@@ -83,6 +83,24 @@ class Reference:
     name: str = "reference"
     kinds: Mapping[str, str] = field(default_factory=dict)  # a column's kind, where inference would be wrong
 
+    @classmethod
+    def from_dataset(cls, dataset, group: str | None = None, name: str = "training data", answers=None,
+                     confidence=None) -> "Reference":
+        """A reference from a :class:`projects.Dataset` (already masked): its features, its first datetime column
+        as the history's time (311: ``created_at``), and, when given, the model's ``answers`` and
+        ``confidence`` on its rows (so that the outputs are compared too)."""
+        frame = dataset.frame
+        when = next((c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])), None)
+        columns = list(dict.fromkeys([*dataset.features, *([group] if group and group in frame.columns else [])]))
+        out = frame[columns].copy()
+        if when is not None:
+            out["time"] = epoch_seconds(frame[when]).astype(float)
+        if answers is not None:
+            out["answer"] = list(answers)
+        if confidence is not None:
+            out["confidence"] = np.asarray(confidence, dtype=float)
+        return cls(out.reset_index(drop=True), time="time" if when is not None else None, group=group, name=name)
+
     def times(self) -> np.ndarray | None:
         if not self.time or self.time not in self.frame.columns:
             return None

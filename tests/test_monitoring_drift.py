@@ -235,3 +235,13 @@ def test_monitor_on_an_empty_store_says_so(tmp_path):
                      pd.DataFrame({"kind": list("abc") * 20, "time": T0 + np.arange(60.0)}), model="m")
     assert (report.records, report.alerts, report.windows) == (0, [], [])
     assert "0 answers" in report.text() and json.dumps(report.to_dict())
+
+
+def test_a_reference_from_a_training_dataset_keeps_features_time_and_group(small_requests):
+    reference = Reference.from_dataset(small_requests, group="district", answers=small_requests.y,
+                                       confidence=np.full(len(small_requests), 0.8))
+    frame = reference.frame
+    assert set(frame.columns) == {*small_requests.features, "time", "answer", "confidence"}
+    assert reference.times() is not None and np.isfinite(reference.times()).all()
+    assert set(reference.groups()) == set(small_requests.frame["district"])
+    assert not frame["description"].str.contains("@").any()  # the dataset is masked already
