@@ -69,8 +69,7 @@ def _season_weights(day: pd.Timestamp) -> np.ndarray:
     """Multipliers of the department priors on ``day`` (DEPARTMENTS order)."""
     phase = 2 * np.pi * (day.dayofyear - 196) / 365.25  # 0 in mid-July
     summer = np.cos(phase)  # +1 mid-July, -1 mid-January
-    storms = np.cos(2 * phase)  # +1 in July and January... shifted below to spring and autumn
-    storms = -storms
+    storms = -np.cos(2 * phase)  # +1 mid-April and mid-October
     return np.array([1 + 0.35 * max(-summer, 0) + 0.1,  # roads: winter potholes
                      1 + 0.15 * summer,  # sanitation: summer smells
                      1 + 0.6 * max(summer, 0),  # parks
