@@ -1,0 +1,41 @@
+"""What happens to served answers: recorded on purpose, joined to their true outcomes, watched.
+
+Public face (a notebook imports these; the CLI and the console call them)::
+
+    from monitoring import recorder_for, open_store, add_feedback, read_outcomes, monitor, Reference
+    recorder = recorder_for(use_case, "sample=0.1")          # serving writes answered rows to it
+    add_feedback(open_store(), read_outcomes("outcomes.csv"))  # late labels, joined by answer id
+    report = monitor(open_store(), Reference(training_frame, time="created_at", group="district"))
+    print(report.text()); report.alerts
+
+``monitoring`` sits beside ``serving``: it imports the ground, ``projects`` and ``registry`` (through its
+face); serving never imports it (it writes through the small :class:`Recorder` interface).
+"""
+
+from typing import TYPE_CHECKING
+
+from civicml.lazy import lazy_face
+
+if TYPE_CHECKING:
+    from monitoring.drift import DriftSettings, Reference, column_kinds, detect_drift, drifting_since
+    from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
+    from monitoring.quality import estimate_vs_real, live_quality, parse_window
+    from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
+                                    Recording, new_answer_id, open_store, recorder_for)
+    from monitoring.report import Alert, MonitoringPolicy, MonitorReport, live_frame, monitor
+
+__getattr__, __dir__ = lazy_face(__name__, {
+    "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
+    "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
+    "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
+    "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
+                           "Recording", "new_answer_id", "open_store", "recorder_for"),
+    "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "live_frame", "monitor"),
+})
+
+__all__ = [
+    "Alert", "AnswerRecord", "DriftSettings", "FeedbackResult", "MonitorReport", "MonitoringPolicy", "NoRecorder",
+    "Recorder", "RecordMasking", "RecordPolicy", "RecordStore", "Recording", "Reference",
+    "add_feedback", "column_kinds", "detect_drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
+    "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
+]

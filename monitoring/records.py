@@ -1,0 +1,584 @@
+"""Served answers, recorded on purpose: a recorder interface, a recording policy, masking, and the store.
+
+Serving hands each answered row to a :class:`Recorder` (anything with ``record(answer_record)``); it never
+imports this package. The top floor builds the recorder (:func:`recorder_for`) and gives it to serving::
+
+    from monitoring import recorder_for
+    recorder = recorder_for(use_case, "sample=0.1", settings=settings)      # SQLite under the home
+    recorder.record({"answer_id": new_answer_id(), "model": "service-requests-router", "version": "3",
+                     "variant": "fp32", "arm": "champion", "inputs": {"description": "...", ...},
+                     "answer": "roads", "confidence": 0.91, "latency_ms": 4.2})
+    recorder.close()                                                          # flushes what is queued
+
+Concurrency: ``record`` is called on serving's hot path, by many threads. It does nothing expensive
+there: it checks the policy (a hash of the answer id, so every replica samples
+the same ids), puts the record on a bounded queue and returns. One writer thread per recorder masks the
+inputs and writes batches (a transaction per batch). When the queue is full a record is dropped and
+counted (``dropped``), never blocking an answer; ``close`` drains the queue.
+
+The store is one table, ``answer_records``, through SQLAlchemy Core: SQLite under ``Settings.home``
+(``monitoring/records.db``, write-ahead log) or PostgreSQL given a ``postgresql://`` URL. SQLite is kept
+under a size cap: past ``max_bytes`` the oldest records are deleted (whole, with their outcomes) until
+the file is at 80% of the cap, and their pages are given back.
+
+Inputs are masked before they are written (:class:`RecordMasking`): only the use case's features are
+kept, personal-data columns seed the masker with their names and are dropped, and every text value goes
+through :class:`projects.masking.Masker` (e-mails, phones, introductions, known names).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time as _time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+import pandas as pd
+
+from civicml.errors import InvalidInput
+from civicml.settings import Settings
+from projects.masking import Masker
+
+ARMS = ("champion", "canary", "shadow")
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+TABLE = "answer_records"
+
+
+def new_answer_id() -> str:
+    """A new answer id: a uuid4 in hex (32 characters)."""
+    return uuid.uuid4().hex
+
+
+def is_answer_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+# -- the record ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswerRecord:
+    """One answered row: who answered, what was asked (masked once stored), what was answered."""
+
+    answer_id: str
+    model: str
+    version: str
+    inputs: Mapping[str, Any]
+    answer: Any  # a label (classifier) or a value (regressor)
+    variant: str = "fp32"
+    arm: str = "champion"
+    confidence: float | None = None  # a classifier's top-class probability
+    latency_ms: float | None = None
+    time: float = field(default_factory=_time.time)  # epoch seconds, UTC
+    group: str | None = None  # the use case's group column's value (filled by the masking)
+
+    @classmethod
+    def of(cls, value: "AnswerRecord | Mapping[str, Any]") -> "AnswerRecord":
+        """An :class:`AnswerRecord` from itself or from a mapping with its field names (what serving passes:
+        serving does not import this package)."""
+        if isinstance(value, AnswerRecord):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"an answer record is a mapping or an AnswerRecord, got {type(value).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise InvalidInput(f"answer record: unknown field '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("answer_id", "model", "version", "inputs", "answer") if k not in value]
+        if missing:
+            raise InvalidInput(f"answer record: field '{missing[0]}' is required")
+        record = cls(**{k: value[k] for k in value})
+        if not is_answer_id(record.answer_id):
+            raise InvalidInput(f"answer record: answer_id must be 32 hex characters (a uuid4's hex), "
+                               f"got {record.answer_id!r}")
+        if record.arm not in ARMS:
+            raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {record.arm!r}")
+        return record
+
+
+# -- the policy ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordPolicy:
+    """What share of answers is recorded: ``off``, ``all`` or ``sample=R`` (0 < R <= 1).
+
+    Sampling is decided by the answer id (its first 8 hex digits as a fraction), so it needs no random
+    state, and replicas that see the same id decide the same."""
+
+    mode: str = "off"
+    rate: float = 0.0
+
+    @classmethod
+    def parse(cls, text: "str | RecordPolicy | None") -> "RecordPolicy":
+        if isinstance(text, RecordPolicy):
+            return text
+        raw = "off" if text is None else str(text).strip().lower()
+        if raw == "off":
+            return cls("off", 0.0)
+        if raw == "all":
+            return cls("all", 1.0)
+        if raw.startswith("sample="):
+            try:
+                rate = float(raw[len("sample="):])
+            except ValueError:
+                rate = float("nan")
+            if not (0.0 < rate <= 1.0):
+                raise InvalidInput(f"record policy 'sample=R' needs 0 < R <= 1, got {text!r}")
+            return cls("sample", rate)
+        raise InvalidInput(f"record policy must be off, all or sample=R (0 < R <= 1), got {text!r}")
+
+    def wants(self, answer_id: str) -> bool:
+        if self.mode == "off":
+            return False
+        if self.mode == "all":
+            return True
+        try:
+            fraction = int(str(answer_id)[:8], 16) / 0x1_0000_0000
+        except ValueError:
+            return False
+        return fraction < self.rate
+
+    def __str__(self) -> str:
+        return f"sample={self.rate:g}" if self.mode == "sample" else self.mode
+
+
+# -- masking -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordMasking:
+    """How a use case's inputs are stored: the same rules as its training data.
+
+    ``features``: the columns kept (None: every column but ``pii_columns``); ``pii_columns``: dropped, their
+    values first seed the masker (a caller who names themself in the text is caught); every text value of
+    a kept column is masked. ``group``: the column whose value is the record's group (e.g. ``district``)."""
+
+    features: tuple[str, ...] | None = None
+    pii_columns: tuple[str, ...] = ()
+    group: str | None = None
+
+    @classmethod
+    def for_use_case(cls, use_case, group: str | None = None) -> "RecordMasking":
+        """The use case's masking rules; ``group`` defaults to the first ``report_by`` column of its
+        promotion policy (311: ``district``)."""
+        features, pii = _use_case_columns(use_case)
+        if group is None:
+            group = _policy_group(use_case)
+        return cls(features=features, pii_columns=pii, group=group)
+
+    def _name_columns(self) -> list[str]:
+        """The personal columns that may hold names: all but phones and e-mails (found by their patterns)."""
+        return [c for c in self.pii_columns if not any(w in c.lower() for w in ("phone", "mail", "tel"))]
+
+    def mask(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The masked inputs to store, and the group value."""
+        masker = Masker([v for c in self._name_columns() if isinstance(v := inputs.get(c), str)])
+        keep = self.features if self.features is not None else [c for c in inputs if c not in self.pii_columns]
+        out = {}
+        for column in keep:
+            if column in self.pii_columns or column not in inputs:
+                continue
+            value = inputs[column]
+            out[str(column)] = masker.mask(value) if isinstance(value, str) else _plain(value)
+        group = inputs.get(self.group) if self.group else None
+        return out, (None if group is None else str(group))
+
+    def mask_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A frame of inputs masked as a training set is (one masker knows every name of every row's personal
+        columns, as :func:`projects.masking.mask_frame` does): a reference made from raw traffic."""
+        names = {v for c in self._name_columns() if c in frame.columns for v in frame[c].dropna().astype(str)}
+        masker = Masker(names)
+        keep = [c for c in (self.features if self.features is not None else frame.columns)
+                if c in frame.columns and c not in self.pii_columns]
+        out = frame[keep].copy()
+        for column in keep:
+            if not pd.api.types.is_numeric_dtype(out[column]):
+                out[column] = out[column].map(lambda v: masker.mask(v) if isinstance(v, str) else v)
+        return out
+
+
+_COMMON_PII = ("name", "reporter_name", "caller_name", "phone", "contact_phone", "email", "contact_email")
+
+
+def _use_case_columns(use_case) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    spec = getattr(use_case, "spec", None)
+    if spec is not None and getattr(spec, "privacy", None) is not None:  # a use case declared in YAML
+        p = spec.privacy
+        features = tuple(spec.features) if getattr(spec, "features", None) else None
+        return features, tuple(dict.fromkeys((*p.drop, *p.hash, *_COMMON_PII)))
+    if getattr(use_case, "name", None) == "service_requests":
+        from projects.service_requests import FEATURES
+        from projects.service_requests.integrate import PII
+
+        return tuple(FEATURES), tuple(dict.fromkeys((*PII, *_COMMON_PII)))
+    return None, _COMMON_PII
+
+
+def _policy_group(use_case) -> str | None:
+    path = getattr(use_case, "policy_file", None)
+    if not path or not Path(path).exists():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    by = data.get("report_by") if isinstance(data, dict) else None
+    return str(by[0]) if isinstance(by, list) and by else None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+# -- the store -----------------------------------------------------------------------------------
+def default_store_url(settings: Settings | None = None) -> str:
+    settings = settings or Settings.from_env()
+    return f"sqlite:///{settings.home / 'monitoring' / 'records.db'}"
+
+
+class RecordStore:
+    """Answer records and their outcomes, in SQLite or PostgreSQL (chosen by the URL's scheme)."""
+
+    def __init__(self, url: str, max_bytes: int = DEFAULT_MAX_BYTES):
+        import sqlalchemy as sa
+
+        if not isinstance(url, str) or not url.startswith(("sqlite:///", "postgresql://", "postgresql+")):
+            raise InvalidInput(f"record store must be a sqlite:/// or postgresql:// URL, got {url!r}")
+        if max_bytes < 64 * 1024:
+            raise InvalidInput(f"record store size cap must be at least 64 KiB, got {max_bytes}")
+        self.url, self.max_bytes = url, int(max_bytes)
+        self.sqlite = url.startswith("sqlite:///")
+        if self.sqlite:
+            from civicml.sqlite import database_file, write_ahead_log
+
+            path = database_file(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _auto_vacuum(path)
+                write_ahead_log(url)
+            self._path = path
+        self._engine = sa.create_engine(url, connect_args={"timeout": 30} if self.sqlite else {})
+        meta = sa.MetaData()
+        self._table = sa.Table(
+            TABLE, meta,
+            sa.Column("answer_id", sa.String(32), primary_key=True),
+            sa.Column("model", sa.String(200), nullable=False),
+            sa.Column("version", sa.String(64), nullable=False),
+            sa.Column("variant", sa.String(64), nullable=False),
+            sa.Column("arm", sa.String(16), nullable=False),
+            sa.Column("time", sa.Float, nullable=False),
+            sa.Column("grp", sa.String(200)),
+            sa.Column("inputs", sa.Text, nullable=False),
+            sa.Column("answer", sa.Text, nullable=False),
+            sa.Column("confidence", sa.Float),
+            sa.Column("latency_ms", sa.Float),
+            sa.Column("outcome", sa.Text),
+            sa.Column("outcome_time", sa.Float),
+            sa.Index(f"ix_{TABLE}_model_time", "model", "time"),
+        )
+        meta.create_all(self._engine)
+
+    # writing ---------------------------------------------------------------------------------
+    def write(self, records: Iterable[AnswerRecord]) -> int:
+        """Store already-masked records (one transaction); an id already stored is kept as it was."""
+        rows = [_row(r) for r in records]
+        if not rows:
+            return 0
+        with self._engine.begin() as conn:
+            known = self._known(conn, [r["answer_id"] for r in rows])
+            fresh = [r for r in rows if r["answer_id"] not in known]
+            if fresh:
+                conn.execute(self._table.insert(), fresh)
+        if self.sqlite:
+            self.enforce_cap()
+        return len(fresh)
+
+    def _known(self, conn, ids: list[str]) -> set[str]:
+        import sqlalchemy as sa
+
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found |= set(conn.execute(sa.select(self._table.c.answer_id)
+                                      .where(self._table.c.answer_id.in_(chunk))).scalars())
+        return found
+
+    def set_outcomes(self, pairs: Iterable[tuple[str, Any]], when: float | None = None) -> dict[str, list[str]]:
+        """Join outcomes to answer ids: ``{"joined", "already_known", "conflicting", "unknown"}`` -> ids.
+        An id labelled before keeps its first outcome: the same again is ``already_known``, another one
+        ``conflicting``; both are reported, nothing is overwritten."""
+        import sqlalchemy as sa
+
+        when = _time.time() if when is None else when
+        out: dict[str, list[str]] = {"joined": [], "already_known": [], "conflicting": [], "unknown": []}
+        pairs = list(pairs)
+        t = self._table
+        with self._engine.begin() as conn:
+            stored: dict[str, Any] = {}
+            ids = list(dict.fromkeys(i for i, _ in pairs))
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                for answer_id, outcome in conn.execute(sa.select(t.c.answer_id, t.c.outcome)
+                                                       .where(t.c.answer_id.in_(chunk))):
+                    stored[answer_id] = outcome
+            updates = []
+            for answer_id, outcome in pairs:
+                encoded = json.dumps(_plain(outcome))
+                if answer_id not in stored:
+                    out["unknown"].append(answer_id)
+                elif stored[answer_id] is None:
+                    stored[answer_id] = encoded
+                    updates.append({"b_id": answer_id, "b_outcome": encoded})
+                    out["joined"].append(answer_id)
+                elif stored[answer_id] == encoded:
+                    out["already_known"].append(answer_id)
+                else:
+                    out["conflicting"].append(answer_id)
+            if updates:
+                conn.execute(t.update().where(t.c.answer_id == sa.bindparam("b_id"))
+                             .values(outcome=sa.bindparam("b_outcome"), outcome_time=when), updates)
+        return out
+
+    # reading ---------------------------------------------------------------------------------
+    def answer_kinds(self, ids: list[str]) -> dict[str, str]:
+        """``number`` or ``label`` for each stored id among ``ids``: what kind of answer it was."""
+        import sqlalchemy as sa
+
+        t, out = self._table, {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(t.c.answer_id, t.c.answer).where(t.c.answer_id.in_(ids[start:start + 500]))
+                for answer_id, answer in conn.execute(query):
+                    value = json.loads(answer)
+                    out[answer_id] = "number" if isinstance(value, (int, float)) and \
+                        not isinstance(value, bool) else "label"
+        return out
+
+    def read(self, model: str | None = None, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+        """Records as a frame: one row per answer, inputs as a dict column, ``outcome`` None until labelled."""
+        import sqlalchemy as sa
+
+        t = self._table
+        query = sa.select(t).order_by(t.c.time)
+        if model is not None:
+            query = query.where(t.c.model == model)
+        if since is not None:
+            query = query.where(t.c.time >= since)
+        if until is not None:
+            query = query.where(t.c.time < until)
+        with self._engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        return records_frame(rows)
+
+    def count(self) -> int:
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self._table)).scalar_one())
+
+    # the size cap ----------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        import sqlalchemy as sa
+
+        with self._engine.connect() as conn:
+            if self.sqlite:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+                size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                return int((pages - free) * size)
+            return int(conn.execute(sa.text(f"SELECT pg_total_relation_size('{TABLE}')")).scalar_one())
+
+    def enforce_cap(self) -> int:
+        """Delete the oldest records until the store is under 80% of ``max_bytes``; returns how many went."""
+        import sqlalchemy as sa
+
+        size = self.size_bytes()
+        if size <= self.max_bytes:
+            return 0
+        n = self.count()
+        drop = max(1, int(n * (1 - 0.8 * self.max_bytes / size)))
+        t = self._table
+        with self._engine.begin() as conn:
+            oldest = sa.select(t.c.answer_id).order_by(t.c.time).limit(drop).scalar_subquery()
+            conn.execute(t.delete().where(t.c.answer_id.in_(oldest)))
+        if self.sqlite:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA incremental_vacuum")
+                conn.commit()
+        return drop
+
+    def file_bytes(self) -> int | None:
+        """The SQLite file's size on disk (None for PostgreSQL)."""
+        return self._path.stat().st_size if self.sqlite and self._path and self._path.exists() else None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _auto_vacuum(path: Path) -> None:
+    """A new SQLite file gives deleted pages back (incremental auto-vacuum is set before the first table)."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+        if not connection.execute("SELECT name FROM sqlite_master").fetchall():
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            connection.execute("VACUUM")
+
+
+def _row(record: AnswerRecord) -> dict[str, Any]:
+    return {"answer_id": record.answer_id, "model": str(record.model), "version": str(record.version),
+            "variant": str(record.variant), "arm": str(record.arm), "time": float(record.time),
+            "grp": record.group, "inputs": json.dumps(dict(record.inputs), sort_keys=True),
+            "answer": json.dumps(_plain(record.answer)),
+            "confidence": None if record.confidence is None else float(record.confidence),
+            "latency_ms": None if record.latency_ms is None else float(record.latency_ms)}
+
+
+RECORD_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "group", "inputs", "answer",
+                  "confidence", "latency_ms", "outcome", "outcome_time")
+
+
+def records_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Stored rows (JSON text) as a frame of Python values."""
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in RECORD_COLUMNS})
+    frame = pd.DataFrame(rows).rename(columns={"grp": "group"})
+    frame["inputs"] = frame["inputs"].map(json.loads)
+    frame["answer"] = frame["answer"].map(json.loads)
+    frame["outcome"] = frame["outcome"].map(lambda v: None if v is None else json.loads(v))
+    return frame[list(RECORD_COLUMNS)]
+
+
+def open_store(url: str | None = None, settings: Settings | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> RecordStore:
+    """The record store at ``url``, else SQLite under the home (``monitoring/records.db``)."""
+    return RecordStore(url or default_store_url(settings), max_bytes=max_bytes)
+
+
+# -- the recorder --------------------------------------------------------------------------------
+@runtime_checkable
+class Recorder(Protocol):
+    """What serving writes answered rows to: ``record`` takes an :class:`AnswerRecord` or a mapping with
+    its fields, returns at once, and never raises for a record it does not keep."""
+
+    def record(self, answer_record: Any) -> None: ...
+
+
+class NoRecorder:
+    """Recording off."""
+
+    policy = RecordPolicy("off")
+
+    def record(self, answer_record: Any) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class Recording:
+    """A :class:`Recorder` that masks and writes to a :class:`RecordStore` from a thread of its own."""
+
+    def __init__(self, store: RecordStore, policy: RecordPolicy | str, masking: RecordMasking,
+                 queue_size: int = 10_000, batch: int = 256):
+        self.store, self.policy, self.masking = store, RecordPolicy.parse(policy), masking
+        self.batch = batch
+        self.dropped = 0  # records not kept because the queue was full
+        self.written = 0
+        self.failed = 0  # records lost because the store refused a batch
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="civicml-recorder", daemon=True)
+        self._thread.start()
+
+    def record(self, answer_record: Any) -> None:
+        answer_id = answer_record.answer_id if isinstance(answer_record, AnswerRecord) else \
+            (answer_record.get("answer_id") if isinstance(answer_record, Mapping) else None)
+        if not self.policy.wants(str(answer_id)):
+            return
+        try:
+            self._queue.put_nowait(answer_record)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            items = [item]
+            while len(items) < self.batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(i is _STOP for i in items)
+            self._write([i for i in items if i is not _STOP and not isinstance(i, threading.Event)])
+            for i in items:
+                if isinstance(i, threading.Event):
+                    i.set()
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _write(self, items: list) -> None:
+        records = []
+        for item in items:
+            try:
+                record = AnswerRecord.of(item)
+                inputs, group = self.masking.mask(record.inputs)
+                records.append(AnswerRecord(**{**asdict(record), "inputs": inputs, "group": group}))
+            except Exception:  # noqa: BLE001 - a malformed record is counted, never raised into serving
+                with self._lock:
+                    self.failed += 1
+        if not records:
+            return
+        try:
+            self.store.write(records)
+            with self._lock:
+                self.written += len(records)
+        except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
+            with self._lock:
+                self.failed += len(records)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every record queued so far is written."""
+        if not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(60)
+
+    def stats(self) -> dict[str, Any]:
+        return {"policy": str(self.policy), "written": self.written, "dropped": self.dropped, "failed": self.failed}
+
+
+_STOP = object()
+
+
+def recorder_for(use_case, policy: str | RecordPolicy = "off", url: str | None = None,
+                 settings: Settings | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 group: str | None = None) -> "Recording | NoRecorder":
+    """The recorder ``civicml serve --record POLICY`` hands to serving: :class:`NoRecorder` when off."""
+    policy = RecordPolicy.parse(policy)
+    if policy.mode == "off":
+        return NoRecorder()
+    masking = RecordMasking.for_use_case(use_case, group=group)
+    return Recording(open_store(url, settings, max_bytes), policy, masking)
+
