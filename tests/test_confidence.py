@@ -169,14 +169,17 @@ def test_the_consoles_try_it_page_shows_the_confidence(served):
         answer = console.post(f"/models/{OZONE}/try", data={"ref": "challenger", "Temp": "80", "Wind": "7.5",
                                                              "Solar.R": "190", "month": "Jul"})
         assert answer.status_code == 200, answer.text
-        said = re.search(r'<p id="confidence">Likely between (\d+\.\d) and (\d+\.\d) ppb \(90% ', answer.text)
+        said = re.search(r'<p id="confidence" class="confidence"><strong>Likely between ([\d.]+) ppb and ([\d.]+) '
+                         r'ppb</strong> \(90 times in 100 ', answer.text)
         assert said and float(said.group(1)) < float(said.group(2)), answer.text
         answer = console.post(f"/models/{ROUTER}/try", data={"ref": "challenger",
                                                               **{k: str(v) for k, v in ROWS[0].items()}})
         assert answer.status_code == 200, answer.text
-        said = re.search(r'<p id="confidence">Confidence: ([a-z ]+) \((\d+)%\)</p>', answer.text)
+        said = re.search(r'<p id="confidence" class="confidence [a-z-]+"><strong>([A-Za-z ]+)</strong>: the model '
+                         r'gives this answer a probability of (\d+) in 100', answer.text)
     from serving.explain import explain
 
     [row] = explain(ROUTER, ROWS[:1], ref="challenger", settings=settings)
     expected = row.confidence["confidence"]
-    assert said and (said.group(1), int(said.group(2))) == (band(expected), round(100 * expected)), answer.text
+    assert said and (said.group(1).lower(), int(said.group(2))) == (band(expected), round(100 * expected)), \
+        answer.text
