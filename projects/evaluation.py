@@ -9,14 +9,6 @@ from sklearn import metrics as skm
 from projects import metrics
 
 
-def classification_metrics(y_true, y_pred, labels=None) -> dict[str, float]:
-    return metrics.evaluate("classification", y_true, y_pred, labels)
-
-
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    return metrics.evaluate("regression", y_true, y_pred)
-
-
 def evaluate(task: str, y_true, y_pred, labels=None, extra=()) -> dict[str, float]:
     """The task's standard metrics (``projects.metrics``), plus every metric named in ``extra``."""
     return metrics.evaluate(task, y_true, y_pred, labels, extra)
