@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 from sklearn import metrics as skm
 
 from projects import metrics

@@ -31,6 +31,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from registry.card import SMALL_GROUP, evaluate
+from registry.gates import predicted_labels
+
 DISTRICT = "district"
 
 
@@ -80,8 +83,6 @@ def permutation_importance(predict: Callable, features: pd.DataFrame, truth, see
                            max_rows: int = PERMUTATION_ROWS) -> dict[str, float]:
     """How much worse each column's shuffling makes the answers (one shuffle per column, on at most
     ``max_rows`` rows)."""
-    from registry.gates import predicted_labels
-
     truth = np.asarray(truth)
     if len(features) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(features), max_rows, replace=False))
@@ -225,8 +226,6 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
 def by_district(truth, answers, districts, regression: bool) -> pd.DataFrame:
     """Rows and ``accuracy`` (or ``mae``) per district: the model card's per-district figures
     (:func:`registry.card.evaluate` with ``report_by: [district]``), computed there and only there."""
-    from registry.card import evaluate
-
     frame = pd.DataFrame({DISTRICT: districts})
     table = evaluate(truth, answers, frame, "regression" if regression else "classification", "",
                      report_by=(DISTRICT,)).per_group[DISTRICT]
@@ -276,7 +275,6 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
     if not (boundaries and located):
         return written
     from civicml.geo import fit_points, map_png
-    from registry.card import SMALL_GROUP
 
     scale = map_scale(metric, truth, regression)
     lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)

@@ -22,9 +22,7 @@ from typing import Any, Callable
 
 from civicml.errors import InvalidInput
 from civicml.settings import ServingLimits, Settings
-from registry import resolve
-from registry.store import ModelStore
-from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
+from registry import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, Overloaded, admit
 from serving.dataplane import InferenceRequest, Validator
 from serving.runtime import Runtime, get_runtime
@@ -118,11 +116,7 @@ class Endpoint:
         this kind whose gate passed (:func:`registry.variants.find_variant`); none is a ``NotFound``, never
         the parent instead. A ``runtime`` other than ``pyfunc`` is the caller's choice and wins over the
         runtime the variant was registered for."""
-        if self.alias.isdigit():
-            version = self.alias
-        else:
-            version = ModelStore(self.settings).by_alias(self.model_name, self.alias).version
-        return self._choice(version)
+        return self._choice(version_of(self.model_name, self.alias, settings=self.settings).version)
 
     def _choice(self, version: str) -> tuple[str, str | None, str]:
         """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant."""
