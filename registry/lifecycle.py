@@ -123,8 +123,7 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
     if outcome.promoted:  # the champion moves with its variants; build those the policy asks for first
-        outcome.variants = _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint,
-                                          notes)
+        outcome.variants = _variants_with(settings, store, candidate, policy, ctx, notes)
     entry = _record(who, "promote" if outcome.promoted else "refuse", alias=to_alias,
                     **{"from": outcome.previous}, to=outcome.candidate, candidate_sha256=candidate.sha256,
                     gates=[v.to_dict() for v in verdicts], approvals=list(ctx.approvals),
@@ -136,16 +135,19 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     if not outcome.promoted:
         store.append_audit(name, entry)
         return outcome
-    _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, to_alias)
+    _promotion_card(store, ctx, candidate, policy, who, to_alias)
     _move_alias(store, name, to_alias, candidate, champion, entry)
     return outcome
 
 
-def _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint, notes) -> list[dict]:
-    """The candidate's variants after building what the policy's ``variants.build`` asks for (notes say what
-    could not be built); a refused or missing variant never blocks the promotion, and is never served."""
-    built, more = variants.build_for_promotion(name, candidate.version, policy.variant_policy(), frame, target,
-                                               fingerprint, settings)
+def _variants_with(settings, store, candidate: ModelVersion, policy: PromotionPolicy, ctx: PromotionContext,
+                   notes: list[str]) -> list[dict]:
+    """The candidate's variants after building what the policy's ``variants.build`` asks for, on the promotion's
+    held-out set (notes say what could not be built); a refused or missing variant never blocks the promotion,
+    and is never served."""
+    name = ctx.name
+    built, more = variants.build_for_promotion(name, candidate.version, policy.variant_policy(), ctx.holdout,
+                                               ctx.target, ctx.holdout_fingerprint, settings)
     notes += more
     return [{**summary_of(store, v), "built": v.version in built} for v in variants_of(name, candidate.version, settings)]
 
@@ -208,10 +210,13 @@ def _judge(policy: PromotionPolicy, ctx: PromotionContext, who: Identity, force:
     return verdicts, forced
 
 
-def _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, alias) -> None:
+def _promotion_card(store, ctx: PromotionContext, candidate: ModelVersion, policy: PromotionPolicy, who: Identity,
+                    alias: str) -> None:
+    """The candidate's card, written again with its figures on the promotion's held-out set."""
     if ctx.holdout is None or ctx.target is None:
         return
-    frame = ctx.holdout
+    name, frame, candidate_local = ctx.name, ctx.holdout, ctx.candidate
+    label, fingerprint = ctx.holdout_name, ctx.holdout_fingerprint
     try:
         evaluation = cards.evaluate(frame[ctx.target].to_numpy(), ctx.predictions(candidate_local), frame,
                                     task_of(candidate.tags, candidate_local.metadata),
@@ -220,7 +225,7 @@ def _promotion_card(store, name, candidate, candidate_local, ctx, policy, label,
     except Exception:  # noqa: BLE001 - the gates passed; a card without figures is still a card
         evaluation = None
     write_card(store, name, candidate, store.run_or_none(candidate.run_id), evaluation,
-                f"Promoted to '{alias}' {_now()[:10]} by {who.name}", "promoted")
+               f"Promoted to '{alias}' {_now()[:10]} by {who.name}", "promoted")
 
 
 def _move_alias(store, name, alias, candidate, champion, entry) -> None:

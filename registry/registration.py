@@ -72,7 +72,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
                                                 f"validation split of run {run.info.run_id}")
         rules.log_insights(store, name, version, holdout, target)  # rules + charts + map (on the card); never fails
         write_card(store, name, store.get_version(name, version.version), run, evaluation,
-                    f"Registered {_now()[:10]} by {who.name}", "registered")
+                   f"Registered {_now()[:10]} by {who.name}", "registered")
         policy = record_project_policy(store, name, use_case_named(version.tags.get("civicml.use_case")))
         if alias:
             store.set_alias(name, alias, version.version)
@@ -121,7 +121,7 @@ def _intended_use(tags: dict[str, str]) -> str:
 
 
 def write_card(store: ModelStore, name: str, version: ModelVersion, run, evaluation, stage: str,
-                suffix: str) -> None:
+               suffix: str) -> None:
     if not version.run_id:
         store.set_description(name, version.version, cards.summary(evaluation, stage))
         return

@@ -409,7 +409,7 @@ def _row(fields: list[dict], form: dict) -> dict:
 
 
 def _promote(name: str, settings: Settings):
-    """Promote the challenger under the use case's policy and held-out set, as `civicml promote` does."""
+    """Promote the challenger under the model's governing policy and its held-out set, as `civicml promote` does."""
     from civicml.access import require
 
     require(settings, "promote")  # refuse before any data is generated
