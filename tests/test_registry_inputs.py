@@ -55,8 +55,7 @@ def test_console_demo_and_cli_promote_choose_the_same_policy_and_held_out_set(tw
 
     for record in (by_console, by_cli):
         assert "override" not in " ".join(record["notes"])
-        assert record["policy"]["sha256"] == governing.sha256
-    assert by_console["policy"] == by_cli["policy"]
+        assert record["policy"] == governing.to_record()
     assert by_console["holdout"] == by_cli["holdout"]
     assert by_cli["holdout"]["name"] == chosen.label and by_cli["holdout"]["rows"] == len(chosen.dataset.frame)
     inputs = registry.promotion_inputs(NAME, settings)  # what the demo promotes with
