@@ -39,7 +39,7 @@ class PromotionOutcome:
     verdicts: list[GateVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the gate report must say besides the verdicts
     forced: bool = False
-    # the candidate's variants (registry.variants.summary_of), each with "built": made by this promotion
+    # the candidate's variants (registry.variant_lookup.summary_of), each with "built": made by this promotion
     variants: list[dict[str, Any]] = field(default_factory=list)
 
     @property

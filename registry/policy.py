@@ -119,7 +119,7 @@ class PromotionPolicy:
     unseen_phrasings: UnseenSpec | None = None
     model: str | None = None
     version: int | None = None
-    variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variants.VariantPolicy
+    variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
