@@ -46,8 +46,7 @@ class DemoReport:
 def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8, seed: int = 7,
              say=print, progress=True) -> DemoReport:
     from projects import get_use_case, load_dataset
-    from registry import PromotionPolicy, promote, register
-    from registry.rules import recorded_fidelity
+    from registry import held_out, promote, promotion_inputs, recorded_fidelity, register
     from serving import BackgroundServer, Endpoint, EndpointClient
     from tuning import tune
 
@@ -76,7 +75,7 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
 
     say(f"[3/6] registering the best model as '{use_case.registered_model}' @challenger, with rules, charts "
         f"and the district map on a fresh held-out set ...")
-    holdout = use_case.holdout(home / "data" / use_case.name / "holdout")
+    holdout = held_out(use_case.registered_model, settings, use_case=use_case).dataset
     version = register(result.best_model_uri, use_case.registered_model, settings=settings,
                        tags={"civicml.study": result.study_name}, holdout=holdout.frame, target=holdout.target)
     say(f"      version {version.version}, sha256 {version.sha256[:12]}...")
@@ -86,8 +85,8 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
             f"(see them with `civicml console`)")
 
     say("[4/6] promoting through the gates, re-evaluated on the same held-out set ...")
-    policy = PromotionPolicy.from_yaml(use_case.policy_file)
-    outcome = promote(use_case.registered_model, holdout.frame, holdout.target, policy=policy, settings=settings)
+    inputs = promotion_inputs(use_case.registered_model, settings)  # the governing policy, as `civicml promote`
+    outcome = promote(use_case.registered_model, **inputs.as_kwargs(), settings=settings)
     for v in outcome.verdicts:
         say(f"      {'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
     if outcome.promoted or outcome.previous:

@@ -278,7 +278,7 @@ def main() -> None:
             str(bin_dir / "civicml"), "serve", served, "--home", str(settings.home), "--refresh", "0",
             "--port", "{port}", "--workers", str(workers), *args.serve_args.split()]
     for kind in filter(None, args.variants.split(",")):
-        from registry.variants import compress
+        from registry import compress
 
         outcome = compress(served.partition("@")[0], local.version.version, kind, settings,
                            repeats={1: 5, 64: 2})
@@ -291,7 +291,7 @@ def main() -> None:
         variant_paths = {}
         if args.variants:
             import registry
-            from registry.variants import find_variant
+            from registry import find_variant
 
             for kind in filter(None, args.variants.split(",")):
                 found = find_variant(served.partition("@")[0], local.version.version, kind, settings=settings)

@@ -81,7 +81,7 @@ def _print(rows: list[dict]) -> str:
 
 
 def _compress(family, name, version, kind, settings, **kw):
-    from registry.variants import compress
+    from registry import compress
 
     started = time.perf_counter()
     try:

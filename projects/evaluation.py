@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 from sklearn import metrics as skm
 
 from projects import metrics
-
-
-def classification_metrics(y_true, y_pred, labels=None) -> dict[str, float]:
-    return metrics.evaluate("classification", y_true, y_pred, labels)
-
-
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    return metrics.evaluate("regression", y_true, y_pred)
 
 
 def evaluate(task: str, y_true, y_pred, labels=None, extra=()) -> dict[str, float]:

@@ -1,11 +1,21 @@
-"""The MLflow Model Registry, as release managers use it.
+"""The MLflow Model Registry, as release managers use it: the registry's face.
 
-Only this package calls MLflow's registry API. Public face::
+Only this package calls MLflow's registry API, and the other layers (``serving``, ``app``) reach it only
+through the names listed in ``__all__`` here (``from registry import resolve``), never through its
+modules. Public face::
 
     from registry import register, set_alias, approve, promote, rollback, audit, lineage, model_card, resolve
 
 Every function checks the caller's role (:mod:`civicml.access`); without access
 configuration the local user holds every role (single-user mode).
+
+The rooms, each importing only the ones listed before it (no circles, no imports inside functions
+between them; ``projects`` is imported lazily, since serving imports the registry)::
+
+    checksum -> store -> use_cases -> gates -> variant_policy -> policy;  events -> guard
+    policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views
+    views, inputs, queries -> rules -> registration -> (variant_build ->) variants -> lifecycle
+    guard -> rollout
 
 The access names are imported here; every other name is imported from its module when first used
 (:func:`civicml.lazy.lazy_face`), so that ``civicml whoami`` loads no MLflow and ``civicml models list``
@@ -19,41 +29,64 @@ from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
+    from registry.card import variant_cells
     from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                                 NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
                                 signature_breaks)
-    from registry.inputs import PromotionInputs, governing_policy, promotion_inputs
+    from registry.guard import audit_quietly, audit_record, authorize
+    from registry.inputs import HeldOut, PromotionInputs, governing_policy, held_out, promotion_inputs
     from registry.jobs import record_scoring
-    from registry.lifecycle import (PromotionOutcome, approve, champion_history, promote, register, rollback,
-                                    set_alias)
+    from registry.lifecycle import PromotionOutcome, approve, champion_history, promote, rollback, set_alias
     from registry.policy import HoldoutSpec, PromotionPolicy
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
-                                  models, resolve, show, versions)
-    from registry.store import ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion
-    from registry.variants import find_variant
+                                  models, resolve, show, version_of, versions)
+    from registry.registration import register
+    from registry.rules import (INSIGHT_FILES, TAG_FIDELITY, boundaries_for, insight_file, recorded_fidelity,
+                                registration_holdout)
+    from registry.store import (ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion, is_version_number,
+                                validate_alias, validate_name)
+    from registry.variant_build import CompressOptions, VariantOutcome
+    from registry.variant_lookup import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant,
+                                         variant_summaries, variants_of)
+    from registry.variant_policy import VariantBounds, VariantPolicy
+    from registry.variants import compress, compress_all
 
 __getattr__, __dir__ = lazy_face(__name__, {
+    "registry.card": ("variant_cells",),
     "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
                        "NoRegression", "PromotionContext", "SignatureCompatible", "predicted_labels",
                        "signature_breaks"),
-    "registry.inputs": ("PromotionInputs", "governing_policy", "promotion_inputs"),
+    "registry.guard": ("audit_quietly", "audit_record", "authorize"),
+    "registry.inputs": ("HeldOut", "PromotionInputs", "governing_policy", "held_out", "promotion_inputs"),
     "registry.jobs": ("record_scoring",),
-    "registry.variants": ("find_variant",),
-    "registry.lifecycle": ("PromotionOutcome", "approve", "champion_history", "promote", "register", "rollback",
-                           "set_alias"),
+    "registry.lifecycle": ("PromotionOutcome", "approve", "champion_history", "promote", "rollback", "set_alias"),
     "registry.policy": ("HoldoutSpec", "PromotionPolicy"),
     "registry.queries": ("CHALLENGER", "CHAMPION", "RESERVED_ALIASES", "approvals", "audit", "lineage", "model_card",
-                         "models", "resolve", "show", "versions"),
-    "registry.store": ("ArtifactsUnavailable", "LocalModel", "ModelStore", "ModelVersion"),
+                         "models", "resolve", "show", "version_of", "versions"),
+    "registry.registration": ("register",),
+    "registry.rules": ("INSIGHT_FILES", "TAG_FIDELITY", "boundaries_for", "insight_file", "recorded_fidelity",
+                       "registration_holdout"),
+    "registry.store": ("ArtifactsUnavailable", "LocalModel", "ModelStore", "ModelVersion", "is_version_number",
+                       "validate_alias", "validate_name"),
+    "registry.variant_build": ("CompressOptions", "VariantOutcome"),
+    "registry.variant_lookup": ("TAG_GATE", "TAG_RUNTIME", "TAG_VARIANT", "TAG_VARIANT_OF", "find_variant",
+                                "variant_summaries", "variants_of"),
+    "registry.variant_policy": ("VariantBounds", "VariantPolicy"),
+    "registry.variants": ("compress", "compress_all"),
 })
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "POLICY_OWNER", "RELEASE_MANAGER", "RESERVED_ALIASES", "ROLES",
-    "SERVICE",
-    "ApprovalCount", "ArtifactsUnavailable", "Gate", "GateVerdict", "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget",
-    "LocalModel", "MetricThreshold", "ModelStore", "ModelVersion", "NoRegression", "PromotionContext",
-    "PromotionInputs", "PromotionOutcome", "PromotionPolicy", "SignatureCompatible",
-    "approvals", "approve", "audit", "caller", "find_variant", "champion_history", "governing_policy", "lineage", "model_card", "models",
-    "new_token", "predicted_labels", "promote", "promotion_inputs", "record_scoring", "register", "require", "resolve", "rollback", "set_alias",
-    "show", "signature_breaks", "versions",
+    "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "INSIGHT_FILES", "POLICY_OWNER", "RELEASE_MANAGER",
+    "RESERVED_ALIASES", "ROLES", "SERVICE", "TAG_FIDELITY", "TAG_GATE", "TAG_RUNTIME", "TAG_VARIANT",
+    "TAG_VARIANT_OF",
+    "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",
+    "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget", "LocalModel", "MetricThreshold", "ModelStore",
+    "ModelVersion", "NoRegression", "PromotionContext", "PromotionInputs", "PromotionOutcome", "PromotionPolicy",
+    "SignatureCompatible", "VariantBounds", "VariantOutcome", "VariantPolicy",
+    "approvals", "approve", "audit", "audit_quietly", "audit_record", "authorize", "boundaries_for", "caller",
+    "champion_history", "compress", "compress_all", "find_variant", "governing_policy", "held_out",
+    "insight_file", "is_version_number", "lineage", "model_card", "models", "new_token", "predicted_labels",
+    "promote", "promotion_inputs", "record_scoring", "recorded_fidelity", "register", "registration_holdout", "require", "resolve",
+    "rollback", "set_alias", "show", "signature_breaks", "validate_alias", "validate_name", "variant_cells",
+    "variant_summaries", "variants_of", "version_of", "versions",
 ]

@@ -295,12 +295,12 @@ def _table(frame: pd.DataFrame, index_name: str) -> str:
     return "\n".join(rows)
 
 
-# -- variants (registry.variants): one block, always the card's last section ------------------------------
+# -- variants (registry.variant_lookup): one block, always the card's last section ------------------------------
 VARIANTS_HEADING = "## Variants"
 
 
 def variant_cells(v: dict[str, Any]) -> dict[str, str]:
-    """One variant's figures (:func:`registry.variants.summary_of`) as short text, beside its parent's."""
+    """One variant's figures (:func:`registry.variant_lookup.summary_of`) as short text, beside its parent's."""
     def num(key, fmt):
         return "-" if v.get(key) is None else format(v[key], fmt)
 
@@ -317,7 +317,7 @@ def variant_cells(v: dict[str, Any]) -> dict[str, str]:
 
 
 def variants_section(facts: dict[str, Any]) -> str:
-    """What variant a version is, or which variants it has (``registry.variants.variant_facts``); "" if neither."""
+    """What variant a version is, or which variants it has (``registry.variant_lookup.variant_facts``); "" if neither."""
     rows = [facts["variant"]] if facts.get("variant") else list(facts.get("variants") or [])
     if not rows:
         return ""

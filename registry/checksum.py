@@ -72,11 +72,6 @@ def digest(root: str | Path, paths=None) -> str:
     return out.hexdigest()
 
 
-def tree_sha256(folder: str | Path) -> str:
-    """The digest of every file under the model root of ``folder`` (what versions record as ``civicml.sha256``)."""
-    return digest(model_root(folder))
-
-
 def encode(files: dict[str, str]) -> str:
     """The manifest as recorded (compact JSON, shortened per-file digests)."""
     return json.dumps({k: v[:MANIFEST_DIGITS] for k, v in sorted(files.items())}, separators=(",", ":"))

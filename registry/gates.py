@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from registry.store import LocalModel, ModelVersion
+from registry.use_cases import task_of, unseen_phrasings_holdout
 
 
 class _Metrics:
@@ -378,8 +379,6 @@ class BeatBaseline(Gate):
     def check(self, ctx):
         from projects.metrics import baseline_answers, baseline_facts
 
-        from registry.inputs import task_of
-
         candidate = ctx.evaluate(ctx.candidate, self.metric)
         meta = ctx.model(ctx.candidate).metadata.metadata or {}
         y = ctx.holdout[ctx.target].to_numpy()
@@ -408,7 +407,7 @@ class BeatBaseline(Gate):
 @dataclass
 class UnseenPhrasings(Gate):
     """The candidate reaches ``spec.min_value`` on a second held-out set worded as no training set is (the use
-    case's pool of never-seen phrasings; which set: :func:`registry.inputs.unseen_phrasings_holdout`). The
+    case's pool of never-seen phrasings; which set: :func:`registry.use_cases.unseen_phrasings_holdout`). The
     figure goes on the promotion's model card beside the held-out set's."""
 
     spec: Any  # registry.policy.UnseenSpec
@@ -420,8 +419,6 @@ class UnseenPhrasings(Gate):
         return f"{self.spec.metric} on unseen phrasings {op} {self.spec.min_value}"
 
     def check(self, ctx):
-        from registry.inputs import unseen_phrasings_holdout
-
         frame, target, label = unseen_phrasings_holdout(ctx.candidate.version.tags.get("civicml.use_case"),
                                                         self.spec)
         which = ctx.candidate

@@ -27,7 +27,7 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def record(who: Identity | dict, action: str, **fields) -> dict[str, Any]:
+def audit_record(who: Identity | dict, action: str, **fields) -> dict[str, Any]:
     """An audit record: what (one of :class:`registry.events.AuditEvent`), who (name, roles, how identified),
     when, and the action's own fields."""
     action = getattr(action, "value", action)
@@ -62,8 +62,8 @@ def authorize(settings: Settings, action: str, name: str | None = None, store: M
     except PermissionDenied as err:
         if name:
             store = store or ModelStore(settings)
-            audit_quietly(store, name, record(_identity_or_unknown(settings), "denied", attempted=action,
-                                              why=str(err), **context))
+            audit_quietly(store, name, audit_record(_identity_or_unknown(settings), "denied", attempted=action,
+                                                    why=str(err), **context))
         raise
 
 
@@ -72,8 +72,8 @@ def verified(store: ModelStore, who: Identity, name: str, version: ModelVersion,
     try:
         local = store.fetch(name, version)
     except IntegrityError as err:
-        audit_quietly(store, name, record(who, "integrity", version=version.version, purpose=purpose, why=str(err),
-                                          sha256=version.sha256))
+        audit_quietly(store, name, audit_record(who, "integrity", version=version.version, purpose=purpose,
+                                                why=str(err), sha256=version.sha256))
         raise
     if local.added:
         log.warning("model '%s' version %s: files added since registration, not loaded: %s", name,
@@ -89,9 +89,9 @@ def sweep(store: ModelStore, who: Identity, name: str) -> list[str]:
         notice = (f"removed half-registered version {version.version} of '{name}' (registration by "
                   f"{version.tags.get('civicml.registered_by', '?')} at {version.tags.get('civicml.registered_at', '?')}"
                   f" did not complete)")
-        audit_quietly(store, name, record(who, "discard", version=version.version, source=version.source,
-                                          why="registration did not complete",
-                                          marker=version.tags.get(TAG_REGISTRATION)))
+        audit_quietly(store, name, audit_record(who, "discard", version=version.version, source=version.source,
+                                                why="registration did not complete",
+                                                marker=version.tags.get(TAG_REGISTRATION)))
         log.warning(notice)
         notices.append(notice)
     return notices

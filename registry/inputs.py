@@ -8,10 +8,13 @@ back to the project's file, then to the built-in minimum (:class:`PromotionPolic
 Any other policy is an *override*: it needs the ``override_policy`` action, is shown
 in the gate report and written to the audit trail (:mod:`registry.lifecycle`).
 
-:func:`promotion_inputs` is the one place that decides which policy and which
-held-out set a promotion uses; the CLI, the demo and notebooks all call it.
-Use cases are found by the name a version records (``civicml.use_case``); nothing
-here names one.
+:func:`held_out` is the one place that decides which policy and which held-out set
+a model is judged by: promotion (:func:`promotion_inputs`, what ``civicml promote``,
+the console, the demo and notebooks call), registration's rules and charts
+(:func:`registry.rules.registration_holdout`) and compression's side-by-side
+measurements (:mod:`registry.variants`) all call it, so all of them use the
+*governing* policy and the held-out set it names. Use cases are found by the name a
+version records (:mod:`registry.use_cases`); nothing here names one.
 """
 
 from __future__ import annotations
@@ -21,32 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from civicml.errors import InvalidInput, NotFound
+from civicml.errors import IntegrityError, InvalidInput, NotFound
 from civicml.settings import Settings
+from registry.guard import authorize
 from registry.policy import PromotionPolicy
 from registry.store import ModelStore
+from registry.use_cases import use_case_of
 
 TAG_POLICY = "civicml.policy"
 TAG_POLICY_SHA = "civicml.policy.sha256"
 TAG_POLICY_SOURCE = "civicml.policy.source"
 POLICY_MAX_CHARS = 4900  # a registered-model tag on SQL stores holds 5000
-
-
-def use_case_named(name: str | None):
-    """The use case a version records, or None (imported lazily: serving imports the registry)."""
-    if not name:
-        return None
-    from projects import get_use_case  # noqa: PLC0415 - see above
-
-    return get_use_case(name)
-
-
-def use_case_of(store: ModelStore, name: str):
-    """The use case of ``name``'s newest version that records one."""
-    for version in reversed(store.versions(name)):
-        if version.tags.get("civicml.use_case"):
-            return use_case_named(version.tags["civicml.use_case"])
-    return None
 
 
 def project_policy_bytes(use_case, name: str) -> tuple[bytes, str] | None:
@@ -62,24 +50,27 @@ def project_policy_bytes(use_case, name: str) -> tuple[bytes, str] | None:
 
 
 def recorded_policy(store: ModelStore, name: str) -> PromotionPolicy | None:
-    tags = store.model_tags(name)
+    """The policy recorded with ``name`` at registration; None if none is (or nothing is registered as ``name``)."""
+    try:
+        tags = store.model_tags(name)
+    except NotFound:
+        return None
     text = tags.get(TAG_POLICY)
     if text is None:
         return None
     raw = text.encode()
     if hashlib.sha256(raw).hexdigest() != tags.get(TAG_POLICY_SHA):
-        from civicml.errors import IntegrityError
-
         raise IntegrityError(f"the policy recorded with model '{name}' does not match its recorded SHA-256")
     return PromotionPolicy.from_bytes(raw, tags.get(TAG_POLICY_SOURCE) or f"registry:{name}")
 
 
-def governing(store: ModelStore, name: str) -> PromotionPolicy:
-    """The policy that governs ``name``: recorded with the model, else the project's, else the built-in one."""
+def governing(store: ModelStore, name: str, use_case=None) -> PromotionPolicy:
+    """The policy that governs ``name``: recorded with the model, else the project's (``use_case``'s, by default
+    the one ``name``'s versions record), else the built-in one."""
     policy = recorded_policy(store, name)
     if policy is not None:
         return policy
-    found = project_policy_bytes(use_case_of(store, name), name)
+    found = project_policy_bytes(use_case if use_case is not None else use_case_of(store, name), name)
     if found is not None:
         return PromotionPolicy.from_bytes(*found)
     return PromotionPolicy()
@@ -107,18 +98,6 @@ def record_project_policy(store: ModelStore, name: str, use_case) -> dict[str, A
             "replaces": None if old is None else {"sha256": old.sha256, "version": old.version}}
 
 
-def task_of(tags: dict[str, str], metadata: dict[str, Any] | None = None) -> str:
-    """classification or regression: the model's metadata, its tags, then its use case."""
-    task = (metadata or {}).get("task") or tags.get("civicml.task")
-    if task:
-        return task
-    try:
-        use_case = use_case_named(tags.get("civicml.use_case"))
-    except Exception:  # noqa: BLE001 - an unknown use case reads as the common case
-        use_case = None
-    return getattr(use_case, "task", None) or "classification"
-
-
 @dataclass
 class PromotionInputs:
     """What :func:`registry.promote` is given: the policy, the held-out frame and its target and name."""
@@ -133,63 +112,66 @@ class PromotionInputs:
                 "holdout_name": self.holdout_name}
 
 
-def promotion_inputs(name: str, settings: Settings | None = None, policy_file: str | Path | None = None,
-                     holdout_files: list[str] | None = None) -> PromotionInputs:
-    """The policy and held-out set a promotion of ``name`` uses.
+@dataclass(frozen=True)
+class HeldOut:
+    """What a model is judged by: the governing policy (or an override) and the held-out set it names."""
 
-    The policy is the model's governing one unless ``policy_file`` names another (an
-    override: :func:`registry.promote` then asks for ``override_policy``). The held-out
-    set is ``holdout_files``, else the one the policy names (regenerated from its seed),
-    else the use case's own held-out set.
-    """
-    from registry.guard import authorize
+    policy: PromotionPolicy
+    dataset: Any  # projects.Dataset: .frame, .target, .fingerprint
+    label: str
 
+    def promotion_inputs(self) -> PromotionInputs:
+        return PromotionInputs(self.policy, self.dataset.frame, self.dataset.target, self.label)
+
+
+def choose_held_out(store: ModelStore, name: str, settings: Settings, use_case, files: list | None = None,
+                    policy: PromotionPolicy | None = None) -> HeldOut:
+    """THE rule (no access check: see :func:`held_out`). The policy is ``policy`` if given (an override),
+    else ``name``'s governing one (:func:`governing`; for a name not registered yet, ``use_case``'s file if
+    it governs ``name``, else the built-in policy). The held-out set is ``files`` (read by ``use_case``), else
+    the one the policy names (regenerated from its seed), else the use case's own held-out set."""
+    policy = policy if policy is not None else governing(store, name, use_case)
+    folder = settings.ensure_home() / "data" / str(use_case.name)
+    if files:
+        from projects import load_dataset  # noqa: PLC0415 - lazily: serving imports the registry
+
+        return HeldOut(policy, load_dataset(use_case, [str(f) for f in files]), "files:" + ",".join(map(str, files)))
+    if policy.holdout is not None:
+        spec = policy.holdout
+        return HeldOut(policy, use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows), spec.label)
+    return HeldOut(policy, use_case.holdout(folder / "holdout"), f"{use_case.name}-holdout")
+
+
+def held_out(name: str, settings: Settings | None = None, *, use_case=None, files: list | None = None,
+             policy_file: str | Path | None = None) -> HeldOut:
+    """The policy and held-out set that judge model ``name`` (:func:`choose_held_out`), for a caller who may
+    read it. ``use_case``: by default the one ``name``'s newest version records (give it for a model not
+    registered yet). ``policy_file``: another policy than the governing one (an override:
+    :func:`registry.promote` then asks for ``override_policy``)."""
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     authorize(settings, "read", name, store)  # a refusal is audited on the model
-    use_case = use_case_of(store, name)
+    use_case = use_case if use_case is not None else use_case_of(store, name)
     if use_case is None:
         raise NotFound(f"model '{name}' records no use case; pass a held-out frame and policy to promote()")
-    policy = PromotionPolicy.from_yaml(policy_file) if policy_file else governing(store, name)
-    folder = settings.ensure_home() / "data" / use_case.name
-    if holdout_files:
-        from projects import load_dataset  # noqa: PLC0415 - lazily, as above
-
-        holdout, label = load_dataset(use_case, holdout_files), "files:" + ",".join(map(str, holdout_files))
-    elif policy.holdout is not None:
-        spec = policy.holdout
-        holdout, label = use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows), spec.label
-    else:
-        holdout, label = use_case.holdout(folder / "holdout"), f"{use_case.name}-holdout"
-    return PromotionInputs(policy, holdout.frame, holdout.target, label)
+    policy = PromotionPolicy.from_yaml(policy_file) if policy_file else None
+    return choose_held_out(store, name, settings, use_case, files, policy)
 
 
-def unseen_phrasings_holdout(use_case_name: str | None, spec) -> tuple[Any, str, str]:
-    """The policy's second held-out set (``unseen_phrasings``, a :class:`registry.policy.UnseenSpec`):
-    ``spec.rows`` requests generated with ``spec.seed`` from the use case's pool of phrasings that no
-    training set holds (its ``generate_sources(..., phrasings="unseen")``). (frame, target, label).
-    Regenerated for each promotion: the generator is seeded, so the rows are the same every time."""
-    import inspect
-    import tempfile
-
-    use_case = use_case_named(use_case_name)
-    if use_case is None:
-        raise InvalidInput("the candidate records no use case: its unseen phrasings cannot be generated")
-    if "phrasings" not in inspect.signature(use_case.generate_sources).parameters:
-        raise InvalidInput(f"use case '{use_case.name}' has no pool of unseen phrasings; remove the policy's "
-                           f"'unseen_phrasings' field")
-    with tempfile.TemporaryDirectory(prefix="civicml-unseen-") as folder:
-        dataset = use_case.integrate(use_case.generate_sources(Path(folder), n=spec.rows, seed=spec.seed,
-                                                               phrasings="unseen"))
-        frame = dataset.frame.copy()
-    return frame, dataset.target, spec.label
+def promotion_inputs(name: str, settings: Settings | None = None, policy_file: str | Path | None = None,
+                     holdout_files: list[str] | None = None) -> PromotionInputs:
+    """The policy and held-out set a promotion of ``name`` uses (:func:`held_out`), as :func:`registry.promote`
+    takes them: ``promote(name, **promotion_inputs(name).as_kwargs())``."""
+    return held_out(name, settings, files=holdout_files, policy_file=policy_file).promotion_inputs()
 
 
 def governing_policy(name: str, settings: Settings | None = None) -> PromotionPolicy:
     """The policy that governs registered model ``name`` (see the module's docstring)."""
-    from registry.guard import authorize
-
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     authorize(settings, "read", name, store)  # a refusal is audited on the model
     return governing(store, name)
+
+
+__all__ = ["HeldOut", "PromotionInputs", "choose_held_out", "governing", "governing_policy", "held_out",
+           "promotion_inputs", "record_project_policy", "recorded_policy"]

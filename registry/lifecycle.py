@@ -1,4 +1,5 @@
-"""What release managers do: register, approve, promote under a policy, roll back (reading: queries.py).
+"""What release managers do: approve, promote under a policy, roll back, move aliases (registering:
+registration.py; reading: queries.py).
 
 Every function checks the caller's role first (:mod:`registry.guard`), and every
 change writes an append-only audit record (registered-model tags
@@ -9,8 +10,6 @@ integrity check, of a promotion's gates; and every forced promotion.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,16 +17,17 @@ import pandas as pd
 
 from civicml.access import Identity
 from civicml.errors import IntegrityError, InvalidInput, NotFound
-from civicml.fingerprint import frame_fingerprint
 from civicml.settings import Settings
-from registry import card as cards, rules
+from registry import card as cards, variants
 from registry.gates import GateVerdict, PromotionContext
-from registry.guard import authorize, now as _now, record as _record, sweep, verified
-from registry.inputs import governing, record_project_policy, task_of, use_case_named
+from registry.guard import audit_record as _record, authorize, now as _now, sweep, verified
+from registry.inputs import governing
 from registry.policy import PromotionPolicy
-from registry.queries import CHALLENGER, CHAMPION, LINEAGE_TAGS, RESERVED_ALIASES, TAG_CARD, TAG_CARD_SHA, _approvals
-from registry.store import (TAG_SHA, LocalModel, ModelStore, ModelVersion, is_version_number, validate_alias,
-                            validate_name)
+from registry.queries import CHALLENGER, CHAMPION, RESERVED_ALIASES, approval_records
+from registry.registration import held_out_source, holdout_frame, holdout_label, reserved_alias_guard, write_card
+from registry.store import ModelStore, ModelVersion, validate_alias
+from registry.use_cases import task_of
+from registry.variant_lookup import summary_of, variants_of
 
 
 @dataclass
@@ -39,72 +39,13 @@ class PromotionOutcome:
     verdicts: list[GateVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the gate report must say besides the verdicts
     forced: bool = False
-    # the candidate's variants (registry.variants.summary_of), each with "built": made by this promotion
+    # the candidate's variants (registry.variant_lookup.summary_of), each with "built": made by this promotion
     variants: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def reason(self) -> str:
         failed = [v for v in self.verdicts if not v.passed]
         return "; ".join(f"{v.gate}: {v.detail}" for v in failed) or "all gates passed"
-
-
-def _reserved_alias_guard(alias: str) -> None:
-    """``champion`` (in any case: ``Champion``, ``CHAMPION``) moves only through promote and rollback."""
-    if alias.casefold() in RESERVED_ALIASES:
-        raise InvalidInput(f"'{alias}' is reserved: '{alias.casefold()}' moves only through `promote` (gates) "
-                           f"and `rollback`")
-
-
-# -- register -----------------------------------------------------------------------------------
-def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, settings: Settings | None = None,
-             tags: dict[str, str] | None = None, holdout: pd.DataFrame | None = None, target: str | None = None,
-             report_by: tuple[str, ...] = ()) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name``, with lineage tags and a model card; set ``alias``.
-
-    Either every step completes (version, manifest and digest, lineage, card, the
-    governing policy, alias, audit record) or the version is removed again; a
-    registration killed half-way is removed by the next registry command. With
-    ``holdout``/``target`` the card's figures come from that data set, else from the
-    source run's logged metrics.
-    """
-    settings = settings or Settings.from_env()
-    store = ModelStore(settings)
-    who = authorize(settings, "register", name, store, source=model_uri)
-    validate_name(name, "model name")
-    if alias:
-        validate_alias(alias)
-        _reserved_alias_guard(alias)
-    sweep(store, who, name)
-    version_tags = {"civicml.registered_by": who.name, "civicml.registered_at": _now(),
-                    "civicml.registered_auth": who.auth, "civicml.source": model_uri}
-    run_id = store.run_id_of(model_uri)
-    run = store.get_run(run_id, model_uri) if run_id else None
-    if run is not None:
-        version_tags.update({k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags})
-        parent = run.data.tags.get("mlflow.parentRunId")
-        if parent:
-            version_tags["civicml.study_run_id"] = parent
-    version_tags.update(tags or {})
-
-    def complete(version: ModelVersion) -> None:
-        evaluation = None
-        if holdout is not None and target is not None:
-            local = verified(store, who, name, version, "register")
-            evaluation = _evaluate_local(local, holdout, target, report_by, _holdout_label(holdout, None))
-        elif run is not None:
-            evaluation = cards.from_run_metrics(run.data.metrics, task_of(run.data.tags),
-                                                f"validation split of run {run.info.run_id}")
-        rules.log_insights(store, name, version, holdout, target)  # rules + charts + map (on the card); never fails
-        _write_card(store, name, store.get_version(name, version.version), run, evaluation,
-                    f"Registered {_now()[:10]} by {who.name}", "registered")
-        policy = record_project_policy(store, name, use_case_named(version.tags.get("civicml.use_case")))
-        if alias:
-            store.set_alias(name, alias, version.version)
-        store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
-                                         source=model_uri, sha256=version.sha256, run_id=version.run_id,
-                                         **({"policy_recorded": policy} if policy else {})))
-
-    return store.register(model_uri, name, tags=version_tags, complete=complete)
 
 
 # -- aliases and approvals ----------------------------------------------------------------------
@@ -114,7 +55,7 @@ def set_alias(name: str, alias: str, version: str, settings: Settings | None = N
     store = ModelStore(settings)
     who = authorize(settings, "set_alias", name, store, alias=alias, version=str(version))
     validate_alias(alias)
-    _reserved_alias_guard(alias)
+    reserved_alias_guard(alias)
     sweep(store, who, name)
     target = _complete_version(store, name, version)
     previous = store.alias_or_none(name, alias)
@@ -130,7 +71,7 @@ def approve(name: str, version: str, settings: Settings | None = None, note: str
     who = authorize(settings, "approve", name, store, version=str(version))
     sweep(store, who, name)
     mv = _complete_version(store, name, version)
-    already = _approvals(store, name, mv)
+    already = approval_records(store, name, mv)
     if any(r["who"] == who.name for r in already):
         raise InvalidInput(f"{who.name} already approved '{name}' version {mv.version}")
     entry = _record(who, "approve", version=mv.version, sha256=mv.sha256)
@@ -168,22 +109,21 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     sweep(store, who, name)
     policy, notes = _policy_for(settings, store, who, name, policy)
     candidate, champion = _positions(store, name, from_alias, to_alias)
-    frame, fingerprint = _holdout_frame(holdout)
+    frame, fingerprint = holdout_frame(holdout)
     if frame is not None and target not in frame.columns:
         raise InvalidInput(f"held-out data has no target column '{target}'")
-    label = holdout_name or (policy.holdout.label if policy.holdout else None) or _holdout_label(frame, fingerprint)
+    label = holdout_name or (policy.holdout.label if policy.holdout else None) or holdout_label(frame, fingerprint)
     candidate_local = verified(store, who, name, candidate, "promote")
     champion_local, note = _champion_for_comparison(store, who, name, champion, to_alias)
     notes += [note] if note else []
     ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
-                           approvals=tuple(r["who"] for r in _approvals(store, name, candidate)),
+                           approvals=tuple(r["who"] for r in approval_records(store, name, candidate)),
                            holdout_name=label, holdout_fingerprint=fingerprint, serving=champion)
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
     if outcome.promoted:  # the champion moves with its variants; build those the policy asks for first
-        outcome.variants = _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint,
-                                          notes)
+        outcome.variants = _variants_with(settings, store, candidate, policy, ctx, notes)
     entry = _record(who, "promote" if outcome.promoted else "refuse", alias=to_alias,
                     **{"from": outcome.previous}, to=outcome.candidate, candidate_sha256=candidate.sha256,
                     gates=[v.to_dict() for v in verdicts], approvals=list(ctx.approvals),
@@ -195,21 +135,21 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     if not outcome.promoted:
         store.append_audit(name, entry)
         return outcome
-    _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, to_alias)
+    _promotion_card(store, ctx, candidate, policy, who, to_alias)
     _move_alias(store, name, to_alias, candidate, champion, entry)
     return outcome
 
 
-def _variants_with(settings, store, name, candidate, policy, frame, target, fingerprint, notes) -> list[dict]:
-    """The candidate's variants after building what the policy's ``variants.build`` asks for (notes say what
-    could not be built); a refused or missing variant never blocks the promotion, and is never served."""
-    from registry import variants
-
-    built, more = variants.build_for_promotion(name, candidate.version, policy.variant_policy(), frame, target,
-                                               fingerprint, settings)
+def _variants_with(settings, store, candidate: ModelVersion, policy: PromotionPolicy, ctx: PromotionContext,
+                   notes: list[str]) -> list[dict]:
+    """The candidate's variants after building what the policy's ``variants.build`` asks for, on the promotion's
+    held-out set (notes say what could not be built); a refused or missing variant never blocks the promotion,
+    and is never served."""
+    name = ctx.name
+    built, more = variants.build_for_promotion(name, candidate.version, policy.variant_policy(), ctx.holdout,
+                                               ctx.target, ctx.holdout_fingerprint, settings)
     notes += more
-    return [{**variants.summary_of(store, v), "built": v.version in built}
-            for v in variants.variants_of(name, candidate.version, settings)]
+    return [{**summary_of(store, v), "built": v.version in built} for v in variants_of(name, candidate.version, settings)]
 
 
 def _check_target_alias(alias: str) -> None:
@@ -234,8 +174,7 @@ def _policy_for(settings, store, who: Identity, name: str, policy: PromotionPoli
 
 def _positions(store: ModelStore, name: str, from_alias: str, to_alias: str):
     """(candidate, the version ``to_alias`` serves now or None)."""
-    candidate = _complete_version(store, name, from_alias) if is_version_number(from_alias) \
-        else store.by_alias(name, from_alias)
+    candidate = store.version_at(name, from_alias)
     if candidate.pending:
         raise NotFound(f"version {candidate.version} of '{name}' is still being registered")
     champion = store.alias_or_none(name, to_alias)
@@ -271,19 +210,22 @@ def _judge(policy: PromotionPolicy, ctx: PromotionContext, who: Identity, force:
     return verdicts, forced
 
 
-def _promotion_card(store, name, candidate, candidate_local, ctx, policy, label, fingerprint, who, alias) -> None:
+def _promotion_card(store, ctx: PromotionContext, candidate: ModelVersion, policy: PromotionPolicy, who: Identity,
+                    alias: str) -> None:
+    """The candidate's card, written again with its figures on the promotion's held-out set."""
     if ctx.holdout is None or ctx.target is None:
         return
-    frame = ctx.holdout
+    name, frame, candidate_local = ctx.name, ctx.holdout, ctx.candidate
+    label, fingerprint = ctx.holdout_name, ctx.holdout_fingerprint
     try:
         evaluation = cards.evaluate(frame[ctx.target].to_numpy(), ctx.predictions(candidate_local), frame,
                                     task_of(candidate.tags, candidate_local.metadata),
-                                    _source(label, frame, fingerprint), policy.report_by)
+                                    held_out_source(label, frame, fingerprint), policy.report_by)
         evaluation.also.update(ctx.also)  # figures the gates measured on other held-out sets
     except Exception:  # noqa: BLE001 - the gates passed; a card without figures is still a card
         evaluation = None
-    _write_card(store, name, candidate, store.run_or_none(candidate.run_id), evaluation,
-                f"Promoted to '{alias}' {_now()[:10]} by {who.name}", "promoted")
+    write_card(store, name, candidate, store.run_or_none(candidate.run_id), evaluation,
+               f"Promoted to '{alias}' {_now()[:10]} by {who.name}", "promoted")
 
 
 def _move_alias(store, name, alias, candidate, champion, entry) -> None:
@@ -360,90 +302,3 @@ def _complete_version(store: ModelStore, name: str, version) -> ModelVersion:
     return found
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def _holdout_frame(holdout) -> tuple[pd.DataFrame | None, str | None]:
-    if holdout is None:
-        return None, None
-    if hasattr(holdout, "frame"):  # a projects.Dataset: fingerprint the frame as evaluated, like any frame
-        holdout = holdout.frame
-    return holdout, frame_fingerprint(holdout)
-
-
-def _holdout_label(frame, fingerprint) -> str:
-    if frame is None:
-        return "none"
-    return f"frame-{(fingerprint or _holdout_frame(frame)[1])[:12]}"
-
-
-def _source(label: str, frame: pd.DataFrame, fingerprint: str | None) -> str:
-    return f"held-out set {label} ({len(frame)} rows, fingerprint {str(fingerprint)[:12]})"
-
-
-def _evaluate_local(local: LocalModel, frame, target: str, report_by, label: str) -> cards.Evaluation:
-    frame, fingerprint = _holdout_frame(frame)
-    ctx = PromotionContext("", local, None, frame, target)
-    return cards.evaluate(frame[target].to_numpy(), ctx.predictions(local), frame, task_of(local.version.tags, local.metadata),
-                          _source(label, frame, fingerprint), report_by)
-
-
-def _intended_use(tags: dict[str, str]) -> str:
-    use_case = tags.get("civicml.use_case")
-    if use_case:
-        try:
-            description = use_case_named(use_case).description
-            if description:
-                return f"{description.rstrip('.')} (use case `{use_case}`)."
-        except Exception:  # noqa: BLE001 - a card without the use case's words is still a card
-            pass
-    return "Not recorded: the source run names no CivicML use case."
-
-
-def _write_card(store: ModelStore, name: str, version: ModelVersion, run, evaluation, stage: str,
-                suffix: str) -> None:
-    if not version.run_id:
-        store.set_description(name, version.version, cards.summary(evaluation, stage))
-        return
-    data = None
-    try:
-        data = json.loads(store.read_run_text(f"runs:/{version.run_id}/data/dataset.json"))
-    except NotFound:
-        pass
-    tags = {**(run.data.tags if run is not None else {}), **version.tags}
-    facts = {"version": version.version, "registered by": tags.get("civicml.registered_by"),
-             "registered at": tags.get("civicml.registered_at"), "family": tags.get("civicml.family"),
-             "source run": version.run_id, "study": tags.get("civicml.study"),
-             "code version (git)": tags.get("civicml.code_version"), "artifact sha256": version.tags.get(TAG_SHA)}
-    text = cards.render(name=name, version=version.version, intended_use=_intended_use(tags), facts=facts,
-                        data=data, evaluation=evaluation, stage=stage, rules=cards.rules_of(version.tags))
-    text = cards.with_variants(text, _variants_section(store, name, version))
-    _store_card(store, name, version, text, suffix)
-    store.set_description(name, version.version, cards.summary(evaluation, stage))
-
-
-def _store_card(store: ModelStore, name: str, version: ModelVersion, text: str, suffix: str) -> None:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    uri = store.log_run_text(version.run_id, text, f"model_cards/{safe}/v{version.version}-{suffix}.md")
-    store.set_version_tag(name, version.version, TAG_CARD, uri)
-    store.set_version_tag(name, version.version, TAG_CARD_SHA, hashlib.sha256(text.encode()).hexdigest())
-
-
-def _variants_section(store: ModelStore, name: str, version: ModelVersion) -> str:
-    from registry.variants import variant_facts
-
-    try:
-        return cards.variants_section(variant_facts(store, name, version))
-    except Exception:  # noqa: BLE001 - a card without its variants block is still a card
-        return ""
-
-
-def rewrite_card_variants(store: ModelStore, name: str, version: ModelVersion) -> None:
-    """Write ``version``'s card again with its variants as they are now (the rest of the card unchanged)."""
-    uri = version.tags.get(TAG_CARD)
-    if not uri or not version.run_id:
-        return
-    text = store.read_run_text(uri)
-    if hashlib.sha256(text.encode()).hexdigest() != version.tags.get(TAG_CARD_SHA):
-        raise IntegrityError(f"model card of '{name}' version {version.version} does not match its recorded "
-                             f"checksum; not rewritten")
-    suffix = uri.rsplit("/", 1)[-1].removeprefix(f"v{version.version}-").removesuffix(".md") or "registered"
-    _store_card(store, name, version, cards.with_variants(text, _variants_section(store, name, version)), suffix)

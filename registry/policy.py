@@ -30,7 +30,7 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
       metric: accuracy
       min_value: 0.65
     variants:                       # bounds for compressed variants, and which ones promotion builds
-      max_quality_loss: 0.02        # (registry.variants.VariantPolicy; docs/variants.md)
+      max_quality_loss: 0.02        # (registry.variant_policy.VariantPolicy; docs/variants.md)
       build: [onnx]
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
@@ -58,6 +58,7 @@ import yaml
 from civicml.errors import InvalidInput
 from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
                             MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
+from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
 
@@ -118,7 +119,7 @@ class PromotionPolicy:
     unseen_phrasings: UnseenSpec | None = None
     model: str | None = None
     version: int | None = None
-    variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variants.VariantPolicy
+    variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -205,10 +206,8 @@ class PromotionPolicy:
             gates.append(ApprovalCount(self.approvals))
         return gates
 
-    def variant_policy(self):
-        """The ``variants:`` section as a :class:`registry.variants.VariantPolicy`."""
-        from registry.variants import VariantPolicy  # noqa: PLC0415 - registry.variants reads policies too
-
+    def variant_policy(self) -> VariantPolicy:
+        """The ``variants:`` section as a :class:`registry.variant_policy.VariantPolicy`."""
         return VariantPolicy.from_dict(dict(self.variants) or None, "policy", self.source)
 
     def to_record(self) -> dict[str, Any]:
@@ -239,8 +238,6 @@ class PromotionPolicy:
         values: dict[str, Any] = {}
         for key, raw in data.items():
             if key == "variants":  # checked here, read through variant_policy()
-                from registry.variants import VariantPolicy  # noqa: PLC0415
-
                 VariantPolicy.from_dict(raw, where)
                 values[key] = dict(raw or {})
                 continue

@@ -12,7 +12,8 @@ from typing import Any
 from civicml.errors import IntegrityError, NotFound
 from civicml.settings import Settings
 from registry.guard import authorize, verified
-from registry.store import LocalModel, ModelStore, ModelVersion, is_version_number
+from registry.store import LocalModel, ModelStore, ModelVersion
+from registry.variant_lookup import variant_facts
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -28,10 +29,23 @@ def resolve(name: str, ref: str = CHAMPION, settings: Settings | None = None) ->
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     who = authorize(settings, "predict", name, store, ref=str(ref))
-    version = store.get_version(name, ref) if is_version_number(ref) else store.by_alias(name, ref)
+    return verified(store, who, name, _complete(store, name, ref), "resolve")
+
+
+def version_of(name: str, ref: str | int, settings: Settings | None = None) -> ModelVersion:
+    """The version of ``name`` that ``ref`` names: a version number, else an alias (the one rule:
+    :meth:`ModelStore.version_at`). A version whose registration has not completed is not found."""
+    settings = settings or Settings.from_env()
+    store = ModelStore(settings)
+    authorize(settings, "read", name, store)
+    return _complete(store, name, ref)
+
+
+def _complete(store: ModelStore, name: str, ref: str | int) -> ModelVersion:
+    version = store.version_at(name, ref)
     if version.pending:
         raise NotFound(f"model '{name}' has no version {version.version} (its registration has not completed)")
-    return verified(store, who, name, version, "resolve")
+    return version
 
 
 def audit(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -76,7 +90,7 @@ def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
             "run_id": mv.run_id, "family": mv.tags.get("civicml.family"),
             "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
             "code_version": mv.tags.get("civicml.code_version"), "study": mv.tags.get("civicml.study"),
-            "sha256": mv.sha256, "metrics": metrics, "approved_by": [r["who"] for r in _approvals(store, name, mv)],
+            "sha256": mv.sha256, "metrics": metrics, "approved_by": [r["who"] for r in approval_records(store, name, mv)],
             "last_gates": gates, "model_card": mv.tags.get(TAG_CARD)})
     return out
 
@@ -86,10 +100,10 @@ def approvals(name: str, version: str, settings: Settings | None = None) -> list
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     authorize(settings, "read", name, store)
-    return _approvals(store, name, store.get_version(name, version))
+    return approval_records(store, name, store.get_version(name, version))
 
 
-def _approvals(store: ModelStore, name: str, version: ModelVersion) -> list[dict[str, Any]]:
+def approval_records(store: ModelStore, name: str, version: ModelVersion) -> list[dict[str, Any]]:
     seen: dict[str, dict] = {}
     for r in store.audit_records(name):
         # an approval binds to the version's content: a version is never re-pointed, but be explicit
@@ -130,15 +144,13 @@ def lineage(name: str, version: str, settings: Settings | None = None) -> dict[s
                            "use_case": mv.tags.get("civicml.use_case"), "family": mv.tags.get("civicml.family"),
                            "study": mv.tags.get("civicml.study"), "study_run_id": mv.tags.get("civicml.study_run_id"),
                            "model_card": mv.tags.get(TAG_CARD),
-                           "approved_by": [r["who"] for r in _approvals(store, name, mv)]}
+                           "approved_by": [r["who"] for r in approval_records(store, name, mv)]}
     run = store.run_or_none(mv.run_id)
     if run is not None:
         out["experiment_id"] = run.info.experiment_id
         out["run_metrics"] = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")}
         out["run_params"] = dict(run.data.params)
-    from registry.variants import variant_facts  # what variant it is, or which variants it has
-
-    out.update(variant_facts(store, name, mv))
+    out.update(variant_facts(store, name, mv))  # what variant it is, or which variants it has
     study_run = store.run_or_none(out["study_run_id"])  # lineage still prints what it has
     if study_run is not None:
         out["study_run_name"] = study_run.info.run_name

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
-from registry.guard import authorize, record
+from registry.guard import audit_record as record, authorize
 from registry.store import ModelStore
 
 ROLLOUT_TAG = "civicml.rollout"

@@ -27,6 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from civicml.access import require
+from civicml.errors import CivicMLError, InvalidInput, NotFound
+from civicml.settings import Settings
+from registry import views
+from registry.gates import PromotionContext, predicted_labels
+from registry.inputs import choose_held_out
+from registry.queries import versions
+from registry.store import ModelStore
+from registry.use_cases import use_case_named
+
 log = logging.getLogger("civicml.registry")
 
 TAG_FIDELITY = "civicml.rules_fidelity"
@@ -242,9 +252,6 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     (permutation importance once per column), which a slow model (the MiniLM router) feels. The per-district
     figures and the map are on every held-out row (the model asked once more about the rest), as the card's are.
     """
-    from registry import views
-    from registry.gates import PromotionContext, predicted_labels
-
     everything = holdout.reset_index(drop=True)
     if len(holdout) > max_rows:
         holdout = holdout.sample(n=max_rows, random_state=0)
@@ -304,49 +311,42 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
         return None
 
 
-def registration_holdout(model_uri: str, settings=None, files: list[str] | None = None):
-    """(the use case, the held-out set) a registration of ``model_uri`` computes rules, charts and the map on.
+def registration_holdout(model_uri: str, settings=None, files: list[str] | None = None, name: str | None = None):
+    """(the use case, the held-out set) a registration of ``model_uri`` as ``name`` computes rules, charts and
+    the map on.
 
     The use case is the one the source run records (``civicml.use_case``: a built-in name, a plugin,
     or a use-case file's path); for a use-case file, also the path its ``data/dataset.json`` records.
-    The held-out set: ``files`` (held-out source files, read by that use case); else the one that use
-    case's promotion policy names (regenerated from its seed, as promotion does); else the use case's
-    own. ``(None, None)`` when no use case can be found (then ``files`` are refused: nothing can read
-    them). The held-out set is a ``projects.Dataset`` (``.frame``, ``.target``).
+    The held-out set is :func:`registry.inputs.choose_held_out`'s, as promotion's: ``files`` (held-out
+    source files, read by that use case); else the one the governing policy of ``name`` (by default the
+    use case's registered model) names; else the use case's own. ``(None, None)`` when no use case can
+    be found (then ``files`` are refused: nothing can read them). The held-out set is a
+    ``projects.Dataset`` (``.frame``, ``.target``).
     """
-    from civicml.errors import CivicMLError, InvalidInput
-    from civicml.settings import Settings
-    from registry.inputs import use_case_named
-    from registry.policy import PromotionPolicy
-    from registry.store import ModelStore
-
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     run_id = store.run_id_of(model_uri)
-    tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
-    use_case = None
-    for name in (tags.get("civicml.use_case"), _use_case_file(store, run_id)):
-        try:
-            use_case = use_case_named(name)
-        except CivicMLError:
-            continue
-        if use_case is not None:
-            break
+    use_case = _recorded_use_case(store, model_uri, run_id)
     if use_case is None:
         if files:
             raise InvalidInput(f"{model_uri} records no use case that can be found: nothing can read "
                                f"--holdout {' '.join(map(str, files))}")
         return None, None
-    if files:
-        from projects import load_dataset
+    name = name or getattr(use_case, "registered_model", None) or str(use_case.name)
+    return use_case, choose_held_out(store, name, settings, use_case, files).dataset
 
-        return use_case, load_dataset(use_case, [str(f) for f in files])
-    folder = settings.ensure_home() / "data" / str(use_case.name)
-    policy_file = getattr(use_case, "policy_file", None)
-    spec = PromotionPolicy.from_yaml(policy_file).holdout if policy_file and Path(policy_file).is_file() else None
-    if spec is not None:
-        return use_case, use_case.holdout(folder / spec.label, seed=spec.seed, n=spec.rows)
-    return use_case, use_case.holdout(folder / "holdout")
+
+def _recorded_use_case(store, model_uri: str, run_id: str | None):
+    """The use case the source run of ``model_uri`` records (its tag, else its use-case file), or None."""
+    tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
+    for candidate in (tags.get("civicml.use_case"), _use_case_file(store, run_id)):
+        try:
+            use_case = use_case_named(candidate)
+        except CivicMLError:
+            continue
+        if use_case is not None:
+            return use_case
+    return None
 
 
 def _use_case_file(store, run_id: str | None) -> str | None:
@@ -365,8 +365,6 @@ def _use_case_file(store, run_id: str | None) -> str | None:
 def recorded_fidelity(name: str, version: str, settings=None) -> str | None:
     """The rules' fidelity that registering ``name`` version ``version`` recorded (None: registered without a
     held-out set), read through :func:`registry.versions` and so its access check."""
-    from registry import versions
-
     return next((v.tags.get(TAG_FIDELITY) for v in versions(name, settings=settings) if v.version == str(version)),
                 None)
 
@@ -378,11 +376,6 @@ INSIGHT_FILES = ("summary.json", "rules.md", "rules.json", "importance.png", "im
 
 def insight_file(name: str, version: str, filename: str, settings=None) -> bytes:
     """One file of a version's rules and views (see :data:`INSIGHT_FILES`), for any reader."""
-    from civicml.access import require
-    from civicml.errors import NotFound
-    from civicml.settings import Settings
-    from registry.store import ModelStore
-
     settings = settings or Settings.from_env()
     require(settings, "read")
     if filename not in INSIGHT_FILES:

@@ -253,6 +253,11 @@ class ModelStore:
                 raise NotFound(f"model '{name}' has no alias '{alias}'") from None
             raise
 
+    def version_at(self, name: str, ref: str | int) -> ModelVersion:
+        """``name``'s version at ``ref``: a version number (:func:`is_version_number`), else an alias. The one
+        rule for "number or alias"; it holds because :func:`validate_alias` refuses all-digit aliases."""
+        return self.get_version(name, ref) if is_version_number(ref) else self.by_alias(name, str(ref))
+
     def alias_or_none(self, name: str, alias: str) -> ModelVersion | None:
         try:
             return self.by_alias(name, alias)

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from civicml.answers import read_probabilities
+from registry.card import SMALL_GROUP, evaluate
+from registry.gates import predicted_labels
 
 DISTRICT = "district"
 
@@ -80,8 +82,6 @@ def permutation_importance(predict: Callable, features: pd.DataFrame, truth, see
                            max_rows: int = PERMUTATION_ROWS) -> dict[str, float]:
     """How much worse each column's shuffling makes the answers (one shuffle per column, on at most
     ``max_rows`` rows)."""
-    from registry.gates import predicted_labels
-
     truth = np.asarray(truth)
     if len(features) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(features), max_rows, replace=False))
@@ -126,10 +126,22 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
     truth = holdout[target].to_numpy()
     answers = np.asarray(answers)
     regression = _regression(answers)
-    written: list[str] = []
-    plt = _plt()
+    written = importance_view(folder, predict, features, truth, word_importance)
+    written += predictions_view(folder, answers, regression)
+    written += predicted_vs_actual_view(folder, truth, answers, regression)
+    if probabilities is not None and not regression:
+        written += calibration_view(folder, truth, probabilities)
+    # by district, and the map: on every held-out row when the caller asked the model about them all
+    if district_rows is not None:
+        holdout, answers = district_rows[0].reset_index(drop=True), np.asarray(district_rows[1])
+        truth = holdout[target].to_numpy()
+    written += district_views(folder, holdout, truth, answers, regression, boundaries)
+    return written
 
-    # importance
+
+def importance_view(folder: Path, predict: Callable, features: pd.DataFrame, truth,
+                    word_importance: dict[str, float] | None) -> list[str]:
+    """``importance.*``: each column's permutation importance, and the rules' features' share in the rules."""
     columns = permutation_importance(predict, features, truth)
     words = dict(list((word_importance or {}).items())[:15])
     rows = [("column", k, v) for k, v in columns.items()] + [("rule feature", k, v) for k, v in words.items()]
@@ -137,10 +149,13 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
     _bar(folder / "importance.png", list(columns) + list(words), list(columns.values()) + list(words.values()),
          "Importance of input columns and of the rules' features",
          "columns: accuracy drop (MAE rise) when shuffled; features: share in the rules")
-    written += ["importance.csv", "importance.png"]
+    return ["importance.csv", "importance.png"]
 
-    # prediction distribution
+
+def predictions_view(folder: Path, answers: np.ndarray, regression: bool) -> list[str]:
+    """``predictions.*``: how the answers are distributed (a histogram of values, or a count per class)."""
     if regression:
+        plt = _plt()
         pd.DataFrame({"predicted": answers}).describe().to_csv(folder / "predictions.csv")
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.hist(answers.astype(float), bins=30, color="#0072b2")
@@ -155,9 +170,12 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
         counts.rename_axis("class").rename("rows").to_csv(folder / "predictions.csv")
         _bar(folder / "predictions.png", counts.index, counts.values, "How often each answer is given", "rows",
              horizontal=False)
-    written += ["predictions.csv", "predictions.png"]
+    return ["predictions.csv", "predictions.png"]
 
-    # predicted vs actual
+
+def predicted_vs_actual_view(folder: Path, truth: np.ndarray, answers: np.ndarray, regression: bool) -> list[str]:
+    """``predicted_vs_actual.*``: a scatter of values against the truth, or the confusion matrix."""
+    plt = _plt()
     if regression:
         pd.DataFrame({"actual": truth, "predicted": answers}).to_csv(folder / "predicted_vs_actual.csv", index=False)
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -184,49 +202,43 @@ def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, feature
     fig.tight_layout()
     fig.savefig(folder / "predicted_vs_actual.png", dpi=100)
     plt.close(fig)
-    written += ["predicted_vs_actual.csv", "predicted_vs_actual.png"]
+    return ["predicted_vs_actual.csv", "predicted_vs_actual.png"]
 
-    # calibration
-    if probabilities is not None and not regression:
-        classes, probs = probabilities
-        confidence = probs.max(axis=1)
-        chosen = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
-        right = chosen == truth
-        bins = np.linspace(0, 1, 11)
-        which = np.clip(np.digitize(confidence, bins) - 1, 0, 9)
-        table = [{"bin": f"{bins[b]:.1f}-{bins[b + 1]:.1f}", "rows": int((which == b).sum()),
-                  "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
-                  "accuracy": float(right[which == b].mean()) if (which == b).any() else None} for b in range(10)]
-        filled = [t for t in table if t["rows"]]
-        ece = sum(t["rows"] * abs(t["confidence"] - t["accuracy"]) for t in filled) / max(1, len(truth))
-        (folder / "calibration.json").write_text(json.dumps({"bins": table, "expected_calibration_error": ece},
-                                                            indent=2))
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot([0, 1], [0, 1], color="#999999", linewidth=1, label="perfect")
-        ax.plot([t["confidence"] for t in filled], [t["accuracy"] for t in filled], marker="o", color="#0072b2",
-                label=f"model (ECE {ece:.3f})")
-        ax.set_xlabel("confidence of the answer")
-        ax.set_ylabel("share right")
-        ax.set_title("Calibration", fontsize=10)
-        ax.legend(loc="upper left")
-        fig.tight_layout()
-        fig.savefig(folder / "calibration.png", dpi=100)
-        plt.close(fig)
-        written += ["calibration.json", "calibration.png"]
 
-    # by district, and the map: on every held-out row when the caller asked the model about them all
-    if district_rows is not None:
-        holdout, answers = district_rows[0].reset_index(drop=True), np.asarray(district_rows[1])
-        truth = holdout[target].to_numpy()
-    written += district_views(folder, holdout, truth, answers, regression, boundaries)
-    return written
+def calibration_view(folder: Path, truth: np.ndarray, probabilities) -> list[str]:
+    """``calibration.*``: confidence against the share answered right, in ten bins, and the expected
+    calibration error; ``probabilities`` is (classes, one row of class probabilities per held-out row)."""
+    classes, probs = probabilities
+    confidence = probs.max(axis=1)
+    chosen = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    right = chosen == truth
+    bins = np.linspace(0, 1, 11)
+    which = np.clip(np.digitize(confidence, bins) - 1, 0, 9)
+    table = [{"bin": f"{bins[b]:.1f}-{bins[b + 1]:.1f}", "rows": int((which == b).sum()),
+              "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+              "accuracy": float(right[which == b].mean()) if (which == b).any() else None} for b in range(10)]
+    filled = [t for t in table if t["rows"]]
+    ece = sum(t["rows"] * abs(t["confidence"] - t["accuracy"]) for t in filled) / max(1, len(truth))
+    (folder / "calibration.json").write_text(json.dumps({"bins": table, "expected_calibration_error": ece},
+                                                        indent=2))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="#999999", linewidth=1, label="perfect")
+    ax.plot([t["confidence"] for t in filled], [t["accuracy"] for t in filled], marker="o", color="#0072b2",
+            label=f"model (ECE {ece:.3f})")
+    ax.set_xlabel("confidence of the answer")
+    ax.set_ylabel("share right")
+    ax.set_title("Calibration", fontsize=10)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(folder / "calibration.png", dpi=100)
+    plt.close(fig)
+    return ["calibration.json", "calibration.png"]
 
 
 def by_district(truth, answers, districts, regression: bool) -> pd.DataFrame:
     """Rows and ``accuracy`` (or ``mae``) per district: the model card's per-district figures
     (:func:`registry.card.evaluate` with ``report_by: [district]``), computed there and only there."""
-    from registry.card import evaluate
-
     frame = pd.DataFrame({DISTRICT: districts})
     table = evaluate(truth, answers, frame, "regression" if regression else "classification", "",
                      report_by=(DISTRICT,)).per_group[DISTRICT]
@@ -276,7 +288,6 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
     if not (boundaries and located):
         return written
     from civicml.geo import fit_points, map_png
-    from registry.card import SMALL_GROUP
 
     scale = map_scale(metric, truth, regression)
     lon, lat = holdout["lon"].to_numpy(float), holdout["lat"].to_numpy(float)

@@ -24,9 +24,7 @@ from typing import Any, Callable
 
 from civicml.errors import InvalidInput
 from civicml.settings import ServingLimits, Settings
-from registry import resolve
-from registry.store import ModelStore
-from registry.variants import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant
+from registry import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
@@ -158,11 +156,7 @@ class Endpoint:
         With ``variant``, the alias still names the parent: the version loaded is that parent's variant of
         this kind whose gate passed (:func:`registry.variants.find_variant`); none is a ``NotFound``, never
         the parent instead."""
-        if self.alias.isdigit():
-            version = self.alias
-        else:
-            version = ModelStore(self.settings).by_alias(self.model_name, self.alias).version
-        return self._choice(version)
+        return self._choice(version_of(self.model_name, self.alias, settings=self.settings).version)
 
     def _choice(self, version: str) -> tuple[str, str | None, str]:
         """(version to load, variant kind, runtime name) for parent ``version``: itself, or its variant. A runtime

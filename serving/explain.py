@@ -853,10 +853,10 @@ class ModelExplainer:
 
 def explain(name: str, payload, ref: str = "champion", settings=None) -> list[Explanation]:
     """Explain ``payload`` (a frame, or records) with version/alias ``ref`` of ``name``, as served."""
-    from registry import resolve
+    from registry import is_version_number, resolve
 
     local = resolve(name, ref, settings=settings)
-    served = {"name": name, "version": local.version.version, "alias": None if str(ref).isdigit() else ref}
+    served = {"name": name, "version": local.version.version, "alias": None if is_version_number(ref) else ref}
     return ModelExplainer(local, served).explain(payload)
 
 

@@ -42,7 +42,7 @@ class OnnxRuntime(PyfuncRuntime):
             inner = self._model.unwrap_python_model()
         except Exception:  # noqa: BLE001 - not a Python model (a Paddle flavor, ...): plain pyfunc
             return
-        if hasattr(inner, "session") and hasattr(inner, "spec"):  # ort_pyfunc.OnnxVariant, duck-typed
+        if all(hasattr(inner, a) for a in ("session", "spec", "feeds")):  # ort_pyfunc.OnnxVariant, duck-typed
             self._variant = inner
             labels = [str(label) for label in self.metadata.get("labels") or []]
             if inner.spec.get("input") == "columns" and labels and "probabilities" in inner.outputs:
@@ -70,7 +70,7 @@ class OnnxRuntime(PyfuncRuntime):
         if self._proba is None:
             answer = self._variant.predict(None, data)
         else:
-            feeds = self._variant._columns(data)
+            feeds = self._variant.feeds(data)
             label, proba = self._variant.session.run([self._variant.spec.get("output", "label"), "probabilities"],
                                                      feeds)
             proba = np.asarray(proba, dtype=np.float64)[:, self._order]

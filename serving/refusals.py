@@ -65,8 +65,7 @@ class RefusalAudit:
             taken = [(k, self._counts.pop(k), self._why.pop(k, "")) for k in keys]
         if not taken:
             return 0
-        from registry.guard import audit_quietly, record
-        from registry.store import ModelStore
+        from registry import ModelStore, audit_quietly, audit_record as record
 
         store = ModelStore(self.settings)
         for (model, caller, route, status, minute), count, why in taken:

@@ -288,7 +288,7 @@ def test_live_endpoint_figures_and_variant_comparisons(requests_use_case, small_
     from civicml.settings import Settings
     from projects import train
     from registry import register
-    from registry.variants import VariantPolicy, compress
+    from registry import VariantPolicy, compress
     from serving import BackgroundServer, Endpoint, EndpointClient
 
     settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")

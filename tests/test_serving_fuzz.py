@@ -39,7 +39,7 @@ checks.positive_data_acceptance.expected-statuses = ["200", "400", "404"]
 def server(tmp_path_factory, small_requests, requests_holdout):
     from civicml.settings import Settings
 
-    from registry.variants import VariantPolicy, compress
+    from registry import VariantPolicy, compress
 
     settings = Settings.from_env(env={}, home=tmp_path_factory.mktemp("fuzz") / "home", user="tester")
     use_case = get_use_case("service_requests")

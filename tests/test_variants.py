@@ -13,8 +13,8 @@ from civicml.tracking import configure
 from conftest import download_logged, load_logged, run_in_clean_process
 from projects import train
 from registry import PromotionPolicy, register, versions
-from registry.variants import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, VariantPolicy, compress,
-                               find_variant, variants_of)
+from registry import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, VariantPolicy, compress, find_variant,
+                      variants_of)
 
 NAME = "service-requests-router"
 QUICK = {1: 4, 64: 2}  # timed calls per batch size: the figures are not asserted on here

@@ -13,7 +13,7 @@ from civicml.errors import NotFound
 from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from registry import register
-from registry.variants import TAG_GATE, TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of
+from registry import TAG_GATE, TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of
 
 pytestmark = pytest.mark.slow  # a Paddle CNN is trained once for the module (about 20 s on 2 cores)
 

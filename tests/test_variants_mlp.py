@@ -9,7 +9,8 @@ from civicml.settings import Settings
 from projects import get_use_case, load_dataset, train
 from projects.compression import CannotCompress
 from registry import register
-from registry.variants import compress, kinds, variants_of
+from registry import compress, variants_of
+from registry.variant_build import kinds
 
 pytestmark = pytest.mark.slow  # a small Paddle MLP is trained once for the module
 

@@ -20,7 +20,7 @@ import registry
 from civicml.settings import Settings
 from projects import train
 from registry import PromotionPolicy
-from registry.variants import TAG_GATE, VariantPolicy, compress, find_variant
+from registry import TAG_GATE, VariantPolicy, compress, find_variant
 from serving import BackgroundServer, Endpoint
 
 NAME = "variant-router"  # not governed by the project's policy file (its gates time things)

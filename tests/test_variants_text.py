@@ -14,7 +14,7 @@ pytest.importorskip("paddle")
 from civicml.settings import Settings  # noqa: E402
 from projects import train  # noqa: E402
 from registry import register  # noqa: E402
-from registry.variants import TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of  # noqa: E402
+from registry import TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of  # noqa: E402
 
 pytestmark = pytest.mark.slow  # exports and quantizes a 90 MB encoder
 

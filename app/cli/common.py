@@ -158,15 +158,6 @@ def load_data(args, settings: Settings, use_case):
     return load_dataset(use_case, use_case.generate_sources(folder, n=rows, seed=args.seed))
 
 
-def holdout_for(use_case, settings: Settings, paths: list[str] | None = None):
-    """The held-out set a promotion re-evaluates on: given files, or the use case's own (fixed seed)."""
-    from projects import load_dataset
-
-    if paths:
-        return load_dataset(use_case, paths)
-    return use_case.holdout(settings.ensure_home() / "data" / use_case.name / "holdout")
-
-
 def parse_params(pairs: list[str] | None) -> dict:
     """``KEY=VALUE`` pairs; values read as YAML scalars (numbers, booleans, strings)."""
     import yaml

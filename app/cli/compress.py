@@ -33,7 +33,7 @@ def cmd_compress(args) -> int:
     from pathlib import Path
 
     from civicml.errors import InvalidInput
-    from registry.variants import VariantPolicy, compress, compress_all
+    from registry import VariantPolicy, compress, compress_all
 
     settings = settings_from(args)
     options = {"build_settings": parse_params(args.settings), "register_refused": not args.no_register_refused,

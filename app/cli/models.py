@@ -118,10 +118,7 @@ def add_commands(sub) -> None:
 @_says_notices
 def cmd_register(args) -> int:
     from civicml.errors import InvalidInput
-    from registry import register
-    from registry.rules import recorded_fidelity, registration_holdout
-
-    from registry.store import validate_name
+    from registry import recorded_fidelity, register, registration_holdout, validate_name
 
     settings = settings_from(args)
     validate_name(args.name, "model name")  # before any held-out data is made
@@ -129,7 +126,7 @@ def cmd_register(args) -> int:
         raise InvalidInput("--holdout and --no-holdout exclude each other")
     use_case, held = None, None
     if not args.no_holdout and _may_register(settings, args.alias):  # else register() refuses (and audits it)
-        use_case, held = registration_holdout(args.model_uri, settings, args.holdout)
+        use_case, held = registration_holdout(args.model_uri, settings, args.holdout, name=args.name)
     version = register(args.model_uri, args.name, alias=args.alias or None, settings=settings,
                        tags=dict(getattr(use_case, "registry_tags", {}) or {}),  # a use-case file: its path
                        holdout=None if held is None else held.frame, target=None if held is None else held.target)
@@ -144,7 +141,7 @@ def _may_register(settings, alias: str | None) -> bool:
     """Whether a registration could go ahead: the caller's role and the alias, checked before data is made."""
     from civicml.access import caller
     from civicml.errors import CivicMLError
-    from registry.store import validate_alias
+    from registry import validate_alias
 
     try:
         if alias:
@@ -176,8 +173,7 @@ def cmd_approve(args) -> int:
 
 @_says_notices
 def cmd_promote(args) -> int:
-    from registry import promote, promotion_inputs
-    from registry.guard import authorize
+    from registry import authorize, promote, promotion_inputs
 
     settings = settings_from(args)
     authorize(settings, "promote", args.name, alias=args.to_alias)  # a refusal is audited before any data is made
@@ -280,8 +276,7 @@ def cmd_models_list(args) -> int:
 
 @_says_notices
 def cmd_models_show(args) -> int:
-    from registry import show
-    from registry.variants import variant_summaries
+    from registry import show, variant_summaries
 
     settings = settings_from(args)
     rows = show(args.name, settings=settings)
@@ -318,7 +313,7 @@ def cmd_models_show(args) -> int:
 
 
 def _print_variants(out, variants) -> None:
-    from registry.card import variant_cells
+    from registry import variant_cells
 
     for variant in variants:
         c = variant_cells(variant)

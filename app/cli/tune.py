@@ -101,8 +101,7 @@ def cmd_tune(args) -> int:
                   heartbeat=heartbeat, **study_args)
     summary = result.to_dict()
     if result.best_model_uri and not args.no_register:
-        from registry import register
-        from registry.rules import recorded_fidelity, registration_holdout
+        from registry import recorded_fidelity, register, registration_holdout
 
         # The champion's card gets the same rules, charts and map as `civicml register` gives: computed on
         # the held-out set the use case's promotion policy names, never on rows the study trained on.

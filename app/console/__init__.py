@@ -170,7 +170,7 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
     def version_page(request: Request, name: str, version: str):
-        from registry.rules import insight_file
+        from registry import insight_file
 
         settings = acting(request)
         try:
@@ -184,7 +184,7 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
 
     @app.get("/models/{name}/versions/{version}/files/{filename}")
     def insight(request: Request, name: str, version: str, filename: str):
-        from registry.rules import insight_file
+        from registry import insight_file
 
         try:
             data = insight_file(name, version, filename, settings=acting(request))
@@ -372,8 +372,7 @@ def _quote(text: str) -> str:
 
 def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """Per version: rules fidelity, and what variant it is (``int8 of v3, gate passed``)."""
-    from registry import versions
-    from registry.rules import TAG_FIDELITY
+    from registry import TAG_FIDELITY, versions
 
     fidelity, variants = {}, {}
     for v in versions(name, settings=settings):
@@ -387,16 +386,9 @@ def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[s
 
 
 def _version_of(name: str, ref: str, settings: Settings) -> str:
-    from registry import models
+    from registry import version_of
 
-    if str(ref).isdigit():
-        return str(ref)
-    aliases = models(settings=settings).get(name)
-    if aliases is None:
-        raise NotFound(f"no registered model '{name}'")
-    if ref not in aliases:
-        raise NotFound(f"model '{name}' has no alias '{ref}' (has: {', '.join(sorted(aliases)) or 'none'})")
-    return str(aliases[ref])
+    return version_of(name, ref, settings=settings).version
 
 
 def _form_fields(name: str, ref: str | None, settings: Settings, explainers) -> tuple[str, list[dict]]:
@@ -466,34 +458,19 @@ def _confidence(name: str, explainer, row: dict, result: dict, settings: Setting
 
 
 def _promote(name: str, settings: Settings):
-    """Promote the challenger under the use case's policy and held-out set, as `civicml promote` does."""
+    """Promote the challenger under the model's governing policy and its held-out set, as `civicml promote` does."""
     from civicml.access import require
 
     require(settings, "promote")  # refuse before any data is generated
-    from pathlib import Path as _Path
+    from registry import promote, promotion_inputs
 
-    from projects import get_use_case
-    from registry import PromotionPolicy, promote, versions
-
-    use_case = next((get_use_case(v.tags["civicml.use_case"]) for v in reversed(versions(name, settings=settings))
-                     if "civicml.use_case" in v.tags), None)
-    if use_case is None:
-        raise NotFound(f"model '{name}' records no use case; promote it with the CLI and a held-out set")
-    policy_file = getattr(use_case, "policy_file", None)
-    policy = PromotionPolicy.from_yaml(policy_file) if policy_file and _Path(policy_file).exists() \
-        else PromotionPolicy()
-    spec = policy.holdout
-    label = spec.label if spec else f"{use_case.name}-holdout"
-    folder = settings.ensure_home() / "data" / use_case.name / label
-    holdout = use_case.holdout(folder, seed=spec.seed, n=spec.rows) if spec else use_case.holdout(folder)
-    return promote(name, holdout.frame, holdout.target, policy=policy, settings=settings, holdout_name=label)
+    return promote(name, **promotion_inputs(name, settings).as_kwargs(), settings=settings)
 
 
 def _map(name: str, version: str, settings: Settings, summary, highlight: str | None = None) -> str | None:
     """The district map as inline SVG, shaded by the version's per-district figure, or None."""
     from civicml.geo import map_svg
-    from registry import versions
-    from registry.rules import boundaries_for, insight_file
+    from registry import boundaries_for, insight_file, versions
 
     try:
         tags = next(v.tags for v in versions(name, settings=settings) if v.version == str(version))

@@ -69,7 +69,7 @@ def _answers(output):
     """Labels, and class probabilities (``p_<class>`` columns) when the model gives them."""
     import pandas as pd
 
-    from registry.gates import predicted_labels
+    from registry import predicted_labels
 
     labels = [str(x) for x in predicted_labels(output)]
     if isinstance(output, pd.DataFrame):

@@ -187,8 +187,7 @@ def variant_rows(name: str, parent: str, settings, shown: dict[str, dict] | None
     """Each registered variant of ``parent`` beside it: kind, size, latency, quality, agreement, gate verdict."""
     import json
 
-    from registry import show
-    from registry.variants import TAG_GATE, TAG_VARIANT, variants_of
+    from registry import TAG_GATE, TAG_VARIANT, show, variants_of
 
     found = variants_of(name, parent, settings=settings)
     if not found:

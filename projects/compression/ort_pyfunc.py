@@ -73,7 +73,8 @@ class OnnxVariant(PythonModel):
                 self.spec["labels"] = [str(x) for x in head["labels"]]
 
     # -- scikit-learn graphs: one tensor per column ---------------------------------------------
-    def _columns(self, frame) -> dict[str, np.ndarray]:
+    def feeds(self, frame) -> dict[str, np.ndarray]:
+        """The graph's inputs for ``frame``: one tensor per column (what serving's ONNX runtime runs directly)."""
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame(frame)
         feeds = {}
@@ -148,7 +149,7 @@ class OnnxVariant(PythonModel):
     def predict(self, context, model_input, params=None):
         if self.spec["input"] == "columns":
             label = self.spec.get("output", "label")
-            return self.session.run([label], self._columns(model_input))[0].reshape(-1)
+            return self.session.run([label], self.feeds(model_input))[0].reshape(-1)
         labels = np.asarray(self.spec["labels"], dtype=object)
         if self.spec["input"] == "text":
             probs = self._text_probabilities(self._texts(model_input))
