@@ -29,11 +29,12 @@ from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from registry.card import variant_cells
     from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                                 NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
                                 signature_breaks)
     from registry.guard import audit_quietly, audit_record, authorize
+    from registry.card import read_card, variant_cells
+    from registry.rollout import Rollout, current_rollout, start_rollout, stop_rollout
     from registry.inputs import HeldOut, PromotionInputs, governing_policy, held_out, promotion_inputs
     from registry.jobs import record_scoring
     from registry.lifecycle import PromotionOutcome, approve, champion_history, promote, rollback, set_alias
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from registry.variants import compress, compress_all
 
 __getattr__, __dir__ = lazy_face(__name__, {
-    "registry.card": ("variant_cells",),
+    "registry.card": ("read_card", "variant_cells"),
+    "registry.rollout": ("Rollout", "current_rollout", "start_rollout", "stop_rollout"),
     "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
                        "NoRegression", "PromotionContext", "SignatureCompatible", "predicted_labels",
                        "signature_breaks"),
@@ -86,7 +88,7 @@ __all__ = [
     "approvals", "approve", "audit", "audit_quietly", "audit_record", "authorize", "boundaries_for", "caller",
     "champion_history", "compress", "compress_all", "find_variant", "governing_policy", "held_out",
     "insight_file", "is_version_number", "lineage", "model_card", "models", "new_token", "predicted_labels",
-    "promote", "promotion_inputs", "record_scoring", "recorded_fidelity", "register", "registration_holdout", "require", "resolve",
-    "rollback", "set_alias", "show", "signature_breaks", "validate_alias", "validate_name", "variant_cells",
+    "promote", "promotion_inputs", "read_card", "record_scoring", "recorded_fidelity", "register", "registration_holdout", "require", "resolve",
+    "rollback", "Rollout", "current_rollout", "start_rollout", "stop_rollout", "set_alias", "show", "signature_breaks", "validate_alias", "validate_name", "variant_cells",
     "variant_summaries", "variants_of", "version_of", "versions",
 ]

@@ -347,3 +347,6 @@ def with_variants(text: str, section: str) -> str:
         text = text[:start + 1] + (text[end + 1:] if end >= 0 else "")
     text = text.rstrip("\n") + "\n"
     return text + ("\n" + section if section else "")
+
+
+read_card = read  # the registry's face name (the console reads a card back)

@@ -83,3 +83,7 @@ def stop(name: str, reason: str = "stopped", *, automatic: bool = False,
     store.append_audit(name, record(who, "rollout-stop", automatic=automatic, reason=reason[:1500],
                                     version=rollout.version, mode=rollout.mode))
     return rollout
+
+
+# the registry's face names them so: serving and the CLI reach roll-outs through `from registry import ...`
+current_rollout, start_rollout, stop_rollout = current, start, stop

@@ -228,9 +228,9 @@ class Endpoint:
 
     def refresh_rollout(self) -> None:
         """Read the roll-out from the registry; load its version beside the champion (or drop it)."""
-        from registry import rollout as rollouts
+        from registry import current_rollout
 
-        wanted = rollouts.current(self.model_name, self.settings) if self.alias == "champion" else None
+        wanted = current_rollout(self.model_name, self.settings) if self.alias == "champion" else None
         served = self.served
         champion = (served.variant_of or served.version) if served else None  # a roll-out names parent versions
         if wanted is None or wanted.version == champion:
@@ -249,10 +249,10 @@ class Endpoint:
         self._event("rollout", version=wanted.version, weight=wanted.weight)
 
     def _hooks(self) -> RolloutHooks:
-        from registry import rollout as rollouts
+        from registry import stop_rollout
 
         def record_stop(reason: str) -> None:
-            rollouts.stop(self.model_name, reason, automatic=True, settings=self.settings)
+            stop_rollout(self.model_name, reason, automatic=True, settings=self.settings)
 
         return RolloutHooks(event=self._event, record_stop=record_stop,
                             agree=lambda output, answer: _labels(output) == _labels(answer))

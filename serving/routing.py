@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from civicml.errors import CivicMLError
 
 if TYPE_CHECKING:
-    from registry.rollout import Rollout
+    from registry import Rollout
     from serving.endpoint import Loaded, Served
 
 log = logging.getLogger("civicml.serving")

@@ -113,16 +113,16 @@ def serve_worker(options: str) -> int:
 
 
 def cmd_rollout(args) -> int:
-    from registry import rollout
+    from registry import start_rollout, stop_rollout
 
     settings = settings_from(args)
     if args.stop:
-        stopped = rollout.stop(args.name, f"stopped by command ({args.mode} --stop)", settings=settings)
+        stopped = stop_rollout(args.name, f"stopped by command ({args.mode} --stop)", settings=settings)
         print(f"{args.name}: {'stopped the ' + stopped.mode + ' of version ' + stopped.version if stopped else 'no roll-out'}")
         return 0
     if not args.version:
         raise InvalidInput(f"civicml {args.mode} needs --version N (or --stop)")
-    started = rollout.start(args.name, args.version, args.weight, args.mode, max_error_rate=args.max_error_rate,
+    started = start_rollout(args.name, args.version, args.weight, args.mode, max_error_rate=args.max_error_rate,
                             max_p95_ms=args.max_p95_ms, window=args.window, settings=settings)
     print(f"{args.name}: {started.mode} version {started.version} at {started.weight:g}% of requests "
           f"(stops itself above {started.max_error_rate:.0%} errors"

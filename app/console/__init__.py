@@ -437,7 +437,7 @@ def _confidence(name: str, explainer, row: dict, result: dict, settings: Setting
     import pandas as pd
 
     from app.console import tryit
-    from registry.rules import insight_file
+    from registry import insight_file
     from serving.batching import Columns as BatchColumns
     from serving.dataplane import prepare
 

@@ -13,19 +13,17 @@ Variant comparisons come from :func:`registry.variants.variants_of` (kind, gate 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 from civicml.errors import CivicMLError, InvalidInput
+from civicml.settings import console_endpoints
 
-ENV_ENDPOINTS = "CIVICML_CONSOLE_ENDPOINTS"
 MAX_BYTES = 4_000_000
 
 
 def endpoints_from(values: list[str] | None, env: dict[str, str] | None = None) -> list[str]:
     """Endpoint base URLs from the command line, else the environment; each checked to be http(s)."""
-    env = os.environ if env is None else env
-    raw = list(values or []) or [v for v in env.get(ENV_ENDPOINTS, "").split(",")]
+    raw = list(values or []) or console_endpoints(env)
     out = []
     for url in (u.strip().rstrip("/") for u in raw):
         if not url:
@@ -211,5 +209,5 @@ def variant_rows(name: str, parent: str, settings, shown: dict[str, dict] | None
     return rows
 
 
-__all__ = ["ENV_ENDPOINTS", "EndpointFigures", "Series", "VariantRow", "endpoints_from", "parse", "read_endpoint",
+__all__ = ["EndpointFigures", "Series", "VariantRow", "endpoints_from", "parse", "read_endpoint",
            "variant_rows"]

@@ -93,7 +93,7 @@ def _gate_baseline(gates: list[dict]) -> tuple[str, float] | None:
 def build(name: str, shown: list[dict], trail: list[dict], settings) -> Overview:
     """``shown``: :func:`registry.show` (oldest first); ``trail``: :func:`registry.audit` (oldest first)."""
     from registry import model_card, versions
-    from registry.card import read
+    from registry import read_card as read
 
     out = Overview()
     if not shown:
