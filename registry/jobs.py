@@ -13,7 +13,7 @@ from civicml.tags import (TAG_SCORED_INPUT_FINGERPRINT, TAG_SCORED_MODEL, TAG_SC
                           TAG_SCORED_VERSION)
 from civicml.tracking import experiment_id, tracking_client
 from registry.events import AuditEvent
-from registry.guard import record
+from registry.guard import audit_record
 from registry.store import ModelStore
 
 EXPERIMENT = "civicml-scoring"
@@ -35,9 +35,9 @@ def record_scoring(job: dict[str, Any], files: list[str], settings: Settings | N
                      metrics=[Metric(k, float(job[k]), 0, 0) for k in ("rows_in", "rows_scored", "rows_rejected",
                                                                       "seconds")])
     client.set_terminated(run_id, "FINISHED")
-    entry = record(caller(settings), AuditEvent.SCORE, version=str(job["version"]), variant=job.get("variant"),
-                   inputs=files[:20], input_fingerprint=job["input_fingerprint"], rows_in=job["rows_in"],
-                   rows_scored=job["rows_scored"], rows_rejected=job["rows_rejected"], output=job["output"],
-                   run_id=run_id)
+    entry = audit_record(caller(settings), AuditEvent.SCORE, version=str(job["version"]),
+                         variant=job.get("variant"), inputs=files[:20], input_fingerprint=job["input_fingerprint"],
+                         rows_in=job["rows_in"], rows_scored=job["rows_scored"],
+                         rows_rejected=job["rows_rejected"], output=job["output"], run_id=run_id)
     ModelStore(settings).append_audit(job["model"], entry)
     return run_id
