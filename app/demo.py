@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from civicml.settings import Settings
+from civicml.tags import TAG_STUDY
 
 SAMPLE_REQUESTS = [
     {"description": "Huge pothole on Oak Avenue, two cars got flat tires this morning",
@@ -77,7 +78,7 @@ def run_demo(settings: Settings | None = None, rows: int = 3000, trials: int = 8
         f"and the district map on a fresh held-out set ...")
     holdout = held_out(use_case.registered_model, settings, use_case=use_case).dataset
     version = register(result.best_model_uri, use_case.registered_model, settings=settings,
-                       tags={"civicml.study": result.study_name}, holdout=holdout.frame, target=holdout.target)
+                       tags={TAG_STUDY: result.study_name}, holdout=holdout.frame, target=holdout.target)
     say(f"      version {version.version}, sha256 {version.sha256[:12]}...")
     fidelity = recorded_fidelity(use_case.registered_model, version.version, settings)
     if fidelity:

@@ -22,14 +22,13 @@ from civicml.answers import CONFORMAL, conformal
 from civicml.settings import Settings
 from civicml.tracking import fluent
 from civicml.tracking import experiment_id as find_experiment
+from civicml.tags import (TAG_CODE_VERSION, TAG_DATA_FINGERPRINT, TAG_FAMILY, TAG_MODEL_URI, TAG_PRUNED,
+                          TAG_USE_CASE)
 from projects.base import Dataset, FittedModel, NullReporter, Pruned, Reporter, UseCase
 from projects.evaluation import confusion_matrix_figure, curve_figure, evaluate
 from projects.runlog import RunLog
 from projects.sklearn_model import log_background
 
-TAG_PRUNED = "civicml.pruned"
-TAG_FINGERPRINT = "civicml.data_fingerprint"
-TAG_MODEL_URI = "civicml.model_uri"
 
 
 @dataclass
@@ -162,11 +161,11 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
         train_part, valid_part = hooks.split(use_case, dataset, seed)
         recorder = _RecordingReporter(reporter or NullReporter(), use_case.metric, runlog)
         started = time.perf_counter()
-        run_tags = {"civicml.use_case": use_case.name, "civicml.family": family,
-                    TAG_FINGERPRINT: dataset.fingerprint}
+        run_tags = {TAG_USE_CASE: use_case.name, TAG_FAMILY: family,
+                    TAG_DATA_FINGERPRINT: dataset.fingerprint}
         code = _code_version()
         if code:
-            run_tags["civicml.code_version"] = code
+            run_tags[TAG_CODE_VERSION] = code
         run_tags.update(tags or {})
         if not nested and MLFLOW_RUN_ID.get():  # inside `mlflow run`, which made the run for this entry point
             run = mlflow.start_run()

@@ -42,13 +42,11 @@ if TYPE_CHECKING:
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
                                   models, resolve, show, version_of, versions)
     from registry.registration import register
-    from registry.rules import (INSIGHT_FILES, TAG_FIDELITY, boundaries_for, insight_file, recorded_fidelity,
-                                registration_holdout)
+    from registry.rules import (INSIGHT_FILES, boundaries_for, insight_file, recorded_fidelity, registration_holdout)
     from registry.store import (ArtifactsUnavailable, LocalModel, ModelStore, ModelVersion, is_version_number,
                                 validate_alias, validate_name)
     from registry.variant_build import CompressOptions, VariantOutcome
-    from registry.variant_lookup import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant,
-                                         variant_summaries, variants_of)
+    from registry.variant_lookup import find_variant, variant_summaries, variants_of
     from registry.variant_policy import VariantBounds, VariantPolicy
     from registry.variants import compress, compress_all
 
@@ -66,21 +64,18 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "registry.queries": ("CHALLENGER", "CHAMPION", "RESERVED_ALIASES", "approvals", "audit", "lineage", "model_card",
                          "models", "resolve", "show", "version_of", "versions"),
     "registry.registration": ("register",),
-    "registry.rules": ("INSIGHT_FILES", "TAG_FIDELITY", "boundaries_for", "insight_file", "recorded_fidelity",
-                       "registration_holdout"),
+    "registry.rules": ("INSIGHT_FILES", "boundaries_for", "insight_file", "recorded_fidelity", "registration_holdout"),
     "registry.store": ("ArtifactsUnavailable", "LocalModel", "ModelStore", "ModelVersion", "is_version_number",
                        "validate_alias", "validate_name"),
     "registry.variant_build": ("CompressOptions", "VariantOutcome"),
-    "registry.variant_lookup": ("TAG_GATE", "TAG_RUNTIME", "TAG_VARIANT", "TAG_VARIANT_OF", "find_variant",
-                                "variant_summaries", "variants_of"),
+    "registry.variant_lookup": ("find_variant", "variant_summaries", "variants_of"),
     "registry.variant_policy": ("VariantBounds", "VariantPolicy"),
     "registry.variants": ("compress", "compress_all"),
 })
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "INSIGHT_FILES", "POLICY_OWNER", "RELEASE_MANAGER",
-    "RESERVED_ALIASES", "ROLES", "SERVICE", "TAG_FIDELITY", "TAG_GATE", "TAG_RUNTIME", "TAG_VARIANT",
-    "TAG_VARIANT_OF",
+    "RESERVED_ALIASES", "ROLES", "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",
     "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget", "LocalModel", "MetricThreshold", "ModelStore",
     "ModelVersion", "NoRegression", "PromotionContext", "PromotionInputs", "PromotionOutcome", "PromotionPolicy",

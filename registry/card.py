@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from civicml.tags import TAG_RULES_CHECKED, TAG_RULES_FIDELITY
 
 SMALL_GROUP = 30  # rows: figures on fewer are flagged as unreliable
 WEAK_RECALL = 0.8
 RULES_TARGET = 0.9  # fidelity the surrogate rules should reach on the held-out set
-TAG_RULES_FIDELITY = "civicml.rules_fidelity"  # as registry.rules sets them
-TAG_RULES_CHECKED = "civicml.rules_checked"  # e.g. "agreement on 200 held-out rows"
 
 
 @dataclass

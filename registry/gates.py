@@ -16,6 +16,7 @@ import pandas as pd
 
 from registry.store import LocalModel, ModelVersion
 from registry.use_cases import task_of, unseen_phrasings_holdout
+from civicml.tags import TAG_USE_CASE
 
 
 class _Metrics:
@@ -419,7 +420,7 @@ class UnseenPhrasings(Gate):
         return f"{self.spec.metric} on unseen phrasings {op} {self.spec.min_value}"
 
     def check(self, ctx):
-        frame, target, label = unseen_phrasings_holdout(ctx.candidate.version.tags.get("civicml.use_case"),
+        frame, target, label = unseen_phrasings_holdout(ctx.candidate.version.tags.get(TAG_USE_CASE),
                                                         self.spec)
         which = ctx.candidate
         rows = ctx.features(which, frame, target)

@@ -17,8 +17,9 @@ from typing import Any
 from civicml.access import Identity, caller, require
 from civicml.errors import CivicMLError, IntegrityError, PermissionDenied
 from civicml.settings import Settings
+from civicml.tags import TAG_REGISTERED_AT, TAG_REGISTERED_BY, TAG_REGISTRATION
 from registry.events import is_event
-from registry.store import TAG_REGISTRATION, LocalModel, ModelStore, ModelVersion
+from registry.store import LocalModel, ModelStore, ModelVersion
 
 log = logging.getLogger("civicml.registry")
 
@@ -87,7 +88,7 @@ def sweep(store: ModelStore, who: Identity, name: str) -> list[str]:
     for version in store.half_registered(name):
         store.discard(name, version.version)
         notice = (f"removed half-registered version {version.version} of '{name}' (registration by "
-                  f"{version.tags.get('civicml.registered_by', '?')} at {version.tags.get('civicml.registered_at', '?')}"
+                  f"{version.tags.get(TAG_REGISTERED_BY, '?')} at {version.tags.get(TAG_REGISTERED_AT, '?')}"
                   f" did not complete)")
         audit_quietly(store, name, audit_record(who, "discard", version=version.version, source=version.source,
                                                 why="registration did not complete",

@@ -26,14 +26,12 @@ from typing import Any
 
 from civicml.errors import IntegrityError, InvalidInput, NotFound
 from civicml.settings import Settings
+from civicml.tags import TAG_POLICY, TAG_POLICY_SHA256, TAG_POLICY_SOURCE
 from registry.guard import authorize
 from registry.policy import PromotionPolicy
 from registry.store import ModelStore
 from registry.use_cases import use_case_of
 
-TAG_POLICY = "civicml.policy"
-TAG_POLICY_SHA = "civicml.policy.sha256"
-TAG_POLICY_SOURCE = "civicml.policy.source"
 POLICY_MAX_CHARS = 4900  # a registered-model tag on SQL stores holds 5000
 
 
@@ -59,7 +57,7 @@ def recorded_policy(store: ModelStore, name: str) -> PromotionPolicy | None:
     if text is None:
         return None
     raw = text.encode()
-    if hashlib.sha256(raw).hexdigest() != tags.get(TAG_POLICY_SHA):
+    if hashlib.sha256(raw).hexdigest() != tags.get(TAG_POLICY_SHA256):
         raise IntegrityError(f"the policy recorded with model '{name}' does not match its recorded SHA-256")
     return PromotionPolicy.from_bytes(raw, tags.get(TAG_POLICY_SOURCE) or f"registry:{name}")
 
@@ -92,7 +90,7 @@ def record_project_policy(store: ModelStore, name: str, use_case) -> dict[str, A
         raise InvalidInput(f"policy file {path} has {len(text)} characters; the registry keeps at most "
                            f"{POLICY_MAX_CHARS}")
     store.set_model_tag(name, TAG_POLICY, text)
-    store.set_model_tag(name, TAG_POLICY_SHA, new.sha256)
+    store.set_model_tag(name, TAG_POLICY_SHA256, new.sha256)
     store.set_model_tag(name, TAG_POLICY_SOURCE, path)
     return {"source": path, "sha256": new.sha256, "version": new.version,
             "replaces": None if old is None else {"sha256": old.sha256, "version": old.version}}

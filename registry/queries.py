@@ -11,6 +11,9 @@ from typing import Any
 
 from civicml.errors import IntegrityError, NotFound
 from civicml.settings import Settings
+from civicml.tags import (TAG_CODE_VERSION, TAG_DATA_FINGERPRINT, TAG_FAMILY, TAG_MODEL_CARD,
+                          TAG_MODEL_CARD_SHA256, TAG_REGISTERED_AT, TAG_REGISTERED_BY, TAG_STUDY,
+                          TAG_STUDY_RUN_ID, TAG_USE_CASE)
 from registry.guard import authorize, verified
 from registry.store import LocalModel, ModelStore, ModelVersion
 from registry.variant_lookup import variant_facts
@@ -18,10 +21,8 @@ from registry.variant_lookup import variant_facts
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 RESERVED_ALIASES = (CHAMPION,)  # compared case-insensitively: 'Champion' is 'champion'
-LINEAGE_TAGS = ("civicml.data_fingerprint", "civicml.code_version", "civicml.study", "civicml.use_case",
-                "civicml.family")
-TAG_CARD = "civicml.model_card"
-TAG_CARD_SHA = "civicml.model_card.sha256"
+LINEAGE_TAGS = (TAG_DATA_FINGERPRINT, TAG_CODE_VERSION, TAG_STUDY, TAG_USE_CASE,
+                TAG_FAMILY)
 
 
 def resolve(name: str, ref: str = CHAMPION, settings: Settings | None = None) -> LocalModel:
@@ -86,12 +87,12 @@ def show(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
         run = store.run_or_none(mv.run_id)  # a deleted run leaves the version readable
         metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("recall_")} if run else {}
         out.append({"version": mv.version, "aliases": list(mv.aliases), "registered_by": mv.tags.get(
-            "civicml.registered_by"), "registered_at": mv.tags.get("civicml.registered_at"),
-            "run_id": mv.run_id, "family": mv.tags.get("civicml.family"),
-            "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
-            "code_version": mv.tags.get("civicml.code_version"), "study": mv.tags.get("civicml.study"),
+            TAG_REGISTERED_BY), "registered_at": mv.tags.get(TAG_REGISTERED_AT),
+            "run_id": mv.run_id, "family": mv.tags.get(TAG_FAMILY),
+            "data_fingerprint": mv.tags.get(TAG_DATA_FINGERPRINT),
+            "code_version": mv.tags.get(TAG_CODE_VERSION), "study": mv.tags.get(TAG_STUDY),
             "sha256": mv.sha256, "metrics": metrics, "approved_by": [r["who"] for r in approval_records(store, name, mv)],
-            "last_gates": gates, "model_card": mv.tags.get(TAG_CARD)})
+            "last_gates": gates, "model_card": mv.tags.get(TAG_MODEL_CARD)})
     return out
 
 
@@ -119,11 +120,11 @@ def model_card(name: str, version: str, settings: Settings | None = None) -> str
     store = ModelStore(settings)
     authorize(settings, "read", name, store)
     mv = store.get_version(name, version)
-    uri = mv.tags.get(TAG_CARD)
+    uri = mv.tags.get(TAG_MODEL_CARD)
     if not uri:
         raise NotFound(f"model '{name}' version {mv.version} has no model card")
     text = store.read_run_text(uri)
-    if hashlib.sha256(text.encode()).hexdigest() != mv.tags.get(TAG_CARD_SHA):
+    if hashlib.sha256(text.encode()).hexdigest() != mv.tags.get(TAG_MODEL_CARD_SHA256):
         raise IntegrityError(f"model card of '{name}' version {mv.version} does not match its recorded checksum")
     return text
 
@@ -136,14 +137,14 @@ def lineage(name: str, version: str, settings: Settings | None = None) -> dict[s
     mv = store.get_version(name, version)
     aliases = sorted(a for a, v in store.aliases(name).items() if v == mv.version)
     out: dict[str, Any] = {"model": name, "version": mv.version, "aliases": aliases,
-                           "registered_by": mv.tags.get("civicml.registered_by"),
-                           "registered_at": mv.tags.get("civicml.registered_at"), "sha256": mv.sha256,
+                           "registered_by": mv.tags.get(TAG_REGISTERED_BY),
+                           "registered_at": mv.tags.get(TAG_REGISTERED_AT), "sha256": mv.sha256,
                            "source": mv.source, "run_id": mv.run_id,
-                           "data_fingerprint": mv.tags.get("civicml.data_fingerprint"),
-                           "code_version": mv.tags.get("civicml.code_version"),
-                           "use_case": mv.tags.get("civicml.use_case"), "family": mv.tags.get("civicml.family"),
-                           "study": mv.tags.get("civicml.study"), "study_run_id": mv.tags.get("civicml.study_run_id"),
-                           "model_card": mv.tags.get(TAG_CARD),
+                           "data_fingerprint": mv.tags.get(TAG_DATA_FINGERPRINT),
+                           "code_version": mv.tags.get(TAG_CODE_VERSION),
+                           "use_case": mv.tags.get(TAG_USE_CASE), "family": mv.tags.get(TAG_FAMILY),
+                           "study": mv.tags.get(TAG_STUDY), "study_run_id": mv.tags.get(TAG_STUDY_RUN_ID),
+                           "model_card": mv.tags.get(TAG_MODEL_CARD),
                            "approved_by": [r["who"] for r in approval_records(store, name, mv)]}
     run = store.run_or_none(mv.run_id)
     if run is not None:
@@ -154,6 +155,6 @@ def lineage(name: str, version: str, settings: Settings | None = None) -> dict[s
     study_run = store.run_or_none(out["study_run_id"])  # lineage still prints what it has
     if study_run is not None:
         out["study_run_name"] = study_run.info.run_name
-        out["study"] = out["study"] or study_run.data.tags.get("civicml.study")
+        out["study"] = out["study"] or study_run.data.tags.get(TAG_STUDY)
     return out
 

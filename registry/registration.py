@@ -15,12 +15,15 @@ import pandas as pd
 from civicml.errors import IntegrityError, InvalidInput, NotFound
 from civicml.fingerprint import frame_fingerprint
 from civicml.settings import Settings
+from civicml.tags import (TAG_CODE_VERSION, TAG_FAMILY, TAG_MODEL_CARD, TAG_MODEL_CARD_SHA256,
+                          TAG_REGISTERED_AT, TAG_REGISTERED_AUTH, TAG_REGISTERED_BY, TAG_SHA256, TAG_SOURCE,
+                          TAG_STUDY, TAG_STUDY_RUN_ID, TAG_USE_CASE)
 from registry import card as cards, rules
 from registry.gates import PromotionContext
 from registry.guard import audit_record as _record, authorize, now as _now, sweep, verified
 from registry.inputs import record_project_policy
-from registry.queries import CHALLENGER, LINEAGE_TAGS, RESERVED_ALIASES, TAG_CARD, TAG_CARD_SHA
-from registry.store import TAG_SHA, LocalModel, ModelStore, ModelVersion, validate_alias, validate_name
+from registry.queries import CHALLENGER, LINEAGE_TAGS, RESERVED_ALIASES
+from registry.store import LocalModel, ModelStore, ModelVersion, validate_alias, validate_name
 from registry.use_cases import task_of, use_case_named
 from registry.variant_lookup import variant_facts
 
@@ -51,15 +54,15 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
         validate_alias(alias)
         reserved_alias_guard(alias)
     sweep(store, who, name)
-    version_tags = {"civicml.registered_by": who.name, "civicml.registered_at": _now(),
-                    "civicml.registered_auth": who.auth, "civicml.source": model_uri}
+    version_tags = {TAG_REGISTERED_BY: who.name, TAG_REGISTERED_AT: _now(),
+                    TAG_REGISTERED_AUTH: who.auth, TAG_SOURCE: model_uri}
     run_id = store.run_id_of(model_uri)
     run = store.get_run(run_id, model_uri) if run_id else None
     if run is not None:
         version_tags.update({k: run.data.tags[k] for k in LINEAGE_TAGS if k in run.data.tags})
         parent = run.data.tags.get("mlflow.parentRunId")
         if parent:
-            version_tags["civicml.study_run_id"] = parent
+            version_tags[TAG_STUDY_RUN_ID] = parent
     version_tags.update(tags or {})
 
     def complete(version: ModelVersion) -> None:
@@ -73,7 +76,7 @@ def register(model_uri: str, name: str, *, alias: str | None = CHALLENGER, setti
         rules.log_insights(store, name, version, holdout, target)  # rules + charts + map (on the card); never fails
         write_card(store, name, store.get_version(name, version.version), run, evaluation,
                    f"Registered {_now()[:10]} by {who.name}", "registered")
-        policy = record_project_policy(store, name, use_case_named(version.tags.get("civicml.use_case")))
+        policy = record_project_policy(store, name, use_case_named(version.tags.get(TAG_USE_CASE)))
         if alias:
             store.set_alias(name, alias, version.version)
         store.append_audit(name, _record(who, "register", version=version.version, alias=alias,
@@ -109,7 +112,7 @@ def evaluate_local(local: LocalModel, frame, target: str, report_by, label: str)
 
 
 def _intended_use(tags: dict[str, str]) -> str:
-    use_case = tags.get("civicml.use_case")
+    use_case = tags.get(TAG_USE_CASE)
     if use_case:
         try:
             description = use_case_named(use_case).description
@@ -131,10 +134,10 @@ def write_card(store: ModelStore, name: str, version: ModelVersion, run, evaluat
     except NotFound:
         pass
     tags = {**(run.data.tags if run is not None else {}), **version.tags}
-    facts = {"version": version.version, "registered by": tags.get("civicml.registered_by"),
-             "registered at": tags.get("civicml.registered_at"), "family": tags.get("civicml.family"),
-             "source run": version.run_id, "study": tags.get("civicml.study"),
-             "code version (git)": tags.get("civicml.code_version"), "artifact sha256": version.tags.get(TAG_SHA)}
+    facts = {"version": version.version, "registered by": tags.get(TAG_REGISTERED_BY),
+             "registered at": tags.get(TAG_REGISTERED_AT), "family": tags.get(TAG_FAMILY),
+             "source run": version.run_id, "study": tags.get(TAG_STUDY),
+             "code version (git)": tags.get(TAG_CODE_VERSION), "artifact sha256": version.tags.get(TAG_SHA256)}
     text = cards.render(name=name, version=version.version, intended_use=_intended_use(tags), facts=facts,
                         data=data, evaluation=evaluation, stage=stage, rules=cards.rules_of(version.tags))
     text = cards.with_variants(text, _variants_section(store, name, version))
@@ -145,8 +148,8 @@ def write_card(store: ModelStore, name: str, version: ModelVersion, run, evaluat
 def _store_card(store: ModelStore, name: str, version: ModelVersion, text: str, suffix: str) -> None:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     uri = store.log_run_text(version.run_id, text, f"model_cards/{safe}/v{version.version}-{suffix}.md")
-    store.set_version_tag(name, version.version, TAG_CARD, uri)
-    store.set_version_tag(name, version.version, TAG_CARD_SHA, hashlib.sha256(text.encode()).hexdigest())
+    store.set_version_tag(name, version.version, TAG_MODEL_CARD, uri)
+    store.set_version_tag(name, version.version, TAG_MODEL_CARD_SHA256, hashlib.sha256(text.encode()).hexdigest())
 
 
 def _variants_section(store: ModelStore, name: str, version: ModelVersion) -> str:
@@ -158,11 +161,11 @@ def _variants_section(store: ModelStore, name: str, version: ModelVersion) -> st
 
 def rewrite_card_variants(store: ModelStore, name: str, version: ModelVersion) -> None:
     """Write ``version``'s card again with its variants as they are now (the rest of the card unchanged)."""
-    uri = version.tags.get(TAG_CARD)
+    uri = version.tags.get(TAG_MODEL_CARD)
     if not uri or not version.run_id:
         return
     text = store.read_run_text(uri)
-    if hashlib.sha256(text.encode()).hexdigest() != version.tags.get(TAG_CARD_SHA):
+    if hashlib.sha256(text.encode()).hexdigest() != version.tags.get(TAG_MODEL_CARD_SHA256):
         raise IntegrityError(f"model card of '{name}' version {version.version} does not match its recorded "
                              f"checksum; not rewritten")
     suffix = uri.rsplit("/", 1)[-1].removeprefix(f"v{version.version}-").removesuffix(".md") or "registered"

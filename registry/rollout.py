@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
+from civicml.tags import TAG_ROLLOUT
 from registry.guard import audit_record as record, authorize
 from registry.store import ModelStore
 
-ROLLOUT_TAG = "civicml.rollout"
 MODES = ("canary", "shadow")
 
 
@@ -51,7 +51,7 @@ def start(name: str, version: str | int, weight: float, mode: str = "canary", *,
         raise InvalidInput("limits: 0 <= max error rate <= 1, window >= 1, max p95 > 0")
     mv = store.get_version(name, version)
     rollout = Rollout(mv.version, float(weight), mode, float(max_error_rate), max_p95_ms, int(window))
-    store.client.set_registered_model_tag(name, ROLLOUT_TAG, rollout.to_json())
+    store.client.set_registered_model_tag(name, TAG_ROLLOUT, rollout.to_json())
     store.append_audit(name, record(who, mode, **asdict(rollout)))
     return rollout
 
@@ -59,7 +59,7 @@ def start(name: str, version: str | int, weight: float, mode: str = "canary", *,
 def current(name: str, settings: Settings | None = None) -> Rollout | None:
     """The roll-out in force for ``name``, or None (one cheap registry read: replicas poll it)."""
     tags = ModelStore(settings or Settings.from_env()).get_model(name).tags or {}
-    text = tags.get(ROLLOUT_TAG)
+    text = tags.get(TAG_ROLLOUT)
     if not text:
         return None
     try:
@@ -79,7 +79,7 @@ def stop(name: str, reason: str = "stopped", *, automatic: bool = False,
     rollout = current(name, settings)
     if rollout is None:
         return None
-    store.client.delete_registered_model_tag(name, ROLLOUT_TAG)
+    store.client.delete_registered_model_tag(name, TAG_ROLLOUT)
     store.append_audit(name, record(who, "rollout-stop", automatic=automatic, reason=reason[:1500],
                                     version=rollout.version, mode=rollout.mode))
     return rollout

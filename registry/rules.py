@@ -30,6 +30,7 @@ import pandas as pd
 from civicml.access import require
 from civicml.errors import CivicMLError, InvalidInput, NotFound
 from civicml.settings import Settings
+from civicml.tags import TAG_INSIGHTS, TAG_RULES_CHECKED, TAG_RULES_FIDELITY, TAG_USE_CASE
 from registry import views
 from registry.gates import PromotionContext, predicted_labels
 from registry.inputs import choose_held_out
@@ -39,9 +40,6 @@ from registry.use_cases import use_case_named
 
 log = logging.getLogger("civicml.registry")
 
-TAG_FIDELITY = "civicml.rules_fidelity"
-TAG_INSIGHTS = "civicml.insights"
-TAG_CHECKED = "civicml.rules_checked"  # what the fidelity was measured as, on how many rows (the card says it)
 MAX_CATEGORIES = 40  # a text column with more distinct values than this is read as free text
 
 
@@ -224,7 +222,7 @@ def _rules(tree, names: list[tuple[str, str]], regression: bool) -> list[str]:
 def boundaries_for(tags: dict[str, str]):
     """The use case's district boundaries (its ``boundaries_file``, else ``districts.geojson`` beside its
     module), or None."""
-    use_case = tags.get("civicml.use_case")
+    use_case = tags.get(TAG_USE_CASE)
     if not use_case:
         return None
     try:  # lazily, as the card does: serving imports registry and must not pull in training code
@@ -300,8 +298,8 @@ def log_insights(store, name: str, version, holdout, target: str | None) -> dict
         with tempfile.TemporaryDirectory(prefix="civicml-insights-") as tmp:
             summary = insights(local, holdout, target, Path(tmp), boundaries_for(dict(version.tags)))
             store.client.log_artifacts(version.run_id, tmp, path)
-        store.set_version_tag(name, version.version, TAG_FIDELITY, f"{summary['rules_fidelity']:.4f}")
-        store.set_version_tag(name, version.version, TAG_CHECKED,
+        store.set_version_tag(name, version.version, TAG_RULES_FIDELITY, f"{summary['rules_fidelity']:.4f}")
+        store.set_version_tag(name, version.version, TAG_RULES_CHECKED,
                               f"{'agreement' if summary['fidelity_measure'] == 'agreement' else 'R²'} on "
                               f"{summary['rows_checked']} held-out rows")
         store.set_version_tag(name, version.version, TAG_INSIGHTS, f"runs:/{version.run_id}/{path}")
@@ -339,7 +337,7 @@ def registration_holdout(model_uri: str, settings=None, files: list[str] | None 
 def _recorded_use_case(store, model_uri: str, run_id: str | None):
     """The use case the source run of ``model_uri`` records (its tag, else its use-case file), or None."""
     tags = store.get_run(run_id, model_uri).data.tags if run_id else {}
-    for candidate in (tags.get("civicml.use_case"), _use_case_file(store, run_id)):
+    for candidate in (tags.get(TAG_USE_CASE), _use_case_file(store, run_id)):
         try:
             use_case = use_case_named(candidate)
         except CivicMLError:
@@ -365,7 +363,7 @@ def _use_case_file(store, run_id: str | None) -> str | None:
 def recorded_fidelity(name: str, version: str, settings=None) -> str | None:
     """The rules' fidelity that registering ``name`` version ``version`` recorded (None: registered without a
     held-out set), read through :func:`registry.versions` and so its access check."""
-    return next((v.tags.get(TAG_FIDELITY) for v in versions(name, settings=settings) if v.version == str(version)),
+    return next((v.tags.get(TAG_RULES_FIDELITY) for v in versions(name, settings=settings) if v.version == str(version)),
                 None)
 
 
@@ -393,5 +391,5 @@ def insight_file(name: str, version: str, filename: str, settings=None) -> bytes
         return Path(local).read_bytes()
 
 
-__all__ = ["INSIGHT_FILES", "Surrogate", "TAG_CHECKED", "TAG_FIDELITY", "TAG_INSIGHTS", "boundaries_for",
+__all__ = ["INSIGHT_FILES", "Surrogate", "boundaries_for",
            "fit_surrogate", "insight_file", "insights", "log_insights", "registration_holdout"]

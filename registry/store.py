@@ -28,13 +28,9 @@ from civicml.errors import CivicMLError, IntegrityError, InvalidInput, NotFound,
 from civicml.settings import Settings
 from civicml.sqlite import database_file
 from civicml.tracking import fluent, tracking_client
+from civicml.tags import AUDIT_PREFIX, TAG_MANIFEST, TAG_REGISTRATION, TAG_SHA256, TAG_SIGNATURE
 from registry import checksum
 
-TAG_SHA = "civicml.sha256"
-TAG_MANIFEST = "civicml.manifest"  # per-file digests (JSON), split over .0, .1, ... when long
-TAG_SIGNATURE = "civicml.signature"  # MLmodel's signature at registration (JSON; "null": none), split like the manifest
-TAG_REGISTRATION = "civicml.registration"  # "pending:<host>:<pid>:<epoch s>" until every step is done, then "complete"
-AUDIT_PREFIX = "civicml.audit."
 AUDIT_MAX_CHARS = 5000
 MANIFEST_CHUNK = 4500
 STALE_PENDING_SECONDS = 3600  # a registration pending this long on another host is taken as dead
@@ -67,7 +63,7 @@ class ModelVersion:
 
     @property
     def sha256(self) -> str | None:
-        return self.tags.get(TAG_SHA)
+        return self.tags.get(TAG_SHA256)
 
     @property
     def manifest(self) -> dict[str, str] | None:
@@ -314,7 +310,7 @@ class ModelStore:
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
                     raise
-        all_tags = {**(tags or {}), TAG_SHA: sha, **manifest_tags(files), **recorded,
+        all_tags = {**(tags or {}), TAG_SHA256: sha, **manifest_tags(files), **recorded,
                     TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None

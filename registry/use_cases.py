@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from civicml.errors import InvalidInput
+from civicml.tags import TAG_TASK, TAG_USE_CASE
 from registry.store import ModelStore
 
 
@@ -28,18 +29,18 @@ def use_case_named(name: str | None):
 def use_case_of(store: ModelStore, name: str):
     """The use case of ``name``'s newest version that records one."""
     for version in reversed(store.versions(name)):
-        if version.tags.get("civicml.use_case"):
-            return use_case_named(version.tags["civicml.use_case"])
+        if version.tags.get(TAG_USE_CASE):
+            return use_case_named(version.tags[TAG_USE_CASE])
     return None
 
 
 def task_of(tags: dict[str, str], metadata: dict[str, Any] | None = None) -> str:
     """classification or regression: the model's metadata, its tags, then its use case."""
-    task = (metadata or {}).get("task") or tags.get("civicml.task")
+    task = (metadata or {}).get("task") or tags.get(TAG_TASK)
     if task:
         return task
     try:
-        use_case = use_case_named(tags.get("civicml.use_case"))
+        use_case = use_case_named(tags.get(TAG_USE_CASE))
     except Exception:  # noqa: BLE001 - an unknown use case reads as the common case
         use_case = None
     return getattr(use_case, "task", None) or "classification"

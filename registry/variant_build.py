@@ -29,16 +29,17 @@ from civicml.access import require
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from civicml.tracking import experiment_id as find_experiment, fluent
+from civicml.tags import (TAG_CODE_VERSION, TAG_DATA_FINGERPRINT, TAG_FAMILY, TAG_PARENT_RUN_ID,
+                          TAG_REGISTERED_MODEL, TAG_RUNTIME, TAG_USE_CASE, TAG_VARIANT, TAG_VARIANT_GATE,
+                          TAG_VARIANT_OF, TAG_VARIANT_RUN_ID, TAG_VARIANT_VERDICTS)
 from registry.gates import GateVerdict
 from registry.inputs import choose_held_out
 from registry.store import ModelStore, ModelVersion
 from registry.use_cases import use_case_named
-from registry.variant_lookup import (TAG_GATE, TAG_PARENT_RUN, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF,
-                                     TAG_VARIANT_RUN, TAG_VERDICTS)
 from registry.variant_policy import VariantBounds, VariantPolicy
 
 SERVING_RUNTIME = "onnx"  # never wrong for a pyfunc (it falls back to pyfunc's path), faster for ORT graphs
-COPIED_RUN_TAGS = ("civicml.use_case", "civicml.family", "civicml.data_fingerprint", "civicml.code_version")
+COPIED_RUN_TAGS = (TAG_USE_CASE, TAG_FAMILY, TAG_DATA_FINGERPRINT, TAG_CODE_VERSION)
 
 
 @dataclass
@@ -127,8 +128,8 @@ def parent_for_builders(version: ModelVersion, local, train, valid):
     from projects import get_use_case  # noqa: PLC0415 - as above
     from projects.compression import Parent  # noqa: PLC0415
 
-    return Parent(local.path, get_use_case(version.tags.get("civicml.use_case", "")),
-                  version.tags.get("civicml.family") or str(local.metadata.get("family", "")), local.metadata,
+    return Parent(local.path, get_use_case(version.tags.get(TAG_USE_CASE, "")),
+                  version.tags.get(TAG_FAMILY) or str(local.metadata.get("family", "")), local.metadata,
                   train, valid)
 
 
@@ -142,7 +143,7 @@ def _parent_of(store: ModelStore, name: str, version: str, kind: str):
     if TAG_VARIANT in parent.tags:
         raise InvalidInput(f"model '{name}' version {parent.version} is itself a '{parent.tags[TAG_VARIANT]}' "
                            f"variant of version {parent.tags.get(TAG_VARIANT_OF)}; compress the parent")
-    use_case_name = parent.tags.get("civicml.use_case")
+    use_case_name = parent.tags.get(TAG_USE_CASE)
     if not use_case_name:
         raise InvalidInput(f"model '{name}' version {parent.version} records no use case (tag civicml.use_case)")
     run = store.get_run(parent.run_id) if parent.run_id else None
@@ -178,7 +179,7 @@ def _training_data(store: ModelStore, run, use_case):
     if not sources or not all(s.exists() for s in sources):
         return None
     dataset = use_case.integrate(sources)
-    recorded = run.data.tags.get("civicml.data_fingerprint")
+    recorded = run.data.tags.get(TAG_DATA_FINGERPRINT)
     if recorded and dataset.fingerprint != recorded:
         return None  # the files changed since training: not the data the parent learned from
     return dataset
@@ -213,9 +214,9 @@ def build_variant(name: str, version: str, kind: str, settings: Settings,
         import matplotlib.pyplot as plt  # noqa: PLC0415 - the comparison figure's library, loaded by then
 
         plt.close("all")
-    tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: src.parent.version, TAG_GATE: "passed" if outcome.passed else "refused",
-            TAG_RUNTIME: SERVING_RUNTIME, TAG_VARIANT_RUN: run_id,
-            TAG_VERDICTS: json.dumps([v.to_dict() for v in outcome.verdicts])[:4900]}
+    tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: src.parent.version, TAG_VARIANT_GATE: "passed" if outcome.passed else "refused",
+            TAG_RUNTIME: SERVING_RUNTIME, TAG_VARIANT_RUN_ID: run_id,
+            TAG_VARIANT_VERDICTS: json.dumps([v.to_dict() for v in outcome.verdicts])[:4900]}
     return BuiltVariant(outcome, model_uri, tags)
 
 
@@ -223,9 +224,9 @@ def _start_run(store: ModelStore, name: str, src: _Source, kind: str) -> str:
     """The variant's run, in its parent's experiment (nested in the caller's active run, if any)."""
     run = src.run
     experiment_id = run.info.experiment_id if run is not None else find_experiment(store.settings, src.use_case.name)
-    tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: src.parent.version, "civicml.registered_model": name}
+    tags = {TAG_VARIANT: kind, TAG_VARIANT_OF: src.parent.version, TAG_REGISTERED_MODEL: name}
     if run is not None:
-        tags[TAG_PARENT_RUN] = run.info.run_id
+        tags[TAG_PARENT_RUN_ID] = run.info.run_id
         tags.update({k: run.data.tags[k] for k in COPIED_RUN_TAGS if k in run.data.tags})
     active = mlflow.active_run()
     if active is not None:
@@ -284,7 +285,7 @@ def _log_results(store: ModelStore, run_id: str, name: str, src: _Source, kind: 
                       f"plots/variant_{kind}_vs_parent.png")
     client.log_dict(run_id, {"verdicts": [v.to_dict() for v in outcome.verdicts], "parent": comparison.parent,
                              "variant": comparison.variant}, "variant/comparison.json")
-    client.set_tag(run_id, TAG_GATE, "passed" if outcome.passed else "refused")
+    client.set_tag(run_id, TAG_VARIANT_GATE, "passed" if outcome.passed else "refused")
     client.set_terminated(run_id, "FINISHED")
 
 

@@ -23,15 +23,10 @@ from typing import Any
 from civicml.access import require
 from civicml.errors import NotFound
 from civicml.settings import Settings
+from civicml.tags import (TAG_VARIANT, TAG_VARIANT_GATE, TAG_VARIANT_OF, TAG_VARIANT_RUN_ID,
+                          TAG_VARIANT_VERDICTS)
 from registry.store import ModelStore, ModelVersion
 
-TAG_VARIANT = "civicml.variant"
-TAG_VARIANT_OF = "civicml.variant_of"
-TAG_GATE = "civicml.variant_gate"
-TAG_RUNTIME = "civicml.runtime"
-TAG_PARENT_RUN = "civicml.parent_run_id"
-TAG_VARIANT_RUN = "civicml.variant_run_id"
-TAG_VERDICTS = "civicml.variant_verdicts"
 
 
 def variants_of(name: str, parent_version: str, settings: Settings | None = None) -> list[ModelVersion]:
@@ -45,7 +40,7 @@ def variants_of(name: str, parent_version: str, settings: Settings | None = None
 def find_variant(name: str, parent_version: str, kind: str, settings: Settings | None = None) -> ModelVersion:
     """The newest ``kind`` variant of ``parent_version`` whose gate passed; :class:`NotFound` if there is none."""
     found = [v for v in variants_of(name, parent_version, settings) if v.tags.get(TAG_VARIANT) == kind]
-    passed = [v for v in found if v.tags.get(TAG_GATE) == "passed"]
+    passed = [v for v in found if v.tags.get(TAG_VARIANT_GATE) == "passed"]
     if passed:
         return passed[0]
     parent = found[0].tags[TAG_VARIANT_OF] if found else parent_version
@@ -71,17 +66,17 @@ def summary_of(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
     verdict, and the figures its run measured beside the parent (size, p50 latency at batch 1 and 64,
     quality on the held-out set, agreement with the parent)."""
     tags = version.tags
-    run = store.run_or_none(tags.get(TAG_VARIANT_RUN) or version.run_id)
+    run = store.run_or_none(tags.get(TAG_VARIANT_RUN_ID) or version.run_id)
     measured = dict(run.data.metrics) if run is not None else {}
     own = [k.removeprefix("parent_") for k in measured if k.startswith("parent_")]
     metric = (run.data.params.get("metric") if run is not None else None) or next(
         (k for k in own if k in measured and k != "size_bytes" and not k.startswith("latency_")), None)
     try:
-        verdicts = json.loads(tags.get(TAG_VERDICTS) or "[]")
+        verdicts = json.loads(tags.get(TAG_VARIANT_VERDICTS) or "[]")
     except ValueError:  # cut at the tag's length limit: the run's variant/comparison.json has them all
         verdicts = []
     return {"version": version.version, "kind": tags.get(TAG_VARIANT), "variant_of": tags.get(TAG_VARIANT_OF),
-            "gate": tags.get(TAG_GATE), "aliases": list(version.aliases), "run_id": run.info.run_id if run else None,
+            "gate": tags.get(TAG_VARIANT_GATE), "aliases": list(version.aliases), "run_id": run.info.run_id if run else None,
             "metric": metric, "quality": measured.get(metric) if metric else None,
             "parent_quality": measured.get(f"parent_{metric}") if metric else None,
             **{k: measured.get(k) for k in _FIGURES},
@@ -106,6 +101,6 @@ def variant_facts(store: ModelStore, name: str, version: ModelVersion) -> dict[s
     return {"variants": [summary_of(store, v) for v in variants_in(store, name, version.version)]}
 
 
-__all__ = ["TAG_GATE", "TAG_PARENT_RUN", "TAG_RUNTIME", "TAG_VARIANT", "TAG_VARIANT_OF", "TAG_VARIANT_RUN",
-           "TAG_VERDICTS", "find_variant", "summary_of", "variant_facts", "variant_summaries", "variants_in",
+__all__ = [
+           "find_variant", "summary_of", "variant_facts", "variant_summaries", "variants_in",
            "variants_of"]

@@ -24,10 +24,11 @@ import pandas as pd
 from civicml.access import require
 from civicml.errors import CivicMLError
 from civicml.settings import Settings
+from civicml.tags import TAG_VARIANT, TAG_VARIANT_GATE
 from registry.registration import register, rewrite_card_variants
 from registry.store import ModelStore
 from registry.variant_build import CompressOptions, VariantOutcome, build_variant, kinds
-from registry.variant_lookup import TAG_GATE, TAG_VARIANT, variants_in
+from registry.variant_lookup import variants_in
 from registry.variant_policy import VariantPolicy
 
 log = logging.getLogger("civicml.registry")
@@ -93,7 +94,7 @@ def build_for_promotion(name: str, version: str, policy: VariantPolicy, holdout:
     except CivicMLError as err:
         return [], [f"variants not built: {err}"]
     store = ModelStore(settings)
-    have = {v.tags.get(TAG_VARIANT) for v in variants_in(store, name, version) if v.tags.get(TAG_GATE) == "passed"}
+    have = {v.tags.get(TAG_VARIANT) for v in variants_in(store, name, version) if v.tags.get(TAG_VARIANT_GATE) == "passed"}
     frame = _Holdout(holdout, target, fingerprint or "") if holdout is not None and target else None
     built, notes = [], []
     for kind in (k for k in wanted if k not in have):

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from civicml.errors import InvalidInput
 from civicml.settings import ServingLimits, Settings
-from registry import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, find_variant, resolve, version_of
+from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
+from registry import find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.rules import TAG_FIDELITY, TAG_INSIGHTS, fit_surrogate
+from registry.rules import fit_surrogate
+from civicml.tags import TAG_INSIGHTS, TAG_RULES_FIDELITY
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
 
@@ -26,7 +27,7 @@ def insights(explained_model, tmp_path_factory):
 
 def test_rules_agree_with_the_311_model_on_unseen_held_out_rows(insights):
     version, folder = insights
-    fidelity = float(version.tags[TAG_FIDELITY])
+    fidelity = float(version.tags[TAG_RULES_FIDELITY])
     assert fidelity >= 0.9
     rules = json.loads(open(f"{folder}/rules.json").read())
     assert rules["fidelity"] == pytest.approx(fidelity, abs=1e-4) and rules["rows_checked"] >= 150
@@ -90,7 +91,7 @@ def test_civicml_register_computes_rules_on_a_held_out_set(explained_model, requ
     assert "rules fidelity 0.9" in capsys.readouterr().out
     assert main(["register", source, "--name", "cli-router", "--no-holdout", *home]) == 0
     with_rules, without = versions("cli-router", settings=explained_model.settings)
-    assert float(with_rules.tags[TAG_FIDELITY]) >= 0.9 and TAG_FIDELITY not in without.tags
+    assert float(with_rules.tags[TAG_RULES_FIDELITY]) >= 0.9 and TAG_RULES_FIDELITY not in without.tags
     assert "fidelity on the held-out set" in model_card("cli-router", "1", settings=explained_model.settings)
     missing = tmp_path / "none.csv"
     for argv in (["--holdout", str(missing)], ["--holdout", files[0], "--no-holdout"]):

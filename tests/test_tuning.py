@@ -18,8 +18,8 @@ import pytest
 
 from app.cli import main
 from civicml.errors import InvalidInput
+from civicml.tags import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 from tuning import SelectionRule, grid, parse_assignment, tune
-from tuning.runs import TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logreg", "decision_tree"]

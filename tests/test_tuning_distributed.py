@@ -14,7 +14,7 @@ import pytest
 
 from tuning import Heartbeat, tune
 from tuning.storage import open_storage
-from tuning.runs import TAG_ROLE, TAG_TRIAL, TAG_TRIAL_STATE
+from civicml.tags import TAG_ROLE, TAG_TRIAL, TAG_TRIAL_STATE
 
 State = optuna.trial.TrialState
 

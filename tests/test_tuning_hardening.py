@@ -14,8 +14,9 @@ import optuna
 import pytest
 
 from civicml.errors import Failed, InvalidInput
+from civicml.tags import TAG_MODEL_URI
 from projects import Dataset
-from projects.training import TAG_MODEL_URI, train
+from projects.training import train
 from tuning import parse_assignment, plan_study, tune
 from tuning.runs import ATTR_FAILURE, ATTR_RUN
 

@@ -13,8 +13,8 @@ import pytest
 
 from civicml.errors import Unavailable
 from civicml.tracking import experiment_id
+from civicml.tags import TAG_ROLE, TAG_STUDY
 from tuning.objectives import parse_objectives
-from tuning.runs import TAG_ROLE, TAG_STUDY
 from tuning.storage import open_storage, study_lock
 from tuning.study import _open_parent
 from tuning.worker import WorkerSpec

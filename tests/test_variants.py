@@ -10,11 +10,11 @@ import pytest
 from civicml.errors import CivicMLError, InvalidInput, NotFound
 from civicml.settings import Settings
 from civicml.tracking import configure
+from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_GATE, TAG_VARIANT_OF
 from conftest import download_logged, load_logged, run_in_clean_process
 from projects import train
 from registry import PromotionPolicy, register, versions
-from registry import (TAG_GATE, TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF, VariantPolicy, compress, find_variant,
-                      variants_of)
+from registry import VariantPolicy, compress, find_variant, variants_of
 
 NAME = "service-requests-router"
 QUICK = {1: 4, 64: 2}  # timed calls per batch size: the figures are not asserted on here
@@ -57,7 +57,7 @@ def test_onnx_variant_of_a_word_pipeline_gives_the_parents_labels_on_the_holdout
     assert onnx_outcome.metrics["quality_loss"] == 0.0
     tags = onnx_outcome.version.tags
     assert tags[TAG_VARIANT] == "onnx" and tags[TAG_VARIANT_OF] == word_logreg.version
-    assert tags[TAG_GATE] == "passed" and tags[TAG_RUNTIME] == "onnx" and tags["civicml.sha256"]
+    assert tags[TAG_VARIANT_GATE] == "passed" and tags[TAG_RUNTIME] == "onnx" and tags["civicml.sha256"]
     parent, variant = _parent_and_variant_predictions(registry_home, word_logreg.version,
                                                       onnx_outcome.version.version, holdout.X)
     assert variant.dtype == object and list(variant) == list(parent)
@@ -128,7 +128,7 @@ def test_pruned_tree_is_smaller_and_gated(requests_use_case, small_requests, reg
     outcome = compress(NAME, parent.version, "pruned", registry_home, holdout=holdout,
                        build_settings={"tolerance": 0.02}, repeats=QUICK, policy=UNTIMED)
     assert outcome.version.tags[TAG_VARIANT] == "pruned"
-    assert outcome.version.tags[TAG_GATE] == ("passed" if outcome.passed else "refused")
+    assert outcome.version.tags[TAG_VARIANT_GATE] == ("passed" if outcome.passed else "refused")
     configure(registry_home)
     before = mlflow.sklearn.load_model(f"models:/{NAME}/{parent.version}").steps[-1][1]
     after = mlflow.sklearn.load_model(f"models:/{NAME}/{outcome.version.version}").steps[-1][1]

@@ -11,9 +11,10 @@ from conftest import download_logged
 
 from civicml.errors import NotFound
 from civicml.settings import Settings
+from civicml.tags import TAG_VARIANT, TAG_VARIANT_GATE
 from projects import get_use_case, load_dataset, train
 from registry import register
-from registry import TAG_GATE, TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of
+from registry import VariantPolicy, compress, find_variant, variants_of
 
 pytestmark = pytest.mark.slow  # a Paddle CNN is trained once for the module (about 20 s on 2 cores)
 
@@ -82,7 +83,7 @@ def test_ninety_percent_of_filters_pruned_is_refused_and_cannot_be_served(scenes
     assert not outcome.passed
     assert outcome.metrics["quality_loss"] > 0.02
     assert outcome.metrics["speedup_b64"] > 0  # measured all the same
-    assert outcome.version.tags[TAG_GATE] == "refused"
+    assert outcome.version.tags[TAG_VARIANT_GATE] == "refused"
     assert outcome.version.version in [v.version for v in variants_of(NAME, parent.version, settings)]
     with pytest.raises(NotFound, match="refused by its gate and cannot be served"):
         find_variant(NAME, parent.version, "pruned", settings)

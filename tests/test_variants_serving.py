@@ -18,9 +18,10 @@ import pytest
 
 import registry
 from civicml.settings import Settings
+from civicml.tags import TAG_VARIANT_GATE
 from projects import train
 from registry import PromotionPolicy
-from registry import TAG_GATE, VariantPolicy, compress, find_variant
+from registry import VariantPolicy, compress, find_variant
 from serving import BackgroundServer, Endpoint
 
 NAME = "variant-router"  # not governed by the project's policy file (its gates time things)
@@ -181,7 +182,7 @@ def test_promotion_builds_the_missing_variants_the_policy_asks_for_and_reports_t
     candidate, code, out = promoted_with_build
     assert code == 0, out
     built = find_variant(NAME, "champion", "onnx", home)
-    assert built.tags["civicml.variant_of"] == candidate and built.tags[TAG_GATE] == "passed"
+    assert built.tags["civicml.variant_of"] == candidate and built.tags[TAG_VARIANT_GATE] == "passed"
     assert f"VARIANT onnx v{built.version} (built now): passed, serves with version {candidate}" in out
     assert f"promoted {NAME} version {candidate} to 'champion'" in out
     [record] = [r for r in registry.audit(NAME, settings=home) if r["action"] == "promote" and r["to"] == candidate]

@@ -12,9 +12,10 @@ from conftest import download_logged
 pytest.importorskip("paddle")
 
 from civicml.settings import Settings  # noqa: E402
+from civicml.tags import TAG_VARIANT
 from projects import train  # noqa: E402
 from registry import register  # noqa: E402
-from registry import TAG_VARIANT, VariantPolicy, compress, find_variant, variants_of  # noqa: E402
+from registry import VariantPolicy, compress, find_variant, variants_of
 
 pytestmark = pytest.mark.slow  # exports and quantizes a 90 MB encoder
 

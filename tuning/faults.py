@@ -22,7 +22,8 @@ import mlflow
 import optuna
 
 from projects.runlog import RunLog
-from tuning.runs import ATTR_REQUEUED, ATTR_RUN, TAG_TRIAL_STATE, fail_trial_run
+from tuning.runs import ATTR_REQUEUED, ATTR_RUN, fail_trial_run
+from civicml.tags import TAG_FAILURE, TAG_TRIAL_STATE
 
 if TYPE_CHECKING:
     from tuning.worker import WorkerSpec
@@ -92,7 +93,7 @@ def requeue_interrupted(study: optuna.Study, number: int, runlog: RunLog) -> int
         return None
     run_id = frozen.user_attrs.get(ATTR_RUN)
     if run_id:
-        runlog.log(run_id, tags={TAG_TRIAL_STATE: "FAIL", "civicml.failure": "interrupted (Ctrl-C); queued again"})
+        runlog.log(run_id, tags={TAG_TRIAL_STATE: "FAIL", TAG_FAILURE: "interrupted (Ctrl-C); queued again"})
     system_attrs = {k: v for k, v in frozen.system_attrs.items() if k in ("failed_trial", "retry_history")}
     system_attrs[ATTR_REQUEUED] = frozen.number
     queued = study.add_trial(optuna.trial.create_trial(

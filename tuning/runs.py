@@ -17,11 +17,8 @@ import mlflow
 import optuna
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from civicml.tags import TAG_FAILURE, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
-TAG_STUDY = "civicml.study"
-TAG_TRIAL = "civicml.trial"
-TAG_ROLE = "civicml.role"
-TAG_TRIAL_STATE = "civicml.trial_state"
 ATTR_PARENT = "mlflow_parent_run_id"
 ATTR_RUN = "run_id"
 ATTR_FAILURE = "failure"  # why a failed trial failed: the first line of its error
@@ -80,7 +77,7 @@ def fail_trial_run(client: mlflow.MlflowClient, trial: optuna.trial.FrozenTrial,
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
         return None
-    client.log_batch(run_id, tags=[RunTag(TAG_TRIAL_STATE, "FAIL"), RunTag("civicml.failure", why)])
+    client.log_batch(run_id, tags=[RunTag(TAG_TRIAL_STATE, "FAIL"), RunTag(TAG_FAILURE, why)])
     if run.info.status == "RUNNING":
         client.set_terminated(run_id, status="FAILED")
     return run_id

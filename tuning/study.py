@@ -30,19 +30,22 @@ from civicml.access import require
 from civicml.errors import Failed, InvalidInput
 from civicml.settings import Settings
 from civicml.tracking import experiment_id, tracking_client
+from civicml.tags import (ATTR_BASELINE, TAG_BEST_PARAMS, TAG_BEST_RUN_ID, TAG_BEST_TRIAL, TAG_DIRECTION,
+                          TAG_FAMILIES, TAG_MODEL_URI, TAG_OBJECTIVES, TAG_PARETO_FRONT, TAG_PRUNER,
+                          TAG_SAMPLER, TAG_SELECTION_RULE, TAG_STORAGE_KIND, TAG_STUDY, TAG_STUDY_RUN_ID,
+                          TAG_USE_CASE)
 from projects import Dataset, UseCase
-from projects.training import TAG_MODEL_URI, dataset_description
+from projects.training import dataset_description
 from tuning.choices import make_pruner, make_sampler
 from tuning.objectives import (Objective, SelectionRule, check_objectives, pareto_table, parse_objectives,
                                trial_metrics)
-from tuning.runs import (ATTR_FAILURE, ATTR_RUN, TAG_STUDY, TAG_TRIAL, end_leftover_runs, figures_for, finalize, parent_run,
-                         trials_table)
+from tuning.runs import ATTR_FAILURE, ATTR_RUN, end_leftover_runs, figures_for, finalize, parent_run, trials_table
 from tuning.space import grid, merged_space
 from tuning.storage import Heartbeat, check_workers, open_storage, storage_kind, study_lock
 from tuning.faults import fail_dead_trials
 from tuning.worker import WorkerSpec, open_study, progress, run_worker, worker_main
 
-__all__ = ["StudyPlan", "StudyResult", "TuneOptions", "plan_study", "tune", "TAG_STUDY", "TAG_TRIAL"]
+__all__ = ["StudyPlan", "StudyResult", "TuneOptions", "plan_study", "tune"]
 
 State = optuna.trial.TrialState
 
@@ -213,15 +216,15 @@ def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, options: TuneOpt
                       experiment_id=exp_id, invocation=uuid.uuid4().hex[:12], target=n_trials, sampler=sampler,
                       pruner=pruner, seed=seed, heartbeat=heartbeat or Heartbeat(), latency_rows=latency_rows,
                       workers=workers, deadline=None if timeout is None else time.time() + timeout)
-    tags = {"civicml.storage_kind": kind, "civicml.sampler": sampler,
-            "civicml.pruner": "none" if len(goals) > 1 else pruner,
-            "civicml.direction": ",".join(o.direction for o in goals),
-            "civicml.objectives": ",".join(map(str, goals)), "civicml.use_case": use_case.name,
-            "civicml.families": ",".join(plan.families)}
+    tags = {TAG_STORAGE_KIND: kind, TAG_SAMPLER: sampler,
+            TAG_PRUNER: "none" if len(goals) > 1 else pruner,
+            TAG_DIRECTION: ",".join(o.direction for o in goals),
+            TAG_OBJECTIVES: ",".join(map(str, goals)), TAG_USE_CASE: use_case.name,
+            TAG_FAMILIES: ",".join(plan.families)}
     study, invocation_index = _open_parent(spec, client, tags)
     started = time.perf_counter()
     if launcher_run:
-        _tag(client, launcher_run, {TAG_STUDY: study_name, "civicml.study_run_id": spec.parent_run_id})
+        _tag(client, launcher_run, {TAG_STUDY: study_name, TAG_STUDY_RUN_ID: spec.parent_run_id})
     seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
     bar = _progress_bar(n_trials, study_name, progress) if progress else None
     status, interrupted = "FINISHED", False
@@ -242,8 +245,8 @@ def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, options: TuneOpt
     result = _finish(client, spec, study, rule, storage, time.perf_counter() - started, status, invocation_index)
     result.workers, result.interrupted = workers, interrupted
     if launcher_run:
-        _tag(client, launcher_run, {"civicml.best_trial": str(result.best_trial),
-                                       "civicml.best_run_id": str(result.best_run_id)})
+        _tag(client, launcher_run, {TAG_BEST_TRIAL: str(result.best_trial),
+                                       TAG_BEST_RUN_ID: str(result.best_run_id)})
     if interrupted:
         raise KeyboardInterrupt
     return result
@@ -303,7 +306,7 @@ def _enqueue_baselines(study: optuna.Study, spec: WorkerSpec) -> None:
         fixed = {f"{family}.{k}": v for k, v in params.items()}
         if len(spec.families) > 1:
             fixed["family"] = family
-        study.enqueue_trial(fixed, user_attrs={"civicml.baseline": True})
+        study.enqueue_trial(fixed, user_attrs={ATTR_BASELINE: True})
 
 
 def _holds(param, value) -> bool:
@@ -453,8 +456,8 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         "n_complete": result.n_complete, "n_pruned": result.n_pruned, "n_failed": result.n_failed,
         "n_trials": result.n_trials, "n_retried": retried, "wall_seconds": seconds,
         "total_wall_seconds": total_wall, "invocation": invocation_index,
-        "civicml.best_trial": str(result.best_trial), "civicml.best_run_id": str(result.best_run_id),
-        "civicml.best_params": result.best_params,
+        TAG_BEST_TRIAL: str(result.best_trial), TAG_BEST_RUN_ID: str(result.best_run_id),
+        TAG_BEST_PARAMS: result.best_params,
     }
     if chosen is not None:
         for objective, value in zip(goals, chosen.values):
@@ -464,8 +467,8 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
     tables = {}
     if spec.multi:
         summary["n_pareto"] = len(front)
-        summary["civicml.selection_rule"] = str(rule)
-        summary["civicml.pareto_front"] = result.pareto_front
+        summary[TAG_SELECTION_RULE] = str(rule)
+        summary[TAG_PARETO_FRONT] = result.pareto_front
         tables["pareto_front.json"] = pareto_table(front, goals, result.best_trial)
     client.log_dict(spec.parent_run_id, dataset_description(spec.dataset), "data/dataset.json")
     figures = figures_for(study, goals)

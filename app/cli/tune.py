@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from app.cli.common import add_data_options, add_store_options, console, load_data, settings_from, user_stderr
+from civicml.tags import TAG_STUDY, TAG_TRIAL
 
 
 def add_commands(sub) -> None:
@@ -108,7 +109,7 @@ def cmd_tune(args) -> int:
         held = given_holdout if given_holdout is not None or args.no_holdout else \
             registration_holdout(result.best_model_uri, settings)[1]
         version = register(result.best_model_uri, use_case.registered_model, settings=settings,
-                           tags={"civicml.study": result.study_name, "civicml.trial": str(result.best_trial),
+                           tags={TAG_STUDY: result.study_name, TAG_TRIAL: str(result.best_trial),
                                  **getattr(use_case, "registry_tags", {})},
                            holdout=None if held is None else held.frame, target=None if held is None else held.target)
         summary["registered"] = {"name": version.name, "version": version.version, "alias": "challenger",

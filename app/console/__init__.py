@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from civicml.errors import CivicMLError, InvalidInput, NotFound, PermissionDenied
 from civicml.settings import Settings
+from civicml.tags import TAG_RULES_FIDELITY, TAG_VARIANT, TAG_VARIANT_GATE, TAG_VARIANT_OF
 
 COOKIE = "civicml_token"
 _HERE = Path(__file__).parent
@@ -327,8 +328,8 @@ def _comparisons(name: str, shown: list[dict], settings: Settings) -> dict[str, 
     from registry import versions
 
     by_version = {v["version"]: v for v in shown}
-    parents = sorted({v.tags["civicml.variant_of"] for v in versions(name, settings=settings)
-                      if "civicml.variant" in v.tags and "civicml.variant_of" in v.tags}, key=int, reverse=True)
+    parents = sorted({v.tags[TAG_VARIANT_OF] for v in versions(name, settings=settings)
+                      if TAG_VARIANT in v.tags and TAG_VARIANT_OF in v.tags}, key=int, reverse=True)
     out = {}
     for parent in parents:
         try:
@@ -372,15 +373,15 @@ def _quote(text: str) -> str:
 
 def _version_tags(name: str, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """Per version: rules fidelity, and what variant it is (``int8 of v3, gate passed``)."""
-    from registry import TAG_FIDELITY, versions
+    from registry import versions
 
     fidelity, variants = {}, {}
     for v in versions(name, settings=settings):
-        if TAG_FIDELITY in v.tags:
-            fidelity[v.version] = v.tags[TAG_FIDELITY]
-        if "civicml.variant" in v.tags:
-            gate = v.tags.get("civicml.variant_gate")
-            variants[v.version] = (f"{v.tags['civicml.variant']} of v{v.tags.get('civicml.variant_of', '?')}"
+        if TAG_RULES_FIDELITY in v.tags:
+            fidelity[v.version] = v.tags[TAG_RULES_FIDELITY]
+        if TAG_VARIANT in v.tags:
+            gate = v.tags.get(TAG_VARIANT_GATE)
+            variants[v.version] = (f"{v.tags[TAG_VARIANT]} of v{v.tags.get(TAG_VARIANT_OF, '?')}"
                                    + (f", gate {gate}" if gate else ""))
     return fidelity, variants
 

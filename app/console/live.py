@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from civicml.errors import CivicMLError, InvalidInput
 from civicml.settings import console_endpoints
+from civicml.tags import TAG_VARIANT, TAG_VARIANT_GATE, TAG_VARIANT_VERDICTS
 
 MAX_BYTES = 4_000_000
 
@@ -185,7 +186,7 @@ def variant_rows(name: str, parent: str, settings, shown: dict[str, dict] | None
     """Each registered variant of ``parent`` beside it: kind, size, latency, quality, agreement, gate verdict."""
     import json
 
-    from registry import TAG_GATE, TAG_VARIANT, show, variants_of
+    from registry import show, variants_of
 
     found = variants_of(name, parent, settings=settings)
     if not found:
@@ -199,10 +200,10 @@ def variant_rows(name: str, parent: str, settings, shown: dict[str, dict] | None
         latency = {f"b{b} {p}": (m.get(f"parent_latency_b{b}_{p}_ms"), m.get(f"latency_b{b}_{p}_ms"))
                    for b in (1, 64) for p in ("p50", "p95")}
         try:
-            verdicts = json.loads(v.tags.get("civicml.variant_verdicts", "[]"))
+            verdicts = json.loads(v.tags.get(TAG_VARIANT_VERDICTS, "[]"))
         except json.JSONDecodeError:
             verdicts = []
-        rows.append(VariantRow(v.version, v.tags.get(TAG_VARIANT, "?"), v.tags.get(TAG_GATE, "?"),
+        rows.append(VariantRow(v.version, v.tags.get(TAG_VARIANT, "?"), v.tags.get(TAG_VARIANT_GATE, "?"),
                                m.get("size_bytes"), m.get("size_reduction"), latency, quality,
                                (m.get(f"parent_{quality}"), m.get(quality)) if quality else (None, None),
                                m.get("agreement"), verdicts if isinstance(verdicts, list) else []))

@@ -15,6 +15,7 @@ from typing import Any
 
 from app.console import words
 from civicml.errors import CivicMLError
+from civicml.tags import TAG_USE_CASE
 
 NOUNS = {"service_requests": "requests", "street_scenes": "photos", "traffic_flow": "sensor hours"}
 
@@ -45,7 +46,7 @@ class Overview:
 def _use_case(tags: dict[str, str]):
     from projects import get_use_case
 
-    name = tags.get("civicml.use_case")
+    name = tags.get(TAG_USE_CASE)
     if not name:
         return None
     try:

@@ -38,6 +38,7 @@ import pandas as pd
 
 from projects.base import Dataset, FittedModel, ModelFamily, Reporter
 from projects.space import Categorical, Float, Int
+from civicml.tags import TAG_TEXT_ENCODER_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class FittedTextRouter(FittedModel):
         metadata = {**(metadata or {}), "text_encoder": "all-MiniLM-L6-v2 (Paddle)", "pooling": self.pooling,
                     "max_length": self.max_length, "trained_precision": self.precision,
                     "serving_precision": "auto: bf16 where the CPU has amx_bf16/avx512_bf16, else fp32"}
-        mlflow.set_tag("civicml.text_encoder_precision", self.precision)
+        mlflow.set_tag(TAG_TEXT_ENCODER_PRECISION, self.precision)
         with tempfile.TemporaryDirectory(prefix="civicml-router-") as tmp:
             folder = write_router(Path(tmp) / "router", self.router_.head, self.encoder_folder_, self.pooling,
                                   self.max_length, precision="auto")

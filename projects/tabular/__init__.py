@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from civicml.errors import InvalidInput, NotFound
+from civicml.tags import TAG_USE_CASE, TAG_USE_CASE_SHA256
 from projects.base import Dataset, UseCase
 from projects.spec import UseCaseSpec, did_you_mean, load_spec
 from projects.tabular.integrate import integrate as integrate_frame
@@ -90,7 +91,7 @@ class TabularUseCase(UseCase):
     @property
     def registry_tags(self) -> dict[str, str]:
         """Version tags that let a promotion find this use case again: the file's path and digest."""
-        return {"civicml.use_case": str(self.spec.path), "civicml.use_case_sha256": self.spec.sha256}
+        return {TAG_USE_CASE: str(self.spec.path), TAG_USE_CASE_SHA256: self.spec.sha256}
 
     @cached_property
     def families(self):
