@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from registry.rollout import Rollout, current_rollout, start_rollout, stop_rollout
     from registry.inputs import HeldOut, PromotionInputs, governing_policy, held_out, promotion_inputs
     from registry.jobs import record_scoring
-    from registry.lifecycle import PromotionOutcome, approve, champion_history, promote, rollback, set_alias
+    from registry.lifecycle import PromoteOptions, PromotionOutcome, approve, champion_history, promote, rollback, set_alias
     from registry.policy import HoldoutSpec, PromotionPolicy
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
                                   models, resolve, show, version_of, versions)
@@ -59,7 +59,7 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "registry.guard": ("audit_quietly", "audit_record", "authorize"),
     "registry.inputs": ("HeldOut", "PromotionInputs", "governing_policy", "held_out", "promotion_inputs"),
     "registry.jobs": ("record_scoring",),
-    "registry.lifecycle": ("PromotionOutcome", "approve", "champion_history", "promote", "rollback", "set_alias"),
+    "registry.lifecycle": ("PromoteOptions", "PromotionOutcome", "approve", "champion_history", "promote", "rollback", "set_alias"),
     "registry.policy": ("HoldoutSpec", "PromotionPolicy"),
     "registry.queries": ("CHALLENGER", "CHAMPION", "RESERVED_ALIASES", "approvals", "audit", "lineage", "model_card",
                          "models", "resolve", "show", "version_of", "versions"),
@@ -78,7 +78,7 @@ __all__ = [
     "RESERVED_ALIASES", "ROLES", "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",
     "HoldoutIdentity", "HoldoutSpec", "Identity", "LatencyBudget", "LocalModel", "MetricThreshold", "ModelStore",
-    "ModelVersion", "NoRegression", "PromotionContext", "PromotionInputs", "PromotionOutcome", "PromotionPolicy",
+    "ModelVersion", "NoRegression", "PromoteOptions", "PromotionContext", "PromotionInputs", "PromotionOutcome", "PromotionPolicy",
     "SignatureCompatible", "VariantBounds", "VariantOutcome", "VariantPolicy",
     "approvals", "approve", "audit", "audit_quietly", "audit_record", "authorize", "boundaries_for", "caller",
     "champion_history", "compress", "compress_all", "find_variant", "governing_policy", "held_out",

@@ -154,55 +154,9 @@ def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any],
              "Out of scope: any use other than the one above, and decisions about individual people, "
              "unless a new evaluation shows it fits.", "", "## Model", ""]
     lines += [f"- **{k}**: {v}" for k, v in facts.items() if v not in (None, "")]
-    lines += ["", "## Data sources", ""]
-    if data:
-        lines.append(f"- data fingerprint: `{data.get('fingerprint', '?')}`")
-        for source in data.get("sources", []) or []:
-            lines.append(f"- source: `{source}`")
-        cleaning = {k: v for k, v in (data.get("cleaning") or {}).items() if v}
-        if cleaning:
-            lines.append("- cleaning: " + ", ".join(f"{k} {v}" for k, v in cleaning.items()))
-    else:
-        lines.append("- not recorded by the source run")
-    limitations = []
-    lines += ["", "## Metrics", ""]
-    if evaluation is None:
-        lines.append("No figures recorded.")
-    else:
-        lines += [f"Source: {evaluation.source}.", ""]
-        lines += [f"- {k}: {v:.4f}" for k, v in sorted(evaluation.metrics.items())]
-        if evaluation.baseline:
-            base = evaluation.baseline
-            lines.append(f"- trivial baseline ({base['what']}): " + ", ".join(
-                f"{k} {v:.4f}" for k, v in sorted(base.items()) if k != "what"))
-        if evaluation.also:
-            lines += ["", "### Beyond the held-out set", ""] + headline(evaluation)
-            for what, figure in evaluation.also.items():
-                main = evaluation.metrics.get(figure["metric"])
-                if main is not None and figure["value"] < main - 0.05:
-                    limitations.append(f"On {what}, {figure['metric']} falls from {main:.2f} to "
-                                       f"{figure['value']:.2f}: expect more misrouted requests worded unlike "
-                                       f"the training data.")
-        if evaluation.per_class is not None:
-            lines += ["", "### Per class", "", _table(evaluation.per_class, "class")]
-            weak = evaluation.per_class.index[evaluation.per_class["recall"] < WEAK_RECALL].tolist()
-            if weak:
-                limitations.append(f"Recall below {WEAK_RECALL} for: {', '.join(map(str, weak))}; requests of "
-                                   f"these classes are misrouted more often.")
-        for column, table in evaluation.per_group.items():
-            lines += ["", f"### Per {column}", "", _table(table, column)]
-            small = table.index[table["rows"] < SMALL_GROUP].tolist()
-            if small:
-                limitations.append(f"Figures for {column} {', '.join(map(str, small))} rest on fewer than "
-                                   f"{SMALL_GROUP} rows.")
-            score = "accuracy" if "accuracy" in table else "mae"
-            if len(table) > 1:
-                best, worst = (table[score].max(), table[score].min()) if score == "accuracy" else \
-                    (table[score].min(), table[score].max())
-                limitations.append(f"{score} varies by {column} from {worst:.3f} to {best:.3f}.")
-        if not evaluation.per_group:
-            limitations.append("No per-group figures in this revision (the promotion card adds them for the "
-                               "policy's report_by columns).")
+    lines += _data_block(data)
+    limitations: list[str] = []
+    lines += _metrics_block(evaluation, limitations)
     lines += _rules_block(rules, limitations)
     limitations += ["Figures describe the evaluation data only; requests that differ from it (new districts, "
                     "channels, phrasing, seasons) may fare worse.",
@@ -210,6 +164,66 @@ def render(*, name: str, version: str, intended_use: str, facts: dict[str, Any],
                     "masking did not recognise."]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in limitations]
     return "\n".join(lines) + "\n"
+
+
+def _data_block(data: dict[str, Any] | None) -> list[str]:
+    lines = ["", "## Data sources", ""]
+    if not data:
+        return lines + ["- not recorded by the source run"]
+    lines.append(f"- data fingerprint: `{data.get('fingerprint', '?')}`")
+    for source in data.get("sources", []) or []:
+        lines.append(f"- source: `{source}`")
+    cleaning = {k: v for k, v in (data.get("cleaning") or {}).items() if v}
+    if cleaning:
+        lines.append("- cleaning: " + ", ".join(f"{k} {v}" for k, v in cleaning.items()))
+    return lines
+
+
+def _metrics_block(evaluation: Evaluation | None, limitations: list[str]) -> list[str]:
+    """The card's figures; what they show about its limits is added to ``limitations``."""
+    lines = ["", "## Metrics", ""]
+    if evaluation is None:
+        return lines + ["No figures recorded."]
+    lines += [f"Source: {evaluation.source}.", ""]
+    lines += [f"- {k}: {v:.4f}" for k, v in sorted(evaluation.metrics.items())]
+    if evaluation.baseline:
+        base = evaluation.baseline
+        lines.append(f"- trivial baseline ({base['what']}): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(base.items()) if k != "what"))
+    if evaluation.also:
+        lines += ["", "### Beyond the held-out set", ""] + headline(evaluation)
+        for what, figure in evaluation.also.items():
+            main = evaluation.metrics.get(figure["metric"])
+            if main is not None and figure["value"] < main - 0.05:
+                limitations.append(f"On {what}, {figure['metric']} falls from {main:.2f} to "
+                                   f"{figure['value']:.2f}: expect more misrouted requests worded unlike "
+                                   f"the training data.")
+    if evaluation.per_class is not None:
+        lines += ["", "### Per class", "", _table(evaluation.per_class, "class")]
+        weak = evaluation.per_class.index[evaluation.per_class["recall"] < WEAK_RECALL].tolist()
+        if weak:
+            limitations.append(f"Recall below {WEAK_RECALL} for: {', '.join(map(str, weak))}; requests of "
+                               f"these classes are misrouted more often.")
+    for column, table in evaluation.per_group.items():
+        lines += ["", f"### Per {column}", "", _table(table, column)]
+        limitations += _group_limits(column, table)
+    if not evaluation.per_group:
+        limitations.append("No per-group figures in this revision (the promotion card adds them for the "
+                           "policy's report_by columns).")
+    return lines
+
+
+def _group_limits(column: str, table) -> list[str]:
+    out = []
+    small = table.index[table["rows"] < SMALL_GROUP].tolist()
+    if small:
+        out.append(f"Figures for {column} {', '.join(map(str, small))} rest on fewer than {SMALL_GROUP} rows.")
+    score = "accuracy" if "accuracy" in table else "mae"
+    if len(table) > 1:
+        best, worst = (table[score].max(), table[score].min()) if score == "accuracy" else \
+            (table[score].min(), table[score].max())
+        out.append(f"{score} varies by {column} from {worst:.3f} to {best:.3f}.")
+    return out
 
 
 def summary(evaluation: Evaluation | None, stage: str) -> str:

@@ -10,7 +10,7 @@ integrity check, of a promotion's gates; and every forced promotion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -82,10 +82,22 @@ def approve(name: str, version: str, settings: Settings | None = None, note: str
 
 
 # -- promote: the steps read as the policy reads --------------------------------------------------
-def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, policy: PromotionPolicy | None = None,
-            from_alias: str = CHALLENGER, to_alias: str = CHAMPION, settings: Settings | None = None,
-            holdout_name: str | None = None, force: bool = False, reason: str | None = None) -> PromotionOutcome:
-    """Move ``to_alias`` to the version at ``from_alias`` if every gate of the model's policy passes.
+@dataclass(frozen=True)
+class PromoteOptions:
+    """Which alias moves to which (``from_alias`` -> ``to_alias``), and ``force`` past a broken input contract
+    with its ``reason`` (audited)."""
+
+    from_alias: str = CHALLENGER
+    to_alias: str = CHAMPION
+    force: bool = False
+    reason: str | None = None
+
+
+def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options: PromoteOptions | None = None, *,
+            policy: PromotionPolicy | None = None, settings: Settings | None = None, holdout_name: str | None = None,
+            **choices) -> PromotionOutcome:
+    """Move ``to_alias`` to the version at ``from_alias`` if every gate of the model's policy passes
+    (``options``, a :class:`PromoteOptions`, or its fields by keyword).
 
     1. who: the caller may promote (and, for a ``policy`` other than the model's
        governing one, override it; for ``force``, force);
@@ -100,6 +112,8 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, *, poli
     A refusal changes no alias; promotions and refusals are both audited, with
     each gate's figure and verdict, the policy and any override.
     """
+    o = replace(options or PromoteOptions(), **choices)  # an unknown keyword is a TypeError, as for any call
+    from_alias, to_alias, force, reason = o.from_alias, o.to_alias, o.force, o.reason
     settings = settings or Settings.from_env()
     store = ModelStore(settings)
     who = authorize(settings, "promote", name, store, alias=to_alias)

@@ -279,17 +279,18 @@ _INTEGER = ("latency_rows", "latency_repeats", "approvals", "version")
 _HOLDOUT_FIELDS = [f.name for f in fields(HoldoutSpec)]
 
 
-def _convert(key: str, raw: Any, where: str) -> Any:
-    def number(name, value, kind=float):
-        if isinstance(value, bool) or not _is_number(value) or (kind is int and float(value) != int(float(value))):
-            word = "an integer" if kind is int else "a number"
-            raise InvalidInput(f"{where}: field '{name}' must be {word}, got {value!r}")
-        return kind(float(value)) if kind is int else float(value)
+def _number(where: str, name: str, value, kind=float):
+    if isinstance(value, bool) or not _is_number(value) or (kind is int and float(value) != int(float(value))):
+        word = "an integer" if kind is int else "a number"
+        raise InvalidInput(f"{where}: field '{name}' must be {word}, got {value!r}")
+    return kind(float(value)) if kind is int else float(value)
 
+
+def _convert(key: str, raw: Any, where: str) -> Any:
     if key in _NUMBER:
-        return None if raw is None and key in _NULLABLE else number(key, raw)
+        return None if raw is None and key in _NULLABLE else _number(where, key, raw)
     if key in _INTEGER:
-        return None if raw is None and key == "version" else number(key, raw, int)
+        return None if raw is None and key == "version" else _number(where, key, raw, int)
     if key in ("metric", "signature", "model"):
         if not isinstance(raw, str):
             raise InvalidInput(f"{where}: field '{key}' must be a string, got {raw!r}")
@@ -301,55 +302,60 @@ def _convert(key: str, raw: Any, where: str) -> Any:
             raise InvalidInput(f"{where}: field '{key}' must map metric names to numbers, got {raw!r}")
         for metric in raw:
             _check_metric(f"{key}.{metric}", metric, where)
-        return {str(m): number(f"{key}.{m}", v) for m, v in raw.items()}
+        return {str(m): _number(where, f"{key}.{m}", v) for m, v in raw.items()}
     if key == "report_by":
         raw = [raw] if isinstance(raw, str) else (raw or [])
         if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
             raise InvalidInput(f"{where}: field 'report_by' must list column names, got {raw!r}")
         return tuple(raw)
-    if key == "beat_baseline":
-        if raw is None:
-            return None
-        raw = {} if raw is True else raw
-        sub = _mapping(key, raw, _BASELINE_FIELDS, where)
-        if "relative" in sub and not isinstance(sub["relative"], bool):
-            raise InvalidInput(f"{where}: field 'beat_baseline.relative' must be true or false, "
-                               f"got {sub['relative']!r}")
-        if "margin" in sub:
-            sub["margin"] = number("beat_baseline.margin", sub["margin"])
-        return BaselineSpec(**sub)
-    if key == "unseen_phrasings":
-        if raw is None:
-            return None
-        sub = _mapping(key, raw, _UNSEEN_FIELDS, where)
-        for name in ("seed", "rows"):
-            if name in sub:
-                sub[name] = number(f"unseen_phrasings.{name}", sub[name], int)
-        if "min_value" in sub:
-            sub["min_value"] = number("unseen_phrasings.min_value", sub["min_value"])
-        for name in ("name", "metric"):
-            if name in sub and not isinstance(sub[name], str):
-                raise InvalidInput(f"{where}: field 'unseen_phrasings.{name}' must be a string, got {sub[name]!r}")
-        if "min_value" not in sub:
-            raise InvalidInput(f"{where}: field 'unseen_phrasings.min_value' is missing (the floor on the "
-                               f"unseen phrasings)")
-        return UnseenSpec(**sub)
-    if key == "holdout":
-        if raw is None:
-            return None
-        if isinstance(raw, str):
-            raw = {"name": raw}
-        raw = _mapping("holdout", raw, _HOLDOUT_FIELDS, where)
-        spec = {}
-        for sub, value in raw.items():
-            if sub in ("seed", "rows"):
-                spec[sub] = None if value is None and sub == "rows" else number(f"holdout.{sub}", value, int)
-            elif value is not None and not isinstance(value, str):
-                raise InvalidInput(f"{where}: field 'holdout.{sub}' must be a string, got {value!r}")
-            else:
-                spec[sub] = value
-        return HoldoutSpec(**spec)
+    if key in _SECTIONS:
+        return None if raw is None else _SECTIONS[key](raw, where)
     raise AssertionError(key)  # every known field is converted above
+
+
+def _baseline(raw: Any, where: str) -> BaselineSpec:
+    raw = {} if raw is True else raw
+    sub = _mapping("beat_baseline", raw, _BASELINE_FIELDS, where)
+    if "relative" in sub and not isinstance(sub["relative"], bool):
+        raise InvalidInput(f"{where}: field 'beat_baseline.relative' must be true or false, "
+                           f"got {sub['relative']!r}")
+    if "margin" in sub:
+        sub["margin"] = _number(where, "beat_baseline.margin", sub["margin"])
+    return BaselineSpec(**sub)
+
+
+def _unseen(raw: Any, where: str) -> UnseenSpec:
+    sub = _mapping("unseen_phrasings", raw, _UNSEEN_FIELDS, where)
+    for name in ("seed", "rows"):
+        if name in sub:
+            sub[name] = _number(where, f"unseen_phrasings.{name}", sub[name], int)
+    if "min_value" in sub:
+        sub["min_value"] = _number(where, "unseen_phrasings.min_value", sub["min_value"])
+    for name in ("name", "metric"):
+        if name in sub and not isinstance(sub[name], str):
+            raise InvalidInput(f"{where}: field 'unseen_phrasings.{name}' must be a string, got {sub[name]!r}")
+    if "min_value" not in sub:
+        raise InvalidInput(f"{where}: field 'unseen_phrasings.min_value' is missing (the floor on the "
+                           f"unseen phrasings)")
+    return UnseenSpec(**sub)
+
+
+def _holdout(raw: Any, where: str) -> HoldoutSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    raw = _mapping("holdout", raw, _HOLDOUT_FIELDS, where)
+    spec = {}
+    for sub, value in raw.items():
+        if sub in ("seed", "rows"):
+            spec[sub] = None if value is None and sub == "rows" else _number(where, f"holdout.{sub}", value, int)
+        elif value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{where}: field 'holdout.{sub}' must be a string, got {value!r}")
+        else:
+            spec[sub] = value
+    return HoldoutSpec(**spec)
+
+
+_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout}
 
 
 _BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]

@@ -271,9 +271,9 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     if len(everything) > len(holdout):
         whole = PromotionContext("", local, None, everything, target)
         district_rows = everything, predicted_labels(model.predict(whole.as_input(local, whole.features(local))))
-    written = views.write_all(folder, ctx.holdout, target, answers, features, model.predict,
-                              probabilities=probabilities, boundaries=boundaries,
-                              word_importance=surrogate.importance, district_rows=district_rows)
+    written = views.write_all(folder, views.ViewData(ctx.holdout, target, answers, features, model.predict,
+                                                     probabilities, boundaries, surrogate.importance,
+                                                     district_rows))
     summary = {"model": local.version.name, "version": local.version.version, "rows": len(holdout),
                "rules_fidelity": surrogate.fidelity, "fidelity_measure": surrogate.fidelity_measure,
                "rows_checked": surrogate.rows_checked,

@@ -291,27 +291,9 @@ class ModelStore:
         command removes (:meth:`half_registered`).
         """
         validate_name(name, "model name")
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                local = self.download(model_uri, tmp)
-            except (MlflowException, OSError) as err:
-                raise _unreadable(f"cannot read model artifacts at {model_uri}", err) from None
-            root = checksum.model_root(local)
-            if not (root / "MLmodel").is_file():
-                raise InvalidInput(f"{model_uri} is not an MLflow model (no MLmodel file)")
-            files = checksum.manifest(root)
-            sha = checksum.digest(root)
-            recorded = signature_tags(root)
-        created_model = False
-        if not self.exists(name):
-            try:
-                self.client.create_registered_model(name)
-                created_model = True
-            except MlflowException as err:
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
-                    raise
-        all_tags = {**(tags or {}), TAG_SHA256: sha, **manifest_tags(files), **recorded,
-                    TAG_REGISTRATION: pending_marker()}
+        digests = self._digests(model_uri)
+        created_model = self._ensure_model(name)
+        all_tags = {**(tags or {}), **digests, TAG_REGISTRATION: pending_marker()}
         try:
             model_id = model_uri.split("/")[1] if model_uri.startswith("models:/m-") else None
             # MLflow's SQL registry store looks up a models:/m-... or runs:/ source through the process-wide
@@ -325,13 +307,7 @@ class ModelStore:
                 self._delete_model_quietly(name)
             raise
         try:
-            for _ in range(600):
-                status = self.client.get_model_version(name, mv.version).status
-                if status != "PENDING_REGISTRATION":
-                    break
-                time.sleep(0.1)
-            if status != "READY":
-                raise MlflowException(f"version {mv.version} ended in status {status}")
+            self._wait_until_ready(name, mv.version)
             if complete is not None:
                 complete(self.get_version(name, mv.version))
             self.client.set_model_version_tag(name, str(mv.version), TAG_REGISTRATION, "complete")
@@ -339,6 +315,40 @@ class ModelStore:
             self.discard(name, str(mv.version), created_model)
             raise
         return self.get_version(name, mv.version)
+
+    def _digests(self, model_uri: str) -> dict[str, str]:
+        """The tags that bind a version to its files (digest, manifest, signature), from a downloaded copy."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.download(model_uri, tmp)
+            except (MlflowException, OSError) as err:
+                raise _unreadable(f"cannot read model artifacts at {model_uri}", err) from None
+            root = checksum.model_root(local)
+            if not (root / "MLmodel").is_file():
+                raise InvalidInput(f"{model_uri} is not an MLflow model (no MLmodel file)")
+            return {TAG_SHA256: checksum.digest(root), **manifest_tags(checksum.manifest(root)),
+                    **signature_tags(root)}
+
+    def _ensure_model(self, name: str) -> bool:
+        """Create the registered model if there is none; whether this call created it."""
+        if self.exists(name):
+            return False
+        try:
+            self.client.create_registered_model(name)
+            return True
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # created concurrently: fine
+                raise
+            return False
+
+    def _wait_until_ready(self, name: str, version) -> None:
+        for _ in range(600):
+            status = self.client.get_model_version(name, version).status
+            if status != "PENDING_REGISTRATION":
+                break
+            time.sleep(0.1)
+        if status != "READY":
+            raise MlflowException(f"version {version} ended in status {status}")
 
     def half_registered(self, name: str) -> list[ModelVersion]:
         """Versions whose registration started but can never finish (its process died after the version row)."""

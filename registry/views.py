@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -115,13 +116,30 @@ def _bar(path: Path, labels, values, title: str, xlabel: str, horizontal: bool =
     plt.close(fig)
 
 
-def write_all(folder: Path, holdout: pd.DataFrame, target: str, answers, features: pd.DataFrame,
-              predict: Callable, *, probabilities=None, boundaries=None,
-              word_importance: dict[str, float] | None = None, district_rows=None) -> list[str]:
-    """Every view that fits this model and data into ``folder``; returns the file names written.
+@dataclass
+class ViewData:
+    """What the views are drawn from: the held-out rows with their ``target``, the model's ``answers`` and
+    ``predict`` on the ``features``, its class ``probabilities``, the district ``boundaries``, the rules'
+    ``word_importance``; ``district_rows`` (held-out frame, answers) when the per-district figures and the
+    map are to be on more rows than the other views (every held-out row, where the others use a sample)."""
 
-    ``district_rows``: (held-out frame, answers) for the per-district figures and the map when they are to be on
-    more rows than the other views (every held-out row, where the others use a sample)."""
+    holdout: pd.DataFrame
+    target: str
+    answers: Any
+    features: pd.DataFrame
+    predict: Callable
+    probabilities: Any = None
+    boundaries: Any = None
+    word_importance: dict[str, float] | None = None
+    district_rows: Any = None
+
+
+def write_all(folder: Path, data: ViewData) -> list[str]:
+    """Every view that fits this model and data into ``folder``; returns the file names written."""
+    holdout, target, answers, features, predict = data.holdout, data.target, data.answers, data.features, \
+        data.predict
+    probabilities, boundaries, word_importance, district_rows = data.probabilities, data.boundaries, \
+        data.word_importance, data.district_rows
     folder = Path(folder)
     truth = holdout[target].to_numpy()
     answers = np.asarray(answers)
