@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from civicml.access import require
+from civicml.answers import target_unit
 from civicml.errors import CivicMLError, InvalidInput, NotFound
 from civicml.settings import Settings
 from civicml.tags import TAG_INSIGHTS, TAG_RULES_CHECKED, TAG_RULES_FIDELITY, TAG_USE_CASE
@@ -96,12 +97,16 @@ class _Readable:
                     every = CountVectorizer(binary=True, stop_words="english", min_df=2).fit(values.astype(str))
                     self.parts_.append((column, "lexicon", (every, _lexicons(every, values, answers))))
         return self
-    def names(self) -> list[tuple[str, str]]:
-        """(true side, false side) of each column, in plain words."""
+    def names(self, columns: dict | None = None) -> list[tuple[str, str]]:
+        """(true side, false side) of each column, in plain words; a number is named by what the use case
+        calls it, with its unit (``columns``: ``{col: {label, unit}}``, the model's metadata)."""
         out = []
         for column, kind, extra in self.parts_:
             if kind == "number":
-                out.append((column, column))
+                said = (columns or {}).get(column) or {}
+                name = said.get("label") or column
+                unit = said.get("unit")
+                out.append((f"{name} ({unit})" if unit else name,) * 2)
             elif kind == "category":
                 out += [(f"{column} is {v}", f"{column} is not {v}") for v in extra]
             elif kind == "text":
@@ -154,7 +159,8 @@ def _lexicons(vec, texts: pd.Series, answers, size: int = 16, precision: float =
 
 
 def fit_surrogate(features: pd.DataFrame, answers, *, max_depth: int = 5, max_leaves: int = 16,
-                  fit_fraction: float = 0.6, seed: int = 0) -> Surrogate:
+                  fit_fraction: float = 0.6, seed: int = 0, columns: dict | None = None,
+                  unit: str = "") -> Surrogate:
     """Fit rules to ``answers`` (the model's own, one per row of ``features``); fidelity on unseen rows."""
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
@@ -177,9 +183,9 @@ def fit_surrogate(features: pd.DataFrame, answers, *, max_depth: int = 5, max_le
         fidelity = float(1 - ((truth - guess) ** 2).sum() / spread) if spread > 0 else 1.0
     else:
         fidelity = float((guess == answers[check_rows]).mean())
-    names = readable.names()
+    names = readable.names(columns)
     importance = {_short(names[i][0]): float(v) for i, v in enumerate(tree.feature_importances_) if v > 0}
-    return Surrogate(_rules(tree, names, regression), round(fidelity, 4), "r2" if regression else "agreement",
+    return Surrogate(_rules(tree, names, regression, unit), round(fidelity, 4), "r2" if regression else "agreement",
                      len(fit_rows), len(check_rows), int(tree.get_depth()), int(tree.get_n_leaves()),
                      dict(sorted(importance.items(), key=lambda kv: -kv[1])), readable.word_lists())
 
@@ -188,7 +194,7 @@ def _short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[:width - 1].rstrip(", '") + "…"
 
 
-def _rules(tree, names: list[tuple[str, str]], regression: bool) -> list[str]:
+def _rules(tree, names: list[tuple[str, str]], regression: bool, unit: str = "") -> list[str]:
     t = tree.tree_
     out: list[tuple[int, str]] = []
 
@@ -197,7 +203,7 @@ def _rules(tree, names: list[tuple[str, str]], regression: bool) -> list[str]:
             value = t.value[node][0]
             n = int(t.n_node_samples[node])
             if regression:
-                answer = f"{float(value[0]):.4g}"
+                answer = f"{float(value[0]):.4g}" + (f" {unit}" if unit else "")
                 share = ""
             else:
                 k = int(np.argmax(value))
@@ -263,7 +269,8 @@ def insights(local, holdout: pd.DataFrame, target: str, folder: Path, boundaries
     answers = predicted_labels(output)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    surrogate = fit_surrogate(features, answers)
+    meta = local.metadata or {}
+    surrogate = fit_surrogate(features, answers, columns=meta.get("columns"), unit=target_unit(meta) or "")
     (folder / "rules.md").write_text(surrogate.markdown(local.version.name, local.version.version))
     (folder / "rules.json").write_text(json.dumps(surrogate.to_dict(), indent=2))
     probabilities = views.probabilities(model, features, output)
