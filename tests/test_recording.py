@@ -147,3 +147,26 @@ def test_serve_refuses_a_bad_record_policy_in_one_line(explained_model, capsys):
     assert main(["serve", NAME, "--home", str(explained_model.home), "--record", "nonsense"]) == 2
     err = capsys.readouterr().err.strip()
     assert "record policy must be off, all or sample=R" in err and len(err.splitlines()) == 1
+
+
+def test_team_mode_feedback_needs_a_service_token(explained_model, tmp_path):
+    import yaml
+
+    from app.cli.monitor import serving_recorder
+    from civicml.access import new_token
+
+    tokens = {who: new_token() for who in ("ana", "router")}
+    access = tmp_path / "access.yaml"
+    access.write_text(yaml.safe_dump({"principals": {
+        "ana": {"roles": ["data_scientist"], "token_sha256": tokens["ana"][1]},
+        "router": {"roles": ["service"], "token_sha256": tokens["router"][1]}}}))
+    service = explained_model.settings.with_(access_file=access, token=tokens["router"][0])
+    recorder, feedback = serving_recorder([NAME], "sample=0.5", service)
+    endpoint = Endpoint(NAME, alias="challenger", settings=service, refresh_seconds=0)
+    body = {"outcomes": [{"answer_id": "d" * 32, "outcome": "roads"}]}
+    with TestClient(create_app(endpoint, follow=False, recorder=recorder, feedback=feedback)) as client:
+        assert client.post("/feedback", json=body).status_code == 401
+        wrong = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {tokens['ana'][0]}"})
+        assert wrong.status_code == 403 and "service role" in wrong.json()["message"]
+        ok = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {tokens['router'][0]}"})
+    assert ok.status_code == 200 and ok.json()["unknown_ids"] == ["d" * 32], ok.text
