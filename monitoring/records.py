@@ -454,7 +454,7 @@ def records_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows).rename(columns={"grp": "group"})
     frame["inputs"] = frame["inputs"].map(json.loads)
     frame["answer"] = frame["answer"].map(json.loads)
-    frame["outcome"] = frame["outcome"].map(lambda v: None if v is None else json.loads(v))
+    frame["outcome"] = frame["outcome"].map(lambda v: json.loads(v) if isinstance(v, str) else None)  # pandas 3: NaN
     return frame[list(RECORD_COLUMNS)]
 
 

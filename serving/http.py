@@ -7,10 +7,16 @@ reads the body within the server's :class:`Limits` (413 before any parsing), dec
 protocol's codec (serving/codecs.py), checks it with the model's compiled validator and batches it
 (serving/batching.py). Errors become statuses in one place, serving/errors.py; the caller's token is
 checked by serving/auth.py (team mode); ``/openapi.json`` is built by serving/openapi.py.
+
+Recording and late labels are given by the caller (the top floor builds them from ``monitoring``, which
+serving never imports): ``recorder`` (``record(mapping)`` per answered row, ``close()`` at shutdown; see
+serving/inference.py) and ``feedback``, a callable that takes ``[(answer_id, outcome), ...]`` and returns
+the counts (a mapping, or an object with ``to_dict()``); ``POST /feedback`` calls it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -19,11 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
-from civicml.errors import CivicMLError
+from civicml.errors import CivicMLError, InvalidInput, NotFound
 from serving import errors
 from serving.dataplane import MAX_ROWS
 from serving.endpoint import Endpoint
-from serving.errors import Json, status_of
+from serving.errors import Json, mlflow_error, status_of
 from serving.explain_http import router as explain_router
 from serving.inference import DataPlane
 from serving.limits import MAX_BODY_BYTES, Limits, read_body
@@ -34,10 +40,13 @@ from serving.protocols import MLFLOW, V2, v2_metadata
 log = logging.getLogger("civicml.serving")
 
 
-def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits: Limits | None = None) -> FastAPI:
-    """One server for one or several endpoints; ``/invocations`` answers with the first one."""
+def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits: Limits | None = None,
+               recorder=None, feedback=None) -> FastAPI:
+    """One server for one or several endpoints; ``/invocations`` answers with the first one. ``recorder``:
+    each answered row is recorded to it (closed at shutdown); ``feedback``: what ``POST /feedback`` calls
+    (None: 404, this server records no answers)."""
     endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
-    plane = DataPlane(endpoints, Metrics(), limits or Limits())
+    plane = DataPlane(endpoints, Metrics(), limits or Limits(), recorder=recorder)
     admission = plane.limits.serving()
     for endpoint in endpoints:  # the batchers are built at load (lifespan), after this
         if limits is not None or endpoint.limits is None:
@@ -55,6 +64,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     _v2_health_routes(app, plane)
     _v2_model_routes(app, plane, error_responses(V2_ERR, plane.guard.team))
     _metrics_route(app, plane)
+    _feedback_route(app, plane, feedback)
     app.include_router(explain_router(endpoints, plane.guard, limits=plane.limits,  # POST /explain,
                                       count=lambda e, served, status, started:  # /models/{name}/explain
                                       plane.count(e, served, "explain", status, started)))
@@ -72,6 +82,7 @@ def _lifespan(plane: DataPlane, follow: bool):
         yield
         for endpoint in plane.endpoints:
             endpoint.close()
+        plane.close()  # the recorder writes what it has queued
         plane.guard.close()  # refused requests still counted go to the audit trail
 
     return lifespan
@@ -189,6 +200,44 @@ def _metrics_route(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/metrics", response_class=PlainTextResponse)  # Prometheus text format
     def prometheus():
         return Response(plane.metrics.render(), media_type=plane.metrics.content_type)
+
+
+def _feedback_route(app: FastAPI, plane: DataPlane, feedback) -> None:
+    """``POST /feedback``: ``{"outcomes": [{"answer_id": ..., "outcome": ...}, ...]}`` -> the counts joined,
+    already known, conflicting and unknown (the ids named); callers as inference routes check them."""
+
+    @app.post("/feedback")
+    async def post_feedback(request: Request):
+        try:
+            plane.guard.check(request, plane.default.model_name)
+            if feedback is None:
+                raise NotFound("this server records no answers (start it with --record all or sample=R)")
+            pairs = feedback_pairs(await read_body(request, plane.limits.max_body_bytes))
+            result = await run_in_threadpool(feedback, pairs)
+        except Exception as err:  # noqa: BLE001 - 4xx with a message; anything else a generic 500, logged
+            return mlflow_error(err)
+        return Json(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+
+
+def feedback_pairs(body: bytes) -> list[tuple[str, object]]:
+    """A feedback body's ``(answer_id, outcome)`` pairs, or one :class:`InvalidInput` line saying what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput('the feedback body must be JSON: {"outcomes": [{"answer_id": ..., "outcome": ...}]}') \
+            from None
+    outcomes = doc.get("outcomes") if isinstance(doc, dict) else None
+    if not isinstance(outcomes, list) or not outcomes:
+        raise InvalidInput("the feedback body needs 'outcomes': a non-empty list of {answer_id, outcome} objects")
+    pairs = []
+    for i, item in enumerate(outcomes):
+        if not isinstance(item, dict) or not isinstance(item.get("answer_id"), str):
+            raise InvalidInput(f"outcomes[{i}] must be an object with a string 'answer_id'")
+        outcome = item.get("outcome")
+        if outcome is None or isinstance(outcome, (dict, list)) or (isinstance(outcome, str) and not outcome.strip()):
+            raise InvalidInput(f"outcomes[{i}] needs an 'outcome': a label or a number")
+        pairs.append((item["answer_id"], outcome))
+    return pairs
 
 
 def _version() -> str:

@@ -6,15 +6,30 @@ the server's limits (serving/limits.py), decodes it with the protocol's codec, p
 endpoint (validation, admission, batching), notes values outside the training range, shapes the answer in
 the protocol's body and counts it (serving/metrics.py). A protocol (serving/protocols.py) supplies only
 its decode, its encode and its error body; errors become statuses in serving/errors.py.
+
+Every answer has an id (:func:`answer_ids`): the request gets one, sent as ``X-CivicML-Answer-Id``, and each
+row its own, listed in the body (MLflow: ``answer_ids``; V2: the ``answer_id`` and ``answer_ids``
+parameters). A row's id is the request's first 24 hex digits and its row number as 8 more, so a one-row
+request's row id is the header's id, and every id is 32 hex characters (a uuid4's hex), the shape
+``monitoring`` stores and joins late outcomes to.
+
+With a ``recorder`` (anything with ``record(mapping)``; the top floor builds it from ``monitoring``, which
+serving never imports) each answered row is handed to it with the fields of ``monitoring.AnswerRecord``
+(answer_id, model, version, variant, arm, inputs, answer, confidence, latency_ms, time). ``record`` must
+return at once (``monitoring.Recording`` queues and writes from its own thread); a recorder that raises is
+logged, never a failed answer.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from civicml.answers import stable_answer
 from civicml.errors import InvalidInput, NotFound
 from serving.auth import Guard
 from serving.endpoint import Endpoint
@@ -23,12 +38,15 @@ from serving.limits import Limits, read_body
 from serving.metrics import Metrics
 from serving.protocols import Prediction, Protocol
 
+ANSWER_ID_HEADER = "X-CivicML-Answer-Id"
+log = logging.getLogger("civicml.serving")
+
 
 class DataPlane:
     """The endpoints one server hosts (the first answers ``/invocations``), who may call them, what one
     request may be, and the server's metrics."""
 
-    def __init__(self, endpoints: list[Endpoint], metrics: Metrics, limits: Limits):
+    def __init__(self, endpoints: list[Endpoint], metrics: Metrics, limits: Limits, recorder=None):
         if not endpoints:
             raise InvalidInput("a server needs at least one endpoint")
         self.by_key = {e.key: e for e in endpoints}
@@ -39,6 +57,7 @@ class DataPlane:
         self.metrics = metrics
         self.limits = limits
         self.guard = Guard(self.default.settings, self.default.model_name)
+        self.recorder = recorder  # record(mapping) per answered row, close() at shutdown; None: not recorded
 
     def endpoint(self, name: str | None = None) -> Endpoint:
         """The endpoint serving model ``name`` (None: the first), or :class:`NotFound`."""
@@ -71,8 +90,12 @@ class DataPlane:
             body = await read_body(request, self.limits.max_body_bytes)
             decoded = await protocol.decode(endpoint, body, request.headers)
             output, served, loaded = await endpoint.apredict(decoded.payload, decoded.params)
-            prediction = Prediction(output, served, loaded, loaded.validator.out_of_range(decoded.payload))
-            response = Json(protocol.encode(endpoint, decoded, prediction), headers=served_headers(served))
+            ids = answer_ids(rows_of(decoded.payload))
+            prediction = Prediction(output, served, loaded, loaded.validator.out_of_range(decoded.payload), ids)
+            response = Json(protocol.encode(endpoint, decoded, prediction),  # the request's id: its first row's
+                            headers={**served_headers(served), ANSWER_ID_HEADER: ids[0]})
+            if self.recorder is not None:
+                self.record(endpoint, decoded.payload, prediction, started)
             if prediction.warnings:
                 self.metrics.count_out_of_range(endpoint.model_name, prediction.warnings)
         except Exception as err:  # noqa: BLE001 - answered in the protocol's shape (serving/errors.py)
@@ -85,6 +108,32 @@ class DataPlane:
             self.count(endpoint, prediction.served if prediction else None, protocol.name, response.status_code,
                        started)
         return response
+
+    def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float) -> None:
+        """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``."""
+        try:
+            answer = stable_answer(prediction.output, metadata=prediction.loaded.runtime.metadata or {})
+            values = answer.get("label", answer.get("value"))
+            if values is None:  # an output that is neither a label nor a value: nothing to judge later
+                return
+            confidence = answer.get("confidence")
+            served, champion = prediction.served, endpoint.served
+            arm = "canary" if champion is not None and served.version != champion.version else "champion"
+            latency_ms, now = (time.perf_counter() - started) * 1000.0, time.time()
+            for i, (answer_id, inputs) in enumerate(zip(prediction.answer_ids, input_rows(payload))):
+                self.recorder.record({
+                    "answer_id": answer_id, "model": endpoint.model_name, "version": served.version,
+                    "variant": served.variant or "fp32", "arm": arm, "inputs": inputs,
+                    "answer": _plain(values[i]) if i < len(values) else None,
+                    "confidence": float(confidence[i]) if confidence is not None and i < len(confidence) else None,
+                    "latency_ms": latency_ms, "time": now})
+        except Exception:  # noqa: BLE001 - recording never fails an answer
+            log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
+
+    def close(self) -> None:
+        """Flush and close the recorder (at shutdown)."""
+        if self.recorder is not None:
+            self.recorder.close()
 
     def count(self, endpoint: Endpoint, served, protocol: str, status: int, started: float) -> None:
         """One answer or refusal in the metrics: by model, version, variant, protocol and status."""
@@ -103,4 +152,39 @@ def served_headers(served) -> dict[str, str]:
     return headers
 
 
-__all__ = ["DataPlane", "served_headers"]
+def answer_ids(rows: int) -> list[str]:
+    """One id per row: the request's first 24 hex digits (a uuid4's) and the row number as 8 hex digits."""
+    base = uuid.uuid4().hex[:24]
+    return [f"{base}{i:08x}" for i in range(max(rows, 1))]
+
+
+def rows_of(payload) -> int:
+    """How many rows a decoded request holds (a column table, a tensor, a frame)."""
+    rows = getattr(payload, "rows", None)
+    if isinstance(rows, int):
+        return rows
+    try:
+        return len(payload)
+    except TypeError:
+        return 1
+
+
+def input_rows(payload):
+    """The request's rows as mappings (column -> value); a tensor's rows are not recorded (empty mappings)."""
+    columns = getattr(payload, "columns", None)
+    if isinstance(columns, dict):
+        for i in range(rows_of(payload)):
+            yield {name: values[i] for name, values in columns.items()}
+        return
+    if hasattr(payload, "to_dict") and hasattr(payload, "iloc"):  # a frame
+        yield from payload.to_dict(orient="records")
+        return
+    for _ in range(rows_of(payload)):
+        yield {}
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+__all__ = ["ANSWER_ID_HEADER", "DataPlane", "answer_ids", "served_headers"]

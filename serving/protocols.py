@@ -39,6 +39,7 @@ class Prediction:
     served: Any
     loaded: Any
     warnings: list[dict]
+    answer_ids: list[str] = field(default_factory=list)  # one per row (serving.inference.answer_ids)
 
 
 class Protocol(abc.ABC):
@@ -67,6 +68,8 @@ class MLflowProtocol(Protocol):
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
         body = {**MLflowCodec.body(prediction.output, prediction.loaded.runtime.metadata),
                 "model": prediction.served.to_dict()}
+        if prediction.answer_ids:  # beside the predictions: their records keep their keys
+            body["answer_ids"] = prediction.answer_ids
         if prediction.warnings:  # answered, but outside what the model saw (out_of_range: warn)
             body["warnings"] = prediction.warnings
         return body
@@ -96,6 +99,9 @@ class V2Protocol(Protocol):
         parameters = served_parameters(prediction.served)
         if prediction.warnings:
             parameters["warnings"] = "; ".join(w["message"] for w in prediction.warnings)
+        if prediction.answer_ids:  # V2 parameters are scalars: the first row's id, and every row's, comma-joined
+            parameters["answer_id"] = prediction.answer_ids[0]
+            parameters["answer_ids"] = ",".join(prediction.answer_ids)
         return V2Codec.encode(answer, endpoint.key, prediction.served.version, request.meta, parameters)
 
     def error(self, err: Exception) -> Json:

@@ -67,10 +67,11 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(endpoints: Endpoint | list[Endpoint], host: str = "127.0.0.1", port: int = 5005,
-          log_level: str = "info", reuse_port: bool = False) -> None:
+          log_level: str = "info", reuse_port: bool = False, recorder=None, feedback=None) -> None:
     """Serve in the foreground until SIGTERM/SIGINT (what ``civicml serve`` does); with ``reuse_port``,
-    as one of several worker processes on the same port."""
-    server = uvicorn.Server(uvicorn_config(create_app(endpoints), host, port, log_level))
+    as one of several worker processes on the same port. ``recorder``, ``feedback``: as :func:`create_app`."""
+    app = create_app(endpoints, recorder=recorder, feedback=feedback)
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level))
     if reuse_port:
         server.run(sockets=[reuse_port_socket(host, port)])
     else:

@@ -27,6 +27,9 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on the same port (SO_REUSEPORT), each "
                                                           "with its own copy of the models, each following the "
                                                           "aliases; use at most one per spare core (default 1)")
+    p.add_argument("--record", default="off", help="record answered rows, masked by the use case's rules, under "
+                                                   "the home: off (default), all or sample=R (0 < R <= 1); "
+                                                   "also turns on POST /feedback")
     p.set_defaults(func=cmd_serve)
 
     for mode in ("canary", "shadow"):
@@ -70,10 +73,11 @@ def _endpoints(args, settings):
 
 
 def cmd_serve(args) -> int:
-    from serving import serve
+    from app.cli.monitor import check_record_policy
     from serving.server import check_bind
 
     settings = settings_from(args)
+    check_record_policy(args.record)  # one line, before any model is loaded
     mode = check_bind(args.host, settings)
     if args.workers < 1:
         raise InvalidInput("--workers must be at least 1")
@@ -81,10 +85,11 @@ def cmd_serve(args) -> int:
     for endpoint in endpoints:
         endpoint.load()  # fail fast, with exit code 2, on an unknown model, alias, variant or runtime
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    recording = f", recording {args.record}" if args.record != "off" else ""
     print(f"civicml serve: {', '.join(e.key + ' v' + e.served.version for e in endpoints)} on "
-          f"http://{args.host}:{args.port} ({mode}{workers})", flush=True)
+          f"http://{args.host}:{args.port} ({mode}{workers}{recording})", flush=True)
     if args.workers == 1:
-        serve(endpoints, host=args.host, port=args.port)
+        _serve_recorded(endpoints, args, settings)
         return 0
     import json
     import sys
@@ -104,12 +109,26 @@ def serve_worker(options: str) -> int:
     import argparse
     import json
 
-    from serving import serve
-
     args = argparse.Namespace(**json.loads(options))
     settings = settings_from(args)
-    serve(_endpoints(args, settings), host=args.host, port=args.port, reuse_port=True)
+    _serve_recorded(_endpoints(args, settings), args, settings, reuse_port=True)
     return 0
+
+
+def _serve_recorded(endpoints, args, settings, reuse_port: bool = False) -> None:
+    """Serve with the recorder and feedback ``--record`` asks for (monitoring's, built here: serving never
+    imports it); the recorder is closed at shutdown, writing what it has queued."""
+    from app.cli.monitor import serving_recorder
+    from serving import serve
+
+    recorder, feedback = serving_recorder([e.model_name for e in endpoints], getattr(args, "record", "off"),
+                                          settings)
+    try:
+        serve(endpoints, host=args.host, port=args.port, reuse_port=reuse_port, recorder=recorder,
+              feedback=feedback)
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 def cmd_rollout(args) -> int:

@@ -1,0 +1,172 @@
+"""Monitoring wired into serving and the CLI: answer ids, recorded answers (masked), POST /feedback,
+`civicml feedback`, `civicml monitor` and `civicml serve --record`, against a real registered model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.cli import main
+from serving import Endpoint, create_app
+
+pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
+NAME = "explained-router"  # the model that fixture registers
+ROW = {"description": "Huge pothole on Oak Avenue damaged my tire", "district": "Midtown", "channel": "app",
+       "hour": 8, "weekday": 1}
+PERSONAL = ("Jane Doe", "555-867-5309", "jane.doe@example.org")
+SPOKEN = {**ROW, "description": "My name is Jane Doe, call 555-867-5309 or jane.doe@example.org: "
+                                "a huge pothole on Oak Avenue"}
+DISTRICTS = ("Northside", "Riverside", "Old Town", "Midtown")
+RECORDED = 24  # rows answered by the recording server
+
+
+def _hex32(value) -> bool:
+    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def _endpoint(explained_model) -> Endpoint:
+    return Endpoint(NAME, alias="challenger", settings=explained_model.settings, refresh_seconds=0)
+
+
+def test_every_answer_has_an_id_in_its_header_and_body(explained_model):
+    rows = [ROW, {**ROW, "district": "Riverside"}]
+    with TestClient(create_app(_endpoint(explained_model), follow=False)) as client:
+        plain = client.post("/invocations", json={"dataframe_records": rows})
+        again = client.post("/invocations", json={"dataframe_records": rows})
+        v2 = client.post(f"/v2/models/{NAME}@challenger/infer", json={"inputs": [
+            {"name": k, "datatype": "BYTES" if isinstance(v, str) else "INT64", "shape": [1], "data": [v]}
+            for k, v in ROW.items()]})
+        no_feedback = client.post("/feedback", json={"outcomes": [{"answer_id": "a" * 32, "outcome": "roads"}]})
+    assert plain.status_code == 200, plain.text
+    body, header = plain.json(), plain.headers["X-CivicML-Answer-Id"]
+    assert plain.headers["X-CivicML-Model-Version"] == "1"  # beside the existing headers
+    ids = body["answer_ids"]
+    assert len(ids) == 2 and all(map(_hex32, ids)) and ids[0] == header and ids[0] != ids[1]
+    assert ids[0][:24] == ids[1][:24] and ids[1].endswith("00000001")  # one request, its rows numbered
+    assert again.headers["X-CivicML-Answer-Id"] not in ids  # a new id for every request
+    assert {"label", "confidence", "band"} <= set(body["predictions"][0]) and "answer_id" not in body["predictions"][0]
+    assert v2.status_code == 200, v2.text
+    parameters = v2.json()["parameters"]
+    assert parameters["answer_id"] == v2.headers["X-CivicML-Answer-Id"] == parameters["answer_ids"]
+    assert _hex32(parameters["answer_id"])
+    assert no_feedback.status_code == 404 and "records no answers" in no_feedback.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def recorded(explained_model):
+    """A server with a recorder (all answers) and a feedback sink, as `civicml serve --record all` builds them;
+    ``RECORDED`` rows answered, personal data in one of them."""
+    from app.cli.monitor import serving_recorder
+
+    recorder, feedback = serving_recorder([NAME], "all", explained_model.settings)
+    rows = [SPOKEN] + [{**ROW, "district": DISTRICTS[i % 4], "hour": i % 24} for i in range(1, RECORDED)]
+    with TestClient(create_app(_endpoint(explained_model), follow=False, recorder=recorder,
+                               feedback=feedback)) as client:
+        answered = client.post("/invocations", json={"dataframe_records": rows})
+        assert answered.status_code == 200, answered.text
+        for recording in recorder.recorders.values():
+            recording.flush()
+        yield client, answered.json()
+    recorder.close()  # closed twice (the server's shutdown did it first): harmless
+
+
+def test_recorded_answers_land_in_the_store_masked(explained_model, recorded):
+    from monitoring import open_store
+
+    _, body = recorded
+    frame = open_store(settings=explained_model.settings).read(model=NAME)
+    mine = frame[frame["answer_id"].isin(body["answer_ids"])].set_index("answer_id")
+    assert len(mine) == RECORDED
+    first = mine.loc[body["answer_ids"][0]]
+    assert first["version"] == "1" and first["arm"] == "champion" and first["variant"] == "fp32"
+    assert first["answer"] == body["predictions"][0]["label"]
+    assert first["confidence"] == pytest.approx(body["predictions"][0]["confidence"])
+    assert first["group"] == "Midtown" and first["latency_ms"] > 0
+    assert "pothole" in first["inputs"]["description"]
+    folder = explained_model.home / "monitoring"
+    blob = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    for value in PERSONAL:
+        assert value.encode() not in blob, value
+
+
+def test_post_feedback_joins_outcomes_to_answer_ids(recorded):
+    client, body = recorded
+    ids = body["answer_ids"]
+    unknown = "f" * 32
+    outcomes = {"outcomes": [{"answer_id": ids[0], "outcome": "roads"}, {"answer_id": ids[1], "outcome": "roads"},
+                             {"answer_id": unknown, "outcome": "water"}]}
+    first = client.post("/feedback", json=outcomes)
+    assert first.status_code == 200, first.text
+    assert first.json()["joined"] == 2 and first.json()["unknown_ids"] == [unknown]
+    again = client.post("/feedback", json=outcomes).json()
+    assert again["joined"] == 0 and again["already_known"] == 2 and again["unknown"] == 1
+    for bad in ({"outcomes": []}, {"outcomes": [{"answer_id": ids[2]}]}, {"nothing": 1},
+                {"outcomes": [{"answer_id": "not-an-id", "outcome": "roads"}]}):
+        refused = client.post("/feedback", json=bad)
+        assert refused.status_code == 400 and refused.json()["message"], bad
+    assert client.post("/feedback", content=b"{not json", headers={"content-type": "application/json"}
+                       ).status_code == 400
+
+
+def _civicml(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIVICML_"))}
+    env["HOME"] = str(tmp_path / "fresh-home")
+    civicml = Path(sys.executable).with_name("civicml")
+    return subprocess.run([str(civicml), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_cli_feedback_and_monitor_in_fresh_processes_from_an_empty_folder(explained_model, recorded, tmp_path):
+    _, body = recorded
+    work = tmp_path / "empty"
+    work.mkdir()
+    ids = body["answer_ids"][10:14]
+    unknown = "e" * 32
+    (work / "outcomes.csv").write_text("answer_id,outcome,note\n" + "".join(f"{i},roads,x\n" for i in ids)
+                                       + f"{unknown},water,y\n")
+    home = str(explained_model.home)
+    fed = _civicml(["feedback", NAME, "--file", "outcomes.csv", "--home", home, "--json"], work, tmp_path)
+    assert fed.returncode == 0, fed.stderr[-2000:]
+    counts = json.loads(fed.stdout)
+    assert counts["joined"] == 4 and counts["unknown"] == 1 and counts["unknown_ids"] == [unknown]
+    watched = _civicml(["monitor", NAME, "--window", "7d", "--json", "--home", home], work, tmp_path)
+    assert watched.returncode == 0, watched.stderr[-2000:]
+    report = json.loads(watched.stdout)
+    assert report["model"] == NAME and report["window"] == "7d" and report["records"] >= RECORDED
+    assert report["labelled"] >= 4 and "training sample" in report["reference"]
+    assert {"drift", "quality", "alerts"} <= set(report)
+    assert sorted(p.name for p in work.iterdir()) == ["outcomes.csv"]  # nothing written into the folder
+
+
+def test_serve_refuses_a_bad_record_policy_in_one_line(explained_model, capsys):
+    assert main(["serve", NAME, "--home", str(explained_model.home), "--record", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "record policy must be off, all or sample=R" in err and len(err.splitlines()) == 1
+
+
+def test_team_mode_feedback_needs_a_service_token(explained_model, tmp_path):
+    import yaml
+
+    from app.cli.monitor import serving_recorder
+    from civicml.access import new_token
+
+    tokens = {who: new_token() for who in ("ana", "router")}
+    access = tmp_path / "access.yaml"
+    access.write_text(yaml.safe_dump({"principals": {
+        "ana": {"roles": ["data_scientist"], "token_sha256": tokens["ana"][1]},
+        "router": {"roles": ["service"], "token_sha256": tokens["router"][1]}}}))
+    service = explained_model.settings.with_(access_file=access, token=tokens["router"][0])
+    recorder, feedback = serving_recorder([NAME], "sample=0.5", service)
+    endpoint = Endpoint(NAME, alias="challenger", settings=service, refresh_seconds=0)
+    body = {"outcomes": [{"answer_id": "d" * 32, "outcome": "roads"}]}
+    with TestClient(create_app(endpoint, follow=False, recorder=recorder, feedback=feedback)) as client:
+        assert client.post("/feedback", json=body).status_code == 401
+        wrong = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {tokens['ana'][0]}"})
+        assert wrong.status_code == 403 and "service role" in wrong.json()["message"]
+        ok = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {tokens['router'][0]}"})
+    assert ok.status_code == 200 and ok.json()["unknown_ids"] == ["d" * 32], ok.text
