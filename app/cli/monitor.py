@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app.cli.common import add_store_options, settings_from
 from civicml.errors import InvalidInput
+from civicml.tags import TAG_USE_CASE
 
 BACKGROUND = "explain/background.parquet"  # the training sample logged with a model (serving.explain)
 
@@ -76,7 +77,7 @@ def use_case_of(name: str, settings):
     from registry import versions
 
     for version in reversed(versions(name, settings=settings)):
-        tag = version.tags.get("civicml.use_case")
+        tag = version.tags.get(TAG_USE_CASE)
         if tag:
             try:
                 return get_use_case(tag)
