@@ -143,10 +143,10 @@ def run_in_clean_process(script: str, *args: str, cwd) -> dict:
 # process (--dist loadfile) in collection order, so a long file collected late (test_tuning.py is near the end
 # of the alphabet) would run on its own at the end while the other processes sit idle. Refresh the list from
 # the per-file times of a full run (`make test PYTEST_ARGS=--junitxml=FILE`) when it drifts.
-LONGEST_FIRST = ("test_tuning.py", "test_registry_security.py", "test_demo.py", "test_cli.py",
-                 "test_tabular_lifecycle.py", "test_team_mode.py", "test_variants_text.py", "test_access_matrix.py",
-                 "test_registry.py", "test_street_scenes.py", "test_tuning_distributed.py", "test_console.py",
-                 "test_serving.py")
+LONGEST_FIRST = ("test_tuning.py", "test_demo.py", "test_registry_security.py", "test_real_files.py",
+                 "test_journey.py", "test_cli.py", "test_scoring.py", "test_tabular_lifecycle.py", "test_team_mode.py",
+                 "test_variants_text.py", "test_access_matrix.py", "test_registry.py", "test_street_scenes.py",
+                 "test_tuning_distributed.py", "test_console.py", "test_paddle_lifecycle.py", "test_serving.py")
 
 
 def pytest_collection_modifyitems(config, items):

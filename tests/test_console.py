@@ -197,7 +197,8 @@ def test_try_it_works_for_the_traffic_flow_use_case(settings, tmp_path):
         assert form.status_code == 200 and 'id="f-hour"' in form.text and 'id="f-dow"' in form.text
         assert not re.search(r'id="f-\w+_(sin|cos)"', form.text) and "Hour sin" not in form.text
         assert 'id="f-weekend"' not in form.text and "column hour_sin, hour_cos" in form.text  # a secondary note
-        assert "Vehicles at this hour a week earlier <span class=\"unit\">(vehicles)</span>" in form.text
+        # the use case's own words for its columns, logged with the model
+        assert "Flow at this hour a week earlier <span class=\"unit\">(vehicles)</span>" in form.text
         assert "Temperature <span class=\"unit\">(°C)</span>" in form.text
         answer = c.post("/models/flow/try", data={"ref": "challenger", **{k: str(v) for k, v in row.items()}})
         assert answer.status_code == 200, answer.text

@@ -81,7 +81,7 @@ def test_a_model_failing_with_a_python_error_is_a_500_not_the_callers_fault(clie
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"datatype": {"not": "a name"}}, "malformed request body"),  # a JSON object where a name belongs
+    ({"datatype": {"not": "a name"}}, "has an unknown datatype"),  # a JSON object where a name belongs
     ({"data": {"a": 1}}, "needs 'data' as a list"),
 ])
 def test_a_v2_body_the_codec_cannot_read_is_a_400(client, change, fragment):
@@ -90,6 +90,8 @@ def test_a_v2_body_the_codec_cannot_read_is_a_400(client, change, fragment):
     assert response.status_code == 400 and fragment in response.json()["error"], response.text
     outputs = client.post(f"/v2/models/{client.key}/infer", json={**body, "outputs": True})
     assert outputs.status_code == 400, outputs.text
+    fine = {"inputs": [{"name": "hour", "shape": [1], "datatype": "INT64", "data": [8]}], "outputs": True}
+    assert "'outputs' must be a list" in client.post(f"/v2/models/{client.key}/infer", json=fine).json()["error"]
 
 
 def test_explanations_keep_the_servers_body_limit(client):

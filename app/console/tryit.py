@@ -43,7 +43,8 @@ def _typical(background: pd.DataFrame | None, column: str):
 def _readable(column: str, declared: dict) -> tuple[str, str]:
     own = declared.get(column) or {}
     label, unit = words.COLUMNS.get(column, (column.replace("_", " ").capitalize(), ""))
-    return str(own.get("label") or label), str(own.get("unit") if own.get("unit") is not None else unit)
+    said = str(own.get("label") or label)
+    return said[:1].upper() + said[1:], str(own.get("unit") if own.get("unit") is not None else unit)
 
 
 def fields_for(inputs, categories: dict, background: pd.DataFrame | None, declared: dict) -> list[dict]:
