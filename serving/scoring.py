@@ -99,6 +99,19 @@ class _Scorer:
     def score(self, loaded, batch: pd.DataFrame) -> pd.DataFrame:
         runtime, validator, explainer = loaded
         inputs = batch.drop(columns=[ROW])
+        try:  # the common case: every row passes the checks, checked once as one batch
+            request = validator.prepare(inputs)
+        except CivicMLError:
+            request = None
+        if request is not None:
+            out = pd.DataFrame(_answers(runtime, validator, inputs, request))
+            if self.explain and explainer is not None:
+                out["reasons"] = _reasons(explainer, inputs)
+            out = out.reindex(columns=self.answer_fields)
+            out[REASON] = None
+            out["version"] = self.local.version.version
+            out["variant"] = self.variant
+            return pd.concat([batch, out], axis=1)
         good, reasons = _split_rows(validator, inputs)
         out = pd.DataFrame({name: pd.Series([None] * len(batch), dtype=object) for name in self.answer_fields})
         out[REASON] = pd.Series(reasons, dtype=object)
@@ -157,10 +170,10 @@ def _split_rows(validator, inputs: pd.DataFrame) -> tuple[list[int], list[str | 
     return sorted(good), reasons
 
 
-def _answers(runtime, validator, frame: pd.DataFrame) -> dict[str, list]:
+def _answers(runtime, validator, frame: pd.DataFrame, request=None) -> dict[str, list]:
     """The answer columns for rows the checks accepted, in the one shape HTTP answers with
     (:func:`civicml.answers.stable_answer`): label and confidence, or value and its interval."""
-    request = validator.prepare(frame)
+    request = request if request is not None else validator.prepare(frame)
     answer = stable_answer(runtime.predict(request.data), metadata=runtime.metadata or {})
     if "label" in answer:
         out = {"answer": [str(v) for v in answer["label"]]}
@@ -359,18 +372,20 @@ def _run(spark, job: _SparkJob, staging: Path, say) -> tuple[dict[str, int], lis
     schema = struct.StructType(list(frame.schema.fields) + [struct.StructField(name, kind, True)
                                                              for name, kind in types.items()])
     say("Spark is scoring")
-    scored = frame.mapInPandas(scorer, schema=schema)
-    (staging / "all").parent.mkdir(parents=True, exist_ok=True)
-    scored.write.parquet(str(staging / "all"))  # scored once; split below without scoring again
-    done = spark.read.parquet(str(staging / "all"))
-    accepted = done.filter(functions.col(REASON).isNull()).orderBy(ROW).drop(ROW, REASON)
-    rejected = done.filter(functions.col(REASON).isNotNull()).orderBy(ROW) \
-        .select(*[c for c in frame.columns if c != ROW], REASON)
-    accepted.write.parquet(str(staging / "scored"))
-    counts = {"in": done.count(), "rejected": rejected.count()}
+    scored = frame.mapInPandas(scorer, schema=schema).persist()  # scored once, then split in two
+    try:
+        # no sort: each partition keeps the input's order, and its part file's number is the partition's
+        accepted = scored.filter(functions.col(REASON).isNull()).drop(ROW, REASON)
+        accepted.write.parquet(str(staging / "scored"))
+        counts = {"in": scored.count()}
+        rejected = scored.filter(functions.col(REASON).isNotNull()).select(
+            *[c for c in frame.columns if c != ROW], REASON)
+        counts["rejected"] = rejected.count()
+        if counts["rejected"]:
+            rejected.coalesce(1).write.parquet(str(staging / "rejected"))
+    finally:
+        scored.unpersist()
     counts["scored"] = counts["in"] - counts["rejected"]
-    if counts["rejected"]:
-        rejected.write.parquet(str(staging / "rejected"))
     return counts, accepted.columns
 
 
