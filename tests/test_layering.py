@@ -334,3 +334,19 @@ def test_a_serving_replica_needs_only_the_base_install(package):
                  for name, line in _imported_packages(path).items()
                  if {d.lower() for d in distributions.get(name, [])} & extra_dists]
     assert offenders == []
+
+
+@pytest.mark.parametrize("package", ["civicml", "registry", "serving", "monitoring", "app"])
+def test_the_answer_shape_lives_in_one_module(package):
+    """``p_<label>`` columns are named and read by :mod:`civicml.answers` alone (the model-side writers in
+    ``projects`` ship with the models and run without CivicML)."""
+    def names_a_probability_column(node) -> bool:
+        if isinstance(node, ast.Constant) and node.value == "p_":
+            return True
+        return isinstance(node, ast.JoinedStr) and bool(node.values) and isinstance(node.values[0], ast.Constant) \
+            and str(node.values[0].value).startswith("p_")
+
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _modules(package)
+                 if path != ROOT / "civicml" / "answers.py"
+                 for node in ast.walk(ast.parse(path.read_text())) if names_a_probability_column(node)]
+    assert offenders == []

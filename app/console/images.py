@@ -15,6 +15,7 @@ import io
 
 import numpy as np
 
+from civicml.answers import band, label_of_column
 from civicml.errors import InvalidInput
 
 MAX_UPLOAD_BYTES = 5_000_000
@@ -73,9 +74,9 @@ def _answers(output):
 
     labels = [str(x) for x in predicted_labels(output)]
     if isinstance(output, pd.DataFrame):
-        columns = [c for c in output.columns if str(c).startswith("p_")]
+        columns = [c for c in output.columns if label_of_column(c) is not None]
         if columns:
-            return labels, output[columns].rename(columns=lambda c: str(c)[2:])
+            return labels, output[columns].rename(columns=label_of_column)
     return labels, None
 
 
@@ -114,8 +115,6 @@ def explain_picture(model, picture: np.ndarray, channels_first: bool, name: str,
                                              else "; hiding any one region leaves it unchanged.")
     shown = {}
     if probabilities is not None and answer in probabilities.columns:
-        from civicml.answers import band
-
         top = float(probabilities.iloc[0].max())
         shown = {"confidence": top, "band": band(top), "computed": "from the model's class probabilities"}
     return {"prediction": answer, "sentence": sentence, "contributions": contributions[:8],

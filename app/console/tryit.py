@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from app.console import words
-from civicml.answers import band
+from civicml.answers import band, label_of_column
 from civicml.errors import CivicMLError, InvalidInput
 
 CYCLES = {"hour": 24, "dow": 7, "weekday": 7, "month": 12}
@@ -181,7 +181,7 @@ def confidence(explained: dict, output, model, frame: pd.DataFrame, interval_wid
         if "confidence" in out and "band" not in out:
             out["band"] = band(float(out["confidence"]))
         return out
-    probs = {str(k)[2:]: float(v) for k, v in record.items() if str(k).startswith("p_")}
+    probs = {label_of_column(k): float(v) for k, v in record.items() if label_of_column(k) is not None}
     if not probs:
         probs = _sklearn_probabilities(model, frame)
     if probs:
