@@ -64,7 +64,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
     _v2_health_routes(app, plane)
     _v2_model_routes(app, plane, error_responses(V2_ERR, plane.guard.team))
     _metrics_route(app, plane)
-    _feedback_route(app, plane, feedback)
+    _feedback_route(app, plane, feedback, err_mlflow)
     app.include_router(explain_router(endpoints, plane.guard, limits=plane.limits,  # POST /explain,
                                       count=lambda e, served, status, started:  # /models/{name}/explain
                                       plane.count(e, served, "explain", status, started)))
@@ -202,11 +202,18 @@ def _metrics_route(app: FastAPI, plane: DataPlane) -> None:
         return Response(plane.metrics.render(), media_type=plane.metrics.content_type)
 
 
-def _feedback_route(app: FastAPI, plane: DataPlane, feedback) -> None:
+_FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["outcomes"], "properties": {"outcomes": {
+        "type": "array", "minItems": 1, "items": {"type": "object", "required": ["answer_id", "outcome"],
+                                                  "properties": {"answer_id": {"type": "string"}, "outcome": {}}}}}}}}}
+
+
+def _feedback_route(app: FastAPI, plane: DataPlane, feedback, responses: dict) -> None:
     """``POST /feedback``: ``{"outcomes": [{"answer_id": ..., "outcome": ...}, ...]}`` -> the counts joined,
     already known, conflicting and unknown (the ids named); callers as inference routes check them."""
 
-    @app.post("/feedback")
+    # 404 when the server records no answers; 400 for a body that is not outcomes; 413 over the body limit
+    @app.post("/feedback", openapi_extra={"requestBody": _FEEDBACK_BODY}, responses=responses)
     async def post_feedback(request: Request):
         try:
             plane.guard.check(request, plane.default.model_name)
