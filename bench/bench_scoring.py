@@ -32,7 +32,7 @@ def main() -> None:
     import registry
     from civicml.settings import Settings
     from projects import get_use_case, train
-    from serving.scoring import ScoreOptions, _answer_schema, _run, _spark, _SparkJob
+    from serving.scoring import ScoreOptions, _run, _spark, _SparkJob
 
     folder = Path(tempfile.mkdtemp(prefix="bench-scoring-"))
     settings = Settings.from_env(env={}, home=folder / "home", user="bench")
@@ -45,7 +45,6 @@ def main() -> None:
     frame = frame.sample(args.rows, replace=True, random_state=0).reset_index(drop=True)
     frame.to_parquet(folder / "input.parquet")
     job = _SparkJob(local, "pyfunc", None, [str(folder / "input.parquet")], "parquet", ScoreOptions())
-    _answer_schema(job)
 
     def civicml(spark, out: Path) -> None:
         _run(spark, job, out, lambda text: None)

@@ -32,3 +32,12 @@ class Unavailable(CivicMLError):
 class Failed(CivicMLError):
     """The work a command started ended without a result (e.g. no trial of a study completed); the message
     names the first failure, and whatever that work created is removed."""
+
+
+def did_you_mean(word, options) -> str:
+    """`` (did you mean 'x'?)`` for the option closest to ``word``, or ``""``: the hint of every "unknown ..."
+    error."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -16,7 +16,6 @@ and sending them to a webhook is the caller's (the top floor's) business.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
@@ -24,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from civicml.errors import InvalidInput
+from civicml.errors import InvalidInput, did_you_mean
 from monitoring.drift import DriftSettings, Reference, detect_drift, drifting_since
 from monitoring.quality import estimate_vs_real, infer_task, live_quality, parse_window
 from monitoring.records import RecordStore
@@ -59,9 +58,8 @@ class MonitoringPolicy:
         values = {}
         for key, raw in data.items():
             if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise InvalidInput(f"{where}: unknown field '{key}'{hint} (known: {', '.join(known)})")
+                raise InvalidInput(f"{where}: unknown field '{key}'{did_you_mean(key, known)} "
+                                   f"(known: {', '.join(known)})")
             kind = {f.name: f.type for f in fields(cls)}[key]
             values[key] = _convert(key, raw, kind, where)
         return cls(**values)

@@ -39,7 +39,6 @@ Paths in the file are relative to the file.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from civicml.errors import InvalidInput
+from civicml.errors import InvalidInput, did_you_mean
 
 TASKS = ("classification", "regression", "forecasting")
 TYPES = ("numeric", "category", "text", "date", "year", "boolean", "id")
@@ -66,11 +65,6 @@ def duration(text: str):
     import pandas as pd
 
     return pd.Timedelta(re.sub(r"(?<=\d)\s*d\b", "D", str(text).strip()))
-
-
-def did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class _Reader:

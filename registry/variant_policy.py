@@ -20,14 +20,13 @@ All fields optional::
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from civicml.errors import InvalidInput
+from civicml.errors import InvalidInput, did_you_mean
 from registry.gates import GateVerdict
 
 
@@ -132,9 +131,8 @@ def _bounds(raw: Any, where: str) -> dict[str, Any]:
     out = {}
     for key, value in raw.items():
         if key not in _BOUND_FIELDS:
-            close = difflib.get_close_matches(str(key), _BOUND_FIELDS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise InvalidInput(f"{where}: unknown field '{key}'{hint} (known: {', '.join(_BOUND_FIELDS)})")
+            raise InvalidInput(f"{where}: unknown field '{key}'{did_you_mean(key, _BOUND_FIELDS)} "
+                               f"(known: {', '.join(_BOUND_FIELDS)})")
         if value is None and key.startswith("min_") and key not in ("min_agreement",):
             out[key] = None
             continue

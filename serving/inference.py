@@ -29,7 +29,6 @@ import uuid
 from fastapi import Request
 from fastapi.responses import Response
 
-from civicml.answers import stable_answer
 from civicml.errors import InvalidInput, NotFound
 from serving.auth import Guard
 from serving.endpoint import Endpoint
@@ -112,7 +111,7 @@ class DataPlane:
     def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float) -> None:
         """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``."""
         try:
-            answer = stable_answer(prediction.output, metadata=prediction.loaded.runtime.metadata or {})
+            answer = prediction.answer
             values = answer.get("label", answer.get("value"))
             if values is None:  # an output that is neither a label nor a value: nothing to judge later
                 return

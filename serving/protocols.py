@@ -9,6 +9,7 @@ validation, batching, counting) is the data plane's (serving/inference.py), the 
 from __future__ import annotations
 
 import abc
+from functools import cached_property
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,12 @@ class Prediction:
     loaded: Any
     warnings: list[dict]
     answer_ids: list[str] = field(default_factory=list)  # one per row (serving.inference.answer_ids)
+
+    @cached_property
+    def answer(self):
+        """The output in the one answer shape (:func:`civicml.answers.stable_answer`), shaped once for the
+        response and the recorder."""
+        return stable_answer(self.output, metadata=self.loaded.runtime.metadata or {})
 
 
 class Protocol(abc.ABC):
@@ -93,8 +100,7 @@ class V2Protocol(Protocol):
         return Decoded(payload, params, meta)
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
-        info = prediction.loaded.runtime.metadata or {}
-        answer = stable_answer(prediction.output, info.get("task"), info.get("labels"), metadata=info)
+        answer = prediction.answer
         check_outputs(request.meta, list(answer))
         parameters = served_parameters(prediction.served)
         if prediction.warnings:

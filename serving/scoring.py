@@ -109,22 +109,24 @@ class _Scorer:
                 out["reasons"] = _reasons(explainer, inputs)
             out = out.reindex(columns=self.answer_fields)
             out[REASON] = None
-            out["version"] = self.local.version.version
-            out["variant"] = self.variant
-            return pd.concat([batch, out], axis=1)
-        good, reasons = _split_rows(validator, inputs)
-        out = pd.DataFrame({name: pd.Series([None] * len(batch), dtype=object) for name in self.answer_fields})
-        out[REASON] = pd.Series(reasons, dtype=object)
-        if good:
-            frame = inputs.iloc[good].reset_index(drop=True)
-            answers = _answers(runtime, validator, frame)
-            for name, values in answers.items():
-                out.loc[good, name] = pd.Series(list(values), index=good, dtype=object)
-            if self.explain and explainer is not None:
-                out.loc[good, "reasons"] = pd.Series(_reasons(explainer, frame), index=good, dtype=object)
+        else:
+            out = self._some_refused(runtime, validator, explainer, inputs)
         out["version"] = self.local.version.version
         out["variant"] = self.variant
         return pd.concat([batch, out], axis=1)
+
+    def _some_refused(self, runtime, validator, explainer, inputs: pd.DataFrame) -> pd.DataFrame:
+        """The answer columns of a batch holding refused rows: answers where the checks pass, reasons elsewhere."""
+        good, reasons = _split_rows(validator, inputs)
+        out = pd.DataFrame({name: pd.Series([None] * len(inputs), dtype=object) for name in self.answer_fields})
+        out[REASON] = pd.Series(reasons, dtype=object)
+        if good:
+            frame = inputs.iloc[good].reset_index(drop=True)
+            for name, values in _answers(runtime, validator, frame).items():
+                out.loc[good, name] = pd.Series(list(values), index=good, dtype=object)
+            if self.explain and explainer is not None:
+                out.loc[good, "reasons"] = pd.Series(_reasons(explainer, frame), index=good, dtype=object)
+        return out
 
 
 _LOADED: dict[str, tuple] = {}
@@ -343,14 +345,11 @@ def _read(spark, job: _SparkJob, staging: Path):
 def _staged(url: str, staging: Path) -> str:
     """An ``s3://`` input copied into the job's staging folder through boto3 (the artifact store's
     credentials and endpoint): a local Spark has no S3 connector of its own."""
-    import boto3
-
     bucket, _, key = url[len("s3://"):].partition("/")
     target = staging / "inputs" / f"{uuid.uuid4().hex[:8]}-{Path(key).name}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
     try:
-        client.download_file(bucket, key, str(target))
+        _s3().download_file(bucket, key, str(target))
     except Exception as err:  # noqa: BLE001 - a missing object, no credentials: one line
         raise InvalidInput(f"input '{url}' could not be read: {' '.join(str(err).split())[:200]}") from None
     return str(target)
@@ -431,13 +430,17 @@ def input_fingerprint(files: list[str], settings: Settings | None = None) -> str
     return digest.hexdigest()
 
 
-def _etag(url: str) -> str:
+def _s3():
+    """An S3 client with the artifact store's credentials and endpoint (``AWS_*``, ``MLFLOW_S3_ENDPOINT_URL``)."""
     import boto3
 
+    return boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+
+
+def _etag(url: str) -> str:
     bucket, _, key = url.split("://", 1)[1].partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
     try:
-        return client.head_object(Bucket=bucket, Key=key)["ETag"]
+        return _s3().head_object(Bucket=bucket, Key=key)["ETag"]
     except Exception as err:  # noqa: BLE001
         raise InvalidInput(f"input '{url}' could not be read: {' '.join(str(err).split())[:200]}") from None
 

@@ -89,21 +89,13 @@ ROW = {"description": "Huge pothole on Oak Avenue", "district": "Midtown", "chan
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, small_requests):
-    import registry
     from civicml.settings import Settings
-    from ozone_exports import ozone_dataset
-    from projects import get_use_case, train
-    from serving import Endpoint, create_app
+    from ozone_exports import router_and_ozone_endpoints
+    from serving import create_app
 
     root = tmp_path_factory.mktemp("answers")
     settings = Settings.from_env(env={}, home=root / "home", user="tester")
-    router = train(get_use_case("service_requests"), small_requests, "logreg", settings=settings)
-    registry.register(router.model_uri, ROUTER, settings=settings)
-    use_case, dataset = ozone_dataset(root / "ozone", n=300, seed=3)
-    ozone = train(use_case, dataset, "linear", settings=settings)
-    registry.register(ozone.model_uri, OZONE, settings=settings, tags=use_case.registry_tags)
-    endpoints = [Endpoint(ROUTER, alias="challenger", settings=settings, refresh_seconds=0, key=ROUTER),
-                 Endpoint(OZONE, alias="challenger", settings=settings, refresh_seconds=0, key=OZONE)]
+    endpoints = router_and_ozone_endpoints(settings, small_requests, root / "ozone", (ROUTER, OZONE), n=300, seed=3)
     with TestClient(create_app(endpoints, follow=False)) as http:
         yield http
 

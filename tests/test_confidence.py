@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 
 import registry
 from civicml.answers import BANDS, DEFAULT_COVERAGE, band
-from ozone_exports import ozone_dataset, records
-from projects import get_use_case, train
-from serving import Endpoint, create_app
+from ozone_exports import ozone_dataset, records, router_and_ozone_endpoints
+from serving import create_app
 
 ROUTER = "confidence-router"
 OZONE = "confidence-ozone"
@@ -29,13 +28,7 @@ def served(tmp_path_factory, small_requests):
 
     root = tmp_path_factory.mktemp("confidence")
     settings = Settings.from_env(env={}, home=root / "home", user="tester")
-    router = train(get_use_case("service_requests"), small_requests, "logreg", settings=settings)
-    registry.register(router.model_uri, ROUTER, settings=settings)
-    use_case, dataset = ozone_dataset(root / "train", n=2000, seed=0)
-    ozone = train(use_case, dataset, "linear", settings=settings)
-    registry.register(ozone.model_uri, OZONE, settings=settings, tags=getattr(use_case, "registry_tags", None))
-    endpoints = [Endpoint(ROUTER, alias="challenger", settings=settings, refresh_seconds=0, key=ROUTER),
-                 Endpoint(OZONE, alias="challenger", settings=settings, refresh_seconds=0, key=OZONE)]
+    endpoints = router_and_ozone_endpoints(settings, small_requests, root / "train", (ROUTER, OZONE), n=2000, seed=0)
     with TestClient(create_app(endpoints, follow=False)) as client:
         yield client, settings, root
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ozone_exports import ozone_frame
 
 TOP_K = 2
 MIN_SHARE = 0.9
@@ -34,17 +35,8 @@ families: [random_forest, hist_gradient_boosting, linear]
 
 def airq_exports(folder: Path, n: int = 360, seed: int = 0, described: bool = True) -> Path:
     """An air-quality export: ozone rises with temperature and sun, falls with wind; Solar.R is sometimes missing."""
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    temp = rng.uniform(56, 97, n).round()
-    wind = rng.uniform(2, 20, n).round(1)
-    solar = rng.uniform(10, 330, n).round()
-    month = rng.choice(["May", "Jun", "Jul", "Aug", "Sep"], n)
-    bump = pd.Series(month).map({"May": -6, "Jun": 0, "Jul": 8, "Aug": 6, "Sep": -3}).to_numpy()
-    ozone = 42 + 1.6 * (temp - 77) - 2.5 * (wind - 10) + 0.05 * (solar - 170) + bump + rng.normal(0, 4, n)
-    solar[rng.random(n) < 0.12] = np.nan
-    frame = pd.DataFrame({"Temp": temp, "Wind": wind, "Solar.R": solar, "month": month, "Ozone": ozone.round(1)})
-    frame.to_csv(folder / "airq.csv", index=False)
+    ozone_frame(n, seed).to_csv(folder / "airq.csv", index=False)
     path = folder / "usecase.yaml"
     path.write_text(AIRQ_YAML if described else "\n".join(line for line in AIRQ_YAML.splitlines()
                                                            if not line.startswith("columns:")) + "\n")

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence, TextIO
 
 import mlflow
@@ -114,9 +114,6 @@ class TuneOptions:
 def _options(options: TuneOptions | None, choices: dict) -> TuneOptions:
     """``options`` with keyword ``choices`` laid over it; an unknown keyword is a :class:`TypeError` as for
     any call."""
-    unknown = sorted(set(choices) - {f.name for f in fields(TuneOptions)})
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s) for a study: {', '.join(unknown)}")
     return replace(options or TuneOptions(), **choices)
 
 
