@@ -13,7 +13,8 @@ The rooms, each importing only the ones listed before it (no circles, no imports
 between them; ``projects`` is imported lazily, since serving imports the registry)::
 
     checksum -> store -> use_cases -> gates -> variant_policy -> policy;  events -> guard
-    policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views
+    policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views;  transparency_file -> gates
+    inputs, queries, rollout, lifecycle -> transparency
     views, inputs, queries -> rules -> registration -> (variant_build ->) variants -> lifecycle
     guard -> rollout
 
@@ -29,16 +30,20 @@ from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
-                                NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
-                                signature_breaks)
+    from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, HumanAccountability,
+                                LatencyBudget, MetricThreshold, NoRegression, PromotionContext, SignatureCompatible,
+                                predicted_labels, signature_breaks)
     from registry.guard import audit_quietly, audit_record, authorize
     from registry.card import read_card, variant_cells
     from registry.rollout import Rollout, current_rollout, start_rollout, stop_rollout
     from registry.inputs import HeldOut, PromotionInputs, governing_policy, held_out, promotion_inputs
     from registry.jobs import record_scoring
     from registry.lifecycle import PromoteOptions, PromotionOutcome, approve, champion_history, promote, rollback, set_alias
-    from registry.policy import HoldoutSpec, PromotionPolicy
+    from registry.policy import AccountabilitySpec, HoldoutSpec, PromotionPolicy
+    from registry.transparency import (ANNEX_IV_SECTIONS, TRANSPARENCY_FORMATS, annex_iv_html, annex_iv_markdown,
+                                       atrs_record, eurocities_problems, eurocities_record, eurocities_schema,
+                                       transparency_facts, write_transparency)
+    from registry.transparency_file import HUMAN_FIELDS, HumanFields, accountability_problems
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
                                   models, resolve, show, version_of, versions)
     from registry.registration import register
@@ -53,14 +58,19 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_face(__name__, {
     "registry.card": ("read_card", "variant_cells"),
     "registry.rollout": ("Rollout", "current_rollout", "start_rollout", "stop_rollout"),
-    "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
+    "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "HumanAccountability",
+                       "LatencyBudget", "MetricThreshold",
                        "NoRegression", "PromotionContext", "SignatureCompatible", "predicted_labels",
                        "signature_breaks"),
     "registry.guard": ("audit_quietly", "audit_record", "authorize"),
     "registry.inputs": ("HeldOut", "PromotionInputs", "governing_policy", "held_out", "promotion_inputs"),
     "registry.jobs": ("record_scoring",),
     "registry.lifecycle": ("PromoteOptions", "PromotionOutcome", "approve", "champion_history", "promote", "rollback", "set_alias"),
-    "registry.policy": ("HoldoutSpec", "PromotionPolicy"),
+    "registry.policy": ("AccountabilitySpec", "HoldoutSpec", "PromotionPolicy"),
+    "registry.transparency": ("ANNEX_IV_SECTIONS", "TRANSPARENCY_FORMATS", "annex_iv_html", "annex_iv_markdown",
+                              "atrs_record", "eurocities_problems", "eurocities_record", "eurocities_schema",
+                              "transparency_facts", "write_transparency"),
+    "registry.transparency_file": ("HUMAN_FIELDS", "HumanFields", "accountability_problems"),
     "registry.queries": ("CHALLENGER", "CHAMPION", "RESERVED_ALIASES", "approvals", "audit", "lineage", "model_card",
                          "models", "resolve", "show", "version_of", "versions"),
     "registry.registration": ("register",),
@@ -74,6 +84,9 @@ __getattr__, __dir__ = lazy_face(__name__, {
 })
 
 __all__ = [
+    "ANNEX_IV_SECTIONS", "AccountabilitySpec", "HUMAN_FIELDS", "HumanAccountability", "HumanFields",
+    "TRANSPARENCY_FORMATS", "accountability_problems", "annex_iv_html", "annex_iv_markdown", "atrs_record",
+    "eurocities_problems", "eurocities_record", "eurocities_schema", "transparency_facts", "write_transparency",
     "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "INSIGHT_FILES", "POLICY_OWNER", "RELEASE_MANAGER",
     "RESERVED_ALIASES", "ROLES", "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from registry.store import LocalModel, ModelVersion
-from registry.use_cases import task_of, unseen_phrasings_holdout
-from civicml.tags import TAG_USE_CASE
+from registry.use_cases import task_of, unseen_phrasings_holdout, use_case_named
+from registry import transparency_file
+from civicml.tags import TAG_REGISTERED_AT, TAG_USE_CASE
 
 
 class _Metrics:
@@ -91,6 +92,9 @@ class PromotionContext:
     serving: ModelVersion | None = None
     # figures on other held-out sets, for the model card: what they say -> {metric, value, set, rows}
     also: dict = field(default_factory=dict)
+    # material changes besides the candidate's registration (the governing policy's recording): what -> when
+    # (ISO 8601); people's review of a high-risk model must be newer (HumanAccountability)
+    changes: dict = field(default_factory=dict)
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
     _predictions: dict = field(default_factory=dict)
@@ -432,3 +436,34 @@ class UnseenPhrasings(Gate):
         return GateVerdict(self.title, ok, value, self.spec.min_value,
                            f"candidate {self.spec.metric} {value:.4f} on {len(frame)} requests worded as no "
                            f"training set is ({label})")
+
+
+# -- a gate that waits for people -------------------------------------------------------------------------------
+@dataclass
+class HumanAccountability(Gate):
+    """A high-risk model (the policy's ``accountability:``, a :class:`registry.policy.AccountabilitySpec`) is
+    promoted only when people have written the ``required`` fields of its use case's transparency.yaml and
+    reviewed them (``reviewed:``) after the candidate's registration and the policy's recording, within
+    ``max_age_days``: :func:`registry.transparency_file.accountability_problems`. No figure to measure: the
+    verdict lists what people still owe (docs/accountability.md)."""
+
+    spec: Any  # registry.policy.AccountabilitySpec
+    name: str = "accountability"
+
+    @property
+    def title(self) -> str:
+        return "people's accountability fields (high risk)"
+
+    def check(self, ctx):
+        tags = ctx.candidate.version.tags
+        use_case = use_case_named(tags.get(TAG_USE_CASE))
+        if use_case is None:
+            raise ValueError("the candidate records no use case: its transparency.yaml cannot be found")
+        human = transparency_file.read(use_case)
+        changes = {f"registration of version {ctx.candidate.version.version}": tags.get(TAG_REGISTERED_AT),
+                   **ctx.changes}
+        problems = transparency_file.accountability_problems(self.spec, human, changes)
+        detail = "; ".join(problems) or (f"{', '.join(self.spec.required)} written in {human.path}, reviewed "
+                                         f"{human.reviewed.date()}" + (f" by {human.reviewed_by}"
+                                                                      if human.reviewed_by else ""))
+        return GateVerdict(self.title, not problems, float(len(problems)), 0.0, detail)

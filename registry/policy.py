@@ -32,6 +32,10 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     variants:                       # bounds for compressed variants, and which ones promotion builds
       max_quality_loss: 0.02        # (registry.variant_policy.VariantPolicy; docs/variants.md)
       build: [onnx]
+    accountability:                 # a high-risk model waits for people (docs/accountability.md): promotion is
+      high_risk: true               # refused while these fields of the use case's transparency.yaml are
+      required: [lawful_basis, responsible_owner, dpia, objection_procedure]  # empty, or reviewed before the
+      max_age_days: 365             # candidate's registration or the policy's recording, or longer ago than this
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -56,8 +60,10 @@ from typing import Any, Mapping
 import yaml
 
 from civicml.errors import InvalidInput
-from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
-                            MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
+from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, HumanAccountability,
+                            LatencyBudget, MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings,
+                            lower_is_better)
+from registry.transparency_file import HUMAN_FIELDS
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -101,6 +107,20 @@ class UnseenSpec:
         return self.name or f"unseen-phrasings-seed{self.seed}-n{self.rows}"
 
 
+DEFAULT_REQUIRED = ("lawful_basis", "responsible_owner", "dpia", "objection_procedure")
+
+
+@dataclass(frozen=True)
+class AccountabilitySpec:
+    """``accountability``: a high-risk model is promoted only when people have written ``required`` fields of the
+    use case's transparency.yaml and reviewed them since the last material change (and within
+    ``max_age_days``): :class:`registry.gates.HumanAccountability`."""
+
+    high_risk: bool = False
+    required: tuple[str, ...] = DEFAULT_REQUIRED
+    max_age_days: int | None = None
+
+
 @dataclass(frozen=True)
 class PromotionPolicy:
     metric: str = "macro_f1"
@@ -120,6 +140,7 @@ class PromotionPolicy:
     model: str | None = None
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
+    accountability: AccountabilitySpec | None = None
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -204,6 +225,8 @@ class PromotionPolicy:
             gates.append(UnseenPhrasings(self.unseen_phrasings))
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
+        if self.accountability is not None and self.accountability.high_risk:
+            gates.append(HumanAccountability(self.accountability))
         return gates
 
     def variant_policy(self) -> VariantPolicy:
@@ -219,7 +242,8 @@ class PromotionPolicy:
                 continue
             value = getattr(self, f.name)
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
-                out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec)) else \
+                out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec,
+                                                                AccountabilitySpec)) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
                                                                      else value))
         return {k: v for k, v in out.items() if v is not None}
@@ -355,11 +379,35 @@ def _holdout(raw: Any, where: str) -> HoldoutSpec:
     return HoldoutSpec(**spec)
 
 
-_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout}
+def _accountability(raw: Any, where: str) -> AccountabilitySpec:
+    sub = _mapping("accountability", raw, _ACCOUNTABILITY_FIELDS, where)
+    if "high_risk" in sub and not isinstance(sub["high_risk"], bool):
+        raise InvalidInput(f"{where}: field 'accountability.high_risk' must be true or false, got {sub['high_risk']!r}")
+    if "required" in sub:
+        names = [sub["required"]] if isinstance(sub["required"], str) else (sub["required"] or [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidInput(f"{where}: field 'accountability.required' must list fields of transparency.yaml, "
+                               f"got {sub['required']!r}")
+        for name in names:
+            if name not in HUMAN_FIELDS:
+                raise InvalidInput(f"{where}: field 'accountability.required': unknown field '{name}'"
+                                   f"{_did_you_mean(name, HUMAN_FIELDS)} (fields: docs/accountability.md)")
+        sub["required"] = tuple(dict.fromkeys(names))
+    if sub.get("max_age_days") is not None:
+        sub["max_age_days"] = _number(where, "accountability.max_age_days", sub["max_age_days"], int)
+        if sub["max_age_days"] < 1:
+            raise InvalidInput(f"{where}: field 'accountability.max_age_days' must be >= 1, "
+                               f"got {sub['max_age_days']}")
+    return AccountabilitySpec(**sub)
+
+
+_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout,
+             "accountability": _accountability}
 
 
 _BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]
 _UNSEEN_FIELDS = [f.name for f in fields(UnseenSpec)]
+_ACCOUNTABILITY_FIELDS = [f.name for f in fields(AccountabilitySpec)]
 
 
 def _mapping(key: str, raw: Any, known: list[str], where: str) -> dict:
