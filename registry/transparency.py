@@ -116,7 +116,8 @@ def gather(name: str, ref: str | int = CHAMPION, settings: Settings | None = Non
     policy = governing(store, name)
     trail = store.audit_records(name)
     rollout = current_rollout(name, settings)
-    return Facts(name=name, version=mv, ref=str(ref), generated=now(), use_case=tags.get(TAG_USE_CASE),
+    return Facts(name=name, version=mv, ref=str(ref), generated=now(),
+                 use_case=getattr(use_case, "name", None) or tags.get(TAG_USE_CASE),
                  description=getattr(use_case, "description", "") or "", task=tags.get(TAG_TASK) or getattr(
                      use_case, "task", None) or "classification", family=tags.get(TAG_FAMILY),
                  inputs=_inputs(mv), data=_data(store, mv), card=_card(name, mv, settings),
@@ -248,7 +249,8 @@ def _policy(f: Facts) -> str:
     p = f.policy
     floors = [f"{p.get('metric')} >= {p.get('min_value')}"] if p.get("min_value") is not None else []
     floors += [f"{k} >= {v}" for k, v in (p.get("thresholds") or {}).items()]
-    return (f"Promotion policy {p.get('source') or 'built-in'} (revision {p.get('version') or '-'}, sha256 "
+    source = Path(str(p["source"])).name if p.get("source") else "built-in"
+    return (f"Promotion policy {source} (revision {p.get('version') or '-'}, sha256 "
             f"{str(p.get('sha256'))[:12]}): re-evaluated on a held-out set at every promotion; "
             f"{', '.join(floors) or 'no absolute floor'}; not worse than the serving version by more than "
             f"{p.get('max_regression', 0)} {p.get('metric')}" + ("; people's accountability fields required "
@@ -262,10 +264,10 @@ def _rollback(f: Facts) -> str:
     text = ("Any release manager can return the alias to the previous version at once (`civicml rollback`, "
             "audited); serving replicas follow within their refresh interval. ")
     text += f"Previous champion: version {previous}. " if previous else "No earlier champion to return to. "
-    text += f"Roll-backs so far: {h['rollbacks']}. "
+    text += f"Roll-backs so far: {h['rollbacks']}."
     if f.rollout:
         r = f.rollout
-        text += (f"A {r['mode']} of version {r['version']} receives {r['weight']:g}% of requests and stops by itself "
+        text += (f" A {r['mode']} of version {r['version']} receives {r['weight']:g}% of requests and stops by itself "
                  f"above an error rate of {r['max_error_rate']:g}" + (f" or a p95 of {r['max_p95_ms']:g} ms"
                                                                       if r.get("max_p95_ms") else "") + ".")
     return text + (" Answers already given are not recalled: people review them through the objection "
@@ -283,8 +285,9 @@ def _explanation(f: Facts) -> str:
     task = "assigns each case one of a fixed set of answers" if f.task == "classification" else "predicts a number"
     return (f"{_describes_line(f)} {f.description or 'The use case records no description.'} The model ({f.family or 'family not recorded'},"
             f" a {f.task} model trained with CivicML) {task} from these inputs: {inputs}. It learnt from "
-            f"historical cases: {_sources(f)} {_privacy(f)} Before it could serve, it was re-evaluated on data it "
-            f"never saw and compared with the version serving then. {_figures(f)} {_gates(f)} Each answer comes "
+            f"historical cases: {_sources(f)} {_privacy(f)}"
+            + (" Before it could serve, it was re-evaluated on data it never saw and compared with the version "
+               "serving then." if f.gates else "") + f" {_figures(f)} {_gates(f)} Each answer comes "
             f"with the version that gave it, a confidence, and an explanation of the inputs that weighed most "
             f"(POST /explain); the model card lists its known limitations.")
 
@@ -341,8 +344,7 @@ def eurocities(f: Facts) -> dict[str, Any]:
         "publication_date": p("publication_date") or _day(f.history["first_promotion"]) or f.generated[:10],
         "last_change_date": max(d for d in (_day(f.history["last_change"]), _day(f.version.tags.get(
             TAG_REGISTERED_AT)), f.human.reviewed.date().isoformat() if f.human.reviewed else None) if d),
-        "keywords": p("keywords") or ", ".join(filter(None, (f.use_case and Path(f.use_case).stem, f.task,
-                                                              f.family, "CivicML"))),
+        "keywords": p("keywords") or ", ".join(filter(None, (f.use_case, f.task, f.family, "CivicML"))),
     })
     if p("risks"):
         limits = f.card.get("limitations") or []
@@ -569,8 +571,8 @@ def annex_iv(f: Facts) -> list[tuple[str, list[str], list[tuple[str, str]]]]:
 
 def _changes(f: Facts) -> list[str]:
     h = f.history
-    lines = [f"Audit trail: {h['records']} records; {h['registered']} versions registered, {h['refused']} promotions "
-             f"refused, {h['rollbacks']} roll-backs; champions in order: "
+    lines = [f"Audit trail: {h['records']} records; versions registered: {h['registered']}, promotions refused: "
+             f"{h['refused']}, roll-backs: {h['rollbacks']}; champions in order: "
              f"{', '.join(h['champions']) or 'none yet'}."]
     for c in h["changes"]:
         what = {"promote": f"promoted version {c.get('to')} (from {c.get('from') or 'none'})",
@@ -626,7 +628,7 @@ class Written:
     facts: Facts
     files: list[Path]
     eurocities_problems: list[str]  # [] when the Eurocities record meets the schema
-    to_be_written: list[str]  # transparency.yaml fields the records use and nobody wrote
+    to_be_written: list[str]  # transparency.yaml fields nobody wrote and CivicML has no default for
 
 
 def write_records(name: str, out: str | Path, formats: tuple[str, ...] = FORMATS, ref: str | int = CHAMPION,
@@ -656,7 +658,7 @@ def write_records(name: str, out: str | Path, formats: tuple[str, ...] = FORMATS
     for file_name, text in texts.items():
         (folder / file_name).write_text(text, encoding="utf-8")
         files.append(folder / file_name)
-    return Written(f, files, problems, f.human.empty)
+    return Written(f, files, problems, [k for k in f.human.empty if k not in transparency_file.DEFAULTED])
 
 
 # the registry's face names (registry/__init__.py)

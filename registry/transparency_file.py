@@ -100,6 +100,9 @@ HUMAN_FIELDS: dict[str, str] = {
     "keywords": "words that help people find the record (E)",
     "lang": "the record's language, ISO 639-1 (E; default en)",
 }
+# fields CivicML fills itself when people leave them empty (their defaults: HUMAN_FIELDS)
+DEFAULTED = ("title", "description_short", "status", "remark", "risk_category", "revision_note", "revision_date",
+             "publication_date", "keywords", "lang")
 ABOUT_REVIEW = ("reviewed", "reviewed_by")  # when and by whom the fields were last checked (not record fields)
 
 
@@ -230,5 +233,5 @@ def accountability_problems(spec, human: HumanFields, changes: Mapping[str, str 
     return problems
 
 
-__all__ = ["ABOUT_REVIEW", "FILE_NAME", "HUMAN_FIELDS", "HumanFields", "accountability_problems", "parse",
+__all__ = ["ABOUT_REVIEW", "DEFAULTED", "FILE_NAME", "HUMAN_FIELDS", "HumanFields", "accountability_problems", "parse",
            "parse_time", "path_for", "read"]
