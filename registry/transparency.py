@@ -31,7 +31,7 @@ import html
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def gather(name: str, ref: str | int = CHAMPION, settings: Settings | None = Non
                  inputs=_inputs(mv), data=_data(store, mv), card=_card(name, mv, settings),
                  policy=policy.to_record(), high_risk=bool(policy.accountability and policy.accountability.high_risk),
                  gates=_last_promotion(trail, mv.version), history=_history(trail),
-                 rollout=rollout.__dict__ if rollout else None, human=human,
+                 rollout=asdict(rollout) if rollout else None, human=human,
                  lineage={k: tags.get(t) for k, t in (("code_version", TAG_CODE_VERSION), ("study", TAG_STUDY),
                                                       ("data_fingerprint", TAG_DATA_FINGERPRINT),
                                                       ("registered_by", TAG_REGISTERED_BY))} | {"run_id": mv.run_id})
@@ -283,9 +283,10 @@ def _describes_line(f: Facts) -> str:
 def _explanation(f: Facts) -> str:
     inputs = ", ".join(c["name"] for c in f.inputs) or "not recorded"
     task = "assigns each case one of a fixed set of answers" if f.task == "classification" else "predicts a number"
-    return (f"{_describes_line(f)} {f.description or 'The use case records no description.'} The model ({f.family or 'family not recorded'},"
-            f" a {f.task} model trained with CivicML) {task} from these inputs: {inputs}. It learnt from "
-            f"historical cases: {_sources(f)} {_privacy(f)}"
+    what = f.description or "The use case records no description."
+    return (f"{_describes_line(f)} {what} The model ({f.family or 'family not recorded'}, a {f.task} model "
+            f"trained with CivicML) {task} from these inputs: {inputs}. It learnt from historical cases: "
+            f"{_sources(f)} {_privacy(f)}"
             + (" Before it could serve, it was re-evaluated on data it never saw and compared with the version "
                "serving then." if f.gates else "") + f" {_figures(f)} {_gates(f)} Each answer comes "
             f"with the version that gave it, a confidence, and an explanation of the inputs that weighed most "
@@ -330,8 +331,8 @@ def eurocities(f: Facts) -> dict[str, Any]:
         "connected_data_sources": _sources(f) + " The model itself reads no other database when it answers.",
         "algorithm_type": "self-learning",
         "description": _explanation(f),
-        "methods_and_models": f"{f.name} version {f.version.version}: {f.family or 'not recorded'} ({f.task}), trained and served with CivicML "
-                              f"(MLflow models, scikit-learn or Paddle).",
+        "methods_and_models": f"{f.name} version {f.version.version}: {f.family or 'not recorded'} ({f.task}), "
+                              f"trained and served with CivicML (MLflow models, scikit-learn or Paddle).",
         "performance": f"{_figures(f)} {_policy(f)}",
         "monitoring": _both(p("monitoring"), f"{_gates(f)} {_policy(f)} Live answers can be recorded and "
                                              f"compared with later outcomes (`civicml monitor`)."),
@@ -671,6 +672,6 @@ eurocities_schema = schema
 eurocities_problems = schema_problems
 
 __all__ = ["ANNEX_IV_SECTIONS", "TRANSPARENCY_FORMATS", "atrs_record", "eurocities_problems", "eurocities_record",
-           "eurocities_schema", "transparency_facts", "write_transparency", "ATRS_VERSION", "EUROCITIES_VERSION", "FORMATS", "Facts", "Written", "annex_iv",
-           "annex_iv_html", "annex_iv_markdown", "atrs", "atrs_markdown", "eurocities", "gather", "schema",
-           "schema_problems", "write_records"]
+           "eurocities_schema", "transparency_facts", "write_transparency", "ATRS_VERSION", "EUROCITIES_VERSION",
+           "FORMATS", "Facts", "Written", "annex_iv", "annex_iv_html", "annex_iv_markdown", "atrs", "atrs_markdown",
+           "eurocities", "gather", "schema", "schema_problems", "write_records"]

@@ -118,7 +118,11 @@ def test_a_high_risk_model_waits_for_people_and_the_refusal_is_audited(accountab
 def test_the_records_describe_the_live_version_and_the_eurocities_one_meets_its_schema(live, tmp_path):
     import jsonschema
 
-    written = registry.write_transparency(NAME, tmp_path / "records", settings=live.settings)
+    registry.start_rollout(NAME, "1", 10, settings=live.settings)  # a canary in force is a rollback fact
+    try:
+        written = registry.write_transparency(NAME, tmp_path / "records", settings=live.settings)
+    finally:
+        registry.stop_rollout(NAME, settings=live.settings)
     assert sorted(p.name for p in written.files) == ["annex-iv.html", "annex-iv.md", "atrs.json", "atrs.md",
                                                      "eurocities.json"]
     assert written.eurocities_problems == []
@@ -129,6 +133,7 @@ def test_the_records_describe_the_live_version_and_the_eurocities_one_meets_its_
                                     ).validate(record)
     assert record["lawful_basis"] == FILLED["lawful_basis"] and record["risk_category"] == "high risk"
     assert f"{NAME} version 1" in record["remark"] and record["status"] == "operational"
+    assert "A canary of version 1 receives 10% of requests" in record["rollback"]
 
     atrs = json.loads((tmp_path / "records" / "atrs.json").read_text())
     assert atrs["describes"]["version"] == "1" and set(atrs["tier_1"]) == {"name", "description", "website_url",
