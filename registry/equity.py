@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 MISSING = "(missing)"  # the group of rows whose group column is empty
+FOUR_FIFTHS = 0.8  # the customary impact-ratio floor (the "four-fifths rule"): the policy's default min_ratio
 
 
 @dataclass(frozen=True)
@@ -216,4 +217,4 @@ def measure(spec: Any, metric: str, truth, answers, groups: pd.Series, champion=
                         tuple(figures))
 
 
-__all__ = ["EquityReport", "GroupFigure", "by_group", "group_labels", "impact_ratio", "impact_ratios", "measure"]
+__all__ = ["FOUR_FIFTHS", "EquityReport", "GroupFigure", "by_group", "group_labels", "impact_ratio", "impact_ratios", "measure"]
