@@ -166,7 +166,7 @@ def _macro_f1(truth: np.ndarray, answers: np.ndarray, rows: np.ndarray) -> np.nd
 def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2
     low, high = np.nanquantile(samples, [tail, 1 - tail]) if np.isfinite(samples).any() else (np.nan, np.nan)
-    return float(low), float(high)
+    return float(low) + 0.0, float(high) + 0.0  # + 0.0: no "-0.000" for a group that did not change
 
 
 def group_labels(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -210,7 +210,7 @@ def measure(spec: Any, metric: str, truth, answers, groups: pd.Series, champion=
         if g in before:
             value, drawn_before = before[g]
             sign = 1.0 if lower else -1.0  # worse_by > 0: the candidate is worse than the champion
-            figure.update(champion=value, worse_by=sign * (values[g] - value),
+            figure.update(champion=value, worse_by=sign * (values[g] - value) + 0.0,
                           worse_interval=_interval(sign * (samples[g] - drawn_before), spec.confidence))
         figures.append(GroupFigure(**figure))
     return EquityReport(groups.name or "group", metric, spec.confidence, spec.resamples, spec.min_count, best,

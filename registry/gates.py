@@ -495,7 +495,7 @@ class EquityRatio(Gate):
         shown = below or [lowest]
         detail = ("; ".join(f"{g.group} {g.ratio:.2f} of the best ({pct} interval {_span(g.ratio_interval)}, "
                             f"{self.metric} {g.value:.2f} on {g.rows} rows)" for g in shown)
-                  + (f": clearly under {floor}" if below else " is the lowest")
+                  + (f": clearly under {floor}" if below else f": the nearest the floor {floor}")
                   + f"; the best: {best.group} {self.metric} {best.value:.2f} on {best.rows} rows"
                   + _small_groups(report))
         return GateVerdict(self.title, not below, lowest.ratio_interval[1], floor, detail)
@@ -530,6 +530,6 @@ class EquityRegression(Gate):
         detail = ("; ".join(f"{g.group} {self.metric} {g.value:.2f} vs {g.champion:.2f} under champion "
                             f"v{ctx.champion.version.version} ({g.worse_by:+.2f} worse, {pct} interval "
                             f"{_span(g.worse_interval)}, {g.rows} rows)" for g in shown)
-                  + (f": clearly worse by more than {margin}" if worse else " fares worst")
+                  + (f": clearly worse by more than {margin}" if worse else f": the nearest the margin {margin}")
                   + _small_groups(report))
         return GateVerdict(self.title, not worse, most.worse_interval[0], margin, detail)
