@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
                                     Recording, existing_store, new_answer_id, open_store, recorder_for)
     from monitoring.report import Alert, MonitoringPolicy, MonitorReport, live_frame, monitor
-    from monitoring.review import Review, labelled_answers, review, review_counts
+    from monitoring.review import Review, labelled_answers, review_answer, review_counts
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
@@ -32,7 +32,7 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
                            "Recording", "existing_store", "new_answer_id", "open_store", "recorder_for"),
     "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "live_frame", "monitor"),
-    "monitoring.review": ("Review", "labelled_answers", "review", "review_counts"),
+    "monitoring.review": ("Review", "labelled_answers", "review_answer", "review_counts"),
 })
 
 __all__ = [
@@ -40,5 +40,5 @@ __all__ = [
     "Recorder", "RecordMasking", "RecordPolicy", "RecordStore", "Recording", "Reference",
     "add_feedback", "column_kinds", "detect_drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
     "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
-    "Review", "existing_store", "labelled_answers", "review", "review_counts",
+    "Review", "existing_store", "labelled_answers", "review_answer", "review_counts",
 ]

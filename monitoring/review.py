@@ -1,10 +1,10 @@
 """People's reviews of served answers: a human override, audited, kept beside the answer as its label.
 
 ``civicml review ANSWER_ID --decision VALUE --reason TEXT`` (role ``reviewer``; in single-user mode the local
-user) calls :func:`review`::
+user) calls :func:`review_answer`::
 
-    from monitoring import review, review_counts, labelled_answers
-    done = review("5f0c...", "water", "the caller reported a burst main, not a pothole", settings=settings)
+    from monitoring import review_answer, review_counts, labelled_answers
+    done = review_answer("5f0c...", "water", "the caller reported a burst main, not a pothole", settings=settings)
     done.changed                    # the decision differs from the model's answer
     review_counts(open_store(settings=settings), model="service-requests-router")  # per version and group
     labelled_answers(store, model)  # every labelled answer, label_source "review" or "feedback"
@@ -79,7 +79,7 @@ class Review:
                 f"{self.answer!r}, reviewed as {self.decision!r} ({verdict}); audited, and kept as its label")
 
 
-def review(answer_id: str, decision: Any, reason: str, *, model: str | None = None,
+def review_answer(answer_id: str, decision: Any, reason: str, *, model: str | None = None,
            settings: Settings | None = None) -> Review:
     """Record a person's review of one stored answer (see the module's docstring)."""
     from registry import ModelStore, audit_record, authorize
@@ -187,4 +187,4 @@ def labelled_answers(store: RecordStore, model: str | None = None) -> pd.DataFra
     return labelled.assign(label_source=["review" if i in reviewed else "feedback" for i in labelled["answer_id"]])
 
 
-__all__ = ["Review", "labelled_answers", "review", "review_counts"]
+__all__ = ["Review", "labelled_answers", "review_answer", "review_counts"]

@@ -21,8 +21,8 @@ def add_commands(sub) -> None:
 
 
 def cmd_review(args) -> int:
-    from monitoring import review
+    from monitoring import review_answer
 
-    done = review(args.answer_id, args.decision, args.reason, model=args.model, settings=settings_from(args))
+    done = review_answer(args.answer_id, args.decision, args.reason, model=args.model, settings=settings_from(args))
     print(json.dumps(done.to_dict(), default=str) if args.json else done.text())
     return 0
