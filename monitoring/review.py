@@ -82,11 +82,20 @@ class Review:
 def review_answer(answer_id: str, decision: Any, reason: str, *, model: str | None = None,
            settings: Settings | None = None) -> Review:
     """Record a person's review of one stored answer (see the module's docstring)."""
-    from registry import ModelStore, audit_record, authorize
-
     settings = settings or Settings.from_env()
     answer_id, decision, reason = _checked(answer_id, decision, reason)
     store = existing_store(settings)
+    try:
+        return _review(store, answer_id, decision, reason, model, settings)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _review(store: RecordStore | None, answer_id: str, decision: Any, reason: str, model: str | None,
+            settings: Settings) -> Review:
+    from registry import ModelStore, audit_record, authorize
+
     found = _stored_answer(store, answer_id)
     registry = ModelStore(settings)
     who = authorize(settings, "review", model or (found or {}).get("model"), registry, answer_id=answer_id)

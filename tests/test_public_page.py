@@ -72,4 +72,5 @@ def test_the_objection_procedure_comes_from_transparency_yaml_beside_the_use_cas
     assert objection_procedure(use_case).startswith("Write to the inspections office within 6 weeks")
     (folder / "transparency.yaml").write_text("objection_procedure: [unclosed")
     assert objection_procedure(use_case) == ""  # unreadable: the page without it
-    assert public_text(f"{use_case.description} (use case `{folder}/usecase.yaml`)").endswith("(use case `usecase.yaml`)")
+    shown = public_text(f"{use_case.description} (use case `{folder}/usecase.yaml`)")
+    assert shown.endswith("(use case `usecase.yaml`)") and str(tmp_path) not in shown

@@ -40,7 +40,8 @@ def test_a_review_reaches_the_audit_trail_and_the_live_figures(reviewed_model):
     settings, name = reviewed_model.settings, reviewed_model.name
     answer_id, said = reviewed_model.answer_ids[0], reviewed_model.labels[0]
     decision = _other(said)
-    done = review_answer(answer_id.upper(), decision, "  the caller (555-867-5309) reported a burst main ", settings=settings)
+    done = review_answer(answer_id.upper(), decision, "  the caller (555-867-5309) reported a burst main ",
+                         settings=settings)
     assert done.changed and done.answer == said and done.decision == decision and done.group == "Northside"
     assert done.reason == "the caller ([PHONE]) reported a burst main"  # masked before it is kept anywhere
     last = audit(name, settings=settings)[-1]
@@ -56,7 +57,8 @@ def test_a_review_reaches_the_audit_trail_and_the_live_figures(reviewed_model):
     real = figures[(figures["group"] == "Northside") & (figures["metric"] == "accuracy") & ~figures["estimate"]]
     assert len(real) == 1 and real["value"].iloc[0] == 0.0 and real["n"].iloc[0] >= 1
 
-    confirmed = review_answer(reviewed_model.answer_ids[1], reviewed_model.labels[1], "checked: right", settings=settings)
+    confirmed = review_answer(reviewed_model.answer_ids[1], reviewed_model.labels[1], "checked: right",
+                              settings=settings)
     assert not confirmed.changed
     counts = review_counts(store, model=name).set_index(["version", "group"])
     assert counts.loc[("1", "Northside"), "changed"] >= 1

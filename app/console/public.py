@@ -116,11 +116,16 @@ def _changes(trail: list[dict]) -> list[Change]:
 def _reviews(name: str, version: str, settings: Settings) -> tuple[list[dict], list[dict]]:
     from monitoring import existing_store, review_counts
 
+    store = None
     try:
-        counts = review_counts(existing_store(settings), model=name)
+        store = existing_store(settings)
+        counts = review_counts(store, model=name)
     except Exception:  # noqa: BLE001 - a store that cannot be read: the page without the counts
         log.warning("the public page could not read the review counts of '%s'", name, exc_info=True)
         return [], []
+    finally:
+        if store is not None:
+            store.close()
     per_version = counts.groupby("version")[["reviewed", "changed"]].sum().reset_index()
     per_version = per_version.sort_values("version", key=lambda v: v.astype(int), ascending=False)
     live = counts[counts["version"] == version].sort_values("group")
