@@ -21,16 +21,18 @@ if TYPE_CHECKING:
     from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
     from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
-                                    Recording, new_answer_id, open_store, recorder_for)
+                                    Recording, existing_store, new_answer_id, open_store, recorder_for)
     from monitoring.report import Alert, MonitoringPolicy, MonitorReport, live_frame, monitor
+    from monitoring.review import Review, labelled_answers, review_answer, review_counts
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
     "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
     "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
-                           "Recording", "new_answer_id", "open_store", "recorder_for"),
+                           "Recording", "existing_store", "new_answer_id", "open_store", "recorder_for"),
     "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "live_frame", "monitor"),
+    "monitoring.review": ("Review", "labelled_answers", "review_answer", "review_counts"),
 })
 
 __all__ = [
@@ -38,4 +40,5 @@ __all__ = [
     "Recorder", "RecordMasking", "RecordPolicy", "RecordStore", "Recording", "Reference",
     "add_feedback", "column_kinds", "detect_drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
     "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
+    "Review", "existing_store", "labelled_answers", "review_answer", "review_counts",
 ]
