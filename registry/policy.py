@@ -32,6 +32,12 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     variants:                       # bounds for compressed variants, and which ones promotion builds
       max_quality_loss: 0.02        # (registry.variant_policy.VariantPolicy; docs/variants.md)
       build: [onnx]
+    recent_window:                  # judged on today's traffic too: the most recent labelled window of served
+      window: 7d                    # answers (civicml promote reads it from the monitoring store), not worse
+      min_count: 30                 # than the champion on the same rows; fewer labelled rows: refused, saying so
+      max_regression: 0.0
+      metric: macro_f1              # default: the policy's metric
+      min_value: null               # an optional floor on that window too
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -49,6 +55,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,6 +65,7 @@ import yaml
 from civicml.errors import InvalidInput
 from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
                             MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
+from registry.gates import RecentWindow
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -102,6 +110,18 @@ class UnseenSpec:
 
 
 @dataclass(frozen=True)
+class RecentWindowSpec:
+    """``recent_window``: the candidate judged on the most recent labelled window of served traffic (the
+    judging share the monitoring store keeps: docs/monitoring.md), against the champion on the same rows."""
+
+    window: str = "7d"
+    min_count: int = 30  # fewer labelled rows: the gate refuses, saying so
+    max_regression: float = 0.0
+    metric: str | None = None  # None: the policy's metric
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
 class PromotionPolicy:
     metric: str = "macro_f1"
     min_value: float | None = 0.7  # None: no absolute floor (the baseline and champion gates still judge)
@@ -120,6 +140,7 @@ class PromotionPolicy:
     model: str | None = None
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
+    recent_window: RecentWindowSpec | None = None
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -184,6 +205,8 @@ class PromotionPolicy:
         if self.unseen_phrasings is not None:
             spec = self.unseen_phrasings
             floor(UnseenPhrasings(spec).title, spec.metric, spec.min_value, "unseen_phrasings.min_value")
+        if self.recent_window is not None:
+            found += _recent_never_failing(self.recent_window_gate(), floor, finite)
         return found
 
     def gates(self) -> list[Gate]:
@@ -202,9 +225,15 @@ class PromotionPolicy:
             gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows, self.latency_repeats))
         if self.unseen_phrasings is not None:
             gates.append(UnseenPhrasings(self.unseen_phrasings))
+        if self.recent_window is not None:
+            gates.append(self.recent_window_gate())
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
         return gates
+
+    def recent_window_gate(self) -> RecentWindow:
+        """The ``recent_window`` section's gate (its metric defaults to the policy's)."""
+        return RecentWindow(self.recent_window, self.recent_window.metric or self.metric)
 
     def variant_policy(self) -> VariantPolicy:
         """The ``variants:`` section as a :class:`registry.variant_policy.VariantPolicy`."""
@@ -218,6 +247,8 @@ class PromotionPolicy:
             if f.name in ("source", "sha256", "version"):
                 continue
             value = getattr(self, f.name)
+            if isinstance(value, RecentWindowSpec):
+                value = asdict(value)
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
                 out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec)) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
@@ -356,6 +387,55 @@ def _holdout(raw: Any, where: str) -> HoldoutSpec:
 
 
 _SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout}
+
+
+# -- recent_window --------------------------------------------------------------------------------
+_RECENT_FIELDS = [f.name for f in fields(RecentWindowSpec)]
+# the grammar of a window (monitoring.quality.parse_window reads it; the registry does not import monitoring)
+_WINDOW = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*")
+_WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _recent(raw: Any, where: str) -> RecentWindowSpec:
+    sub = _mapping("recent_window", raw, _RECENT_FIELDS, where)
+    window = str(sub.get("window", RecentWindowSpec.window))
+    match = _WINDOW.fullmatch(window.lower())
+    if not match or float(match.group(1)) * _WINDOW_SECONDS[match.group(2)] < 60:
+        raise InvalidInput(f"{where}: field 'recent_window.window' must look like 30m, 12h, 7d or 2w (at least a "
+                           f"minute), got {sub.get('window')!r}")
+    sub["window"] = window.strip()
+    if "min_count" in sub:
+        sub["min_count"] = _number(where, "recent_window.min_count", sub["min_count"], int)
+        if sub["min_count"] < 1:
+            raise InvalidInput(f"{where}: field 'recent_window.min_count' must be >= 1, got {sub['min_count']}")
+    if "max_regression" in sub:
+        sub["max_regression"] = _number(where, "recent_window.max_regression", sub["max_regression"])
+    if sub.get("min_value") is not None:
+        sub["min_value"] = _number(where, "recent_window.min_value", sub["min_value"])
+    if sub.get("metric") is not None:
+        if not isinstance(sub["metric"], str):
+            raise InvalidInput(f"{where}: field 'recent_window.metric' must be a string, got {sub['metric']!r}")
+        _check_metric("recent_window.metric", sub["metric"], where)
+    return RecentWindowSpec(**sub)
+
+
+def _recent_never_failing(gate: RecentWindow, floor, finite) -> list[str]:
+    """Why the recent-window gate can never fail ([] if it can): a non-finite bound, a floor below the metric's
+    range, or a tolerance as wide as the metric's whole range with no floor."""
+    from projects.metrics import bounds
+
+    spec, extra = gate.spec, []
+    floor(gate.title, gate.metric, spec.min_value, "recent_window.min_value")
+    finite(gate.title, spec.max_regression, "recent_window.max_regression")
+    low, high = bounds(gate.metric)
+    if spec.min_value is None and math.isfinite(spec.max_regression) and math.isfinite(high - low) \
+            and spec.max_regression >= high - low:
+        extra.append(f"gate '{gate.title}' gates nothing: {gate.metric} lies in [{low:g}, {high:g}], so a "
+                      f"tolerance of {spec.max_regression:g} (field 'recent_window.max_regression') never refuses")
+    return extra
+
+
+_SECTIONS["recent_window"] = _recent
 
 
 _BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]
