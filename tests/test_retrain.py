@@ -201,5 +201,17 @@ def test_cli_retrain_in_a_fresh_process_from_an_empty_folder(loop, retrained, tm
     version = version_of(NAME, "challenger", settings=loop.settings)
     assert version.version == summary["version"] and version.tags[TAG_RETRAINED_FROM] == champion
     assert sorted(p.name for p in work.iterdir()) == []  # nothing written into the folder
-    bad = _civicml(["retrain", NAME, "--home", str(loop.home), "--window", "7x"], work, tmp_path)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "window" in bad.stderr
+
+
+@pytest.mark.parametrize("args, says", [(["--window", "7x"], "window must look like"),
+                                        (["--trials", "0"], "n_trials must be at least 1"),
+                                        (["--set", "logreg.C=x:y"], "logreg.C")])
+def test_cli_retrain_refuses_bad_arguments_in_one_line(loop, args, says, capsys):
+    from app.cli import main
+    from registry import versions
+
+    before = len(versions(NAME, settings=loop.settings))
+    assert main(["retrain", NAME, "--home", str(loop.home), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and says in err, err
+    assert len(versions(NAME, settings=loop.settings)) == before
