@@ -167,12 +167,20 @@ def test_the_recent_window_gate_refuses_a_worse_challenger_and_too_few_labels(lo
     assert registry.version_of(NAME, "champion", settings=loop.settings).version == loop.champion
 
 
-def test_the_recent_window_gate_passes_the_retrained_challenger(loop, retrained):
-    import registry
+def test_civicml_promote_passes_the_retrained_challenger_on_the_recent_window(loop, retrained, tmp_path, capsys):
+    """`civicml promote` reads the recent window from the monitoring store when the policy names it."""
+    import yaml
 
-    outcome, verdict = _promote(loop, retrained.version, {"window": "7d", "min_count": 20, "max_regression": 0.05})
-    assert verdict.passed, verdict.detail
-    assert outcome.promoted, outcome.reason
+    import registry
+    from app.cli import main
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"min_value": None, "max_regression": 0.5, "holdout": {"rows": 200},
+                                      "recent_window": {"window": "7d", "min_count": 20, "max_regression": 0.05}}))
+    code = main(["promote", NAME, "--from", retrained.version, "--policy", str(policy), "--home", str(loop.home)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "PASS macro_f1 on the recent 7d window vs champion" in out and "labelled answers" in out
     assert registry.version_of(NAME, "champion", settings=loop.settings).version == retrained.version
     trail = registry.audit(NAME, settings=loop.settings)[-1]
     assert any("recent 7d window" in g["gate"] and g["passed"] for g in trail["gates"])
