@@ -79,63 +79,72 @@ def _labels(output) -> np.ndarray:
     return predicted_labels(output)
 
 
-def _retrained(loop, **choices):
-    from monitoring.retrain import RetrainOptions, retrain
-
-    return retrain(NAME, _sources(loop), RetrainOptions(window="7d", n_trials=2, warm_trials=1, families=["logreg"],
-                                                       overrides=NARROW, holdout=False, **choices),
-                   settings=loop.settings)
-
-
-def _sources(loop):
-    from projects import get_use_case
-
-    use_case = get_use_case("service_requests")
-    return use_case.integrate(use_case.generate_sources(loop.home.parent / "sources", n=300, seed=11))
+def _civicml(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIVICML_"))}
+    env["HOME"] = str(tmp_path / "fresh-home")
+    civicml = Path(sys.executable).with_name("civicml")
+    return subprocess.run([str(civicml), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def retrained(loop):
-    return _retrained(loop)
+def retrained(loop, tmp_path_factory):
+    """`civicml retrain` in a fresh process from an empty folder with a fresh HOME: (its JSON summary, the
+    finished process, the folder)."""
+    work = tmp_path_factory.mktemp("empty")
+    done = _civicml(["retrain", NAME, "--home", str(loop.home), "--window", "7d", "--trials", "2", "--warm-trials",
+                     "1", "--families", "logreg", "--set", "logreg.char_ngrams=false", "--rows", "300",
+                     "--no-holdout", "--json"], work, tmp_path_factory.mktemp("fresh"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), done, work
+
+
+def test_cli_retrain_in_a_fresh_process_from_an_empty_folder(loop, retrained):
+    summary, done, work = retrained
+    assert summary["retrained_from"] == loop.champion and summary["alias"] == "challenger"
+    assert summary["traffic"]["rows"] > 100 and summary["source_rows"] > 250
+    assert "retrain:" in done.stderr  # progress on stderr, stdout stays JSON
+    assert sorted(p.name for p in work.iterdir()) == []  # nothing written into the folder
 
 
 def test_retrain_registers_a_challenger_naming_the_champion_and_the_traffic(loop, retrained):
     import optuna
 
+    summary = retrained[0]
     from monitoring import open_store
     from monitoring.retrain import labelled_traffic
     from registry import version_of
 
     challenger = version_of(NAME, "challenger", settings=loop.settings)
     champion = version_of(NAME, "champion", settings=loop.settings)
-    assert challenger.version == retrained.version != loop.champion
+    assert challenger.version == summary["version"] != loop.champion
     tags = challenger.tags
     assert tags[TAG_RETRAINED_FROM] == loop.champion and tags[TAG_WARM_START_STUDY] == "router-study"
     rows = int(tags[TAG_TRAFFIC_ROWS])
     store = open_store(settings=loop.settings)
     trained = labelled_traffic(store, NAME, FEATURES, "department", "7d")
     judged = labelled_traffic(store, NAME, FEATURES, "department", "7d", judging=True)
-    assert rows == trained.rows == retrained.traffic["rows"] > 100 and tags[TAG_TRAFFIC_FINGERPRINT] == trained.fingerprint
+    assert rows == trained.rows == summary["traffic"]["rows"] > 100 and tags[TAG_TRAFFIC_FINGERPRINT] == trained.fingerprint
     assert judged.rows > 30 and judged.until == trained.until  # the same window, the other share of its answers
     assert rows + judged.rows < loop.labelled  # only the most recent week, and never the judging share
     assert tags[TAG_TRAFFIC_WINDOW].startswith("7d: 2026-01-1")
     assert tags[TAG_DATA_FINGERPRINT] != champion.tags[TAG_DATA_FINGERPRINT]  # sources + traffic
     assert not any(s in " ".join(trained.frame["description"]) for s in ("@mail.example.org",))  # stored masked
-    study = optuna.load_study(study_name=retrained.study.study_name, storage=loop.settings.optuna_storage)
-    first = study.get_trials(deepcopy=False)[0]
+    study = optuna.load_study(study_name=summary["study"]["study_name"], storage=loop.settings.optuna_storage)
+    first, second = study.get_trials(deepcopy=False)[:2]
     assert first.params == loop.champion_params  # warm start: the champion's own trial runs first
     assert f"champion v{loop.champion}" in first.user_attrs[ATTR_WARM_START]
-    assert retrained.warm_start and "router-study" in retrained.warm_start[0]
+    assert "router-study trial" in second.user_attrs[ATTR_WARM_START]  # then the best other of its study
+    assert len(summary["warm_start"]) == 2 and "router-study" in summary["warm_start"][0]
 
 
-def test_retrain_refuses_without_labelled_traffic_and_stores_nothing(loop, tmp_path):
+def test_retrain_refuses_without_labelled_traffic_and_stores_nothing(loop, small_requests, tmp_path):
     from civicml.errors import InvalidInput
     from monitoring.retrain import RetrainOptions, retrain
     from registry import versions
 
     before = len(versions(NAME, settings=loop.settings))
     with pytest.raises(InvalidInput, match="no labelled served answers"):
-        retrain(NAME, _sources(loop), RetrainOptions(store_url=f"sqlite:///{tmp_path / 'empty.db'}"),
+        retrain(NAME, small_requests, RetrainOptions(store_url=f"sqlite:///{tmp_path / 'empty.db'}"),
                 settings=loop.settings)
     assert len(versions(NAME, settings=loop.settings)) == before
 
@@ -152,11 +161,11 @@ def _promote(loop, version: str, recent_window: dict):
     return outcome, next(v for v in outcome.verdicts if "recent 7d window" in v.gate)
 
 
-def test_the_recent_window_gate_refuses_a_worse_challenger_and_too_few_labels(loop, retrained):
+def test_the_recent_window_gate_refuses_a_worse_challenger_and_too_few_labels(loop, retrained, small_requests):
     import registry
     from projects import train
 
-    worse = train(loop.use_case, _sources(loop).subset(np.arange(60)), "logreg", {"char_ngrams": False, "C": 0.1},
+    worse = train(loop.use_case, small_requests.subset(np.arange(60)), "logreg", {"char_ngrams": False, "C": 0.1},
                   settings=loop.settings)
     version = registry.register(worse.model_uri, NAME, settings=loop.settings).version
     refused, verdict = _promote(loop, version, {"window": "7d", "min_count": 20, "max_regression": 0.02})
@@ -177,38 +186,14 @@ def test_civicml_promote_passes_the_retrained_challenger_on_the_recent_window(lo
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"min_value": None, "max_regression": 0.5, "holdout": {"rows": 200},
                                       "recent_window": {"window": "7d", "min_count": 20, "max_regression": 0.05}}))
-    code = main(["promote", NAME, "--from", retrained.version, "--policy", str(policy), "--home", str(loop.home)])
+    version = retrained[0]["version"]
+    code = main(["promote", NAME, "--from", version, "--policy", str(policy), "--home", str(loop.home)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS macro_f1 on the recent 7d window vs champion" in out and "labelled answers" in out
-    assert registry.version_of(NAME, "champion", settings=loop.settings).version == retrained.version
+    assert registry.version_of(NAME, "champion", settings=loop.settings).version == version
     trail = registry.audit(NAME, settings=loop.settings)[-1]
     assert any("recent 7d window" in g["gate"] and g["passed"] for g in trail["gates"])
-
-
-def _civicml(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIVICML_"))}
-    env["HOME"] = str(tmp_path / "fresh-home")
-    civicml = Path(sys.executable).with_name("civicml")
-    return subprocess.run([str(civicml), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-
-
-def test_cli_retrain_in_a_fresh_process_from_an_empty_folder(loop, retrained, tmp_path):
-    from registry import version_of
-
-    work = tmp_path / "empty"
-    work.mkdir()
-    champion = version_of(NAME, "champion", settings=loop.settings).version
-    done = _civicml(["retrain", NAME, "--home", str(loop.home), "--window", "7d", "--trials", "1", "--warm-trials",
-                     "0", "--families", "logreg", "--set", "logreg.char_ngrams=false", "--rows", "200",
-                     "--no-holdout", "--json"], work, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
-    assert summary["retrained_from"] == champion and summary["traffic"]["rows"] > 100
-    assert "retrain:" in done.stderr  # progress on stderr, stdout stays JSON
-    version = version_of(NAME, "challenger", settings=loop.settings)
-    assert version.version == summary["version"] and version.tags[TAG_RETRAINED_FROM] == champion
-    assert sorted(p.name for p in work.iterdir()) == []  # nothing written into the folder
 
 
 @pytest.mark.parametrize("args, says", [(["--window", "7x"], "window must look like"),
