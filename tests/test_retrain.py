@@ -91,8 +91,8 @@ def retrained(loop, tmp_path_factory):
     """`civicml retrain` in a fresh process from an empty folder with a fresh HOME: (its JSON summary, the
     finished process, the folder)."""
     work = tmp_path_factory.mktemp("empty")
-    done = _civicml(["retrain", NAME, "--home", str(loop.home), "--window", "7d", "--trials", "2", "--warm-trials",
-                     "1", "--families", "logreg", "--set", "logreg.char_ngrams=false", "--rows", "300",
+    done = _civicml(["retrain", NAME, "--home", str(loop.home), "--window", "7d", "--trials", "1", "--warm-trials",
+                     "0", "--families", "logreg", "--set", "logreg.char_ngrams=false", "--rows", "300",
                      "--no-holdout", "--json"], work, tmp_path_factory.mktemp("fresh"))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout), done, work
@@ -130,11 +130,29 @@ def test_retrain_registers_a_challenger_naming_the_champion_and_the_traffic(loop
     assert tags[TAG_DATA_FINGERPRINT] != champion.tags[TAG_DATA_FINGERPRINT]  # sources + traffic
     assert not any(s in " ".join(trained.frame["description"]) for s in ("@mail.example.org",))  # stored masked
     study = optuna.load_study(study_name=summary["study"]["study_name"], storage=loop.settings.optuna_storage)
-    first, second = study.get_trials(deepcopy=False)[:2]
+    first = study.get_trials(deepcopy=False)[0]
     assert first.params == loop.champion_params  # warm start: the champion's own trial runs first
     assert f"champion v{loop.champion}" in first.user_attrs[ATTR_WARM_START]
-    assert "router-study trial" in second.user_attrs[ATTR_WARM_START]  # then the best other of its study
-    assert len(summary["warm_start"]) == 2 and "router-study" in summary["warm_start"][0]
+    assert summary["warm_start"] == [first.user_attrs[ATTR_WARM_START]]
+
+
+def test_the_warm_start_is_the_champions_trial_then_the_best_of_its_study(loop):
+    import optuna
+
+    from monitoring.retrain import warm_trials
+    from registry import version_of
+    from tuning import plan_study
+
+    champion = version_of(NAME, loop.champion, settings=loop.settings)
+    plan = plan_study(loop.use_case, families=["logreg"], overrides=NARROW, settings=loop.settings)
+    warm = warm_trials(champion, plan, loop.use_case, loop.settings, limit=1)
+    trials = optuna.load_study(study_name="router-study", storage=loop.settings.optuna_storage).trials
+    other = next(t for t in trials if t.params != loop.champion_params)
+    assert [w.params for w in warm] == [loop.champion_params, other.params]
+    assert "(champion v" in warm[0].origin and warm[1].origin == f"study router-study trial {other.number}"
+    wider = plan_study(loop.use_case, families=["logreg"], settings=loop.settings, overrides={
+        "logreg": {"char_ngrams": Categorical([True])}})  # a space that holds neither: no warm start
+    assert warm_trials(champion, wider, loop.use_case, loop.settings) == []
 
 
 def test_retrain_refuses_without_labelled_traffic_and_stores_nothing(loop, small_requests, tmp_path):
