@@ -343,11 +343,12 @@ class RetrainOutcome:
     def text(self) -> str:
         s, t = self.study, self.traffic
         value = "-" if s.best_value is None else f"{s.best_value:.4f}"
+        warm = f"warm-started with {len(self.warm_start)} ({'; '.join(self.warm_start)})" if self.warm_start else \
+            "no warm start this time (a resumed study, or no earlier trial its search space holds)"
         return (f"retrained {self.name} from champion v{self.champion} on {self.source_rows} source rows + "
                 f"{t['rows']} labelled served answers ({t['span']}, fingerprint {t['fingerprint'][:12]})\n"
-                f"study {s.study_name}: {s.n_complete} complete of {s.n_trials} trials, warm-started with "
-                f"{len(self.warm_start)} ({', '.join(self.warm_start) or 'none'}); chosen trial {s.best_trial}: "
-                f"{value}\nregistered {self.name} version {self.version} as 'challenger'")
+                f"study {s.study_name}: {s.n_complete} complete of {s.n_trials} trials, {warm}; chosen trial "
+                f"{s.best_trial}: {value}\nregistered {self.name} version {self.version} as 'challenger'")
 
 
 def check_retrain(name: str, options: RetrainOptions, settings: Settings):

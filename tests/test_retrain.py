@@ -69,7 +69,9 @@ def loop(tmp_path_factory, requests_use_case, small_requests, requests_holdout) 
     recorder.close()
     closed = season["labelled_at"].notna().to_numpy()
     pairs = [(i, d) for i, d, c in zip(ids, season["department"], closed) if c]
-    assert add_feedback(open_store(settings=settings), pairs).joined == len(pairs)
+    store = open_store(settings=settings)
+    assert add_feedback(store, pairs).joined == len(pairs)
+    store.close()
     return Loop(settings, home, requests_use_case, version.version, dict(study.best_params), holdout, len(pairs))
 
 
@@ -123,6 +125,7 @@ def test_retrain_registers_a_challenger_naming_the_champion_and_the_traffic(loop
     store = open_store(settings=loop.settings)
     trained = labelled_traffic(store, NAME, FEATURES, "department", "7d")
     judged = labelled_traffic(store, NAME, FEATURES, "department", "7d", judging=True)
+    store.close()
     assert rows == trained.rows == summary["traffic"]["rows"] > 100 and tags[TAG_TRAFFIC_FINGERPRINT] == trained.fingerprint
     assert judged.rows > 30 and judged.until == trained.until  # the same window, the other share of its answers
     assert rows + judged.rows < loop.labelled  # only the most recent week, and never the judging share
@@ -173,7 +176,9 @@ def _promote(loop, version: str, recent_window: dict):
     from registry import PromoteOptions, PromotionPolicy, promote
 
     policy = PromotionPolicy.from_dict({"min_value": None, "max_regression": 0.5, "recent_window": recent_window})
-    recent = recent_window_frame(open_store(settings=loop.settings), NAME, loop.use_case, "7d")
+    store = open_store(settings=loop.settings)
+    recent = recent_window_frame(store, NAME, loop.use_case, "7d")
+    store.close()
     options = PromoteOptions(from_alias=version, recent=recent.frame, recent_name=recent.label)
     outcome = promote(NAME, loop.holdout, "department", options, policy=policy, settings=loop.settings)
     return outcome, next(v for v in outcome.verdicts if "recent 7d window" in v.gate)
