@@ -36,6 +36,7 @@ TAG_BEST_PARAMS = "civicml.best_params"
 TAG_SELECTION_RULE = "civicml.selection_rule"
 TAG_PARETO_FRONT = "civicml.pareto_front"
 ATTR_BASELINE = "civicml.baseline"  # an Optuna trial's user attribute: the enqueued baseline trial
+ATTR_WARM_START = "civicml.warm_start"  # an Optuna trial's user attribute: the earlier trial a retraining repeats
 
 # -- a model version (registry) -------------------------------------------------------------------------------
 TAG_REGISTERED_BY = "civicml.registered_by"
@@ -60,6 +61,13 @@ TAG_VARIANT_VERDICTS = "civicml.variant_verdicts"
 TAG_RUNTIME = "civicml.runtime"
 TAG_PARENT_RUN_ID = "civicml.parent_run_id"
 TAG_VARIANT_RUN_ID = "civicml.variant_run_id"
+
+# -- a retrained version (monitoring.retrain) -----------------------------------------------------------------
+TAG_RETRAINED_FROM = "civicml.retrained_from"
+TAG_WARM_START_STUDY = "civicml.warm_start_study"
+TAG_TRAFFIC_ROWS = "civicml.traffic_rows"
+TAG_TRAFFIC_WINDOW = "civicml.traffic_window"
+TAG_TRAFFIC_FINGERPRINT = "civicml.traffic_fingerprint"
 
 # -- a batch scoring job's run (serving.scoring, registry.jobs) -----------------------------------------------
 TAG_SCORED_MODEL = "civicml.scored_model"
@@ -101,6 +109,7 @@ MEANINGS: dict[str, str] = {
     TAG_SELECTION_RULE: "the rule that picked a trial from the Pareto front",
     TAG_PARETO_FRONT: "the Pareto front's trial numbers",
     ATTR_BASELINE: "an Optuna user attribute marking the enqueued baseline trial",
+    ATTR_WARM_START: "an Optuna user attribute: the champion study's trial a retraining's enqueued trial repeats",
     TAG_REGISTERED_BY: "who registered the version",
     TAG_REGISTERED_AT: "when (UTC, ISO 8601)",
     TAG_REGISTERED_AUTH: "how that person was identified (token, environment)",
@@ -123,6 +132,11 @@ MEANINGS: dict[str, str] = {
     TAG_RUNTIME: "the runtime that serves a variant (onnx, paddle, pyfunc)",
     TAG_PARENT_RUN_ID: "the parent version's run",
     TAG_VARIANT_RUN_ID: "the run that built and measured the variant",
+    TAG_RETRAINED_FROM: "the champion version a retraining started from (`civicml retrain`)",
+    TAG_WARM_START_STUDY: "the champion's study whose trials warm-started the retraining's study",
+    TAG_TRAFFIC_ROWS: "labelled served answers added to the retraining's training set",
+    TAG_TRAFFIC_WINDOW: "the window they were answered in (length, first and last answer, UTC)",
+    TAG_TRAFFIC_FINGERPRINT: "hash of those rows (their masked inputs and outcomes)",
     TAG_SCORED_MODEL: "the registered model a batch scoring job answered with",
     TAG_SCORED_VERSION: "its version",
     TAG_SCORED_VARIANT: "its variant, if one answered",

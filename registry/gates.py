@@ -96,6 +96,10 @@ class PromotionContext:
     # material changes besides the candidate's registration (the governing policy's recording): what -> when
     # (ISO 8601); people's review of a high-risk model must be newer (HumanAccountability)
     changes: dict = field(default_factory=dict)
+    # the most recent labelled window of served traffic (inputs and ``target``), handed to the promotion
+    # (registry.lifecycle.PromoteOptions.recent): what the ``recent_window`` gate judges on
+    recent: pd.DataFrame | None = None
+    recent_name: str | None = None
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
     _predictions: dict = field(default_factory=dict)
@@ -566,3 +570,53 @@ class EquityRegression(Gate):
                   + (f": clearly worse by more than {margin}" if worse else f": the nearest the margin {margin}")
                   + _small_groups(report))
         return GateVerdict(self.title, not worse, most.worse_interval[0], margin, detail)
+# -- a gate on today's traffic ------------------------------------------------------------------------------------
+@dataclass
+class RecentWindow(Gate):
+    """The candidate judged on the most recent labelled window of served traffic too, beside the held-out set:
+    not worse than the champion on the same rows by more than ``spec.max_regression`` (and at least
+    ``spec.min_value``, if given). The rows are handed to the promotion (``PromoteOptions(recent=...)``): the
+    registry never reads the monitoring store. With fewer than ``spec.min_count`` labelled rows the gate
+    cannot judge, and refuses saying so (as every gate that cannot evaluate does): a policy that names
+    ``recent_window`` asks for today's traffic to be judged. Without a champion there is nothing to regress
+    from: it passes, saying so (the first champion has served no traffic yet)."""
+
+    spec: Any  # registry.policy.RecentWindowSpec
+    metric: str  # the spec's metric, else the policy's
+    name: str = "recent window"
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} on the recent {self.spec.window} window vs champion"
+
+    def check(self, ctx):
+        frame, target = ctx.recent, ctx.target
+        if frame is None or target is None:
+            raise ValueError(f"no labelled window of served traffic was handed to the promotion (civicml promote "
+                             f"builds the most recent {self.spec.window} from the monitoring store)")
+        n, where = len(frame), ctx.recent_name or f"the most recent {self.spec.window} window"
+        if n < self.spec.min_count:
+            return GateVerdict(self.title, False, float(n), float(self.spec.min_count),
+                               f"not judged: {n} labelled answers in {where}, {self.spec.min_count} needed "
+                               f"(refused until enough labels arrive; recent_window.min_count sets the number)")
+        candidate = _score_on(ctx, ctx.candidate, frame, target, self.metric)
+        ctx.also["today's traffic"] = {"metric": self.metric, "value": candidate, "set": where, "rows": n}
+        floor = self.spec.min_value
+        above = floor is None or _better_or_equal(self.metric, candidate, floor)
+        if ctx.champion is None:
+            return GateVerdict(self.title, above, candidate, floor,
+                               f"candidate {candidate:.4f} on {n} labelled answers ({where}); no current champion")
+        champion = _score_on(ctx, ctx.champion, frame, target, self.metric)
+        tolerance = self.spec.max_regression
+        limit = champion + tolerance if lower_is_better(self.metric) else champion - tolerance
+        ok = above and _better_or_equal(self.metric, candidate, limit)
+        return GateVerdict(self.title, ok, candidate, limit,
+                           f"candidate {candidate:.4f} vs champion v{ctx.champion.version.version} {champion:.4f} "
+                           f"on {n} labelled answers ({where}; tolerance {tolerance}"
+                           + (f", floor {floor}" if floor is not None else "") + ")")
+
+
+def _score_on(ctx: PromotionContext, which: LocalModel, frame: pd.DataFrame, target: str, metric: str) -> float:
+    rows = ctx.features(which, frame, target)
+    predicted = predicted_labels(ctx.model(which).predict(ctx.as_input(which, rows)))
+    return score(metric, frame[target].to_numpy(), predicted)

@@ -84,13 +84,18 @@ def approve(name: str, version: str, settings: Settings | None = None, note: str
 # -- promote: the steps read as the policy reads --------------------------------------------------
 @dataclass(frozen=True)
 class PromoteOptions:
-    """Which alias moves to which (``from_alias`` -> ``to_alias``), and ``force`` past a broken input contract
-    with its ``reason`` (audited)."""
+    """Which alias moves to which (``from_alias`` -> ``to_alias``), ``force`` past a broken input contract
+    with its ``reason`` (audited), and the recent labelled window the ``recent_window`` gate judges on."""
 
     from_alias: str = CHALLENGER
     to_alias: str = CHAMPION
     force: bool = False
     reason: str | None = None
+    # the most recent labelled window of served traffic (the model's inputs and the target column), for the
+    # policy's ``recent_window`` gate: the registry never reads the monitoring store, the caller hands it over
+    # (``civicml promote`` builds it: monitoring.retrain.recent_window_frame); ``recent_name`` says which window
+    recent: pd.DataFrame | None = None
+    recent_name: str | None = None
 
 
 def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options: PromoteOptions | None = None, *,
@@ -132,7 +137,8 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options
     notes += [note] if note else []
     ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
                            approvals=tuple(r["who"] for r in approval_records(store, name, candidate)),
-                           holdout_name=label, holdout_fingerprint=fingerprint, serving=champion)
+                           holdout_name=label, holdout_fingerprint=fingerprint, serving=champion,
+                           recent=o.recent, recent_name=o.recent_name)
     ctx.changes.update(_policy_recorded(store, name, policy))
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,

@@ -41,6 +41,12 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
       min_ratio: 0.8                # than under the champion by more than max_group_regression; groups under
       max_group_regression: 0.05    # min_count rows are reported, never judged
       min_count: 30
+    recent_window:                  # judged on today's traffic too: the most recent labelled window of served
+      window: 7d                    # answers (civicml promote reads it from the monitoring store), not worse
+      min_count: 30                 # than the champion on the same rows; fewer labelled rows: refused, saying so
+      max_regression: 0.0
+      metric: macro_f1              # default: the policy's metric
+      min_value: null               # an optional floor on that window too
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -58,6 +64,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -69,7 +76,7 @@ from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutI
                             LatencyBudget, MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings,
                             lower_is_better)
 from registry.transparency_file import HUMAN_FIELDS
-from registry.gates import EquityRatio, EquityRegression
+from registry.gates import EquityRatio, EquityRegression, RecentWindow
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -174,8 +181,8 @@ class EquitySpec:
         if ratio is not None and not math.isfinite(ratio):
             found.append(f"gate 'equity' gates nothing: field 'equity.min_ratio' is {ratio}, not a finite bound")
         elif ratio is not None and ratio <= 0:
-            found.append(f"gate 'equity' gates nothing: an impact ratio is never below 0 (field "
-                         f"'equity.min_ratio': a floor must lie above 0)")
+            found.append("gate 'equity' gates nothing: an impact ratio is never below 0 (field "
+                         "'equity.min_ratio': a floor must lie above 0)")
         elif ratio is not None and bounds(metric)[0] < 0:
             found.append(f"gate 'equity' cannot judge field 'equity.min_ratio': {metric} can be negative, so a "
                          f"ratio of two groups' {metric} means nothing (set 'equity.metric')")
@@ -191,6 +198,18 @@ class EquitySpec:
         if self.max_group_regression is not None:
             out.append(EquityRegression(self, self.metric or metric))
         return out
+
+
+@dataclass(frozen=True)
+class RecentWindowSpec:
+    """``recent_window``: the candidate judged on the most recent labelled window of served traffic (the
+    judging share the monitoring store keeps: docs/monitoring.md), against the champion on the same rows."""
+
+    window: str = "7d"
+    min_count: int = 30  # fewer labelled rows: the gate refuses, saying so
+    max_regression: float = 0.0
+    metric: str | None = None  # None: the policy's metric
+    min_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class PromotionPolicy:
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
     accountability: AccountabilitySpec | None = None
+    recent_window: RecentWindowSpec | None = None
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -280,6 +300,8 @@ class PromotionPolicy:
             floor(UnseenPhrasings(spec).title, spec.metric, spec.min_value, "unseen_phrasings.min_value")
         if self.equity is not None:
             found += self.equity.never_failing(self.equity.metric or self.metric)
+        if self.recent_window is not None:
+            found += _recent_never_failing(self.recent_window_gate(), floor, finite)
         return found
 
     def gates(self) -> list[Gate]:
@@ -298,6 +320,8 @@ class PromotionPolicy:
             gates.append(LatencyBudget(self.latency_p95_ms, self.latency_rows, self.latency_repeats))
         if self.unseen_phrasings is not None:
             gates.append(UnseenPhrasings(self.unseen_phrasings))
+        if self.recent_window is not None:
+            gates.append(self.recent_window_gate())
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
         if self.accountability is not None and self.accountability.high_risk:
@@ -305,6 +329,10 @@ class PromotionPolicy:
         if self.equity is not None:
             gates += self.equity.gates(self.metric)
         return gates
+
+    def recent_window_gate(self) -> RecentWindow:
+        """The ``recent_window`` section's gate (its metric defaults to the policy's)."""
+        return RecentWindow(self.recent_window, self.recent_window.metric or self.metric)
 
     def variant_policy(self) -> VariantPolicy:
         """The ``variants:`` section as a :class:`registry.variant_policy.VariantPolicy`."""
@@ -495,9 +523,58 @@ def _equity(raw: Any, where: str) -> EquitySpec:
         raise InvalidInput(str(err).replace("policy:", f"{where}:", 1)) from None
 
 
-_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout,
-             "accountability": _accountability, "equity": _equity}
 _EQUITY_FIELDS = [f.name for f in fields(EquitySpec)]
+
+
+# -- recent_window --------------------------------------------------------------------------------
+_RECENT_FIELDS = [f.name for f in fields(RecentWindowSpec)]
+# the grammar of a window (monitoring.quality.parse_window reads it; the registry does not import monitoring)
+_WINDOW = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*")
+_WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _recent(raw: Any, where: str) -> RecentWindowSpec:
+    sub = _mapping("recent_window", raw, _RECENT_FIELDS, where)
+    window = str(sub.get("window", RecentWindowSpec.window))
+    match = _WINDOW.fullmatch(window.lower())
+    if not match or float(match.group(1)) * _WINDOW_SECONDS[match.group(2)] < 60:
+        raise InvalidInput(f"{where}: field 'recent_window.window' must look like 30m, 12h, 7d or 2w (at least a "
+                           f"minute), got {sub.get('window')!r}")
+    sub["window"] = window.strip()
+    if "min_count" in sub:
+        sub["min_count"] = _number(where, "recent_window.min_count", sub["min_count"], int)
+        if sub["min_count"] < 1:
+            raise InvalidInput(f"{where}: field 'recent_window.min_count' must be >= 1, got {sub['min_count']}")
+    if "max_regression" in sub:
+        sub["max_regression"] = _number(where, "recent_window.max_regression", sub["max_regression"])
+    if sub.get("min_value") is not None:
+        sub["min_value"] = _number(where, "recent_window.min_value", sub["min_value"])
+    if sub.get("metric") is not None:
+        if not isinstance(sub["metric"], str):
+            raise InvalidInput(f"{where}: field 'recent_window.metric' must be a string, got {sub['metric']!r}")
+        _check_metric("recent_window.metric", sub["metric"], where)
+    return RecentWindowSpec(**sub)
+
+
+def _recent_never_failing(gate: RecentWindow, floor, finite) -> list[str]:
+    """Why the recent-window gate can never fail ([] if it can): a non-finite bound, a floor below the metric's
+    range, or a tolerance as wide as the metric's whole range with no floor."""
+    from projects.metrics import bounds
+
+    spec, extra = gate.spec, []
+    floor(gate.title, gate.metric, spec.min_value, "recent_window.min_value")
+    finite(gate.title, spec.max_regression, "recent_window.max_regression")
+    low, high = bounds(gate.metric)
+    if spec.min_value is None and math.isfinite(spec.max_regression) and math.isfinite(high - low) \
+            and spec.max_regression >= high - low:
+        extra.append(f"gate '{gate.title}' gates nothing: {gate.metric} lies in [{low:g}, {high:g}], so a "
+                      f"tolerance of {spec.max_regression:g} (field 'recent_window.max_regression') never refuses")
+    return extra
+
+
+_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout,
+             "accountability": _accountability, "equity": _equity,
+             "recent_window": _recent}
 
 
 _BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]

@@ -178,8 +178,9 @@ def cmd_promote(args) -> int:
     settings = settings_from(args)
     authorize(settings, "promote", args.name, alias=args.to_alias)  # a refusal is audited before any data is made
     inputs = promotion_inputs(args.name, settings, policy_file=args.policy, holdout_files=args.holdout)
+    recent = _recent_window(args.name, inputs.policy, settings)
     outcome = promote(args.name, **inputs.as_kwargs(), from_alias=args.from_alias, to_alias=args.to_alias,
-                      settings=settings, force=args.force, reason=args.reason)
+                      settings=settings, force=args.force, reason=args.reason, **recent)
     out = console()
     for note in outcome.notes:
         out.print(f"  [yellow]NOTE[/] {note}", markup=True, highlight=False)
@@ -197,6 +198,27 @@ def cmd_promote(args) -> int:
     out.print(f"refused: {args.name} version {outcome.candidate} stays off '{args.to_alias}'; "
               f"'{args.to_alias}' is still {outcome.previous or 'unset'}")
     return 1
+
+
+def _recent_window(name: str, policy, settings) -> dict:
+    """``recent``/``recent_name`` for promote when the policy names ``recent_window``: the judging share of the
+    model's most recent labelled window in the monitoring store (the registry never reads that store)."""
+    if policy.recent_window is None:
+        return {}
+    from app.cli.monitor import use_case_of
+    from monitoring import open_store
+    from monitoring.retrain import recent_window_frame
+
+    use_case = use_case_of(name, settings)
+    if use_case is None:
+        return {}  # the gate refuses: nothing can read the answers as rows of a use case
+    store = open_store(settings=settings)
+    try:
+        traffic = recent_window_frame(store, name, use_case, policy.recent_window.window)
+    finally:
+        store.close()
+    return {"recent": traffic.frame, "recent_name": f"the most recent labelled window of served answers, "
+                                                     f"{traffic.label} (the share kept for judging)"}
 
 
 @_says_notices
