@@ -128,9 +128,7 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options
     sweep(store, who, name)
     policy, notes = _policy_for(settings, store, who, name, policy)
     candidate, champion = _positions(store, name, from_alias, to_alias)
-    frame, fingerprint = holdout_frame(holdout)
-    if frame is not None and target not in frame.columns:
-        raise InvalidInput(f"held-out data has no target column '{target}'")
+    frame, fingerprint = _holdout_with(holdout, target)
     label = holdout_name or (policy.holdout.label if policy.holdout else None) or holdout_label(frame, fingerprint)
     candidate_local = verified(store, who, name, candidate, "promote")
     champion_local, note = _champion_for_comparison(store, who, name, champion, to_alias)
@@ -138,8 +136,8 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options
     ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
                            approvals=tuple(r["who"] for r in approval_records(store, name, candidate)),
                            holdout_name=label, holdout_fingerprint=fingerprint, serving=champion,
-                           recent=o.recent, recent_name=o.recent_name)
-    ctx.changes.update(_policy_recorded(store, name, policy))
+                           recent=o.recent, recent_name=o.recent_name,
+                           changes=dict(_policy_recorded(store, name, policy)))
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
@@ -171,6 +169,13 @@ def _variants_with(settings, store, candidate: ModelVersion, policy: PromotionPo
                                                ctx.target, ctx.holdout_fingerprint, settings)
     notes += more
     return [{**summary_of(store, v), "built": v.version in built} for v in variants_of(name, candidate.version, settings)]
+
+
+def _holdout_with(holdout: pd.DataFrame | None, target: str | None):
+    frame, fingerprint = holdout_frame(holdout)
+    if frame is not None and target not in frame.columns:
+        raise InvalidInput(f"held-out data has no target column '{target}'")
+    return frame, fingerprint
 
 
 def _policy_recorded(store: ModelStore, name: str, policy: PromotionPolicy) -> dict[str, str]:
