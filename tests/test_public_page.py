@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 import pytest
 import yaml
 
@@ -19,6 +21,7 @@ def test_the_public_page_in_chromium_shows_the_live_model_and_nothing_private(pa
     from civicml.access import new_token
     from monitoring import review_answer
     from projects import get_use_case
+    from registry import eurocities_problems
 
     settings, name = reviewed_model.settings, reviewed_model.name
     reason = "resident phoned back: it is a burst main"
@@ -45,6 +48,10 @@ def test_the_public_page_in_chromium_shows_the_live_model_and_nothing_private(pa
         reviewed = page.locator("#reviews-by-version tbody tr").first.inner_text().split()
         assert reviewed[0] == "1" and int(reviewed[1]) >= 1 and int(reviewed[2]) >= 1
         model_html = page.content()
+        record = httpx.get(url + page.locator("#record-json").get_attribute("href").removeprefix(url), timeout=60)
+        assert record.status_code == 200 and record.json()["name"]
+        assert eurocities_problems(record.json()) == []
+        assert httpx.get(f"{url}/public/models/nosuch/record.json", timeout=60).status_code == 404
         assert page.locator("input[type=password]").count() == 0  # nothing to sign in to
         missing = page.goto(f"{url}/public/models/nosuch")
         assert missing.status == 404 and "No live model called" in page.locator("#message").inner_text()
@@ -52,7 +59,7 @@ def test_the_public_page_in_chromium_shows_the_live_model_and_nothing_private(pa
     private = [token, digest, "tester", "kiosk-reader", str(reviewed_model.home), "/tmp", reason, "burst main",
                reviewed_model.rows[0]["description"]]
     training = [d for d in small_requests.frame["description"].astype(str) if len(d) > 25][:50]
-    for html in (index_html, model_html):
+    for html in (index_html, model_html, record.text):
         for secret in (*private, *training):
             assert secret not in html, secret
 

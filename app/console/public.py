@@ -15,6 +15,7 @@ registry cannot be read it says so without the reason (which may name a principa
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from civicml.errors import CivicMLError
@@ -219,6 +220,20 @@ def public_router(settings: Settings | None = None) -> APIRouter:
             return page(request, "public_error.html", status=404,
                         message=f"No live model called '{name}' is on the public register.")
         return page(request, "public_model.html", m=found)
+
+    @router.get("/public/models/{name}/record.json")
+    def public_record(request: Request, name: str):
+        """The live version's Eurocities transparency record (``civicml transparency``), file paths cut."""
+        from registry import eurocities_record, models, transparency_facts
+
+        try:
+            if CHAMPION not in (models(settings=base).get(name) or {}):
+                return JSONResponse({"error": f"no live model called '{name}' is on the public register"}, 404)
+            record = eurocities_record(transparency_facts(name, settings=base))
+        except CivicMLError as err:
+            log.warning("the public record of '%s' could not be written: %s", name, err)
+            return JSONResponse({"error": "the public register cannot be read right now"}, 503)
+        return JSONResponse(json.loads(public_text(json.dumps(record))), headers={"Cache-Control": "no-store"})
 
     return router
 
