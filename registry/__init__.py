@@ -12,7 +12,8 @@ configuration the local user holds every role (single-user mode).
 The rooms, each importing only the ones listed before it (no circles, no imports inside functions
 between them; ``projects`` is imported lazily, since serving imports the registry)::
 
-    checksum -> store -> use_cases -> gates -> variant_policy -> policy;  events -> guard
+    checksum -> store -> use_cases -> gates -> variant_policy, monitoring_policy -> policy;  events -> guard
+    events, guard, store -> alerts
     policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views
     views, inputs, queries -> rules -> registration -> (variant_build ->) variants -> lifecycle
     guard -> rollout
@@ -29,6 +30,8 @@ from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
+    from registry.alerts import AuditedAlerts, alert_key, alerts_of, record_alerts
+    from registry.monitoring_policy import MonitoringPolicy, parse_window, record_mode, webhook_host
     from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
                                 NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
                                 signature_breaks)
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from registry.variants import compress, compress_all
 
 __getattr__, __dir__ = lazy_face(__name__, {
+    "registry.alerts": ("AuditedAlerts", "alert_key", "alerts_of", "record_alerts"),
+    "registry.monitoring_policy": ("MonitoringPolicy", "parse_window", "record_mode", "webhook_host"),
     "registry.card": ("read_card", "variant_cells"),
     "registry.rollout": ("Rollout", "current_rollout", "start_rollout", "stop_rollout"),
     "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
@@ -74,6 +79,8 @@ __getattr__, __dir__ = lazy_face(__name__, {
 })
 
 __all__ = [
+    "AuditedAlerts", "MonitoringPolicy", "alert_key", "alerts_of", "parse_window", "record_alerts", "record_mode",
+    "webhook_host",
     "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "INSIGHT_FILES", "POLICY_OWNER", "RELEASE_MANAGER",
     "RESERVED_ALIASES", "ROLES", "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",

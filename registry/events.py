@@ -27,6 +27,7 @@ class AuditEvent(str, Enum):
     DISCARD = "discard"
     HTTP_DENIED = "http-denied"
     SCORE = "score"
+    ALERT = "alert"
 
 
 # what each record says, in the order the docs list them
@@ -50,6 +51,9 @@ EVENT_TEXT: dict[AuditEvent, str] = {
                             "caller, route, status and minute with their count",
     AuditEvent.SCORE: "a batch scoring job (`civicml score`): version and variant that answered, the inputs and "
                       "their fingerprint, rows scored and rejected, the output, the job's MLflow run",
+    AuditEvent.ALERT: "a monitoring threshold crossed (`civicml monitor`): kind (drift, quality, estimated_quality), "
+                      "window, group, column, version and arm, value and threshold, the policy's thresholds, the "
+                      "monitoring run, and what the webhook answered; each alert once (`alert_key`)",
 }
 
 

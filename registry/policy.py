@@ -32,6 +32,10 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     variants:                       # bounds for compressed variants, and which ones promotion builds
       max_quality_loss: 0.02        # (registry.variant_policy.VariantPolicy; docs/variants.md)
       build: [onnx]
+    monitoring:                     # what is watched once it serves, and who is told
+      min_quality: 0.80             # (registry.monitoring_policy.MonitoringPolicy; docs/monitoring.md)
+      webhook: https://alerts.example.org/civicml
+      record: sample=0.1
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -58,6 +62,7 @@ import yaml
 from civicml.errors import InvalidInput
 from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
                             MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
+from registry.monitoring_policy import MonitoringPolicy
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -120,6 +125,7 @@ class PromotionPolicy:
     model: str | None = None
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)  # thresholds, webhook, record default
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -218,6 +224,10 @@ class PromotionPolicy:
             if f.name in ("source", "sha256", "version"):
                 continue
             value = getattr(self, f.name)
+            if isinstance(value, MonitoringPolicy):
+                if value != default.monitoring:
+                    out[f.name] = value.to_record()
+                continue
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
                 out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec)) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
@@ -308,6 +318,8 @@ def _convert(key: str, raw: Any, where: str) -> Any:
         if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
             raise InvalidInput(f"{where}: field 'report_by' must list column names, got {raw!r}")
         return tuple(raw)
+    if key == "monitoring":
+        return MonitoringPolicy.from_mapping(raw, f"{where}: monitoring")
     if key in _SECTIONS:
         return None if raw is None else _SECTIONS[key](raw, where)
     raise AssertionError(key)  # every known field is converted above
