@@ -139,6 +139,15 @@ def drift_chart(report: MonitorReport, path: Path) -> Path | None:
     return path
 
 
+def quality_scale(figures: DistrictFigures, lower_is_better: bool = False):
+    """The live metric's fixed colour scale: 0..1 for a share; an error from twice the worst district's to 0."""
+    from civicml.geo import Scale
+
+    worst = (max(figures.quality.values(), default=0.0) * 2 or 1.0) if lower_is_better else 0.0
+    return Scale(figures.metric, worst, 0.0 if lower_is_better else 1.0, "live, latest judged window",
+                 "estimated from confidence where no labels came: " + (", ".join(figures.estimated) or "none"))
+
+
 def map_charts(figures: DistrictFigures, boundaries, folder: Path, lower_is_better: bool = False) -> list[str]:
     """``map_quality.png`` and ``map_drift.png`` on the use case's districts (none without boundaries)."""
     if not boundaries:
@@ -147,10 +156,7 @@ def map_charts(figures: DistrictFigures, boundaries, folder: Path, lower_is_bett
 
     written = []
     if figures.quality:
-        worst = max(figures.quality.values()) * 2 if lower_is_better else 0.0
-        best = 0.0 if lower_is_better else 1.0
-        scale = Scale(figures.metric, worst or 1.0, best, "live, latest judged window",
-                      "estimated from confidence where no labels came: " + (", ".join(figures.estimated) or "none"))
+        scale = quality_scale(figures, lower_is_better)
         map_png(boundaries, folder / "map_quality.png", scale=scale, values=figures.quality, rows=figures.rows,
                 min_rows=figures.min_rows, title=f"Live {figures.metric} by district")
         written.append("map_quality.png")
@@ -167,7 +173,8 @@ def write_artifacts(report: MonitorReport, folder: Path, metric: str = "accuracy
     """Every file of a monitoring run into ``folder``; the names written."""
     figures = district_figures(report, metric)
     (folder / "report.json").write_text(json.dumps(report.to_dict(), default=str))
-    (folder / "districts.json").write_text(json.dumps(figures.to_dict()))
+    (folder / "districts.json").write_text(json.dumps({**figures.to_dict(),
+                                                       "scale": quality_scale(figures, lower_is_better).to_dict()}))
     written = ["report.json", "districts.json"]
     written += [p.name for p in (quality_chart(report, folder / "quality.png", metric),
                                  drift_chart(report, folder / "drift.png")) if p is not None]
@@ -217,4 +224,4 @@ def latest_run(model: str, settings):
 
 
 __all__ = ["CHARTS", "DistrictFigures", "EXPERIMENT", "district_figures", "drift_chart", "latest_run",
-           "log_report", "map_charts", "quality_chart", "write_artifacts"]
+           "log_report", "map_charts", "quality_chart", "quality_scale", "write_artifacts"]

@@ -229,6 +229,7 @@ def audit_alerts(report: MonitorReport, policy: MonitoringPolicy, settings=None,
         return post_alerts(policy.webhook, {"model": report.model, "source": "civicml monitor",
                                             "window": report.window, "alerts": fresh})
 
-    return record_alerts(report.model, [a.to_dict() for a in report.alerts], settings,
+    length = int(parse_window(report.window))  # 7d and 1w are one window length
+    return record_alerts(report.model, [{**a.to_dict(), "window_seconds": length} for a in report.alerts], settings,
                          send=send if policy.webhook else None,
                          context={"thresholds": policy.to_record(), **dict(context or {})})

@@ -1,8 +1,8 @@
 """Monitoring alerts as audited events: each crossed threshold written once to the model's audit trail.
 
 ``monitoring.monitor`` finds the alerts (plain data); :func:`record_alerts` keeps the ones the trail does not
-hold yet (an alert is the same alert when its model, kind, window, group, column, version, variant, arm and
-whether it is an estimate are: :func:`alert_key`), hands those to ``send`` (a webhook, say) and writes one
+hold yet (an alert is the same alert when its model, kind, window (start and length), group, column, version,
+variant, arm and whether it is an estimate are: :func:`alert_key`), hands those to ``send`` (a webhook, say) and writes one
 ``alert`` record each, with what ``send`` answered. Running ``civicml monitor`` twice over the same window
 therefore audits, and sends, each alert once. Two monitors of one model at the same instant may both write
 one: the trail is append-only and has no lock; the records then carry the same ``alert_key``.
@@ -20,7 +20,7 @@ from registry.events import AuditEvent
 from registry.guard import audit_record, authorize
 from registry.store import ModelStore
 
-IDENTITY = ("kind", "window", "group", "column", "version", "variant", "arm", "estimate")
+IDENTITY = ("kind", "window", "window_seconds", "group", "column", "version", "variant", "arm", "estimate")
 
 
 def alert_key(name: str, alert: Mapping[str, Any]) -> str:
