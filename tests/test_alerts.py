@@ -206,7 +206,7 @@ def test_the_console_model_page_shows_the_live_section_and_the_alerts(watched):
 
 
 # -- the command, in a fresh process -------------------------------------------------------------
-def test_cli_monitor_audits_an_alert_from_an_empty_folder(explained_model, watched, tmp_path):
+def test_cli_monitor_audits_an_alert_from_an_empty_folder(explained_model, watched, tmp_path, capsys):
     work = tmp_path / "empty"
     work.mkdir()
     policy = tmp_path / "thresholds.yaml"
@@ -219,9 +219,10 @@ def test_cli_monitor_audits_an_alert_from_an_empty_folder(explained_model, watch
     assert "audited:" in run.stdout and "monitoring run:" in run.stdout
     after = _alerts(watched)
     assert len(after) > before and any(r["group"] == "Riverside" and r.get("run_id") for r in after)
-    again = _civicml(["monitor", NAME, "--policy", str(policy), "--home", home, "--json", "--no-log"], work, tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    body = json.loads(again.stdout)
+    from app.cli import main
+
+    assert main(["monitor", NAME, "--policy", str(policy), "--home", home, "--json", "--no-log"]) == 0
+    body = json.loads(capsys.readouterr().out)
     assert body["audit"]["audited"] == 0 and body["audit"]["already_audited"] == len(body["alerts"]) > 0
     assert body["run_id"] is None and len(_alerts(watched)) == len(after)
     assert sorted(p.name for p in work.iterdir()) == []  # nothing written into the folder
