@@ -122,7 +122,11 @@ def cmd_monitor(args) -> int:
     settings = settings_from(args)
     policy = _monitoring_policy(args, settings)  # one line on a bad window or policy file, before any work
     newest, reference = _reference(args.name, settings)
-    report = monitor(open_store(settings=settings), reference, window=args.window, policy=policy, model=args.name)
+    store = open_store(settings=settings)
+    try:
+        report = monitor(store, reference, window=args.window, policy=policy, model=args.name)
+    finally:
+        store.close()
     run_id = None
     if not args.no_log:
         from monitoring import log_report
