@@ -128,6 +128,25 @@ def test_the_monitoring_section_is_a_field_of_the_promotion_policy(tmp_path):
         assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_serve_records_what_the_governing_policy_says_unless_told(watched):
+    import hashlib
+
+    from app.cli.monitor import record_policies
+    from civicml.tags import TAG_POLICY, TAG_POLICY_SHA256, TAG_POLICY_SOURCE
+    from registry import ModelStore
+
+    assert record_policies([NAME], None, watched) == {NAME: "off"}  # the built-in policy records nothing
+    text = "monitoring:\n  record: sample=0.25\n"  # as registration records a project's policy with the model
+    store = ModelStore(watched)
+    store.set_model_tag(NAME, TAG_POLICY, text)
+    store.set_model_tag(NAME, TAG_POLICY_SHA256, hashlib.sha256(text.encode()).hexdigest())
+    store.set_model_tag(NAME, TAG_POLICY_SOURCE, "policy.yaml")
+    assert record_policies([NAME], None, watched) == {NAME: "sample=0.25"}
+    assert record_policies([NAME], "ALL", watched) == {NAME: "all"}  # --record given wins
+    with pytest.raises(InvalidInput, match="record policy must be off, all or sample=R"):
+        record_policies([NAME], "sometimes", watched)
+
+
 # -- alerts audited once, and sent ---------------------------------------------------------------
 def test_an_alert_is_audited_once_across_two_monitor_runs(watched, tmp_path, capsys):
     from app.cli import main
