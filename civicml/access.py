@@ -5,6 +5,7 @@ Three roles::
     data_scientist   train, tune, register, set 'challenger' (or any alias but 'champion')
     release_manager  approve, promote, roll back
     service          read and predict only
+    reviewer         review served answers: a human override, audited, that becomes the answer's label
 
 Every role reads (list, show, lineage, audit, model cards) and predicts.
 
@@ -52,7 +53,8 @@ DATA_SCIENTIST = "data_scientist"
 RELEASE_MANAGER = "release_manager"
 SERVICE = "service"
 POLICY_OWNER = "policy_owner"  # may replace a model's governing policy, or force past its input contract
-ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER)
+REVIEWER = "reviewer"  # may override a served answer (`civicml review`): audited, and the answer's label
+ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER, REVIEWER)
 
 # action -> roles allowed to perform it
 ACTIONS: dict[str, frozenset[str]] = {
@@ -69,6 +71,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "force_promote": frozenset({POLICY_OWNER}),
     # a serving replica (service token) whose canary passed its limits, or a release manager
     "stop_rollout": frozenset({SERVICE, RELEASE_MANAGER}),
+    "review": frozenset({REVIEWER}),
 }
 # what each action covers, for the table in docs/team-mode.md
 ACTION_TEXT = {
@@ -84,6 +87,7 @@ ACTION_TEXT = {
     "override_policy": "promote under a policy other than the governing one",
     "force_promote": "`promote --force` past a broken input contract",
     "stop_rollout": "stop a canary or shadow automatically (a serving replica over its limits)",
+    "review": "review a served answer (`civicml review`): a human override, audited, kept as its label",
 }
 _PRINCIPAL_FIELDS = ("roles", "token_sha256", "expires", "revoked")
 

@@ -21,20 +21,22 @@ if TYPE_CHECKING:
     from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
     from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
-                                    Recording, new_answer_id, open_store, recorder_for)
+                                    Recording, existing_store, new_answer_id, open_store, recorder_for)
     from monitoring.report import (Alert, MonitoringPolicy, MonitorReport, audit_alerts, live_frame, monitor,
                                    post_alerts)
     from monitoring.artifacts import DistrictFigures, district_figures, latest_run, log_report, write_artifacts
+    from monitoring.review import Review, labelled_answers, review_answer, review_counts
 
 __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
     "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
     "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
-                           "Recording", "new_answer_id", "open_store", "recorder_for"),
+                           "Recording", "existing_store", "new_answer_id", "open_store", "recorder_for"),
     "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "audit_alerts", "live_frame", "monitor",
                           "post_alerts"),
     "monitoring.artifacts": ("DistrictFigures", "district_figures", "latest_run", "log_report", "write_artifacts"),
+    "monitoring.review": ("Review", "labelled_answers", "review_answer", "review_counts"),
 })
 
 __all__ = [
@@ -44,4 +46,5 @@ __all__ = [
     "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
     "DistrictFigures", "audit_alerts", "district_figures", "latest_run", "log_report", "post_alerts",
     "write_artifacts",
+    "Review", "existing_store", "labelled_answers", "review_answer", "review_counts",
 ]

@@ -284,6 +284,7 @@ class RecordStore:
             sa.Column("outcome_time", sa.Float),
             sa.Index(f"ix_{TABLE}_model_time", "model", "time"),
         )
+        self._reviews = review_table(meta)
         meta.create_all(self._engine)
 
     # writing ---------------------------------------------------------------------------------
@@ -347,6 +348,50 @@ class RecordStore:
                              .values(outcome=sa.bindparam("b_outcome"), outcome_time=when), updates)
         return out
 
+    def add_review(self, answer_id: str, review: Mapping[str, Any], audit=None) -> dict[str, Any] | None:
+        """Keep a person's review of one stored answer beside it, in one transaction: the review row (its
+        ``decision``, ``reason``, ``roles``, ``time``) and the decision as the answer's outcome (a review
+        overrides an earlier label, which the row keeps as ``previous_outcome``). ``audit(answer)`` is called
+        inside the transaction with the stored answer and returns the audit record's key: if it raises,
+        nothing is kept. Returns the stored answer (a dict of :data:`RECORD_COLUMNS`), or None when no answer
+        has that id (nothing is written)."""
+        import sqlalchemy as sa
+
+        t, r = self._table, self._reviews
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(t).where(t.c.answer_id == answer_id)).first()
+            if row is None:
+                return None
+            answer = records_frame([dict(row._mapping)]).iloc[0].to_dict()
+            key = audit(answer) if audit is not None else None
+            decision = json.dumps(_plain(review["decision"]))
+            conn.execute(r.insert(), [{"answer_id": answer_id, "model": answer["model"],
+                                       "version": answer["version"], "variant": answer["variant"],
+                                       "arm": answer["arm"], "grp": answer["group"], "answer": row.answer,
+                                       "decision": decision, "previous_outcome": row.outcome,
+                                       "reason": str(review["reason"]), "roles": str(review.get("roles", "")),
+                                       "time": float(review["time"]), "audit_key": key}])
+            conn.execute(t.update().where(t.c.answer_id == answer_id)
+                         .values(outcome=decision, outcome_time=float(review["time"])))
+        return answer
+
+    def read_reviews(self, model: str | None = None) -> pd.DataFrame:
+        """Every review kept (oldest first): :data:`REVIEW_COLUMNS`, answers and decisions as Python values."""
+        import sqlalchemy as sa
+
+        r = self._reviews
+        query = sa.select(r).order_by(r.c.time, r.c.id)
+        if model is not None:
+            query = query.where(r.c.model == model)
+        with self._engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        if not rows:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in REVIEW_COLUMNS})
+        frame = pd.DataFrame(rows).rename(columns={"grp": "group"})
+        for column in ("answer", "decision", "previous_outcome"):
+            frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else None)
+        return frame[list(REVIEW_COLUMNS)]
+
     # reading ---------------------------------------------------------------------------------
     def answer_kinds(self, ids: list[str]) -> dict[str, str]:
         """``number`` or ``label`` for each stored id among ``ids``: what kind of answer it was."""
@@ -376,6 +421,17 @@ class RecordStore:
             query = query.where(t.c.time < until)
         with self._engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
+        return records_frame(rows)
+
+    def read_answers(self, ids: list[str]) -> pd.DataFrame:
+        """The stored records of ``ids`` (those that exist), as :meth:`read` gives them."""
+        import sqlalchemy as sa
+
+        t, rows = self._table, []
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                query = sa.select(t).where(t.c.answer_id.in_(ids[start:start + 500]))
+                rows += [dict(r._mapping) for r in conn.execute(query)]
         return records_frame(rows)
 
     def count(self) -> int:
@@ -456,6 +512,45 @@ def records_frame(rows: list[Mapping[str, Any]]) -> pd.DataFrame:
     frame["answer"] = frame["answer"].map(json.loads)
     frame["outcome"] = frame["outcome"].map(lambda v: json.loads(v) if isinstance(v, str) else None)  # pandas 3: NaN
     return frame[list(RECORD_COLUMNS)]
+
+
+REVIEW_TABLE = "answer_reviews"
+REVIEW_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "group", "answer", "decision",
+                  "previous_outcome", "reason", "roles", "time", "audit_key")
+
+
+def review_table(meta):
+    """People's reviews of stored answers (:mod:`monitoring.review`): one row per review, kept when the size
+    cap deletes the answer itself (a review is an accountability record, and small)."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        REVIEW_TABLE, meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("answer_id", sa.String(32), nullable=False, index=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("variant", sa.String(64), nullable=False),
+        sa.Column("arm", sa.String(16), nullable=False),
+        sa.Column("grp", sa.String(200)),
+        sa.Column("answer", sa.Text, nullable=False),
+        sa.Column("decision", sa.Text, nullable=False),
+        sa.Column("previous_outcome", sa.Text),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("roles", sa.String(200), nullable=False),
+        sa.Column("time", sa.Float, nullable=False),
+        sa.Column("audit_key", sa.String(200)),
+    )
+
+
+def existing_store(settings: Settings | None = None) -> RecordStore | None:
+    """The home's record store if answers were ever recorded there, else None (and nothing is created): what a
+    reader that must not write (the public page, a review of an unknown id) opens."""
+    from civicml.sqlite import database_file
+
+    url = default_store_url(settings)
+    path = database_file(url)
+    return RecordStore(url) if path is not None and path.is_file() else None
 
 
 def open_store(url: str | None = None, settings: Settings | None = None,

@@ -13,8 +13,8 @@ The rooms, each importing only the ones listed before it (no circles, no imports
 between them; ``projects`` is imported lazily, since serving imports the registry)::
 
     checksum -> store -> use_cases -> gates -> variant_policy, monitoring_policy -> policy;  events -> guard
-    events, guard, store -> alerts
-    policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views
+    policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views;  transparency_file -> gates
+    inputs, queries, rollout, lifecycle -> transparency;  events, guard, store -> alerts
     views, inputs, queries -> rules -> registration -> (variant_build ->) variants -> lifecycle
     guard -> rollout
 
@@ -32,16 +32,20 @@ from civicml.lazy import lazy_face
 if TYPE_CHECKING:
     from registry.alerts import AuditedAlerts, alert_key, alerts_of, record_alerts
     from registry.monitoring_policy import MonitoringPolicy, parse_window, record_mode, webhook_host
-    from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, LatencyBudget, MetricThreshold,
-                                NoRegression, PromotionContext, SignatureCompatible, predicted_labels,
-                                signature_breaks)
+    from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, HumanAccountability,
+                                LatencyBudget, MetricThreshold, NoRegression, PromotionContext, SignatureCompatible,
+                                predicted_labels, signature_breaks)
     from registry.guard import audit_quietly, audit_record, authorize
     from registry.card import read_card, variant_cells
     from registry.rollout import Rollout, current_rollout, start_rollout, stop_rollout
     from registry.inputs import HeldOut, PromotionInputs, governing_policy, held_out, promotion_inputs
     from registry.jobs import record_scoring
     from registry.lifecycle import PromoteOptions, PromotionOutcome, approve, champion_history, promote, rollback, set_alias
-    from registry.policy import HoldoutSpec, PromotionPolicy
+    from registry.policy import AccountabilitySpec, HoldoutSpec, PromotionPolicy
+    from registry.transparency import (ANNEX_IV_SECTIONS, TRANSPARENCY_FORMATS, annex_iv_html, annex_iv_markdown,
+                                       atrs_record, eurocities_problems, eurocities_record, eurocities_schema,
+                                       transparency_facts, write_transparency)
+    from registry.transparency_file import HUMAN_FIELDS, HumanFields, accountability_problems
     from registry.queries import (CHALLENGER, CHAMPION, RESERVED_ALIASES, approvals, audit, lineage, model_card,
                                   models, resolve, show, version_of, versions)
     from registry.registration import register
@@ -58,14 +62,19 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "registry.monitoring_policy": ("MonitoringPolicy", "parse_window", "record_mode", "webhook_host"),
     "registry.card": ("read_card", "variant_cells"),
     "registry.rollout": ("Rollout", "current_rollout", "start_rollout", "stop_rollout"),
-    "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "LatencyBudget", "MetricThreshold",
+    "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "HumanAccountability",
+                       "LatencyBudget", "MetricThreshold",
                        "NoRegression", "PromotionContext", "SignatureCompatible", "predicted_labels",
                        "signature_breaks"),
     "registry.guard": ("audit_quietly", "audit_record", "authorize"),
     "registry.inputs": ("HeldOut", "PromotionInputs", "governing_policy", "held_out", "promotion_inputs"),
     "registry.jobs": ("record_scoring",),
     "registry.lifecycle": ("PromoteOptions", "PromotionOutcome", "approve", "champion_history", "promote", "rollback", "set_alias"),
-    "registry.policy": ("HoldoutSpec", "PromotionPolicy"),
+    "registry.policy": ("AccountabilitySpec", "HoldoutSpec", "PromotionPolicy"),
+    "registry.transparency": ("ANNEX_IV_SECTIONS", "TRANSPARENCY_FORMATS", "annex_iv_html", "annex_iv_markdown",
+                              "atrs_record", "eurocities_problems", "eurocities_record", "eurocities_schema",
+                              "transparency_facts", "write_transparency"),
+    "registry.transparency_file": ("HUMAN_FIELDS", "HumanFields", "accountability_problems"),
     "registry.queries": ("CHALLENGER", "CHAMPION", "RESERVED_ALIASES", "approvals", "audit", "lineage", "model_card",
                          "models", "resolve", "show", "version_of", "versions"),
     "registry.registration": ("register",),
@@ -81,6 +90,9 @@ __getattr__, __dir__ = lazy_face(__name__, {
 __all__ = [
     "AuditedAlerts", "MonitoringPolicy", "alert_key", "alerts_of", "parse_window", "record_alerts", "record_mode",
     "webhook_host",
+    "ANNEX_IV_SECTIONS", "AccountabilitySpec", "HUMAN_FIELDS", "HumanAccountability", "HumanFields",
+    "TRANSPARENCY_FORMATS", "accountability_problems", "annex_iv_html", "annex_iv_markdown", "atrs_record",
+    "eurocities_problems", "eurocities_record", "eurocities_schema", "transparency_facts", "write_transparency",
     "CHALLENGER", "CHAMPION", "DATA_SCIENTIST", "INSIGHT_FILES", "POLICY_OWNER", "RELEASE_MANAGER",
     "RESERVED_ALIASES", "ROLES", "SERVICE",
     "ApprovalCount", "ArtifactsUnavailable", "CompressOptions", "Gate", "GateVerdict", "HeldOut",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from civicml.tags import TAG_RULES_CHECKED, TAG_RULES_FIDELITY
+from registry.equity import FOUR_FIFTHS
 
 SMALL_GROUP = 30  # rows: figures on fewer are flagged as unreliable
 WEAK_RECALL = 0.8
@@ -37,7 +38,8 @@ class Evaluation:
     per_class: pd.DataFrame | None = None  # index label; precision, recall, f1, rows
     per_group: dict[str, pd.DataFrame] = field(default_factory=dict)  # column -> table (index value)
     # figures on other held-out sets (the promotion's gates measured them): what they say -> {metric, value,
-    # set, rows}, e.g. "wording it never saw" (registry.gates.UnseenPhrasings)
+    # set, rows}, e.g. "wording it never saw" (registry.gates.UnseenPhrasings); and the equity gates' per-group
+    # figures: "equity by <column>" -> {"kind": "equity", ...} (registry.equity.EquityReport.to_dict)
     also: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the trivial baseline on the same rows: {"what": "always answering 'roads' ...", metric: value, ...}
     baseline: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +49,7 @@ def headline(evaluation: Evaluation) -> list[str]:
     """One line per other held-out set, beside the same metric on the main one: "accuracy 0.97 on the
     held-out set; 0.73 on wording it never saw (400 rows of service_requests-unseen)"."""
     lines = []
-    for what, figure in evaluation.also.items():
+    for what, figure in _figures(evaluation.also).items():
         metric, value = figure["metric"], figure["value"]
         main = evaluation.metrics.get(metric)
         first = f"{metric} {main:.2f} on the held-out set; " if main is not None else f"{metric} "
@@ -190,9 +192,9 @@ def _metrics_block(evaluation: Evaluation | None, limitations: list[str]) -> lis
         base = evaluation.baseline
         lines.append(f"- trivial baseline ({base['what']}): " + ", ".join(
             f"{k} {v:.4f}" for k, v in sorted(base.items()) if k != "what"))
-    if evaluation.also:
+    if _figures(evaluation.also):
         lines += ["", "### Beyond the held-out set", ""] + headline(evaluation)
-        for what, figure in evaluation.also.items():
+        for what, figure in _figures(evaluation.also).items():
             main = evaluation.metrics.get(figure["metric"])
             if main is not None and figure["value"] < main - 0.05:
                 limitations.append(f"On {what}, {figure['metric']} falls from {main:.2f} to "
@@ -207,10 +209,66 @@ def _metrics_block(evaluation: Evaluation | None, limitations: list[str]) -> lis
     for column, table in evaluation.per_group.items():
         lines += ["", f"### Per {column}", "", _table(table, column)]
         limitations += _group_limits(column, table)
+    for table in evaluation.also.values():
+        if table.get("kind") == "equity":
+            lines += equity_block(table, limitations)
     if not evaluation.per_group:
         limitations.append("No per-group figures in this revision (the promotion card adds them for the "
                            "policy's report_by columns).")
     return lines
+
+
+def _figures(also: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The figures on other held-out sets, without the equity gates' per-group tables."""
+    return {what: figure for what, figure in also.items() if figure.get("kind") != "equity"}
+
+
+def equity_block(table: dict[str, Any], limitations: list[str]) -> list[str]:
+    """The equity gates' figures per group (:meth:`registry.equity.EquityReport.to_dict`, with the policy's
+    ``min_ratio``, ``max_group_regression`` and ``champion_version``); what they show goes to ``limitations``."""
+    column, metric, groups = table["column"], table["metric"], table["groups"]
+    champion, floor = table.get("champion_version"), table.get("min_ratio")
+    lines = ["", f"### Equity by {column}", "",
+             f"{metric} per {column} on the held-out rows, with {table['confidence']:.0%} bootstrap intervals "
+             f"({table['resamples']} seeded draws of each {column}'s rows); the ratio is each {column}'s figure "
+             f"over the best's ({table.get('best') or 'none'}). A {column} under {table['min_count']} rows is "
+             f"reported, never judged." + (f" Floor: {floor} of the best." if floor is not None else "")
+             + (f" At most {table['max_group_regression']} worse than under champion v{champion}." if champion
+                else ""), ""]
+
+    def span(pair):
+        return "-" if pair is None else f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+    def number(value, fmt=".3f"):
+        return "-" if value is None else format(value, fmt)
+
+    columns = ["rows", metric, "interval", "ratio to best", "ratio interval"] + (
+        [f"champion v{champion}", "worse by", "worse interval"] if champion else []) + ["judged"]
+    lines += [f"| {column} | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for g in groups:
+        cells = [str(g["rows"]), number(g["value"]), span(g["interval"]), number(g.get("ratio")),
+                 span(g.get("ratio_interval"))]
+        if champion:
+            cells += [number(g.get("champion")), number(g.get("worse_by"), "+.3f"), span(g.get("worse_interval"))]
+        cells.append("yes" if g["judged"] else f"no: under {table['min_count']} rows")
+        lines.append(f"| {g['group']} | " + " | ".join(cells) + " |")
+    limitations += _equity_limits(table, floor if floor is not None else FOUR_FIFTHS)
+    return lines
+
+
+def _equity_limits(table: dict[str, Any], floor: float) -> list[str]:
+    column, metric, groups = table["column"], table["metric"], table["groups"]
+    out = []
+    low = [g for g in groups if g["judged"] and g.get("ratio") is not None and g["ratio"] < floor]
+    if low:
+        out.append(f"{metric} is lower in " + ", ".join(f"{column} {g['group']} ({g['ratio']:.2f} of the best)"
+                                                        for g in low)
+                   + f" than in {table.get('best')}: expect more wrong answers there.")
+    small = [g for g in groups if not g["judged"]]
+    if small:
+        out.append(f"Equity by {column} is reported but not judged for " + ", ".join(
+            f"{g['group']} ({g['rows']} rows)" for g in small) + f": under {table['min_count']} held-out rows.")
+    return out
 
 
 def _group_limits(column: str, table) -> list[str]:

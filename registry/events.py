@@ -28,6 +28,7 @@ class AuditEvent(str, Enum):
     HTTP_DENIED = "http-denied"
     SCORE = "score"
     ALERT = "alert"
+    REVIEW = "review"
 
 
 # what each record says, in the order the docs list them
@@ -54,6 +55,9 @@ EVENT_TEXT: dict[AuditEvent, str] = {
     AuditEvent.ALERT: "a monitoring threshold crossed (`civicml monitor`): kind (drift, quality, estimated_quality), "
                       "window, group, column, version and arm, value and threshold, the policy's thresholds, the "
                       "monitoring run, and what the webhook answered; each alert once (`alert_key`)",
+    AuditEvent.REVIEW: "a person's review of one served answer (`civicml review`): answer id, version, variant "
+                       "and group that answered, the model's answer, the decision (kept as the answer's label) "
+                       "and the reason",
 }
 
 

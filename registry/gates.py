@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from registry import equity
 from registry.store import LocalModel, ModelVersion
-from registry.use_cases import task_of, unseen_phrasings_holdout
-from civicml.tags import TAG_USE_CASE
+from registry.use_cases import task_of, unseen_phrasings_holdout, use_case_named
+from registry import transparency_file
+from civicml.tags import TAG_REGISTERED_AT, TAG_USE_CASE
 
 
 class _Metrics:
@@ -91,9 +93,13 @@ class PromotionContext:
     serving: ModelVersion | None = None
     # figures on other held-out sets, for the model card: what they say -> {metric, value, set, rows}
     also: dict = field(default_factory=dict)
+    # material changes besides the candidate's registration (the governing policy's recording): what -> when
+    # (ISO 8601); people's review of a high-risk model must be newer (HumanAccountability)
+    changes: dict = field(default_factory=dict)
     _scores: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
     _predictions: dict = field(default_factory=dict)
+    _equity: dict = field(default_factory=dict)  # (equity spec, metric) -> registry.equity.EquityReport
 
     def model(self, which: LocalModel):
         key = which.version.version
@@ -432,3 +438,131 @@ class UnseenPhrasings(Gate):
         return GateVerdict(self.title, ok, value, self.spec.min_value,
                            f"candidate {self.spec.metric} {value:.4f} on {len(frame)} requests worded as no "
                            f"training set is ({label})")
+
+
+# -- a gate that waits for people -------------------------------------------------------------------------------
+@dataclass
+class HumanAccountability(Gate):
+    """A high-risk model (the policy's ``accountability:``, a :class:`registry.policy.AccountabilitySpec`) is
+    promoted only when people have written the ``required`` fields of its use case's transparency.yaml and
+    reviewed them (``reviewed:``) after the candidate's registration and the policy's recording, within
+    ``max_age_days``: :func:`registry.transparency_file.accountability_problems`. No figure to measure: the
+    verdict lists what people still owe (docs/accountability.md)."""
+
+    spec: Any  # registry.policy.AccountabilitySpec
+    name: str = "accountability"
+
+    @property
+    def title(self) -> str:
+        return "people's accountability fields (high risk)"
+
+    def check(self, ctx):
+        tags = ctx.candidate.version.tags
+        use_case = use_case_named(tags.get(TAG_USE_CASE))
+        if use_case is None:
+            raise ValueError("the candidate records no use case: its transparency.yaml cannot be found")
+        human = transparency_file.read(use_case)
+        changes = {f"registration of version {ctx.candidate.version.version}": tags.get(TAG_REGISTERED_AT),
+                   **ctx.changes}
+        problems = transparency_file.accountability_problems(self.spec, human, changes)
+        detail = "; ".join(problems) or (f"{', '.join(self.spec.required)} written in {human.path}, reviewed "
+                                         f"{human.reviewed.date()}" + (f" by {human.reviewed_by}"
+                                                                      if human.reviewed_by else ""))
+        return GateVerdict(self.title, not problems, float(len(problems)), 0.0, detail)
+# -- equity across groups (registry.equity) ---------------------------------------------------------------
+def equity_report(ctx: PromotionContext, spec: Any, metric: str) -> equity.EquityReport:
+    """The candidate's :class:`registry.equity.EquityReport` on the promotion's held-out set, measured once
+    for both equity gates (with the champion's figures when there is one and the policy bounds regressions);
+    the model card shows it (``ctx.also``)."""
+    key = (spec, metric)
+    if key not in ctx._equity:
+        if ctx.holdout is None or ctx.target is None:
+            raise ValueError("this gate needs a held-out data set")
+        groups = equity.group_labels(ctx.holdout, spec.by)
+        champion = ctx.predictions(ctx.champion) if ctx.champion is not None and \
+            spec.max_group_regression is not None else None
+        report = equity.measure(spec, metric, ctx.holdout[ctx.target].to_numpy(), ctx.predictions(ctx.candidate),
+                                groups, champion)
+        ctx._equity[key] = report
+        ctx.also[f"equity by {spec.by}"] = {**report.to_dict(), "champion_version": (
+            ctx.champion.version.version if champion is not None else None), "min_ratio": spec.min_ratio,
+            "max_group_regression": spec.max_group_regression}
+    return ctx._equity[key]
+
+
+def _span(interval) -> str:
+    return f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
+def _small_groups(report: equity.EquityReport) -> str:
+    small = report.small
+    if not small:
+        return ""
+    return f"; not judged (under {report.min_count} rows): " + ", ".join(
+        f"{g.group} {g.rows} rows {report.metric} {g.value:.2f}" for g in small)
+
+
+@dataclass
+class EquityRatio(Gate):
+    """Each group of ``spec.by`` (with ``spec.min_count`` held-out rows) reaches ``spec.min_ratio`` of the best
+    group's ``metric``; a group is refused only when its interval lies clearly below (upper bound < floor)."""
+
+    spec: Any  # registry.policy.EquitySpec
+    metric: str
+    name: str = "equity ratio"
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} per {self.spec.by}: ratio to the best >= {self.spec.min_ratio}"
+
+    def check(self, ctx):
+        report = equity_report(ctx, self.spec, self.metric)
+        judged = [g for g in report.judged if g.ratio_interval is not None]
+        if not judged:
+            raise ValueError(f"no {self.spec.by} has {self.spec.min_count} held-out rows: nothing to judge "
+                             f"equity on{_small_groups(report)}")
+        floor, pct = self.spec.min_ratio, f"{report.confidence:.0%}"
+        below = report.below_ratio(floor)
+        lowest = min(judged, key=lambda g: g.ratio_interval[1])
+        best = next(g for g in judged if g.group == report.best)
+        shown = below or [lowest]
+        detail = ("; ".join(f"{g.group} {g.ratio:.2f} of the best ({pct} interval {_span(g.ratio_interval)}, "
+                            f"{self.metric} {g.value:.2f} on {g.rows} rows)" for g in shown)
+                  + (f": clearly under {floor}" if below else f": the nearest the floor {floor}")
+                  + f"; the best: {best.group} {self.metric} {best.value:.2f} on {best.rows} rows"
+                  + _small_groups(report))
+        return GateVerdict(self.title, not below, lowest.ratio_interval[1], floor, detail)
+
+
+@dataclass
+class EquityRegression(Gate):
+    """No group of ``spec.by`` (with ``spec.min_count`` held-out rows) does worse than under the champion by
+    more than ``spec.max_group_regression``, both models scored on the same resampled rows; a group is refused
+    only when the lower bound of its worsening is above the margin."""
+
+    spec: Any  # registry.policy.EquitySpec
+    metric: str
+    name: str = "equity vs champion"
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} per {self.spec.by} vs champion"
+
+    def check(self, ctx):
+        report = equity_report(ctx, self.spec, self.metric)
+        margin = self.spec.max_group_regression
+        if ctx.champion is None:
+            return GateVerdict(self.title, True, None, margin, "no current champion" + _small_groups(report))
+        judged = [g for g in report.judged if g.worse_interval is not None]
+        if not judged:
+            raise ValueError(f"no {self.spec.by} has {self.spec.min_count} held-out rows: nothing to judge "
+                             f"equity on{_small_groups(report)}")
+        worse = report.regressed(margin)
+        most = max(judged, key=lambda g: g.worse_interval[0])
+        shown, pct = worse or [most], f"{report.confidence:.0%}"
+        detail = ("; ".join(f"{g.group} {self.metric} {g.value:.2f} vs {g.champion:.2f} under champion "
+                            f"v{ctx.champion.version.version} ({g.worse_by:+.2f} worse, {pct} interval "
+                            f"{_span(g.worse_interval)}, {g.rows} rows)" for g in shown)
+                  + (f": clearly worse by more than {margin}" if worse else f": the nearest the margin {margin}")
+                  + _small_groups(report))
+        return GateVerdict(self.title, not worse, most.worse_interval[0], margin, detail)

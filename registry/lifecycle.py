@@ -133,6 +133,7 @@ def promote(name: str, holdout: pd.DataFrame | None, target: str | None, options
     ctx = PromotionContext(name, candidate_local, champion_local, frame, target,
                            approvals=tuple(r["who"] for r in approval_records(store, name, candidate)),
                            holdout_name=label, holdout_fingerprint=fingerprint, serving=champion)
+    ctx.changes.update(_policy_recorded(store, name, policy))
     verdicts, forced = _judge(policy, ctx, who, force, reason, to_alias)
     outcome = PromotionOutcome(name, all(v.passed for v in verdicts), candidate.version,
                                champion.version if champion else None, verdicts, notes, forced)
@@ -164,6 +165,16 @@ def _variants_with(settings, store, candidate: ModelVersion, policy: PromotionPo
                                                ctx.target, ctx.holdout_fingerprint, settings)
     notes += more
     return [{**summary_of(store, v), "built": v.version in built} for v in variants_of(name, candidate.version, settings)]
+
+
+def _policy_recorded(store: ModelStore, name: str, policy: PromotionPolicy) -> dict[str, str]:
+    """When the governing policy was recorded with ``name`` (a material change that people's review of a high-risk
+    model must follow: :class:`registry.gates.HumanAccountability`); {} when it does not matter or is unknown."""
+    if policy.accountability is None or not policy.accountability.high_risk or not policy.sha256:
+        return {}
+    when = [r["when"] for r in store.audit_records(name) if r.get("action") == "register"
+            and (r.get("policy_recorded") or {}).get("sha256") == policy.sha256]
+    return {f"recording of policy revision {policy.version or '?'}": when[-1]} if when else {}
 
 
 def _check_target_alias(alias: str) -> None:

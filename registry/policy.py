@@ -32,6 +32,15 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
     variants:                       # bounds for compressed variants, and which ones promotion builds
       max_quality_loss: 0.02        # (registry.variant_policy.VariantPolicy; docs/variants.md)
       build: [onnx]
+    accountability:                 # a high-risk model waits for people (docs/accountability.md): promotion is
+      high_risk: true               # refused while these fields of the use case's transparency.yaml are
+      required: [lawful_basis, responsible_owner, dpia, objection_procedure]  # empty, or reviewed before the
+      max_age_days: 365             # candidate's registration or the policy's recording, or longer ago than this
+    equity:                         # the metric per group of a held-out column, judged with bootstrap intervals
+      by: district                  # (registry.equity): each group >= min_ratio of the best group, none worse
+      min_ratio: 0.8                # than under the champion by more than max_group_regression; groups under
+      max_group_regression: 0.05    # min_count rows are reported, never judged
+      min_count: 30
     monitoring:                     # what is watched once it serves, and who is told
       min_quality: 0.80             # (registry.monitoring_policy.MonitoringPolicy; docs/monitoring.md)
       webhook: https://alerts.example.org/civicml
@@ -53,15 +62,18 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from civicml.errors import InvalidInput
-from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, LatencyBudget,
-                            MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings, lower_is_better)
+from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutIdentity, HumanAccountability,
+                            LatencyBudget, MetricThreshold, NoRegression, SignatureCompatible, UnseenPhrasings,
+                            lower_is_better)
+from registry.transparency_file import HUMAN_FIELDS
+from registry.gates import EquityRatio, EquityRegression
 from registry.monitoring_policy import MonitoringPolicy
 from registry.variant_policy import VariantPolicy
 
@@ -106,6 +118,86 @@ class UnseenSpec:
         return self.name or f"unseen-phrasings-seed{self.seed}-n{self.rows}"
 
 
+DEFAULT_REQUIRED = ("lawful_basis", "responsible_owner", "dpia", "objection_procedure")
+
+
+@dataclass(frozen=True)
+class AccountabilitySpec:
+    """``accountability``: a high-risk model is promoted only when people have written ``required`` fields of the
+    use case's transparency.yaml and reviewed them since the last material change (and within
+    ``max_age_days``): :class:`registry.gates.HumanAccountability`."""
+
+    high_risk: bool = False
+    required: tuple[str, ...] = DEFAULT_REQUIRED
+    max_age_days: int | None = None
+
+
+@dataclass(frozen=True)
+class EquitySpec:
+    """``equity``: the policy's metric (or ``metric``) per value of the held-out column ``by``; each judged group
+    at least ``min_ratio`` of the best group, and none worse than under the champion by more than
+    ``max_group_regression`` (either may be null, not both), both judged with ``confidence`` intervals of
+    ``resamples`` seeded bootstrap draws; groups under ``min_count`` rows are reported, never judged
+    (:mod:`registry.equity`)."""
+
+    by: str = "district"
+    metric: str | None = None
+    min_ratio: float | None = 0.8
+    max_group_regression: float | None = None
+    min_count: int = 30
+    resamples: int = 200
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        def bad(name: str, why: str):
+            raise InvalidInput(f"policy: field 'equity.{name}' {why}")
+
+        if not isinstance(self.by, str) or not self.by:
+            bad("by", f"must name a column of the held-out set, got {self.by!r}")
+        if self.metric is not None:
+            _check_metric("equity.metric", self.metric)
+        if self.min_ratio is not None and math.isfinite(self.min_ratio) and self.min_ratio > 1:
+            bad("min_ratio", f"must be at most 1 (the best group's own ratio), got {self.min_ratio}")
+        if self.max_group_regression is not None and self.max_group_regression < 0:
+            bad("max_group_regression", f"must be >= 0, got {self.max_group_regression}")
+        if self.min_count < 1:
+            bad("min_count", f"must be >= 1, got {self.min_count}")
+        if self.resamples < 20:
+            bad("resamples", f"must be >= 20 (an interval needs draws), got {self.resamples}")
+        if not 0 < self.confidence < 1:
+            bad("confidence", f"must lie between 0 and 1, got {self.confidence}")
+
+    def never_failing(self, metric: str) -> list[str]:
+        """Why this section can never refuse a promotion ([] if it can); ``metric``: the one it judges."""
+        from projects.metrics import bounds
+
+        ratio, margin = self.min_ratio, self.max_group_regression
+        if ratio is None and margin is None:
+            return ["gate 'equity' gates nothing: set 'equity.min_ratio', 'equity.max_group_regression' or both"]
+        found = []
+        if ratio is not None and not math.isfinite(ratio):
+            found.append(f"gate 'equity' gates nothing: field 'equity.min_ratio' is {ratio}, not a finite bound")
+        elif ratio is not None and ratio <= 0:
+            found.append(f"gate 'equity' gates nothing: an impact ratio is never below 0 (field "
+                         f"'equity.min_ratio': a floor must lie above 0)")
+        elif ratio is not None and bounds(metric)[0] < 0:
+            found.append(f"gate 'equity' cannot judge field 'equity.min_ratio': {metric} can be negative, so a "
+                         f"ratio of two groups' {metric} means nothing (set 'equity.metric')")
+        if margin is not None and not math.isfinite(margin):
+            found.append(f"gate 'equity' gates nothing: field 'equity.max_group_regression' is {margin}, not a "
+                         f"finite bound")
+        return found
+
+    def gates(self, metric: str) -> list[Gate]:
+        out: list[Gate] = []
+        if self.min_ratio is not None:
+            out.append(EquityRatio(self, self.metric or metric))
+        if self.max_group_regression is not None:
+            out.append(EquityRegression(self, self.metric or metric))
+        return out
+
+
 @dataclass(frozen=True)
 class PromotionPolicy:
     metric: str = "macro_f1"
@@ -122,9 +214,11 @@ class PromotionPolicy:
     approvals: int = 0
     report_by: tuple[str, ...] = ()
     unseen_phrasings: UnseenSpec | None = None
+    equity: EquitySpec | None = None
     model: str | None = None
     version: int | None = None
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
+    accountability: AccountabilitySpec | None = None
     monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)  # thresholds, webhook, record default
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
@@ -190,6 +284,8 @@ class PromotionPolicy:
         if self.unseen_phrasings is not None:
             spec = self.unseen_phrasings
             floor(UnseenPhrasings(spec).title, spec.metric, spec.min_value, "unseen_phrasings.min_value")
+        if self.equity is not None:
+            found += self.equity.never_failing(self.equity.metric or self.metric)
         return found
 
     def gates(self) -> list[Gate]:
@@ -210,6 +306,10 @@ class PromotionPolicy:
             gates.append(UnseenPhrasings(self.unseen_phrasings))
         if self.approvals:
             gates.append(ApprovalCount(self.approvals))
+        if self.accountability is not None and self.accountability.high_risk:
+            gates.append(HumanAccountability(self.accountability))
+        if self.equity is not None:
+            gates += self.equity.gates(self.metric)
         return gates
 
     def variant_policy(self) -> VariantPolicy:
@@ -229,7 +329,7 @@ class PromotionPolicy:
                     out[f.name] = value.to_record()
                 continue
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
-                out[f.name] = asdict(value) if isinstance(value, (HoldoutSpec, BaselineSpec, UnseenSpec)) else \
+                out[f.name] = asdict(value) if is_dataclass(value) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
                                                                      else value))
         return {k: v for k, v in out.items() if v is not None}
@@ -367,11 +467,54 @@ def _holdout(raw: Any, where: str) -> HoldoutSpec:
     return HoldoutSpec(**spec)
 
 
-_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout}
+def _accountability(raw: Any, where: str) -> AccountabilitySpec:
+    sub = _mapping("accountability", raw, _ACCOUNTABILITY_FIELDS, where)
+    if "high_risk" in sub and not isinstance(sub["high_risk"], bool):
+        raise InvalidInput(f"{where}: field 'accountability.high_risk' must be true or false, got {sub['high_risk']!r}")
+    if "required" in sub:
+        names = [sub["required"]] if isinstance(sub["required"], str) else (sub["required"] or [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidInput(f"{where}: field 'accountability.required' must list fields of transparency.yaml, "
+                               f"got {sub['required']!r}")
+        for name in names:
+            if name not in HUMAN_FIELDS:
+                raise InvalidInput(f"{where}: field 'accountability.required': unknown field '{name}'"
+                                   f"{_did_you_mean(name, HUMAN_FIELDS)} (fields: docs/accountability.md)")
+        sub["required"] = tuple(dict.fromkeys(names))
+    if sub.get("max_age_days") is not None:
+        sub["max_age_days"] = _number(where, "accountability.max_age_days", sub["max_age_days"], int)
+        if sub["max_age_days"] < 1:
+            raise InvalidInput(f"{where}: field 'accountability.max_age_days' must be >= 1, "
+                               f"got {sub['max_age_days']}")
+    return AccountabilitySpec(**sub)
+
+
+def _equity(raw: Any, where: str) -> EquitySpec:
+    """The ``equity:`` section (``true``: every default); ranges are :class:`EquitySpec`'s to check."""
+    sub = _mapping("equity", {} if raw is True else raw, _EQUITY_FIELDS, where)
+    for name in ("min_count", "resamples", "seed"):
+        if name in sub:
+            sub[name] = _number(where, f"equity.{name}", sub[name], int)
+    for name in ("min_ratio", "max_group_regression", "confidence"):
+        if name in sub and not (sub[name] is None and name != "confidence"):
+            sub[name] = _number(where, f"equity.{name}", sub[name])
+    for name in ("by", "metric"):
+        if name in sub and not isinstance(sub[name], str) and not (name == "metric" and sub[name] is None):
+            raise InvalidInput(f"{where}: field 'equity.{name}' must be a string, got {sub[name]!r}")
+    try:
+        return EquitySpec(**sub)
+    except InvalidInput as err:
+        raise InvalidInput(str(err).replace("policy:", f"{where}:", 1)) from None
+
+
+_SECTIONS = {"beat_baseline": _baseline, "unseen_phrasings": _unseen, "holdout": _holdout,
+             "accountability": _accountability, "equity": _equity}
+_EQUITY_FIELDS = [f.name for f in fields(EquitySpec)]
 
 
 _BASELINE_FIELDS = [f.name for f in fields(BaselineSpec)]
 _UNSEEN_FIELDS = [f.name for f in fields(UnseenSpec)]
+_ACCOUNTABILITY_FIELDS = [f.name for f in fields(AccountabilitySpec)]
 
 
 def _mapping(key: str, raw: Any, known: list[str], where: str) -> dict:

@@ -11,7 +11,10 @@ Written by :func:`write_all` (called from :func:`registry.rules.insights` at reg
 ``calibration.png/.json``  classifiers with probabilities: confidence vs accuracy in ten bins
 ``by_district.png/.csv``   accuracy (or MAE) per district, with rows, and the gap between best and
                            worst in ``by_district.json`` (fairness across neighbourhoods): on every
-                           held-out row, computed as the model card computes its per-district figures
+                           held-out row, computed as the model card computes its per-district figures;
+                           with each district's impact ratio (its figure over the best district's of
+                           30 rows or more: :func:`registry.equity.impact_ratios`), also in ``map.json``
+                           and in the map's title (the lowest, and any under 0.8)
 ``map.png/.json``          the district map coloured by that figure on a fixed scale (red worse, blue
                            better, whatever the metric's direction; a legend states the scale),
                            districts under 30 rows hatched, when boundaries and lat/lon exist:
@@ -34,6 +37,7 @@ import pandas as pd
 
 from civicml.answers import read_probabilities
 from registry.card import SMALL_GROUP, evaluate
+from registry.equity import FOUR_FIFTHS, impact_ratios
 from registry.gates import predicted_labels
 
 DISTRICT = "district"
@@ -298,9 +302,10 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
     per.to_csv(folder / "by_district.csv")
     values = per[metric].astype(float)
     rows = per["rows"].astype(int).to_dict()
+    ratios = {k: round(v, 4) for k, v in impact_ratios(values.to_dict(), rows, regression, SMALL_GROUP).items()}
     (folder / "by_district.json").write_text(json.dumps({
         "metric": metric, "values": values.round(4).to_dict(), "rows": rows,
-        "gap": round(float(values.max() - values.min()), 4)}, indent=2))
+        "gap": round(float(values.max() - values.min()), 4), "impact_ratio": ratios}, indent=2))
     _bar(folder / "by_district.png", per.index, values, f"{metric} by district (held-out rows)", metric)
     written += ["by_district.csv", "by_district.json", "by_district.png"]
     if not (boundaries and located):
@@ -315,7 +320,7 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
         points = []
         map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows,
                 min_rows=SMALL_GROUP, places=[(p["lon"], p["lat"], p["name"], p[metric], p["rows"]) for p in sites],
-                title=f"Held-out rows by place ({len(holdout)} rows)")
+                title=f"Held-out rows by place ({len(holdout)} rows)" + _ratio_line(ratios, rows, metric))
     else:  # one point per row (311 requests), each in its recorded district: wrong answers marked
         err = np.abs(truth.astype(float) - answers.astype(float)) if regression else None
         ok = (truth == answers) if not regression else err <= np.median(err)
@@ -324,14 +329,26 @@ def district_views(folder: Path, holdout: pd.DataFrame, truth, answers, regressi
             f"; {moved} moved into their recorded district (coordinates outside it)" if moved else "") + (
             f"; {omitted} not drawn (no recorded district on the map)" if omitted else "")
         map_png(boundaries, folder / "map.png", scale=scale, values=values.to_dict(), rows=rows, min_rows=SMALL_GROUP,
-                points=[(x, y, o) for x, y, o, _ in drawn], title=f"Held-out requests by place ({len(holdout)} rows)",
-                points_note=note)
+                points=[(x, y, o) for x, y, o, _ in drawn], points_note=note,
+                title=f"Held-out requests by place ({len(holdout)} rows)" + _ratio_line(ratios, rows, metric))
         points = [{"lon": round(x, 5), "lat": round(y, 5), "ok": o, "district": d} for x, y, o, d in drawn]
     (folder / "map.json").write_text(json.dumps({
         "metric": metric, "values": values.round(4).to_dict(), "rows": rows, "rows_total": len(holdout),
         "scale": scale.to_dict(), "min_rows": SMALL_GROUP, "points_note": note, "points": points,
-        "places": sites or []}))
+        "places": sites or [], "impact_ratio": ratios}))
     return written + ["map.json", "map.png"]
+
+
+def _ratio_line(ratios: dict[str, float], rows: dict[str, int], metric: str) -> str:
+    """The map title's second line: the lowest impact ratio among districts of 30 rows or more, and which
+    fall under four fifths of the best ("" when no district has the rows)."""
+    judged = {k: v for k, v in ratios.items() if rows.get(k, 0) >= SMALL_GROUP and v == v}
+    if not judged:
+        return ""
+    lowest = min(judged, key=judged.get)
+    under = [k for k, v in sorted(judged.items(), key=lambda kv: kv[1]) if v < FOUR_FIFTHS]
+    return (f"\nimpact ratio ({metric} over the best district's): lowest {judged[lowest]:.2f} in {lowest}"
+            + (f"; under {FOUR_FIFTHS}: {', '.join(under)}" if under else ""))
 
 
 MAX_PLACES = 60  # at most this many distinct coordinates read as fixed sites rather than one point per row

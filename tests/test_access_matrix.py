@@ -18,6 +18,7 @@ import registry
 from civicml.access import ACTIONS, ROLES, markdown_table
 from civicml.errors import NotFound, PermissionDenied
 from civicml.settings import Settings
+from monitoring import review_answer
 from projects import get_use_case, train
 from registry import rollout
 from team_mode import moto_s3, team_pg, team_server  # noqa: F401 - fixtures
@@ -58,6 +59,7 @@ CALLS = {
                                                   policy=registry.PromotionPolicy(min_value=0.123)),
     "force_promote": lambda s: registry.promote(NAME, None, None, from_alias="nosuch", settings=s, force=True),
     "stop_rollout": lambda s: rollout.stop(NAME, "automatic: test", automatic=True, settings=s),
+    "review": lambda s: review_answer("0" * 32, "roads", "test", model=NAME, settings=s),  # no such answer
 }
 NEEDS_TOO = {"override_policy": ("promote",), "force_promote": ("promote",)}  # the entry point checks these first
 

@@ -29,14 +29,16 @@ _SERVERS = ("serve", "server", "console")
 
 
 def build_parser() -> Parser:
-    from app.cli import compress, console, demo, init, models, monitor, score, server, serving, train, tune
+    from app.cli import (compress, console, demo, init, models, monitor, review, score, server, serving, train,
+                         transparency, tune)
 
     parser = Parser(prog="civicml", description="ML lifecycle for city services: data -> tuned models -> "
                                                 "registry -> live endpoints.")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what libraries print (warnings, log lines); otherwise kept in the debug log")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (demo, train, tune, models, server, compress, init, console, serving, score, monitor):
+    for module in (demo, train, tune, models, server, compress, init, console, serving, score, monitor,
+                   transparency, review):
         module.add_commands(sub)
     return parser
 

@@ -104,6 +104,9 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
     explainers = _Explainers()
     app = FastAPI(title="CivicML console", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    from app.console.public import public_router
+
+    app.include_router(public_router(base))  # /public: read-only, no token, the same for every visitor
 
     def acting(request: Request) -> Settings:
         token = request.cookies.get(COOKIE)
