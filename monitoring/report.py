@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from civicml.errors import InvalidInput
 from monitoring.drift import DriftSettings, Reference, detect_drift, drifting_since
 from monitoring.quality import estimate_vs_real, infer_task, live_quality, parse_window
 from monitoring.records import RecordStore
@@ -224,6 +225,9 @@ def audit_alerts(report: MonitorReport, policy: MonitoringPolicy, settings=None,
     (:func:`registry.record_alerts`), POSTing the new ones to ``policy.webhook`` first when it is set; the
     registry's :class:`registry.AuditedAlerts`. ``context``: more fields for every record (the run)."""
     from registry import record_alerts
+
+    if not report.model:
+        raise InvalidInput("a report without a model (monitor(..., model=NAME)) has no audit trail to write to")
 
     def send(fresh: list[dict]) -> dict[str, Any]:
         return post_alerts(policy.webhook, {"model": report.model, "source": "civicml monitor",
