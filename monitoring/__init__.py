@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
     from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
                                     Recording, existing_store, new_answer_id, open_store, recorder_for)
-    from monitoring.report import Alert, MonitoringPolicy, MonitorReport, live_frame, monitor
+    from monitoring.report import (Alert, MonitoringPolicy, MonitorReport, audit_alerts, live_frame, monitor,
+                                   post_alerts)
+    from monitoring.artifacts import DistrictFigures, district_figures, latest_run, log_report, write_artifacts
     from monitoring.review import Review, labelled_answers, review_answer, review_counts
 
 __getattr__, __dir__ = lazy_face(__name__, {
@@ -31,7 +33,9 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
     "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
                            "Recording", "existing_store", "new_answer_id", "open_store", "recorder_for"),
-    "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "live_frame", "monitor"),
+    "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "audit_alerts", "live_frame", "monitor",
+                          "post_alerts"),
+    "monitoring.artifacts": ("DistrictFigures", "district_figures", "latest_run", "log_report", "write_artifacts"),
     "monitoring.review": ("Review", "labelled_answers", "review_answer", "review_counts"),
 })
 
@@ -40,5 +44,7 @@ __all__ = [
     "Recorder", "RecordMasking", "RecordPolicy", "RecordStore", "Recording", "Reference",
     "add_feedback", "column_kinds", "detect_drift", "drifting_since", "estimate_vs_real", "live_frame", "live_quality",
     "monitor", "new_answer_id", "open_store", "parse_window", "read_outcomes", "recorder_for",
+    "DistrictFigures", "audit_alerts", "district_figures", "latest_run", "log_report", "post_alerts",
+    "write_artifacts",
     "Review", "existing_store", "labelled_answers", "review_answer", "review_counts",
 ]

@@ -1,7 +1,8 @@
 """``monitor``: one report over recorded traffic (what drifted, where, since when; live and estimated
 quality) and the alerts its policy's thresholds raise.
 
-The thresholds are the ``monitoring:`` section of a policy, read by :class:`MonitoringPolicy`::
+The thresholds are the ``monitoring:`` section of a model's promotion policy, read by the registry's
+:class:`registry.MonitoringPolicy` (re-exported here)::
 
     monitoring:
       window: 7d            # the report's time window
@@ -9,79 +10,29 @@ The thresholds are the ``monitoring:`` section of a policy, read by :class:`Moni
       min_count: 30         # rows a window needs in a group to be tested or judged ("too few" otherwise)
       min_quality: 0.80     # the live metric's floor (a ceiling for an error such as mae), per group
       metric: accuracy      # accuracy, macro_f1 (classifiers) or mae (regressors)
+      webhook: https://...  # new alerts POSTed here as JSON
+      record: off           # `civicml serve`'s --record when it is not given
 
-Alerts are plain objects (:class:`Alert`); recording them as audited events, showing them in the console
-and sending them to a webhook is the caller's (the top floor's) business.
+Alerts are plain objects (:class:`Alert`) until :func:`audit_alerts` writes the new ones to the model's audit
+trail (:func:`registry.record_alerts`, each alert once) and POSTs them to the policy's webhook
+(:func:`post_alerts`: a short timeout, and a failure is an answer, never an exception).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from civicml.errors import InvalidInput, did_you_mean
+from civicml.errors import InvalidInput
 from monitoring.drift import DriftSettings, Reference, detect_drift, drifting_since
 from monitoring.quality import estimate_vs_real, infer_task, live_quality, parse_window
 from monitoring.records import RecordStore
+from registry import MonitoringPolicy
 
-METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "mae": "minimize"}
-
-
-@dataclass(frozen=True)
-class MonitoringPolicy:
-    window: str = "7d"
-    drift_p: float = 0.01
-    min_count: int = 30
-    min_quality: float | None = None
-    metric: str = "accuracy"
-
-    def __post_init__(self):
-        parse_window(self.window)
-        if self.metric not in METRICS:
-            raise InvalidInput(f"monitoring: field 'metric' must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.min_quality is not None and not math.isfinite(self.min_quality):
-            raise InvalidInput(f"monitoring: field 'min_quality' must be a finite number, got {self.min_quality}")
-        self.drift_settings()  # checks drift_p and min_count
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "monitoring") -> "MonitoringPolicy":
-        """From a policy's ``monitoring:`` section; an unknown field is an error that names it."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise InvalidInput(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        values = {}
-        for key, raw in data.items():
-            if key not in known:
-                raise InvalidInput(f"{where}: unknown field '{key}'{did_you_mean(key, known)} "
-                                   f"(known: {', '.join(known)})")
-            kind = {f.name: f.type for f in fields(cls)}[key]
-            values[key] = _convert(key, raw, kind, where)
-        return cls(**values)
-
-    def drift_settings(self) -> DriftSettings:
-        return DriftSettings(min_count=self.min_count, drift_p=self.drift_p)
-
-
-def _convert(key: str, raw: Any, kind: str, where: str) -> Any:
-    if "float" in kind:
-        if raw is None and "None" in kind:
-            return None
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise InvalidInput(f"{where}: field '{key}' must be a number, got {raw!r}")
-        return float(raw)
-    if kind == "int":
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise InvalidInput(f"{where}: field '{key}' must be a whole number, got {raw!r}")
-        return raw
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{where}: field '{key}' must be text, got {raw!r}")
-    return raw
+WEBHOOK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +47,9 @@ class Alert:
     value: float | None = None
     threshold: float | None = None
     estimate: bool = False
+    version: str | None = None  # the version, variant and canary arm a quality alert is about
+    variant: str | None = None
+    arm: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,7 +153,8 @@ def monitor(records: RecordStore | pd.DataFrame, reference: Reference | pd.DataF
     if not isinstance(reference, Reference):
         reference = Reference(reference, time="time" if "time" in reference.columns else None)
     live = live_frame(records)
-    found = detect_drift(live, reference, window, settings=policy.drift_settings())
+    found = detect_drift(live, reference, window,
+                         settings=DriftSettings(min_count=policy.min_count, drift_p=policy.drift_p))
     task = infer_task(records["answer"]) if len(records) else "classification"
     quality = live_quality(records, window, task=task)
     check = estimate_vs_real(records, window, min_labelled=policy.min_count, figures=quality) \
@@ -222,7 +177,7 @@ def alerts(report: MonitorReport, policy: MonitoringPolicy) -> list[Alert]:
                          float(row.q), policy.drift_p))
     if policy.min_quality is None or report.quality.empty:
         return out
-    lower = METRICS[policy.metric] == "minimize"
+    lower = policy.lower_is_better
     q = report.quality[(report.quality["metric"] == policy.metric) & (report.quality["n"] >= policy.min_count)]
     keys = [c for c in ("version", "variant", "arm", "group") if c in q.columns]
     for estimate, kind in ((False, "quality"), (True, "estimated_quality")):
@@ -237,5 +192,48 @@ def alerts(report: MonitorReport, policy: MonitoringPolicy) -> list[Alert]:
                 out.append(Alert(kind, f"{what}{policy.metric} {row.value:.3f} in {row.group} "
                                        f"({row.version}/{row.arm}, window {row.window}, n={row.n}) is "
                                        f"{'over' if lower else 'under'} {policy.min_quality:g}",
-                                 row.window, row.group, None, float(row.value), policy.min_quality, estimate))
+                                 row.window, row.group, None, float(row.value), policy.min_quality, estimate,
+                                 *(_text(getattr(row, k, None)) for k in ("version", "variant", "arm"))))
     return out
+
+
+def _text(value) -> str | None:
+    return None if value is None or value != value else str(value)
+
+
+def post_alerts(url: str, payload: Mapping[str, Any], timeout: float = WEBHOOK_TIMEOUT_S) -> dict[str, Any]:
+    """POST ``payload`` as JSON to ``url``: ``{"webhook": host, "status": 200}``, or with ``error`` when it
+    failed (no answer in ``timeout`` seconds, refused, or a status other than 2xx). Never raises: a webhook
+    that is down must not cost the alert its audit record."""
+    import httpx
+
+    from registry import webhook_host
+
+    host = webhook_host(url)
+    try:
+        response = httpx.post(url, json=payload, timeout=timeout, follow_redirects=False)
+    except httpx.HTTPError as err:
+        return {"webhook": host, "error": f"{type(err).__name__}: {err}".replace(url, host)[:300]}
+    if response.is_success:
+        return {"webhook": host, "status": response.status_code}
+    return {"webhook": host, "status": response.status_code, "error": f"answered HTTP {response.status_code}"}
+
+
+def audit_alerts(report: MonitorReport, policy: MonitoringPolicy, settings=None,
+                 context: Mapping[str, Any] | None = None):
+    """Write ``report``'s alerts that its model's audit trail does not hold yet as ``alert`` records
+    (:func:`registry.record_alerts`), POSTing the new ones to ``policy.webhook`` first when it is set; the
+    registry's :class:`registry.AuditedAlerts`. ``context``: more fields for every record (the run)."""
+    from registry import record_alerts
+
+    if not report.model:
+        raise InvalidInput("a report without a model (monitor(..., model=NAME)) has no audit trail to write to")
+
+    def send(fresh: list[dict]) -> dict[str, Any]:
+        return post_alerts(policy.webhook, {"model": report.model, "source": "civicml monitor",
+                                            "window": report.window, "alerts": fresh})
+
+    length = int(parse_window(report.window))  # 7d and 1w are one window length
+    return record_alerts(report.model, [{**a.to_dict(), "window_seconds": length} for a in report.alerts], settings,
+                         send=send if policy.webhook else None,
+                         context={"thresholds": policy.to_record(), **dict(context or {})})

@@ -12,9 +12,9 @@ configuration the local user holds every role (single-user mode).
 The rooms, each importing only the ones listed before it (no circles, no imports inside functions
 between them; ``projects`` is imported lazily, since serving imports the registry)::
 
-    checksum -> store -> use_cases -> gates -> variant_policy -> policy;  events -> guard
+    checksum -> store -> use_cases -> gates -> variant_policy, monitoring_policy -> policy;  events -> guard
     policy, guard -> inputs;  store -> variant_lookup -> queries;  card, gates -> views;  transparency_file -> gates
-    inputs, queries, rollout, lifecycle -> transparency
+    inputs, queries, rollout, lifecycle -> transparency;  events, guard, store -> alerts
     views, inputs, queries -> rules -> registration -> (variant_build ->) variants -> lifecycle
     guard -> rollout
 
@@ -30,6 +30,8 @@ from civicml.access import (DATA_SCIENTIST, POLICY_OWNER, RELEASE_MANAGER, ROLES
 from civicml.lazy import lazy_face
 
 if TYPE_CHECKING:
+    from registry.alerts import AuditedAlerts, alert_key, alerts_of, record_alerts
+    from registry.monitoring_policy import MonitoringPolicy, parse_window, record_mode, webhook_host
     from registry.gates import (ApprovalCount, Gate, GateVerdict, HoldoutIdentity, HumanAccountability,
                                 LatencyBudget, MetricThreshold, NoRegression, PromotionContext, SignatureCompatible,
                                 predicted_labels, signature_breaks)
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from registry.variants import compress, compress_all
 
 __getattr__, __dir__ = lazy_face(__name__, {
+    "registry.alerts": ("AuditedAlerts", "alert_key", "alerts_of", "record_alerts"),
+    "registry.monitoring_policy": ("MonitoringPolicy", "parse_window", "record_mode", "webhook_host"),
     "registry.card": ("read_card", "variant_cells"),
     "registry.rollout": ("Rollout", "current_rollout", "start_rollout", "stop_rollout"),
     "registry.gates": ("ApprovalCount", "Gate", "GateVerdict", "HoldoutIdentity", "HumanAccountability",
@@ -84,6 +88,8 @@ __getattr__, __dir__ = lazy_face(__name__, {
 })
 
 __all__ = [
+    "AuditedAlerts", "MonitoringPolicy", "alert_key", "alerts_of", "parse_window", "record_alerts", "record_mode",
+    "webhook_host",
     "ANNEX_IV_SECTIONS", "AccountabilitySpec", "HUMAN_FIELDS", "HumanAccountability", "HumanFields",
     "TRANSPARENCY_FORMATS", "accountability_problems", "annex_iv_html", "annex_iv_markdown", "atrs_record",
     "eurocities_problems", "eurocities_record", "eurocities_schema", "transparency_facts", "write_transparency",

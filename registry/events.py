@@ -27,6 +27,7 @@ class AuditEvent(str, Enum):
     DISCARD = "discard"
     HTTP_DENIED = "http-denied"
     SCORE = "score"
+    ALERT = "alert"
     REVIEW = "review"
 
 
@@ -51,6 +52,9 @@ EVENT_TEXT: dict[AuditEvent, str] = {
                             "caller, route, status and minute with their count",
     AuditEvent.SCORE: "a batch scoring job (`civicml score`): version and variant that answered, the inputs and "
                       "their fingerprint, rows scored and rejected, the output, the job's MLflow run",
+    AuditEvent.ALERT: "a monitoring threshold crossed (`civicml monitor`): kind (drift, quality, estimated_quality), "
+                      "window, group, column, version and arm, value and threshold, the policy's thresholds, the "
+                      "monitoring run, and what the webhook answered; each alert once (`alert_key`)",
     AuditEvent.REVIEW: "a person's review of one served answer (`civicml review`): answer id, version, variant "
                        "and group that answered, the model's answer, the decision (kept as the answer's label) "
                        "and the reason",

@@ -47,6 +47,10 @@ code; every promotion records the file's SHA-256 and ``version``. Fields::
       max_regression: 0.0
       metric: macro_f1              # default: the policy's metric
       min_value: null               # an optional floor on that window too
+    monitoring:                     # what is watched once it serves, and who is told
+      min_quality: 0.80             # (registry.monitoring_policy.MonitoringPolicy; docs/monitoring.md)
+      webhook: https://alerts.example.org/civicml
+      record: sample=0.1
 
 ``PromotionPolicy()`` is the minimal policy (threshold and no regression on one
 metric, and the input contract); every other gate is switched on by its field. A
@@ -77,6 +81,7 @@ from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutI
                             lower_is_better)
 from registry.transparency_file import HUMAN_FIELDS
 from registry.gates import EquityRatio, EquityRegression, RecentWindow
+from registry.monitoring_policy import MonitoringPolicy
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -234,6 +239,7 @@ class PromotionPolicy:
     variants: Mapping[str, Any] = field(default_factory=dict)  # checked by registry.variant_policy.VariantPolicy
     accountability: AccountabilitySpec | None = None
     recent_window: RecentWindowSpec | None = None
+    monitoring: MonitoringPolicy = field(default_factory=MonitoringPolicy)  # thresholds, webhook, record default
     # where it came from: not policy fields
     source: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)
@@ -346,6 +352,10 @@ class PromotionPolicy:
             if f.name in ("source", "sha256", "version"):
                 continue
             value = getattr(self, f.name)
+            if isinstance(value, MonitoringPolicy):
+                if value != default.monitoring:
+                    out[f.name] = value.to_record()
+                continue
             if value != getattr(default, f.name) or f.name in ("metric", "min_value", "max_regression"):
                 out[f.name] = asdict(value) if is_dataclass(value) else \
                     (dict(value) if isinstance(value, Mapping) else (list(value) if isinstance(value, tuple)
@@ -436,6 +446,8 @@ def _convert(key: str, raw: Any, where: str) -> Any:
         if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
             raise InvalidInput(f"{where}: field 'report_by' must list column names, got {raw!r}")
         return tuple(raw)
+    if key == "monitoring":
+        return MonitoringPolicy.from_mapping(raw, f"{where}: monitoring")
     if key in _SECTIONS:
         return None if raw is None else _SECTIONS[key](raw, where)
     raise AssertionError(key)  # every known field is converted above

@@ -31,7 +31,11 @@ def add_commands(sub) -> None:
     add_store_options(p)
     p.add_argument("name", help="registered model whose answers were recorded (civicml serve --record)")
     p.add_argument("--window", help="window length: 30m, 12h, 7d, 2w (default: the policy's, 7d)")
+    p.add_argument("--policy", help="take the thresholds from this policy file's monitoring: section instead "
+                                    "of the governing policy's")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.add_argument("--no-log", action="store_true", help="log no MLflow run (report.json, charts, district maps "
+                                                         "in the 'monitoring' experiment)")
     p.set_defaults(func=cmd_monitor)
 
 
@@ -59,14 +63,27 @@ def check_record_policy(text: str) -> str:
     return str(RecordPolicy.parse(text))
 
 
-def serving_recorder(names: list[str], policy: str, settings):
-    """``(recorder, feedback)`` for ``create_app``: None, None when ``policy`` is off."""
+def record_policies(names: list[str], policy: str | None, settings) -> dict[str, str]:
+    """What ``civicml serve`` records of each model: ``policy`` (``--record``) when given, else each model's
+    governing policy's ``monitoring: record`` (off by default)."""
+    if policy is not None:
+        policy = check_record_policy(policy)
+        return {name: policy for name in dict.fromkeys(names)}
+    from registry import governing_policy
+
+    return {name: check_record_policy(governing_policy(name, settings=settings).monitoring.record)
+            for name in dict.fromkeys(names)}
+
+
+def serving_recorder(names: list[str], policy: str | None, settings):
+    """``(recorder, feedback)`` for ``create_app``: None, None when nothing is recorded. ``policy``: ``--record``,
+    or None for each model's policy default (:func:`record_policies`)."""
     from monitoring import add_feedback, open_store, recorder_for
 
-    if check_record_policy(policy) == "off":
+    wanted = {name: p for name, p in record_policies(names, policy, settings).items() if p != "off"}
+    if not wanted:
         return None, None
-    recorders = {name: recorder_for(use_case_of(name, settings), policy, settings=settings)
-                 for name in dict.fromkeys(names)}
+    recorders = {name: recorder_for(use_case_of(name, settings), p, settings=settings) for name, p in wanted.items()}
     store = open_store(settings=settings)
     return ModelRecorders(recorders), lambda pairs: add_feedback(store, pairs)
 
@@ -100,41 +117,72 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_monitor(args) -> int:
-    import pandas as pd
-
-    from monitoring import MonitoringPolicy, RecordMasking, Reference, monitor, open_store
-    from registry import resolve, versions
+    from monitoring import audit_alerts, monitor, open_store
 
     settings = settings_from(args)
-    if args.window:
-        from monitoring import parse_window
+    policy = _monitoring_policy(args, settings)  # one line on a bad window or policy file, before any work
+    newest, reference = _reference(args.name, settings)
+    store = open_store(settings=settings)
+    try:
+        report = monitor(store, reference, window=args.window, policy=policy, model=args.name)
+    finally:
+        store.close()
+    run_id = None
+    if not args.no_log:
+        from monitoring import log_report
+        from registry import boundaries_for
 
-        parse_window(args.window)
-    found = versions(args.name, settings=settings)
-    if not found:
-        raise InvalidInput(f"model '{args.name}' has no versions")
-    newest = max(found, key=lambda v: int(v.version))
-    background = Path(resolve(args.name, str(newest.version), settings=settings).path) / BACKGROUND
-    if not background.exists():
-        raise InvalidInput(f"model '{args.name}' v{newest.version} logged no training sample ({BACKGROUND}) "
-                           f"to compare with")
-    use_case = use_case_of(args.name, settings)
-    group = RecordMasking.for_use_case(use_case).group if use_case is not None else None
-    reference = Reference(pd.read_parquet(background), time=None, group=group,
-                          name=f"the training sample of v{newest.version}")
-    report = monitor(open_store(settings=settings), reference, window=args.window,
-                     policy=MonitoringPolicy.from_mapping(_monitoring_section(use_case)), model=args.name)
-    print(json.dumps(report.to_dict(), default=str) if args.json else report.text())
+        run_id = log_report(report, settings, metric=policy.metric, boundaries=boundaries_for(dict(newest.tags)),
+                            lower_is_better=policy.lower_is_better)
+    audited = audit_alerts(report, policy, settings, context={"run_id": run_id} if run_id else None)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "audit": audited.to_dict(), "run_id": run_id}, default=str))
+        return 0
+    print(report.text())
+    print(_audit_line(audited))
+    if run_id:
+        print(f"monitoring run: {run_id} (experiment 'monitoring': report.json, charts, district maps)")
     return 0
 
 
-def _monitoring_section(use_case) -> dict | None:
-    """The ``monitoring:`` section of the use case's policy file, if it has one."""
-    path = getattr(use_case, "policy_file", None)
-    if not path or not Path(path).exists():
-        return None
-    import yaml
+def _monitoring_policy(args, settings):
+    """The thresholds: ``--policy FILE``'s monitoring: section, else the governing policy's."""
+    from registry import PromotionPolicy, governing_policy, parse_window
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    section = data.get("monitoring") if isinstance(data, dict) else None
-    return section if isinstance(section, dict) else None
+    if args.window:
+        parse_window(args.window)
+    if args.policy:
+        return PromotionPolicy.from_yaml(args.policy).monitoring
+    return governing_policy(args.name, settings=settings).monitoring
+
+
+def _reference(name: str, settings):
+    """(the newest version, the training sample logged with it as the reference)."""
+    import pandas as pd
+
+    from monitoring import RecordMasking, Reference
+    from registry import resolve, versions
+
+    found = versions(name, settings=settings)
+    if not found:
+        raise InvalidInput(f"model '{name}' has no versions")
+    newest = max(found, key=lambda v: int(v.version))
+    background = Path(resolve(name, str(newest.version), settings=settings).path) / BACKGROUND
+    if not background.exists():
+        raise InvalidInput(f"model '{name}' v{newest.version} logged no training sample ({BACKGROUND}) "
+                           f"to compare with")
+    use_case = use_case_of(name, settings)
+    group = RecordMasking.for_use_case(use_case).group if use_case is not None else None
+    return newest, Reference(pd.read_parquet(background), time=None, group=group,
+                             name=f"the training sample of v{newest.version}")
+
+
+def _audit_line(audited) -> str:
+    line = f"audited: {len(audited.audited)} new alerts" + (
+        f" ({audited.already} audited before)" if audited.already else "")
+    delivery = audited.delivery
+    if delivery is not None:
+        where = delivery.get("webhook", "the webhook")
+        line += (f"; webhook {where}: NOT delivered ({delivery['error']})" if delivery.get("error")
+                 else f"; sent to webhook {where} (HTTP {delivery.get('status')})")
+    return line

@@ -27,9 +27,10 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on the same port (SO_REUSEPORT), each "
                                                           "with its own copy of the models, each following the "
                                                           "aliases; use at most one per spare core (default 1)")
-    p.add_argument("--record", default="off", help="record answered rows, masked by the use case's rules, under "
-                                                   "the home: off (default), all or sample=R (0 < R <= 1); "
-                                                   "also turns on POST /feedback")
+    p.add_argument("--record", default=None, help="record answered rows, masked by the use case's rules, under "
+                                                  "the home: off, all or sample=R (0 < R <= 1); also turns on "
+                                                  "POST /feedback (default: the policy's monitoring: record, "
+                                                  "else off)")
     p.set_defaults(func=cmd_serve)
 
     for mode in ("canary", "shadow"):
@@ -73,11 +74,12 @@ def _endpoints(args, settings):
 
 
 def cmd_serve(args) -> int:
-    from app.cli.monitor import check_record_policy
+    from app.cli.monitor import check_record_policy, record_policies
     from serving.server import check_bind
 
     settings = settings_from(args)
-    check_record_policy(args.record)  # one line, before any model is loaded
+    if args.record is not None:
+        args.record = check_record_policy(args.record)  # one line, before any model is loaded
     mode = check_bind(args.host, settings)
     if args.workers < 1:
         raise InvalidInput("--workers must be at least 1")
@@ -85,7 +87,9 @@ def cmd_serve(args) -> int:
     for endpoint in endpoints:
         endpoint.load()  # fail fast, with exit code 2, on an unknown model, alias, variant or runtime
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
-    recording = f", recording {args.record}" if args.record != "off" else ""
+    recorded = {k: v for k, v in record_policies([e.model_name for e in endpoints], args.record, settings).items()
+                if v != "off"}
+    recording = f", recording {', '.join(f'{k} {v}' for k, v in recorded.items())}" if recorded else ""
     print(f"civicml serve: {', '.join(e.key + ' v' + e.served.version for e in endpoints)} on "
           f"http://{args.host}:{args.port} ({mode}{workers}{recording})", flush=True)
     if args.workers == 1:
@@ -121,7 +125,7 @@ def _serve_recorded(endpoints, args, settings, reuse_port: bool = False) -> None
     from app.cli.monitor import serving_recorder
     from serving import serve
 
-    recorder, feedback = serving_recorder([e.model_name for e in endpoints], getattr(args, "record", "off"),
+    recorder, feedback = serving_recorder([e.model_name for e in endpoints], getattr(args, "record", None),
                                           settings)
     try:
         serve(endpoints, host=args.host, port=args.port, reuse_port=reuse_port, recorder=recorder,

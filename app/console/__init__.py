@@ -167,9 +167,11 @@ def create_console(settings: Settings | None = None, endpoints: list[str] | None
         fidelity, variants = _version_tags(name, settings)
         comparisons = _comparisons(name, versions, settings)
         live = [(figures, figures.for_model(name)) for figures in _read_all(watched)]
+        from app.console.watch import live_section
+
         return page(request, "model.html", name=name, versions=list(reversed(versions)),
                     trail=list(reversed(trail)), fidelity=fidelity, variants=variants, about=about,
-                    comparisons=comparisons, live=live,
+                    comparisons=comparisons, live=live, watch=live_section(name, settings, trail),
                     challenger=any("challenger" in v["aliases"] and "champion" not in v["aliases"] for v in versions))
 
     @app.get("/models/{name}/versions/{version}", response_class=HTMLResponse)
