@@ -17,32 +17,17 @@ come, with their difference, so that an estimate is always checked.
 
 from __future__ import annotations
 
-import re
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from civicml.errors import InvalidInput
+from registry import parse_window  # the one grammar of a window: 30m, 12h, 7d, 2w
 
 ORIGIN = pd.Timestamp("1970-01-05", tz="UTC").timestamp()  # a Monday: weekly windows start on Mondays
 BY = ("version", "variant", "arm", "group")
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 ALL = "*"
-
-
-def parse_window(window: str | int | float) -> float:
-    """Seconds in a window written ``30m``, ``12h``, ``7d`` or ``2w`` (or a number of seconds)."""
-    if isinstance(window, (int, float)) and not isinstance(window, bool):
-        seconds = float(window)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", str(window).lower())
-        if not match:
-            raise InvalidInput(f"window must look like 30m, 12h, 7d or 2w, got {window!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if not seconds >= 60:
-        raise InvalidInput(f"window must be at least a minute, got {window!r}")
-    return seconds
 
 
 def window_starts(times, window: str | float) -> np.ndarray:

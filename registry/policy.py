@@ -68,7 +68,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -81,7 +80,7 @@ from registry.gates import (METRICS, ApprovalCount, BeatBaseline, Gate, HoldoutI
                             lower_is_better)
 from registry.transparency_file import HUMAN_FIELDS
 from registry.gates import EquityRatio, EquityRegression, RecentWindow
-from registry.monitoring_policy import MonitoringPolicy
+from registry.monitoring_policy import MonitoringPolicy, parse_window
 from registry.variant_policy import VariantPolicy
 
 SIGNATURE_MODES = ("compatible", "any")
@@ -540,18 +539,15 @@ _EQUITY_FIELDS = [f.name for f in fields(EquitySpec)]
 
 # -- recent_window --------------------------------------------------------------------------------
 _RECENT_FIELDS = [f.name for f in fields(RecentWindowSpec)]
-# the grammar of a window (monitoring.quality.parse_window reads it; the registry does not import monitoring)
-_WINDOW = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*")
-_WINDOW_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _recent(raw: Any, where: str) -> RecentWindowSpec:
     sub = _mapping("recent_window", raw, _RECENT_FIELDS, where)
     window = str(sub.get("window", RecentWindowSpec.window))
-    match = _WINDOW.fullmatch(window.lower())
-    if not match or float(match.group(1)) * _WINDOW_SECONDS[match.group(2)] < 60:
-        raise InvalidInput(f"{where}: field 'recent_window.window' must look like 30m, 12h, 7d or 2w (at least a "
-                           f"minute), got {sub.get('window')!r}")
+    try:
+        parse_window(window)
+    except InvalidInput as err:
+        raise InvalidInput(f"{where}: field 'recent_window.window': {err}") from None
     sub["window"] = window.strip()
     if "min_count" in sub:
         sub["min_count"] = _number(where, "recent_window.min_count", sub["min_count"], int)

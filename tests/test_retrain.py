@@ -231,3 +231,44 @@ def test_cli_retrain_refuses_bad_arguments_in_one_line(loop, args, says, capsys)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and says in err, err
     assert len(versions(NAME, settings=loop.settings)) == before
+
+
+def test_the_loop_closes_labels_show_the_district_slipping_an_alert_is_audited_and_retraining_recovers_it(
+        loop, retrained, tmp_path, capsys):
+    """Issue 24's loop on the season: the labels fed back make live quality drop in the district where the new
+    kind of complaint appeared; `civicml monitor` audits an alert for it; the retrained challenger answers that
+    district's judging share (answers it never trained on) better than the champion did."""
+    import mlflow.pyfunc
+    import yaml
+
+    import registry
+    from app.cli import main
+    from monitoring import open_store
+    from monitoring.retrain import recent_window_frame
+
+    district = "Riverside"  # SeasonSettings.new_kind_district
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"monitoring": {"window": "7d", "min_count": 20, "min_quality": 0.7}}))
+    assert main(["monitor", NAME, "--home", str(loop.home), "--json", "--no-log", "--policy", str(policy)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    live = pd.DataFrame(report["quality"])
+    live = live[(live["group"] != "*") & ~live["estimate"].astype(bool) & (live["metric"] == "accuracy")]
+    latest = live[live["window"] == live["window"].max()]
+    assert latest.sort_values("value").iloc[0]["group"] == district  # the slipping district, from the labels
+    alerts = [a for a in report["alerts"] if a["kind"] == "quality" and a["group"] == district]
+    assert alerts, report["alerts"]
+    audited = [r for r in registry.audit(NAME, settings=loop.settings) if r.get("action") == "alert"]
+    assert any(r.get("group") == district or district in json.dumps(r) for r in audited)
+
+    store = open_store(settings=loop.settings)
+    judged = recent_window_frame(store, NAME, loop.use_case, "7d").frame
+    store.close()
+    rows = judged[judged["district"] == district]
+    assert len(rows) >= 20
+
+    def accuracy(version: str) -> float:
+        model = mlflow.pyfunc.load_model(str(registry.resolve(NAME, version, settings=loop.settings).path))
+        return float(np.mean(_labels(model.predict(rows[FEATURES])) == rows["department"].to_numpy()))
+
+    before, after = accuracy(loop.champion), accuracy(retrained[0]["version"])
+    assert after >= before + 0.1, (before, after)
