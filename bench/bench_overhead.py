@@ -14,7 +14,9 @@ round, so that the load other processes put on the machine falls on all three al
 Each round gives a ratio constant/bare and router/constant; the report gives every round and the medians.
 The goal (issue 26): constant >= 0.5 x bare, router >= 2/3 x constant.
 
-Run:  .venv/bin/python bench/bench_overhead.py [--seconds 8] [--rounds 4] [--out bench/results/overhead.md]
+Run:  .venv/bin/python bench/bench_overhead.py [--seconds 8] [--rounds 4] [--before DIR] [--out bench/results/overhead.md]
+With ``--before DIR`` (an earlier commit's files: ``git archive REV | tar -x -C DIR``) that commit's
+``civicml serve`` of both models joins the rounds too, in the same venv: before and after in one run.
 Without wrk (``apt-get install -y wrk``) a bounded httpx loop is used (slower than wrk; the report says so).
 """
 
@@ -112,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8, help="seconds per server per round")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--before", metavar="DIR", help="a checkout of an earlier commit (`git archive REV | tar -x "
+                                                     "-C DIR`): its `civicml serve` of both models joins the rounds")
     parser.add_argument("--out", help="also write the report (markdown) here")
     args = parser.parse_args()
     generator = "wrk" if shutil.which("wrk") else "httpx-asyncio"
@@ -135,6 +139,11 @@ def main() -> None:
         "constant": [part.replace("{name}", constant) for part in serve],
         "router": [part.replace("{name}", router) for part in serve],
     }
+    envs = {server: env for server in commands}
+    if args.before:  # the same venv, the earlier checkout's packages first on the path
+        for server in ("constant", "router"):
+            commands[f"{server} (before)"] = commands[server]
+            envs[f"{server} (before)"] = {**env, "PYTHONPATH": str(Path(args.before).resolve())}
     one = json.dumps({"dataframe_records": [ROW]}).encode()
     procs, urls = {}, {}
     rounds: list[dict[str, dict]] = []
@@ -142,7 +151,7 @@ def main() -> None:
         for server, command in commands.items():
             port = free_port()
             urls[server] = f"http://127.0.0.1:{port}"
-            procs[server] = subprocess.Popen([p.replace("{port}", str(port)) for p in command], env=env,
+            procs[server] = subprocess.Popen([p.replace("{port}", str(port)) for p in command], env=envs[server],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for server, url in urls.items():
             _wait_ready(url, procs[server])
@@ -151,7 +160,7 @@ def main() -> None:
                            timeout=60).raise_for_status()
         order = list(urls)
         for i in range(args.rounds):
-            turn = order[i % 3:] + order[:i % 3]
+            turn = order[i % len(order):] + order[:i % len(order)]
             rounds.append({server: load(urls[server], one, args.connections, args.seconds) for server in turn})
             print(f"round {i + 1}:", {s: round(r["rps"]) for s, r in rounds[-1].items()}, flush=True)
     finally:
@@ -168,18 +177,33 @@ def _report(args, generator: str, rounds: list[dict[str, dict]]) -> None:
              "| round | bare req/s | constant req/s | router req/s | constant / bare | router / constant | "
              "p99 ms bare / constant / router | non-2xx |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
-    ratios_c, ratios_r = [], []
+    ratios: dict[str, list[float]] = {"constant / bare": [], "router / constant": [], "router / bare": []}
     for i, r in enumerate(rounds, 1):
         c, b, t = r["constant"]["rps"], r["bare"]["rps"], r["router"]["rps"]
-        ratios_c.append(c / b)
-        ratios_r.append(t / c)
+        ratios["constant / bare"].append(c / b)
+        ratios["router / constant"].append(t / c)
+        ratios["router / bare"].append(t / b)
         bad = sum(x["non_2xx"] + x["socket_errors"] for x in r.values())
         lines.append(f"| {i} | {b:.0f} | {c:.0f} | {t:.0f} | {c / b:.2f} | {t / c:.2f} | "
                      f"{r['bare']['p99_ms']:.1f} / {r['constant']['p99_ms']:.1f} / {r['router']['p99_ms']:.1f} | "
                      f"{bad} |")
-    med_c, med_r = statistics.median(ratios_c), statistics.median(ratios_r)
-    lines += ["", f"median constant / bare: {med_c:.2f} (goal >= 0.50: {'met' if med_c >= 0.5 else 'NOT met'}); "
-                  f"median router / constant: {med_r:.2f} (goal >= 0.67: {'met' if med_r >= 2 / 3 else 'NOT met'})"]
+    if "constant (before)" in rounds[0]:
+        lines += ["", "| round | constant before req/s | router before req/s | constant before / bare | "
+                      "router before / bare | constant now / before | router now / before |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for key in ("constant before / bare", "router before / bare", "constant now / before", "router now / before"):
+            ratios[key] = []
+        for i, r in enumerate(rounds, 1):
+            b, cb, tb = r["bare"]["rps"], r["constant (before)"]["rps"], r["router (before)"]["rps"]
+            row = [cb / b, tb / b, r["constant"]["rps"] / cb, r["router"]["rps"] / tb]
+            for key, value in zip(list(ratios)[3:], row):
+                ratios[key].append(value)
+            lines.append(f"| {i} | {cb:.0f} | {tb:.0f} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    medians = {key: statistics.median(values) for key, values in ratios.items()}
+    lines += ["", "medians over the rounds: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()), "",
+              f"goal constant >= 0.50 x bare: {'met' if medians['constant / bare'] >= 0.5 else 'NOT met'}; "
+              f"goal router >= 2/3 x constant: {'met' if medians['router / constant'] >= 2 / 3 else 'NOT met'}; "
+              f"router >= 2/3 x half of bare (0.33 x bare): {'met' if medians['router / bare'] >= 1 / 3 else 'NOT met'}"]
     text = "\n".join(lines)
     print(text)
     print(json.dumps(rounds))
