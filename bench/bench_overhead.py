@@ -161,13 +161,27 @@ def main() -> None:
         order = list(urls)
         for i in range(args.rounds):
             turn = order[i % len(order):] + order[:i % len(order)]
-            rounds.append({server: load(urls[server], one, args.connections, args.seconds) for server in turn})
+            rounds.append({server: _measured(load, urls[server], procs[server].pid, one, args) for server in turn})
             print(f"round {i + 1}:", {s: round(r["rps"]) for s, r in rounds[-1].items()}, flush=True)
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=60)
     _report(args, generator, rounds)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(load, url: str, pid: int, body: bytes, args) -> dict:
+    """One load run, with the server's CPU per answered request: what the machine's other load moves least."""
+    before = _cpu_seconds(pid)
+    result = load(url, body, args.connections, args.seconds)
+    result["cpu_us"] = (_cpu_seconds(pid) - before) * 1e6 / max(result["requests"], 1)
+    return result
 
 
 def _report(args, generator: str, rounds: list[dict[str, dict]]) -> None:
@@ -199,6 +213,16 @@ def _report(args, generator: str, rounds: list[dict[str, dict]]) -> None:
             for key, value in zip(list(ratios)[3:], row):
                 ratios[key].append(value)
             lines.append(f"| {i} | {cb:.0f} | {tb:.0f} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    servers = list(rounds[0])
+    lines += ["", "Server CPU per answered request (µs, user + system, every thread; the ratio that least depends "
+                  "on the machine's other load):", "",
+              "| round | " + " | ".join(servers) + " |", "|---|" + "---:|" * len(servers)]
+    for i, r in enumerate(rounds, 1):
+        lines.append(f"| {i} | " + " | ".join(f"{r[s]['cpu_us']:.0f}" for s in servers) + " |")
+    cpu = {s: statistics.median(r[s]["cpu_us"] for r in rounds) for s in servers}
+    lines.append("| median | " + " | ".join(f"{cpu[s]:.0f}" for s in servers) + " |")
+    ratios["bare / constant, CPU"] = [cpu["bare"] / cpu["constant"]]
+    ratios["constant / router, CPU"] = [cpu["constant"] / cpu["router"]]
     medians = {key: statistics.median(values) for key, values in ratios.items()}
     lines += ["", "medians over the rounds: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()), "",
               f"goal constant >= 0.50 x bare: {'met' if medians['constant / bare'] >= 0.5 else 'NOT met'}; "
