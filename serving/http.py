@@ -80,7 +80,8 @@ class ServingApp(FastAPI):
     reads the body, answers every error in its protocol's shape and counts it: FastAPI's middleware,
     routing and dependency solving cost about as much per request as the whole data plane and add nothing
     to these routes. Every other request (and any other method or path) is FastAPI's; these routes stay
-    registered there too, for the OpenAPI document."""
+    registered there too, for the OpenAPI document. So a check on inference requests belongs in the data
+    plane (its guard, serving/auth.py), never in a FastAPI dependency or middleware, which they skip."""
 
     def __init__(self, plane: DataPlane, **fastapi_options):
         super().__init__(**fastapi_options)
