@@ -38,6 +38,7 @@ from serving.runtime import Answer, Runtime, WrappedRuntime  # noqa: F401  (Answ
 log = logging.getLogger("civicml.serving")
 
 _STOP = object()
+_FEW_ROWS = 8
 
 
 class TooCostly(InvalidInput):
@@ -84,6 +85,14 @@ class Columns:
 def row_costs(data: Any) -> np.ndarray:
     """The estimated cost of each row: 1 plus the characters of its text values (tensors: values a row)."""
     rows = rows_of(data)
+    if isinstance(data, Columns) and rows <= _FEW_ROWS:  # numpy's per-call cost is most of a few rows' work
+        few = [1] * rows
+        for values in data.values.values():
+            kind = values.dtype.kind
+            if kind == "O" or kind in "US":
+                for i, value in enumerate(values.tolist()):
+                    few[i] += len(value) if isinstance(value, (str, bytes)) else kind == "O"
+        return np.array(few, dtype=np.int64)
     if isinstance(data, Columns):
         costs = np.ones(rows, dtype=np.int64)
         for values in data.values.values():
@@ -100,10 +109,15 @@ def row_costs(data: Any) -> np.ndarray:
     return np.ones(rows, dtype=np.int64)
 
 
+def _total(costs: np.ndarray) -> int:
+    """The sum of row costs (a few rows: in Python, cheaper than numpy's reduction)."""
+    return sum(costs.tolist()) if len(costs) <= _FEW_ROWS else int(costs.sum())
+
+
 def admit(data: Any, max_cost: int) -> np.ndarray:
     """One request's row costs, if their sum is within ``max_cost``; else :class:`TooCostly` (413)."""
     costs = row_costs(data)
-    cost = int(costs.sum())
+    cost = _total(costs)
     if cost > max_cost:
         raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
                         f"is {max_cost} per request: send fewer rows or shorter text")
@@ -138,21 +152,23 @@ def split(output: Any, sizes: list[int]) -> list[Any]:
     """One model output -> each request's rows, in order."""
     if len(sizes) == 1:
         return [output]
+    bounds = list(itertools.accumulate(sizes, initial=0))  # plain ints: cheaper slices than numpy's
+    return _split(output, list(zip(bounds[:-1], bounds[1:])), bounds[-1])
+
+
+def _split(output: Any, spans: list[tuple[int, int]], total: int) -> list[Any]:
     if isinstance(output, dict):  # a dict of per-row arrays (an Answer, tensor models with several outputs)
-        pieces = {k: split(v, sizes) for k, v in output.items()}
-        kind = type(output)
-        return [kind({k: pieces[k][i] for k in output}) for i in range(len(sizes))]
+        pieces = [_split(v, spans, total) for v in output.values()]
+        kind, keys = type(output), list(output)
+        return [kind(zip(keys, row)) for row in zip(*pieces)] if pieces else [kind() for _ in spans]
     if isinstance(output, (pd.DataFrame, pd.Series)):
-        total = len(output)
-        if total != sum(sizes):
-            raise ValueError(f"the model returned {total} rows for {sum(sizes)}")
-        bounds = np.cumsum([0, *sizes])
-        return [output.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
+        if len(output) != total:
+            raise ValueError(f"the model returned {len(output)} rows for {total}")
+        return [output.iloc[a:b].reset_index(drop=True) for a, b in spans]
     if isinstance(output, (np.ndarray, list)):
-        if len(output) != sum(sizes):
-            raise ValueError(f"the model returned {len(output)} rows for {sum(sizes)}")
-        bounds = np.cumsum([0, *sizes])
-        return [output[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        if len(output) != total:
+            raise ValueError(f"the model returned {len(output)} rows for {total}")
+        return [output[a:b] for a, b in spans]
     raise TypeError(f"cannot split a model output of type {type(output).__name__}")
 
 
@@ -183,6 +199,39 @@ def _settle(future: Future, result: Any = None, error: BaseException | None = No
             future.set_result(result)
     except InvalidStateError:
         pass
+
+
+class _LoopWaiter:
+    """The worker's side of an asyncio future (:meth:`BatchingRuntime.asubmit`): its answer goes to an outbox
+    that the worker hands to the event loop once per batch, so that the loop is woken once for a batch's
+    callers instead of once each (every wake-up is a system call on both threads)."""
+
+    __slots__ = ("loop", "future", "outbox", "settled")
+
+    def __init__(self, loop, future, outbox: list):
+        self.loop, self.future, self.outbox, self.settled = loop, future, outbox, False
+
+    def done(self) -> bool:
+        return self.settled or self.future.done()  # done: cancelled, its caller went away
+
+    def set_result(self, result: Any) -> None:
+        self.settled = True
+        self.outbox.append((self.future, result, None))
+
+    def set_exception(self, error: BaseException) -> None:
+        self.settled = True
+        self.outbox.append((self.future, None, error))
+
+
+def _resolve(answers: list) -> None:
+    """On the event loop: a batch's answers to their callers (those still waiting)."""
+    for future, result, error in answers:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _params_key(params: dict | None) -> str:
@@ -227,7 +276,7 @@ class _Job:
 
 def _slice_bounds(costs: np.ndarray, max_cost: int) -> tuple[list[int], list[int]]:
     """(boundaries, slice costs) cutting rows into slices of at most ``max_cost`` (at least one row each)."""
-    rows, total = len(costs), int(costs.sum())
+    rows, total = len(costs), _total(costs)
     if total <= max_cost:
         return [0, rows], [total]
     bounds, spent_list, start, spent = [0], [], 0, 0
@@ -260,6 +309,8 @@ class BatchingRuntime(WrappedRuntime):
         self._worker: threading.Thread | None = None
         self._start = threading.Lock()
         self._cost_lock = threading.Lock()
+        self._outbox: list = []  # answers for asyncio callers, handed to their loops after each batch (worker only)
+        self._arriving: dict = {}  # event loop -> the jobs submitted in its current iteration, not yet queued
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
         self._queued_cost = 0  # cost units submitted and not yet run (for Retry-After)
         self._rate = 0.0  # cost units a second, smoothed over recent batches
@@ -288,6 +339,10 @@ class BatchingRuntime(WrappedRuntime):
         after which its slices are not started any more (the future then raises :class:`Overloaded`);
         ``costs``: its rows' costs if the caller has them already (:func:`row_costs`)."""
         future: Future = Future()
+        self._queue.put(self._job(data, params, future, deadline, costs))
+        return future
+
+    def _job(self, data: Any, params: dict | None, future, deadline: float | None, costs) -> _Job:
         if self._worker is None:
             with self._start:
                 if self._worker is None:
@@ -296,8 +351,7 @@ class BatchingRuntime(WrappedRuntime):
         bounds, slice_costs = _slice_bounds(row_costs(data) if costs is None else costs, self.slice_cost)
         with self._cost_lock:
             self._queued_cost += sum(slice_costs)
-        self._queue.put(_Job(data, params or None, future, deadline, bounds, slice_costs))
-        return future
+        return _Job(data, params or None, future, deadline, bounds, slice_costs)
 
     def predict(self, data: Any, params: dict | None = None) -> Any:
         return self.submit(data, params).result()
@@ -308,10 +362,40 @@ class BatchingRuntime(WrappedRuntime):
 
     async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
                       costs: np.ndarray | None = None) -> Any:
-        """:meth:`submit`, awaited on the event loop: no thread waits for the batch."""
+        """:meth:`submit`, awaited on the event loop: no thread waits for the batch. The requests that reach
+        this in one iteration of the loop are queued for the worker together, at its end (one wake-up of the
+        worker for all of them), and their answers come back together (:class:`_LoopWaiter`)."""
         import asyncio
 
-        return await asyncio.wrap_future(self.submit(data, params, deadline, costs))
+        loop = asyncio.get_running_loop()
+        waiter = _LoopWaiter(loop, loop.create_future(), self._outbox)
+        job = self._job(data, params, waiter, deadline, costs)
+        arriving = self._arriving.get(loop)
+        if arriving is None:
+            arriving = self._arriving[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        arriving.append(job)
+        return await waiter.future
+
+    def _hand_over(self, loop) -> None:
+        jobs = self._arriving.pop(loop, None)
+        if jobs:
+            self._queue.put(jobs)
+
+    def _deliver(self) -> None:
+        """The answers of the batch just run, to each event loop at once (worker thread)."""
+        if not self._outbox:
+            return
+        answers, loops = self._outbox[:], {}
+        self._outbox.clear()  # the same list object: the waiters hold it
+        for item in answers:
+            waiter_loop = item[0].get_loop()
+            loops.setdefault(waiter_loop, []).append(item)
+        for waiter_loop, items in loops.items():
+            try:
+                waiter_loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
     def _run(self) -> None:
         active: collections.deque[_Job] = collections.deque()
@@ -323,7 +407,7 @@ class BatchingRuntime(WrappedRuntime):
                 item = self._queue.get()
                 if item is _STOP:
                     return
-                active.append(item)
+                active.extend(item) if isinstance(item, list) else active.append(item)
             stopping = self._take_arrivals(active, 0) or stopping
             batch = self._fill(active, [])
             rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
@@ -332,6 +416,7 @@ class BatchingRuntime(WrappedRuntime):
                 stopping = self._take_arrivals(active, self.max_batch - rows)
                 batch = self._fill(active, batch)
             self._run_batch(batch)
+            self._deliver()
 
     def _take_arrivals(self, active: collections.deque, wait_for_rows: int) -> bool:
         """Move queued requests into ``active``; with ``wait_for_rows``, wait up to max_wait for that many
@@ -351,8 +436,9 @@ class BatchingRuntime(WrappedRuntime):
                     return False
             if item is _STOP:
                 return True
-            active.append(item)
-            arrived += item.rows_next()
+            for job in item if isinstance(item, list) else (item,):
+                active.append(job)
+                arrived += job.rows_next()
 
     def _fill(self, active: collections.deque, batch: list[tuple[_Job, int]]) -> list[tuple[_Job, int]]:
         """Add one slice from each waiting request, least served first (the cost of its slices run so far,

@@ -47,9 +47,23 @@ def _default(value):
     raise TypeError
 
 
+_MEDIA_TYPES: dict[str | None, str] = {}  # Content-Type headers seen -> their media type (accepted ones only)
+
+
 def _media_type(content_type: str | None) -> str:
     """The media type of a ``Content-Type`` header, as MLflow's scoring server reads it: parameters other
-    than ``charset`` are refused (415), and so is any charset but UTF-8 (bodies are read as UTF-8)."""
+    than ``charset`` are refused (415), and so is any charset but UTF-8 (bodies are read as UTF-8).
+    Accepted headers are remembered (at most 64): clients send the same one on every request."""
+    known = _MEDIA_TYPES.get(content_type)
+    if known is not None:
+        return known
+    media = _parse_media_type(content_type)
+    if len(_MEDIA_TYPES) < 64:
+        _MEDIA_TYPES[content_type] = media
+    return media
+
+
+def _parse_media_type(content_type: str | None) -> str:
     media, *parameters = [part.strip() for part in (content_type or "application/json").split(";")]
     names = []
     for parameter in parameters:

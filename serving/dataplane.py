@@ -241,6 +241,15 @@ class Validator:
                  **({"range": [c.bounds[0], c.bounds[1]]} if c.bounds else {}),
                  **({"allowed": sorted(c.allowed, key=str)} if c.allowed else {})} for c in self.checks]
 
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Each input column's datatype by name (what a V2 request's tensors are checked against): computed
+        once, as the columns' kinds never change after load (:meth:`learn_limits` changes bounds only)."""
+        kinds = self.__dict__.get("_kinds")
+        if kinds is None:
+            kinds = self.__dict__["_kinds"] = {c.name: c.kind for c in self.checks}
+        return kinds
+
     def json_schema(self) -> dict | None:
         """One row as JSON Schema (OpenAPI 3.1): what the checks above accept, said for clients and fuzzers.
 

@@ -53,8 +53,8 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
             endpoint.limits = admission
         endpoint.on_event = plane.metrics.on_event
     title = ", ".join(f"{e.model_name}@{e.alias}" for e in endpoints)
-    app = FastAPI(title=f"CivicML: {title}", lifespan=_lifespan(plane, follow),
-                  description="MLflow scoring protocol (/invocations) and Open Inference Protocol V2 (/v2).")
+    app = ServingApp(plane, title=f"CivicML: {title}", lifespan=_lifespan(plane, follow),
+                     description="MLflow scoring protocol (/invocations) and Open Inference Protocol V2 (/v2).")
     app.state.endpoints = plane.by_key
     app.state.metrics = plane.metrics
     errors.install(app)
@@ -70,6 +70,51 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
                                       plane.count(e, served, "explain", status, started)))
     live_openapi(app, endpoints, err_mlflow)
     return app
+
+
+class ServingApp(FastAPI):
+    """The server's FastAPI app, whose inference routes are answered before the framework's machinery.
+
+    ``POST /invocations``, ``/models/{name}/invocations``, ``/v2/models/{name}/infer`` and
+    ``/v2/models/{name}/versions/{version}/infer`` go straight to :meth:`DataPlane.infer`, which already
+    reads the body, answers every error in its protocol's shape and counts it: FastAPI's middleware,
+    routing and dependency solving cost about as much per request as the whole data plane and add nothing
+    to these routes. Every other request (and any other method or path) is FastAPI's; these routes stay
+    registered there too, for the OpenAPI document. So a check on inference requests belongs in the data
+    plane (its guard, serving/auth.py), never in a FastAPI dependency or middleware, which they skip."""
+
+    def __init__(self, plane: DataPlane, **fastapi_options):
+        super().__init__(**fastapi_options)
+        self.plane = plane
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = inference_route(scope["path"])
+            if route is not None:
+                response = await self.plane.infer(route[0], Request(scope, receive), route[1], route[2])
+                await send({"type": "http.response.start", "status": response.status_code,
+                            "headers": response.raw_headers})
+                await send({"type": "http.response.body", "body": response.body})
+                return
+        await super().__call__(scope, receive, send)
+
+
+def inference_route(path: str):
+    """``(protocol, model name, version)`` of an inference route's path (as FastAPI's routes above would
+    match it: each ``{name}`` one non-empty segment), or None."""
+    if path == "/invocations":
+        return MLFLOW, None, None
+    parts = path.split("/")
+    count = len(parts)
+    if count == 4 and parts[1] == "models" and parts[3] == "invocations" and parts[2]:
+        return MLFLOW, parts[2], None
+    if count < 5 or parts[1] != "v2" or parts[2] != "models" or parts[-1] != "infer" or not parts[3]:
+        return None
+    if count == 5:
+        return V2, parts[3], None
+    if count == 7 and parts[4] == "versions" and parts[5]:
+        return V2, parts[3], parts[5]
+    return None
 
 
 def _lifespan(plane: DataPlane, follow: bool):

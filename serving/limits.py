@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from civicml.errors import CivicMLError, InvalidInput
 from civicml.settings import ServingLimits
@@ -54,12 +55,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         if length > limit:
             raise TooLarge(f"the request body is {length} bytes; the limit is {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    receive = request.receive  # ASGI messages as they come (what Request.stream() reads, without its generator)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the request body is over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def decode_body(decode, body: bytes, *args):

@@ -23,6 +23,8 @@ class Metrics:
         self.requests = Counter("civicml_requests", "Requests answered (protocol mlflow, v2 or explain)",
                                 ["model", "version", "variant", "protocol", "status"], registry=r)
         self.in_flight = Gauge("civicml_requests_in_flight", "Inference requests being answered", registry=r)
+        self.in_flight_count = 0  # kept by the data plane on the event loop; read when /metrics is rendered
+        self.in_flight.set_function(lambda: self.in_flight_count)
         self.latency = Histogram("civicml_request_seconds", "Inference request latency (server side)",
                                  ["model", "version", "variant", "protocol"], buckets=LATENCY_BUCKETS,
                                  registry=r)

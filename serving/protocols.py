@@ -91,7 +91,7 @@ class V2Protocol(Protocol):
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
         loaded = endpoint.current
         tensor_model = bool(loaded and loaded.validator.tensor)
-        kinds = {c["name"]: c["datatype"] for c in loaded.validator.describe()} if loaded else None
+        kinds = loaded.validator.kinds if loaded else None
         payload, params, meta = await decode_body(V2Codec.decode, body, headers.get("content-type"),
                                                       tensor_model, headers.get("inference-header-content-length"),
                                                       kinds)

@@ -1,0 +1,93 @@
+"""The serving hot path's shortcuts keep the behaviour of the long way round (issue 26, item 4).
+
+The routes themselves are covered through the app by the other serving tests (every inference request in them
+now takes the shortcut); these check the pieces on their own, in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from serving.batching import BatchingRuntime, Columns, Overloaded, row_costs
+from serving.http import inference_route
+from serving.inference import answer_ids
+from serving.protocols import MLFLOW, V2
+from serving.runtime import Runtime
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/invocations", (MLFLOW, None, None)),
+    ("/models/m@1/invocations", (MLFLOW, "m@1", None)),
+    ("/v2/models/m/infer", (V2, "m", None)),
+    ("/v2/models/m/versions/3/infer", (V2, "m", "3")),
+    ("/invocations/", None), ("/models//invocations", None), ("/v2/models//infer", None),
+    ("/v2/models/m/versions//infer", None), ("/v2/models/m/x/3/infer", None), ("/v2/models/a/b/infer", None),
+    ("/v2/models/m", None), ("/explain", None), ("/feedback", None),
+])
+def test_inference_routes_are_the_ones_fastapi_would_match(path, expected):
+    assert inference_route(path) == expected
+
+
+def test_answer_ids_are_uuid4_hex_with_row_numbers():
+    seen = set()
+    for _ in range(500):
+        ids = answer_ids(3)
+        first = uuid.UUID(ids[0])
+        assert first.version == 4 and first.variant == uuid.RFC_4122 and ids[0] == first.hex
+        assert [i[24:] for i in ids] == ["00000000", "00000001", "00000002"] and len({i[:24] for i in ids}) == 1
+        seen.add(ids[0])
+    assert len(seen) == 500 and len(answer_ids(0)) == 1 and answer_ids(0)[0].endswith("00000000")
+
+
+def test_row_costs_of_a_few_rows_match_numpys():
+    text = np.empty(3, dtype=object)
+    text[:] = ["abc", "", "hello"]
+    mixed = np.empty(3, dtype=object)
+    mixed[:] = [1.5, "xy", None]
+    data = Columns({"t": text, "m": mixed, "n": np.arange(3), "u": np.asarray(["a", "bcd", ""])}, 3)
+    assert row_costs(data).tolist() == [1 + 3 + 1 + 1, 1 + 0 + 2 + 3, 1 + 5 + 1 + 0]
+    many = Columns({k: np.concatenate([v] * 4) for k, v in data.values.items()}, 12)  # numpy's way
+    assert row_costs(many).tolist() == row_costs(data).tolist() * 4
+
+
+class _Rows(Runtime):
+    """Answers each row with its value doubled and the thread that ran it; counts its calls."""
+
+    name = "rows"
+
+    def __init__(self):
+        super().__init__(None)
+        self.calls = []
+
+    def load(self):
+        return None
+
+    def predict(self, data, params=None):
+        self.calls.append(len(data))
+        if (data["x"] < 0).any():
+            raise ValueError("negative")
+        return np.asarray([f"{2 * x}:{threading.current_thread().name}" for x in data["x"]], dtype=object)
+
+
+def test_concurrent_callers_on_one_loop_are_batched_and_each_gets_its_own_rows():
+    inner = _Rows()
+    batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=5)
+
+    async def main():
+        calls = [batcher.asubmit(Columns({"x": np.asarray([i, i + 100])}, 2)) for i in range(20)]
+        bad = batcher.asubmit(Columns({"x": np.asarray([-1])}, 1))
+        late = batcher.asubmit(Columns({"x": np.asarray([7])}, 1), deadline=0.0)  # its deadline passed already
+        return await asyncio.gather(*calls, bad, late, return_exceptions=True)
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        batcher.unload()
+    for i, answer in enumerate(answers[:20]):
+        assert answer.tolist() == [f"{2 * i}:batch-rows", f"{2 * (i + 100)}:batch-rows"]
+    assert isinstance(answers[20], ValueError) and isinstance(answers[21], Overloaded)
+    assert max(inner.calls) > 2  # merged into batches, not one call each
