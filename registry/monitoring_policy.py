@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 from civicml.errors import InvalidInput, did_you_mean
 
 METRICS = {"accuracy": "maximize", "macro_f1": "maximize", "mae": "minimize"}
+# what drift compares live answers with: the training sample logged with the model, the held-out set that
+# judged it, or the answers recorded in the same calendar weeks a year earlier (calibrated on that history)
+REFERENCES = ("training", "held_out", "last_year")
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -74,6 +77,7 @@ class MonitoringPolicy:
     metric: str = "accuracy"
     webhook: str | None = None
     record: str = "off"
+    reference: str = "training"  # what drift compares with: training, held_out or last_year
 
     def __post_init__(self):
         try:
@@ -91,6 +95,9 @@ class MonitoringPolicy:
             raise InvalidInput(f"monitoring: field 'min_count' must be at least 2, got {self.min_count}")
         if self.webhook is not None:
             _check_webhook(self.webhook)
+        if self.reference not in REFERENCES:
+            raise InvalidInput(f"monitoring: field 'reference' must be one of {', '.join(REFERENCES)}, got "
+                               f"{self.reference!r}{did_you_mean(str(self.reference), REFERENCES)}")
 
     @property
     def lower_is_better(self) -> bool:

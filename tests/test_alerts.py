@@ -251,3 +251,38 @@ def test_cli_monitor_audits_an_alert_from_an_empty_folder(explained_model, watch
     after = _alerts(watched)
     assert len(after) > before and any(r["group"] == "Riverside" and r.get("run_id") for r in after)
     assert sorted(p.name for p in work.iterdir()) == []  # nothing written into the folder
+
+
+def test_the_policy_names_the_reference_training_held_out_or_the_same_weeks_a_year_earlier(watched):
+    """`monitoring: reference:` picks what drift compares with; last_year reads the answers recorded 52 weeks
+    earlier (four windows either side) with their times, so drift is calibrated on that history."""
+    import registry
+    from app.cli.monitor import YEAR, _reference
+    from monitoring import monitor, open_store
+    from registry import MonitoringPolicy
+
+    other = "watched-router-a-year-on"
+    if other not in registry.models(settings=watched):
+        registry.register(registry.versions(NAME, settings=watched)[0].source, other, settings=watched)
+    store = open_store(settings=watched)
+    try:
+        with pytest.raises(InvalidInput, match="no recorded answers"):
+            _reference(other, watched, MonitoringPolicy(reference="last_year"), store)
+        now = store.read(model=NAME)
+        from monitoring import AnswerRecord, new_answer_id
+
+        for shift in (YEAR, 0.0):  # the same traffic a year earlier, and now
+            store.write([AnswerRecord(answer_id=new_answer_id(), model=other, version="1",
+                                      inputs=r.inputs, answer=r.answer, confidence=r.confidence, latency_ms=1.0,
+                                      group=r.group, time=r.time - shift) for r in now.itertuples()])
+        _, reference = _reference(other, watched, MonitoringPolicy(reference="last_year"), store)
+        assert reference.name == "the same weeks a year earlier" and len(reference.frame) == len(now)
+        assert reference.frame["time"].max() < now["time"].min()
+        report = monitor(store, reference, policy=MonitoringPolicy(), model=other)
+        assert report.reference == "the same weeks a year earlier" and report.drift["calibrated"].any()
+    finally:
+        store.close()
+    _, reference = _reference(NAME, watched, MonitoringPolicy(reference="held_out"))
+    assert reference.name.startswith("the held-out set") and "district" in reference.frame.columns
+    with pytest.raises(InvalidInput, match="did you mean 'last_year'"):
+        MonitoringPolicy(reference="lastyear")

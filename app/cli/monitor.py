@@ -121,9 +121,9 @@ def cmd_monitor(args) -> int:
 
     settings = settings_from(args)
     policy = _monitoring_policy(args, settings)  # one line on a bad window or policy file, before any work
-    newest, reference = _reference(args.name, settings)
     store = open_store(settings=settings)
     try:
+        newest, reference = _reference(args.name, settings, policy, store, window=args.window)
         report = monitor(store, reference, window=args.window, policy=policy, model=args.name)
     finally:
         store.close()
@@ -156,25 +156,69 @@ def _monitoring_policy(args, settings):
     return governing_policy(args.name, settings=settings).monitoring
 
 
-def _reference(name: str, settings):
-    """(the newest version, the training sample logged with it as the reference)."""
-    import pandas as pd
-
-    from monitoring import RecordMasking, Reference
-    from registry import resolve, versions
+def _reference(name: str, settings, policy=None, store=None, window: str | None = None):
+    """(the newest version, the reference the policy names: the training sample logged with the newest version,
+    the held-out set that judges the model, or the answers recorded in the same weeks a year earlier)."""
+    from monitoring import RecordMasking
+    from registry import versions
 
     found = versions(name, settings=settings)
     if not found:
         raise InvalidInput(f"model '{name}' has no versions")
     newest = max(found, key=lambda v: int(v.version))
+    use_case = use_case_of(name, settings)
+    group = RecordMasking.for_use_case(use_case).group if use_case is not None else None
+    kind = policy.reference if policy is not None else "training"
+    if kind == "last_year":
+        from registry import parse_window
+
+        return newest, _last_year(name, store, parse_window(window or policy.window))
+    if kind == "held_out":
+        return newest, _held_out(name, settings, group)
+    return newest, _training_sample(name, newest, settings, group)
+
+
+def _training_sample(name: str, newest, settings, group):
+    import pandas as pd
+
+    from monitoring import Reference
+    from registry import resolve
+
     background = Path(resolve(name, str(newest.version), settings=settings).path) / BACKGROUND
     if not background.exists():
         raise InvalidInput(f"model '{name}' v{newest.version} logged no training sample ({BACKGROUND}) "
                            f"to compare with")
-    use_case = use_case_of(name, settings)
-    group = RecordMasking.for_use_case(use_case).group if use_case is not None else None
-    return newest, Reference(pd.read_parquet(background), time=None, group=group,
-                             name=f"the training sample of v{newest.version}")
+    return Reference(pd.read_parquet(background), time=None, group=group,
+                     name=f"the training sample of v{newest.version}")
+
+
+def _held_out(name: str, settings, group):
+    from monitoring import Reference
+    from registry import held_out
+
+    chosen = held_out(name, settings=settings)
+    return Reference.from_dataset(chosen.dataset, group=group, name=f"the held-out set {chosen.label}")
+
+
+YEAR = 364 * 86400.0  # 52 weeks: the same weekdays a year earlier
+
+
+def _last_year(name: str, store, window: float):
+    """The answers recorded in the same calendar weeks a year before the newest recorded answer (52 weeks, so
+    weekdays line up), four windows either side, with their own times: drift is then calibrated on that
+    history."""
+    from monitoring import Reference, live_frame
+
+    newest = store.read(model=name)
+    if newest.empty:
+        raise InvalidInput(f"model '{name}' has no recorded answers to compare with a year earlier")
+    end = float(newest["time"].max()) - YEAR + 4 * window
+    start = float(newest["time"].max()) - YEAR - 4 * window
+    before = store.read(model=name, since=start, until=end)
+    if before.empty:
+        raise InvalidInput(f"model '{name}' has no answers recorded a year earlier (reference: last_year); "
+                           f"choose reference: training or held_out in the policy's monitoring: section")
+    return Reference(live_frame(before), time="time", group="group", name="the same weeks a year earlier")
 
 
 def _audit_line(audited) -> str:

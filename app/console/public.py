@@ -175,6 +175,13 @@ def objection_procedure(use_case) -> str:
     return public_text(found).strip() if found not in (None, "") else ""
 
 
+def _principals(trail: list[dict], facts) -> set[str]:
+    """The names of the people (principals) the audit trail and the version's lineage record."""
+    names = {str(r.get("who")) for r in trail if r.get("who")}
+    names |= {str(v) for k, v in (getattr(facts, "lineage", None) or {}).items() if k.endswith("_by") and v}
+    return {n for n in names if len(n) > 1}
+
+
 def _find(data: Any, key: str) -> Any:
     if not isinstance(data, dict):
         return None
@@ -224,16 +231,20 @@ def public_router(settings: Settings | None = None) -> APIRouter:
     @router.get("/public/models/{name}/record.json")
     def public_record(request: Request, name: str):
         """The live version's Eurocities transparency record (``civicml transparency``), file paths cut."""
-        from registry import eurocities_record, models, transparency_facts
+        from registry import audit, eurocities_record, models, transparency_facts
 
         try:
             if CHAMPION not in (models(settings=base).get(name) or {}):
                 return JSONResponse({"error": f"no live model called '{name}' is on the public register"}, 404)
-            record = eurocities_record(transparency_facts(name, settings=base))
+            facts = transparency_facts(name, settings=base)
+            record, people = eurocities_record(facts), _principals(audit(name, settings=base), facts)
         except CivicMLError as err:
             log.warning("the public record of '%s' could not be written: %s", name, err)
             return JSONResponse({"error": "the public register cannot be read right now"}, 503)
-        return JSONResponse(json.loads(public_text(json.dumps(record))), headers={"Cache-Control": "no-store"})
+        text = public_text(json.dumps(record))
+        for who in sorted(people, key=len, reverse=True):  # who promoted or registered: a role's work, unnamed
+            text = text.replace(json.dumps(who)[1:-1], "a member of staff")
+        return JSONResponse(json.loads(text), headers={"Cache-Control": "no-store"})
 
     return router
 
