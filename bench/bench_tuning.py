@@ -4,11 +4,12 @@
    state recording, heartbeats) against bare Optuna on the same fixed-cost objective (sleep 1 s): the median
    time from one trial's completion to the next, alternating bare and CivicML studies; the per-study fixed
    cost (parent run, plots, summary) is reported apart.
-2. Trials per minute with 1 and 2 worker processes on one PostgreSQL study, fixed-cost objective.
+2. Trials per minute with 1 and N worker processes on one PostgreSQL study, fixed-cost objective (``--workers
+   1,8``): over the trials' span, over the whole call, and while every worker was running.
 3. Pruning (median) against none on a neural-net use case (traffic_flow MLP, per-epoch reports): epochs
    trained until the study first reaches the value both studies reach.
 
-    .venv/bin/python bench/bench_tuning.py [--trials 8] [--rounds 3] [--prune-trials 10] [--pg postgresql://postgres@127.0.0.1/postgres]
+    .venv/bin/python bench/bench_tuning.py [--trials 8] [--rounds 3] [--workers 1,8 --worker-trials 10 --trials-per-worker] [--prune-trials 10] [--pg postgresql://postgres@127.0.0.1/postgres]
 """
 
 from __future__ import annotations
@@ -141,37 +142,62 @@ def overhead(trials: int, home: Path, rounds: int = 3) -> dict:
             "n": len(ours_cycles), "rounds": rounds}
 
 
-def workers(trials: int, home: Path, pg_admin: str) -> dict:
+def _steady(done) -> tuple[float, int]:
+    """The window in which every worker process was running trials (from the last worker's first start to the
+    first worker's last completion) and the trials completed inside it: throughput with process start-up and
+    the study's tail (fewer trials left than workers) left out."""
+    by_worker: dict = {}
+    for t in done:
+        worker = t.user_attrs.get("worker") or {}
+        by_worker.setdefault((worker.get("host"), worker.get("pid")), []).append(t)
+    begin = max(min(t.datetime_start for t in ts) for ts in by_worker.values())
+    end = min(max(t.datetime_complete for t in ts) for ts in by_worker.values())
+    inside = sum(1 for t in done if begin <= t.datetime_complete <= end)
+    return (end - begin).total_seconds(), inside
+
+
+def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1, 2),
+            scale: bool = False) -> dict:
+    """One PostgreSQL study per worker count on the 1 s objective. ``scale``: ``trials`` per worker (each
+    worker runs the same number of trials, so each study should take the same time), else ``trials`` in all."""
     import psycopg2
 
     from tuning import tune
     from tuning.storage import open_storage
 
     out = {}
-    for w in (1, 2):
+    for w in counts:
         name = f"civicml_bench_{uuid.uuid4().hex[:8]}"
         admin = psycopg2.connect(pg_admin)
         admin.autocommit = True
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
         url = pg_admin.rsplit("/", 1)[0] + "/" + name
+        n = trials * w if scale else trials
         try:
             settings = Settings.from_env(env={}, home=home / f"w{w}")
             case = SleepCase()
             started = time.perf_counter()
-            tune(case, case.integrate([]), n_trials=trials, study_name="speed", storage=url, settings=settings,
+            tune(case, case.integrate([]), n_trials=n, study_name="speed", storage=url, settings=settings,
                  pruner="none", workers=w)
             wall = time.perf_counter() - started
-            done = optuna.load_study(study_name="speed", storage=open_storage(url)).trials
+            done = [t for t in optuna.load_study(study_name="speed", storage=open_storage(url)).trials
+                    if t.datetime_complete]
             span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+            steady_s, steady_n = _steady(done)
+            cycle = statistics.median((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
             out[w] = {"trials": len(done), "span_s": span, "wall_s": wall, "per_min": 60 * len(done) / span,
-                      "per_min_wall": 60 * len(done) / wall}
+                      "per_min_wall": 60 * len(done) / wall, "steady_s": steady_s, "steady_n": steady_n,
+                      "per_min_steady": 60 * steady_n / steady_s if steady_s > 0 else float("nan"),
+                      "trial_s": cycle}
         finally:
             admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                                    (name,))
             admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
             admin.close()
-    out["speedup"] = out[2]["per_min"] / out[1]["per_min"]
-    out["speedup_wall"] = out[2]["per_min_wall"] / out[1]["per_min_wall"]
+    base = counts[0]
+    out["speedup"] = {w: out[w]["per_min"] / out[base]["per_min"] for w in counts}
+    out["speedup_wall"] = {w: out[w]["per_min_wall"] / out[base]["per_min_wall"] for w in counts}
+    out["speedup_steady"] = {w: out[w]["per_min_steady"] / out[base]["per_min_steady"] for w in counts}
     return out
 
 
@@ -217,7 +243,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="fixed-cost trials per study (overhead)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating bare / CivicML rounds (overhead)")
-    parser.add_argument("--worker-trials", type=int, default=12)
+    parser.add_argument("--worker-trials", type=int, default=12, help="trials per study (per worker with "
+                        "--trials-per-worker)")
+    parser.add_argument("--workers", default="1,2", help="worker counts compared, the first is the baseline "
+                        "(e.g. 1,8)")
+    parser.add_argument("--trials-per-worker", action="store_true", help="each study runs --worker-trials trials "
+                        "per worker process")
     parser.add_argument("--prune-trials", type=int, default=12)
     parser.add_argument("--prune-use-case", default="traffic_flow")
     parser.add_argument("--prune-rows", type=int, default=3000)
@@ -243,13 +274,19 @@ def main() -> None:
               f"{o['train_s']:.3f} s; per-study fixed cost (parent run, plots, summary): {o['fixed_s']:.2f} s "
               f"= {o['fixed_s'] / args.trials:.3f} s/trial over {args.trials} trials", flush=True)
     if "workers" not in args.skip:
-        w = workers(args.worker_trials, home, args.pg)
-        for n in (1, 2):
-            print(f"workers={n}: {w[n]['trials']} trials, {w[n]['per_min']:.1f} trials/min over the trials' span "
-                  f"({w[n]['span_s']:.1f} s), {w[n]['per_min_wall']:.1f} trials/min over the whole call "
-                  f"({w[n]['wall_s']:.1f} s, process start-up included)", flush=True)
-        print(f"speed-up 2 vs 1 workers: {w['speedup']:.2f}x (trial span), {w['speedup_wall']:.2f}x (whole call)",
-              flush=True)
+        counts = tuple(int(c) for c in args.workers.split(","))
+        w = workers(args.worker_trials, home, args.pg, counts, args.trials_per_worker)
+        for n in counts:
+            r = w[n]
+            print(f"workers={n}: {r['trials']} trials, {r['per_min']:.1f} trials/min over the trials' span "
+                  f"({r['span_s']:.1f} s), {r['per_min_wall']:.1f} trials/min over the whole call "
+                  f"({r['wall_s']:.1f} s, process start-up included), {r['per_min_steady']:.1f} trials/min while "
+                  f"all {n} ran ({r['steady_n']} trials in {r['steady_s']:.1f} s); median trial "
+                  f"{r['trial_s']:.3f} s", flush=True)
+        for n in counts[1:]:
+            print(f"speed-up {n} vs {counts[0]} workers: {w['speedup'][n]:.2f}x (trial span), "
+                  f"{w['speedup_wall'][n]:.2f}x (whole call), {w['speedup_steady'][n]:.2f}x (all workers running)",
+                  flush=True)
     if "pruning" not in args.skip:
         pruners = tuple(args.pruners.split(","))
         sums = {k: {"none_to": 0, "to": 0, "none_all": 0, "all": 0} for k in pruners}

@@ -5,6 +5,11 @@ A roll-out (``registry.rollout``: a version, a weight in percent, canary or shad
 wraps a runtime: it takes the endpoint's own way of answering with one loaded version (check, admit, run) and
 answers the same call with the same result shape, ``(output, served, loaded)``.
 
+The split is not a coin thrown per request but a golden-ratio sequence (:class:`Split`): after any ``n``
+requests a replica has sent ``weight`` percent of them to the candidate to within a few requests (a coin is
+off by ``sqrt(n)``), and so has every subsequence (every other request, the requests a round-robin load
+balancer hands one replica), so N replicas behind any balancer together send the registry's weight.
+
 * canary: ``weight`` percent of requests are answered by the candidate; a request it fails on (anything but
   the client's own input, which the champion would refuse too) is answered by the champion instead, so no
   request fails because of the canary; each answer names the version that gave it.
@@ -87,6 +92,23 @@ class RollbackWindow:
         return None
 
 
+GOLDEN = (5 ** 0.5 - 1) / 2  # the rotation whose multiples mod 1 fill [0, 1) most evenly
+
+
+class Split:
+    """Which requests go to the candidate: the ``i``-th does when ``(start + i * GOLDEN) mod 1`` falls below
+    ``weight / 100``. Any ``n`` consecutive requests (or any arithmetic subsequence of them) are split by the
+    weight to within O(log n) requests; ``start`` is random so that replicas do not move in step."""
+
+    def __init__(self, start: float | None = None):
+        self.point = random.random() if start is None else start % 1.0
+
+    def take(self, weight: float) -> bool:
+        """Whether the next request goes to the candidate, at ``weight`` percent."""
+        self.point = (self.point + GOLDEN) % 1.0
+        return self.point * 100 < weight
+
+
 class RoutedModel:
     """The champion's answers with a canary or shadow ``candidate`` beside them, split by ``rollout.weight``.
 
@@ -102,7 +124,7 @@ class RoutedModel:
         self.hooks = hooks
         self.window = RollbackWindow(rollout.window)
         self.active = True  # False once its limits stopped it: the champion alone answers
-        self._rng = random.Random()
+        self._split = Split()  # its position is kept when the weight changes (update)
         self._background: set[asyncio.Task] = set()  # shadow calls in flight (held: the loop keeps weak refs)
 
     @property
@@ -116,7 +138,7 @@ class RoutedModel:
 
     async def __call__(self, champion: "Loaded", payload: Any, params: dict | None):
         rollout = self.rollout
-        if not self.active or self._rng.random() * 100 >= rollout.weight:
+        if not self.active or not self._split.take(rollout.weight):
             return await self.answer(champion, payload, params)
         if rollout.mode == "canary":
             return await self._canary(champion, payload, params)
@@ -187,4 +209,4 @@ class RoutedModel:
         threading.Thread(target=record, name="rollback", daemon=True).start()
 
 
-__all__ = ["RollbackWindow", "RolloutHooks", "RolloutTally", "RoutedModel"]
+__all__ = ["RollbackWindow", "RolloutHooks", "RolloutTally", "RoutedModel", "Split"]

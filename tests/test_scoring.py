@@ -146,3 +146,38 @@ def test_score_refuses_an_unknown_model_in_one_line(scored_model, tmp_path, caps
                  "--output", str(tmp_path / "o.parquet")]) == 2
     assert "no-such-model" in capsys.readouterr().err
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_cli_score_with_a_variant_answers_as_the_served_variant(scored_model, requests_holdout, tmp_path, capsys):
+    """`--variant onnx` (the kind a word-only logreg converts to exactly): the job answers with the variant's
+    own version and runtime, row for row as an endpoint serving that variant (in-process: the JVM is reused)."""
+    from app.cli import main
+    from registry import VariantPolicy, compress
+    from serving import Endpoint
+
+    settings, version, frame = scored_model
+    built = compress(NAME, version.version, "onnx", settings, holdout=requests_holdout, repeats={1: 2, 64: 1},
+                     policy=VariantPolicy())
+    assert built.passed
+    rows = frame.head(40)
+    rows.to_csv(tmp_path / "tickets.csv", index=False)
+    capsys.readouterr()
+    assert main(["score", f"{NAME}@challenger", "--variant", "onnx", "--input", str(tmp_path / "tickets.csv"),
+                 "--output", str(tmp_path / "scored.parquet"), "--home", str(settings.home), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["variant"] == "onnx" and summary["version"] == built.version.version != version.version
+    assert summary["rows_scored"] == 40 and summary["rows_rejected"] == 0
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert scored["ticket"].tolist() == rows["ticket"].tolist()
+    assert set(scored["variant"]) == {"onnx"} and set(scored["version"]) == {built.version.version}
+
+    endpoint = Endpoint(NAME, "challenger", settings=settings, refresh_seconds=0, variant="onnx")
+    try:
+        assert endpoint.load().version == built.version.version and endpoint.served.runtime == "onnx"
+        output, _ = endpoint.predict(rows.drop(columns=["ticket"]))
+    finally:
+        endpoint.close()
+    served = pd.DataFrame({k: list(v) for k, v in output.items()})
+    assert scored["answer"].tolist() == served["label"].astype(str).tolist()
+    top = served[[c for c in served.columns if str(c).startswith("p_")]].to_numpy(dtype=float).max(axis=1)
+    assert np.allclose(scored["confidence"].to_numpy(dtype=float), top, atol=1e-6)

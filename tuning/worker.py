@@ -314,8 +314,15 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
             raise
 
 
-def worker_main(spec: WorkerSpec, seed_offset: int) -> None:
-    """Entry point of a worker process; Ctrl-C ends it quietly (its trial is marked FAIL)."""
+def worker_main(spec: WorkerSpec, seed_offset: int, environ: Mapping[str, str] | None = None,
+                cwd: str | None = None) -> None:
+    """Entry point of a worker process; Ctrl-C ends it quietly (its trial is marked FAIL). ``environ`` and
+    ``cwd``: the starting process's, as they are now (a fork server's child inherits the server's)."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    if cwd is not None:
+        os.chdir(cwd)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         run_worker(spec, seed_offset=seed_offset)
