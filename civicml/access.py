@@ -1,12 +1,14 @@
 """Who may do what: roles, identities from tokens, and the check every registry call makes.
 
-Three roles::
+The roles::
 
     data_scientist   train, tune, register, set 'challenger' (or any alias but 'champion')
     release_manager  approve, promote, roll back
-    service          read and predict only
+    service          read and predict; hand in late labels (feedback)
+    policy_owner     replace a model's governing policy, force past its input contract
+    labeller         read, and hand in late labels (feedback) only: no predict, promote or register
 
-Every role reads (list, show, lineage, audit, model cards) and predicts.
+Every role reads (list, show, lineage, audit, model cards); every role but ``labeller`` predicts.
 
 Without access configuration (no ``CIVICML_ACCESS_FILE``, no ``$CIVICML_HOME/access.yaml``)
 CivicML runs in *single-user mode*: the acting user (``CIVICML_USER`` or the OS user)
@@ -52,12 +54,13 @@ DATA_SCIENTIST = "data_scientist"
 RELEASE_MANAGER = "release_manager"
 SERVICE = "service"
 POLICY_OWNER = "policy_owner"  # may replace a model's governing policy, or force past its input contract
-ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER)
+LABELLER = "labeller"  # joins true outcomes to served answers (POST /feedback, civicml feedback), nothing else
+ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER, LABELLER)
 
 # action -> roles allowed to perform it
 ACTIONS: dict[str, frozenset[str]] = {
     "read": frozenset(ROLES),
-    "predict": frozenset(ROLES),
+    "predict": frozenset(ROLES) - {LABELLER},
     "train": frozenset({DATA_SCIENTIST}),
     "tune": frozenset({DATA_SCIENTIST}),
     "register": frozenset({DATA_SCIENTIST}),
@@ -69,6 +72,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     "force_promote": frozenset({POLICY_OWNER}),
     # a serving replica (service token) whose canary passed its limits, or a release manager
     "stop_rollout": frozenset({SERVICE, RELEASE_MANAGER}),
+    # late labels joined to served answers: a serving replica's caller, or a person who labels
+    "feedback": frozenset({SERVICE, LABELLER}),
 }
 # what each action covers, for the table in docs/team-mode.md
 ACTION_TEXT = {
@@ -84,6 +89,7 @@ ACTION_TEXT = {
     "override_policy": "promote under a policy other than the governing one",
     "force_promote": "`promote --force` past a broken input contract",
     "stop_rollout": "stop a canary or shadow automatically (a serving replica over its limits)",
+    "feedback": "hand in late labels: `POST /feedback`, `civicml feedback`",
 }
 _PRINCIPAL_FIELDS = ("roles", "token_sha256", "expires", "revoked")
 
