@@ -18,7 +18,8 @@ wrk (`apt-get install -y wrk`), else bench_serving's bounded httpx loop. After t
 store is counted: with `all` every answered request (wrk's and the warm-up's) should be there, so a recorder
 that kept up by dropping records would show.
 
-Run:  PYTHONPATH=. .venv/bin/python bench/bench_recording.py [--seconds 10] [--rounds 3] [--out bench/results/recording.md]
+Run:  PYTHONPATH=. .venv/bin/python bench/bench_recording.py [--seconds 10] [--rounds 3] [--policies off,all,sample=0.1]
+          [--out bench/results/recording.md]
 Prints each run's req/s, p99 and server CPU ms a request, the medians per policy and their ratios to `off` (goal:
 recording costs at most 5% of throughput: req/s ratio >= 0.95, CPU ratio <= 1.05).
 """
@@ -84,7 +85,7 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
              "|---:|" + "---:|" * len(POLICIES)]
     for i in range(args.rounds):
         lines.append(f"| {i + 1} | " + " | ".join(
-            f"{runs[p][i]['rps']:.0f}, {runs[p][i]['p99_ms']:.1f}, {runs[p][i]['cpu_ms']:.3f}" for p in POLICIES) + " |")
+            f"{r['rps']:.0f}, {r['p99_ms']:.1f}, {r['cpu_ms']:.3f}" for r in (runs[p][i] for p in POLICIES)) + " |")
     base = POLICIES[0]
     off = statistics.median(r["rps"] for r in runs[base])
     off_cpu = statistics.median(r["cpu_ms"] for r in runs[base])

@@ -13,9 +13,9 @@ imports this package. The top floor builds the recorder (:func:`recorder_for`) a
 Concurrency: ``record`` is called on serving's hot path, by many threads. It does nothing expensive
 there: it checks the policy (a hash of the answer id, so every replica samples
 the same ids), puts the record on a bounded queue and returns. One writer thread per recorder masks the
-inputs and writes batches (a transaction per batch; it waits ``linger``, 50 ms, for a batch to gather, since
-a transaction a record cost serving's process more CPU than the rest of recording). When the queue is full a record is dropped and
-counted (``dropped``), never blocking an answer; ``close`` drains the queue.
+inputs and writes batches (a transaction per batch; it waits ``linger``, 50 ms, for a batch to gather: at a few
+records a transaction, the transactions cost serving's process more CPU than masking). When the queue is full a
+record is dropped and counted (``dropped``), never blocking an answer; ``close`` drains the queue.
 
 The store is one table, ``answer_records``, through SQLAlchemy Core: SQLite under ``Settings.home``
 (``monitoring/records.db``, write-ahead log) or PostgreSQL given a ``postgresql://`` URL. SQLite is kept
