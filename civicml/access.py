@@ -1,13 +1,15 @@
 """Who may do what: roles, identities from tokens, and the check every registry call makes.
 
-Three roles::
+The roles::
 
     data_scientist   train, tune, register, set 'challenger' (or any alias but 'champion')
     release_manager  approve, promote, roll back
-    service          read and predict only
+    service          read and predict; hand in late labels (feedback)
+    policy_owner     replace a model's governing policy, force past its input contract
+    labeller         read, and hand in late labels (feedback) only: no predict, promote or register
     reviewer         review served answers: a human override, audited, that becomes the answer's label
 
-Every role reads (list, show, lineage, audit, model cards) and predicts.
+Every role reads (list, show, lineage, audit, model cards); every role but ``labeller`` predicts.
 
 Without access configuration (no ``CIVICML_ACCESS_FILE``, no ``$CIVICML_HOME/access.yaml``)
 CivicML runs in *single-user mode*: the acting user (``CIVICML_USER`` or the OS user)
@@ -54,12 +56,13 @@ RELEASE_MANAGER = "release_manager"
 SERVICE = "service"
 POLICY_OWNER = "policy_owner"  # may replace a model's governing policy, or force past its input contract
 REVIEWER = "reviewer"  # may override a served answer (`civicml review`): audited, and the answer's label
-ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER, REVIEWER)
+LABELLER = "labeller"  # joins true outcomes to served answers (POST /feedback, civicml feedback), nothing else
+ROLES = (DATA_SCIENTIST, RELEASE_MANAGER, SERVICE, POLICY_OWNER, REVIEWER, LABELLER)
 
 # action -> roles allowed to perform it
 ACTIONS: dict[str, frozenset[str]] = {
     "read": frozenset(ROLES),
-    "predict": frozenset(ROLES),
+    "predict": frozenset(ROLES) - {LABELLER},
     "train": frozenset({DATA_SCIENTIST}),
     "tune": frozenset({DATA_SCIENTIST}),
     "register": frozenset({DATA_SCIENTIST}),
@@ -72,6 +75,8 @@ ACTIONS: dict[str, frozenset[str]] = {
     # a serving replica (service token) whose canary passed its limits, or a release manager
     "stop_rollout": frozenset({SERVICE, RELEASE_MANAGER}),
     "review": frozenset({REVIEWER}),
+    # late labels joined to served answers: a serving replica's caller, or a person who labels
+    "feedback": frozenset({SERVICE, LABELLER}),
 }
 # what each action covers, for the table in docs/team-mode.md
 ACTION_TEXT = {
@@ -88,6 +93,7 @@ ACTION_TEXT = {
     "force_promote": "`promote --force` past a broken input contract",
     "stop_rollout": "stop a canary or shadow automatically (a serving replica over its limits)",
     "review": "review a served answer (`civicml review`): a human override, audited, kept as its label",
+    "feedback": "hand in late labels: `POST /feedback`, `civicml feedback`",
 }
 _PRINCIPAL_FIELDS = ("roles", "token_sha256", "expires", "revoked")
 

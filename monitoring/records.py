@@ -13,8 +13,9 @@ imports this package. The top floor builds the recorder (:func:`recorder_for`) a
 Concurrency: ``record`` is called on serving's hot path, by many threads. It does nothing expensive
 there: it checks the policy (a hash of the answer id, so every replica samples
 the same ids), puts the record on a bounded queue and returns. One writer thread per recorder masks the
-inputs and writes batches (a transaction per batch). When the queue is full a record is dropped and
-counted (``dropped``), never blocking an answer; ``close`` drains the queue.
+inputs and writes batches (a transaction per batch; it waits ``linger``, 50 ms, for a batch to gather: at a few
+records a transaction, the transactions cost serving's process more CPU than masking). When the queue is full a
+record is dropped and counted (``dropped``), never blocking an answer; ``close`` drains the queue.
 
 The store is one table, ``answer_records``, through SQLAlchemy Core: SQLite under ``Settings.home``
 (``monitoring/records.db``, write-ahead log) or PostgreSQL given a ``postgresql://`` URL. SQLite is kept
@@ -28,13 +29,15 @@ through :class:`projects.masking.Masker` (e-mails, phones, introductions, known 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import queue
+import re
 import threading
 import time as _time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
@@ -54,8 +57,11 @@ def new_answer_id() -> str:
     return uuid.uuid4().hex
 
 
+_ANSWER_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def is_answer_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and _ANSWER_ID.fullmatch(value) is not None
 
 
 # -- the record ----------------------------------------------------------------------------------
@@ -83,10 +89,9 @@ class AnswerRecord:
             return value
         if not isinstance(value, Mapping):
             raise InvalidInput(f"an answer record is a mapping or an AnswerRecord, got {type(value).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(value) - known)
+        unknown = sorted(set(value) - _FIELDS)
         if unknown:
-            raise InvalidInput(f"answer record: unknown field '{unknown[0]}' (known: {', '.join(sorted(known))})")
+            raise InvalidInput(f"answer record: unknown field '{unknown[0]}' (known: {', '.join(sorted(_FIELDS))})")
         missing = [k for k in ("answer_id", "model", "version", "inputs", "answer") if k not in value]
         if missing:
             raise InvalidInput(f"answer record: field '{missing[0]}' is required")
@@ -97,6 +102,9 @@ class AnswerRecord:
         if record.arm not in ARMS:
             raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {record.arm!r}")
         return record
+
+
+_FIELDS = frozenset(AnswerRecord.__dataclass_fields__)
 
 
 # -- the policy ----------------------------------------------------------------------------------
@@ -166,13 +174,14 @@ class RecordMasking:
             group = _policy_group(use_case)
         return cls(features=features, pii_columns=pii, group=group)
 
-    def _name_columns(self) -> list[str]:
+    def _name_columns(self) -> tuple[str, ...]:
         """The personal columns that may hold names: all but phones and e-mails (found by their patterns)."""
-        return [c for c in self.pii_columns if not any(w in c.lower() for w in ("phone", "mail", "tel"))]
+        return _name_columns(tuple(self.pii_columns))
 
     def mask(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         """The masked inputs to store, and the group value."""
-        masker = Masker([v for c in self._name_columns() if isinstance(v := inputs.get(c), str)])
+        names = [v for c in self._name_columns() if isinstance(v := inputs.get(c), str)]
+        masker = Masker(names) if names else _NO_NAMES
         keep = self.features if self.features is not None else [c for c in inputs if c not in self.pii_columns]
         out = {}
         for column in keep:
@@ -195,6 +204,14 @@ class RecordMasking:
             if not pd.api.types.is_numeric_dtype(out[column]):
                 out[column] = out[column].map(lambda v: masker.mask(v) if isinstance(v, str) else v)
         return out
+
+
+_NO_NAMES = Masker()  # e-mails, phones and introductions: a row that names no one in a personal column
+
+
+@functools.lru_cache(maxsize=64)
+def _name_columns(pii_columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in pii_columns if not any(w in c.lower() for w in ("phone", "mail", "tel")))
 
 
 _COMMON_PII = ("name", "reporter_name", "caller_name", "phone", "contact_phone", "email", "contact_email")
@@ -587,9 +604,10 @@ class Recording:
     """A :class:`Recorder` that masks and writes to a :class:`RecordStore` from a thread of its own."""
 
     def __init__(self, store: RecordStore, policy: RecordPolicy | str, masking: RecordMasking,
-                 queue_size: int = 10_000, batch: int = 256):
+                 queue_size: int = 10_000, batch: int = 256, linger: float = 0.05):
         self.store, self.policy, self.masking = store, RecordPolicy.parse(policy), masking
         self.batch = batch
+        self.linger = linger  # seconds the writer waits for a batch to gather (flush and close do not wait)
         self.dropped = 0  # records not kept because the queue was full
         self.written = 0
         self.failed = 0  # records lost because the store refused a batch
@@ -612,6 +630,8 @@ class Recording:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if self.linger > 0 and not _is_control(item) and self._queue.qsize() < self.batch:
+                _time.sleep(self.linger)  # let a batch gather: one transaction a batch, not one a record
             items = [item]
             while len(items) < self.batch:
                 try:
@@ -633,7 +653,7 @@ class Recording:
             try:
                 record = AnswerRecord.of(item)
                 inputs, group = self.masking.mask(record.inputs)
-                records.append(AnswerRecord(**{**asdict(record), "inputs": inputs, "group": group}))
+                records.append(replace(record, inputs=inputs, group=group))
             except Exception:  # noqa: BLE001 - a malformed record is counted, never raised into serving
                 with self._lock:
                     self.failed += 1
@@ -665,6 +685,11 @@ class Recording:
 
 
 _STOP = object()
+
+
+def _is_control(item: Any) -> bool:
+    """A stop or a flush's event: written at once, never waited for."""
+    return item is _STOP or isinstance(item, threading.Event)
 
 
 def recorder_for(use_case, policy: str | RecordPolicy = "off", url: str | None = None,

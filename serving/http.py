@@ -25,8 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
-from civicml.errors import CivicMLError, InvalidInput, NotFound
+from civicml.errors import CivicMLError, InvalidInput, NotFound, PermissionDenied
 from serving import errors
+from serving.auth import Unauthenticated, bearer_token
 from serving.dataplane import MAX_ROWS
 from serving.endpoint import Endpoint
 from serving.errors import Json, mlflow_error, status_of
@@ -255,13 +256,18 @@ _FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": {
 
 def _feedback_route(app: FastAPI, plane: DataPlane, feedback, responses: dict) -> None:
     """``POST /feedback``: ``{"outcomes": [{"answer_id": ..., "outcome": ...}, ...]}`` -> the counts joined,
-    already known, conflicting and unknown (the ids named); callers as inference routes check them."""
+    already known, conflicting and unknown (the ids named). In team mode the caller's token must hold the
+    ``feedback`` action (``service`` or ``labeller``, civicml/access.py): 401 without a known token, 403
+    with another role, counted for the audit trail as inference refusals are."""
+    from civicml.access import AccessFile
+
+    access = AccessFile(plane.guard.settings) if plane.guard.team else None
 
     # 404 when the server records no answers; 400 for a body that is not outcomes; 413 over the body limit
     @app.post("/feedback", openapi_extra={"requestBody": _FEEDBACK_BODY}, responses=responses)
     async def post_feedback(request: Request):
         try:
-            plane.guard.check(request, plane.default.model_name)
+            _check_feedback_caller(plane, access, request)
             if feedback is None:
                 raise NotFound("this server records no answers (start it with --record all or sample=R)")
             pairs = feedback_pairs(await read_body(request, plane.limits.max_body_bytes))
@@ -269,6 +275,31 @@ def _feedback_route(app: FastAPI, plane: DataPlane, feedback, responses: dict) -
         except Exception as err:  # noqa: BLE001 - 4xx with a message; anything else a generic 500, logged
             return mlflow_error(err)
         return Json(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+
+
+def _check_feedback_caller(plane: DataPlane, access, request: Request) -> None:
+    """Team mode: the token's principal may ``feedback``; else :class:`Unauthenticated` or PermissionDenied."""
+    if access is None:
+        return
+    from civicml.access import ACTIONS
+
+    caller = "anonymous"
+    try:
+        token = bearer_token(request)
+        caller = "unknown-token"
+        try:
+            who = access.caller(token)
+        except PermissionDenied as err:
+            raise Unauthenticated("authentication failed: " + str(err).removeprefix("permission denied: ")) \
+                from None
+        caller = who.name
+        if not who.may("feedback"):
+            raise PermissionDenied(f"permission denied: {who.name} ({'+'.join(sorted(who.roles))}) may not hand "
+                                   f"in feedback (needs the {' or '.join(sorted(ACTIONS['feedback']))} role)")
+    except PermissionDenied as err:
+        status = 401 if isinstance(err, Unauthenticated) else 403
+        plane.guard.refusals.count(plane.default.model_name, caller, request.url.path, status, str(err))
+        raise
 
 
 def feedback_pairs(body: bytes) -> list[tuple[str, object]]:

@@ -27,9 +27,11 @@ import os
 import threading
 import time
 
+import pandas as pd
 from fastapi import Request
 from fastapi.responses import Response
 
+from civicml.answers import Answer, confidence_of, read_labels, read_probabilities
 from civicml.errors import InvalidInput, NotFound
 from serving.auth import Guard
 from serving.endpoint import Endpoint
@@ -125,11 +127,9 @@ class DataPlane:
     def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float) -> None:
         """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``."""
         try:
-            answer = prediction.answer
-            values = answer.get("label", answer.get("value"))
+            values, confidence = recorded_answer(prediction)
             if values is None:  # an output that is neither a label nor a value: nothing to judge later
                 return
-            confidence = answer.get("confidence")
             served, champion = prediction.served, endpoint.served
             arm = "canary" if champion is not None and served.version != champion.version else "champion"
             latency_ms, now = (time.perf_counter() - started) * 1000.0, time.time()
@@ -137,8 +137,8 @@ class DataPlane:
                 self.recorder.record({
                     "answer_id": answer_id, "model": endpoint.model_name, "version": served.version,
                     "variant": served.variant or "fp32", "arm": arm, "inputs": inputs,
-                    "answer": _plain(values[i]) if i < len(values) else None,
-                    "confidence": float(confidence[i]) if confidence is not None and i < len(confidence) else None,
+                    "answer": values[i] if i < len(values) else None,
+                    "confidence": confidence[i] if confidence is not None and i < len(confidence) else None,
                     "latency_ms": latency_ms, "time": now})
         except Exception:  # noqa: BLE001 - recording never fails an answer
             log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
@@ -176,6 +176,30 @@ class Answered(Response):
         self.body = body
         self.background = None
         self.raw_headers = raw_headers
+
+
+def recorded_answer(prediction: Prediction) -> tuple[list | None, list | None]:
+    """Each row's label (or value) and confidence as :func:`civicml.answers.stable_answer` shapes them, as
+    plain Python values; (None, None) for an output that is neither.
+
+    A classifier's answer or frame with a ``label`` column is read with ``civicml.answers``' own readers,
+    as the MLflow body reads it (labels as text, confidence the top class's probability): shaping it whole
+    turns an answer into a frame and back, about 1 ms of CPU a request, more than all the rest of
+    recording (bench/bench_recording.py). Any other output is shaped once, shared with the response."""
+    output = prediction.output
+    if isinstance(output, (Answer, pd.DataFrame)):
+        labels = read_labels(output)
+        if labels is not None:
+            found = read_probabilities(output)
+            confidence = confidence_of(found[1])[0].tolist() if found is not None and found[1].shape[1] else None
+            return [str(label) for label in labels.tolist()], confidence
+    answer = prediction.answer
+    values = answer.get("label", answer.get("value"))
+    if values is None:
+        return None, None
+    confidence = answer.get("confidence")
+    return ([_plain(v) for v in values],
+            None if confidence is None else [float(c) for c in confidence])
 
 
 def served_headers(served) -> dict[str, str]:

@@ -106,11 +106,12 @@ def use_case_of(name: str, settings):
 # -- the commands --------------------------------------------------------------------------------
 def cmd_feedback(args) -> int:
     from monitoring import add_feedback, open_store, read_outcomes
-    from registry import versions
+    from registry import authorize, versions
 
     settings = settings_from(args)
     pairs = read_outcomes(args.file)  # one line on a bad file, before any store is opened
     versions(args.name, settings=settings)  # an unknown model is one line too
+    authorize(settings, "feedback", args.name)  # team mode: service or labeller; a refusal is audited
     result = add_feedback(open_store(settings=settings), pairs)
     print(json.dumps(result.to_dict()) if args.json else f"{args.name}: {result.text()}")
     return 0

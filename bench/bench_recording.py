@@ -1,0 +1,170 @@
+"""What recording served answers costs the hot path: `civicml serve --record off | all | sample=0.1` at c32.
+
+One registered 311 router (as bench/bench_serving.py makes it: logreg, promoted to champion) is served by
+three processes, each with its own home (copies of the home the model was registered in, so each writes its
+own records store, `HOME/monitoring/records.db`):
+
+  * `civicml serve NAME --record off`        (no recorder: the data plane's hook is skipped),
+  * `civicml serve NAME --record all`        (every answered row queued, masked and written to SQLite),
+  * `civicml serve NAME --record sample=0.1` (one answer in ten, decided by its id).
+
+All three are up at once and measured one after the other with single-row requests at concurrency 32, in
+rounds (the order rotates each round), so that the drifting load of a shared machine hits each alike; a pause
+between runs lets a recorder's writer finish its backlog before the next server is measured (and is counted in
+that server's CPU). Besides req/s, each run reads the server process's CPU time (user + system, all threads,
+from /proc) and divides it by the requests answered: CPU a request is what recording adds to each answer, and it
+moves much less than req/s with the load of the other processes on a shared machine. Load generator:
+wrk (`apt-get install -y wrk`), else bench_serving's bounded httpx loop. After the servers stop, each home's
+store is counted: with `all` every answered request (wrk's and the warm-up's) should be there, so a recorder
+that kept up by dropping records would show.
+
+Run:  PYTHONPATH=. .venv/bin/python bench/bench_recording.py [--seconds 10] [--rounds 3] [--policies off,all,sample=0.1]
+          [--out bench/results/recording.md]
+Prints each run's req/s, p99 and server CPU ms a request, the medians per policy and their ratios to `off` (goal:
+recording costs at most 5% of throughput: req/s ratio >= 0.95, CPU ratio <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import _httpx_loop, _model, _wait_ready, _wrk  # noqa: E402 - bench/ is not a package
+
+POLICIES = ["off", "all", "sample=0.1"]  # the first is the baseline (--policies)
+
+
+def _records(home: Path) -> int | None:
+    """Records the server of ``home`` stored (None: it stored none, no store file)."""
+    from civicml.settings import Settings
+    from monitoring import open_store
+
+    settings = Settings.from_env(env={}, home=home)
+    if not (home / "monitoring" / "records.db").exists():
+        return None
+    store = open_store(settings=settings)
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start(policy: str, home: Path, served: str, env: dict):
+    from serving import free_port
+
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "civicml"), "serve", served, "--home", str(home), "--refresh", "0",
+               "--port", str(port), "--record", policy]
+    return f"http://127.0.0.1:{port}", subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                                        stderr=subprocess.DEVNULL)
+
+
+def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> str:
+    lines = [f"311 router (logreg), 1-row requests at c{args.connections}, {args.seconds} s a run, {args.rounds} "
+             f"rounds (order rotating), load generator: {generator}, CPU cores: {os.cpu_count()}, load average "
+             f"at the start: {args.load_before}, at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
+             "| round | " + " | ".join(f"{p}: req/s, p99 ms, server CPU ms a request" for p in POLICIES) + " |",
+             "|---:|" + "---:|" * len(POLICIES)]
+    for i in range(args.rounds):
+        lines.append(f"| {i + 1} | " + " | ".join(
+            f"{r['rps']:.0f}, {r['p99_ms']:.1f}, {r['cpu_ms']:.3f}" for r in (runs[p][i] for p in POLICIES)) + " |")
+    base = POLICIES[0]
+    off = statistics.median(r["rps"] for r in runs[base])
+    off_cpu = statistics.median(r["cpu_ms"] for r in runs[base])
+    lines += ["", f"| record | median req/s | ratio to {base} | each round's ratio to {base} | median server CPU "
+                  f"ms a request | CPU ratio to {base} | non-2xx | records stored / requests answered |",
+              "|---|---:|---:|---|---:|---:|---:|---|"]
+    for p in POLICIES:
+        median = statistics.median(r["rps"] for r in runs[p])
+        cpu = statistics.median(r["cpu_ms"] for r in runs[p])
+        each = ", ".join(f"{r['rps'] / o['rps']:.3f}" for r, o in zip(runs[p], runs[base]))
+        stored = "-" if counts[p] is None else f"{counts[p]:,} / {answered[p]:,}"
+        lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
+                     f"{sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10, help="seconds a run (bounded)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="record policies, the first the baseline")
+    parser.add_argument("--out", help="also write the tables (markdown) here")
+    args = parser.parse_args()
+    POLICIES[:] = args.policies.split(",")
+    args.load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    generator = "wrk" if shutil.which("wrk") else "httpx-asyncio"
+    load = _wrk if generator == "wrk" else _httpx_loop
+
+    from civicml.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="civicml-bench-recording-"))
+    settings = Settings.from_env(env={}, home=tmp / "home")
+    model_args = SimpleNamespace(use_case="service_requests", family="logreg", params=None, rows=None, batch_rows=1)
+    served, _, one, _, _ = _model(model_args, tmp, settings)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "GLOG_minloglevel": "2", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_")}
+    homes = {}
+    for p in POLICIES:  # one home each: its own records store (the registry copied with it)
+        homes[p] = tmp / f"home-{p.replace('=', '-')}"
+        shutil.copytree(settings.home, homes[p])
+    urls, procs = {}, {}
+    runs: dict[str, list[dict]] = {p: [] for p in POLICIES}
+    answered = dict.fromkeys(POLICIES, 0)
+    try:
+        for p in POLICIES:
+            urls[p], procs[p] = _start(p, homes[p], served, env)
+        for p in POLICIES:
+            _wait_ready(urls[p], procs[p])
+            for _ in range(50):  # the same warm start for each
+                httpx.post(f"{urls[p]}/invocations", content=one, headers={"content-type": "application/json"},
+                           timeout=60).raise_for_status()
+            answered[p] += 50
+        for i in range(args.rounds):
+            order = POLICIES[i % len(POLICIES):] + POLICIES[:i % len(POLICIES)]
+            for p in order:
+                cpu = _cpu_s(procs[p].pid)
+                r = load(urls[p], one, args.connections, args.seconds)
+                time.sleep(args.pause)  # the writer's backlog is the run's cost too
+                r["cpu_ms"] = (_cpu_s(procs[p].pid) - cpu) * 1000 / max(r["requests"], 1)
+                runs[p].append(r)
+                answered[p] += r["requests"] - r["non_2xx"]
+                print(f"round {i + 1} record={p}: {r}", flush=True)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=120)
+    counts = {p: _records(homes[p]) for p in POLICIES}
+    text = _table(args, generator, runs, counts, answered)
+    print(text)
+    print(json.dumps(runs))
+    if args.out:
+        Path(args.out).write_text(f"# bench/bench_recording.py\n\n```\nPYTHONPATH=. {Path(sys.executable).name} "
+                                  f"{' '.join(sys.argv)}\n```\n\n{text}\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
