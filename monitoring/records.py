@@ -593,6 +593,9 @@ class NoRecorder:
     def record(self, answer_record: Any) -> None:
         return None
 
+    def wants(self, answer_id: str, model: str | None = None) -> bool:
+        return False
+
     def flush(self) -> None:
         return None
 
@@ -615,6 +618,11 @@ class Recording:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="civicml-recorder", daemon=True)
         self._thread.start()
+
+    def wants(self, answer_id: str, model: str | None = None) -> bool:
+        """Whether an answer with this id would be kept: the caller may skip shaping the others (the rows of
+        one request share the id's first 8 hex digits, so one check decides a whole request)."""
+        return self.policy.wants(answer_id)
 
     def record(self, answer_record: Any) -> None:
         answer_id = answer_record.answer_id if isinstance(answer_record, AnswerRecord) else \

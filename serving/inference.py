@@ -125,8 +125,13 @@ class DataPlane:
                                (b"content-length", str(len(body)).encode("latin-1")), _JSON_TYPE])
 
     def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float) -> None:
-        """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``."""
+        """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``. A recorder with
+        ``wants(answer_id, model)`` decides first, so that a request it will not keep is not shaped."""
         try:
+            wants = getattr(self.recorder, "wants", None)
+            if wants is not None and prediction.answer_ids and not wants(prediction.answer_ids[0],
+                                                                          endpoint.model_name):
+                return
             values, confidence = recorded_answer(prediction)
             if values is None:  # an output that is neither a label nor a value: nothing to judge later
                 return

@@ -51,6 +51,10 @@ class ModelRecorders:
         if recorder is not None:
             recorder.record(answer_record)
 
+    def wants(self, answer_id: str, model: str | None = None) -> bool:
+        recorder = self.recorders.get(model)
+        return recorder is not None and recorder.wants(answer_id)
+
     def close(self) -> None:
         for recorder in self.recorders.values():
             recorder.close()
