@@ -340,6 +340,16 @@ def test_killed_process_on_sqlite_fails_its_trial_and_run_and_the_resume_retries
     assert set(statuses.values()) == {"FINISHED"}, statuses
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C as a terminal delivers it. A test process can hold SIGINT blocked or
+    ignored (multiprocessing blocks it in the calling thread while it starts its resource tracker; a child
+    started meanwhile inherits the mask), and a child that inherits that never sees the signal."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_study_training_a_model(tmp_path, study_name, timeout=180):
     """`civicml tune` started in its own process on a long study (slow boosting trials), once a trial of it is
     seen training a model (RUNNING, with its run). Returns the CLI arguments without --n-trials, the settings,
@@ -355,7 +365,8 @@ def _cli_study_training_a_model(tmp_path, study_name, timeout=180):
             "--set", "boosting.max_iter=80", "--study", study_name, "--no-register"]
     cli = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))"]
     proc = subprocess.Popen([*cli, *args, "--n-trials", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+                            text=True, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+                            preexec_fn=_as_from_a_terminal)
     settings = Settings.from_env(env={}, home=home)
     storage, deadline = None, time.time() + timeout
     while time.time() < deadline and proc.poll() is None:

@@ -62,7 +62,9 @@ def test_static_int8_is_smaller_agrees_and_serves_as_a_plain_pyfunc(scenes, tmp_
     assert outcome.passed, outcome.reason
     assert outcome.version.tags[TAG_VARIANT] == "int8"
     m = outcome.metrics
-    assert m["size_reduction"] >= 3.0
+    # the whole folder: weights plus MLflow's environment files, a few KB whose content follows MLflow's
+    # requirement inference (it falls back to defaults when its subprocess is slow); the network alone is >= 3x
+    assert m["size_reduction"] >= 2.5
     assert m["agreement"] >= 0.85 and m["cosine"] >= 0.98
     assert m["build_onnx_fp32_bytes"] / m["build_onnx_int8_bytes"] >= 3.0
     variant = mlflow.pyfunc.load_model(_local(settings, outcome.version.version, tmp_path / "v"))
