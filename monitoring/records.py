@@ -46,6 +46,7 @@ import pandas as pd
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from projects.masking import Masker
+from registry import record_mode
 
 ARMS = ("champion", "canary", "shadow")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -122,20 +123,7 @@ class RecordPolicy:
     def parse(cls, text: "str | RecordPolicy | None") -> "RecordPolicy":
         if isinstance(text, RecordPolicy):
             return text
-        raw = "off" if text is None else str(text).strip().lower()
-        if raw == "off":
-            return cls("off", 0.0)
-        if raw == "all":
-            return cls("all", 1.0)
-        if raw.startswith("sample="):
-            try:
-                rate = float(raw[len("sample="):])
-            except ValueError:
-                rate = float("nan")
-            if not (0.0 < rate <= 1.0):
-                raise InvalidInput(f"record policy 'sample=R' needs 0 < R <= 1, got {text!r}")
-            return cls("sample", rate)
-        raise InvalidInput(f"record policy must be off, all or sample=R (0 < R <= 1), got {text!r}")
+        return cls(*record_mode(text))  # the one grammar of a record policy: off, all, sample=R
 
     def wants(self, answer_id: str) -> bool:
         if self.mode == "off":
