@@ -506,6 +506,15 @@ def _small_groups(report: equity.EquityReport) -> str:
         f"{g.group} {g.rows} rows {report.metric} {g.value:.2f}" for g in small)
 
 
+def _judged(report: equity.EquityReport, spec: Any, interval: str) -> list:
+    """The groups judged with an ``interval`` (``ratio_interval``, ``worse_interval``); none: the gate cannot judge."""
+    judged = [g for g in report.judged if getattr(g, interval) is not None]
+    if not judged:
+        raise ValueError(f"no {spec.by} has {spec.min_count} held-out rows: nothing to judge "
+                         f"equity on{_small_groups(report)}")
+    return judged
+
+
 @dataclass
 class EquityRatio(Gate):
     """Each group of ``spec.by`` (with ``spec.min_count`` held-out rows) reaches ``spec.min_ratio`` of the best
@@ -521,10 +530,7 @@ class EquityRatio(Gate):
 
     def check(self, ctx):
         report = equity_report(ctx, self.spec, self.metric)
-        judged = [g for g in report.judged if g.ratio_interval is not None]
-        if not judged:
-            raise ValueError(f"no {self.spec.by} has {self.spec.min_count} held-out rows: nothing to judge "
-                             f"equity on{_small_groups(report)}")
+        judged = _judged(report, self.spec, "ratio_interval")
         floor, pct = self.spec.min_ratio, f"{report.confidence:.0%}"
         below = report.below_ratio(floor)
         lowest = min(judged, key=lambda g: g.ratio_interval[1])
@@ -557,10 +563,7 @@ class EquityRegression(Gate):
         margin = self.spec.max_group_regression
         if ctx.champion is None:
             return GateVerdict(self.title, True, None, margin, "no current champion" + _small_groups(report))
-        judged = [g for g in report.judged if g.worse_interval is not None]
-        if not judged:
-            raise ValueError(f"no {self.spec.by} has {self.spec.min_count} held-out rows: nothing to judge "
-                             f"equity on{_small_groups(report)}")
+        judged = _judged(report, self.spec, "worse_interval")
         worse = report.regressed(margin)
         most = max(judged, key=lambda g: g.worse_interval[0])
         shown, pct = worse or [most], f"{report.confidence:.0%}"
@@ -570,6 +573,8 @@ class EquityRegression(Gate):
                   + (f": clearly worse by more than {margin}" if worse else f": the nearest the margin {margin}")
                   + _small_groups(report))
         return GateVerdict(self.title, not worse, most.worse_interval[0], margin, detail)
+
+
 # -- a gate on today's traffic ------------------------------------------------------------------------------------
 @dataclass
 class RecentWindow(Gate):

@@ -60,6 +60,7 @@ class DataPlane:
         self.limits = limits
         self.guard = Guard(self.default.settings, self.default.model_name)
         self.recorder = recorder  # record(mapping) per answered row, close() at shutdown; None: not recorded
+        self.wants = getattr(recorder, "wants", None)  # wants(answer_id, model): asked once, before shaping
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # Served -> its X-CivicML-* headers, encoded
 
@@ -128,9 +129,8 @@ class DataPlane:
         """Each answered row to the recorder, with the fields of ``monitoring.AnswerRecord``. A recorder with
         ``wants(answer_id, model)`` decides first, so that a request it will not keep is not shaped."""
         try:
-            wants = getattr(self.recorder, "wants", None)
-            if wants is not None and prediction.answer_ids and not wants(prediction.answer_ids[0],
-                                                                          endpoint.model_name):
+            if self.wants is not None and prediction.answer_ids and not self.wants(prediction.answer_ids[0],
+                                                                                    endpoint.model_name):
                 return
             values, confidence = recorded_answer(prediction)
             if values is None:  # an output that is neither a label nor a value: nothing to judge later
