@@ -5,6 +5,7 @@ PYTHON ?= python3
 # The suite runs in three processes (pytest-xdist, one file per process at a time) on the 2 cores: many tests
 # wait on servers and child processes, so a third process fills those waits. --durations names the slowest.
 # Files start longest first (tests/conftest.py, LONGEST_FIRST; --no-loadscope-reorder keeps that order).
+# OMP_NUM_THREADS=1: one OpenMP thread per test process (tests/conftest.py says why).
 WORKERS ?= 3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -30,10 +31,10 @@ demo: $(STAMP)
 	$(BIN)/civicml demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) civicml-home
