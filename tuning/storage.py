@@ -19,6 +19,9 @@ tuning fails and retries the trials of a process that has ended the same way
 (``tuning.worker.fail_dead_trials``), when a worker starts and then as often as a
 heartbeat would go stale. A heartbeat costs each trial two store round trips and
 a thread; a process check costs nothing while no trial of another process runs.
+Optuna looks for stale trials before every trial; on PostgreSQL tuning looks at
+most once per heartbeat interval and process (``_TeamStorage``), so a dead
+worker's trial is found at most one interval after its grace period.
 
 :func:`study_lock` serialises the few steps that read and then write a study's
 shared state (its MLflow parent run, its invocation counter) across every
