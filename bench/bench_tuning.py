@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -156,6 +157,20 @@ def _steady(done) -> tuple[float, int]:
     return (end - begin).total_seconds(), inside
 
 
+def _gaps(done) -> list[float]:
+    """Seconds from a trial's completion to the start of the same worker's next one: the worker's bookkeeping
+    between trials (callbacks, the next ask), where more workers on one study cost more."""
+    by_worker: dict = {}
+    for t in done:
+        worker = t.user_attrs.get("worker") or {}
+        by_worker.setdefault((worker.get("host"), worker.get("pid")), []).append(t)
+    gaps = []
+    for ts in by_worker.values():
+        ts = sorted(ts, key=lambda t: t.datetime_start)
+        gaps += [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in zip(ts, ts[1:])]
+    return gaps
+
+
 def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1, 2),
             scale: bool = False) -> dict:
     """One PostgreSQL study per worker count on the 1 s objective. ``scale``: ``trials`` per worker (each
@@ -188,7 +203,7 @@ def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1
             out[w] = {"trials": len(done), "span_s": span, "wall_s": wall, "per_min": 60 * len(done) / span,
                       "per_min_wall": 60 * len(done) / wall, "steady_s": steady_s, "steady_n": steady_n,
                       "per_min_steady": 60 * steady_n / steady_s if steady_s > 0 else float("nan"),
-                      "trial_s": cycle}
+                      "trial_s": cycle, "gap_s": statistics.median(_gaps(done) or [float("nan")])}
         finally:
             admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                                    (name,))
@@ -274,6 +289,7 @@ def main() -> None:
               f"{o['train_s']:.3f} s; per-study fixed cost (parent run, plots, summary): {o['fixed_s']:.2f} s "
               f"= {o['fixed_s'] / args.trials:.3f} s/trial over {args.trials} trials", flush=True)
     if "workers" not in args.skip:
+        print(f"load average {os.getloadavg()[0]:.1f} at the start", flush=True)
         counts = tuple(int(c) for c in args.workers.split(","))
         w = workers(args.worker_trials, home, args.pg, counts, args.trials_per_worker)
         for n in counts:
@@ -282,11 +298,12 @@ def main() -> None:
                   f"({r['span_s']:.1f} s), {r['per_min_wall']:.1f} trials/min over the whole call "
                   f"({r['wall_s']:.1f} s, process start-up included), {r['per_min_steady']:.1f} trials/min while "
                   f"all {n} ran ({r['steady_n']} trials in {r['steady_s']:.1f} s); median trial "
-                  f"{r['trial_s']:.3f} s", flush=True)
+                  f"{r['trial_s']:.3f} s, median gap between a worker's trials {r['gap_s']:.3f} s", flush=True)
         for n in counts[1:]:
             print(f"speed-up {n} vs {counts[0]} workers: {w['speedup'][n]:.2f}x (trial span), "
                   f"{w['speedup_wall'][n]:.2f}x (whole call), {w['speedup_steady'][n]:.2f}x (all workers running)",
                   flush=True)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end", flush=True)
     if "pruning" not in args.skip:
         pruners = tuple(args.pruners.split(","))
         sums = {k: {"none_to": 0, "to": 0, "none_all": 0, "all": 0} for k in pruners}

@@ -222,7 +222,9 @@ def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, options: TuneOpt
     started = time.perf_counter()
     if launcher_run:
         _tag(client, launcher_run, {TAG_STUDY: study_name, TAG_STUDY_RUN_ID: spec.parent_run_id})
-    seed_offset = 7919 * len(study.get_trials(deepcopy=False))  # a resumed study must not replay its samples
+    before = study.get_trials(deepcopy=False)
+    seed_offset = 7919 * len(before)  # a resumed study must not replay its samples
+    spec.trials_before, spec.waiting_before = len(before), sum(1 for t in before if t.state == State.WAITING)
     bar = _progress_bar(n_trials, study_name, progress) if progress else None
     status, interrupted = "FINISHED", False
     try:
@@ -387,8 +389,15 @@ def _process_context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tuning.worker"])
+    context.set_forkserver_preload(list(_PRELOAD))
     return context
+
+
+# What a worker imports by its first trial's end besides tuning.worker: the stores' SQL layers (Optuna's and
+# MLflow's, with their drivers and MLflow's migrations), pyplot (a training closes its figures) and GitPython
+# (a run's source version). A name that does not import is skipped by the fork server.
+_PRELOAD = ("tuning.worker", "sqlalchemy", "psycopg2", "optuna.storages._rdb.storage",
+            "mlflow.store.tracking.sqlalchemy_store", "alembic", "matplotlib.pyplot", "git")
 
 
 def _fail_trials_of(study: optuna.Study, spec: WorkerSpec, host: str, pid: int, why: str) -> None:

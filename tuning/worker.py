@@ -51,7 +51,7 @@ from tuning.objectives import LATENCY, Objective
 from tuning.faults import fail_dead_trials, gone, process_started, quiet_interrupts, requeue_interrupted
 from tuning.runs import ATTR_FAILURE, ATTR_REQUEUED, ATTR_RUN, fail_trial_run, record_trial, trial_tags
 from tuning.space import grid, suggest
-from tuning.storage import Heartbeat, open_storage, storage_kind
+from tuning.storage import Heartbeat, open_storage, storage_kind, trial_count
 
 State = optuna.trial.TrialState
 DONE = (State.COMPLETE, State.PRUNED)
@@ -80,6 +80,11 @@ class WorkerSpec:
     deadline: float | None = None  # time.time() after which no trial starts
     latency_rows: int = 50
     workers: int = 1  # worker processes of this invocation
+    # The study's trials, and the WAITING ones among them, when this invocation began (None: not known). The
+    # invocation's trials are among those created since, plus those waiting then: a worker that counts the
+    # study's trials (one query) knows the target is still far without reading every trial.
+    trials_before: int | None = None
+    waiting_before: int = 0
 
     @property
     def multi(self) -> bool:
@@ -146,6 +151,15 @@ def progress(study: optuna.Study, invocation: str) -> dict[str, int]:
 
 def enough(counts: dict[str, int], target: int) -> bool:
     return counts["waiting"] == 0 and counts["done"] + counts["running"] >= target
+
+
+def far_from_target(study: optuna.Study, spec: WorkerSpec) -> bool:
+    """Whether this invocation cannot have reached its target yet, told from the study's trial count alone
+    (one query; see ``WorkerSpec.trials_before``). False when that cannot tell: read the trials then."""
+    if spec.trials_before is None:
+        return False
+    count = trial_count(study)
+    return count is not None and count - spec.trials_before + spec.waiting_before < spec.target
 
 
 class _TrialReporter:
@@ -294,6 +308,8 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
             checked = time.monotonic()
         at_most += 1
         if spec.workers == 1 and at_most < spec.target:
+            stop = False
+        elif far_from_target(study, spec):
             stop = False
         else:
             stop = enough(progress(study, spec.invocation), spec.target)
