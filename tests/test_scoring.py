@@ -225,7 +225,7 @@ def test_score_a_use_case_file_model_as_http_answers_it(tmp_path):
     import registry
     from civicml.settings import Settings
     from projects import get_use_case, load_dataset, train
-    from serving.scoring import score
+    from serving.scoring import ScoreOptions, score
     from tabular_exports import INSPECTIONS_YAML, inspections
 
     inspections(tmp_path / "exports", n=300, seed=1)
@@ -254,3 +254,49 @@ def test_score_a_use_case_file_model_as_http_answers_it(tmp_path):
     rejected = pd.read_parquet(result.rejects)
     assert rejected["inspection"].tolist() == ["I05"] and "complaints_30d" in rejected["reason"][0]
     _lineage(settings, "inspections", result)
+
+
+def test_score_the_street_scenes_cnn_int8_variant_from_parquet_images(tmp_path):
+    """Images in Parquet (each row a nested [3, 32, 32] list, as Arrow stores an array), answered by the CNN's
+    static int8 variant as the HTTP endpoint serving that variant answers; rows that are not an image of
+    that shape, or hold NaN, go to the rejects file with the reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from civicml.settings import Settings
+    from projects import get_use_case, load_dataset, train
+    from projects.street_scenes.model import images_of
+    from registry import VariantPolicy, compress, register
+    from serving.scoring import ScoreOptions, score
+
+    use_case = get_use_case("street_scenes")
+    data = load_dataset(use_case, use_case.generate_sources(tmp_path / "train", n=240, seed=7))
+    holdout = load_dataset(use_case, use_case.generate_sources(tmp_path / "holdout", n=60, seed=10_000))
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    trained = train(use_case, data, "cnn", {"epochs": 2, "width": 16, "augment": False}, settings=settings, seed=0)
+    parent = register(trained.model_uri, "scenes", settings=settings)
+    lenient = VariantPolicy.from_dict({"max_quality_loss": 0.5, "min_agreement": 0.5})
+    built = compress("scenes", parent.version, "int8", settings, holdout=holdout, policy=lenient, repeats={1: 1, 64: 1})
+    assert built.passed, built.reason
+
+    images = images_of(holdout.X.head(24))
+    column = [image.tolist() for image in images]
+    column[3], column[9] = None, [[[0.5]]]  # no image; an image of the wrong shape
+    column[15][1][2][3] = float("nan")
+    table = pa.table({"photo_id": [f"P{i:02d}" for i in range(24)], "image": column})
+    pq.write_table(table, tmp_path / "photos.parquet")
+    result = score("scenes", "challenger", [str(tmp_path / "photos.parquet")], str(tmp_path / "out.parquet"),
+                   ScoreOptions(variant="int8"), settings=settings)
+    assert (result.rows_in, result.rows_scored, result.rows_rejected) == (24, 21, 3)
+    assert result.variant == "int8" and result.version == built.version.version
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    kept = [i for i in range(24) if i not in (3, 9, 15)]
+    assert scored["photo_id"].tolist() == [f"P{i:02d}" for i in kept]
+    served = _http_answers(settings, "scenes", "challenger", {"instances": images[kept].tolist()}, variant="int8")
+    assert scored["answer"].tolist() == served["label"].astype(str).tolist()
+    assert np.allclose(scored["confidence"].to_numpy(dtype=float), _top(served), atol=1e-6)
+    rejected = pd.read_parquet(result.rejects)
+    assert rejected["photo_id"].tolist() == ["P03", "P09", "P15"]
+    assert "no value" in rejected["reason"][0] and "got 1 numbers" in rejected["reason"][1]
+    assert "finite" in rejected["reason"][2]
+    _lineage(settings, "scenes", result)
