@@ -263,6 +263,7 @@ def test_score_the_street_scenes_cnn_int8_variant_from_parquet_images(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from civicml.errors import InvalidInput
     from civicml.settings import Settings
     from projects import get_use_case, load_dataset, train
     from projects.street_scenes.model import images_of
@@ -300,3 +301,7 @@ def test_score_the_street_scenes_cnn_int8_variant_from_parquet_images(tmp_path):
     assert "no value" in rejected["reason"][0] and "got 1 numbers" in rejected["reason"][1]
     assert "finite" in rejected["reason"][2]
     _lineage(settings, "scenes", result)
+    table.select(["photo_id"]).to_pandas().to_csv(tmp_path / "photos.csv", index=False)
+    with pytest.raises(InvalidInput, match=r"array of shape \[3, 32, 32\] a row: .*found none \(CSV holds no arrays\)"):
+        score("scenes", "challenger", [str(tmp_path / "photos.csv")], str(tmp_path / "csv.parquet"), settings=settings)
+    assert not (tmp_path / "csv.parquet").exists()
