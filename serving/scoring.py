@@ -44,6 +44,7 @@ ROW = "__civicml_row"
 REASON = "reason"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 MAX_REASONS = 3
+SPLIT_ROWS = 64  # a batch the checks refuse is checked again in chunks of this many rows
 LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")  # Spark's own lines: errors only
 
 
@@ -81,7 +82,8 @@ class ScoreResult:
 # -- what runs on each executor ---------------------------------------------------------------------------
 @dataclass
 class _Scorer:
-    """Picklable: shipped to the executors, where it loads the runtime once per Python worker."""
+    """Picklable: shipped to the executors, where it loads the runtime once per Python worker. A model that
+    takes a tensor (an image CNN) reads each row's array from ``tensor_column``."""
 
     local: Any  # registry.LocalModel (path, version, metadata)
     runtime_name: str
@@ -89,6 +91,7 @@ class _Scorer:
     explain: bool
     batch_rows: int
     answer_fields: list[str]
+    tensor_column: str | None = None
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         loaded = _loaded(self)
@@ -99,32 +102,50 @@ class _Scorer:
     def score(self, loaded, batch: pd.DataFrame) -> pd.DataFrame:
         runtime, validator, explainer = loaded
         inputs = batch.drop(columns=[ROW])
-        try:  # the common case: every row passes the checks, checked once as one batch
-            request = validator.prepare(inputs)
-        except CivicMLError:
-            request = None
+        payload, unreadable = self._payload(validator, inputs)
+        request = None
+        if not unreadable:
+            try:  # the common case: every row passes the checks, checked once as one batch
+                request = validator.prepare(payload)
+            except CivicMLError:
+                pass
         if request is not None:
-            out = pd.DataFrame(_answers(runtime, validator, inputs, request))
+            out = pd.DataFrame(_answers(runtime, request, len(inputs)))
             if self.explain and explainer is not None:
                 out["reasons"] = _reasons(explainer, inputs)
             out = out.reindex(columns=self.answer_fields)
             out[REASON] = None
         else:
-            out = self._some_refused(runtime, validator, explainer, inputs)
+            out = self._some_refused(runtime, validator, explainer, inputs, (payload, unreadable))
         out["version"] = self.local.version.version
         out["variant"] = self.variant
         return pd.concat([batch, out], axis=1)
 
-    def _some_refused(self, runtime, validator, explainer, inputs: pd.DataFrame) -> pd.DataFrame:
+    def _payload(self, validator, inputs: pd.DataFrame) -> tuple[Any, dict[int, str]]:
+        """What the checks take: the frame itself, or (a tensor model) the rows' arrays stacked, with the
+        reason of each row whose value is not an array of the model's shape."""
+        if self.tensor_column is None:
+            return inputs, {}
+        spec = validator.tensor_spec
+        return _tensor(inputs[self.tensor_column], tuple(spec.shape[1:]), spec.type)
+
+    def _some_refused(self, runtime, validator, explainer, inputs: pd.DataFrame, payload) -> pd.DataFrame:
         """The answer columns of a batch holding refused rows: answers where the checks pass, reasons elsewhere."""
-        good, reasons = _split_rows(validator, inputs)
+        data, unreadable = payload
+        if self.tensor_column is None:
+            def prepare(rows):
+                return validator.prepare(data.iloc[rows].reset_index(drop=True))
+        else:
+            def prepare(rows):
+                return validator.prepare(data[rows])
+        good, reasons = _split_rows(prepare, len(inputs), unreadable)
         out = pd.DataFrame({name: pd.Series([None] * len(inputs), dtype=object) for name in self.answer_fields})
         out[REASON] = pd.Series(reasons, dtype=object)
         if good:
-            frame = inputs.iloc[good].reset_index(drop=True)
-            for name, values in _answers(runtime, validator, frame).items():
+            for name, values in _answers(runtime, prepare(good), len(good)).items():
                 out.loc[good, name] = pd.Series(list(values), index=good, dtype=object)
             if self.explain and explainer is not None:
+                frame = inputs.iloc[good].reset_index(drop=True)
                 out.loc[good, "reasons"] = pd.Series(_reasons(explainer, frame), index=good, dtype=object)
         return out
 
@@ -150,32 +171,63 @@ def _loaded(scorer: _Scorer):
     return _LOADED[key]
 
 
-def _split_rows(validator, inputs: pd.DataFrame) -> tuple[list[int], list[str | None]]:
-    """Rows the checks accept, and each refused row's reason: the batch whole, else halves, down to rows."""
-    reasons: list[str | None] = [None] * len(inputs)
+def _tensor(column: pd.Series, shape: tuple, dtype) -> tuple[np.ndarray, dict[int, str]]:
+    """A column of arrays (nested lists as Parquet stores ``[3, 32, 32]``, or each row's numbers flat) as
+    one array ``[rows, *shape]``; rows that are not ``shape`` numbers are zeros here and have a reason."""
+    size = int(np.prod(shape))
+    out = np.zeros((len(column), *shape), dtype=dtype)
+    unreadable: dict[int, str] = {}
+    for i, value in enumerate(column.to_numpy()):
+        try:
+            array = _dense(value).astype(dtype, copy=False)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.size != size:
+            got = "no value" if value is None else f"{'no' if array is None else array.size} numbers"
+            unreadable[i] = f"column '{column.name}': the model takes {size} numbers {list(shape)} a row, got {got}"
+        else:
+            out[i] = array.reshape(shape)
+    return out, unreadable
+
+
+def _dense(value) -> np.ndarray:
+    """A row's value as one numeric array (Arrow gives nested lists as object arrays of arrays)."""
+    if value is None:
+        raise ValueError("no value")
+    array = np.asarray(value)
+    if array.dtype == object:
+        array = np.stack([_dense(v) for v in array]) if len(array) else np.zeros(0)
+    return array
+
+
+def _split_rows(prepare, rows: int, unreadable: dict[int, str]) -> tuple[list[int], list[str | None]]:
+    """Rows the checks accept, and each refused row's reason: chunks of ``SPLIT_ROWS``, a refused chunk in
+    halves down to rows (a batch of 5,000 with a few bad rows: about 80 small checks, not 5,000).
+    ``prepare(positions)`` checks those rows; ``unreadable`` rows are refused before with their reason."""
+    reasons: list[str | None] = [unreadable.get(i) for i in range(rows)]
     good: list[int] = []
 
-    def check(rows: list[int]) -> None:
+    def check(positions: list[int]) -> None:
         try:
-            validator.prepare(inputs.iloc[rows].reset_index(drop=True))
-            good.extend(rows)
+            prepare(positions)
+            good.extend(positions)
         except CivicMLError as err:
-            if len(rows) == 1:  # the row's own columns say which it is: "row 0" of a one-row check would not
-                reasons[rows[0]] = re.sub(r" in row 0\b", "", str(err))[:500]
+            if len(positions) == 1:  # the row's own columns say which it is: "row 0" of a one-row check would not
+                reasons[positions[0]] = re.sub(r" in row 0\b", "", str(err))[:500]
                 return
-            middle = len(rows) // 2
-            check(rows[:middle])
-            check(rows[middle:])
+            middle = len(positions) // 2
+            check(positions[:middle])
+            check(positions[middle:])
 
-    if len(inputs):
-        check(list(range(len(inputs))))
+    candidates = [i for i in range(rows) if i not in unreadable]
+    for start in range(0, len(candidates), SPLIT_ROWS):  # a few bad rows cost their chunks, not the batch
+        check(candidates[start:start + SPLIT_ROWS])
     return sorted(good), reasons
 
 
-def _answers(runtime, validator, frame: pd.DataFrame, request=None) -> dict[str, list]:
-    """The answer columns for rows the checks accepted, in the one shape HTTP answers with
+def _answers(runtime, request, rows: int) -> dict[str, list]:
+    """The answer columns for a checked request of ``rows`` rows, in the one shape HTTP answers with
     (:func:`civicml.answers.stable_answer`): label and confidence, or value and its interval."""
-    request = request if request is not None else validator.prepare(frame)
     answer = stable_answer(runtime.predict(request.data), metadata=runtime.metadata or {})
     if "label" in answer:
         out = {"answer": [str(v) for v in answer["label"]]}
@@ -183,7 +235,7 @@ def _answers(runtime, validator, frame: pd.DataFrame, request=None) -> dict[str,
             out["confidence"] = [float(v) for v in answer["confidence"]]
         return out
     values = answer["value"] if "value" in answer else np.asarray(next(iter(answer.values())), dtype=np.float64)
-    out = {"answer": [float(v) for v in np.asarray(values).reshape(len(frame), -1)[:, 0]]}
+    out = {"answer": [float(v) for v in np.asarray(values).reshape(rows, -1)[:, 0]]}
     for name in ("interval_low", "interval_high"):
         if name in answer:
             out[name] = [float(v) for v in answer[name]]
@@ -366,7 +418,7 @@ def _run(spark, job: _SparkJob, staging: Path, say) -> tuple[dict[str, int], lis
     frame = frame.withColumn(ROW, functions.monotonically_increasing_id())
     fields, types = _answer_schema(job)
     scorer = _Scorer(job.local, job.runtime_name, job.variant, job.options.explain, job.options.batch_rows,
-                     fields)
+                     fields, _tensor_column(job, frame))
     struct = optional("pyspark.sql.types", "spark")
     schema = struct.StructType(list(frame.schema.fields) + [struct.StructField(name, kind, True)
                                                              for name, kind in types.items()])
@@ -376,16 +428,40 @@ def _run(spark, job: _SparkJob, staging: Path, say) -> tuple[dict[str, int], lis
         # no sort: each partition keeps the input's order, and its part file's number is the partition's
         accepted = scored.filter(functions.col(REASON).isNull()).drop(ROW, REASON)
         accepted.write.parquet(str(staging / "scored"))
-        counts = {"in": scored.count()}
+        total, refused = scored.select(functions.count("*"), functions.count(REASON)).first()  # one pass
+        counts = {"in": int(total), "rejected": int(refused)}
         rejected = scored.filter(functions.col(REASON).isNotNull()).select(
             *[c for c in frame.columns if c != ROW], REASON)
-        counts["rejected"] = rejected.count()
         if counts["rejected"]:
             rejected.coalesce(1).write.parquet(str(staging / "rejected"))
     finally:
         scored.unpersist()
     counts["scored"] = counts["in"] - counts["rejected"]
     return counts, accepted.columns
+
+
+def _tensor_column(job: _SparkJob, frame) -> str | None:
+    """For a model that takes a tensor (images): the input column holding each row's array (the column the
+    signature names, else the inputs' one column of arrays); None for a model of named columns."""
+    from mlflow.models import Model
+
+    signature = Model.load(str(job.local.path)).signature
+    if signature is None or signature.inputs is None or not signature.inputs.is_tensor_spec():
+        return None
+    spec = signature.inputs.inputs[0]
+    shape = [int(s) for s in spec.shape[1:]]
+    if job.options.explain:
+        raise InvalidInput("--explain needs a model of named columns; this one takes an array of shape "
+                           f"{shape} a row")
+    if spec.name and spec.name in frame.columns:
+        return spec.name
+    types = optional("pyspark.sql.types", "spark")
+    arrays = [f.name for f in frame.schema.fields if isinstance(f.dataType, types.ArrayType)]
+    if len(arrays) != 1:
+        found = f"found {len(arrays)}: {', '.join(arrays)}" if arrays else "found none (CSV holds no arrays)"
+        raise InvalidInput(f"this model takes an array of shape {shape} a row: the input needs exactly one column "
+                           f"of arrays, nested or flat, in Parquet ({found})")
+    return arrays[0]
 
 
 def _answer_schema(job: _SparkJob) -> tuple[list[str], dict]:
