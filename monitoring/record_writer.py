@@ -3,8 +3,7 @@
 A server's :class:`monitoring.Recording` (``process=True``, what ``civicml serve --record`` builds) keeps
 its answers on a plain deque and, every ``linger`` seconds, sends what gathered to this process as one
 pickled list (a frame: 4 bytes of length, then the pickle) on the process's standard input. Here each
-answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), a
-transaction per frame, so that none of that CPU is spent under the server's GIL.
+answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), so that none of that CPU is spent under the server's GIL.
 
 Frames: ``("config", url, max_bytes, masking)`` first, then ``("answers", [item, ...])`` and
 ``("flush",)``, which is answered on standard output with one JSON line of counts (``{"written": n,
@@ -12,11 +11,8 @@ Frames: ``("config", url, max_bytes, masking)`` first, then ``("answers", [item,
 the counts once more and exits.
 
 An item is either a mapping or :class:`AnswerRecord` (``Recording.record``) or a request's answers as one
-tuple (``Recording.record_answers``, what serving's data plane passes, no dict per row on the hot path)::
-
-    (model, version, variant, arm, answer_ids, input_columns, answers, confidences, latency_ms, time)
-
-``input_columns``: column -> one value per row (None: the rows are not recorded, e.g. a tensor).
+tuple (``Recording.record_answers``, what serving's data plane passes, no dict per row on the hot path), read
+by :func:`monitoring.records.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
 """
 
 from __future__ import annotations
@@ -24,28 +20,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 _LENGTH = struct.Struct("<I")
-
-
-def request_records(item: tuple) -> list[dict[str, Any]]:
-    """A request's answers (the tuple above) as one mapping per row, with the fields of ``AnswerRecord``."""
-    model, version, variant, arm, ids, columns, answers, confidences, latency_ms, time = item
-    out = []
-    for i, answer_id in enumerate(ids):
-        out.append({"answer_id": answer_id, "model": model, "version": version, "variant": variant, "arm": arm,
-                    "inputs": {} if columns is None else {name: values[i] for name, values in columns.items()},
-                    "answer": answers[i] if i < len(answers) else None,
-                    "confidence": confidences[i] if confidences is not None and i < len(confidences) else None,
-                    "latency_ms": latency_ms, "time": time})
-    return out
 
 
 def write_frame(stream: BinaryIO, message: Any) -> None:
@@ -54,14 +39,25 @@ def write_frame(stream: BinaryIO, message: Any) -> None:
     stream.flush()
 
 
-def read_frame(stream: BinaryIO) -> Any:
-    """The next frame's message, or None at the end of the stream."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
+def read_frame(fd: int) -> Any:
+    """The next frame's message from a file descriptor, read exactly (no read-ahead: ``select`` on ``fd`` then
+    says whether another frame is waiting), or None at the end of the stream."""
+    head = _read_exactly(fd, _LENGTH.size)
+    if head is None:
         return None
-    size = _LENGTH.unpack(head)[0]
-    data = stream.read(size)
-    return pickle.loads(data) if len(data) == size else None
+    data = _read_exactly(fd, _LENGTH.unpack(head)[0])
+    return None if data is None else pickle.loads(data)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 class WriterProcess:
@@ -113,45 +109,70 @@ class WriterProcess:
 
 
 def main() -> int:
-    """The child: masks and writes each frame of answers until its input ends."""
-    from dataclasses import replace
-
-    from monitoring.records import AnswerRecord, RecordStore
+    """The child: masks each frame of answers as it comes, and writes what gathered in one transaction
+    :data:`GATHER` seconds after the first of them came (or at once on a flush, the end, or
+    :data:`MOST` rows): a few transactions a second whatever the traffic."""
+    from monitoring.records import RecordStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then closes this input
-    source, sink = sys.stdin.buffer, sys.stdout
-    config = read_frame(source)
+    fd, sink = sys.stdin.fileno(), sys.stdout
+    config = read_frame(fd)
     if not config or config[0] != "config":
         return 2
     _, url, max_bytes, masking = config
-    store = RecordStore(url, max_bytes=max_bytes)
-    counts = {"written": 0, "failed": 0}
+    writer = _Writer(RecordStore(url, max_bytes=max_bytes), masking)
     while True:
-        message = read_frame(source)
+        wait = None if not writer.rows else max(0.0, writer.due - time.monotonic())
+        if not select.select([fd], [], [], wait)[0]:
+            writer.write()  # gathered long enough
+            continue
+        message = read_frame(fd)
         if message is None or message[0] == "stop":
             break
         if message[0] == "flush":
-            sink.write(json.dumps(counts) + "\n")
+            writer.write()
+            sink.write(json.dumps(writer.counts) + "\n")
             sink.flush()
             continue
-        records = []
-        for item in message[1]:
-            try:
-                for one in (request_records(item) if isinstance(item, tuple) else [item]):
-                    record = AnswerRecord.of(one)
-                    inputs, group = masking.mask(record.inputs)
-                    records.append(replace(record, inputs=inputs, group=group))
-            except Exception:  # noqa: BLE001 - a malformed record is counted, never raised into serving
-                counts["failed"] += 1
-        try:
-            store.write(records)
-            counts["written"] += len(records)
-        except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
-            counts["failed"] += len(records)
-    sink.write(json.dumps(counts) + "\n")
+        writer.add(message[1])
+    writer.write()
+    sink.write(json.dumps(writer.counts) + "\n")
     sink.flush()
-    store.close()
+    writer.store.close()
     return 0
+
+
+GATHER = 0.25  # seconds the writer process gathers rows into one transaction
+MOST = 5000  # rows that are written at once, gathered or not
+
+
+class _Writer:
+    def __init__(self, store, masking):
+        self.store, self.masking = store, masking
+        self.rows: list[dict] = []
+        self.due = 0.0
+        self.counts = {"written": 0, "failed": 0}
+
+    def add(self, items: list) -> None:
+        from monitoring.records import masked_rows
+
+        if not self.rows:
+            self.due = time.monotonic() + GATHER
+        rows, failed = masked_rows(items, self.masking)
+        self.rows += rows
+        self.counts["failed"] += failed
+        if len(self.rows) >= MOST:
+            self.write()
+
+    def write(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        try:
+            self.store.write_rows(rows)
+            self.counts["written"] += len(rows)
+        except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
+            self.counts["failed"] += len(rows)
 
 
 if __name__ == "__main__":

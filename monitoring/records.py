@@ -296,7 +296,11 @@ class RecordStore:
     # writing ---------------------------------------------------------------------------------
     def write(self, records: Iterable[AnswerRecord]) -> int:
         """Store already-masked records (one transaction); an id already stored is kept as it was."""
-        rows = [_row(r) for r in records]
+        return self.write_rows([_row(r) for r in records])
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Store rows already in the table's shape (:func:`masked_rows`), in one transaction; an id already
+        stored is kept as it was. Returns how many were new."""
         if not rows:
             return 0
         with self._engine.begin() as conn:
@@ -505,6 +509,45 @@ def _row(record: AnswerRecord) -> dict[str, Any]:
             "latency_ms": None if record.latency_ms is None else float(record.latency_ms)}
 
 
+def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list[dict[str, Any]], int]:
+    """What a recorder was given (mappings, :class:`AnswerRecord` s, or a request's answers as one tuple,
+    ``record_answers``' shape) as masked rows of the store's table; and how many answers were malformed
+    (counted, never raised into serving)."""
+    rows, failed = [], 0
+    for item in items:
+        try:
+            if isinstance(item, tuple):
+                rows.extend(_request_rows(item, masking))
+            else:
+                record = AnswerRecord.of(item)
+                inputs, group = masking.mask(record.inputs)
+                rows.append(_row(replace(record, inputs=inputs, group=group)))
+        except Exception:  # noqa: BLE001 - a malformed record is counted
+            failed += len(item[4]) if isinstance(item, tuple) and isinstance(item[4], list) else 1
+    return rows, failed
+
+
+def _request_rows(item: tuple, masking: RecordMasking) -> list[dict[str, Any]]:
+    """A request's answers, ``(model, version, variant, arm, answer_ids, input_columns, answers, confidences,
+    latency_ms, time)`` (``input_columns``: column -> a value per row, or None), as masked rows: no
+    :class:`AnswerRecord` built per row, the same checks (the id's shape, the arm)."""
+    model, version, variant, arm, ids, columns, answers, confidences, latency_ms, when = item
+    if arm not in ARMS:
+        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
+    common = {"model": str(model), "version": str(version), "variant": str(variant), "arm": arm, "time": float(when),
+              "latency_ms": None if latency_ms is None else float(latency_ms)}
+    rows = []
+    for i, answer_id in enumerate(ids):
+        if not is_answer_id(answer_id):
+            raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
+        inputs, group = masking.mask({} if columns is None else {name: values[i] for name, values in columns.items()})
+        confidence = confidences[i] if confidences is not None and i < len(confidences) else None
+        rows.append({**common, "answer_id": answer_id, "grp": group, "inputs": json.dumps(inputs, sort_keys=True),
+                     "answer": json.dumps(_plain(answers[i] if i < len(answers) else None)),
+                     "confidence": None if confidence is None else float(confidence)})
+    return rows
+
+
 RECORD_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "group", "inputs", "answer",
                   "confidence", "latency_ms", "outcome", "outcome_time")
 
@@ -596,7 +639,7 @@ class Recording:
     """A :class:`Recorder` that masks and writes to a :class:`RecordStore` away from the hot path.
 
     ``record`` (a mapping or :class:`AnswerRecord`) and ``record_answers`` (a request's answers as one tuple,
-    :func:`monitoring.record_writer.request_records`) only append to a deque: no lock, no thread woken. A
+    :func:`masked_rows`) only append to a deque: no lock, no thread woken. A
     thread of the recorder's own takes what gathered every ``linger`` seconds (50 ms) and masks and writes it
     as one transaction, or with ``process=True`` (what ``civicml serve`` uses) sends it, pickled, to a writer
     process (:mod:`monitoring.record_writer`) that masks and writes, so that none of that CPU is spent under
@@ -634,7 +677,7 @@ class Recording:
             self._put(answer_record)
 
     def record_answers(self, answers: tuple) -> None:
-        """A request's answered rows at once (:func:`monitoring.record_writer.request_records`), the caller
+        """A request's answered rows at once (the tuple :func:`masked_rows` reads), the caller
         having asked :meth:`wants` of its first id: appended as it is, shaped later, off the hot path."""
         self._put(answers)
 
@@ -684,27 +727,19 @@ class Recording:
             self.failed = self._failed_sending + counts["failed"]
 
     def _write(self, items: list) -> None:
-        from monitoring.record_writer import request_records
-
-        records = []
-        for item in items:
-            try:
-                for one in (request_records(item) if isinstance(item, tuple) else [item]):
-                    record = AnswerRecord.of(one)
-                    inputs, group = self.masking.mask(record.inputs)
-                    records.append(replace(record, inputs=inputs, group=group))
-            except Exception:  # noqa: BLE001 - a malformed record is counted, never raised into serving
-                with self._lock:
-                    self.failed += 1
-        if not records:
+        rows, failed = masked_rows(items, self.masking)
+        if failed:
+            with self._lock:
+                self.failed += failed
+        if not rows:
             return
         try:
-            self.store.write(records)
+            self.store.write_rows(rows)
             with self._lock:
-                self.written += len(records)
+                self.written += len(rows)
         except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
             with self._lock:
-                self.failed += len(records)
+                self.failed += len(rows)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every record given so far is written."""
