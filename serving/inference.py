@@ -15,9 +15,11 @@ request's row id is the header's id, and every id is 32 hex characters (a uuid4'
 
 With a ``recorder`` (anything with ``record(mapping)``; the top floor builds it from ``monitoring``, which
 serving never imports) each answered row is handed to it with the fields of ``monitoring.AnswerRecord``
-(answer_id, model, version, variant, arm, inputs, answer, confidence, latency_ms, time). ``record`` must
-return at once (``monitoring.Recording`` queues and writes from its own thread); a recorder that raises is
-logged, never a failed answer.
+(answer_id, model, version, variant, arm, inputs, answer, confidence, latency_ms, time); a recorder with
+``record_answers`` takes instead a request's rows as one tuple of what is already in hand (model, version,
+variant, arm, answer ids, input columns, answers, confidences, latency_ms, time): no dict per row. Either must
+return at once (``monitoring.Recording`` appends to a deque; masking and writing happen in its writer process);
+a recorder that raises is logged, never a failed answer.
 """
 
 from __future__ import annotations
