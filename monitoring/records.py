@@ -757,6 +757,7 @@ class Recording:
             self._thread.join(60)
 
     def stats(self) -> dict[str, Any]:
+        """Counts so far; with a writer process, ``written`` and its ``failed`` as of the last flush (or close)."""
         return {"policy": str(self.policy), "written": self.written, "dropped": self.dropped, "failed": self.failed}
 
 
