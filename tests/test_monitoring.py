@@ -168,6 +168,31 @@ def test_recorder_for_follows_the_policy_and_writes_under_the_home(requests_use_
     assert recorder.stats()["written"] == len(expected)
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "writer-process"])
+def test_a_requests_answers_given_as_one_tuple_are_stored_one_row_each_masked(requests_use_case, tmp_path, process):
+    """What serving's data plane hands over (``record_answers``: a request's rows as one tuple, no dict a row),
+    written by the recorder's thread or by its writer process: every row, masked, flushed before ``close``."""
+    folder = tmp_path / "monitoring"
+    recorder = Recording(RecordStore(f"sqlite:///{folder / 'records.db'}"), "all",
+                         RecordMasking.for_use_case(requests_use_case), process=process)
+    base = next(b for b in (new_answer_id()[:24] for _ in range(100)) if not any(s.lower() in b for s in SECRETS))
+    ids = [f"{base}{i:08x}" for i in range(3)]  # random hex may hold '555': such an id would read as a leak
+    columns = {k: [v, v, v] for k, v in RAW.items()}
+    recorder.record_answers(("router", "3", "fp32", "canary", ids, columns, ["roads", "water", "parks"], [0.9, 0.6, 0.5],
+                             4.5, 1_700_000_000.0))
+    recorder.record(_record())  # a mapping's way, beside it
+    recorder.flush()
+    stored = recorder.store.read(model="router").set_index("answer_id")
+    assert sorted(stored.index) == ids and set(stored["arm"]) == {"canary"}
+    assert list(stored.loc[ids, "answer"]) == ["roads", "water", "parks"]
+    assert list(stored.loc[ids, "confidence"]) == [0.9, 0.6, 0.5] and set(stored["latency_ms"]) == {4.5}
+    assert "[NAME]" in stored.loc[ids[0], "inputs"]["description"]
+    recorder.close()
+    assert recorder.stats()["written"] == 4 and recorder.stats()["failed"] == 0
+    blob = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert [s for s in SECRETS if s.encode() in blob or s.lower().encode() in blob] == []
+
+
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     store = RecordStore(f"sqlite:///{tmp_path / 'r.db'}")
     recorder = Recording(store, "all", RecordMasking(), queue_size=1, batch=1)

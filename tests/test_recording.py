@@ -58,6 +58,29 @@ def test_every_answer_has_an_id_in_its_header_and_body(explained_model):
     assert no_feedback.status_code == 404 and "records no answers" in no_feedback.json()["message"]
 
 
+def test_the_data_planes_short_read_of_an_answer_gives_what_the_response_reads():
+    """serving's ``answer_values`` (the label and top probability read without stacking the columns) against
+    ``recorded_answer`` (civicml.answers' readers, as the MLflow body reads them)."""
+    import numpy as np
+
+    from civicml.answers import Answer
+    from serving.inference import answer_values, recorded_answer
+    from serving.protocols import Prediction
+
+    def answer(labels, dtype=np.float64, probabilities=True):
+        out = Answer(label=np.asarray(labels, dtype=object))
+        if probabilities:
+            rng = np.random.default_rng(len(labels))
+            for name in ("roads", "water", "parks"):
+                out[f"p_{name}"] = rng.random(len(labels)).astype(dtype)
+        return out
+
+    for output in (answer(["roads"]), answer(["roads", "water", "parks"]), answer(["roads"], np.float32),
+                   answer(["water", "roads"], probabilities=False), Answer(label=np.asarray([3, 4]))):
+        prediction = Prediction(output, None, None, [])
+        assert answer_values(prediction) == recorded_answer(prediction), output
+
+
 @pytest.fixture(scope="module")
 def recorded(explained_model):
     """A server with a recorder (all answers) and a feedback sink, as `civicml serve --record all` builds them;

@@ -51,6 +51,12 @@ class ModelRecorders:
         if recorder is not None:
             recorder.record(answer_record)
 
+    def record_answers(self, answers: tuple) -> None:
+        """A request's rows at once (``monitoring.records.masked_rows`` reads it: the model first)."""
+        recorder = self.recorders.get(answers[0])
+        if recorder is not None:
+            recorder.record_answers(answers)
+
     def wants(self, answer_id: str, model: str | None = None) -> bool:
         recorder = self.recorders.get(model)
         return recorder is not None and recorder.wants(answer_id)

@@ -1,0 +1,179 @@
+"""The recorder's writer process: masking, JSON and SQL away from the server's interpreter.
+
+A server's :class:`monitoring.Recording` (``process=True``, what ``civicml serve --record`` builds) keeps
+its answers on a plain deque and, every ``linger`` seconds, sends what gathered to this process as one
+pickled list (a frame: 4 bytes of length, then the pickle) on the process's standard input. Here each
+answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), so that none of that CPU is spent under the server's GIL.
+
+Frames: ``("config", url, max_bytes, masking)`` first, then ``("answers", [item, ...])`` and
+``("flush",)``, which is answered on standard output with one JSON line of counts (``{"written": n,
+"failed": m}``, since the start); the end of standard input (or ``("stop",)``) writes what came, answers
+the counts once more and exits.
+
+An item is either a mapping or :class:`AnswerRecord` (``Recording.record``) or a request's answers as one
+tuple (``Recording.record_answers``, what serving's data plane passes, no dict per row on the hot path), read
+by :func:`monitoring.records.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+_LENGTH = struct.Struct("<I")
+
+
+def write_frame(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(fd: int) -> Any:
+    """The next frame's message from a file descriptor, read exactly (no read-ahead: ``select`` on ``fd`` then
+    says whether another frame is waiting), or None at the end of the stream."""
+    head = _read_exactly(fd, _LENGTH.size)
+    if head is None:
+        return None
+    data = _read_exactly(fd, _LENGTH.unpack(head)[0])
+    return None if data is None else pickle.loads(data)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+class WriterProcess:
+    """The parent's end: starts ``python -m monitoring.record_writer`` and talks to it in frames."""
+
+    def __init__(self, url: str, max_bytes: int, masking):
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self._process = subprocess.Popen([sys.executable, "-m", "monitoring.record_writer"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._lock = threading.Lock()  # one conversation at a time (the recorder's thread; close)
+        self.counts = {"written": 0, "failed": 0}
+        write_frame(self._process.stdin, ("config", url, max_bytes, masking))
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def send(self, items: list) -> None:
+        """Hand a batch over (raises when it cannot be pickled or the process is gone)."""
+        with self._lock:
+            write_frame(self._process.stdin, ("answers", items))
+
+    def flush(self) -> dict[str, int]:
+        """Wait until everything sent is written; the counts since the start."""
+        with self._lock:
+            write_frame(self._process.stdin, ("flush",))
+            self._read_counts()
+        return self.counts
+
+    def close(self, timeout: float = 60.0) -> dict[str, int]:
+        with self._lock:
+            try:
+                self._process.stdin.close()  # the end of its input: it writes what came, and says its counts
+            except OSError:
+                pass
+            self._read_counts()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process.stdout.close()
+        return self.counts
+
+    def _read_counts(self) -> None:
+        line = self._process.stdout.readline()
+        if line:
+            self.counts = json.loads(line)
+
+
+def main() -> int:
+    """The child: masks each frame of answers as it comes, and writes what gathered in one transaction
+    :data:`GATHER` seconds after the first of them came (or at once on a flush, the end, or
+    :data:`MOST` rows): a few transactions a second whatever the traffic."""
+    from monitoring.records import RecordStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then closes this input
+    fd, sink = sys.stdin.fileno(), sys.stdout
+    config = read_frame(fd)
+    if not config or config[0] != "config":
+        return 2
+    _, url, max_bytes, masking = config
+    writer = _Writer(RecordStore(url, max_bytes=max_bytes), masking)
+    while True:
+        wait = None if not writer.rows else max(0.0, writer.due - time.monotonic())
+        if not select.select([fd], [], [], wait)[0]:
+            writer.write()  # gathered long enough
+            continue
+        message = read_frame(fd)
+        if message is None or message[0] == "stop":
+            break
+        if message[0] == "flush":
+            writer.write()
+            sink.write(json.dumps(writer.counts) + "\n")
+            sink.flush()
+            continue
+        writer.add(message[1])
+    writer.write()
+    sink.write(json.dumps(writer.counts) + "\n")
+    sink.flush()
+    writer.store.close()
+    return 0
+
+
+GATHER = 0.25  # seconds the writer process gathers rows into one transaction
+MOST = 5000  # rows that are written at once, gathered or not
+
+
+class _Writer:
+    def __init__(self, store, masking):
+        self.store, self.masking = store, masking
+        self.rows: list[dict] = []
+        self.due = 0.0
+        self.counts = {"written": 0, "failed": 0}
+
+    def add(self, items: list) -> None:
+        from monitoring.records import masked_rows
+
+        if not self.rows:
+            self.due = time.monotonic() + GATHER
+        rows, failed = masked_rows(items, self.masking)
+        self.rows += rows
+        self.counts["failed"] += failed
+        if len(self.rows) >= MOST:
+            self.write()
+
+    def write(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        try:
+            self.store.write_rows(rows)
+            self.counts["written"] += len(rows)
+        except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
+            self.counts["failed"] += len(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
