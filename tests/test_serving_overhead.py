@@ -91,3 +91,37 @@ def test_concurrent_callers_on_one_loop_are_batched_and_each_gets_its_own_rows()
         assert answer.tolist() == [f"{2 * i}:batch-rows", f"{2 * (i + 100)}:batch-rows"]
     assert isinstance(answers[20], ValueError) and isinstance(answers[21], Overloaded)
     assert max(inner.calls) > 2  # merged into batches, not one call each
+
+
+def test_the_compiled_feature_path_gives_the_pipelines_probabilities():
+    """serving/sklearn_fast.py's blocks (word and char_wb TF-IDF, one-hot) side by side, as the pipeline's own
+    ColumnTransformer: rows without any known term, unknown categories, one row and many."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from serving.sklearn_fast import compile_pipeline, linear_proba
+
+    rng = np.random.default_rng(3)
+    words = ["pothole", "tree", "noise", "leak", "Oak", "Ave", "bin", "loud", "party", "water", "main", "é"]
+    texts = [" ".join(rng.choice(words, rng.integers(1, 8))) for _ in range(200)]
+    frame = pd.DataFrame({"text": texts, "district": rng.choice(["N", "S", "E"], 200), "hour": rng.integers(0, 24, 200)})
+    y = [t.split()[0] for t in texts]
+    features = ColumnTransformer([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), "text"),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True), "text"),
+        ("onehot", OneHotEncoder(handle_unknown="ignore"), ["district", "hour"])])
+    model = Pipeline([("features", features), ("model", LogisticRegression(max_iter=500))]).fit(frame, y)
+    fast, proba = compile_pipeline(model), linear_proba(model.steps[-1][1])
+    assert fast is not None and proba is not None
+    new = pd.DataFrame({"text": ["zzz qqq", "Pothole on Oak  Ave", "a", "leak leak leak water", "x y"],
+                        "district": ["N", "W", "S", "E", "N"], "hour": [3, 25, 0, 23, 7]})
+    for rows in (new.head(1), new.iloc[1:2], new, pd.concat([new] * 7, ignore_index=True)):
+        columns = {c: rows[c].to_numpy(dtype=object if c != "hour" else np.int64) for c in rows.columns}
+        X = fast(columns)
+        assert X.shape == (len(rows), features.transform(rows).shape[1])
+        assert np.allclose(X.toarray(), features.transform(rows).toarray(), rtol=0, atol=1e-12)
+        assert np.allclose(proba(X), model.predict_proba(rows), rtol=0, atol=1e-12)
