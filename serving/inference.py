@@ -64,6 +64,10 @@ class DataPlane:
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # Served -> its X-CivicML-* headers, encoded
 
+    def in_flight(self) -> int:
+        """How many inference requests this server is answering now (the batchers' hint: serving.batching)."""
+        return self.metrics.in_flight_count
+
     def endpoint(self, name: str | None = None) -> Endpoint:
         """The endpoint serving model ``name`` (None: the first), or :class:`NotFound`."""
         if name is None:
