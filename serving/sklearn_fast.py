@@ -59,16 +59,21 @@ def _tfidf(transformer, column: str) -> tuple[Callable[[dict], Rows], int] | Non
     weights = getattr(transformer, "_tfidf", None)
     if weights is None or weights.norm not in ("l2", None) or not hasattr(transformer, "vocabulary_"):
         return None
-    analyze = transformer.build_analyzer()
     vocabulary = transformer.vocabulary_
     find = vocabulary.get
+    terms = _char_wb_terms(transformer, find)
+    if terms is None:
+        analyze = transformer.build_analyzer()
+
+        def terms(doc) -> list:
+            return list(map(find, analyze(doc)))
     idf = weights.idf_ if weights.use_idf else None
     binary, sublinear, l2 = transformer.binary, weights.sublinear_tf, weights.norm == "l2"
 
     def transform(data: dict) -> Rows:
         indices, counts, lengths = [], [], []
         for doc in data[column].tolist():
-            found = Counter(map(find, analyze(doc)))
+            found = Counter(terms(doc))
             found.pop(None, None)  # terms outside the vocabulary
             indices.extend(found)
             counts.extend(found.values())
@@ -96,6 +101,34 @@ def _tfidf(transformer, column: str) -> tuple[Callable[[dict], Rows], int] | Non
         return values, indices, lengths
 
     return transform, len(vocabulary)
+
+
+WORDS_KEPT = 20_000  # words whose char_wb terms are remembered (about 6 MB); then forgotten and learnt again
+
+
+def _char_wb_terms(transformer, find) -> Callable[[str], list] | None:
+    """A document's vocabulary indices (None for n-grams outside it) for a ``char_wb`` vectorizer, word by word:
+    its n-grams are each padded word's own (sklearn's ``_char_wb_ngrams`` splits the text into words first),
+    so a word's indices are worked out once and remembered, and the words of a city's requests repeat. The
+    same terms as the analyzer's, in its order; None for any other analyzer."""
+    if getattr(transformer, "analyzer", None) != "char_wb" or transformer.input != "content":
+        return None
+    preprocess, decode, spaces = transformer.build_preprocessor(), transformer.decode, transformer._white_spaces
+    ngrams = transformer._char_wb_ngrams
+    known: dict[str, list] = {}
+
+    def terms(doc) -> list:
+        out: list = []
+        for word in spaces.sub(" ", preprocess(decode(doc))).split():
+            found = known.get(word)
+            if found is None:
+                if len(known) >= WORDS_KEPT:
+                    known.clear()
+                found = known[word] = list(map(find, ngrams(word)))
+            out += found
+        return out
+
+    return terms
 
 
 def _of_matrix(X) -> Rows:

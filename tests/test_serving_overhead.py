@@ -125,3 +125,43 @@ def test_the_compiled_feature_path_gives_the_pipelines_probabilities():
         assert X.shape == (len(rows), features.transform(rows).shape[1])
         assert np.allclose(X.toarray(), features.transform(rows).toarray(), rtol=0, atol=1e-12)
         assert np.allclose(proba(X), model.predict_proba(rows), rtol=0, atol=1e-12)
+
+
+def test_a_short_batch_does_not_wait_for_requests_the_server_is_not_answering():
+    """With the server's in-flight count, the worker stops waiting for more rows once every request being
+    answered is with it: a lone request behind a 10-minute max_wait is answered at once; without the count
+    concurrent callers are still merged."""
+    inner = _Rows()
+    in_flight = {"n": 0}
+    batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=600_000, in_flight=lambda: in_flight["n"])
+
+    async def main():
+        in_flight["n"] = 1
+        alone = await asyncio.wait_for(batcher.asubmit(Columns({"x": np.asarray([1])}, 1)), 120)
+        in_flight["n"] = 3
+        together = await asyncio.wait_for(asyncio.gather(*[batcher.asubmit(Columns({"x": np.asarray([i])}, 1))
+                                                           for i in range(3)]), 120)
+        return alone, together
+
+    try:
+        alone, together = asyncio.run(main())
+    finally:
+        batcher.unload()
+    assert alone.tolist() == ["2:batch-rows"] and [a.tolist() for a in together] == [[f"{2 * i}:batch-rows"]
+                                                                                     for i in range(3)]
+    assert inner.calls == [1, 3]  # the three callers of one loop iteration: one batch
+
+
+def test_char_wb_terms_word_by_word_are_the_analyzers():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from serving.sklearn_fast import _char_wb_terms
+
+    texts = ["Huge pothole on Oak Avenue, two flat tires", "a  b\tc\n\nde", " x ", "", "ab", "abcd abcde abcdef",
+             "Überfüllte Mülltonne — 3rd St.", "🚧🚧 road\u00a0works!!", "I", "the sewer smells ... bad", "OAK oak Oak"]
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)).fit(texts[:6])
+    find = vectorizer.vocabulary_.get
+    terms, analyze = _char_wb_terms(vectorizer, find), vectorizer.build_analyzer()
+    for text in texts * 2:  # the second time from the remembered words
+        assert terms(text) == list(map(find, analyze(text)))
+    assert _char_wb_terms(TfidfVectorizer().fit(texts), find) is None  # words: the analyzer's own way
