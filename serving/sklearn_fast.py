@@ -3,7 +3,10 @@
 The ColumnTransformer is most of a small model's cost for a few rows (pandas indexing, input
 validation per transformer: ~8 ms for one 311 request through a 0.3 ms model). Serving already has
 checked numpy columns, so this calls each fitted transformer on its column directly, one-hot encodes
-with a dict lookup, and stacks the blocks as the ColumnTransformer would. :func:`compile_pipeline`
+with a dict lookup, and stacks the blocks as the ColumnTransformer would. A TF-IDF block counts its terms
+with a C-level Counter (a ``char_wb`` vectorizer's terms worked out once per word, as its n-grams are each
+word's own) and weighs and normalises the whole batch at once; the blocks become one CSR matrix without
+scipy's hstack (for one row, the matrices' construction cost more than the features). :func:`compile_pipeline`
 returns None for anything it does not know; the runtime checks the compiled path against the
 pipeline itself at load and keeps the pipeline if they differ.
 """
