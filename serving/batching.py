@@ -11,8 +11,8 @@ already run, then arrival), while it stays within ``max_batch`` rows and ``slice
 is answered slice after slice, and small requests that arrive meanwhile go before its next slice
 instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
 at most ``max_wait_ms`` for more while a batch is short, and not at all once every request the server is
-answering is already with it (``in_flight``, the data plane's count: nobody else can join). Requests with ``params`` are batched only
-with requests that carry the same params.
+answering is already with it (``in_flight``, the data plane's count: nobody else can join). Requests with
+``params`` are batched only with requests that carry the same params.
 
 A request may carry a deadline: a request whose next slice would start after it is dropped with
 :class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of holding the worker.

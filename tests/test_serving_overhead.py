@@ -108,7 +108,8 @@ def test_the_compiled_feature_path_gives_the_pipelines_probabilities():
     rng = np.random.default_rng(3)
     words = ["pothole", "tree", "noise", "leak", "Oak", "Ave", "bin", "loud", "party", "water", "main", "é"]
     texts = [" ".join(rng.choice(words, rng.integers(1, 8))) for _ in range(200)]
-    frame = pd.DataFrame({"text": texts, "district": rng.choice(["N", "S", "E"], 200), "hour": rng.integers(0, 24, 200)})
+    frame = pd.DataFrame({"text": texts, "district": rng.choice(["N", "S", "E"], 200),
+                          "hour": rng.integers(0, 24, 200)})
     y = [t.split()[0] for t in texts]
     features = ColumnTransformer([
         ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), "text"),
