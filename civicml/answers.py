@@ -283,6 +283,12 @@ def mlflow_body(output: Any, metadata: Mapping | None = None) -> dict[str, Any]:
     probabilities gains ``confidence`` and ``band`` (its other keys unchanged); a regressor's values stay
     as they are, with ``intervals`` ([low, high] per row), ``coverage`` and ``unit`` beside them."""
     meta = metadata or {}
+    if output.__class__ is np.ndarray and meta.get("task") != "regression":  # labels or values: as they are
+        return {"predictions": output.tolist()}
+    if output.__class__ is Answer:
+        records = _classifier_records(output, meta.get("labels"))
+        if records is not None:
+            return {"predictions": records}
     found = read_probabilities(output, meta.get("labels"))
     if found is not None and found[1].shape[1] and read_labels(output) is not None \
             and isinstance(output, (Answer, pd.DataFrame)):
@@ -299,6 +305,33 @@ def mlflow_body(output: Any, metadata: Mapping | None = None) -> dict[str, Any]:
         if target_unit(meta):
             body["unit"] = target_unit(meta)
     return body
+
+
+def _classifier_records(output: Answer, labels) -> list[dict] | None:
+    """:func:`mlflow_body`'s records of a classifier's :class:`Answer` (``label`` and float ``p_<class>``
+    columns, 1-d) with plain Python values, row by row: the same records as its numpy way, without a
+    rows x classes array and an :class:`Answer` per request. None for anything else (and for a missing
+    probability, where Python's ``max`` and numpy's differ), which takes the numpy way."""
+    names = list(output)
+    if "label" not in names:
+        return None
+    columns = [output[name] for name in names]
+    if any(c.__class__ is not np.ndarray or c.ndim != 1 for c in columns):
+        return None
+    probability = [k for k, name in enumerate(names) if label_of_column(name) is not None]
+    if labels and all(probability_column(label) in output for label in labels):
+        wanted = set(probability_columns(labels))
+        probability = [k for k in probability if names[k] in wanted]
+    if not probability or any(columns[k].dtype.kind != "f" for k in probability):
+        return None
+    keys = [str(name) for name in names] + ["confidence", "band"]
+    records = []
+    for row in zip(*[c.tolist() for c in columns]):
+        top = max([row[k] for k in probability])
+        if top != top or any(row[k] != row[k] for k in probability):
+            return None
+        records.append(dict(zip(keys, (*row, top, band(top)))))
+    return records
 
 
 # -- Open Inference Protocol V2 ------------------------------------------------------------------

@@ -10,8 +10,9 @@ A batch takes at most one slice from each waiting request, least served first (t
 already run, then arrival), while it stays within ``max_batch`` rows and ``slice_cost``: a large request
 is answered slice after slice, and small requests that arrive meanwhile go before its next slice
 instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
-at most ``max_wait_ms`` for more while a batch is short. Requests with ``params`` are batched only
-with requests that carry the same params.
+at most ``max_wait_ms`` for more while a batch is short, and not at all once every request the server is
+answering is already with it (``in_flight``, the data plane's count: nobody else can join). Requests with
+``params`` are batched only with requests that carry the same params.
 
 A request may carry a deadline: a request whose next slice would start after it is dropped with
 :class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of holding the worker.
@@ -297,7 +298,8 @@ class BatchingRuntime(WrappedRuntime):
     accepts_columns = False  # callers hand it raw requests' data; it merges them for the inner runtime itself
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
-                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000):
+                 on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000,
+                 in_flight: Callable[[], int | None] | None = None):
         if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
             raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
         super().__init__(inner)
@@ -305,6 +307,10 @@ class BatchingRuntime(WrappedRuntime):
         self.max_wait = max_wait_ms / 1000
         self.slice_cost = slice_cost
         self.on_batch = on_batch
+        # how many requests the server is answering now (None: not known): when every one of them is already
+        # with this batcher, nobody else can join a short batch, and the worker does not wait max_wait for them
+        self.in_flight = in_flight
+        self._handed = 0  # asyncio callers handed to the worker and not yet answered (event loop only)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._start = threading.Lock()
@@ -375,12 +381,21 @@ class BatchingRuntime(WrappedRuntime):
             arriving = self._arriving[loop] = []
             loop.call_soon(self._hand_over, loop)
         arriving.append(job)
-        return await waiter.future
+        try:
+            return await waiter.future
+        finally:
+            self._handed -= 1
 
     def _hand_over(self, loop) -> None:
         jobs = self._arriving.pop(loop, None)
         if jobs:
+            self._handed += len(jobs)
             self._queue.put(jobs)
+
+    def _all_here(self) -> bool:
+        """Whether every request the server is answering is with this batcher already (then none can join)."""
+        in_flight = self.in_flight() if self.in_flight is not None else None
+        return in_flight is not None and in_flight <= self._handed
 
     def _deliver(self) -> None:
         """The answers of the batch just run, to each event loop at once (worker thread)."""
@@ -428,7 +443,7 @@ class BatchingRuntime(WrappedRuntime):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.perf_counter()
-                if arrived >= wait_for_rows or remaining <= 0:
+                if arrived >= wait_for_rows or remaining <= 0 or self._all_here():
                     return False
                 try:
                     item = self._queue.get(timeout=remaining)

@@ -129,6 +129,8 @@ def _split_table(value: Any) -> Table:
 def _records_table(value: Any, key: str) -> Table:
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise InvalidInput(f"'{key}' must be a list of objects")
+    if len(value) == 1:  # one record (most requests): its own columns, without a comprehension per column
+        return Table({name: [v] for name, v in value[0].items()}, 1)
     names: dict = {}
     for record in value:
         for name in record:

@@ -99,6 +99,7 @@ class Endpoint:
         self.alias = alias
         self.settings = settings or Settings.from_env()
         self.on_event = on_event  # metrics hooks: ("load", {...}), ("load_failed", {...}), ("batch", {...})
+        self.in_flight: Callable[[], int] | None = None  # set by create_app: requests its server answers now
         self._current: Loaded | None = None
         self._swap = threading.Lock()
         self._stop = threading.Event()
@@ -198,7 +199,7 @@ class Endpoint:
         options = self.options
         if options.batching:
             runtime = BatchingRuntime(runtime, options.max_batch, options.max_wait_ms, on_batch=self._on_batch,
-                                      slice_cost=self._limits().slice_cost)
+                                      slice_cost=self._limits().slice_cost, in_flight=self._in_flight)
         validator = Validator(runtime.signature, runtime.metadata)
         _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
@@ -211,6 +212,9 @@ class Endpoint:
         if self.limits is None:
             self.limits = ServingLimits.from_env()
         return self.limits
+
+    def _in_flight(self) -> int | None:
+        return self.in_flight() if self.in_flight is not None else None
 
     def _on_batch(self, rows: int, seconds: float) -> None:
         self._event("batch", rows=rows, seconds=seconds)

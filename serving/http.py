@@ -53,6 +53,7 @@ def create_app(endpoints: Endpoint | list[Endpoint], follow: bool = True, limits
         if limits is not None or endpoint.limits is None:
             endpoint.limits = admission
         endpoint.on_event = plane.metrics.on_event
+        endpoint.in_flight = plane.in_flight
     title = ", ".join(f"{e.model_name}@{e.alias}" for e in endpoints)
     app = ServingApp(plane, title=f"CivicML: {title}", lifespan=_lifespan(plane, follow),
                      description="MLflow scoring protocol (/invocations) and Open Inference Protocol V2 (/v2).")

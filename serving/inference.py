@@ -66,7 +66,11 @@ class DataPlane:
         self.wants = getattr(recorder, "wants", None)  # wants(answer_id, model): asked once, before shaping
         self.record_answers = getattr(recorder, "record_answers", None)  # a request's rows as one tuple
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
-        self._served_raw: dict = {}  # Served -> its X-CivicML-* headers, encoded
+        self._served_raw: dict = {}  # id(Served) -> (it, its X-CivicML-* headers, encoded)
+
+    def in_flight(self) -> int:
+        """How many inference requests this server is answering now (the batchers' hint: serving.batching)."""
+        return self.metrics.in_flight_count
 
     def endpoint(self, name: str | None = None) -> Endpoint:
         """The endpoint serving model ``name`` (None: the first), or :class:`NotFound`."""
@@ -120,12 +124,13 @@ class DataPlane:
     def answered(self, body: bytes, served, answer_id: str) -> "Answered":
         """An answer's response: the version's headers (encoded once per version), the request's id (its
         first row's), then what :class:`Json` would add (length, type)."""
-        raw = self._served_raw.get(served)
-        if raw is None:
+        known = self._served_raw.get(id(served))  # by identity: a frozen dataclass hashes all its fields
+        if known is None or known[0] is not served:
             if len(self._served_raw) >= 64:  # versions come and go as aliases move: keep the recent ones
                 self._served_raw.clear()
-            raw = self._served_raw[served] = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                                              for k, v in served_headers(served).items()]
+            known = self._served_raw[id(served)] = (served, [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                                             for k, v in served_headers(served).items()])
+        raw = known[1]
         return Answered(body, [*raw, (_ANSWER_ID, answer_id.encode("latin-1")),
                                (b"content-length", str(len(body)).encode("latin-1")), _JSON_TYPE])
 

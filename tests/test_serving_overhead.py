@@ -91,3 +91,78 @@ def test_concurrent_callers_on_one_loop_are_batched_and_each_gets_its_own_rows()
         assert answer.tolist() == [f"{2 * i}:batch-rows", f"{2 * (i + 100)}:batch-rows"]
     assert isinstance(answers[20], ValueError) and isinstance(answers[21], Overloaded)
     assert max(inner.calls) > 2  # merged into batches, not one call each
+
+
+def test_the_compiled_feature_path_gives_the_pipelines_probabilities():
+    """serving/sklearn_fast.py's blocks (word and char_wb TF-IDF, one-hot) side by side, as the pipeline's own
+    ColumnTransformer: rows without any known term, unknown categories, one row and many."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from serving.sklearn_fast import compile_pipeline, linear_proba
+
+    rng = np.random.default_rng(3)
+    words = ["pothole", "tree", "noise", "leak", "Oak", "Ave", "bin", "loud", "party", "water", "main", "é"]
+    texts = [" ".join(rng.choice(words, rng.integers(1, 8))) for _ in range(200)]
+    frame = pd.DataFrame({"text": texts, "district": rng.choice(["N", "S", "E"], 200),
+                          "hour": rng.integers(0, 24, 200)})
+    y = [t.split()[0] for t in texts]
+    features = ColumnTransformer([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), "text"),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True), "text"),
+        ("onehot", OneHotEncoder(handle_unknown="ignore"), ["district", "hour"])])
+    model = Pipeline([("features", features), ("model", LogisticRegression(max_iter=500))]).fit(frame, y)
+    fast, proba = compile_pipeline(model), linear_proba(model.steps[-1][1])
+    assert fast is not None and proba is not None
+    new = pd.DataFrame({"text": ["zzz qqq", "Pothole on Oak  Ave", "a", "leak leak leak water", "x y"],
+                        "district": ["N", "W", "S", "E", "N"], "hour": [3, 25, 0, 23, 7]})
+    for rows in (new.head(1), new.iloc[1:2], new, pd.concat([new] * 7, ignore_index=True)):
+        columns = {c: rows[c].to_numpy(dtype=object if c != "hour" else np.int64) for c in rows.columns}
+        X = fast(columns)
+        assert X.shape == (len(rows), features.transform(rows).shape[1])
+        assert np.allclose(X.toarray(), features.transform(rows).toarray(), rtol=0, atol=1e-12)
+        assert np.allclose(proba(X), model.predict_proba(rows), rtol=0, atol=1e-12)
+
+
+def test_a_short_batch_does_not_wait_for_requests_the_server_is_not_answering():
+    """With the server's in-flight count, the worker stops waiting for more rows once every request being
+    answered is with it: a lone request behind a 10-minute max_wait is answered at once; without the count
+    concurrent callers are still merged."""
+    inner = _Rows()
+    in_flight = {"n": 0}
+    batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=600_000, in_flight=lambda: in_flight["n"])
+
+    async def main():
+        in_flight["n"] = 1
+        alone = await asyncio.wait_for(batcher.asubmit(Columns({"x": np.asarray([1])}, 1)), 120)
+        in_flight["n"] = 3
+        together = await asyncio.wait_for(asyncio.gather(*[batcher.asubmit(Columns({"x": np.asarray([i])}, 1))
+                                                           for i in range(3)]), 120)
+        return alone, together
+
+    try:
+        alone, together = asyncio.run(main())
+    finally:
+        batcher.unload()
+    assert alone.tolist() == ["2:batch-rows"] and [a.tolist() for a in together] == [[f"{2 * i}:batch-rows"]
+                                                                                     for i in range(3)]
+    assert inner.calls == [1, 3]  # the three callers of one loop iteration: one batch
+
+
+def test_char_wb_terms_word_by_word_are_the_analyzers():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from serving.sklearn_fast import _char_wb_terms
+
+    texts = ["Huge pothole on Oak Avenue, two flat tires", "a  b\tc\n\nde", " x ", "", "ab", "abcd abcde abcdef",
+             "Überfüllte Mülltonne — 3rd St.", "🚧🚧 road\u00a0works!!", "I", "the sewer smells ... bad", "OAK oak Oak"]
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)).fit(texts[:6])
+    find = vectorizer.vocabulary_.get
+    terms, analyze = _char_wb_terms(vectorizer, find), vectorizer.build_analyzer()
+    for text in texts * 2:  # the second time from the remembered words
+        assert terms(text) == list(map(find, analyze(text)))
+    assert _char_wb_terms(TfidfVectorizer().fit(texts), find) is None  # words: the analyzer's own way
