@@ -321,9 +321,13 @@ def test_served_cnn_answers_alike_in_every_tensor_form_and_batches_images(traine
         binary = client.post(url, content=header + images.astype("<f4").tobytes(),
                              headers={"inference-header-content-length": str(len(header))})
         assert binary.status_code == 200, binary.text
+        classes = [k[2:] for k in nested.json()["predictions"][0] if k.startswith("p_")]
+        probabilities = [[p[f"p_{c}"] for c in classes] for p in nested.json()["predictions"]]
         for answer in (flat, binary):
-            label = {o["name"]: o["data"] for o in answer.json()["outputs"]}["label"]
-            assert label == expected
+            outputs = {o["name"]: o for o in answer.json()["outputs"]}
+            assert outputs["label"]["data"] == expected
+            assert outputs["probabilities"]["parameters"]["labels"] == classes
+            assert np.allclose(np.reshape(outputs["probabilities"]["data"], (3, -1)), probabilities, atol=1e-6)
 
         bad = {"a string": {"data": ["0.5"] * images.size}, "a boolean": {"data": [True] * images.size},
                "too few values": {"data": [0.5] * 10}, "a float32 overflow": {"data": [1e39] * images.size},
