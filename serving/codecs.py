@@ -21,7 +21,7 @@ import pandas as pd
 
 from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
-from serving.dataplane import Table, UnsupportedMediaType, table_of_frame
+from serving.dataplane import Table, UnsupportedMediaType, all_finite, all_within, table_of_frame
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -287,8 +287,10 @@ def _from_binary(tensor: dict, raw: bytes) -> list | np.ndarray:
             raise InvalidInput(f"input '{tensor.get('name')}' has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
         if datatype == "BOOL" and raw and max(raw) > 1:
             raise InvalidInput(f"input '{tensor.get('name')}' is BOOL: its bytes must be 0 or 1")
-        values = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))  # a copy: writable, native
-        if datatype.startswith("FP") and values.size and not np.isfinite(values).all():
+        values = np.frombuffer(bytearray(raw), dtype=dtype)  # bytearray: a writable copy, made holding the GIL
+        if not dtype.isnative:
+            values = values.astype(dtype.newbyteorder("="))
+        if datatype.startswith("FP") and not all_finite(values):
             raise InvalidInput(f"input '{tensor.get('name')}' is {datatype}: its data must be finite numbers")
         return values
     out, at = [], 0
@@ -405,25 +407,20 @@ def _numbers(tensor: dict) -> np.ndarray | None:
     kinds = set(map(type, data))
     if kinds - _NUMBER_TYPES[datatype]:
         return None
+    if datatype.startswith("FP"):  # JSON numbers are finite doubles: one beyond FP32's range becomes inf here
+        with np.errstate(over="ignore"):
+            values = np.asarray(data, dtype=V2_DATATYPES[datatype])
+        return values if all_finite(values) else None
     try:
-        values = np.asarray(data, dtype=np.float64 if datatype.startswith("FP") else np.int64)
+        values = np.asarray(data, dtype=np.int64)
     except OverflowError:  # a whole number beyond int64: named by the slow path
         return None
-    low, high = _value_range(datatype)
-    if values.size and not (values.min() >= low and values.max() <= high):  # NaN fails too
-        return None
-    return values.astype(V2_DATATYPES[datatype], copy=False)
+    low, high = _integer_range(datatype)
+    return values.astype(V2_DATATYPES[datatype]) if all_within(values, low, high) else None
 
 
 _NUMBER_TYPES = {name: ({int, float} if name.startswith("FP") else {int}) for name in V2_DATATYPES
                  if name not in ("BYTES", "BOOL", "UINT64")}
-
-
-def _value_range(datatype: str) -> tuple[float, float]:
-    if datatype.startswith("FP"):
-        top = float(np.finfo(V2_DATATYPES[datatype]).max)
-        return -top, top
-    return _integer_range(datatype)
 
 
 def _column_inputs(tensors: list[dict], kinds: dict[str, str]) -> Table:
