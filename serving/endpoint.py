@@ -26,7 +26,7 @@ from civicml.errors import InvalidInput
 from civicml.settings import ServingLimits, Settings
 from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
-from serving.batching import BatchingRuntime, admit
+from serving.batching import BatchingRuntime, admit, batch_slice_cost
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
@@ -199,7 +199,8 @@ class Endpoint:
         validator = Validator(runtime.signature, runtime.metadata)
         if options.batching:
             runtime = BatchingRuntime(runtime, options.max_batch, options.max_wait_ms, on_batch=self._on_batch,
-                                      slice_cost=batch_slice_cost(validator, options.max_batch,
+                                      slice_cost=batch_slice_cost(validator.tensor_spec.shape if validator.tensor
+                                                                  else None, options.max_batch,
                                                                   self._limits().slice_cost))
         _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
@@ -334,20 +335,6 @@ class Endpoint:
         deadline = time.monotonic() + limits.deadline_seconds
         output = await loaded.runtime.asubmit(request.data, request.params, deadline, costs)
         return output, loaded.served, loaded
-
-
-def batch_slice_cost(validator: Validator, max_batch: int, slice_cost: int) -> int:
-    """The batcher's cost bound for one batch: the limits' ``slice_cost``, or for a tensor model at least
-    ``max_batch`` whole rows. A tensor row costs its values (3,072 for a 3x32x32 image), so the default
-    10,000 held three images a batch: the CNN then ran at batch 3, its costliest size per row."""
-    spec = validator.tensor_spec if validator.tensor else None
-    shape = [int(s) for s in (spec.shape if spec is not None else ())[1:]]
-    if not shape or any(s < 1 for s in shape):
-        return slice_cost
-    per_row = 1
-    for size in shape:
-        per_row *= size
-    return max(slice_cost, per_row * max_batch)
 
 
 def _large(payload: Any) -> bool:
