@@ -206,9 +206,11 @@ def labelled_columns(output: Any) -> Any:
     ``to_dict`` were 0.6 ms of a street-scenes request). Any other output is returned as it is."""
     import pandas as pd
 
-    if isinstance(output, pd.DataFrame) and "label" in output.columns and not output.columns.duplicated().any():
-        return Answer({str(name): output[name].to_numpy() for name in output.columns})
-    return output
+    if not isinstance(output, pd.DataFrame) or "label" not in output.columns or output.columns.duplicated().any():
+        return output
+    if any(output[name].dtype.kind not in "biuf" for name in output.columns if name != "label"):
+        return output  # dates, text beside the label: their JSON is the frame's own
+    return Answer({str(name): output[name].to_numpy() for name in output.columns})
 
 
 def _repeat(sample, times: int):
