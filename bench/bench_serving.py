@@ -56,13 +56,20 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def _wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
+def _lua_string(body: bytes) -> str:
+    """Any bytes as a Lua string literal (printable ASCII as it is, the rest as decimal escapes)."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in body) + '"'
+
+
+def _wrk(url: str, body: bytes, connections: int, seconds: int, path: str = "/invocations",
+         headers: dict | None = None) -> dict:
+    headers = headers or {"Content-Type": "application/json"}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = {json.dumps(body.decode())}\n")
+        script.write_text('wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+                          + f"wrk.body = {_lua_string(body)}\n")
         out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
-                              "--timeout", "10s", "--latency", "-s", str(script), f"{url}/invocations"],
+                              "--timeout", "10s", "--latency", "-s", str(script), f"{url}{path}"],
                              capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
@@ -75,7 +82,9 @@ def _wrk(url: str, body: bytes, connections: int, seconds: int) -> dict:
             "non_2xx": non2xx, "socket_errors": errors}
 
 
-def _httpx_loop(url: str, body: bytes, connections: int, seconds: int) -> dict:
+def _httpx_loop(url: str, body: bytes, connections: int, seconds: int, path: str = "/invocations",
+                headers: dict | None = None) -> dict:
+    headers = headers or {"content-type": "application/json"}
     async def run():
         latencies, failures = [], 0
         deadline = time.monotonic() + seconds
@@ -86,8 +95,7 @@ def _httpx_loop(url: str, body: bytes, connections: int, seconds: int) -> dict:
                 while time.monotonic() < deadline:
                     started = time.perf_counter()
                     try:
-                        response = await client.post("/invocations", content=body,
-                                                     headers={"content-type": "application/json"})
+                        response = await client.post(path, content=body, headers=headers)
                         failures += response.status_code >= 300
                     except httpx.HTTPError:
                         failures += 1
@@ -101,6 +109,38 @@ def _httpx_loop(url: str, body: bytes, connections: int, seconds: int) -> dict:
                 "non_2xx": failures, "socket_errors": 0}
 
     return asyncio.run(run())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the workers of `civicml serve --workers N`)."""
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _tensor_forms(one: bytes) -> dict[str, tuple[bytes, dict]]:
+    """The street-scenes image of ``one`` (MLflow's nested ``instances``) in V2's compact forms, which MLflow's
+    scoring server does not read: a typed flat FP32 tensor in JSON, and the binary data extension."""
+    import numpy as np
+
+    image = np.asarray(json.loads(one)["instances"], dtype=np.float32)
+    tensor = {"name": "image", "datatype": "FP32", "shape": list(image.shape)}
+    flat = json.dumps({"inputs": [{**tensor, "data": image.reshape(-1).astype(float).tolist()}]}).encode()
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": image.nbytes}}]}).encode()
+    return {"V2 JSON FP32": (flat, {"Content-Type": "application/json"}),
+            "V2 binary FP32": (header + image.astype("<f4").tobytes(),
+                               {"Content-Type": "application/octet-stream",
+                                "Inference-Header-Content-Length": str(len(header))})}
 
 
 def _rss_mb(pid: int) -> float:
@@ -307,7 +347,10 @@ def main() -> None:
     if args.only:
         servers = {k: v for k, v in servers.items() if k.startswith(args.only)}
     levels = [int(x) for x in args.levels.split(",")]
-    loads = [(f"1 row, c{c}", one, c) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8)]
+    loads = [(f"1 row, c{c}", one, c, None) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8, None)]
+    if args.use_case == "street_scenes":  # CivicML's compact tensor forms (MLflow's server reads neither)
+        loads += [(f"1 row, c{max(levels)}, {form}", body_and_headers[0], max(levels), body_and_headers[1])
+                  for form, body_and_headers in _tensor_forms(one).items()]
     results: dict[str, dict[str, dict]] = {server: {} for server in servers}
     procs, urls, memory, status_note = {}, {}, {}, ""
     try:
@@ -321,9 +364,14 @@ def main() -> None:
             for _ in range(20):  # same warm start for both
                 httpx.post(f"{url}/invocations", content=one, headers={"content-type": "application/json"},
                            timeout=60).raise_for_status()
-        for key, body, c in loads:  # interleaved level by level, so that drifting machine load hits both alike
+        for key, body, c, headers in loads:  # interleaved level by level: drifting machine load hits both alike
             for server, url in urls.items():
-                r = results[server][key] = load(url, body, c, args.seconds)
+                if headers is not None and server == "mlflow":
+                    continue
+                path = "/invocations" if headers is None else f"/v2/models/{served}/infer"
+                cpu = _cpu_seconds(procs[server].pid)
+                r = results[server][key] = load(url, body, c, args.seconds, path, headers)
+                r["cpu_ms"] = 1000 * (_cpu_seconds(procs[server].pid) - cpu) / max(1, r["requests"])
                 if body is batch:
                     r["rows_per_s"] = r["rps"] * args.batch_rows
                 print(server, key, r, flush=True)
@@ -351,27 +399,33 @@ def main() -> None:
     lines = [f"use case={args.use_case}, family={args.family}, {args.seconds} s per level, load generator: "
              f"{generator}, CPU cores: {os.cpu_count()}, load average at the end: "
              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
-             "| load | server | req/s | rows/s | p50 ms | p99 ms | non-2xx | socket errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| load | server | req/s | rows/s | p50 ms | p99 ms | non-2xx | socket errors | server CPU ms/request |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key in next(iter(results.values())):
         for server in results:
-            r = results[server][key]
+            r = results[server].get(key)
+            if r is None:
+                continue
             rows_s = r.get("rows_per_s", r["rps"])
             lines.append(f"| {key} | {server} | {r['rps']:.0f} | {rows_s:.0f} | {r['p50_ms']:.2f} | "
-                         f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} |")
+                         f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} | {r['cpu_ms']:.2f} |")
     if "mlflow" in results and len(results) >= 2:
-        lines += ["", "| load | server | vs mlflow req/s | mlflow p99 / its p99 |", "|---|---|---:|---:|"]
-        for key in results["mlflow"]:
-            theirs = results["mlflow"][key]
+        lines += ["", "| load | server | vs mlflow req/s | mlflow p99 / its p99 | mlflow CPU / its CPU a request |",
+                  "|---|---|---:|---:|---:|"]
+        for key in next(iter(results.values())):
+            # a form MLflow does not read is compared with MLflow's answer to the same image as nested JSON
+            theirs = results["mlflow"].get(key) or results["mlflow"][f"1 row, c{max(levels)}"]
+            same = "" if key in results["mlflow"] else " (vs mlflow's nested JSON: a form it does not read)"
             for server in results:
-                if server == "mlflow":
+                if server == "mlflow" or key not in results[server]:
                     continue
                 ours = results[server][key]
                 if not theirs["requests"]:
-                    lines.append(f"| {key} | {server} | mlflow answered no request in {args.seconds} s | - |")
+                    lines.append(f"| {key} | {server} | mlflow answered no request in {args.seconds} s | - | - |")
                     continue
-                lines.append(f"| {key} | {server} | {ours['rps'] / theirs['rps']:.1f}x | "
-                             f"{theirs['p99_ms'] / ours['p99_ms']:.1f}x |")
+                lines.append(f"| {key}{same} | {server} | {ours['rps'] / theirs['rps']:.1f}x | "
+                             f"{theirs['p99_ms'] / ours['p99_ms']:.1f}x | "
+                             f"{theirs['cpu_ms'] / max(ours['cpu_ms'], 1e-9):.1f}x |")
     if memory:
         lines += ["", "Bad-input campaign (each case sent " + str(args.bad_input) + " times, one after another):", "",
                   "| server | RSS before MB | peak MB | after MB | answers |", "|---|---:|---:|---:|---|"]

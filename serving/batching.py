@@ -110,6 +110,17 @@ def row_costs(data: Any) -> np.ndarray:
     return np.ones(rows, dtype=np.int64)
 
 
+def batch_slice_cost(tensor_shape, max_batch: int, slice_cost: int) -> int:
+    """The batcher's cost bound for one batch: the limits' ``slice_cost``, or for a tensor model (its input's
+    shape, ``-1`` first) at least ``max_batch`` whole rows. A tensor row costs its values (3,072 for a 3x32x32
+    image), so the default 10,000 held three images a batch: the CNN then ran at batch 3, its costliest size
+    per row."""
+    row_shape = [int(s) for s in (tensor_shape or ())[1:]]
+    if not row_shape or any(s < 1 for s in row_shape):
+        return slice_cost
+    return max(slice_cost, int(np.prod(row_shape)) * max_batch)
+
+
 def _total(costs: np.ndarray) -> int:
     """The sum of row costs (a few rows: in Python, cheaper than numpy's reduction)."""
     return sum(costs.tolist()) if len(costs) <= _FEW_ROWS else int(costs.sum())

@@ -21,7 +21,7 @@ import pandas as pd
 
 from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
-from serving.dataplane import Table, UnsupportedMediaType, table_of_frame
+from serving.dataplane import Table, UnsupportedMediaType, all_finite, all_within, table_of_frame
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -215,6 +215,8 @@ def _v2_values(tensor: dict) -> list:
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
     data = tensor.get("data")
+    if isinstance(data, np.ndarray):  # binary data, checked when read
+        return data
     if not isinstance(data, list):
         raise InvalidInput(f"input '{tensor.get('name')}' needs 'data' as a list")
     flat = _flatten(data)
@@ -275,7 +277,9 @@ _V2_RESERVED = {"binary_data_output", "sequence_id", "sequence_start", "sequence
 _V2_CONTENT_TYPES = {False: ("pd",), True: ("np",)}
 
 
-def _from_binary(tensor: dict, raw: bytes) -> list:
+def _from_binary(tensor: dict, raw: bytes) -> list | np.ndarray:
+    """An input's values from its raw bytes: a numpy array (native byte order) for numbers and BOOL, checked
+    as JSON data would be (a BOOL byte is 0 or 1, a float finite); a list of strings for BYTES."""
     datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidInput(f"input '{tensor.get('name')}' has an unknown datatype {datatype!r}")
@@ -283,7 +287,14 @@ def _from_binary(tensor: dict, raw: bytes) -> list:
         dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
         if len(raw) % dtype.itemsize:
             raise InvalidInput(f"input '{tensor.get('name')}' has {len(raw)} bytes, not a multiple of {dtype.itemsize}")
-        return np.frombuffer(raw, dtype=dtype).tolist()
+        if datatype == "BOOL" and raw and max(raw) > 1:
+            raise InvalidInput(f"input '{tensor.get('name')}' is BOOL: its bytes must be 0 or 1")
+        values = np.frombuffer(bytearray(raw), dtype=dtype)  # bytearray: a writable copy, made holding the GIL
+        if not dtype.isnative:
+            values = values.astype(dtype.newbyteorder("="))
+        if datatype.startswith("FP") and not all_finite(values):
+            raise InvalidInput(f"input '{tensor.get('name')}' is {datatype}: its data must be finite numbers")
+        return values
     out, at = [], 0
     while at < len(raw):  # each element: 4-byte little-endian length, then the bytes
         if at + 4 > len(raw):
@@ -373,11 +384,45 @@ def _tensor_input(tensors: list[dict]) -> np.ndarray:
         raise InvalidInput("this model takes one input tensor")
     tensor = tensors[0]
     shape = _shape(tensor)
-    values = _v2_values(tensor)
-    if int(np.prod(shape)) != len(values):
+    values = _numbers(tensor)
+    if values is None:
+        values = _v2_values(tensor)
+    size = 1
+    for n in shape:
+        size *= n
+    if size != len(values):
         raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
     return np.asarray(values, dtype=object if tensor["datatype"] == "BYTES"
                       else V2_DATATYPES[tensor["datatype"]]).reshape(shape)
+
+
+def _numbers(tensor: dict) -> np.ndarray | None:
+    """A numeric tensor's values as one array without a Python check per value (an image is thousands):
+    binary data as it came, flat JSON data when every value is a JSON number within the datatype's range.
+    None when that cannot be said at once (nested or mixed data, a value out of range): :func:`_v2_values`
+    then checks value by value and names the first bad one."""
+    data, datatype = tensor.get("data"), tensor.get("datatype")
+    if isinstance(data, np.ndarray):  # from the binary extension, checked there
+        return data.reshape(-1)
+    if not isinstance(data, list) or datatype not in _NUMBER_TYPES or (data and data[0].__class__ is list):
+        return None
+    kinds = set(map(type, data))
+    if kinds - _NUMBER_TYPES[datatype]:
+        return None
+    if datatype.startswith("FP"):  # JSON numbers are finite doubles: one beyond FP32's range becomes inf here
+        with np.errstate(over="ignore"):
+            values = np.asarray(data, dtype=V2_DATATYPES[datatype])
+        return values if all_finite(values) else None
+    try:
+        values = np.asarray(data, dtype=np.int64)
+    except OverflowError:  # a whole number beyond int64: named by the slow path
+        return None
+    low, high = _integer_range(datatype)
+    return values.astype(V2_DATATYPES[datatype]) if all_within(values, low, high) else None
+
+
+_NUMBER_TYPES = {name: ({int, float} if name.startswith("FP") else {int}) for name in V2_DATATYPES
+                 if name not in ("BYTES", "BOOL", "UINT64")}
 
 
 def _column_inputs(tensors: list[dict], kinds: dict[str, str]) -> Table:
@@ -388,6 +433,8 @@ def _column_inputs(tensors: list[dict], kinds: dict[str, str]) -> Table:
             raise InvalidInput(f"input '{tensor['name']}' must have shape [N] or [N, 1], got {shape}")
         _check_column_datatype(tensor["name"], tensor.get("datatype"), kinds.get(tensor["name"]))
         values = _v2_values(tensor)
+        if isinstance(values, np.ndarray):  # binary data: a column's values are Python values
+            values = values.tolist()
         if len(values) != shape[0]:
             raise InvalidInput(f"input '{tensor['name']}' has {len(values)} values for shape {shape}")
         if rows is not None and shape[0] != rows:

@@ -442,7 +442,7 @@ class Validator:
             raise InvalidInput("the request has no rows")
         if array.shape[0] > MAX_ROWS:
             raise TooLarge(f"too many rows: {array.shape[0]} (at most {MAX_ROWS} per request)")
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        if np.issubdtype(array.dtype, np.floating) and not all_finite(array):
             raise InvalidInput("the input must hold finite numbers")
         return array
 
@@ -474,6 +474,26 @@ def _finite_rows(answer: Any, rows: int) -> np.ndarray:
         finite = np.isfinite(values)
         ok &= finite.reshape(rows, -1).all(axis=1) if values.ndim > 1 else finite
     return ok
+
+
+_GIL_HELD = 500  # numpy lets go of the GIL for a loop over more values than this
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite, in pieces numpy runs without letting go of the GIL: on the event loop,
+    a request's image (3,072 values) in one piece let the batch worker take the GIL, and the loop then waited
+    for it (a tenth of the loop's samples at c32, py-spy)."""
+    flat = array.reshape(-1)
+    if flat.size <= _GIL_HELD:
+        return bool(np.isfinite(flat).all())
+    return all(np.isfinite(flat[i:i + _GIL_HELD]).all() for i in range(0, flat.size, _GIL_HELD))
+
+
+def all_within(array: np.ndarray, low: float, high: float) -> bool:
+    """Whether every value is within ``[low, high]``, in pieces that keep the GIL (:func:`all_finite`)."""
+    flat = array.reshape(-1)
+    return all(flat[i:i + _GIL_HELD].min() >= low and flat[i:i + _GIL_HELD].max() <= high
+               for i in range(0, flat.size, _GIL_HELD))
 
 
 def _outside(values: list, low: float, high: float):

@@ -26,7 +26,7 @@ from civicml.errors import InvalidInput
 from civicml.settings import ServingLimits, Settings
 from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
-from serving.batching import BatchingRuntime, admit
+from serving.batching import BatchingRuntime, admit, batch_slice_cost
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
@@ -197,10 +197,13 @@ class Endpoint:
         runtime = get_runtime(runtime_name, local)
         runtime.load()
         options = self.options
+        validator = Validator(runtime.signature, runtime.metadata)
         if options.batching:
             runtime = BatchingRuntime(runtime, options.max_batch, options.max_wait_ms, on_batch=self._on_batch,
-                                      slice_cost=self._limits().slice_cost, in_flight=self._in_flight)
-        validator = Validator(runtime.signature, runtime.metadata)
+                                      slice_cost=batch_slice_cost(validator.tensor_spec.shape if validator.tensor
+                                                                  else None, options.max_batch,
+                                                                  self._limits().slice_cost),
+                                      in_flight=self._in_flight)
         _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
         kind = tags.get(TAG_VARIANT) or variant

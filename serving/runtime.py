@@ -192,11 +192,25 @@ class PyfuncRuntime(Runtime):
         if isinstance(data, Columns):
             data = data.frame()
         if self._unchecked is not None and not params:
-            return self._unchecked(data)
-        return self._model.predict(data, params=params) if params else self._model.predict(data)
+            return labelled_columns(self._unchecked(data))
+        return labelled_columns(self._model.predict(data, params=params) if params else self._model.predict(data))
 
     def unload(self) -> None:
         self._model = None
+
+
+def labelled_columns(output: Any) -> Any:
+    """A classifier's frame (a ``label`` column and its ``p_<class>`` columns) as an :class:`Answer` of the
+    same columns (numpy arrays): the batcher splits it among its requests and each request's MLflow body is
+    written from it about 15x faster than from a frame of its own (a frame's ``iloc`` slice and its
+    ``to_dict`` were 0.6 ms of a street-scenes request). Any other output is returned as it is."""
+    import pandas as pd
+
+    if not isinstance(output, pd.DataFrame) or "label" not in output.columns or output.columns.duplicated().any():
+        return output
+    if any(output[name].dtype.kind not in "biuf" for name in output.columns if name != "label"):
+        return output  # dates, text beside the label: their JSON is the frame's own
+    return Answer({str(name): output[name].to_numpy() for name in output.columns})
 
 
 def _repeat(sample, times: int):

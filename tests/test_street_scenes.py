@@ -294,3 +294,61 @@ def test_mlflow_run_trains_the_project(tmp_path):
     assert run.info.status == "FINISHED"
     assert "macro_f1" in run.data.metrics and run.data.params["epochs"] == "1"
     assert "civicml.model_uri" in run.data.tags
+
+
+def test_served_cnn_answers_alike_in_every_tensor_form_and_batches_images(trained, dataset):
+    """MLflow's nested ``instances``, V2 JSON data (flat, typed FP32) and V2's binary extension give one answer;
+    bad tensors are 400s naming the problem; concurrent images share model calls."""
+    import orjson
+    from fastapi.testclient import TestClient
+
+    import registry
+    from serving import Endpoint, create_app
+
+    settings, result, _ = trained
+    registry.register(result.model_uri, "scenes-forms", alias="challenger", settings=settings)
+    images = np.stack(dataset.X["image"].head(3).to_numpy()).astype(np.float32)
+    endpoint = Endpoint("scenes-forms", alias="challenger", settings=settings, refresh_seconds=0, key="scenes-forms")
+    with TestClient(create_app(endpoint, follow=False)) as client:
+        nested = client.post("/invocations", json={"instances": images.astype(float).tolist()})
+        assert nested.status_code == 200, nested.text
+        expected = [p["label"] for p in nested.json()["predictions"]]
+        url = "/v2/models/scenes-forms/infer"
+        tensor = {"name": "image", "datatype": "FP32", "shape": list(images.shape)}
+        flat = client.post(url, json={"inputs": [{**tensor, "data": images.reshape(-1).astype(float).tolist()}]})
+        assert flat.status_code == 200, flat.text
+        header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": images.nbytes}}]})
+        binary = client.post(url, content=header + images.astype("<f4").tobytes(),
+                             headers={"inference-header-content-length": str(len(header))})
+        assert binary.status_code == 200, binary.text
+        classes = [k[2:] for k in nested.json()["predictions"][0] if k.startswith("p_")]
+        probabilities = [[p[f"p_{c}"] for c in classes] for p in nested.json()["predictions"]]
+        for answer in (flat, binary):
+            outputs = {o["name"]: o for o in answer.json()["outputs"]}
+            assert outputs["label"]["data"] == expected
+            assert outputs["probabilities"]["parameters"]["labels"] == classes
+            assert np.allclose(np.reshape(outputs["probabilities"]["data"], (3, -1)), probabilities, atol=1e-6)
+
+        bad = {"a string": {"data": ["0.5"] * images.size}, "a boolean": {"data": [True] * images.size},
+               "too few values": {"data": [0.5] * 10}, "a float32 overflow": {"data": [1e39] * images.size},
+               "a wrong shape": {"shape": [3, 3, 16, 64], "data": [0.5] * images.size}}
+        for what, change in bad.items():
+            refused = client.post(url, json={"inputs": [{**tensor, **change}]})
+            assert refused.status_code == 400, what
+        nan = images.copy()
+        nan[0, 0, 0, 0] = np.nan
+        header = orjson.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": nan.nbytes}}]})
+        refused = client.post(url, content=header + nan.astype("<f4").tobytes(),
+                              headers={"inference-header-content-length": str(len(header))})
+        assert refused.status_code == 400 and "finite" in refused.text
+
+        runtime = endpoint.current.runtime
+        assert runtime.slice_cost >= runtime.max_batch * images[0].size  # a batch holds max_batch images
+        calls = runtime.batches
+        body = orjson.dumps({"instances": images[:1].astype(float).tolist()})
+        threads = [threading.Thread(target=lambda: client.post("/invocations", content=body)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert runtime.batches - calls <= 16
