@@ -11,6 +11,7 @@ Python model) is reported as it said; any other is reported by its runtime and t
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ def best_paths(flags: frozenset[str] | set[str]) -> dict[str, str]:
     return {"int8": int8, "bf16": bf16, "fp32": fp32}
 
 
+def quiet_math_threads() -> None:
+    """Math libraries' worker threads must not spin between model calls in a server: the event loop that
+    reads and answers requests needs those cores. Paddle's Intel OpenMP spins 200 ms after each parallel
+    region by default (``KMP_BLOCKTIME``), longer than the gap between two MiniLM batches, so it spun all
+    the time and took a core from the event loop. Set to 0 unless the operator set it; Intel OpenMP reads
+    it when it starts, so this runs before the first model loads (ONNX Runtime's pool never spins here:
+    ``session.intra_op.allow_spinning`` 0)."""
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
 def _python_model(runtime: Any) -> Any:
     """The Python model under a (wrapped) pyfunc runtime, or None."""
     while hasattr(runtime, "inner"):
@@ -79,4 +90,4 @@ def compute_path(runtime: Any, flags: frozenset[str] | None = None) -> dict:
     return path
 
 
-__all__ = ["RELEVANT_FLAGS", "best_paths", "compute_path", "cpu_flags", "read_flags"]
+__all__ = ["RELEVANT_FLAGS", "best_paths", "compute_path", "cpu_flags", "quiet_math_threads", "read_flags"]

@@ -27,7 +27,7 @@ from civicml.settings import ServingLimits, Settings
 from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit
-from serving.cpu import compute_path
+from serving.cpu import compute_path, quiet_math_threads
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
@@ -195,6 +195,7 @@ class Endpoint:
 
     def _load(self, version: str, variant: str | None, runtime_name: str) -> Loaded:
         local = resolve(self.model_name, version, settings=self.settings)  # verifies the checksum
+        quiet_math_threads()
         runtime = get_runtime(runtime_name, local)
         runtime.load()
         options = self.options
