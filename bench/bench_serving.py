@@ -143,6 +143,51 @@ def _tensor_forms(one: bytes) -> dict[str, tuple[bytes, dict]]:
                                 "Inference-Header-Content-Length": str(len(header))})}
 
 
+def _in_process(call, seconds: float, batch: int = 32) -> tuple[int, float, float]:
+    """``call`` (``batch`` rows a call) again and again for about ``seconds``: (rows, wall s, CPU s)."""
+    calls, started, cpu0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds or calls < 2:
+        call()
+        calls += 1
+    return calls * batch, time.perf_counter() - started, time.process_time() - cpu0
+
+
+def _batch_rows(url: str) -> tuple[float, float]:
+    """(rows, model calls) so far, from the server's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    sums = dict(re.findall(r"^civicml_batch_rows_(sum|count)\{[^}]*\} (\S+)$", text, re.M))
+    return float(sums.get("sum", 0)), float(sums.get("count", 0))
+
+
+def _side_by_side(url: str, pid: int, body: bytes, model, rounds: int, seconds: float) -> dict:
+    """The server at c32 (wrk) and the same model in this process at batch 32 of the same text, alternating
+    ``rounds`` times for ``seconds`` each: the encoder alone (tokenizer + network) and the whole pyfunc."""
+    import pandas as pd
+
+    inner = model.unwrap_python_model()
+    texts = [ROW["description"]] * 32
+    encoder = inner.router.encoder.encode if hasattr(inner, "router") else inner.embed
+    frame = pd.DataFrame([ROW] * 32)
+    calls = {"encoder": lambda: encoder(texts), "pyfunc": lambda: model.predict(frame)}
+    for call in calls.values():
+        call()
+    total = {k: [0, 0.0, 0.0] for k in ("served", *calls)}
+    rows0, batches0 = _batch_rows(url)
+    for _ in range(rounds):
+        cpu0 = _cpu_seconds(pid)
+        r = _wrk(url, body, 32, int(seconds))
+        served = total["served"]
+        served[0], served[1], served[2] = served[0] + r["requests"], served[1] + r["requests"] / max(r["rps"], 1e-9), \
+            served[2] + _cpu_seconds(pid) - cpu0
+        for name, call in calls.items():
+            rows, wall, cpu = _in_process(call, seconds)
+            total[name] = [total[name][0] + rows, total[name][1] + wall, total[name][2] + cpu]
+    rows1, batches1 = _batch_rows(url)
+    out = {k: {"rows_per_s": v[0] / v[1], "cpu_ms_per_row": v[2] * 1000 / max(v[0], 1)} for k, v in total.items()}
+    out["rows_per_call"] = (rows1 - rows0) / max(batches1 - batches0, 1)
+    return out
+
+
 def _rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (the workers of `civicml serve --workers N`), MB."""
     total = 0.0
@@ -296,6 +341,9 @@ def main() -> None:
                         help="then send each bad input N times to each server: status codes and memory")
     parser.add_argument("--probe", action="store_true", help="MiniLM only: the encoder's cost per row by batch "
                                                              "size and math threads, in process, before the servers")
+    parser.add_argument("--side-rounds", type=int, default=4, help="MiniLM: rounds of c32 served vs the same model "
+                                                                    "in process, alternating (0: none)")
+    parser.add_argument("--side-seconds", type=float, default=3, help="seconds of each in one round")
     parser.add_argument("--out", help="also write the table (markdown) here")
     parser.add_argument("--only", choices=("civicml", "mlflow"), help="run one server only")
     args = parser.parse_args()
@@ -321,7 +369,7 @@ def main() -> None:
         from registry import compress
 
         outcome = compress(served.partition("@")[0], local.version.version, kind, settings,
-                           repeats={1: 5, 64: 2})
+                           repeats={1: 10, 32: 10, 64: 10})
         print(f"variant {kind}: {'passed' if outcome.passed else 'REFUSED'}", outcome.metrics, flush=True)
         servers[f"civicml {kind}"] = [str(bin_dir / "civicml"), "serve", served, "--home", str(settings.home),
                                       "--refresh", "0", "--port", "{port}", "--variant", kind,
@@ -346,13 +394,25 @@ def main() -> None:
                          "-h", "127.0.0.1", "-p", "{port}"]
     if args.only:
         servers = {k: v for k, v in servers.items() if k.startswith(args.only)}
+    in_process = {}
+    if args.family.startswith("minilm") and args.side_rounds:  # the same models in this process (side by side)
+        import mlflow
+
+        paths = {"civicml": local.path}
+        for kind in filter(None, args.variants.split(",")):
+            import registry
+            from registry import find_variant
+
+            found = find_variant(served.partition("@")[0], local.version.version, kind, settings=settings)
+            paths[f"civicml {kind}"] = registry.resolve(found.name, found.version, settings=settings).path
+        in_process = {server: mlflow.pyfunc.load_model(str(path)) for server, path in paths.items()}
     levels = [int(x) for x in args.levels.split(",")]
     loads = [(f"1 row, c{c}", one, c, None) for c in levels] + [(f"{args.batch_rows} rows, c8", batch, 8, None)]
     if args.use_case == "street_scenes":  # CivicML's compact tensor forms (MLflow's server reads neither)
         loads += [(f"1 row, c{max(levels)}, {form}", body_and_headers[0], max(levels), body_and_headers[1])
                   for form, body_and_headers in _tensor_forms(one).items()]
     results: dict[str, dict[str, dict]] = {server: {} for server in servers}
-    procs, urls, memory, status_note = {}, {}, {}, ""
+    procs, urls, memory, status_note, compute, side = {}, {}, {}, "", {}, {}
     try:
         for server, command in servers.items():  # both up at once, idle while the other one is measured
             port = free_port()
@@ -361,6 +421,9 @@ def main() -> None:
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for server, url in urls.items():
             _wait_ready(url, procs[server])
+            if server.startswith("civicml"):
+                compute[server] = httpx.get(f"{url}/health", timeout=10).json().get("compute")
+                print(server, "compute path:", compute[server], flush=True)
             for _ in range(20):  # same warm start for both
                 httpx.post(f"{url}/invocations", content=one, headers={"content-type": "application/json"},
                            timeout=60).raise_for_status()
@@ -375,6 +438,10 @@ def main() -> None:
                 if body is batch:
                     r["rows_per_s"] = r["rps"] * args.batch_rows
                 print(server, key, r, flush=True)
+        for server, model in in_process.items():
+            side[server] = _side_by_side(urls[server], procs[server].pid, one, model, args.side_rounds,
+                                         args.side_seconds)
+            print(server, "side by side", side[server], flush=True)
         if "civicml" in urls:
             metrics = httpx.get(f"{urls['civicml']}/metrics", timeout=10).text
             sums = dict(re.findall(r"^civicml_batch_rows_(sum|count)\{[^}]*\} (\S+)$", metrics, re.M))
@@ -409,6 +476,19 @@ def main() -> None:
             rows_s = r.get("rows_per_s", r["rps"])
             lines.append(f"| {key} | {server} | {r['rps']:.0f} | {rows_s:.0f} | {r['p50_ms']:.2f} | "
                          f"{r['p99_ms']:.2f} | {r['non_2xx']} | {r['socket_errors']} | {r['cpu_ms']:.2f} |")
+    if side:
+        lines += ["", f"Served at c32 (wrk) and the same model in this process at batch 32 of the same text, alternating "
+                      f"{args.side_rounds} x {args.side_seconds:g} s each (encoder: tokenizer + network; pyfunc: "
+                      f"the whole model as MLflow loads it); CPU: the server process's, this process's:", "",
+                  "| server | served rows/s | encoder rows/s | served / encoder | pyfunc rows/s | served CPU ms/row | "
+                  "encoder CPU ms/row | pyfunc CPU ms/row | rows per model call |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for server, m in side.items():
+            lines.append(f"| {server} | {m['served']['rows_per_s']:.0f} | {m['encoder']['rows_per_s']:.0f} | "
+                         f"{m['served']['rows_per_s'] / m['encoder']['rows_per_s']:.2f} | "
+                         f"{m['pyfunc']['rows_per_s']:.0f} | {m['served']['cpu_ms_per_row']:.2f} | "
+                         f"{m['encoder']['cpu_ms_per_row']:.2f} | {m['pyfunc']['cpu_ms_per_row']:.2f} | "
+                         f"{m['rows_per_call']:.1f} |")
     if "mlflow" in results and len(results) >= 2:
         lines += ["", "| load | server | vs mlflow req/s | mlflow p99 / its p99 | mlflow CPU / its CPU a request |",
                   "|---|---|---:|---:|---:|"]
@@ -435,6 +515,10 @@ def main() -> None:
             lines.append(f"| {server} | {m['rss_before_mb']} | {m['rss_peak_mb']} | {m['rss_after_mb']} | {answers} |")
     if status_note:
         lines += ["", status_note]
+    for server, path in compute.items():
+        if path:
+            lines += ["", f"{server} /health compute: " + ", ".join(
+                f"{k}={v}" for k, v in path.items() if k in ("engine", "precision", "kernels", "intra_op_threads"))]
     if probe:
         lines += ["", "MiniLM router in process (median of 5 calls, ms per row):", "", *probe]
     text = "\n".join(lines)

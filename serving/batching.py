@@ -11,8 +11,13 @@ already run, then arrival), while it stays within ``max_batch`` rows and ``slice
 is answered slice after slice, and small requests that arrive meanwhile go before its next slice
 instead of waiting for all of it. Under no load a request runs alone at once; the worker waits
 at most ``max_wait_ms`` for more while a batch is short, and not at all once every request the server is
-answering is already with it (``in_flight``, the data plane's count: nobody else can join). Requests with
-``params`` are batched only with requests that carry the same params.
+answering is already with it (``in_flight``, the data plane's count: nobody else can join). For a model
+whose batches take long (the MiniLM encoder: 100 ms and more), the worker waits longer for a short batch,
+at most a tenth of the last batch's time (and 50 ms), and only until it holds as many rows as the larger
+of the last two batches: the callers those batches answered are likely on their way back (clients that
+wait for an answer before they send again), and a batch of 32 split into 3 and 29 pays the model's
+per-call cost twice (measured at c32: see BENCHMARKS.md, MiniLM). Requests with ``params`` are batched
+only with requests that carry the same params.
 
 A request may carry a deadline: a request whose next slice would start after it is dropped with
 :class:`Overloaded` (HTTP 503 with ``Retry-After``) instead of holding the worker.
@@ -40,6 +45,8 @@ log = logging.getLogger("civicml.serving")
 
 _STOP = object()
 _FEW_ROWS = 8
+_LONG_WAIT_SHARE = 0.1  # of the last batch's time: the longest a short batch waits for returning callers
+_LONG_WAIT_CAP = 0.05  # seconds
 
 
 class TooCostly(InvalidInput):
@@ -331,6 +338,8 @@ class BatchingRuntime(WrappedRuntime):
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
         self._queued_cost = 0  # cost units submitted and not yet run (for Retry-After)
         self._rate = 0.0  # cost units a second, smoothed over recent batches
+        self._last_rows = (0, 0)  # rows of the last two batches
+        self._last_seconds = 0.0  # the last batch's time in the model
 
     def unload(self) -> None:
         if self._worker is not None:
@@ -438,23 +447,36 @@ class BatchingRuntime(WrappedRuntime):
             batch = self._fill(active, [])
             rows = sum(job.bounds[i + 1] - job.bounds[i] for job, i in batch)
             if batch and not active and not stopping and rows < self.max_batch and self.max_wait > 0:
-                # a short batch and nobody else waiting: give concurrent callers max_wait to join it
-                stopping = self._take_arrivals(active, self.max_batch - rows)
+                # a short batch and nobody else waiting: give concurrent callers time to join it
+                stopping = self._take_arrivals(active, *self._gather(rows))
                 batch = self._fill(active, batch)
             self._run_batch(batch)
             self._deliver()
 
-    def _take_arrivals(self, active: collections.deque, wait_for_rows: int) -> bool:
-        """Move queued requests into ``active``; with ``wait_for_rows``, wait up to max_wait for that many
-        rows to arrive. True if the worker was asked to stop."""
-        deadline = time.perf_counter() + self.max_wait
+    def _gather(self, rows: int) -> tuple[int, float, bool]:
+        """(rows to wait for, seconds at most, whether to wait for callers not yet back) for a short batch
+        of ``rows``: up to ``max_batch`` within ``max_wait``; after long batches, up to the larger of the
+        last two batches' rows within a tenth of the last one's time, even while every request in flight
+        is already here (the callers just answered are on their way back: see the module's doc)."""
+        recent = min(self.max_batch, max(self._last_rows))
+        longer = min(_LONG_WAIT_SHARE * self._last_seconds, _LONG_WAIT_CAP)
+        if longer > self.max_wait and recent > rows:
+            return recent - rows, longer, True
+        return self.max_batch - rows, self.max_wait, False
+
+    def _take_arrivals(self, active: collections.deque, wait_for_rows: int, wait: float | None = None,
+                       patient: bool = False) -> bool:
+        """Move queued requests into ``active``; with ``wait_for_rows``, wait up to ``wait`` seconds (default
+        max_wait) for that many rows to arrive, and, unless ``patient``, not once every request in flight is
+        here. True if the worker was asked to stop."""
+        deadline = time.perf_counter() + (self.max_wait if wait is None else wait)
         arrived = 0
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.perf_counter()
-                if arrived >= wait_for_rows or remaining <= 0 or self._all_here():
+                if arrived >= wait_for_rows or remaining <= 0 or (not patient and self._all_here()):
                     return False
                 try:
                     item = self._queue.get(timeout=remaining)
@@ -534,6 +556,7 @@ class BatchingRuntime(WrappedRuntime):
             return
         seconds = time.perf_counter() - started
         self.batches += 1
+        self._last_rows, self._last_seconds = (self._last_rows[1], sum(sizes)), seconds
         if self.on_batch is not None:
             self.on_batch(sum(sizes), seconds)
         spent = sum(job.costs[i] for job, i in batch)

@@ -27,6 +27,7 @@ from civicml.settings import ServingLimits, Settings
 from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit, batch_slice_cost
+from serving.cpu import compute_path, quiet_math_threads
 from serving.dataplane import InferenceRequest, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
@@ -64,6 +65,7 @@ class Loaded:
     runtime: Runtime
     validator: Validator
     loaded_at: float
+    compute: dict | None = None  # the compute path the model took on this CPU (serving.cpu.compute_path)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Endpoint:
 
     def _load(self, version: str, variant: str | None, runtime_name: str) -> Loaded:
         local = resolve(self.model_name, version, settings=self.settings)  # verifies the checksum
+        quiet_math_threads()
         runtime = get_runtime(runtime_name, local)
         runtime.load()
         options = self.options
@@ -209,7 +212,7 @@ class Endpoint:
         kind = tags.get(TAG_VARIANT) or variant
         served = Served(self.model_name, local.version.version, self.alias, runtime.name, kind,
                         tags.get(TAG_VARIANT_OF) if kind else None)
-        return Loaded(served, runtime, validator, time.time())
+        return Loaded(served, runtime, validator, time.time(), compute_path(runtime))
 
     def _limits(self) -> ServingLimits:
         if self.limits is None:
@@ -295,6 +298,11 @@ class Endpoint:
     @property
     def current(self) -> Loaded | None:
         return self._current
+
+    @property
+    def compute(self) -> dict | None:
+        """The compute path the served version took on this CPU at load (``/health``)."""
+        return self._current.compute if self._current else None
 
     def signature(self):
         return self._current.runtime.signature if self._current else None

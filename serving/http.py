@@ -179,7 +179,7 @@ def _health_of(e: Endpoint) -> dict:
             "rollout": ({"version": e.rollout.version, "weight": e.rollout.weight, "mode": e.rollout.mode}
                         if e.rollout else None),
             "shadow_agreement": e.shadow_counts if e.shadow_counts["total"] else None,
-            "automatic_rollback": e.rolled_back}
+            "automatic_rollback": e.rolled_back, "compute": e.compute}
 
 
 def _mlflow_routes(app: FastAPI, plane: DataPlane, responses: dict) -> None:

@@ -110,6 +110,19 @@ def test_serve_variant_answers_over_http_naming_kind_and_parent(server, champion
     assert [p["label"] for p in answer.json()["predictions"]] == [str(x) for x in expected]
 
 
+def test_health_names_the_compute_path_the_variant_took_on_this_cpu(server):
+    from projects.compression.ort_pyfunc import physical_cores
+    from serving.cpu import RELEVANT_FLAGS, best_paths, cpu_flags
+
+    _, http = server
+    compute = http.get("/health").json()["compute"]
+    flags = cpu_flags()
+    assert compute["engine"] == "onnxruntime" and compute["precision"] == "fp32"  # a scikit-learn graph
+    assert compute["intra_op_threads"] == physical_cores()
+    assert compute["cpu_flags"] == [f for f in RELEVANT_FLAGS if f in flags]
+    assert compute["best_offered"] == best_paths(flags)
+
+
 @pytest.mark.slow
 def test_the_civicml_serve_command_serves_the_variant(champion, home, tmp_path):
     """The command itself, as a user starts it: a separate process answering over HTTP."""

@@ -14,6 +14,7 @@ pytest.importorskip("paddle")
 from civicml.settings import Settings  # noqa: E402
 from civicml.tags import TAG_VARIANT
 from projects import train  # noqa: E402
+import registry  # noqa: E402
 from registry import register  # noqa: E402
 from registry import VariantPolicy, compress, find_variant, variants_of
 
@@ -64,6 +65,17 @@ def test_dynamic_int8_router_keeps_the_answers_and_loads_as_plain_pyfunc(router,
     assert list(frame.columns)[0] == "label" and len(frame) == 4
     assert np.allclose(frame.iloc[:, 1:].sum(axis=1), 1.0, atol=1e-5)
     assert find_variant(NAME, parent.version, "int8", settings).version == outcome.version.version
+    from fastapi.testclient import TestClient
+
+    from serving import Endpoint, create_app
+    from serving.cpu import best_paths, cpu_flags
+
+    registry.set_alias(NAME, "bench", parent.version, settings=settings)
+    with TestClient(create_app(Endpoint(NAME, "bench", settings=settings, refresh_seconds=0, variant="int8"),
+                               follow=False)) as client:
+        compute = client.get("/health").json()["compute"]
+    assert (compute["engine"], compute["precision"]) == ("onnxruntime", "int8")  # /health names the path taken
+    assert compute["kernels"] == f"MLAS int8 on {best_paths(cpu_flags())['int8']}"
 
 
 def test_distilled_student_is_gated_on_never_seen_phrasings_too(router, requests_use_case, tmp_path):

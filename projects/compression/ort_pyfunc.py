@@ -21,8 +21,16 @@ request becomes the graph's inputs and what comes back:
     with ``label`` and ``p_<class>`` columns, as the parent CNN answers.
 
 One ``InferenceSession`` serves every thread (ORT sessions are thread-safe); it
-uses ``intra_op_threads`` threads (default: at most 2, the cores a small serving
-host has) and one inter-op thread; idle threads do not spin unless ``"spin": true``.
+uses ``intra_op_threads`` threads (default: the host's physical cores, read from
+/proc/cpuinfo at load) and one inter-op thread; idle threads do not spin unless
+``"spin": true``. ``"disabled_optimizers"`` names ONNX Runtime graph fusions the
+session must not apply (text encoders: ``SkipLayerNormFusion``, whose CPU kernel
+was measured 4-9x slower than the LayerNormalization + Add it replaces).
+
+At load the variant says which compute path it takes on this CPU (``cpu_path``: engine,
+precision, the instruction set ONNX Runtime's int8 kernels use, threads); serving shows it
+in ``/health``. ONNX Runtime picks its kernels itself from the CPU at session creation
+(AVX-512 VNNI ``vpdpbusd`` where the CPU has it); this only names the choice.
 """
 
 from __future__ import annotations
@@ -37,8 +45,60 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
-def session(model: str | Path | bytes, threads: int | None = None, spin: bool = False):
-    """An ORT CPU session of a file or serialized graph; ``threads`` intra-op threads (default min(2, cores)).
+_INT8_OPS = (b"MatMulInteger", b"DynamicQuantize", b"QLinear", b"QuantizeLinear", b"ConvInteger")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def physical_cores() -> int:
+    """Distinct (package, core) pairs in /proc/cpuinfo: hyper-threads share a core's vector units."""
+    cores, package = set(), "0"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                package = value.strip()
+            elif key.strip() == "core id":
+                cores.add((package, value.strip()))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or (os.cpu_count() or 1), os.cpu_count() or 1))
+
+
+def int8_isa(flags: set[str]) -> str:
+    """The instructions ONNX Runtime's (MLAS) u8s8 int8 GEMM runs on with these CPU flags."""
+    if "amx_int8" in flags:
+        return "amx_int8"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx_vnni" in flags:
+        return "avx_vnni"
+    if {"avx512bw", "avx512f"} <= flags:
+        return "avx512bw (no VNNI: vpmaddubsw)"
+    return "avx2 (no VNNI: vpmaddubsw)" if "avx2" in flags else "sse (no VNNI)"
+
+
+def describe_path(graph: bytes, threads: int, flags: set[str] | None = None) -> dict:
+    """What this graph runs as on this CPU: precision (int8 when it holds quantized operators), kernels, threads."""
+    flags = cpu_flags() if flags is None else flags
+    int8 = any(op in graph for op in _INT8_OPS)
+    kernels = f"MLAS int8 on {int8_isa(flags)}" if int8 else \
+        ("MLAS fp32 on avx512f" if "avx512f" in flags else "MLAS fp32 on avx2" if "avx2" in flags else "MLAS fp32")
+    return {"engine": "onnxruntime", "precision": "int8" if int8 else "fp32", "kernels": kernels,
+            "intra_op_threads": int(threads)}
+
+
+def session(model: str | Path | bytes, threads: int | None = None, spin: bool = False,
+            disabled_optimizers: list[str] | None = None):
+    """An ORT CPU session of a file or serialized graph; ``threads`` intra-op threads (default: physical cores).
 
     Idle intra-op threads sleep instead of spin-waiting (``spin=False``): on a small host shared with
     other processes, spinning threads took cores from everyone, this session included (a MiniLM int8
@@ -46,20 +106,23 @@ def session(model: str | Path | bytes, threads: int | None = None, spin: bool = 
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or min(2, os.cpu_count() or 1))
+    options.intra_op_num_threads = int(threads or physical_cores())
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+                                providers=["CPUExecutionProvider"], disabled_optimizers=disabled_optimizers or None)
 
 
 class OnnxVariant(PythonModel):
     def load_context(self, context):
         folder = Path(context.artifacts["onnx"])
         self.spec = json.loads((folder / "spec.json").read_text())
-        self.session = session(folder / "model.onnx", self.spec.get("intra_op_threads"), bool(self.spec.get("spin")))
+        graph = (folder / "model.onnx").read_bytes()
+        threads = int(self.spec.get("intra_op_threads") or physical_cores())
+        self.session = session(graph, threads, bool(self.spec.get("spin")), self.spec.get("disabled_optimizers"))
+        self.cpu_path = describe_path(graph, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = self.session.get_inputs()[0].name
         if self.spec["input"] == "text":

@@ -265,6 +265,16 @@ class TextRouterModel(_PythonModel):
         """``bf16`` or ``fp32``: what this process runs the encoder in (``unwrap_python_model().precision``)."""
         return self.router.precision
 
+    @property
+    def cpu_path(self) -> dict:
+        """The compute path chosen at load on this CPU (serving's ``/health`` shows it)."""
+        encoder = self.router.encoder
+        flags = cpu_flags()
+        isa = next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), "?") if encoder.precision == "bf16" \
+            else ("avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse")
+        return {"engine": "paddle.inference oneDNN", "precision": encoder.precision,
+                "kernels": f"oneDNN {encoder.precision} on {isa}", "intra_op_threads": encoder.threads}
+
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):
             if TEXT_COLUMN not in model_input.columns:
