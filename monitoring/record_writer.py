@@ -17,6 +17,7 @@ by :func:`monitoring.records.masked_rows`. Masked rows gather for :data:`GATHER`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 _LENGTH = struct.Struct("<I")
+NICENESS = 10  # the writer's scheduling priority below the server's (os.nice): it catches up when answers pause
 
 
 def write_frame(stream: BinaryIO, message: Any) -> None:
@@ -115,6 +117,8 @@ def main() -> int:
     from monitoring.records import RecordStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then closes this input
+    with contextlib.suppress(OSError):  # answers first: the writer takes what CPU the server leaves
+        os.nice(NICENESS)
     fd, sink = sys.stdin.fileno(), sys.stdout
     config = read_frame(fd)
     if not config or config[0] != "config":
