@@ -172,9 +172,11 @@ def _gaps(done) -> list[float]:
 
 
 def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1, 2),
-            scale: bool = False) -> dict:
+            scale: bool = False, pg_tracking: bool = False) -> dict:
     """One PostgreSQL study per worker count on the 1 s objective. ``scale``: ``trials`` per worker (each
-    worker runs the same number of trials, so each study should take the same time), else ``trials`` in all."""
+    worker runs the same number of trials, so each study should take the same time), else ``trials`` in all.
+    ``pg_tracking``: the trial runs tracked in a PostgreSQL database of their own too (a team's layout),
+    else in the home's SQLite file."""
     import psycopg2
 
     from tuning import tune
@@ -187,9 +189,13 @@ def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1
         admin.autocommit = True
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
         url = pg_admin.rsplit("/", 1)[0] + "/" + name
+        if pg_tracking:
+            admin.cursor().execute(f'CREATE DATABASE "{name}_runs"')
         n = trials * w if scale else trials
         try:
-            settings = Settings.from_env(env={}, home=home / f"w{w}")
+            overrides = {"tracking_uri": f"{url}_runs", "artifact_root": (home / f"w{w}" / "artifacts").as_uri()} \
+                if pg_tracking else {}
+            settings = Settings.from_env(env={}, home=home / f"w{w}", **overrides)
             case = SleepCase()
             started = time.perf_counter()
             tune(case, case.integrate([]), n_trials=n, study_name="speed", storage=url, settings=settings,
@@ -207,7 +213,10 @@ def workers(trials: int, home: Path, pg_admin: str, counts: tuple[int, ...] = (1
         finally:
             admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                                    (name,))
-            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
+            for db in (name, f"{name}_runs"):
+                admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                                       (db,))
+                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}"')
             admin.close()
     base = counts[0]
     out["speedup"] = {w: out[w]["per_min"] / out[base]["per_min"] for w in counts}
@@ -270,6 +279,8 @@ def main() -> None:
     parser.add_argument("--prune-seeds", type=int, default=3, help="sampler seeds: one set of studies each")
     parser.add_argument("--pruners", default="median,halving,hyperband", help="pruners compared with none")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg-tracking", action="store_true", help="workers: the trial runs tracked on PostgreSQL "
+                        "(a database of their own) instead of the home's SQLite file")
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "workers", "pruning"])
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -291,7 +302,7 @@ def main() -> None:
     if "workers" not in args.skip:
         print(f"load average {os.getloadavg()[0]:.1f} at the start", flush=True)
         counts = tuple(int(c) for c in args.workers.split(","))
-        w = workers(args.worker_trials, home, args.pg, counts, args.trials_per_worker)
+        w = workers(args.worker_trials, home, args.pg, counts, args.trials_per_worker, args.pg_tracking)
         for n in counts:
             r = w[n]
             print(f"workers={n}: {r['trials']} trials, {r['per_min']:.1f} trials/min over the trials' span "
