@@ -7,6 +7,13 @@ a study goes) never block the process that is writing. The mode is stored in
 the database file, so setting it once is enough; every later connection, MLflow's
 and Optuna's included, uses it. WAL needs the file on a local disk (not NFS),
 which is where ``CIVICML_HOME`` belongs anyway.
+
+In WAL mode the process's SQLite connections (MLflow's, Optuna's, the answer records') sync at checkpoints,
+not at every commit (``PRAGMA synchronous=NORMAL``, set as each connection opens): a commit cost 0.25 ms
+with its fsync against 0.014 ms without on this machine kind's disk, and a tuning trial commits a dozen
+times. A commit still survives the process crashing; after a power cut or an operating-system crash the
+last commits may be lost, never the database's consistency (SQLite's documentation of WAL). A team that
+needs every commit on disk runs its stores on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ def write_ahead_log(uri: str) -> bool:
     if path is None:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sync_at_checkpoints()
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=10)) as connection:
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -42,3 +50,23 @@ def write_ahead_log(uri: str) -> bool:
         write_ahead_log.cache_clear()  # try again next time
         return False
     return str(mode).lower() == "wal"
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_at_checkpoints() -> None:
+    """From now on, every SQLite connection SQLAlchemy opens in this process whose database is in WAL mode
+    syncs at checkpoints only (see the module's doc); other databases are left as they are."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def on_connect(connection, _record) -> None:
+        if not isinstance(connection, sqlite3.Connection):
+            return
+        cursor = connection.cursor()
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    event.listen(Engine, "connect", on_connect)

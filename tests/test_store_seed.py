@@ -57,3 +57,20 @@ def test_an_unwritable_cache_leaves_mlflow_to_create_the_tables(tmp_path, monkey
 @pytest.mark.parametrize("uri", ["sqlite:///:memory:", "postgresql://nobody@127.0.0.1/none", "sqlite://"])
 def test_other_stores_are_left_alone(uri):
     assert seed_database(uri) is False
+
+
+def test_wal_stores_sync_at_checkpoints_and_other_sqlite_files_keep_their_setting(tmp_path):
+    """The home's stores are in WAL mode, where a connection syncs at checkpoints (synchronous=NORMAL, 1);
+    a SQLite file in the default rollback-journal mode keeps SQLite's full sync (2)."""
+    import sqlalchemy as sa
+
+    settings = Settings.from_env(env={}, home=tmp_path / "home", user="tester")
+    client = tracking_client(settings)
+    client.create_experiment("synced")  # MLflow's own engine opened its connections after ours was set up
+    plain = tmp_path / "plain.db"
+    sqlite3.connect(plain).close()
+    for uri, expected in ((settings.tracking_uri, 1), (f"sqlite:///{plain}", 2)):
+        engine = sa.create_engine(uri)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == expected, uri
+        engine.dispose()
