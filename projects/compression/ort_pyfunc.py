@@ -49,6 +49,8 @@ _INT8_OPS = (b"MatMulInteger", b"DynamicQuantize", b"QLinear", b"QuantizeLinear"
 
 
 def cpu_flags() -> set[str]:
+    """The CPU's flags (as projects.text_encoder.runtime reads them: this file is logged with a variant and
+    loads where CivicML is not importable, so it keeps its own copy)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
