@@ -415,7 +415,7 @@ def _run(spark, job: _SparkJob, staging: Path, say) -> tuple[dict[str, int], lis
         raise InvalidInput("the inputs have no columns")
     if ROW in frame.columns or REASON in frame.columns:
         raise InvalidInput(f"the inputs have a column named '{ROW}' or '{REASON}': rename it")
-    frame = frame.withColumn(ROW, functions.monotonically_increasing_id())
+    frame = _spread(spark, frame.withColumn(ROW, functions.monotonically_increasing_id()))
     fields, types = _answer_schema(job)
     scorer = _Scorer(job.local, job.runtime_name, job.variant, job.options.explain, job.options.batch_rows,
                      fields, _tensor_column(job, frame))
@@ -480,6 +480,16 @@ def _answer_schema(job: _SparkJob) -> tuple[list[str], dict]:
     fields = list(out)
     out.update({"version": types.StringType(), "variant": types.StringType(), REASON: types.StringType()})
     return fields, out
+
+
+def _spread(spark, frame):
+    """An input Spark reads as fewer partitions than it has cores (one Parquet file of one row group, one
+    CSV file) cut into that many contiguous ranges of rows, each kept in the input's order, so that every
+    core scores a part and the part files still follow the input's rows."""
+    cores = spark.sparkContext.defaultParallelism
+    if frame.rdd.getNumPartitions() >= cores:
+        return frame
+    return frame.repartitionByRange(cores, ROW).sortWithinPartitions(ROW)
 
 
 def _publish(staging: Path, output: Path, rejects: Path) -> None:
