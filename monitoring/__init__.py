@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from monitoring.drift import DriftSettings, Reference, column_kinds, detect_drift, drifting_since
     from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
-    from monitoring.records import (AnswerRecord, NoRecorder, Recorder, RecordMasking, RecordPolicy, RecordStore,
-                                    Recording, existing_store, new_answer_id, open_store, recorder_for)
+    from monitoring.records import (AnswerRecord, RecordMasking, RecordPolicy, RecordStore, existing_store,
+                                    new_answer_id, open_store)
+    from monitoring.recorder import NoRecorder, Recorder, Recording, recorder_for
     from monitoring.report import (Alert, MonitoringPolicy, MonitorReport, audit_alerts, live_frame, monitor,
                                    post_alerts)
     from monitoring.artifacts import DistrictFigures, district_figures, latest_run, log_report, write_artifacts
@@ -31,8 +32,9 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
     "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
-    "monitoring.records": ("AnswerRecord", "NoRecorder", "Recorder", "RecordMasking", "RecordPolicy", "RecordStore",
-                           "Recording", "existing_store", "new_answer_id", "open_store", "recorder_for"),
+    "monitoring.records": ("AnswerRecord", "RecordMasking", "RecordPolicy", "RecordStore", "existing_store",
+                           "new_answer_id", "open_store"),
+    "monitoring.recorder": ("NoRecorder", "Recorder", "Recording", "recorder_for"),
     "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "audit_alerts", "live_frame", "monitor",
                           "post_alerts"),
     "monitoring.artifacts": ("DistrictFigures", "district_figures", "latest_run", "log_report", "write_artifacts"),

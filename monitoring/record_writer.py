@@ -12,7 +12,7 @@ the counts once more and exits.
 
 An item is either a mapping or :class:`AnswerRecord` (``Recording.record``) or a request's answers as one
 tuple (``Recording.record_answers``, what serving's data plane passes, no dict per row on the hot path), read
-by :func:`monitoring.records.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
+by :func:`monitoring.recorder.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class _Writer:
         self.counts = {"written": 0, "failed": 0}
 
     def add(self, items: list) -> None:
-        from monitoring.records import masked_rows
+        from monitoring.recorder import masked_rows
 
         if not self.rows:
             self.due = time.monotonic() + GATHER

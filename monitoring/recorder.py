@@ -1,0 +1,232 @@
+"""The recorder serving is handed: what it keeps of each answer (a policy, a deque), and how what it kept
+becomes masked rows of the record store (:mod:`monitoring.records`), in its own thread or in a writer
+process (:mod:`monitoring.record_writer`).
+
+Concurrency: ``record`` (and ``record_answers``, a request's rows as one tuple) is called on serving's hot
+path. It does nothing expensive there: it checks the policy (a hash of the answer id, so every replica samples
+the same ids), appends to a bounded deque and returns, waking no one. The recorder's thread takes what gathered
+every ``linger`` (50 ms) and masks and writes it, a transaction a batch; ``recorder_for`` (what ``civicml serve``
+uses) has it send each batch to a writer process instead, so that masking, JSON and SQL are not spent under the
+server's GIL. When the deque is full a record is dropped and counted (``dropped``), never blocking an answer;
+``flush`` waits for what was given so far, ``close`` writes it all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import replace
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+from civicml.errors import InvalidInput
+from civicml.settings import Settings
+from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, AnswerRecord, RecordMasking, RecordPolicy, RecordStore,
+                                _plain, _row, is_answer_id, open_store)
+
+
+def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list[dict[str, Any]], int]:
+    """What a recorder was given (mappings, :class:`AnswerRecord` s, or a request's answers as one tuple,
+    ``record_answers``' shape) as masked rows of the store's table; and how many answers were malformed
+    (counted, never raised into serving)."""
+    rows, failed = [], 0
+    for item in items:
+        try:
+            if isinstance(item, tuple):
+                rows.extend(_request_rows(item, masking))
+            else:
+                record = AnswerRecord.of(item)
+                inputs, group = masking.mask(record.inputs)
+                rows.append(_row(replace(record, inputs=inputs, group=group)))
+        except Exception:  # noqa: BLE001 - a malformed record is counted
+            failed += len(item[4]) if isinstance(item, tuple) and isinstance(item[4], list) else 1
+    return rows, failed
+
+
+def _request_rows(item: tuple, masking: RecordMasking) -> list[dict[str, Any]]:
+    """A request's answers, ``(model, version, variant, arm, answer_ids, input_columns, answers, confidences,
+    latency_ms, time)`` (``input_columns``: column -> a value per row, or None), as masked rows: no
+    :class:`AnswerRecord` built per row, the same checks (the id's shape, the arm)."""
+    model, version, variant, arm, ids, columns, answers, confidences, latency_ms, when = item
+    if arm not in ARMS:
+        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
+    common = {"model": str(model), "version": str(version), "variant": str(variant), "arm": arm, "time": float(when),
+              "latency_ms": None if latency_ms is None else float(latency_ms)}
+    rows = []
+    for i, answer_id in enumerate(ids):
+        if not is_answer_id(answer_id):
+            raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
+        inputs, group = masking.mask({} if columns is None else {name: values[i] for name, values in columns.items()})
+        confidence = confidences[i] if confidences is not None and i < len(confidences) else None
+        rows.append({**common, "answer_id": answer_id, "grp": group, "inputs": json.dumps(inputs, sort_keys=True),
+                     "answer": json.dumps(_plain(answers[i] if i < len(answers) else None)),
+                     "confidence": None if confidence is None else float(confidence)})
+    return rows
+
+
+@runtime_checkable
+class Recorder(Protocol):
+    """What serving writes answered rows to: ``record`` takes an :class:`AnswerRecord` or a mapping with
+    its fields, returns at once, and never raises for a record it does not keep."""
+
+    def record(self, answer_record: Any) -> None: ...
+
+
+class NoRecorder:
+    """Recording off."""
+
+    policy = RecordPolicy("off")
+
+    def record(self, answer_record: Any) -> None:
+        return None
+
+    def wants(self, answer_id: str, model: str | None = None) -> bool:
+        return False
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class Recording:
+    """A :class:`Recorder` that masks and writes to a :class:`RecordStore` away from the hot path.
+
+    ``record`` (a mapping or :class:`AnswerRecord`) and ``record_answers`` (a request's answers as one tuple,
+    :func:`masked_rows`) only append to a deque: no lock, no thread woken. A
+    thread of the recorder's own takes what gathered every ``linger`` seconds (50 ms) and masks and writes it
+    as one transaction, or with ``process=True`` (what ``civicml serve`` uses) sends it, pickled, to a writer
+    process (:mod:`monitoring.record_writer`) that masks and writes, so that none of that CPU is spent under
+    the server's GIL. Past ``queue_size`` waiting records a record is dropped and counted (``dropped``)."""
+
+    def __init__(self, store: RecordStore, policy: RecordPolicy | str, masking: RecordMasking,
+                 queue_size: int = 10_000, batch: int = 256, linger: float = 0.05, process: bool = False):
+        self.store, self.policy, self.masking = store, RecordPolicy.parse(policy), masking
+        self.batch, self.queue_size = batch, queue_size
+        self.linger = linger  # seconds between the thread's looks at the deque (flush and close do not wait)
+        self.dropped = 0  # records not kept because the deque was full
+        self.written = 0
+        self.failed = 0  # records lost because the store refused a batch (or the writer process was gone)
+        self._pending: deque = deque()
+        self._flushes: list[threading.Event] = []
+        self._wake, self._stop = threading.Event(), False
+        self._lock = threading.Lock()
+        self._writer, self._failed_sending = None, 0
+        if process:
+            from monitoring.record_writer import WriterProcess
+
+            self._writer = WriterProcess(store.url, store.max_bytes, masking)
+        self._thread = threading.Thread(target=self._run, name="civicml-recorder", daemon=True)
+        self._thread.start()
+
+    def wants(self, answer_id: str, model: str | None = None) -> bool:
+        """Whether an answer with this id would be kept: the caller may skip shaping the others (the rows of
+        one request share the id's first 8 hex digits, so one check decides a whole request)."""
+        return self.policy.wants(answer_id)
+
+    def record(self, answer_record: Any) -> None:
+        answer_id = answer_record.answer_id if isinstance(answer_record, AnswerRecord) else \
+            (answer_record.get("answer_id") if isinstance(answer_record, Mapping) else None)
+        if self.policy.wants(str(answer_id)):
+            self._put(answer_record)
+
+    def record_answers(self, answers: tuple) -> None:
+        """A request's answered rows at once (the tuple :func:`masked_rows` reads), the caller
+        having asked :meth:`wants` of its first id: appended as it is, shaped later, off the hot path."""
+        self._put(answers)
+
+    def _put(self, item: Any) -> None:
+        if len(self._pending) >= self.queue_size:
+            with self._lock:  # rare: only a full deque takes the lock
+                self.dropped += 1
+            return
+        self._pending.append(item)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.linger)
+            self._wake.clear()
+            stop, flushes = self._stop, self._flushes[:]  # what was asked before draining: all of it is written
+            del self._flushes[:len(flushes)]
+            while self._pending:
+                items = [self._pending.popleft() for _ in range(min(len(self._pending), self.batch))]
+                self._hand_over(items)
+            if flushes and self._writer is not None:
+                self._counts(self._writer.flush)
+            for done in flushes:
+                done.set()
+            if stop:
+                if self._writer is not None:
+                    self._counts(self._writer.close)
+                return
+
+    def _hand_over(self, items: list) -> None:
+        if self._writer is None:
+            self._write(items)
+            return
+        try:
+            self._writer.send(items)
+        except Exception:  # noqa: BLE001 - unpicklable, or the writer is gone: counted, never raised
+            with self._lock:
+                self._failed_sending += _rows(items)
+                self.failed += _rows(items)
+
+    def _counts(self, ask) -> None:
+        try:
+            counts = ask()
+        except Exception:  # noqa: BLE001 - the writer is gone: its last counts stand
+            counts = self._writer.counts
+        with self._lock:
+            self.written = counts["written"]
+            self.failed = self._failed_sending + counts["failed"]
+
+    def _write(self, items: list) -> None:
+        rows, failed = masked_rows(items, self.masking)
+        if failed:
+            with self._lock:
+                self.failed += failed
+        if not rows:
+            return
+        try:
+            self.store.write_rows(rows)
+            with self._lock:
+                self.written += len(rows)
+        except Exception:  # noqa: BLE001 - a store that is down must not stop answers; counted
+            with self._lock:
+                self.failed += len(rows)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every record given so far is written."""
+        if not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._flushes.append(done)
+        self._wake.set()
+        done.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._stop = True
+            self._wake.set()
+            self._thread.join(60)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts so far; with a writer process, ``written`` and its ``failed`` as of the last flush (or close)."""
+        return {"policy": str(self.policy), "written": self.written, "dropped": self.dropped, "failed": self.failed}
+
+
+def _rows(items: list) -> int:
+    """How many answered rows a batch holds (a request's tuple holds one per answer id)."""
+    return sum(len(i[4]) if isinstance(i, tuple) else 1 for i in items)
+
+
+def recorder_for(use_case, policy: str | RecordPolicy = "off", url: str | None = None,
+                 settings: Settings | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 group: str | None = None) -> "Recording | NoRecorder":
+    """The recorder ``civicml serve --record POLICY`` hands to serving: :class:`NoRecorder` when off."""
+    policy = RecordPolicy.parse(policy)
+    if policy.mode == "off":
+        return NoRecorder()
+    masking = RecordMasking.for_use_case(use_case, group=group)
+    return Recording(open_store(url, settings, max_bytes), policy, masking, process=True)
