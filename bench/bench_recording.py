@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,6 +85,12 @@ def _children_cpu_s(pid: int) -> float:
     return total
 
 
+def _waited_cpu_s() -> float:
+    """CPU seconds of this process's waited-for children: the load generator's (wrk), once a run is over."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _start(policy: str, home: Path, served: str, env: dict):
     from serving import free_port
 
@@ -107,17 +114,21 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
     off = statistics.median(r["rps"] for r in runs[base])
     off_cpu = statistics.median(r["cpu_ms"] for r in runs[base])
     lines += ["", f"| record | median req/s | ratio to {base} | each round's ratio to {base} | median server CPU "
-                  f"ms a request | CPU ratio to {base} | writer process CPU ms a request | non-2xx | records stored "
-                  f"/ requests answered |",
-              "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+                  f"ms a request | CPU ratio to {base} | writer process CPU ms a request | load generator CPU ms a "
+                  f"request | cores busy (server + writer + load generator) | non-2xx | records stored / requests "
+                  f"answered |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for p in POLICIES:
         median = statistics.median(r["rps"] for r in runs[p])
         cpu = statistics.median(r["cpu_ms"] for r in runs[p])
         each = ", ".join(f"{r['rps'] / o['rps']:.3f}" for r, o in zip(runs[p], runs[base]))
         stored = "-" if counts[p] is None else f"{counts[p]:,} / {answered[p]:,}"
         writer = statistics.median(r.get("writer_cpu_ms", 0.0) for r in runs[p])
+        generator = statistics.median(r.get("load_cpu_ms", 0.0) for r in runs[p])
+        busy = statistics.median((r["cpu_ms"] + r.get("writer_cpu_ms", 0.0) + r.get("load_cpu_ms", 0.0)) * r["rps"]
+                                 / 1000 for r in runs[p])
         lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
-                     f"{writer:.3f} | {sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
+                     f"{writer:.3f} | {generator:.3f} | {busy:.2f} | {sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
     return "\n".join(lines)
 
 
@@ -163,8 +174,9 @@ def main() -> None:
         for i in range(args.rounds):
             order = POLICIES[i % len(POLICIES):] + POLICIES[:i % len(POLICIES)]
             for p in order:
-                cpu, writer = _cpu_s(procs[p].pid), _children_cpu_s(procs[p].pid)
+                cpu, writer, generator_cpu = _cpu_s(procs[p].pid), _children_cpu_s(procs[p].pid), _waited_cpu_s()
                 r = load(urls[p], one, args.connections, args.seconds)
+                r["load_cpu_ms"] = (_waited_cpu_s() - generator_cpu) * 1000 / max(r["requests"], 1)
                 time.sleep(args.pause)  # the writer's backlog is the run's cost too
                 r["cpu_ms"] = (_cpu_s(procs[p].pid) - cpu) * 1000 / max(r["requests"], 1)
                 r["writer_cpu_ms"] = (_children_cpu_s(procs[p].pid) - writer) * 1000 / max(r["requests"], 1)

@@ -58,10 +58,15 @@ def _request_rows(item: tuple, masking: RecordMasking) -> list[dict[str, Any]]:
             raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
         inputs, group = masking.mask({} if columns is None else {name: values[i] for name, values in columns.items()})
         confidence = confidences[i] if confidences is not None and i < len(confidences) else None
-        rows.append({**common, "answer_id": answer_id, "grp": group, "inputs": json.dumps(inputs, sort_keys=True),
-                     "answer": json.dumps(_plain(answers[i] if i < len(answers) else None)),
+        rows.append({**common, "answer_id": answer_id, "grp": group, "inputs": _sorted_json(inputs),
+                     "answer": _json(_plain(answers[i] if i < len(answers) else None)),
                      "confidence": None if confidence is None else float(confidence)})
     return rows
+
+
+# json.dumps(x, sort_keys=True) and json.dumps(x) without building an encoder for each of them
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+_json = json.JSONEncoder().encode
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 import re
 import time as _time
 import uuid
@@ -159,17 +160,24 @@ class RecordMasking:
         """The personal columns that may hold names: all but phones and e-mails (found by their patterns)."""
         return _name_columns(tuple(self.pii_columns))
 
+    @functools.cached_property
+    def _plan(self) -> tuple[tuple[str, ...], tuple[str, ...] | None, frozenset]:
+        """(the name columns, the kept feature columns or None for "every column but the personal ones",
+        the personal columns): worked out once, not for every recorded row."""
+        pii = frozenset(self.pii_columns)
+        kept = None if self.features is None else tuple(c for c in self.features if c not in pii)
+        return self._name_columns(), kept, pii
+
     def mask(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         """The masked inputs to store, and the group value."""
-        names = [v for c in self._name_columns() if isinstance(v := inputs.get(c), str)]
+        name_columns, kept, pii = self._plan
+        names = [v for c in name_columns if isinstance(v := inputs.get(c), str)]
         masker = Masker(names) if names else _NO_NAMES
-        keep = self.features if self.features is not None else [c for c in inputs if c not in self.pii_columns]
         out = {}
-        for column in keep:
-            if column in self.pii_columns or column not in inputs:
-                continue
-            value = inputs[column]
-            out[str(column)] = masker.mask(value) if isinstance(value, str) else _plain(value)
+        for column in (kept if kept is not None else [c for c in inputs if c not in pii]):
+            if column in inputs:
+                value = inputs[column]
+                out[str(column)] = masker.mask(value) if isinstance(value, str) else _plain(value)
         group = inputs.get(self.group) if self.group else None
         return out, (None if group is None else str(group))
 
@@ -227,6 +235,11 @@ def _policy_group(use_case) -> str | None:
 
 
 def _plain(value: Any) -> Any:
+    kind = value.__class__
+    if kind is str or kind is int or kind is bool or value is None:  # most values: as they are, at once
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -297,10 +310,11 @@ class RecordStore:
             return 0
         if self.sqlite:  # one prepared statement, run by the driver: SQLAlchemy's insert cost more than masking
             names = [c.name for c in self._table.columns if c.name in rows[0]]
+            values = operator.itemgetter(*names)  # a row's values in the statement's order, in C
             with self._engine.begin() as conn:
                 result = conn.exec_driver_sql(
                     f"INSERT OR IGNORE INTO {TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                    [tuple(r[n] for n in names) for r in rows])
+                    [values(r) for r in rows])
                 fresh = max(result.rowcount, 0)
             self.enforce_cap()
             return fresh

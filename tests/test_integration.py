@@ -131,3 +131,29 @@ def test_schema_errors_name_the_field(tmp_path):
         load_dataset("service_requests", [tmp_path / "x.csv"])
     with pytest.raises(NotFound, match="source file not found"):
         load_dataset("service_requests", [tmp_path / "missing.csv"])
+
+
+def _mask_without_pretests(masker: Masker, text: str) -> str:
+    """Masker.mask as it was before its pre-tests: every pattern over every text."""
+    from projects.masking import INTRODUCTION
+
+    text = EMAIL.sub("[EMAIL]", text)
+    text = PHONE.sub("[PHONE]", text)
+    text = INTRODUCTION.sub(lambda m: m.group(1) + "[NAME]", text)
+    return masker._names.sub("[NAME]", text) if masker._names is not None else text
+
+
+def test_masker_pretests_change_no_text():
+    """The cheap tests before each pattern (an @, three digits, an introduction's words) skip only texts the
+    pattern cannot match: seeded texts built from the pieces each pattern looks for, and their near misses."""
+    import random
+
+    pieces = ["a.b@example.org", "x@y", "@", "555-123-4567", "(555) 123 4567", "+1 555.123.4567", "12", "123",
+              "5551234567", "My name is Dana Smith", "my name is dana", "THIS IS Bob", "This is Bob", "I'm Ana",
+              "I am Leo Park", "i am leo", "Contact Maria Lopez", "contact: Maria", "Ask for Sam", "Name: Jo",
+              "Reported by Kim Lee", "reported by kim", "İstanbul", "pothole", "on Oak Avenue", ",", "\n", "Lopez"]
+    rng = random.Random(7)
+    for masker in (Masker(), Masker(["Maria Lopez"])):
+        for _ in range(3000):
+            text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
+            assert masker.mask(text) == _mask_without_pretests(masker, text), text

@@ -64,7 +64,8 @@ def test_the_data_planes_short_read_of_an_answer_gives_what_the_response_reads()
     import numpy as np
 
     from civicml.answers import Answer
-    from serving.inference import answer_values, recorded_answer
+    from civicml.answers import mlflow_body
+    from serving.inference import answer_values, body_values, recorded_answer
     from serving.protocols import Prediction
 
     def answer(labels, dtype=np.float64, probabilities=True):
@@ -79,6 +80,17 @@ def test_the_data_planes_short_read_of_an_answer_gives_what_the_response_reads()
                    answer(["water", "roads"], probabilities=False), Answer(label=np.asarray([3, 4]))):
         prediction = Prediction(output, None, None, [])
         assert answer_values(prediction) == recorded_answer(prediction), output
+        # the record read from the MLflow body the caller got: the same label and confidence, where it has both
+        body = mlflow_body(output, {"task": "classification"})
+        read = body_values(body)
+        if "p_roads" in output:
+            labels, confidence = read
+            assert labels == answer_values(prediction)[0]
+            assert confidence == pytest.approx(answer_values(prediction)[1], rel=1e-6), output
+        else:
+            assert read == (None, None)  # no confidence in the body: the answer's own reading is used
+    assert body_values({"predictions": [1.5, 2.5]}) == (None, None)
+    assert body_values({"predictions": []}) == (None, None)
 
 
 @pytest.fixture(scope="module")
