@@ -77,6 +77,13 @@ class WriterProcess:
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def send(self, items: list) -> None:
         """Hand a batch over (raises when it cannot be pickled or the process is gone)."""
         with self._lock:

@@ -13,8 +13,11 @@ server's GIL. When the deque is full a record is dropped and counted (``dropped`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
+import time
 from collections import deque
 from dataclasses import replace
 from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
@@ -23,6 +26,8 @@ from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, AnswerRecord, RecordMasking, RecordPolicy, RecordStore,
                                 _plain, _row, is_answer_id, open_store)
+
+log = logging.getLogger(__name__)
 
 
 def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list[dict[str, Any]], int]:
@@ -118,10 +123,10 @@ class Recording:
         self._wake, self._stop = threading.Event(), False
         self._lock = threading.Lock()
         self._writer, self._failed_sending = None, 0
+        self._earlier = {"written": 0, "failed": 0}  # what writer processes that died had said they wrote
+        self._restarted = 0.0  # when a writer process was last started again (time.monotonic)
         if process:
-            from monitoring.record_writer import WriterProcess
-
-            self._writer = WriterProcess(store.url, store.max_bytes, masking)
+            self._writer = self._start_writer()
         self._thread = threading.Thread(target=self._run, name="civicml-recorder", daemon=True)
         self._thread.start()
 
@@ -166,11 +171,42 @@ class Recording:
                     self._counts(self._writer.close)
                 return
 
+    def _start_writer(self):
+        from monitoring.record_writer import WriterProcess
+
+        return WriterProcess(self.store.url, self.store.max_bytes, self.masking)
+
+    def _revive_writer(self) -> bool:
+        """A writer process that died (killed, out of memory) is started again, at most once a second (one
+        that dies as it starts does not become a loop of starts): what it had been sent since its last count
+        is lost, and counted as failed. True when a live writer is there."""
+        if self._writer.alive():
+            return True
+        now = time.monotonic()
+        if now - self._restarted < 1.0:
+            return False
+        self._restarted = now
+        dead, counts = self._writer, self._writer.counts
+        with contextlib.suppress(Exception):
+            dead.close(timeout=1.0)
+        with self._lock:
+            self._earlier = {k: self._earlier[k] + counts[k] for k in self._earlier}
+        log.warning("the answer recorder's writer process had exited (code %s): started again",
+                    dead.returncode())
+        try:
+            self._writer = self._start_writer()
+        except Exception:  # noqa: BLE001 - no new process (no memory, no interpreter): tried again later
+            log.warning("the answer recorder's writer process could not be started again", exc_info=True)
+            return False
+        return True
+
     def _hand_over(self, items: list) -> None:
         if self._writer is None:
             self._write(items)
             return
         try:
+            if not self._revive_writer():
+                raise RuntimeError("no writer process")
             self._writer.send(items)
         except Exception:  # noqa: BLE001 - unpicklable, or the writer is gone: counted, never raised
             with self._lock:
@@ -183,8 +219,8 @@ class Recording:
         except Exception:  # noqa: BLE001 - the writer is gone: its last counts stand
             counts = self._writer.counts
         with self._lock:
-            self.written = counts["written"]
-            self.failed = self._failed_sending + counts["failed"]
+            self.written = self._earlier["written"] + counts["written"]
+            self.failed = self._failed_sending + self._earlier["failed"] + counts["failed"]
 
     def _write(self, items: list) -> None:
         rows, failed = masked_rows(items, self.masking)

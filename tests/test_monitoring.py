@@ -193,6 +193,32 @@ def test_a_requests_answers_given_as_one_tuple_are_stored_one_row_each_masked(re
     assert [s for s in SECRETS if s.encode() in blob or s.lower().encode() in blob] == []
 
 
+def test_a_writer_process_that_dies_is_started_again(tmp_path):
+    """The recorder's writer process killed (out of memory, by hand): the next batch starts a new one, and
+    what was written before and after is all there, counted once."""
+    import os
+    import signal
+
+    store = RecordStore(f"sqlite:///{tmp_path / 'r.db'}")
+    recorder = Recording(store, "all", RecordMasking(), process=True)
+    before = [_record() for _ in range(5)]
+    for record in before:
+        recorder.record(record)
+    recorder.flush()
+    assert recorder.stats()["written"] == 5
+    first = recorder._writer
+    os.kill(first.pid, signal.SIGKILL)
+    first._process.wait(10)
+    after = [_record() for _ in range(7)]
+    for record in after:
+        recorder.record(record)
+    recorder.flush()
+    assert recorder._writer is not first and recorder._writer.alive()
+    recorder.close()
+    assert sorted(store.read()["answer_id"]) == sorted(r.answer_id for r in before + after)
+    assert recorder.stats()["written"] == 12 and recorder.stats()["failed"] == 0
+
+
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     store = RecordStore(f"sqlite:///{tmp_path / 'r.db'}")
     recorder = Recording(store, "all", RecordMasking(), queue_size=1, batch=1)
