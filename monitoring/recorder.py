@@ -24,16 +24,17 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
-from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, AnswerRecord, RecordMasking, RecordPolicy, RecordStore,
-                                _plain, _row, is_answer_id, open_store)
+from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, ROW_COLUMNS, AnswerRecord, RecordMasking, RecordPolicy,
+                                RecordStore, _plain, _row, is_answer_id, open_store)
 
 log = logging.getLogger(__name__)
 
 
-def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list[dict[str, Any]], int]:
+def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list, int]:
     """What a recorder was given (mappings, :class:`AnswerRecord` s, or a request's answers as one tuple,
-    ``record_answers``' shape) as masked rows of the store's table; and how many answers were malformed
-    (counted, never raised into serving)."""
+    ``record_answers``' shape) as masked rows of the store's table (tuples in
+    :data:`monitoring.records.ROW_COLUMNS`' order); and how many answers were malformed (counted, never
+    raised into serving)."""
     rows, failed = [], 0
     for item in items:
         try:
@@ -42,30 +43,32 @@ def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list[dict
             else:
                 record = AnswerRecord.of(item)
                 inputs, group = masking.mask(record.inputs)
-                rows.append(_row(replace(record, inputs=inputs, group=group)))
+                row = _row(replace(record, inputs=inputs, group=group))
+                rows.append(tuple(row[name] for name in ROW_COLUMNS))
         except Exception:  # noqa: BLE001 - a malformed record is counted
             failed += len(item[4]) if isinstance(item, tuple) and isinstance(item[4], list) else 1
     return rows, failed
 
 
-def _request_rows(item: tuple, masking: RecordMasking) -> list[dict[str, Any]]:
+def _request_rows(item: tuple, masking: RecordMasking) -> list[tuple]:
     """A request's answers, ``(model, version, variant, arm, answer_ids, input_columns, answers, confidences,
-    latency_ms, time)`` (``input_columns``: column -> a value per row, or None), as masked rows: no
-    :class:`AnswerRecord` built per row, the same checks (the id's shape, the arm)."""
+    latency_ms, time)`` (``input_columns``: column -> a value per row, or None), as masked rows, tuples in
+    :data:`monitoring.records.ROW_COLUMNS`' order: no :class:`AnswerRecord` nor dict built per row, the same
+    checks (the id's shape, the arm)."""
     model, version, variant, arm, ids, columns, answers, confidences, latency_ms, when = item
     if arm not in ARMS:
         raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
-    common = {"model": str(model), "version": str(version), "variant": str(variant), "arm": arm, "time": float(when),
-              "latency_ms": None if latency_ms is None else float(latency_ms)}
-    rows = []
+    model, version, variant, when = str(model), str(version), str(variant), float(when)
+    latency_ms = None if latency_ms is None else float(latency_ms)
+    rows, answered, confident = [], len(answers), 0 if confidences is None else len(confidences)
     for i, answer_id in enumerate(ids):
         if not is_answer_id(answer_id):
             raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
         inputs, group = masking.mask({} if columns is None else {name: values[i] for name, values in columns.items()})
-        confidence = confidences[i] if confidences is not None and i < len(confidences) else None
-        rows.append({**common, "answer_id": answer_id, "grp": group, "inputs": _sorted_json(inputs),
-                     "answer": _json(_plain(answers[i] if i < len(answers) else None)),
-                     "confidence": None if confidence is None else float(confidence)})
+        confidence = confidences[i] if i < confident else None
+        rows.append((answer_id, model, version, variant, arm, when, group, _sorted_json(inputs),
+                     _json(_plain(answers[i] if i < answered else None)),
+                     None if confidence is None else float(confidence), latency_ms))
     return rows
 
 

@@ -303,21 +303,27 @@ class RecordStore:
         """Store already-masked records (one transaction); an id already stored is kept as it was."""
         return self.write_rows([_row(r) for r in records])
 
-    def write_rows(self, rows: list[dict[str, Any]]) -> int:
-        """Store rows already in the table's shape (:func:`masked_rows`), in one transaction; an id already
-        stored is kept as it was. Returns how many were new."""
+    def write_rows(self, rows: list) -> int:
+        """Store rows already in the table's shape (:func:`masked_rows`: mappings by column, or tuples in
+        :data:`ROW_COLUMNS`' order, one kind in a call), in one transaction; an id already stored is kept as it was.
+        Returns how many were new."""
         if not rows:
             return 0
         if self.sqlite:  # one prepared statement, run by the driver: SQLAlchemy's insert cost more than masking
-            names = [c.name for c in self._table.columns if c.name in rows[0]]
-            values = operator.itemgetter(*names)  # a row's values in the statement's order, in C
+            if rows[0].__class__ is tuple:  # already in ROW_COLUMNS' order (the recorder's request rows)
+                names, values = ROW_COLUMNS, rows
+            else:
+                names = [c.name for c in self._table.columns if c.name in rows[0]]
+                row_values = operator.itemgetter(*names)  # a row's values in the statement's order, in C
+                values = [row_values(r) for r in rows]
             with self._engine.begin() as conn:
                 result = conn.exec_driver_sql(
                     f"INSERT OR IGNORE INTO {TABLE} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                    [values(r) for r in rows])
+                    values)
                 fresh = max(result.rowcount, 0)
             self.enforce_cap()
             return fresh
+        rows = [dict(zip(ROW_COLUMNS, r)) if r.__class__ is tuple else r for r in rows]
         with self._engine.begin() as conn:
             known = self._known(conn, [r["answer_id"] for r in rows])
             fresh = [r for r in rows if r["answer_id"] not in known]
@@ -522,6 +528,9 @@ def _row(record: AnswerRecord) -> dict[str, Any]:
             "latency_ms": None if record.latency_ms is None else float(record.latency_ms)}
 
 
+# a recorded row as a tuple (monitoring.recorder's request rows), in the order write_rows inserts it
+ROW_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "grp", "inputs", "answer", "confidence",
+               "latency_ms")
 RECORD_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "group", "inputs", "answer",
                   "confidence", "latency_ms", "outcome", "outcome_time")
 
