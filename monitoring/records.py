@@ -276,7 +276,12 @@ class RecordStore:
                 _auto_vacuum(path)
                 write_ahead_log(url)
             self._path = path
-        self._engine = sa.create_engine(url, connect_args={"timeout": 30} if self.sqlite else {})
+        # SQLite: no connection kept open between uses (NullPool). A process holding one while something else
+        # in it opens and closes the file (a copy, a byte search) loses its SQLite locks (POSIX locks are per
+        # process); another process then takes itself for the last user and removes the shared-memory file,
+        # and the next connection here fails with "disk I/O error". Opening a connection costs ~0.1 ms.
+        self._engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.NullPool) \
+            if self.sqlite else sa.create_engine(url)
         meta = sa.MetaData()
         self._table = sa.Table(
             TABLE, meta,

@@ -115,7 +115,14 @@ def test_recorded_answers_land_in_the_store_masked(explained_model, recorded):
     from monitoring import open_store
 
     _, body = recorded
-    frame = open_store(settings=explained_model.settings).read(model=NAME)
+    store = open_store(settings=explained_model.settings)
+    try:
+        frame = store.read(model=NAME)
+    finally:
+        # closed before the file's bytes are read below: a process that opens and closes a database file
+        # outside SQLite drops every SQLite lock it holds on it (POSIX locks are per process), and a later
+        # process then takes itself for the last one and removes the shared-memory file under this one
+        store.close()
     mine = frame[frame["answer_id"].isin(body["answer_ids"])].set_index("answer_id")
     assert len(mine) == RECORDED
     first = mine.loc[body["answer_ids"][0]]
