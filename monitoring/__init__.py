@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from monitoring.drift import DriftSettings, Reference, column_kinds, detect_drift, drifting_since
     from monitoring.feedback import FeedbackResult, add_feedback, read_outcomes
     from monitoring.quality import estimate_vs_real, live_quality, parse_window
-    from monitoring.records import (AnswerRecord, RecordMasking, RecordPolicy, RecordStore, existing_store,
-                                    new_answer_id, open_store)
+    from monitoring.masking import RecordMasking
+    from monitoring.records import AnswerRecord, RecordPolicy, RecordStore, existing_store, new_answer_id, open_store
     from monitoring.recorder import NoRecorder, Recorder, Recording, recorder_for
     from monitoring.report import (Alert, MonitoringPolicy, MonitorReport, audit_alerts, live_frame, monitor,
                                    post_alerts)
@@ -32,7 +32,8 @@ __getattr__, __dir__ = lazy_face(__name__, {
     "monitoring.drift": ("DriftSettings", "Reference", "column_kinds", "detect_drift", "drifting_since"),
     "monitoring.feedback": ("FeedbackResult", "add_feedback", "read_outcomes"),
     "monitoring.quality": ("estimate_vs_real", "live_quality", "parse_window"),
-    "monitoring.records": ("AnswerRecord", "RecordMasking", "RecordPolicy", "RecordStore", "existing_store",
+    "monitoring.masking": ("RecordMasking",),
+    "monitoring.records": ("AnswerRecord", "RecordPolicy", "RecordStore", "existing_store",
                            "new_answer_id", "open_store"),
     "monitoring.recorder": ("NoRecorder", "Recorder", "Recording", "recorder_for"),
     "monitoring.report": ("Alert", "MonitoringPolicy", "MonitorReport", "audit_alerts", "live_frame", "monitor",

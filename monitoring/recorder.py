@@ -24,8 +24,9 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
-from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, ROW_COLUMNS, AnswerRecord, RecordMasking, RecordPolicy,
-                                RecordStore, _plain, _row, is_answer_id, open_store)
+from monitoring.masking import RecordMasking, plain
+from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, ROW_COLUMNS, AnswerRecord, RecordPolicy, RecordStore, _row,
+                                is_answer_id, open_store)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _request_rows(item: tuple, masking: RecordMasking) -> list[tuple]:
         inputs, group = masking.mask({} if columns is None else {name: values[i] for name, values in columns.items()})
         confidence = confidences[i] if i < confident else None
         rows.append((answer_id, model, version, variant, arm, when, group, _sorted_json(inputs),
-                     _json(_plain(answers[i] if i < answered else None)),
+                     _json(plain(answers[i] if i < answered else None)),
                      None if confidence is None else float(confidence), latency_ms))
     return rows
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.drift import Reference, epoch_seconds
-from monitoring.records import RecordMasking
+from monitoring.masking import RecordMasking
 from projects.service_requests.season import SeasonSettings, generate_season
 
 MODEL = "service-requests-router"
