@@ -25,6 +25,7 @@ A request may carry a deadline: a request whose next slice would start after it 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -47,6 +48,7 @@ _STOP = object()
 _FEW_ROWS = 8
 _LONG_WAIT_SHARE = 0.1  # of the last batch's time: the longest a short batch waits for returning callers
 _LONG_WAIT_CAP = 0.05  # seconds
+_INLINE_TURNS = 2  # loop iterations a short batch of a cheap model waits for more callers (the I/O already read)
 
 
 class TooCostly(InvalidInput):
@@ -86,12 +88,47 @@ class Columns:
 
     @staticmethod
     def concat(parts: list["Columns"]) -> "Columns":
-        names = parts[0].values.keys()
+        first = parts[0]
+        if first.__class__ is Row and all(p.__class__ is Row and p.dtypes is first.dtypes for p in parts):
+            return Columns(_arrays([p.row for p in parts], first.dtypes), len(parts))
+        names = first.values.keys()
         return Columns({n: np.concatenate([p.values[n] for p in parts]) for n in names}, sum(p.rows for p in parts))
+
+
+class Row(Columns):
+    """One checked row (a one-row request: most of them) as the values came, with each column's dtype: a
+    batch of rows makes each column's array once (:meth:`Columns.concat`) instead of an array per column per
+    request and a concatenation per batch; :attr:`values` makes the arrays for anything else. ``cost``: its
+    :func:`row_costs`, counted while it was checked."""
+
+    __slots__ = ("row", "dtypes", "cost", "_arrays")
+
+    def __init__(self, row: dict, dtypes: dict, cost: int):
+        self.row, self.dtypes, self.cost, self.rows, self._arrays = row, dtypes, cost, 1, None
+
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = _arrays([self.row], self.dtypes)
+        return self._arrays
+
+
+def _arrays(rows: list[dict], dtypes: dict) -> dict[str, np.ndarray]:
+    """Rows' values -> one array per column, of the column's dtype (object: the values as they are)."""
+    out = {}
+    for name, dtype in dtypes.items():
+        if dtype is object:
+            column = out[name] = np.empty(len(rows), dtype=object)
+            column[:] = [row[name] for row in rows]
+        else:
+            out[name] = np.array([row[name] for row in rows], dtype=dtype)
+    return out
 
 
 def row_costs(data: Any) -> np.ndarray:
     """The estimated cost of each row: 1 plus the characters of its text values (tensors: values a row)."""
+    if data.__class__ is Row:
+        return np.array([data.cost], dtype=np.int64)
     rows = rows_of(data)
     if isinstance(data, Columns) and rows <= _FEW_ROWS:  # numpy's per-call cost is most of a few rows' work
         few = [1] * rows
@@ -128,15 +165,21 @@ def batch_slice_cost(tensor_shape, max_batch: int, slice_cost: int) -> int:
     return max(slice_cost, int(np.prod(row_shape)) * max_batch)
 
 
-def _total(costs: np.ndarray) -> int:
+def _total(costs) -> int:
     """The sum of row costs (a few rows: in Python, cheaper than numpy's reduction)."""
+    if costs.__class__ is list:
+        return sum(costs)
     return sum(costs.tolist()) if len(costs) <= _FEW_ROWS else int(costs.sum())
 
 
-def admit(data: Any, max_cost: int) -> np.ndarray:
-    """One request's row costs, if their sum is within ``max_cost``; else :class:`TooCostly` (413)."""
-    costs = row_costs(data)
-    cost = _total(costs)
+def admit(data: Any, max_cost: int):
+    """One request's row costs (an array; a :class:`Row`'s as a list of one), if their sum is within
+    ``max_cost``; else :class:`TooCostly` (413)."""
+    if data.__class__ is Row:
+        costs, cost = [data.cost], data.cost
+    else:
+        costs = row_costs(data)
+        cost = _total(costs)
     if cost > max_cost:
         raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
                         f"is {max_cost} per request: send fewer rows or shorter text")
@@ -299,7 +342,7 @@ def _slice_bounds(costs: np.ndarray, max_cost: int) -> tuple[list[int], list[int
     if total <= max_cost:
         return [0, rows], [total]
     bounds, spent_list, start, spent = [0], [], 0, 0
-    for i, cost in enumerate(costs.tolist()):
+    for i, cost in enumerate(costs if costs.__class__ is list else costs.tolist()):
         if i > start and spent + cost > max_cost:
             bounds.append(i)
             spent_list.append(spent)
@@ -317,9 +360,9 @@ class BatchingRuntime(WrappedRuntime):
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
                  on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000,
-                 in_flight: Callable[[], int | None] | None = None):
-        if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
-            raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
+                 in_flight: Callable[[], int | None] | None = None, inline_ms: float = 0.0):
+        if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1 or inline_ms < 0:
+            raise ValueError("max_batch and slice_cost must be >= 1, max_wait_ms and inline_ms >= 0")
         super().__init__(inner)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
@@ -335,11 +378,17 @@ class BatchingRuntime(WrappedRuntime):
         self._cost_lock = threading.Lock()
         self._outbox: list = []  # answers for asyncio callers, handed to their loops after each batch (worker only)
         self._arriving: dict = {}  # event loop -> the jobs submitted in its current iteration, not yet queued
+        self._waited: dict = {}  # event loop -> turns its arrivals have waited for more (inline answers)
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
         self._queued_cost = 0  # cost units submitted and not yet run (for Retry-After)
         self._rate = 0.0  # cost units a second, smoothed over recent batches
         self._last_rows = (0, 0)  # rows of the last two batches
         self._last_seconds = 0.0  # the last batch's time in the model
+        # a model whose batches take at most inline_ms (smoothed over recent batches) is answered on the event
+        # loop itself, in the iteration its callers arrived in (:meth:`_answer_inline`); 0: never
+        self.inline_seconds = inline_ms / 1000
+        self._typical = 0.0  # seconds a batch, smoothed (0: no batch run yet)
+        self._model_lock = threading.Lock()  # one model call at a time: the worker's, or one on an event loop
 
     def unload(self) -> None:
         if self._worker is not None:
@@ -389,28 +438,113 @@ class BatchingRuntime(WrappedRuntime):
     async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
                       costs: np.ndarray | None = None) -> Any:
         """:meth:`submit`, awaited on the event loop: no thread waits for the batch. The requests that reach
-        this in one iteration of the loop are queued for the worker together, at its end (one wake-up of the
-        worker for all of them), and their answers come back together (:class:`_LoopWaiter`)."""
-        import asyncio
-
+        this in one iteration of the loop are taken together at its end (:meth:`_hand_over`): answered there
+        by a cheap model, else queued for the worker with one wake-up for all of them, their answers coming
+        back together (:class:`_LoopWaiter`)."""
         loop = asyncio.get_running_loop()
-        waiter = _LoopWaiter(loop, loop.create_future(), self._outbox)
-        job = self._job(data, params, waiter, deadline, costs)
+        future = loop.create_future()
         arriving = self._arriving.get(loop)
         if arriving is None:
             arriving = self._arriving[loop] = []
             loop.call_soon(self._hand_over, loop)
-        arriving.append(job)
-        try:
-            return await waiter.future
-        finally:
-            self._handed -= 1
+        arriving.append((data, params, future, deadline, costs))
+        return await future
 
     def _hand_over(self, loop) -> None:
-        jobs = self._arriving.pop(loop, None)
-        if jobs:
-            self._handed += len(jobs)
-            self._queue.put(jobs)
+        inline = self.inline_seconds and 0 < self._typical <= self.inline_seconds
+        if inline:
+            items = self._arriving.get(loop)
+            waited = self._waited.get(loop, 0)
+            if items and waited < _INLINE_TURNS and len(items) < min(self.max_batch, max(self._last_rows)):
+                self._waited[loop] = waited + 1
+                loop.call_soon(self._hand_over, loop)
+                return
+            self._waited.pop(loop, None)
+        items = self._arriving.pop(loop, None)
+        if not items:
+            return
+        if inline:
+            items = self._answer_inline(items)
+            if not items:
+                return
+        jobs = [self._job(data, params, _LoopWaiter(loop, future, self._outbox), deadline, costs)
+                for data, params, future, deadline, costs in items]
+        for job in jobs:
+            job.future.future.add_done_callback(self._answered)
+        self._handed += len(jobs)
+        self._queue.put(jobs)
+
+    def _answered(self, _future) -> None:
+        self._handed -= 1
+
+    def _answer_inline(self, items: list) -> list:
+        """Answer one loop iteration's callers on the loop: a cheap model's batch (the constant model's, the
+        311 router's: well under a millisecond) costs less than handing it to the worker thread and back (a
+        queue, two wake-ups, the GIL passed between the threads, futures answered across them). Batches as
+        the worker makes them: callers with the same params, within ``max_batch`` rows and ``slice_cost``.
+        Returns the callers left for the worker: requests of more than one slice, and all of them while the
+        worker is running the model (one model call at a time)."""
+        if not self._model_lock.acquire(blocking=False):
+            return items
+        try:
+            rest, groups, now = [], {}, time.monotonic()
+            for item in items:
+                data, params, future, deadline, costs = item
+                if future.done():  # cancelled: its caller went away
+                    continue
+                if deadline is not None and now > deadline:
+                    future.set_exception(Overloaded("the server is busy: this request's time budget passed "
+                                                    "before the model could take it (retry later)",
+                                                    self.retry_after()))
+                    continue
+                cost = _total(row_costs(data) if costs is None else costs)
+                if cost > self.slice_cost:
+                    rest.append(item)
+                    continue
+                groups.setdefault(_params_key(params), []).append((data, params, future, rows_of(data), cost))
+            for group in groups.values():
+                batch, rows, spent = [], 0, 0
+                for entry in group:
+                    if batch and (rows + entry[3] > self.max_batch or spent + entry[4] > self.slice_cost):
+                        self._inline_batch(batch)
+                        batch, rows, spent = [], 0, 0
+                    batch.append(entry)
+                    rows, spent = rows + entry[3], spent + entry[4]
+                self._inline_batch(batch)
+            return rest
+        finally:
+            self._model_lock.release()
+
+    def _inline_batch(self, batch: list) -> None:
+        sizes = [entry[3] for entry in batch]
+        try:
+            pieces = self._predict([entry[0] for entry in batch], sizes, batch[0][1])
+        except Exception as err:
+            if len(batch) > 1:  # one bad request must not fail the others: one by one
+                for entry in batch:
+                    self._inline_batch([entry])
+                return
+            pieces = None
+            if not batch[0][2].done():
+                batch[0][2].set_exception(err)
+        for entry, piece in zip(batch, pieces or ()):
+            if not entry[2].done():
+                entry[2].set_result(piece)
+
+    def _predict(self, parts: list, sizes: list[int], params: dict | None) -> list:
+        """One model call for the parts of a batch (``sizes`` rows each): each part's rows of the output;
+        the batch counted and timed."""
+        started = time.perf_counter()
+        output = self.inner.predict(merge(parts, self.inner.accepts_columns), params)
+        pieces = split(output, sizes)
+        seconds = time.perf_counter() - started
+        rows = sum(sizes)
+        self.batches += 1
+        self._last_rows, self._last_seconds = (self._last_rows[1], rows), seconds
+        self._typical = seconds if self._typical <= 0 else 0.9 * self._typical + 0.1 * seconds
+        if self.on_batch is not None:
+            self.on_batch(rows, seconds)
+        return pieces
 
     def _all_here(self) -> bool:
         """Whether every request the server is answering is with this batcher already (then none can join)."""
@@ -542,8 +676,8 @@ class BatchingRuntime(WrappedRuntime):
             sizes.append(stop - start)
         started = time.perf_counter()
         try:
-            output = self.inner.predict(merge(parts, self.inner.accepts_columns), batch[0][0].params)
-            pieces = split(output, sizes)
+            with self._model_lock:
+                pieces = self._predict(parts, sizes, batch[0][0].params)
         except Exception as err:
             if len(batch) > 1:  # one bad request must not fail the others: run them one by one
                 for item in batch:
@@ -555,10 +689,6 @@ class BatchingRuntime(WrappedRuntime):
             _settle(job.future, error=err)
             return
         seconds = time.perf_counter() - started
-        self.batches += 1
-        self._last_rows, self._last_seconds = (self._last_rows[1], sum(sizes)), seconds
-        if self.on_batch is not None:
-            self.on_batch(sum(sizes), seconds)
         spent = sum(job.costs[i] for job, i in batch)
         self._spent(spent)
         if seconds > 0:

@@ -81,6 +81,7 @@ class EndpointOptions:
     batching: bool = True  # concurrent requests merged into one model call (serving.batching)
     max_batch: int = 64
     max_wait_ms: float = 1.0
+    inline_ms: float = 2.0  # a model whose batches take at most this is answered on the event loop (batching)
 
 
 class Endpoint:
@@ -206,7 +207,7 @@ class Endpoint:
                                       slice_cost=batch_slice_cost(validator.tensor_spec.shape if validator.tensor
                                                                   else None, options.max_batch,
                                                                   self._limits().slice_cost),
-                                      in_flight=self._in_flight)
+                                      in_flight=self._in_flight, inline_ms=options.inline_ms)
         _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
         kind = tags.get(TAG_VARIANT) or variant
