@@ -295,7 +295,9 @@ def mlflow_body(output: Any, metadata: Mapping | None = None) -> dict[str, Any]:
     if output.__class__ is np.ndarray and meta.get("task") != "regression":  # labels or values: as they are
         return {"predictions": output.tolist()}
     if output.__class__ is Answer:
-        records = _classifier_records(output, meta.get("labels"))
+        records = _batch_records(output, meta.get("labels"))
+        if records is None:
+            records = _classifier_records(output, meta.get("labels"))
         if records is not None:
             return {"predictions": records}
     found = read_probabilities(output, meta.get("labels"))
@@ -342,6 +344,21 @@ def _classifier_records(output: Answer, labels) -> list[dict] | None:
             return None
         records.append(dict(zip(keys, (*row, top, band(top)))))
     return records
+
+
+def _batch_records(output: Answer, labels) -> list[dict] | None:
+    """The records of a request's rows ``start:stop`` of the batch it was answered in (``part_of``, set by
+    serving.batching's split: ``(batch answer, start, stop)``), made once for the whole batch: the same
+    records as its own rows' (:func:`_classifier_records` reads each row alone), without their per-request
+    cost. None when it has no batch, or the batch has records only the numpy way."""
+    part = output.__dict__.get("part_of")
+    if part is None:
+        return None
+    batch, start, stop = part
+    made = batch.__dict__.get("_records")
+    if made is None or made[0] is not labels:
+        made = batch.__dict__["_records"] = (labels, _classifier_records(batch, labels))
+    return None if made[1] is None else made[1][start:stop]
 
 
 _RECORD_PLANS: dict = {}  # (column names, id(labels)) -> (labels, (record keys, probability positions))

@@ -222,7 +222,11 @@ def _split(output: Any, spans: list[tuple[int, int]], total: int) -> list[Any]:
     if isinstance(output, dict):  # a dict of per-row arrays (an Answer, tensor models with several outputs)
         pieces = [_split(v, spans, total) for v in output.values()]
         kind, keys = type(output), list(output)
-        return [kind(zip(keys, row)) for row in zip(*pieces)] if pieces else [kind() for _ in spans]
+        out = [kind(zip(keys, row)) for row in zip(*pieces)] if pieces else [kind() for _ in spans]
+        if kind is Answer and pieces:  # its MLflow records are made once for the batch (civicml.answers)
+            for answer, (start, stop) in zip(out, spans):
+                answer.part_of = (output, start, stop)
+        return out
     if isinstance(output, (pd.DataFrame, pd.Series)):
         if len(output) != total:
             raise ValueError(f"the model returned {len(output)} rows for {total}")

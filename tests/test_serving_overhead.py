@@ -261,3 +261,24 @@ def test_the_light_request_reads_headers_as_starlettes():
     light, full = _Request({"headers": raw}, None).headers, Headers(scope={"headers": raw})
     for name in ("Content-Type", "content-type", "X-A", "x-b", "content-length"):
         assert light.get(name) == full.get(name) and (name in light) == (name in full)
+
+
+def test_a_requests_records_made_for_its_batch_are_its_own():
+    """A classifier's batch answer split among requests: each request's MLflow records come from the batch's
+    (made once), the same as from its own rows; a batch with a missing probability leaves each request to
+    its own way."""
+    from civicml.answers import Answer, mlflow_body
+    from serving.batching import split
+    from serving.codecs import dumps
+
+    labels = ["b", "a", "c"]
+    rng = np.random.default_rng(0)
+    for p_a in (rng.random(7), np.asarray([0.1, np.nan, 0.2, 0.3, 0.4, 0.5, 0.6])):
+        batch = Answer(label=np.asarray(list("abcabca"), dtype=object), p_a=p_a, p_b=rng.random(7),
+                       p_c=rng.random(7), extra=np.arange(7.0))
+        pieces = split(batch, [2, 1, 4])
+        for piece, (start, stop) in zip(pieces, [(0, 2), (2, 3), (3, 7)]):
+            alone = Answer({k: v[start:stop] for k, v in batch.items()})
+            assert piece.part_of == (batch, start, stop)
+            for meta in ({"labels": labels}, {}):  # the bytes answered (NaN is not equal to itself)
+                assert dumps(mlflow_body(piece, meta)) == dumps(mlflow_body(alone, meta))
