@@ -1,8 +1,14 @@
 """Adaptive, fair batching: concurrent requests merged into one predict call, each caller gets its own rows.
 
 :class:`BatchingRuntime` wraps any :class:`~serving.runtime.Runtime`. One worker thread runs the inner
-runtime; nothing else calls it, so a model that is not thread safe (a Paddle predictor) is safe behind
-it, and no model call ever runs on the server's event loop.
+runtime, one call at a time, so a model that is not thread safe (a Paddle predictor) is safe behind it.
+A cheap model (``inline_ms``: a full batch of ``max_batch`` rows at its recent seconds a row within that,
+e.g. the 311 router or a constant pyfunc, well under a millisecond a batch) is instead answered on the
+event loop, one batch for the callers of one loop iteration (and of up to two more, while fewer than the
+last batches' rows have come): handing each batch to the worker thread and back cost more than the model
+(a queue, two wake-ups, the GIL passed between threads, futures answered across them). Costly models (the
+MiniLM encoder, the street-scenes CNN: tens of milliseconds a batch) keep the worker, and the event loop
+never waits for them; the worker and the loop never call the model at the same time.
 
 Each request is cut into slices of at most ``slice_cost`` cost units (a row costs 1 plus the characters
 of its text; a tensor row its number of values), at least one row each; a request within it is one slice.
@@ -388,10 +394,10 @@ class BatchingRuntime(WrappedRuntime):
         self._rate = 0.0  # cost units a second, smoothed over recent batches
         self._last_rows = (0, 0)  # rows of the last two batches
         self._last_seconds = 0.0  # the last batch's time in the model
-        # a model whose batches take at most inline_ms (smoothed over recent batches) is answered on the event
-        # loop itself, in the iteration its callers arrived in (:meth:`_answer_inline`); 0: never
+        # a model whose full batch (max_batch rows at its recent seconds a row) takes at most inline_ms is
+        # answered on the event loop itself, in the iteration its callers arrived in (:meth:`_answer_inline`)
         self.inline_seconds = inline_ms / 1000
-        self._typical = 0.0  # seconds a batch, smoothed (0: no batch run yet)
+        self._per_row = 0.0  # seconds a row, smoothed over recent batches (0: no batch run yet)
         self._model_lock = threading.Lock()  # one model call at a time: the worker's, or one on an event loop
 
     def unload(self) -> None:
@@ -455,7 +461,7 @@ class BatchingRuntime(WrappedRuntime):
         return await future
 
     def _hand_over(self, loop) -> None:
-        inline = self.inline_seconds and 0 < self._typical <= self.inline_seconds
+        inline = self.inline_seconds and 0 < self._per_row * self.max_batch <= self.inline_seconds
         if inline:
             items = self._arriving.get(loop)
             waited = self._waited.get(loop, 0)
@@ -545,7 +551,7 @@ class BatchingRuntime(WrappedRuntime):
         rows = sum(sizes)
         self.batches += 1
         self._last_rows, self._last_seconds = (self._last_rows[1], rows), seconds
-        self._typical = seconds if self._typical <= 0 else 0.9 * self._typical + 0.1 * seconds
+        self._per_row = seconds / rows if self._per_row <= 0 else 0.7 * self._per_row + 0.3 * seconds / max(rows, 1)
         if self.on_batch is not None:
             self.on_batch(rows, seconds)
         return pieces

@@ -170,8 +170,8 @@ def test_char_wb_terms_word_by_word_are_the_analyzers():
 
 def test_a_cheap_models_callers_are_answered_on_the_event_loop_and_a_costly_ones_by_the_worker():
     """``inline_ms``: once the batches are known to be cheap, one loop iteration's callers are one batch run
-    on the loop itself (a bad request still fails alone, a passed deadline is still refused); a model slower
-    than ``inline_ms`` keeps the worker thread."""
+    on the loop itself (a bad request still fails alone, a passed deadline is still refused); a model whose
+    full batch (64 rows at 10 ms a row) would take longer than ``inline_ms`` keeps the worker thread."""
     import time
 
     class _Slow(_Rows):
@@ -187,7 +187,7 @@ def test_a_cheap_models_callers_are_answered_on_the_event_loop_and_a_costly_ones
         return first, await asyncio.gather(*calls, bad, late, return_exceptions=True)
 
     for inner, on_loop in ((_Rows(), True), (_Slow(), False)):
-        batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=1, inline_ms=2.0)
+        batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=1, inline_ms=50.0)
         try:
             first, answers = asyncio.run(main(batcher))
         finally:
