@@ -21,7 +21,7 @@ import pandas as pd
 
 from civicml.booleans import SPELLINGS, model_value, string_pattern
 from civicml.errors import InvalidInput
-from serving.batching import Columns, Row
+from serving.batches import Columns, Row
 
 MAX_ROWS = 10_000
 MAX_TEXT = 10_000  # characters in one string field
@@ -504,6 +504,8 @@ class Validator:
 
     def prepare(self, payload: Any, params: dict | None = None) -> InferenceRequest:
         """A codec's payload (Table, DataFrame or nested list) -> a checked model input."""
+        if payload.__class__ is Table and not self.tensor:
+            return InferenceRequest(self.columns(payload), params)
         if self.tensor:
             if isinstance(payload, (Table, pd.DataFrame)):
                 raise InvalidInput("this model takes a tensor: send 'instances' or 'inputs' with a nested list")

@@ -28,7 +28,7 @@ from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit, batch_slice_cost
 from serving.cpu import compute_path, quiet_math_threads
-from serving.dataplane import InferenceRequest, Validator
+from serving.dataplane import InferenceRequest, Table, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
 
@@ -332,7 +332,14 @@ class Endpoint:
         router = self._router
         if router is not None and router.active:
             return await router(loaded, payload, params)
-        return await self._answer(loaded, payload, params)
+        if _large(payload):
+            return await self._answer(loaded, payload, params)
+        limits = self._limits()  # _answer's small-request way, without a coroutine of its own
+        request = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
+        costs = admit(request.data, limits.max_cost)
+        output = await loaded.runtime.asubmit(request.data, request.params, time.monotonic() + limits.deadline_seconds,
+                                              costs)
+        return output, loaded.served, loaded
 
     async def _answer(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         """Check, admit (cost and deadline), then wait for the model off the event loop."""
@@ -352,6 +359,8 @@ class Endpoint:
 
 
 def _large(payload: Any) -> bool:
+    if payload.__class__ is Table:
+        return payload.rows > LARGE_ROWS
     rows = getattr(payload, "rows", None)
     if rows is None:
         try:
