@@ -195,7 +195,9 @@ class BatchingRuntime(WrappedRuntime):
         # a model whose full batch (max_batch rows at its recent seconds a row) takes at most inline_ms is
         # answered on the event loop itself, in the iteration its callers arrived in (:meth:`_answer_inline`)
         self.inline_seconds = inline_ms / 1000
-        self._per_row = 0.0  # seconds a row, smoothed over recent batches (0: no batch run yet)
+        # recent batches' seconds and rows, smoothed apart: their ratio is the seconds a row, which one short
+        # batch (a straggler's: the model's whole per-call cost for one row) does not swing
+        self._recent = (0.0, 0.0)
         self._model_lock = threading.Lock()  # one model call at a time: the worker's, or one on an event loop
 
     def unload(self) -> None:
@@ -259,7 +261,8 @@ class BatchingRuntime(WrappedRuntime):
         return await future
 
     def _hand_over(self, loop) -> None:
-        inline = self.inline_seconds and 0 < self._per_row * self.max_batch <= self.inline_seconds
+        seconds, rows = self._recent
+        inline = self.inline_seconds and 0 < seconds * self.max_batch <= self.inline_seconds * rows
         if inline:
             items = self._arriving.get(loop)
             waited = self._waited.get(loop, 0)
@@ -349,7 +352,9 @@ class BatchingRuntime(WrappedRuntime):
         rows = sum(sizes)
         self.batches += 1
         self._last_rows, self._last_seconds = (self._last_rows[1], rows), seconds
-        self._per_row = seconds / rows if self._per_row <= 0 else 0.7 * self._per_row + 0.3 * seconds / max(rows, 1)
+        recent = self._recent
+        self._recent = (seconds, rows) if recent[1] <= 0 else (0.8 * recent[0] + 0.2 * seconds,
+                                                              0.8 * recent[1] + 0.2 * rows)
         if self.on_batch is not None:
             self.on_batch(rows, seconds)
         return pieces

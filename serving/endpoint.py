@@ -81,7 +81,7 @@ class EndpointOptions:
     batching: bool = True  # concurrent requests merged into one model call (serving.batching)
     max_batch: int = 64
     max_wait_ms: float = 1.0
-    inline_ms: float = 5.0  # a model whose full batch takes at most this is answered on the event loop (batching)
+    inline_ms: float = 10.0  # a model whose full batch takes at most this is answered on the event loop (batching)
 
 
 class Endpoint:
