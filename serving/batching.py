@@ -251,7 +251,7 @@ class BatchingRuntime(WrappedRuntime):
         this in one iteration of the loop are taken together at its end (:meth:`_hand_over`): answered there
         by a cheap model, else queued for the worker with one wake-up for all of them, their answers coming
         back together (:class:`_LoopWaiter`)."""
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         future = loop.create_future()
         arriving = self._arriving.get(loop)
         if arriving is None:
@@ -517,3 +517,18 @@ class BatchingRuntime(WrappedRuntime):
                 except Exception as err:
                     _settle(job.future, error=err)
                 job.pieces = []
+
+
+_LOOP = [0, None]  # the thread that last asked, and the event loop it was running
+
+
+def _running_loop():
+    """``asyncio.get_running_loop()``, without its ``getpid()`` system call on every request (its check for a
+    forked process): a thread runs one event loop at a time, so while the loop this thread last ran is still
+    running, it is the one running now."""
+    thread, loop = _LOOP
+    if thread == threading.get_ident() and loop is not None and loop.is_running():
+        return loop
+    loop = asyncio.get_running_loop()
+    _LOOP[:] = threading.get_ident(), loop
+    return loop

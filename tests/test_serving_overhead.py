@@ -282,3 +282,21 @@ def test_a_requests_records_made_for_its_batch_are_its_own():
             assert piece.part_of == (batch, start, stop)
             for meta in ({"labels": labels}, {}):  # the bytes answered (NaN is not equal to itself)
                 assert dumps(mlflow_body(piece, meta)) == dumps(mlflow_body(alone, meta))
+
+
+def test_the_running_loop_is_asyncios_in_each_thread_and_each_run():
+    from serving.batching import _running_loop
+
+    async def both():
+        return _running_loop(), _running_loop(), asyncio.get_running_loop()
+
+    seen = []
+    for _ in range(2):  # a new loop each run: the last one has stopped
+        first, again, loop = asyncio.run(both())
+        assert first is again is loop
+        seen.append(loop)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(asyncio.run(both())))
+    thread.start()
+    thread.join()
+    assert other[0][0] is other[0][2] and other[0][0] not in seen and seen[0] is not seen[1]
