@@ -295,7 +295,9 @@ def mlflow_body(output: Any, metadata: Mapping | None = None) -> dict[str, Any]:
     if output.__class__ is np.ndarray and meta.get("task") != "regression":  # labels or values: as they are
         return {"predictions": output.tolist()}
     if output.__class__ is Answer:
-        records = _classifier_records(output, meta.get("labels"))
+        records = _batch_records(output, meta.get("labels"))
+        if records is None:
+            records = _classifier_records(output, meta.get("labels"))
         if records is not None:
             return {"predictions": records}
     found = read_probabilities(output, meta.get("labels"))
@@ -321,19 +323,20 @@ def _classifier_records(output: Answer, labels) -> list[dict] | None:
     columns, 1-d) with plain Python values, row by row: the same records as its numpy way, without a
     rows x classes array and an :class:`Answer` per request. None for anything else (and for a missing
     probability, where Python's ``max`` and numpy's differ), which takes the numpy way."""
-    names = list(output)
-    if "label" not in names:
+    names = tuple(output)
+    plan = _RECORD_PLANS.get((names, id(labels)))
+    if plan is None or plan[0] is not labels:
+        plan = _records_plan(names, labels)
+    keys, probability = plan[1]
+    if keys is None:
         return None
-    columns = [output[name] for name in names]
-    if any(c.__class__ is not np.ndarray or c.ndim != 1 for c in columns):
-        return None
-    probability = [k for k, name in enumerate(names) if label_of_column(name) is not None]
-    if labels and all(probability_column(label) in output for label in labels):
-        wanted = set(probability_columns(labels))
-        probability = [k for k in probability if names[k] in wanted]
-    if not probability or any(columns[k].dtype.kind != "f" for k in probability):
-        return None
-    keys = [str(name) for name in names] + ["confidence", "band"]
+    columns = list(output.values())
+    for c in columns:
+        if c.__class__ is not np.ndarray or c.ndim != 1:
+            return None
+    for k in probability:
+        if columns[k].dtype.kind != "f":
+            return None
     records = []
     for row in zip(*[c.tolist() for c in columns]):
         top = max([row[k] for k in probability])
@@ -341,6 +344,42 @@ def _classifier_records(output: Answer, labels) -> list[dict] | None:
             return None
         records.append(dict(zip(keys, (*row, top, band(top)))))
     return records
+
+
+def _batch_records(output: Answer, labels) -> list[dict] | None:
+    """The records of a request's rows ``start:stop`` of the batch it was answered in (``part_of``, set by
+    serving.batching's split: ``(batch answer, start, stop)``), made once for the whole batch: the same
+    records as its own rows' (:func:`_classifier_records` reads each row alone), without their per-request
+    cost. None when it has no batch, or the batch has records only the numpy way."""
+    part = output.__dict__.get("part_of")
+    if part is None:
+        return None
+    batch, start, stop = part
+    made = batch.__dict__.get("_records")
+    if made is None or made[0] is not labels:
+        made = batch.__dict__["_records"] = (labels, _classifier_records(batch, labels))
+    return None if made[1] is None else made[1][start:stop]
+
+
+_RECORD_PLANS: dict = {}  # (column names, id(labels)) -> (labels, (record keys, probability positions))
+
+
+def _records_plan(names: tuple, labels) -> tuple:
+    """What :func:`_classifier_records` reads in an answer of these columns, worked out once per shape and
+    labels (the same for every request a version answers: its metadata's list): (labels, (the records' keys,
+    where the probabilities are)), or (labels, (None, None)) for an answer it leaves to the numpy way."""
+    found = (None, None)
+    if "label" in names:
+        probability = [k for k, name in enumerate(names) if label_of_column(name) is not None]
+        if labels and all(probability_column(label) in names for label in labels):
+            wanted = set(probability_columns(labels))
+            probability = [k for k in probability if names[k] in wanted]
+        if probability:
+            found = ([str(name) for name in names] + ["confidence", "band"], probability)
+    if len(_RECORD_PLANS) >= 256:
+        _RECORD_PLANS.clear()
+    plan = _RECORD_PLANS[(names, id(labels))] = (labels, found)  # labels kept: its id is not reused meanwhile
+    return plan
 
 
 # -- Open Inference Protocol V2 ------------------------------------------------------------------

@@ -1,8 +1,16 @@
 """Adaptive, fair batching: concurrent requests merged into one predict call, each caller gets its own rows.
+The rows themselves (:class:`Columns`, a one-row :class:`Row`, their costs and admission, the merge and split
+of requests' rows) are serving/batches.py's.
 
 :class:`BatchingRuntime` wraps any :class:`~serving.runtime.Runtime`. One worker thread runs the inner
-runtime; nothing else calls it, so a model that is not thread safe (a Paddle predictor) is safe behind
-it, and no model call ever runs on the server's event loop.
+runtime, one call at a time, so a model that is not thread safe (a Paddle predictor) is safe behind it.
+A cheap model (``inline_ms``: a full batch of ``max_batch`` rows at its recent seconds a row within that,
+e.g. the 311 router or a constant pyfunc, well under a millisecond a batch) is instead answered on the
+event loop, one batch for the callers of one loop iteration (and of up to two more, while fewer than the
+last batches' rows have come): handing each batch to the worker thread and back cost more than the model
+(a queue, two wake-ups, the GIL passed between threads, futures answered across them). Costly models (the
+MiniLM encoder, the street-scenes CNN: tens of milliseconds a batch) keep the worker, and the event loop
+never waits for them; the worker and the loop never call the model at the same time.
 
 Each request is cut into slices of at most ``slice_cost`` cost units (a row costs 1 plus the characters
 of its text; a tensor row its number of values), at least one row each; a request within it is one slice.
@@ -25,6 +33,7 @@ A request may carry a deadline: a request whose next slice would start after it 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -36,175 +45,17 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
-from civicml.errors import InvalidInput, Unavailable
+from serving.batches import (  # noqa: F401  (re-exported: serving.batching is where callers find them)
+    Columns, Overloaded, Row, TooCostly, _total, admit, batch_slice_cost, join, merge, row_costs, rows_of, split, take)
 from serving.runtime import Answer, Runtime, WrappedRuntime  # noqa: F401  (Answer: re-exported)
 
 log = logging.getLogger("civicml.serving")
 
 _STOP = object()
-_FEW_ROWS = 8
 _LONG_WAIT_SHARE = 0.1  # of the last batch's time: the longest a short batch waits for returning callers
 _LONG_WAIT_CAP = 0.05  # seconds
-
-
-class TooCostly(InvalidInput):
-    """One request's estimated cost (rows x text length, or tensor values) is over the limit (HTTP 413)."""
-
-
-class Overloaded(Unavailable):
-    """The request's deadline passed before the model could take it (HTTP 503 with ``Retry-After``)."""
-
-    def __init__(self, message: str, retry_after: int = 1):
-        super().__init__(message)
-        self.retry_after = max(1, int(retry_after))
-
-
-def rows_of(data: Any) -> int:
-    if isinstance(data, Columns):
-        return data.rows
-    if isinstance(data, (pd.DataFrame, pd.Series, np.ndarray)):
-        return len(data)
-    return len(data)
-
-
-class Columns:
-    """Checked column values (name -> 1-d numpy array) that become one DataFrame per batch, not per request."""
-
-    __slots__ = ("values", "rows")
-
-    def __init__(self, values: dict[str, np.ndarray], rows: int):
-        self.values = values
-        self.rows = rows
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, copy=False)
-
-    def take(self, start: int, stop: int) -> "Columns":
-        return Columns({n: v[start:stop] for n, v in self.values.items()}, stop - start)
-
-    @staticmethod
-    def concat(parts: list["Columns"]) -> "Columns":
-        names = parts[0].values.keys()
-        return Columns({n: np.concatenate([p.values[n] for p in parts]) for n in names}, sum(p.rows for p in parts))
-
-
-def row_costs(data: Any) -> np.ndarray:
-    """The estimated cost of each row: 1 plus the characters of its text values (tensors: values a row)."""
-    rows = rows_of(data)
-    if isinstance(data, Columns) and rows <= _FEW_ROWS:  # numpy's per-call cost is most of a few rows' work
-        few = [1] * rows
-        for values in data.values.values():
-            kind = values.dtype.kind
-            if kind == "O" or kind in "US":
-                for i, value in enumerate(values.tolist()):
-                    few[i] += len(value) if isinstance(value, (str, bytes)) else kind == "O"
-        return np.array(few, dtype=np.int64)
-    if isinstance(data, Columns):
-        costs = np.ones(rows, dtype=np.int64)
-        for values in data.values.values():
-            if values.dtype.kind == "O":
-                costs += np.fromiter((len(v) if isinstance(v, (str, bytes)) else 1 for v in values), np.int64, rows)
-            elif values.dtype.kind in "US":
-                costs += np.char.str_len(values)
-        return costs
-    if isinstance(data, np.ndarray):
-        per_row = int(np.prod(data.shape[1:])) if data.ndim > 1 else 1
-        return np.full(rows, max(per_row, 1), dtype=np.int64)
-    if isinstance(data, pd.DataFrame):
-        return row_costs(Columns({c: data[c].to_numpy() for c in data.columns}, len(data)))
-    return np.ones(rows, dtype=np.int64)
-
-
-def batch_slice_cost(tensor_shape, max_batch: int, slice_cost: int) -> int:
-    """The batcher's cost bound for one batch: the limits' ``slice_cost``, or for a tensor model (its input's
-    shape, ``-1`` first) at least ``max_batch`` whole rows. A tensor row costs its values (3,072 for a 3x32x32
-    image), so the default 10,000 held three images a batch: the CNN then ran at batch 3, its costliest size
-    per row."""
-    row_shape = [int(s) for s in (tensor_shape or ())[1:]]
-    if not row_shape or any(s < 1 for s in row_shape):
-        return slice_cost
-    return max(slice_cost, int(np.prod(row_shape)) * max_batch)
-
-
-def _total(costs: np.ndarray) -> int:
-    """The sum of row costs (a few rows: in Python, cheaper than numpy's reduction)."""
-    return sum(costs.tolist()) if len(costs) <= _FEW_ROWS else int(costs.sum())
-
-
-def admit(data: Any, max_cost: int) -> np.ndarray:
-    """One request's row costs, if their sum is within ``max_cost``; else :class:`TooCostly` (413)."""
-    costs = row_costs(data)
-    cost = _total(costs)
-    if cost > max_cost:
-        raise TooCostly(f"the request costs {cost} units (rows x text characters, or tensor values); the limit "
-                        f"is {max_cost} per request: send fewer rows or shorter text")
-    return costs
-
-
-def take(data: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of one request's input."""
-    if isinstance(data, Columns):
-        return data.take(start, stop)
-    if isinstance(data, pd.DataFrame):
-        return data.iloc[start:stop].reset_index(drop=True)
-    return data[start:stop]
-
-
-def merge(parts: list[Any], columns_ok: bool = False) -> Any:
-    """Many requests' inputs -> one model input (Columns if the runtime takes them, a DataFrame, an array)."""
-    first = parts[0]
-    if isinstance(first, Columns):
-        merged = first if len(parts) == 1 else Columns.concat(parts)
-        return merged if columns_ok else merged.frame()
-    if isinstance(first, np.ndarray):
-        return first if len(parts) == 1 else np.concatenate(parts)
-    if isinstance(first, pd.DataFrame):
-        return first if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    if isinstance(first, list):
-        return [row for part in parts for row in part]
-    raise TypeError(f"cannot batch inputs of type {type(first).__name__}")
-
-
-def split(output: Any, sizes: list[int]) -> list[Any]:
-    """One model output -> each request's rows, in order."""
-    if len(sizes) == 1:
-        return [output]
-    bounds = list(itertools.accumulate(sizes, initial=0))  # plain ints: cheaper slices than numpy's
-    return _split(output, list(zip(bounds[:-1], bounds[1:])), bounds[-1])
-
-
-def _split(output: Any, spans: list[tuple[int, int]], total: int) -> list[Any]:
-    if isinstance(output, dict):  # a dict of per-row arrays (an Answer, tensor models with several outputs)
-        pieces = [_split(v, spans, total) for v in output.values()]
-        kind, keys = type(output), list(output)
-        return [kind(zip(keys, row)) for row in zip(*pieces)] if pieces else [kind() for _ in spans]
-    if isinstance(output, (pd.DataFrame, pd.Series)):
-        if len(output) != total:
-            raise ValueError(f"the model returned {len(output)} rows for {total}")
-        return [output.iloc[a:b].reset_index(drop=True) for a, b in spans]
-    if isinstance(output, (np.ndarray, list)):
-        if len(output) != total:
-            raise ValueError(f"the model returned {len(output)} rows for {total}")
-        return [output[a:b] for a, b in spans]
-    raise TypeError(f"cannot split a model output of type {type(output).__name__}")
-
-
-def join(pieces: list[Any]) -> Any:
-    """One request's slices' outputs -> its whole output (the inverse of :func:`split`)."""
-    if len(pieces) == 1:
-        return pieces[0]
-    first = pieces[0]
-    if isinstance(first, dict):
-        return type(first)({k: join([p[k] for p in pieces]) for k in first})
-    if isinstance(first, (pd.DataFrame, pd.Series)):
-        return pd.concat(pieces, ignore_index=True)
-    if isinstance(first, np.ndarray):
-        return np.concatenate(pieces)
-    if isinstance(first, list):
-        return [row for piece in pieces for row in piece]
-    raise TypeError(f"cannot join model outputs of type {type(first).__name__}")
+_INLINE_TURNS = 2  # loop iterations a short batch of a cheap model waits for more callers (the I/O already read)
 
 
 def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
@@ -299,7 +150,7 @@ def _slice_bounds(costs: np.ndarray, max_cost: int) -> tuple[list[int], list[int
     if total <= max_cost:
         return [0, rows], [total]
     bounds, spent_list, start, spent = [0], [], 0, 0
-    for i, cost in enumerate(costs.tolist()):
+    for i, cost in enumerate(costs if costs.__class__ is list else costs.tolist()):
         if i > start and spent + cost > max_cost:
             bounds.append(i)
             spent_list.append(spent)
@@ -317,9 +168,9 @@ class BatchingRuntime(WrappedRuntime):
 
     def __init__(self, inner: Runtime, max_batch: int = 64, max_wait_ms: float = 1.0,
                  on_batch: Callable[[int, float], None] | None = None, slice_cost: int = 10_000,
-                 in_flight: Callable[[], int | None] | None = None):
-        if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1:
-            raise ValueError("max_batch and slice_cost must be >= 1 and max_wait_ms >= 0")
+                 in_flight: Callable[[], int | None] | None = None, inline_ms: float = 0.0):
+        if max_batch < 1 or max_wait_ms < 0 or slice_cost < 1 or inline_ms < 0:
+            raise ValueError("max_batch and slice_cost must be >= 1, max_wait_ms and inline_ms >= 0")
         super().__init__(inner)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
@@ -335,11 +186,19 @@ class BatchingRuntime(WrappedRuntime):
         self._cost_lock = threading.Lock()
         self._outbox: list = []  # answers for asyncio callers, handed to their loops after each batch (worker only)
         self._arriving: dict = {}  # event loop -> the jobs submitted in its current iteration, not yet queued
+        self._waited: dict = {}  # event loop -> turns its arrivals have waited for more (inline answers)
         self.batches = 0  # how many predict calls the inner runtime made (for tests and metrics)
         self._queued_cost = 0  # cost units submitted and not yet run (for Retry-After)
         self._rate = 0.0  # cost units a second, smoothed over recent batches
         self._last_rows = (0, 0)  # rows of the last two batches
         self._last_seconds = 0.0  # the last batch's time in the model
+        # a model whose full batch (max_batch rows at its recent seconds a row) takes at most inline_ms is
+        # answered on the event loop itself, in the iteration its callers arrived in (:meth:`_answer_inline`)
+        self.inline_seconds = inline_ms / 1000
+        # recent batches' seconds and rows, smoothed apart: their ratio is the seconds a row, which one short
+        # batch (a straggler's: the model's whole per-call cost for one row) does not swing
+        self._recent = (0.0, 0.0)
+        self._model_lock = threading.Lock()  # one model call at a time: the worker's, or one on an event loop
 
     def unload(self) -> None:
         if self._worker is not None:
@@ -389,28 +248,116 @@ class BatchingRuntime(WrappedRuntime):
     async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
                       costs: np.ndarray | None = None) -> Any:
         """:meth:`submit`, awaited on the event loop: no thread waits for the batch. The requests that reach
-        this in one iteration of the loop are queued for the worker together, at its end (one wake-up of the
-        worker for all of them), and their answers come back together (:class:`_LoopWaiter`)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        waiter = _LoopWaiter(loop, loop.create_future(), self._outbox)
-        job = self._job(data, params, waiter, deadline, costs)
+        this in one iteration of the loop are taken together at its end (:meth:`_hand_over`): answered there
+        by a cheap model, else queued for the worker with one wake-up for all of them, their answers coming
+        back together (:class:`_LoopWaiter`)."""
+        loop = _running_loop()
+        future = loop.create_future()
         arriving = self._arriving.get(loop)
         if arriving is None:
             arriving = self._arriving[loop] = []
             loop.call_soon(self._hand_over, loop)
-        arriving.append(job)
-        try:
-            return await waiter.future
-        finally:
-            self._handed -= 1
+        arriving.append((data, params, future, deadline, costs))
+        return await future
 
     def _hand_over(self, loop) -> None:
-        jobs = self._arriving.pop(loop, None)
-        if jobs:
-            self._handed += len(jobs)
-            self._queue.put(jobs)
+        seconds, rows = self._recent
+        inline = self.inline_seconds and 0 < seconds * self.max_batch <= self.inline_seconds * rows
+        if inline:
+            items = self._arriving.get(loop)
+            waited = self._waited.get(loop, 0)
+            if items and waited < _INLINE_TURNS and len(items) < min(self.max_batch, max(self._last_rows)):
+                self._waited[loop] = waited + 1
+                loop.call_soon(self._hand_over, loop)
+                return
+            self._waited.pop(loop, None)
+        items = self._arriving.pop(loop, None)
+        if not items:
+            return
+        if inline:
+            items = self._answer_inline(items)
+            if not items:
+                return
+        jobs = [self._job(data, params, _LoopWaiter(loop, future, self._outbox), deadline, costs)
+                for data, params, future, deadline, costs in items]
+        for job in jobs:
+            job.future.future.add_done_callback(self._answered)
+        self._handed += len(jobs)
+        self._queue.put(jobs)
+
+    def _answered(self, _future) -> None:
+        self._handed -= 1
+
+    def _answer_inline(self, items: list) -> list:
+        """Answer one loop iteration's callers on the loop: a cheap model's batch (the constant model's, the
+        311 router's: well under a millisecond) costs less than handing it to the worker thread and back (a
+        queue, two wake-ups, the GIL passed between the threads, futures answered across them). Batches as
+        the worker makes them: callers with the same params, within ``max_batch`` rows and ``slice_cost``.
+        Returns the callers left for the worker: requests of more than one slice, and all of them while the
+        worker is running the model (one model call at a time)."""
+        if not self._model_lock.acquire(blocking=False):
+            return items
+        try:
+            rest, groups, now = [], {}, time.monotonic()
+            for item in items:
+                data, params, future, deadline, costs = item
+                if future.done():  # cancelled: its caller went away
+                    continue
+                if deadline is not None and now > deadline:
+                    future.set_exception(Overloaded("the server is busy: this request's time budget passed "
+                                                    "before the model could take it (retry later)",
+                                                    self.retry_after()))
+                    continue
+                cost = _total(row_costs(data) if costs is None else costs)
+                if cost > self.slice_cost:
+                    rest.append(item)
+                    continue
+                groups.setdefault(_params_key(params), []).append((data, params, future, rows_of(data), cost))
+            for group in groups.values():
+                batch, rows, spent = [], 0, 0
+                for entry in group:
+                    if batch and (rows + entry[3] > self.max_batch or spent + entry[4] > self.slice_cost):
+                        self._inline_batch(batch)
+                        batch, rows, spent = [], 0, 0
+                    batch.append(entry)
+                    rows, spent = rows + entry[3], spent + entry[4]
+                self._inline_batch(batch)
+            return rest
+        finally:
+            self._model_lock.release()
+
+    def _inline_batch(self, batch: list) -> None:
+        sizes = [entry[3] for entry in batch]
+        try:
+            pieces = self._predict([entry[0] for entry in batch], sizes, batch[0][1])
+        except Exception as err:
+            if len(batch) > 1:  # one bad request must not fail the others: one by one
+                for entry in batch:
+                    self._inline_batch([entry])
+                return
+            pieces = None
+            if not batch[0][2].done():
+                batch[0][2].set_exception(err)
+        for entry, piece in zip(batch, pieces or ()):
+            if not entry[2].done():
+                entry[2].set_result(piece)
+
+    def _predict(self, parts: list, sizes: list[int], params: dict | None) -> list:
+        """One model call for the parts of a batch (``sizes`` rows each): each part's rows of the output;
+        the batch counted and timed."""
+        started = time.perf_counter()
+        output = self.inner.predict(merge(parts, self.inner.accepts_columns), params)
+        pieces = split(output, sizes)
+        seconds = time.perf_counter() - started
+        rows = sum(sizes)
+        self.batches += 1
+        self._last_rows, self._last_seconds = (self._last_rows[1], rows), seconds
+        recent = self._recent
+        self._recent = (seconds, rows) if recent[1] <= 0 else (0.8 * recent[0] + 0.2 * seconds,
+                                                              0.8 * recent[1] + 0.2 * rows)
+        if self.on_batch is not None:
+            self.on_batch(rows, seconds)
+        return pieces
 
     def _all_here(self) -> bool:
         """Whether every request the server is answering is with this batcher already (then none can join)."""
@@ -542,8 +489,8 @@ class BatchingRuntime(WrappedRuntime):
             sizes.append(stop - start)
         started = time.perf_counter()
         try:
-            output = self.inner.predict(merge(parts, self.inner.accepts_columns), batch[0][0].params)
-            pieces = split(output, sizes)
+            with self._model_lock:
+                pieces = self._predict(parts, sizes, batch[0][0].params)
         except Exception as err:
             if len(batch) > 1:  # one bad request must not fail the others: run them one by one
                 for item in batch:
@@ -555,10 +502,6 @@ class BatchingRuntime(WrappedRuntime):
             _settle(job.future, error=err)
             return
         seconds = time.perf_counter() - started
-        self.batches += 1
-        self._last_rows, self._last_seconds = (self._last_rows[1], sum(sizes)), seconds
-        if self.on_batch is not None:
-            self.on_batch(sum(sizes), seconds)
         spent = sum(job.costs[i] for job, i in batch)
         self._spent(spent)
         if seconds > 0:
@@ -574,3 +517,18 @@ class BatchingRuntime(WrappedRuntime):
                 except Exception as err:
                     _settle(job.future, error=err)
                 job.pieces = []
+
+
+_LOOP = [0, None]  # the thread that last asked, and the event loop it was running
+
+
+def _running_loop():
+    """``asyncio.get_running_loop()``, without its ``getpid()`` system call on every request (its check for a
+    forked process): a thread runs one event loop at a time, so while the loop this thread last ran is still
+    running, it is the one running now."""
+    thread, loop = _LOOP
+    if thread == threading.get_ident() and loop is not None and loop.is_running():
+        return loop
+    loop = asyncio.get_running_loop()
+    _LOOP[:] = threading.get_ident(), loop
+    return loop

@@ -21,7 +21,7 @@ import pandas as pd
 
 from civicml.booleans import SPELLINGS, model_value, string_pattern
 from civicml.errors import InvalidInput
-from serving.batching import Columns
+from serving.batches import Columns, Row
 
 MAX_ROWS = 10_000
 MAX_TEXT = 10_000  # characters in one string field
@@ -357,6 +357,7 @@ class Validator:
             return self._answered(predict, row, values)
 
         learnt: dict[str, str] = {}
+        self.__dict__.pop("_plan", None)  # the checks change below: one row's plan is made again
         no_missing = [i for i, ok in answers({i: float("nan") for i in probed}).items() if not ok]
         for i in no_missing:
             self.checks[i] = dataclasses.replace(self.checks[i], missing_ok=False)
@@ -371,6 +372,7 @@ class Validator:
             self.checks[i] = dataclasses.replace(self.checks[i], bounds=(low, high),
                                                  bounds_why=" (the model gives no finite answer beyond)")
             learnt[self.checks[i].name] = f"between {_num(low)} and {_num(high)}"
+        self.__dict__.pop("_plan", None)
         return learnt
 
     def _answered(self, predict: Callable[[Any], Any], row: pd.DataFrame,
@@ -411,8 +413,62 @@ class Validator:
                         asked.remove(i)
         return limit
 
+    def _row_plan(self) -> tuple | None:
+        """How :meth:`_row` checks one row: (name, text?, whole?, allowed, low, high) per column and the
+        columns' dtypes, made once from the checks (again after :meth:`learn_limits` changes them); None
+        when a column is of a kind it leaves to the checks (yes/no, other types) or not required."""
+        plan = self.__dict__.get("_plan", False)
+        if plan is not False:
+            return plan
+        steps, dtypes = [], {}
+        for check in self.checks:
+            kind = check.kind
+            if check.boolean or not check.required or (kind != "string" and kind not in _NUMERIC):
+                steps = None
+                break
+            if kind == "string":
+                steps.append((check.name, True, False, check.allowed, 0, 0))
+                dtypes[check.name] = object
+                continue
+            whole = kind in _INT_BOUNDS
+            low, high = _INT_BOUNDS[kind] if whole else (-_FLOAT_MAX[kind], _FLOAT_MAX[kind])
+            if check.bounds is not None:
+                low, high = max(low, check.bounds[0]), min(high, check.bounds[1])
+            steps.append((check.name, False, whole, check.allowed, low, high))
+            dtypes[check.name] = _NUMERIC[kind]
+        plan = self.__dict__["_plan"] = (tuple(steps), dtypes) if steps else None
+        return plan
+
+    def _row(self, columns: dict, plan: tuple) -> Row | None:
+        """A one-row table whose values are all plainly fine (as :meth:`_ColumnCheck._plain` reads them), as a
+        :class:`~serving.batching.Row` with its cost; None for anything else, which the checks read (and
+        refuse with their message)."""
+        row, cost = {}, 1
+        for name, text, whole, allowed, low, high in plan[0]:
+            values = columns.get(name)
+            if values is None or len(values) != 1:
+                return None
+            value = values[0]
+            cls = value.__class__
+            if text:
+                if cls is not str or not value or len(value) > MAX_TEXT or value.isspace() \
+                        or (allowed is not None and value not in allowed):
+                    return None
+                cost += len(value)
+            elif not (cls is int or (cls is float and not whole)) or not low <= value <= high \
+                    or (allowed is not None and value not in allowed):
+                return None  # NaN fails the comparison too
+            row[name] = value
+        return Row(row, plan[1], cost)
+
     def columns(self, table: Table) -> Columns:
         rows = table.rows
+        if rows == 1 and self.signature is not None and self.signature.inputs is not None:
+            plan = self._row_plan()
+            if plan is not None:
+                row = self._row(table.columns, plan)
+                if row is not None:
+                    return row
         if rows == 0:
             raise InvalidInput("the request has no rows")
         if rows > MAX_ROWS:
@@ -448,6 +504,8 @@ class Validator:
 
     def prepare(self, payload: Any, params: dict | None = None) -> InferenceRequest:
         """A codec's payload (Table, DataFrame or nested list) -> a checked model input."""
+        if payload.__class__ is Table and not self.tensor:
+            return InferenceRequest(self.columns(payload), params)
         if self.tensor:
             if isinstance(payload, (Table, pd.DataFrame)):
                 raise InvalidInput("this model takes a tensor: send 'instances' or 'inputs' with a nested list")

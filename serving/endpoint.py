@@ -28,7 +28,7 @@ from civicml.tags import TAG_RUNTIME, TAG_VARIANT, TAG_VARIANT_OF
 from registry import find_variant, resolve, version_of
 from serving.batching import BatchingRuntime, admit, batch_slice_cost
 from serving.cpu import compute_path, quiet_math_threads
-from serving.dataplane import InferenceRequest, Validator
+from serving.dataplane import InferenceRequest, Table, Validator
 from serving.routing import RolloutHooks, RolloutTally, RoutedModel
 from serving.runtime import Runtime, get_runtime
 
@@ -81,6 +81,7 @@ class EndpointOptions:
     batching: bool = True  # concurrent requests merged into one model call (serving.batching)
     max_batch: int = 64
     max_wait_ms: float = 1.0
+    inline_ms: float = 10.0  # a model whose full batch takes at most this is answered on the event loop (batching)
 
 
 class Endpoint:
@@ -206,7 +207,7 @@ class Endpoint:
                                       slice_cost=batch_slice_cost(validator.tensor_spec.shape if validator.tensor
                                                                   else None, options.max_batch,
                                                                   self._limits().slice_cost),
-                                      in_flight=self._in_flight)
+                                      in_flight=self._in_flight, inline_ms=options.inline_ms)
         _warm_up(runtime, validator, local.path, options.max_batch)
         tags = local.version.tags or {}  # a variant says what it is, however it was reached
         kind = tags.get(TAG_VARIANT) or variant
@@ -331,7 +332,14 @@ class Endpoint:
         router = self._router
         if router is not None and router.active:
             return await router(loaded, payload, params)
-        return await self._answer(loaded, payload, params)
+        if _large(payload):
+            return await self._answer(loaded, payload, params)
+        limits = self._limits()  # _answer's small-request way, without a coroutine of its own
+        request = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
+        costs = admit(request.data, limits.max_cost)
+        output = await loaded.runtime.asubmit(request.data, request.params, time.monotonic() + limits.deadline_seconds,
+                                              costs)
+        return output, loaded.served, loaded
 
     async def _answer(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         """Check, admit (cost and deadline), then wait for the model off the event loop."""
@@ -351,6 +359,8 @@ class Endpoint:
 
 
 def _large(payload: Any) -> bool:
+    if payload.__class__ is Table:
+        return payload.rows > LARGE_ROWS
     rows = getattr(payload, "rows", None)
     if rows is None:
         try:

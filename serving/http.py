@@ -93,12 +93,64 @@ class ServingApp(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST":
             route = inference_route(scope["path"])
             if route is not None:
-                response = await self.plane.infer(route[0], Request(scope, receive), route[1], route[2])
+                plane = self.plane
+                request = Request(scope, receive) if plane.guard.team else _Request(scope, receive)
+                response = await plane.infer(route[0], request, route[1], route[2])
                 await send({"type": "http.response.start", "status": response.status_code,
                             "headers": response.raw_headers})
                 await send({"type": "http.response.body", "body": response.body})
                 return
         await super().__call__(scope, receive, send)
+
+
+class _Request:
+    """What the data plane reads of an inference request outside team mode: its headers (:class:`_Headers`)
+    and ``receive``; a starlette :class:`Request` (and its :class:`~starlette.datastructures.Headers`) built
+    for each of them cost about as much as reading the body. Team mode's guard reads the whole Request."""
+
+    __slots__ = ("scope", "receive", "_headers")
+
+    def __init__(self, scope, receive):
+        self.scope, self.receive, self._headers = scope, receive, None
+
+    @property
+    def headers(self) -> "_Headers":
+        if self._headers is None:
+            self._headers = _Headers(self.scope["headers"])
+        return self._headers
+
+
+_HEADER_KEYS: dict[str, bytes] = {}  # header names asked for -> as ASGI gives them (lower case, latin-1)
+
+
+class _Headers:
+    """``get(name)`` of a request's raw ASGI headers as starlette's ``Headers`` answers it: the first value of
+    that name (case-insensitive; ASGI gives names in lower case), decoded as latin-1; ``default`` if none."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def get(self, name: str, default=None):
+        key = _HEADER_KEYS.get(name)
+        if key is None:
+            key = name.lower().encode("latin-1")
+            if len(_HEADER_KEYS) < 64:
+                _HEADER_KEYS[name] = key
+        for header, value in self.raw:
+            if header == key:
+                return value.decode("latin-1")
+        return default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
 
 
 def inference_route(path: str):

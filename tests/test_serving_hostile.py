@@ -89,7 +89,8 @@ ECHO = textwrap.dedent('''
 
 
 def test_declared_params_are_honoured_in_the_batch_worker(settings, tmp_path):
-    """A model that declares params gets them, and is called by the batch worker, never the event loop."""
+    """A model that declares params gets them: from the batch worker (``inline_ms=0``: never the event loop),
+    and in the batch run on the event loop (a cheap model's, serving/batching.py)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -101,8 +102,10 @@ def test_declared_params_are_honoured_in_the_batch_worker(settings, tmp_path):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(code), input_example=example,
                                        signature=infer_signature(example, ["x"], params={"suffix": "a"}))
     version = registry.register(info.model_uri, "params-echo", alias=None, settings=settings).version
-    endpoint = Endpoint("params-echo", alias=version, settings=settings, refresh_seconds=0)
-    with TestClient(create_app(endpoint, follow=False)) as client:
+    endpoint = Endpoint("params-echo", alias=version, settings=settings, refresh_seconds=0, inline_ms=0)
+    inline = Endpoint("params-echo", alias=version, settings=settings, refresh_seconds=0, key="inline",
+                      inline_ms=60_000)  # cheap enough whatever the machine's load: on the event loop after warm-up
+    with TestClient(create_app([endpoint, inline], follow=False)) as client:
         given = client.post("/invocations", json={"dataframe_records": [ROW, ROW], "params": {"suffix": "z"}})
         assert given.status_code == 200, given.text
         assert given.json()["predictions"] == ["batch-pyfunc:z"] * 2  # the batch worker thread, the param
@@ -113,6 +116,9 @@ def test_declared_params_are_honoured_in_the_batch_worker(settings, tmp_path):
             other.json()["message"]
         v2 = client.post(f"/v2/models/params-echo@{version}/infer", json={**_v2([ROW]), "parameters": {"suffix": "q"}})
         assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == ["batch-pyfunc:q"], v2.text
+        on_loop = client.post("/models/inline/invocations", json={"dataframe_records": [ROW], "params": {"suffix": "z"}})
+        thread, _, suffix = on_loop.json()["predictions"][0].partition(":")
+        assert on_loop.status_code == 200 and suffix == "z" and thread != "batch-pyfunc", on_loop.text
 
 
 # -- 2. one request's cost is capped, its wait is bounded, large requests take turns --------------------

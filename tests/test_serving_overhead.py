@@ -166,3 +166,137 @@ def test_char_wb_terms_word_by_word_are_the_analyzers():
     for text in texts * 2:  # the second time from the remembered words
         assert terms(text) == list(map(find, analyze(text)))
     assert _char_wb_terms(TfidfVectorizer().fit(texts), find) is None  # words: the analyzer's own way
+
+
+def test_a_cheap_models_callers_are_answered_on_the_event_loop_and_a_costly_ones_by_the_worker():
+    """``inline_ms``: once the batches are known to be cheap, one loop iteration's callers are one batch run
+    on the loop itself (a bad request still fails alone, a passed deadline is still refused); a model whose
+    full batch (64 rows at 10 ms a row) would take longer than ``inline_ms`` keeps the worker thread."""
+    import time
+
+    class _Slow(_Rows):
+        def predict(self, data, params=None):
+            time.sleep(0.01)
+            return super().predict(data, params)
+
+    async def main(batcher):
+        first = await batcher.asubmit(Columns({"x": np.asarray([1])}, 1))  # no batch timed yet: the worker
+        calls = [batcher.asubmit(Columns({"x": np.asarray([i])}, 1)) for i in range(6)]
+        bad = batcher.asubmit(Columns({"x": np.asarray([-1])}, 1))
+        late = batcher.asubmit(Columns({"x": np.asarray([7])}, 1), deadline=0.0)
+        return first, await asyncio.gather(*calls, bad, late, return_exceptions=True)
+
+    for inner, on_loop in ((_Rows(), True), (_Slow(), False)):
+        batcher = BatchingRuntime(inner, max_batch=64, max_wait_ms=1, inline_ms=50.0)
+        try:
+            first, answers = asyncio.run(main(batcher))
+        finally:
+            batcher.unload()
+        where = threading.current_thread().name if on_loop else "batch-rows"
+        assert first.tolist() == ["2:batch-rows"]
+        assert [a.tolist() for a in answers[:6]] == [[f"{2 * i}:{where}"] for i in range(6)]
+        assert isinstance(answers[6], ValueError) and isinstance(answers[7], Overloaded)
+        assert inner.calls[:2] == [1, 7]  # the six callers and the bad one: one batch, then the bad one alone
+
+
+def test_one_row_is_checked_as_the_column_checks_check_it():
+    """A one-row table's plain values become a Row (its arrays made per batch) equal to what the column checks
+    give; anything they would refuse or convert takes them, with their message."""
+    from mlflow.models import infer_signature
+    import pandas as pd
+
+    from civicml.errors import InvalidInput
+    from serving.batching import Row, admit
+    from serving.dataplane import Table, Validator
+
+    example = pd.DataFrame({"text": ["pothole"], "district": ["N"], "hour": [3], "size": [1.5]})
+    validator = Validator(infer_signature(example), {"categories": {"district": ["N", "S"]},
+                                                     "ranges": {"hour": [0, 23]}})
+    good = {"text": ["Huge pothole"], "district": ["S"], "hour": [23], "size": [2]}
+    row = validator.columns(Table(good, 1))
+    full = Columns({c.name: c(good[c.name]) for c in validator.checks}, 1)
+    assert row.__class__ is Row and row.cost == 1 + 12 + 1 and admit(row, 100) == [14]
+    assert row_costs(row).tolist() == row_costs(full).tolist()
+    for name, values in full.values.items():
+        assert row.values[name].dtype == values.dtype and row.values[name].tolist() == values.tolist()
+    other = validator.columns(Table({**good, "hour": [0], "text": ["tree"]}, 1))
+    merged, expected = Columns.concat([row, other]), Columns.concat([full, Columns(other.values, 1)])
+    assert merged.__class__ is Columns and merged.rows == 2
+    for name, values in expected.values.items():
+        assert merged.values[name].dtype == values.dtype and merged.values[name].tolist() == values.tolist()
+    for bad, message in [({"hour": [24]}, "between 0 and 23"), ({"hour": [True]}, "numeric"),
+                         ({"district": ["W"]}, "unknown district"), ({"text": [" "]}, "empty value")]:
+        with pytest.raises(InvalidInput, match=message):
+            validator.columns(Table({**good, **bad}, 1))
+    assert validator.columns(Table({**good, "hour": [3.0]}, 1)).__class__ is Columns  # converted: the checks' way
+    missing = validator.columns(Table({**good, "size": [None]}, 1))  # a missing number: NaN, the checks' way
+    assert missing.__class__ is Columns and np.isnan(missing.values["size"][0])
+
+
+def test_the_request_counters_render_as_prometheus_clients_own():
+    import re
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from serving.metrics import LATENCY_BUCKETS, LoopCounter, LoopHistogram
+
+    def rendered(counter, histogram):
+        registry = CollectorRegistry()
+        requests = counter("x_requests", "d", ["model", "status"], registry=registry)
+        latency = histogram("x_seconds", "d", ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+        for i, seconds in enumerate([0.0005, 0.0001, 0.3, 7.0, 0.02, 100.0, 0.0] * 30):
+            requests.labels("m", str(200 + i % 3)).inc()
+            latency.labels(f"m{i % 2}").observe(seconds)
+        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1", generate_latest(registry).decode())
+
+    assert rendered(LoopCounter, LoopHistogram) == rendered(Counter, Histogram)
+
+
+def test_the_light_request_reads_headers_as_starlettes():
+    from starlette.datastructures import Headers
+
+    from serving.http import _Request
+
+    raw = [(b"content-type", b"application/json"), (b"x-a", b"1"), (b"x-a", b"2"), (b"x-b", "é".encode("latin-1"))]
+    light, full = _Request({"headers": raw}, None).headers, Headers(scope={"headers": raw})
+    for name in ("Content-Type", "content-type", "X-A", "x-b", "content-length"):
+        assert light.get(name) == full.get(name) and (name in light) == (name in full)
+
+
+def test_a_requests_records_made_for_its_batch_are_its_own():
+    """A classifier's batch answer split among requests: each request's MLflow records come from the batch's
+    (made once), the same as from its own rows; a batch with a missing probability leaves each request to
+    its own way."""
+    from civicml.answers import Answer, mlflow_body
+    from serving.batching import split
+    from serving.codecs import dumps
+
+    labels = ["b", "a", "c"]
+    rng = np.random.default_rng(0)
+    for p_a in (rng.random(7), np.asarray([0.1, np.nan, 0.2, 0.3, 0.4, 0.5, 0.6])):
+        batch = Answer(label=np.asarray(list("abcabca"), dtype=object), p_a=p_a, p_b=rng.random(7),
+                       p_c=rng.random(7), extra=np.arange(7.0))
+        pieces = split(batch, [2, 1, 4])
+        for piece, (start, stop) in zip(pieces, [(0, 2), (2, 3), (3, 7)]):
+            alone = Answer({k: v[start:stop] for k, v in batch.items()})
+            assert piece.part_of == (batch, start, stop)
+            for meta in ({"labels": labels}, {}):  # the bytes answered (NaN is not equal to itself)
+                assert dumps(mlflow_body(piece, meta)) == dumps(mlflow_body(alone, meta))
+
+
+def test_the_running_loop_is_asyncios_in_each_thread_and_each_run():
+    from serving.batching import _running_loop
+
+    async def both():
+        return _running_loop(), _running_loop(), asyncio.get_running_loop()
+
+    seen = []
+    for _ in range(2):  # a new loop each run: the last one has stopped
+        first, again, loop = asyncio.run(both())
+        assert first is again is loop
+        seen.append(loop)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(asyncio.run(both())))
+    thread.start()
+    thread.join()
+    assert other[0][0] is other[0][2] and other[0][0] not in seen and seen[0] is not seen[1]
