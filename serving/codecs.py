@@ -22,6 +22,7 @@ import pandas as pd
 from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
 from serving.dataplane import Table, UnsupportedMediaType, all_finite, all_within, table_of_frame
+from serving.json_tensors import nested_floats
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -144,7 +145,10 @@ class MLflowCodec:
     name = "mlflow"
 
     @staticmethod
-    def decode(body: bytes, content_type: str | None) -> tuple[Any, dict | None]:
+    def decode(body: bytes, content_type: str | None, float_tensor: bool = False) -> tuple[Any, dict | None]:
+        """``float_tensor``: the model takes a float tensor, so a body that is only a nested array of numbers
+        may be read straight into a float64 array (:mod:`serving.json_tensors`; the same values a list
+        would give the model, and any other body is parsed here as ever)."""
         ctype = _media_type(content_type)
         if ctype == "text/csv":
             if not body or not body.strip():
@@ -152,6 +156,10 @@ class MLflowCodec:
             return _csv_table(body), None
         if ctype != "application/json":
             raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json or text/csv)")
+        if float_tensor:
+            tensor = nested_floats(body)
+            if tensor is not None:
+                return tensor, None
         doc = loads(body)
         if not isinstance(doc, dict):
             raise InvalidInput(f"the JSON body must be an object with one of the keys {', '.join(FORMATS)}")

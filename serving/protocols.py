@@ -69,7 +69,9 @@ class MLflowProtocol(Protocol):
     name = "mlflow"
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
-        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"))
+        loaded = endpoint.current
+        float_tensor = bool(loaded and loaded.validator.tensor and loaded.validator.tensor_spec.type.kind == "f")
+        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"), float_tensor)
         return Decoded(payload, params)
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
