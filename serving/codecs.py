@@ -145,10 +145,10 @@ class MLflowCodec:
     name = "mlflow"
 
     @staticmethod
-    def decode(body: bytes, content_type: str | None, float_tensor: bool = False) -> tuple[Any, dict | None]:
-        """``float_tensor``: the model takes a float tensor, so a body that is only a nested array of numbers
-        may be read straight into a float64 array (:mod:`serving.json_tensors`; the same values a list
-        would give the model, and any other body is parsed here as ever)."""
+    def decode(body: bytes, content_type: str | None, tensor_dtype: Any = None) -> tuple[Any, dict | None]:
+        """``tensor_dtype``: the model takes a tensor of this numpy float type, so a body that is only a nested
+        array of numbers may be read straight into such an array (:mod:`serving.json_tensors`; the values
+        a list would have given the model), and any other body is parsed here as ever."""
         ctype = _media_type(content_type)
         if ctype == "text/csv":
             if not body or not body.strip():
@@ -156,8 +156,8 @@ class MLflowCodec:
             return _csv_table(body), None
         if ctype != "application/json":
             raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json or text/csv)")
-        if float_tensor:
-            tensor = nested_floats(body)
+        if tensor_dtype is not None:
+            tensor = nested_floats(body, np.float32 if tensor_dtype == np.float32 else np.float64)
             if tensor is not None:
                 return tensor, None
         doc = loads(body)

@@ -32,9 +32,11 @@ _state: dict = {"kernel": None, "thread": None}
 _lock = threading.Lock()
 
 
-def nested_floats(body: bytes) -> np.ndarray | None:
-    """The body's tensor as a float64 array (its shape the nesting's), or None: not this body's form, not
-    certain here, or the kernel not ready yet (the caller then parses the body as before)."""
+def nested_floats(body: bytes, dtype=np.float64) -> np.ndarray | None:
+    """The body's tensor as an array of ``dtype`` (float32 or float64: each double rounded as numpy rounds
+    a Python float; its shape the nesting's), or None: not this body's form, not certain here, or the
+    kernel not ready yet (the caller then parses the body as before). float32 when the model takes it:
+    numpy's cast of a whole image lets go of the GIL, and the event loop then waited to get it back."""
     kernel = _state["kernel"]
     if kernel is None:
         _start()
@@ -43,15 +45,14 @@ def nested_floats(body: bytes) -> np.ndarray | None:
     if found is None:
         return None
     for capacity in (len(body) // 4 + 16, len(body) // 2 + 2):  # a value needs two bytes at least
-        status, array = _read(kernel, body, found.end() - 1, capacity)
+        status, array = _read(kernel, body, found.end() - 1, np.empty(capacity, dtype=dtype))
         if status != kernel[2]:  # not FULL
             return array
     return None
 
 
-def _read(kernel, body: bytes, start: int, capacity: int) -> tuple[int, np.ndarray | None]:
+def _read(kernel, body: bytes, start: int, out: np.ndarray) -> tuple[int, np.ndarray | None]:
     parse, ok, _, max_depth = kernel
-    out = np.empty(capacity)
     work = np.empty(2 * (max_depth + 2), dtype=np.int64)
     status, count, ndim, end = parse(np.frombuffer(body, dtype=np.uint8), start, out, work)
     if status != ok or body[end:].strip(_JSON_SPACE) != b"}":
@@ -83,8 +84,9 @@ def _load() -> None:
 
         kernel = (k.parse_nested, k.OK, k.FULL, k.MAX_DEPTH)
         sample = b'{"instances": [[0.5, 1]]}'
-        if _read(kernel, sample, sample.index(b"["), 8)[1] is None:  # compiles for the types used above
-            raise RuntimeError("the JSON kernel did not read its sample")
+        for dtype in (np.float32, np.float64):  # compiled for the types used above
+            if _read(kernel, sample, sample.index(b"["), np.empty(8, dtype=dtype))[1] is None:
+                raise RuntimeError("the JSON kernel did not read its sample")
         _state["kernel"] = kernel
     except Exception as err:  # noqa: BLE001 - numba missing or failing: the general path answers
         log.info("nested JSON tensors are read by the general path: %s: %s", type(err).__name__, err)

@@ -69,9 +69,10 @@ class MLflowProtocol(Protocol):
     name = "mlflow"
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
-        loaded = endpoint.current
-        float_tensor = bool(loaded and loaded.validator.tensor and loaded.validator.tensor_spec.type.kind == "f")
-        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"), float_tensor)
+        loaded = endpoint.current  # a float tensor model's nested JSON may be read in one pass
+        dtype = loaded.validator.tensor_spec.type if loaded and loaded.validator.tensor else None
+        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"),
+                                            dtype if dtype is not None and dtype.kind == "f" else None)
         return Decoded(payload, params)
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:

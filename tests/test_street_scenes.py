@@ -397,11 +397,14 @@ def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
             f'{{"instances": {image.astype(float).tolist()}}}'.encode(),
             f' {{ "inputs" :\n\t[{rows}] }}\r\n'.encode()]
     for body in good:
-        read = json_tensors.nested_floats(body)
-        assert isinstance(read, np.ndarray), body[:80]
         expected = _general(body)
-        assert read.shape == expected.shape and read.view(np.int64).tolist() == expected.view(np.int64).tolist()
-        assert MLflowCodec.decode(body, "application/json", True)[0] is not None
+        for dtype, bits in ((np.float64, np.int64), (np.float32, np.int32)):  # as numpy would round the list
+            read = json_tensors.nested_floats(body, dtype)
+            assert isinstance(read, np.ndarray) and read.dtype == dtype, body[:80]
+            assert read.shape == expected.shape
+            assert read.view(bits).tolist() == np.asarray(orjson.loads(body)[next(iter(orjson.loads(body)))],
+                                                          dtype=dtype).view(bits).tolist()
+        assert MLflowCodec.decode(body, "application/json", np.dtype("float32"))[0].dtype == np.float32
 
     unusual = ['{"instances": [[1, 2], [3]]}', '{"instances": [[1, 2], 3]}', '{"instances": [1, 2]}',
                '{"instances": [[]]}', '{"instances": [[1,]]}', '{"instances": [[01]]}', '{"instances": [[+1]]}',
@@ -415,7 +418,7 @@ def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
         body = text.encode()
         assert json_tensors.nested_floats(body) is None, text
         try:
-            kept = MLflowCodec.decode(body, "application/json", True)
+            kept = MLflowCodec.decode(body, "application/json", np.dtype("float32"))
         except InvalidInput as err:
             assert _general(body) == f"400 {err}", text
         else:
