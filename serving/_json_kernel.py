@@ -4,7 +4,7 @@ Imported only by json_tensors' loader thread (numba's import and the first compi
 Strict JSON throughout: RFC 8259 numbers (no leading zeros, no ``+``, ``.5``, ``1.``, NaN or Infinity),
 whitespace only where JSON allows it, no empty lists, no trailing commas. Whatever it does not read
 for sure (a ragged array, a number needing more than 18 significant digits or a power of ten beyond
-1e±22, an integer beyond 2**53, a double it cannot round for certain) is refused (status FAIL): the
+1e22 or 1e-44, an integer beyond 2**53, a double it cannot round for certain) is refused (status FAIL): the
 caller then parses the body with orjson, which answers it as before.
 """
 
@@ -21,6 +21,7 @@ _POW10 = np.array([10.0 ** k for k in range(23)])  # each exact in a double
 _TWO53 = 9007199254740992
 _MAX_DIGITS = 18  # a mantissa below 10**18 fits an int64
 _MARGIN = 0.5 - 1.0 / 1048576.0  # how far from a halfway point a double-double result must be to be rounded here
+_SURE = 2.0 ** -54 - 2.0 ** -74  # |s| * this is under half an ulp of s (and of the ulp below a power of two)
 
 
 @njit(cache=True, inline="always")
@@ -37,14 +38,24 @@ def _two_prod(a, b):
 
 
 @njit(cache=True, inline="always")
+def _divide(hi, lo, d):
+    """``(hi + lo) / d`` in double-double, ``d`` a power of ten a double holds exactly."""
+    q = hi / d
+    back, err = _two_prod(q, d)
+    r = (((hi - back) - err) + lo) / d
+    s = q + r
+    return s, r - (s - q)
+
+
+@njit(cache=True, inline="always")
 def _double(m, e10):
     """The double nearest ``m * 10**e10`` (``0 < m < 10**18``), as Python's ``float()`` of the text gives it;
     -1.0 when that is not certain here. Exact with one IEEE operation when ``m <= 2**53`` and
-    ``|e10| <= 22`` (Clinger's fast path); otherwise computed in double-double (about 100 bits) and kept
-    only when that result is clearly nearer one double than the halfway point to the next."""
-    if e10 < -22 or e10 > 22:
+    ``|e10| <= 22`` (Clinger's fast path); otherwise computed in double-double (about 100 bits, down to
+    1e-44) and kept only when that result is clearly nearer one double than the halfway point to the next."""
+    if e10 < -44 or e10 > 22:
         return -1.0
-    if m <= _TWO53:
+    if m <= _TWO53 and e10 >= -22:
         if e10 >= 0:
             return float(m) * _POW10[e10]
         return float(m) / _POW10[-e10]
@@ -53,14 +64,16 @@ def _double(m, e10):
     if e10 >= 0:
         p, err = _two_prod(hi, _POW10[e10])
         small = err + lo * _POW10[e10]
+    elif e10 >= -22:
+        p, small = _divide(hi, lo, _POW10[-e10])
     else:
-        d = _POW10[-e10]
-        p = hi / d
-        back, err = _two_prod(p, d)
-        small = (((hi - back) - err) + lo) / d
+        p, small = _divide(hi, lo, _POW10[22])
+        p, small = _divide(p, small, _POW10[-e10 - 22])
     s = p + small
     bb = s - p
     t = (p - (s - bb)) + (small - bb)  # s + t == p + small exactly (two-sum)
+    if abs(t) < abs(s) * _SURE:  # well inside half an ulp of s, whatever s's exponent (most values)
+        return s
     f, e = math.frexp(s)
     ulp = math.ldexp(1.0, e - 53)
     if f == 0.5 and t < 0.0:  # a power of two: the double below is nearer; left to orjson

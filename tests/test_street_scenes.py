@@ -391,7 +391,7 @@ def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
     image = rng.random((2, 3, 4, 5)).astype(np.float32)
     tricky = ["0.46666666865348816", "0.5254902243614197", "1e22", "1E-22", "-0.0", "-0", "0", "7", "-12",
               "9007199254740992", "123456789012345678e-5", "0.30000000000000004", "2.5e-3", "0.000123", "1e+2",
-              "4.35e8", "0.1", "-1.7976931348623157e+10", "3.4028234663852886e+38", "0.49999999999999994"]
+              "4.35e8", "0.1", "-1.7976931348623157e+10", "1e-30", "1.2345678901234567e-25", "3.2165432156789012e-06", "3.4028234663852886e+38", "0.49999999999999994"]
     rows = ", ".join(f"[{t}, {t}]" for t in tricky)
     good = [orjson.dumps({"instances": image.astype(float).tolist()}),
             f'{{"instances": {image.astype(float).tolist()}}}'.encode(),
@@ -410,7 +410,7 @@ def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
                '{"instances": [[]]}', '{"instances": [[1,]]}', '{"instances": [[01]]}', '{"instances": [[+1]]}',
                '{"instances": [[.5]]}', '{"instances": [[1.]]}', '{"instances": [[1e]]}', '{"instances": [[--1]]}',
                '{"instances": [[NaN]]}', '{"instances": [[Infinity]]}', '{"instances": [[1 2]]}',
-               '{"instances": [[1e400]]}', '{"instances": [[1e-30]]}', '{"instances": [[12345678901234567890]]}',
+               '{"instances": [[1e400]]}', '{"instances": [[1e-50]]}', '{"instances": [[12345678901234567890]]}',
                '{"instances": [[true]]}', '{"instances": [["0.5"]]}', '{"instances": [[null]]}',
                '{"instances": [[1]]\x0b}', '{"instances": [[1]], "params": {"a": 1}}', '{"instances": [[1]]',
                '{"instances": [[1]]} x', '{"instances": [[1]], "instances": [[2]]}', '{"inputs": {"a": [1]}}']
