@@ -84,10 +84,10 @@ def _double(m, e10):
 
 
 @njit(cache=True)
-def parse_nested(b, i, out, work):
-    """Read the JSON array at ``b[i] == '['`` into ``out`` (row-major). ``work`` (2 * (MAX_DEPTH + 2) int64)
-    receives the shape: ``work[1..ndim]``. Returns ``(status, count, ndim, end)``, ``end`` just past the
-    array's closing bracket."""
+def parse_nested(b, i, out, work, min_depth):
+    """Read the JSON array at ``b[i] == '['`` into ``out`` (row-major), its numbers at least ``min_depth``
+    lists deep. ``work`` (2 * (MAX_DEPTH + 2) int64) receives the shape: ``work[1..ndim]``. Returns
+    ``(status, count, ndim, end)``, ``end`` just past the array's closing bracket."""
     n = b.shape[0]
     dims = work[:MAX_DEPTH + 2]
     counts = work[MAX_DEPTH + 2:]
@@ -137,7 +137,7 @@ def parse_nested(b, i, out, work):
         if c < 48 or c > 57:  # also an empty list or a comma too many
             return FAIL, 0, 0, i
         if leaf == -1:
-            if depth < 2:  # a flat list is a column's values, not a tensor
+            if depth < min_depth:  # MLflow's flat list is a column's values, not a tensor
                 return FAIL, 0, 0, i
             leaf = depth
         elif depth != leaf:

@@ -44,20 +44,37 @@ def nested_floats(body: bytes, dtype=np.float64) -> np.ndarray | None:
     found = _PREFIX.match(body) if body.__class__ is bytes else None  # bytes: the type the kernel is compiled for
     if found is None:
         return None
+    read = _array(kernel, body, found.end() - 1, dtype, 2)
+    if read is None or body[read[1]:].strip(_JSON_SPACE) != b"}":
+        return None
+    return read[0]
+
+
+def array_at(body: bytes, start: int, dtype) -> tuple[np.ndarray, int] | None:
+    """The JSON array of numbers (nested or flat) at ``body[start] == '['`` as an array of ``dtype``, and
+    the offset just past it; None where :func:`nested_floats` would say None."""
+    kernel = _state["kernel"]
+    if kernel is None:
+        _start()
+        return None
+    return _array(kernel, body, start, dtype, 1) if body.__class__ is bytes else None
+
+
+def _array(kernel, body: bytes, start: int, dtype, min_depth: int) -> tuple[np.ndarray, int] | None:
     for capacity in (len(body) // 4 + 16, len(body) // 2 + 2):  # a value needs two bytes at least
-        status, array = _read(kernel, body, found.end() - 1, np.empty(capacity, dtype=dtype))
+        status, read = _read(kernel, body, start, np.empty(capacity, dtype=dtype), min_depth)
         if status != kernel[2]:  # not FULL
-            return array
+            return read
     return None
 
 
-def _read(kernel, body: bytes, start: int, out: np.ndarray) -> tuple[int, np.ndarray | None]:
+def _read(kernel, body: bytes, start: int, out: np.ndarray, min_depth: int) -> tuple[int, tuple | None]:
     parse, ok, _, max_depth = kernel
     work = np.empty(2 * (max_depth + 2), dtype=np.int64)
-    status, count, ndim, end = parse(np.frombuffer(body, dtype=np.uint8), start, out, work)
-    if status != ok or body[end:].strip(_JSON_SPACE) != b"}":
+    status, count, ndim, end = parse(np.frombuffer(body, dtype=np.uint8), start, out, work, min_depth)
+    if status != ok:
         return status, None
-    return status, out[:count].reshape(tuple(work[1:ndim + 1].tolist()))
+    return status, (out[:count].reshape(tuple(work[1:ndim + 1].tolist())), end)
 
 
 def ready(wait: float = 0.0) -> bool:
@@ -85,7 +102,7 @@ def _load() -> None:
         kernel = (k.parse_nested, k.OK, k.FULL, k.MAX_DEPTH)
         sample = b'{"instances": [[0.5, 1]]}'
         for dtype in (np.float32, np.float64):  # compiled for the types used above
-            if _read(kernel, sample, sample.index(b"["), np.empty(8, dtype=dtype))[1] is None:
+            if _read(kernel, sample, sample.index(b"["), np.empty(8, dtype=dtype), 2)[1] is None:
                 raise RuntimeError("the JSON kernel did not read its sample")
         _state["kernel"] = kernel
     except Exception as err:  # noqa: BLE001 - numba missing or failing: the general path answers

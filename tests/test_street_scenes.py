@@ -423,3 +423,42 @@ def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
             assert _general(body) == f"400 {err}", text
         else:
             assert repr(kept) == repr(MLflowCodec.decode(body, "application/json")), text
+
+
+def test_v2_json_float_data_is_read_in_one_pass_and_answers_as_before():
+    """A V2 JSON request's one FP32/FP64 input: its ``data`` read by the one-pass reader into the array the
+    list made before; a second ``"data"`` (here the request's id) sends the body the general way, and
+    every refusal keeps its message."""
+    import orjson
+
+    from serving import codecs, json_tensors
+    from serving.codecs import V2Codec
+
+    assert json_tensors.ready(wait=120)
+    rng = np.random.default_rng(4)
+    image = rng.random((2, 3, 4, 5))
+    shape = list(image.shape)
+
+    def decode(inputs, general=False):
+        doc = {"inputs": inputs, **({"id": "data"} if general else {})}
+        try:
+            return V2Codec.decode(orjson.dumps(doc), "application/json", True)[0]
+        except InvalidInput as err:
+            return f"400 {err}"
+
+    for datatype, dtype in (("FP32", np.float32), ("FP64", np.float64)):
+        for data in (image.reshape(-1).tolist(), image.tolist()):  # flat, or nested as V2 allows
+            tensor = {"name": "image", "datatype": datatype, "shape": shape, "data": data}
+            read, general = decode([tensor]), decode([tensor], general=True)
+            assert codecs._typed_floats(orjson.dumps({"inputs": [tensor]})) is not None  # the one pass read it
+            assert read.dtype == general.dtype == dtype and read.shape == general.shape == image.shape
+            assert read.tobytes() == general.tobytes()
+    flat = image.reshape(-1).tolist()
+    bad = [{"data": flat[:-1]}, {"data": [1e39] + flat[1:]}, {"data": ["0.5"] + flat[1:]},
+           {"data": [True] + flat[1:]}, {"shape": [2, 3, 4, 4]}, {"datatype": "INT8"}, {"datatype": "FP16"}]
+    for change in bad:
+        tensor = {"name": "image", "datatype": "FP32", "shape": shape, "data": flat, **change}
+        assert repr(decode([tensor])) == repr(decode([tensor], general=True)), change
+    two = [{"name": "a", "datatype": "FP32", "shape": [1, 1], "data": [[1.0]]},
+           {"name": "b", "datatype": "FP32", "shape": [1, 1], "data": [[2.0]]}]
+    assert decode(two) == decode(two, general=True)
