@@ -13,7 +13,6 @@ and written with orjson (it refuses nesting deeper than 1024 levels, so no Recur
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ import pandas as pd
 from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
 from serving.dataplane import Table, UnsupportedMediaType, all_finite, all_within, table_of_frame
-from serving.json_tensors import array_at, nested_floats
+from serving.json_tensors import nested_floats, typed_floats
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -434,37 +433,6 @@ _NUMBER_TYPES = {name: ({int, float} if name.startswith("FP") else {int}) for na
                  if name not in ("BYTES", "BOOL", "UINT64")}
 
 
-_DATA_KEY = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*\[')
-_FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
-
-
-def _typed_floats(body: bytes) -> dict | None:
-    """A V2 JSON request whose one input is FP32 or FP64 ``data``: that array read in one pass
-    (:func:`serving.json_tensors.array_at`: the values numpy made of the list), the rest of the document
-    by orjson, as binary data would be. None for anything else, or anything not certain (a second
-    ``"data"``, a value beyond FP32): the body is then parsed as a whole, as before."""
-    at = body.find(b'"data"')
-    found = _DATA_KEY.match(body, at) if at >= 0 and body.find(b'"data"', at + 6) < 0 else None
-    if found is None:
-        return None
-    dtype = np.float32 if b'"FP32"' in body else np.float64
-    read = array_at(body, found.end() - 1, dtype)
-    if read is None:
-        return None
-    values, end = read
-    try:
-        doc = orjson.loads(body[:found.end() - 1] + b"null" + body[end:])
-    except orjson.JSONDecodeError:
-        return None
-    inputs = doc.get("inputs") if isinstance(doc, dict) else None
-    if not (isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict)
-            and "data" in inputs[0] and inputs[0]["data"] is None
-            and _FLOAT_TYPES.get(inputs[0].get("datatype")) is dtype and all_finite(values)):
-        return None
-    inputs[0]["data"] = values.reshape(-1)
-    return doc
-
-
 def _column_inputs(tensors: list[dict], kinds: dict[str, str]) -> Table:
     columns, rows = {}, None
     for tensor in tensors:
@@ -495,7 +463,7 @@ class V2Codec:
         """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
         by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
         body, binary = _split_binary(body, content_type, header_length)
-        doc = (_typed_floats(body) if tensor_model and header_length is None else None) or loads(body)
+        doc = (typed_floats(body) if tensor_model and header_length is None else None) or loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
             raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
         params = _v2_params(doc.get("parameters"), tensor_model)

@@ -5,10 +5,12 @@ Through orjson they became 3,072 Python floats and those lists, then numpy walke
 find the shape and fill a float32 array: about 0.15 ms a request, a fifth of the server's CPU per image
 outside the network (py-spy at c32), and the lists fed the garbage collector's young generation. Here
 one compiled pass (serving/_json_kernel.py, numba) checks the JSON, finds the shape and writes the
-doubles, with the values Python's ``float()`` (so orjson) gives for the same text: the answers are the
-same, byte for byte. Only bodies that are exactly ``{"instances": <array of arrays of numbers>}`` are
+numbers: the doubles Python's ``float()`` (so orjson) gives for the same text, or those rounded to
+float32 as numpy rounds a Python float. The answers are the same, byte for byte. Only bodies that are exactly ``{"instances": <array of arrays of numbers>}`` are
 read here, and anything the pass is not sure of (bad JSON, a ragged array, an unusual number) returns
-None: the codec then parses the body as before, and answers it (or refuses it) as before.
+None: the codec then parses the body as before, and answers it (or refuses it) as before. A V2 JSON
+request's one FP32/FP64 input is read the same way (:func:`typed_floats`): its ``data`` in the pass, the
+small rest of the document by orjson.
 
 The kernel is compiled (or loaded from numba's cache) in a background thread on the first such request,
 so that neither importing serving nor starting a server waits for numba; until it is ready the general
@@ -23,6 +25,9 @@ import re
 import threading
 
 import numpy as np
+import orjson
+
+from serving.dataplane import all_finite
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,37 @@ def _read(kernel, body: bytes, start: int, out: np.ndarray, min_depth: int) -> t
     if status != ok:
         return status, None
     return status, (out[:count].reshape(tuple(work[1:ndim + 1].tolist())), end)
+
+
+_DATA_KEY = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*\[')
+_FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
+
+
+def typed_floats(body: bytes) -> dict | None:
+    """A V2 JSON request whose one input is FP32 or FP64 ``data``: that array read in one pass
+    (:func:`array_at`: the values numpy made of the list), the rest of the document
+    by orjson, as binary data would be. None for anything else, or anything not certain (a second
+    ``"data"``, a value beyond FP32): the body is then parsed as a whole, as before."""
+    at = body.find(b'"data"')
+    found = _DATA_KEY.match(body, at) if at >= 0 and body.find(b'"data"', at + 6) < 0 else None
+    if found is None:
+        return None
+    dtype = np.float32 if b'"FP32"' in body else np.float64
+    read = array_at(body, found.end() - 1, dtype)
+    if read is None:
+        return None
+    values, end = read
+    try:
+        doc = orjson.loads(body[:found.end() - 1] + b"null" + body[end:])
+    except orjson.JSONDecodeError:
+        return None
+    inputs = doc.get("inputs") if isinstance(doc, dict) else None
+    if not (isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict)
+            and "data" in inputs[0] and inputs[0]["data"] is None
+            and _FLOAT_TYPES.get(inputs[0].get("datatype")) is dtype and all_finite(values)):
+        return None
+    inputs[0]["data"] = values.reshape(-1)
+    return doc
 
 
 def ready(wait: float = 0.0) -> bool:

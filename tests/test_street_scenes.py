@@ -431,7 +431,7 @@ def test_v2_json_float_data_is_read_in_one_pass_and_answers_as_before():
     every refusal keeps its message."""
     import orjson
 
-    from serving import codecs, json_tensors
+    from serving import json_tensors
     from serving.codecs import V2Codec
 
     assert json_tensors.ready(wait=120)
@@ -450,7 +450,7 @@ def test_v2_json_float_data_is_read_in_one_pass_and_answers_as_before():
         for data in (image.reshape(-1).tolist(), image.tolist()):  # flat, or nested as V2 allows
             tensor = {"name": "image", "datatype": datatype, "shape": shape, "data": data}
             read, general = decode([tensor]), decode([tensor], general=True)
-            assert codecs._typed_floats(orjson.dumps({"inputs": [tensor]})) is not None  # the one pass read it
+            assert json_tensors.typed_floats(orjson.dumps({"inputs": [tensor]})) is not None  # read in one pass
             assert read.dtype == general.dtype == dtype and read.shape == general.shape == image.shape
             assert read.tobytes() == general.tobytes()
     flat = image.reshape(-1).tolist()
