@@ -22,6 +22,7 @@ import pandas as pd
 from civicml.answers import Answer, json_rows, mlflow_body, stable_answer, v2_outputs  # noqa: F401 (re-exported)
 from civicml.errors import InvalidInput
 from serving.dataplane import Table, UnsupportedMediaType, all_finite, all_within, table_of_frame
+from serving.json_tensors import nested_floats, typed_floats
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
@@ -144,7 +145,10 @@ class MLflowCodec:
     name = "mlflow"
 
     @staticmethod
-    def decode(body: bytes, content_type: str | None) -> tuple[Any, dict | None]:
+    def decode(body: bytes, content_type: str | None, tensor_dtype: Any = None) -> tuple[Any, dict | None]:
+        """``tensor_dtype``: the model takes a tensor of this numpy float type, so a body that is only a nested
+        array of numbers may be read straight into such an array (:mod:`serving.json_tensors`; the values
+        a list would have given the model), and any other body is parsed here as ever."""
         ctype = _media_type(content_type)
         if ctype == "text/csv":
             if not body or not body.strip():
@@ -152,6 +156,10 @@ class MLflowCodec:
             return _csv_table(body), None
         if ctype != "application/json":
             raise UnsupportedMediaType(f"unsupported content type '{ctype}' (use application/json or text/csv)")
+        if tensor_dtype is not None:
+            tensor = nested_floats(body, np.float32 if tensor_dtype == np.float32 else np.float64)
+            if tensor is not None:
+                return tensor, None
         doc = loads(body)
         if not isinstance(doc, dict):
             raise InvalidInput(f"the JSON body must be an object with one of the keys {', '.join(FORMATS)}")
@@ -402,7 +410,7 @@ def _numbers(tensor: dict) -> np.ndarray | None:
     None when that cannot be said at once (nested or mixed data, a value out of range): :func:`_v2_values`
     then checks value by value and names the first bad one."""
     data, datatype = tensor.get("data"), tensor.get("datatype")
-    if isinstance(data, np.ndarray):  # from the binary extension, checked there
+    if isinstance(data, np.ndarray):  # from the binary extension or read in one pass, checked there
         return data.reshape(-1)
     if not isinstance(data, list) or datatype not in _NUMBER_TYPES or (data and data[0].__class__ is list):
         return None
@@ -455,7 +463,7 @@ class V2Codec:
         """A V2 infer request, JSON or with the binary tensor data extension (what Triton's clients send
         by default: ``Inference-Header-Content-Length`` JSON bytes, then each input's raw bytes)."""
         body, binary = _split_binary(body, content_type, header_length)
-        doc = loads(body)
+        doc = (typed_floats(body) if tensor_model and header_length is None else None) or loads(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
             raise InvalidInput("a V2 infer request needs 'inputs': a list of tensors")
         params = _v2_params(doc.get("parameters"), tensor_model)

@@ -69,7 +69,10 @@ class MLflowProtocol(Protocol):
     name = "mlflow"
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
-        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"))
+        loaded = endpoint.current  # a float tensor model's nested JSON may be read in one pass
+        dtype = loaded.validator.tensor_spec.type if loaded and loaded.validator.tensor else None
+        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"),
+                                            dtype if dtype is not None and dtype.kind == "f" else None)
         return Decoded(payload, params)
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:

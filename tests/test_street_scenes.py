@@ -313,6 +313,15 @@ def test_served_cnn_answers_alike_in_every_tensor_form_and_batches_images(traine
         nested = client.post("/invocations", json={"instances": images.astype(float).tolist()})
         assert nested.status_code == 200, nested.text
         expected = [p["label"] for p in nested.json()["predictions"]]
+        from serving import json_tensors
+
+        assert json_tensors.ready(wait=120)  # nested JSON read in one pass, or (params first) by orjson: one answer
+        one_pass = client.post("/invocations", content=orjson.dumps({"instances": images.astype(float).tolist()}))
+        general = client.post("/invocations", content=orjson.dumps({"params": None,
+                                                                     "instances": images.astype(float).tolist()}))
+        assert one_pass.status_code == general.status_code == 200
+        assert one_pass.content.split(b'"model"')[0] == general.content.split(b'"model"')[0]
+        assert one_pass.json()["predictions"] == nested.json()["predictions"]
         url = "/v2/models/scenes-forms/infer"
         tensor = {"name": "image", "datatype": "FP32", "shape": list(images.shape)}
         flat = client.post(url, json={"inputs": [{**tensor, "data": images.reshape(-1).astype(float).tolist()}]})
@@ -352,3 +361,104 @@ def test_served_cnn_answers_alike_in_every_tensor_form_and_batches_images(traine
         for t in threads:
             t.join()
         assert runtime.batches - calls <= 16
+
+
+def _general(body: bytes):
+    """What the codec makes of a body without the JSON kernel (orjson, then numpy as the validator would)."""
+    import orjson
+
+    from serving.codecs import MLflowCodec
+
+    try:
+        payload, _ = MLflowCodec.decode(body, "application/json")
+    except InvalidInput as err:
+        return f"400 {err}"
+    doc = orjson.loads(body)
+    return np.asarray(payload, dtype=np.float64) if isinstance(payload, list) and "params" not in doc else payload
+
+
+def test_nested_json_images_are_read_in_one_pass_with_the_values_orjson_gives():
+    """A float tensor model's nested ``instances`` are read by serving/json_tensors.py into the doubles orjson
+    gives for the same text (bit for bit: awkward digits, exponents, -0.0, integers, whitespace, ``inputs``);
+    any body it is not sure of goes the general way, and is answered (or refused) as before."""
+    import orjson
+
+    from serving import json_tensors
+    from serving.codecs import MLflowCodec
+
+    assert json_tensors.ready(wait=120)
+    rng = np.random.default_rng(3)
+    image = rng.random((2, 3, 4, 5)).astype(np.float32)
+    tricky = ["0.46666666865348816", "0.5254902243614197", "1e22", "1E-22", "-0.0", "-0", "0", "7", "-12",
+              "9007199254740992", "123456789012345678e-5", "0.30000000000000004", "2.5e-3", "0.000123", "1e+2",
+              "4.35e8", "0.1", "-1.7976931348623157e+10", "1e-30", "1.2345678901234567e-25", "3.2165432156789012e-06", "3.4028234663852886e+38", "0.49999999999999994"]
+    rows = ", ".join(f"[{t}, {t}]" for t in tricky)
+    good = [orjson.dumps({"instances": image.astype(float).tolist()}),
+            f'{{"instances": {image.astype(float).tolist()}}}'.encode(),
+            f' {{ "inputs" :\n\t[{rows}] }}\r\n'.encode()]
+    for body in good:
+        expected = _general(body)
+        for dtype, bits in ((np.float64, np.int64), (np.float32, np.int32)):  # as numpy would round the list
+            read = json_tensors.nested_floats(body, dtype)
+            assert isinstance(read, np.ndarray) and read.dtype == dtype, body[:80]
+            assert read.shape == expected.shape
+            assert read.view(bits).tolist() == np.asarray(orjson.loads(body)[next(iter(orjson.loads(body)))],
+                                                          dtype=dtype).view(bits).tolist()
+        assert MLflowCodec.decode(body, "application/json", np.dtype("float32"))[0].dtype == np.float32
+
+    unusual = ['{"instances": [[1, 2], [3]]}', '{"instances": [[1, 2], 3]}', '{"instances": [1, 2]}',
+               '{"instances": [[]]}', '{"instances": [[1,]]}', '{"instances": [[01]]}', '{"instances": [[+1]]}',
+               '{"instances": [[.5]]}', '{"instances": [[1.]]}', '{"instances": [[1e]]}', '{"instances": [[--1]]}',
+               '{"instances": [[NaN]]}', '{"instances": [[Infinity]]}', '{"instances": [[1 2]]}',
+               '{"instances": [[1e400]]}', '{"instances": [[1e-50]]}', '{"instances": [[12345678901234567890]]}',
+               '{"instances": [[true]]}', '{"instances": [["0.5"]]}', '{"instances": [[null]]}',
+               '{"instances": [[1]]\x0b}', '{"instances": [[1]], "params": {"a": 1}}', '{"instances": [[1]]',
+               '{"instances": [[1]]} x', '{"instances": [[1]], "instances": [[2]]}', '{"inputs": {"a": [1]}}']
+    for text in unusual:
+        body = text.encode()
+        assert json_tensors.nested_floats(body) is None, text
+        try:
+            kept = MLflowCodec.decode(body, "application/json", np.dtype("float32"))
+        except InvalidInput as err:
+            assert _general(body) == f"400 {err}", text
+        else:
+            assert repr(kept) == repr(MLflowCodec.decode(body, "application/json")), text
+
+
+def test_v2_json_float_data_is_read_in_one_pass_and_answers_as_before():
+    """A V2 JSON request's one FP32/FP64 input: its ``data`` read by the one-pass reader into the array the
+    list made before; a second ``"data"`` (here the request's id) sends the body the general way, and
+    every refusal keeps its message."""
+    import orjson
+
+    from serving import json_tensors
+    from serving.codecs import V2Codec
+
+    assert json_tensors.ready(wait=120)
+    rng = np.random.default_rng(4)
+    image = rng.random((2, 3, 4, 5))
+    shape = list(image.shape)
+
+    def decode(inputs, general=False):
+        doc = {"inputs": inputs, **({"id": "data"} if general else {})}
+        try:
+            return V2Codec.decode(orjson.dumps(doc), "application/json", True)[0]
+        except InvalidInput as err:
+            return f"400 {err}"
+
+    for datatype, dtype in (("FP32", np.float32), ("FP64", np.float64)):
+        for data in (image.reshape(-1).tolist(), image.tolist()):  # flat, or nested as V2 allows
+            tensor = {"name": "image", "datatype": datatype, "shape": shape, "data": data}
+            read, general = decode([tensor]), decode([tensor], general=True)
+            assert json_tensors.typed_floats(orjson.dumps({"inputs": [tensor]})) is not None  # read in one pass
+            assert read.dtype == general.dtype == dtype and read.shape == general.shape == image.shape
+            assert read.tobytes() == general.tobytes()
+    flat = image.reshape(-1).tolist()
+    bad = [{"data": flat[:-1]}, {"data": [1e39] + flat[1:]}, {"data": ["0.5"] + flat[1:]},
+           {"data": [True] + flat[1:]}, {"shape": [2, 3, 4, 4]}, {"datatype": "INT8"}, {"datatype": "FP16"}]
+    for change in bad:
+        tensor = {"name": "image", "datatype": "FP32", "shape": shape, "data": flat, **change}
+        assert repr(decode([tensor])) == repr(decode([tensor], general=True)), change
+    two = [{"name": "a", "datatype": "FP32", "shape": [1, 1], "data": [[1.0]]},
+           {"name": "b", "datatype": "FP32", "shape": [1, 1], "data": [[2.0]]}]
+    assert decode(two) == decode(two, general=True)
