@@ -7,10 +7,10 @@ exists, the run id; so whoever later finds the trial dead can fail its run. On
 PostgreSQL a dead worker's trial is found by its stale heartbeat; on one
 machine's storages by its process having ended (``fail_dead_trials``).
 
-Everything else a trial writes to MLflow (parameters, per-step and final
-metrics, tags, its state, the run's end) goes through a ``BackgroundRunLog``
-that writes while the next model trains, so that a trial costs little more
-than bare Optuna's own bookkeeping (bench/bench_tuning.py).
+Everything else a trial writes to MLflow (the run's creation, parameters,
+per-step and final metrics, tags, its state, the run's end) goes through a
+``BackgroundRunLog`` that writes while the model trains, so that a trial costs
+little more than bare Optuna's own bookkeeping (bench/bench_tuning.py).
 
 What a study shows in Optuna (``optuna-dashboard``, ``study.user_attrs``): the
 values are named after the objectives' metrics (``study.metric_names``). Study
@@ -195,8 +195,9 @@ class _TrialHooks(TrainingHooks):
         return self.objective.splits[key]
 
     def started(self, run_id: str) -> None:
+        """From the run log's writer thread, which created the run while the model trains (and released the
+        writes queued before: they go out meanwhile)."""
         self.trial.set_user_attr(ATTR_RUN, run_id)
-        self.objective.runlog.release()  # the queued writes go out while the model trains
 
     def fitted(self, fitted, valid: Dataset) -> dict[str, float]:
         self.objective.runlog.hold()
@@ -221,8 +222,9 @@ def p95_latency_ms(fitted, X, rows: int, warmup: int = 3) -> float:
 class TrialObjective:
     """Suggests a family and its parameters, trains it as a nested MLflow run, returns the objectives.
 
-    The trial run's parameters, metrics, tags and end go through ``runlog`` (a background writer in a
-    worker): only creating the run and logging a model stay on the trial's own time.
+    The trial run's creation, parameters, metrics, tags and end go through ``runlog`` (a background writer
+    in a worker, which creates the run while the model trains): only logging a model stays on the trial's
+    own time.
     """
 
     def __init__(self, spec: WorkerSpec, study: optuna.Study, runlog: RunLog | None = None):
@@ -241,7 +243,7 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial):
         spec = self.spec
-        self.runlog.hold()  # until the model trains (see _TrialHooks.started)
+        self.runlog.hold()  # until the model trains (the run log's start_run releases it)
         trial.set_user_attr("worker", self.worker)
         if trial.user_attrs.get(ATTR_RUN):  # a retry inherits the dead trial's attributes
             trial.set_user_attr(ATTR_RUN, None)
