@@ -6,8 +6,11 @@ waits for the same run into one ``log_batch``: a tuner that runs many short
 trials keeps that bookkeeping off each trial's critical path, and a neural net
 that reports every epoch costs one write per drain instead of one per epoch.
 
-Run creation, figures and models are not queued: they stay on the caller's
-thread, which needs the run id and the active run. ``end_run`` leaves the active
+``start_run`` queues a run's creation too (with the time it really started) and
+returns a :class:`PendingRun` at once, which the caller passes wherever a run id
+goes; the run is created while the model trains, and the caller waits for it
+only where it needs the run itself: ``activate`` (figures and models go through
+MLflow's active run, on the caller's thread). ``end_run`` leaves the active
 run at once and queues its final status (with the time it really ended), after
 the run's other writes. ``flush()`` waits until the queue is written and raises
 the first error a write met; a process killed before that leaves runs that
@@ -29,6 +32,7 @@ from typing import Mapping
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 
 @dataclass
@@ -38,6 +42,23 @@ class _Pending:
     tags: dict[str, str] = field(default_factory=dict)
     documents: dict[str, dict] = field(default_factory=dict)  # artifact path -> JSON-able content
     end: tuple[str, int] | None = None  # (status, end time in ms): the run's last write
+    create: bool = False  # the key is a PendingRun to create first
+
+
+class PendingRun:
+    """A run a :class:`BackgroundRunLog` creates from its thread: what the caller passes where a run id goes
+    (``log``, ``log_dict``, ``end_run``) until it needs the run itself (``activate``)."""
+
+    def __init__(self, experiment_id: str, run_name: str | None, tags: dict[str, str], created):
+        self.experiment_id, self.run_name, self.tags, self.created = experiment_id, run_name, tags, created
+        self.start_time = int(time.time() * 1000)  # when the caller started it, not when it is written
+        self.run: mlflow.entities.Run | None = None
+        self.error: BaseException | None = None
+        self.active = False  # made the active run of the caller's thread (``activate``)
+        self.done = threading.Event()  # created (or failed), and ``created`` called
+
+    def __repr__(self) -> str:
+        return f"PendingRun({self.run.info.run_id if self.run else self.run_name!r})"
 
 
 class RunLog:
@@ -50,7 +71,26 @@ class RunLog:
     def client(self) -> mlflow.MlflowClient:
         return mlflow.MlflowClient(tracking_uri=self._tracking_uri)
 
-    def log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, step: int = 0,
+    def start_run(self, experiment_id: str, run_name: str | None = None, *, nested: bool = False,
+                  tags: Mapping[str, str] | None = None, created=None) -> "str | PendingRun":
+        """Start a run as ``mlflow.start_run`` does (the active run of this thread) and call ``created(run_id)``;
+        returns the run id. A failing ``created`` ends the run (FAILED) and raises."""
+        run_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested,
+                                  tags=dict(tags or {})).info.run_id
+        if created is not None:
+            try:
+                created(run_id)
+            except BaseException as err:
+                mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                raise
+        return run_id
+
+    def activate(self, run: "str | PendingRun") -> str:
+        """The run's id, the run being this thread's active run (for MLflow's fluent calls: figures, models).
+        Raises what creating it raised."""
+        return run
+
+    def log(self, run_id: "str | PendingRun", *, metrics: Mapping[str, float] | None = None, step: int = 0,
             params: Mapping[str, object] | None = None, tags: Mapping[str, object] | None = None) -> None:
         now = int(time.time() * 1000)
         pending = _Pending([Metric(k, float(v), now, int(step)) for k, v in (metrics or {}).items()],
@@ -58,11 +98,11 @@ class RunLog:
                            {k: str(v) for k, v in (tags or {}).items()})
         self._submit(run_id, pending)
 
-    def log_dict(self, run_id: str, content: Mapping, artifact_file: str) -> None:
+    def log_dict(self, run_id: "str | PendingRun", content: Mapping, artifact_file: str) -> None:
         """A small JSON or YAML artifact (``mlflow.log_dict``)."""
         self._submit(run_id, _Pending(documents={artifact_file: dict(content)}))
 
-    def end_run(self, run_id: str, status: str) -> None:
+    def end_run(self, run_id: "str | PendingRun", status: str) -> None:
         """End the active run ``run_id`` (``mlflow.end_run``)."""
         mlflow.end_run(status)
 
@@ -114,11 +154,64 @@ class BackgroundRunLog(RunLog):
                 self._thread.start()
         self._queue.put((run_id, pending))
 
-    def end_run(self, run_id: str, status: str) -> None:
+    def start_run(self, experiment_id: str, run_name: str | None = None, *, nested: bool = False,
+                  tags: Mapping[str, str] | None = None, created=None) -> "str | PendingRun":
+        """Queue the run's creation and return a :class:`PendingRun` at once; ``created(run_id)`` is called
+        from the writer thread once the run exists (before anything else is written for it). Writing is
+        released: the creation is what the caller waits for first. Where MLflow would do more than create
+        the run (resume ``MLFLOW_RUN_ID``, log system metrics, refuse a second active run), or its
+        internals are not as expected, the run is started here as ``RunLog.start_run`` does."""
+        from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_RUN_ID
+
+        parent = mlflow.active_run()
+        if (experiment_id is None or MLFLOW_RUN_ID.get() or MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get()
+                or (parent is not None and not nested) or _active_stack() is None):
+            run_id = super().start_run(experiment_id, run_name, nested=nested, tags=tags, created=created)
+            self.release()
+            return run_id
+        tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent is not None:
+            tags[MLFLOW_PARENT_RUN_ID] = parent.info.run_id  # as mlflow.start_run(nested=True) names it
+        pending = PendingRun(str(experiment_id), run_name, tags, created)
+        self._submit(pending, _Pending(create=True))
+        self.release()
+        return pending
+
+    def activate(self, run: "str | PendingRun") -> str:
+        if not isinstance(run, PendingRun):
+            return run
+        self._wait(run)
+        if run.error is not None:
+            raise run.error
+        if not run.active:
+            stack = _active_stack()
+            if stack is not None:
+                stack.append(mlflow.ActiveRun(run.run))  # what mlflow.start_run does once it has the run
+            else:
+                mlflow.start_run(run_id=run.run.info.run_id, nested=True)
+            run.active = True
+        return run.run.info.run_id
+
+    def end_run(self, run_id: "str | PendingRun", status: str) -> None:
+        ended = int(time.time() * 1000)
+        if isinstance(run_id, PendingRun):
+            pending, run_id = run_id, None
+            self._wait(pending)
+            if pending.run is None:
+                return  # never created: what failed it fails the caller (``activate``)
+            run_id = pending.run.info.run_id
+            if not pending.active:
+                self._submit(run_id, _Pending(end=(status, ended)))
+                return
         if not _leave_active_run(run_id):
             mlflow.end_run(status)
             return
-        self._submit(run_id, _Pending(end=(status, int(time.time() * 1000))))
+        self._submit(run_id, _Pending(end=(status, ended)))
+
+    def _wait(self, pending: PendingRun) -> None:
+        if not pending.done.is_set():
+            self.release()  # a hold must not keep the creation the caller waits for
+            pending.done.wait()
 
     def hold(self) -> None:
         self._go.clear()
@@ -141,11 +234,18 @@ class BackgroundRunLog(RunLog):
                 except queue.Empty:
                     break
             stop = any(item is None for item in items)
+            for item in items:  # runs first: what is logged for them follows in the same batch
+                if item is not None and item[1].create:
+                    _create(client, item[0])
             merged: dict[str, _Pending] = {}
             for item in items:
-                if item is None:
+                if item is None or item[1].create:
                     continue
                 run_id, pending = item
+                if isinstance(run_id, PendingRun):
+                    if run_id.run is None:
+                        continue  # its creation failed: the caller raises that (``activate``)
+                    run_id = run_id.run.info.run_id
                 into = merged.setdefault(run_id, _Pending())
                 into.metrics.extend(pending.metrics)
                 into.params.update(pending.params)
@@ -197,6 +297,36 @@ def _write(client: mlflow.MlflowClient, run_id: str, pending: _Pending) -> None:
         client.log_dict(run_id, content, artifact_file)
     if pending.end:
         client.set_terminated(run_id, status=pending.end[0], end_time=pending.end[1])
+
+
+def _create(client: mlflow.MlflowClient, pending: PendingRun) -> None:
+    """Create the run with the tags ``mlflow.start_run`` would give it (the run name, MLflow's context tags
+    such as the source and user), then tell ``pending.created``. An error is kept on ``pending``."""
+    from mlflow.tracking.context import registry
+
+    try:
+        tags = registry.resolve_tags({**pending.tags, **({MLFLOW_RUN_NAME: pending.run_name}
+                                                          if pending.run_name else {})})
+        pending.run = client.create_run(pending.experiment_id, start_time=pending.start_time, tags=tags,
+                                        run_name=pending.run_name)
+        if pending.created is not None:
+            pending.created(pending.run.info.run_id)
+    except Exception as err:
+        pending.error = err
+    finally:
+        pending.done.set()
+
+
+def _active_stack() -> list | None:
+    """This thread's stack of MLflow active runs (``mlflow.start_run`` pushes, ``end_run`` pops), or None
+    where MLflow's internals are not as expected."""
+    from mlflow.tracking import fluent
+
+    try:
+        stack = fluent._active_run_stack.get()
+    except AttributeError:
+        return None
+    return stack if isinstance(stack, list) else None
 
 
 def _leave_active_run(run_id: str) -> bool:

@@ -47,7 +47,8 @@ class TrainingHooks:
     """What a caller (a tuner) adds to one training, at fixed points; each default does nothing.
 
     ``train`` calls, in order: ``split`` (the train/validation split; a tuner that trains
-    many times on the same data makes it once), ``started`` (the run exists: its id),
+    many times on the same data makes it once), ``started`` (the run exists: its id; called from the
+    writer thread of a :class:`~projects.runlog.BackgroundRunLog`, which creates the run),
     ``fitted`` (the model is fitted: extra metrics to log with the run's own, e.g. a
     measured latency) and ``keep_model`` (the final metrics, extra ones included: log
     the model or not). Everything a hook returns comes back in the
@@ -168,14 +169,14 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
             run_tags[TAG_CODE_VERSION] = code
         run_tags.update(tags or {})
         if not nested and MLFLOW_RUN_ID.get():  # inside `mlflow run`, which made the run for this entry point
-            run = mlflow.start_run()
+            run_id = mlflow.start_run().info.run_id
             mlflow.set_tags(run_tags)
-        else:
-            run = mlflow.start_run(experiment_id=exp_id, run_name=run_name or family, nested=nested, tags=run_tags)
-        recorder.run_id = run.info.run_id
+            hooks.started(run_id)
+        else:  # a run id, or a run the run log creates while the model trains (runlog.activate when needed)
+            run_id = runlog.start_run(exp_id, run_name or family, nested=nested, tags=run_tags, created=hooks.started)
+        recorder.run_id = run_id
         status = "FAILED"
         try:
-            hooks.started(run.info.run_id)
             keep = (lambda m: hooks.keep_model(m) and (log_model(m) if callable(log_model) else bool(log_model)))
             fit = _Fit(use_case, dataset, family, model_family, merged, seed, runlog, hooks)
             result = _fit_and_log(fit, train_part, valid_part, recorder, keep, log_dataset)
@@ -183,8 +184,9 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
             status = "FINISHED"
             return result
         except Pruned:
-            runlog.log(run.info.run_id, tags={TAG_PRUNED: "true"})
+            runlog.log(run_id, tags={TAG_PRUNED: "true"})
             if len(recorder.history) > 1:
+                runlog.activate(run_id)
                 mlflow.log_figure(curve_figure(recorder.history, use_case.metric), "plots/validation_curve.png")
             status = "KILLED"  # MLflow's word for a run stopped on purpose; the tag says why
             raise
@@ -195,7 +197,7 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
             import matplotlib.pyplot as plt
 
             plt.close("all")
-            runlog.end_run(run.info.run_id, status)
+            runlog.end_run(run_id, status)
 
 
 def dataset_description(dataset: Dataset) -> dict[str, Any]:
@@ -232,6 +234,7 @@ def _fit_and_log(fit: _Fit, train_part, valid_part, recorder, log_model, log_dat
     runlog.log(run_id, params={"family": family, "seed": seed, **merged, "data_rows": len(dataset),
                                "train_rows": len(train_part), "valid_rows": len(valid_part)})
     fitted = model_family.fit(train_part, valid_part, {"seed": seed, **merged}, recorder)
+    run_id = runlog.activate(run_id)  # figures and the model go through the active run
     extra = {k: float(v) for k, v in hooks.fitted(fitted, valid_part).items()}
     predictions = fitted.predict(valid_part.X)
     labels = sorted(dataset.y.unique()) if use_case.task == "classification" else None

@@ -3,6 +3,7 @@ study's clean-up of trial runs a killed worker left RUNNING. Real MLflow and Opt
 
 from __future__ import annotations
 
+import threading
 import time
 
 import mlflow
@@ -10,7 +11,7 @@ import optuna
 import pytest
 
 from civicml.tracking import configure, experiment_id
-from projects.runlog import BackgroundRunLog, RunLog
+from projects.runlog import BackgroundRunLog, PendingRun, RunLog
 from tuning.runs import ATTR_RUN, end_leftover_runs
 
 
@@ -54,6 +55,67 @@ def test_a_failed_write_is_raised_by_flush_and_the_other_runs_are_written(settin
     assert client.get_run(good).data.metrics == {"x": 2.0}
     log.flush()  # the error was reported once
     log.close()
+
+
+def test_the_background_log_creates_a_run_as_start_run_would_while_the_caller_goes_on(settings, client):
+    exp = experiment_id(settings, "runlog")
+    parent = client.create_run(exp).info.run_id
+    log = BackgroundRunLog(settings.tracking_uri)
+    created = []
+    log.hold()  # as a tuning worker holds the writes during its bookkeeping: the creation is not held
+    before = int(time.time() * 1000)
+    pending = log.start_run(exp, "trial-3", nested=True, tags={"mlflow.parentRunId": parent, "k": "v"},
+                            created=lambda run_id: created.append((run_id, threading.current_thread().name)))
+    called = int(time.time() * 1000)
+    assert isinstance(pending, PendingRun) and mlflow.active_run() is None
+    log.log(pending, params={"C": 1.5}, metrics={"valid_mae": 2.0})  # logged before the run exists
+    run_id = log.activate(pending)  # the caller waits for the run where it needs it: figures, models
+    assert mlflow.active_run().info.run_id == run_id
+    assert created == [(run_id, "civicml-runlog")]  # told from the writer thread, once the run exists
+    log.end_run(pending, "FINISHED")
+    assert mlflow.active_run() is None
+    log.close()
+    stored = client.get_run(run_id)
+    assert before <= stored.info.start_time <= called  # when the caller started it, not when it was written
+    assert stored.info.status == "FINISHED" and stored.info.run_name == "trial-3"
+    assert stored.data.params == {"C": "1.5"} and stored.data.metrics == {"valid_mae": 2.0}
+    with mlflow.start_run(experiment_id=exp, run_name="trial-3", nested=True,
+                          tags={"mlflow.parentRunId": parent, "k": "v"}) as reference:
+        pass
+    assert stored.data.tags == client.get_run(reference.info.run_id).data.tags  # MLflow's context tags too
+
+
+def test_a_run_the_background_log_cannot_create_fails_its_caller_not_the_other_writes(settings, client):
+    exp = experiment_id(settings, "runlog")
+    good = client.create_run(exp).info.run_id
+    log = BackgroundRunLog(settings.tracking_uri)
+    pending = log.start_run("987654", "trial-0", nested=True)  # no such experiment
+    log.log(pending, metrics={"x": 1.0})
+    log.log(good, metrics={"x": 2.0})
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        log.activate(pending)
+    log.end_run(pending, "FAILED")  # nothing to end
+    log.close()  # the creation's error was its caller's: no failed write to report
+    assert client.get_run(good).data.metrics == {"x": 2.0}
+    assert mlflow.active_run() is None
+
+
+def test_the_plain_log_starts_the_run_at_once_and_ends_it_if_the_caller_cannot_take_it(settings, client):
+    exp = experiment_id(settings, "runlog")
+    log = RunLog(settings.tracking_uri)
+    seen = []
+    run_id = log.start_run(exp, "fit", tags={"k": "v"}, created=seen.append)
+    assert mlflow.active_run().info.run_id == run_id == seen[0] and log.activate(run_id) == run_id
+    log.end_run(run_id, "FINISHED")
+
+    def refuse(run_id):
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        log.start_run(exp, "refused", created=refuse)
+    assert mlflow.active_run() is None
+    refused = client.search_runs([exp], filter_string="attributes.run_name = 'refused'")
+    assert [r.info.status for r in refused] == ["FAILED"]
 
 
 def test_the_plain_log_writes_at_once(settings, client):

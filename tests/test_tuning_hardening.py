@@ -192,3 +192,22 @@ def test_workers_opening_a_new_postgresql_storage_at_once_all_get_it():
             for storage in opened:
                 storage.remove_session()
                 storage.engine.dispose()
+
+
+def test_a_worker_keeps_the_heap_it_started_with_out_of_full_collections_and_gives_it_back():
+    import gc
+
+    from tuning.worker import _young_heap
+
+    assert gc.get_freeze_count() == 0
+    with _young_heap():
+        assert gc.get_freeze_count() > 0  # what existed when the trials began
+    assert gc.get_freeze_count() == 0  # given back: its cyclic garbage is collected again
+    gc.freeze()  # a process that froze its own objects (a server after start-up) keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        with _young_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
