@@ -5,7 +5,8 @@ its answers on a plain deque and, every ``linger`` seconds, sends what gathered 
 pickled list (a frame: 4 bytes of length, then the pickle) on the process's standard input. Here each
 answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), so that none of that CPU is spent under the server's GIL.
 
-Frames: ``("config", url, max_bytes, masking)`` first, then ``("answers", [item, ...])`` and
+Frames: ``("config", url, max_bytes, masking, reader)`` first (``reader``: serving's reader of requests
+given as bytes, pickled by reference), then ``("answers", [item, ...])`` and
 ``("flush",)``, which is answered on standard output with one JSON line of counts (``{"written": n,
 "failed": m}``, since the start); the end of standard input (or ``("stop",)``) writes what came, answers
 the counts once more and exits.
@@ -65,14 +66,14 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 class WriterProcess:
     """The parent's end: starts ``python -m monitoring.record_writer`` and talks to it in frames."""
 
-    def __init__(self, url: str, max_bytes: int, masking):
+    def __init__(self, url: str, max_bytes: int, masking, reader=None):
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         self._process = subprocess.Popen([sys.executable, "-m", "monitoring.record_writer"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env, close_fds=True)
         self._lock = threading.Lock()  # one conversation at a time (the recorder's thread; close)
         self.counts = {"written": 0, "failed": 0}
-        write_frame(self._process.stdin, ("config", url, max_bytes, masking))
+        write_frame(self._process.stdin, ("config", url, max_bytes, masking, reader))
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -130,8 +131,8 @@ def main() -> int:
     config = read_frame(fd)
     if not config or config[0] != "config":
         return 2
-    _, url, max_bytes, masking = config
-    writer = _Writer(RecordStore(url, max_bytes=max_bytes), masking)
+    _, url, max_bytes, masking, reader = config
+    writer = _Writer(RecordStore(url, max_bytes=max_bytes), masking, reader)
     while True:
         wait = None if not writer.rows else max(0.0, writer.due - time.monotonic())
         if not select.select([fd], [], [], wait)[0]:
@@ -158,8 +159,8 @@ MOST = 5000  # rows that are written at once, gathered or not
 
 
 class _Writer:
-    def __init__(self, store, masking):
-        self.store, self.masking = store, masking
+    def __init__(self, store, masking, reader=None):
+        self.store, self.masking, self.reader = store, masking, reader
         self.rows: list[dict] = []
         self.due = 0.0
         self.counts = {"written": 0, "failed": 0}
@@ -169,7 +170,7 @@ class _Writer:
 
         if not self.rows:
             self.due = time.monotonic() + GATHER
-        rows, failed = masked_rows(items, self.masking)
+        rows, failed = masked_rows(items, self.masking, self.reader)
         self.rows += rows
         self.counts["failed"] += failed
         if len(self.rows) >= MOST:

@@ -31,7 +31,10 @@ from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, ROW_COLUMNS, AnswerReco
 log = logging.getLogger(__name__)
 
 
-def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list, int]:
+RAW = "civicml.raw-request"  # the first field of a request given as its bytes (Recording.record_request)
+
+
+def masked_rows(items: Iterable[Any], masking: RecordMasking, reader=None) -> tuple[list, int]:
     """What a recorder was given (mappings, :class:`AnswerRecord` s, or a request's answers as one tuple,
     ``record_answers``' shape) as masked rows of the store's table (tuples in
     :data:`monitoring.records.ROW_COLUMNS`' order); and how many answers were malformed (counted, never
@@ -39,7 +42,9 @@ def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list, int
     rows, failed = [], 0
     for item in items:
         try:
-            if isinstance(item, tuple):
+            if item.__class__ is tuple and item[0] == RAW:
+                rows.extend(_request_rows(_read_request(item, reader), masking))
+            elif isinstance(item, tuple):
                 rows.extend(_request_rows(item, masking))
             else:
                 record = AnswerRecord.of(item)
@@ -47,8 +52,30 @@ def masked_rows(items: Iterable[Any], masking: RecordMasking) -> tuple[list, int
                 row = _row(replace(record, inputs=inputs, group=group))
                 rows.append(tuple(row[name] for name in ROW_COLUMNS))
         except Exception:  # noqa: BLE001 - a malformed record is counted
-            failed += len(item[4]) if isinstance(item, tuple) and isinstance(item[4], list) else 1
+            failed += _count(item)
     return rows, failed
+
+
+def _count(item: Any) -> int:
+    """How many answered rows an item given to a recorder holds."""
+    if item.__class__ is tuple and item and item[0] == RAW:
+        return item[6] if isinstance(item[6], int) else 1
+    return len(item[4]) if isinstance(item, tuple) and isinstance(item[4], (list, tuple)) else 1
+
+
+def _read_request(item: tuple, reader) -> tuple:
+    """A request given as its bytes (``record_request``: ``(RAW, model, version, variant, arm, first_id, rows,
+    request body, content type, response body, latency_ms, time)``) as :func:`_request_rows` reads a request:
+    its input columns and each row's answer and confidence read back by ``reader`` (``columns(body,
+    content_type)``, ``answers(response)``: what serving gives, the codec that read the request and the body
+    the caller got), its ids those serving gave (the first's 24 hex digits, then the row number)."""
+    if reader is None:
+        raise InvalidInput("answer record: a request given as bytes needs its protocol's reader")
+    _, model, version, variant, arm, first, rows, body, content_type, response, latency_ms, when = item
+    ids = [first] if rows == 1 else [f"{first[:24]}{i:08x}" for i in range(rows)]
+    values, confidence = reader.answers(response)
+    return (model, version, variant, arm, ids, reader.columns(body, content_type), values, confidence, latency_ms,
+            when)
 
 
 def _request_rows(item: tuple, masking: RecordMasking) -> list[tuple]:
@@ -115,8 +142,10 @@ class Recording:
     the server's GIL. Past ``queue_size`` waiting records a record is dropped and counted (``dropped``)."""
 
     def __init__(self, store: RecordStore, policy: RecordPolicy | str, masking: RecordMasking,
-                 queue_size: int = 10_000, batch: int = 256, linger: float = 0.05, process: bool = False):
+                 queue_size: int = 10_000, batch: int = 256, linger: float = 0.05, process: bool = False,
+                 reader=None):
         self.store, self.policy, self.masking = store, RecordPolicy.parse(policy), masking
+        self.reader = reader  # reads a request given as bytes (record_request): serving's, handed in by the top floor
         self.batch, self.queue_size = batch, queue_size
         self.linger = linger  # seconds between the thread's looks at the deque (flush and close do not wait)
         self.dropped = 0  # records not kept because the deque was full
@@ -150,6 +179,17 @@ class Recording:
         having asked :meth:`wants` of its first id: appended as it is, shaped later, off the hot path."""
         self._put(answers)
 
+    def record_request(self, request: tuple) -> None:
+        """A request's answered rows as the bytes the server read and wrote (``(model, version, variant, arm,
+        first_id, rows, body, content_type, response, latency_ms, time)``), the caller having asked
+        :meth:`wants`: the cheapest thing to keep, a tuple of plain values that the garbage collector leaves
+        alone and pickling copies as it is; read back (:attr:`reader`) in the writer process. Only a recorder
+        with a reader takes it (:meth:`reads_requests`)."""
+        self._put((RAW, *request))
+
+    def reads_requests(self) -> bool:
+        return self.reader is not None
+
     def _put(self, item: Any) -> None:
         if len(self._pending) >= self.queue_size:
             with self._lock:  # rare: only a full deque takes the lock
@@ -178,7 +218,7 @@ class Recording:
     def _start_writer(self):
         from monitoring.record_writer import WriterProcess
 
-        return WriterProcess(self.store.url, self.store.max_bytes, self.masking)
+        return WriterProcess(self.store.url, self.store.max_bytes, self.masking, self.reader)
 
     def _revive_writer(self) -> bool:
         """A writer process that died (killed, out of memory) is started again, at most once a second (one
@@ -227,7 +267,7 @@ class Recording:
             self.failed = self._failed_sending + self._earlier["failed"] + counts["failed"]
 
     def _write(self, items: list) -> None:
-        rows, failed = masked_rows(items, self.masking)
+        rows, failed = masked_rows(items, self.masking, self.reader)
         if failed:
             with self._lock:
                 self.failed += failed
@@ -263,15 +303,17 @@ class Recording:
 
 def _rows(items: list) -> int:
     """How many answered rows a batch holds (a request's tuple holds one per answer id)."""
-    return sum(len(i[4]) if isinstance(i, tuple) else 1 for i in items)
+    return sum(_count(i) for i in items)
 
 
 def recorder_for(use_case, policy: str | RecordPolicy = "off", url: str | None = None,
                  settings: Settings | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 group: str | None = None) -> "Recording | NoRecorder":
-    """The recorder ``civicml serve --record POLICY`` hands to serving: :class:`NoRecorder` when off."""
+                 group: str | None = None, reader=None) -> "Recording | NoRecorder":
+    """The recorder ``civicml serve --record POLICY`` hands to serving: :class:`NoRecorder` when off.
+    ``reader``: serving's reader of a request given as bytes (:meth:`Recording.record_request`), handed in by
+    the top floor (monitoring does not import serving)."""
     policy = RecordPolicy.parse(policy)
     if policy.mode == "off":
         return NoRecorder()
     masking = RecordMasking.for_use_case(use_case, group=group)
-    return Recording(open_store(url, settings, max_bytes), policy, masking, process=True)
+    return Recording(open_store(url, settings, max_bytes), policy, masking, process=True, reader=reader)

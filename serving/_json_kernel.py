@@ -83,6 +83,90 @@ def _double(m, e10):
     return s
 
 
+@njit(cache=True, inline="always")
+def _digits(b, i, m):
+    """``(m, i)``: the decimal digits from ``b[i]`` on, appended to ``m``; ``i`` past the last of them."""
+    n = b.shape[0]
+    while i < n:
+        d = np.int64(b[i]) - 48
+        if d < 0 or d > 9:
+            break
+        m = m * 10 + d
+        i += 1
+    return m, i
+
+
+@njit(cache=True, inline="always")
+def _exponent(b, i):
+    """``(status, e10, i)``: the exponent after an ``e``/``E`` at ``b[i - 1]``, ``i`` past it."""
+    n = b.shape[0]
+    negative = False
+    if i < n and (b[i] == 43 or b[i] == 45):
+        negative = b[i] == 45
+        i += 1
+    if i >= n or b[i] < 48 or b[i] > 57:
+        return FAIL, 0, i
+    exponent = 0
+    while i < n and b[i] >= 48 and b[i] <= 57:
+        if exponent < 100000:
+            exponent = exponent * 10 + (np.int64(b[i]) - 48)
+        i += 1
+    return OK, -exponent if negative else exponent, i
+
+
+@njit(cache=True)
+def _number(b, i):
+    """``(status, value, i)``: the JSON number at ``b[i]`` as Python's ``float()`` of its text gives it,
+    ``i`` just past it; FAIL for what is not a strict JSON number or is not read for sure here."""
+    n = b.shape[0]
+    negative = b[i] == 45  # -
+    if negative:
+        i += 1
+        if i >= n or b[i] < 48 or b[i] > 57:
+            return FAIL, 0.0, i
+    m = np.int64(0)
+    e10 = 0
+    whole = True
+    if b[i] == 48:  # 0: no digit may follow it
+        i += 1
+        if i < n and b[i] >= 48 and b[i] <= 57:
+            return FAIL, 0.0, i
+        digits = 0
+    else:
+        start = i
+        m, i = _digits(b, i, m)
+        digits = i - start
+    if i < n and b[i] == 46:  # .
+        whole = False
+        i += 1
+        start = i
+        if m == 0:  # leading zeros of a fraction are not significant digits
+            while i < n and b[i] == 48:
+                i += 1
+        significant = i
+        m, i = _digits(b, i, m)
+        if i == start:
+            return FAIL, 0.0, i
+        digits += i - significant
+        e10 -= i - start
+    if digits > _MAX_DIGITS:
+        return FAIL, 0.0, i
+    if i < n and (b[i] == 101 or b[i] == 69):  # e E
+        whole = False
+        status, exponent, i = _exponent(b, i + 1)
+        if status != OK:
+            return FAIL, 0.0, i
+        e10 += exponent
+    if m == 0:
+        return OK, (-0.0 if negative and not whole else 0.0), i  # JSON's -0 is the integer 0; -0.0 a float
+    if whole and m > _TWO53:  # an integer a double does not hold exactly
+        return FAIL, 0.0, i
+    value = _double(m, e10)
+    if value < 0.0:
+        return FAIL, 0.0, i
+    return OK, (-value if negative else value), i
+
+
 @njit(cache=True)
 def parse_nested(b, i, out, work, min_depth):
     """Read the JSON array at ``b[i] == '['`` into ``out`` (row-major), its numbers at least ``min_depth``
@@ -128,13 +212,7 @@ def parse_nested(b, i, out, work, min_depth):
             counts[depth] = 0
             i += 1
             continue
-        negative = c == 45  # -
-        if negative:
-            i += 1
-            if i >= n:
-                return FAIL, 0, 0, i
-            c = b[i]
-        if c < 48 or c > 57:  # also an empty list or a comma too many
+        if c != 45 and (c < 48 or c > 57):  # not a number's - or digit (also: an empty list, a comma too many)
             return FAIL, 0, 0, i
         if leaf == -1:
             if depth < min_depth:  # MLflow's flat list is a column's values, not a tensor
@@ -142,70 +220,9 @@ def parse_nested(b, i, out, work, min_depth):
             leaf = depth
         elif depth != leaf:
             return FAIL, 0, 0, i
-        m = np.int64(0)
-        e10 = 0
-        whole = True
-        if c == 48:  # 0: no digit may follow it
-            i += 1
-            if i < n and b[i] >= 48 and b[i] <= 57:
-                return FAIL, 0, 0, i
-            digits = 0
-        else:
-            start = i
-            while i < n:
-                d = np.int64(b[i]) - 48
-                if d < 0 or d > 9:
-                    break
-                m = m * 10 + d
-                i += 1
-            digits = i - start
-        if i < n and b[i] == 46:  # .
-            whole = False
-            i += 1
-            start = i
-            if m == 0:  # leading zeros of a fraction are not significant digits
-                while i < n and b[i] == 48:
-                    i += 1
-            significant = i
-            while i < n:
-                d = np.int64(b[i]) - 48
-                if d < 0 or d > 9:
-                    break
-                m = m * 10 + d
-                i += 1
-            if i == start:
-                return FAIL, 0, 0, i
-            digits += i - significant
-            e10 -= i - start
-        if digits > _MAX_DIGITS:
-            return FAIL, 0, 0, i
-        if i < n and (b[i] == 101 or b[i] == 69):  # e E
-            whole = False
-            i += 1
-            exponent_negative = False
-            if i < n and (b[i] == 43 or b[i] == 45):
-                exponent_negative = b[i] == 45
-                i += 1
-            if i >= n or b[i] < 48 or b[i] > 57:
-                return FAIL, 0, 0, i
-            exponent = 0
-            while i < n and b[i] >= 48 and b[i] <= 57:
-                if exponent < 100000:
-                    exponent = exponent * 10 + (np.int64(b[i]) - 48)
-                i += 1
-            e10 += -exponent if exponent_negative else exponent
-        if m == 0:
-            value = -0.0 if negative and not whole else 0.0  # JSON's -0 is the integer 0; -0.0 a float
-        else:
-            if whole and m > _TWO53:  # an integer a double does not hold exactly
-                return FAIL, 0, 0, i
-            value = _double(m, e10)
-            if value < 0.0:
-                return FAIL, 0, 0, i
-            if negative:
-                value = -value
-        if count >= out.shape[0]:
-            return FULL, 0, 0, i
+        status, value, i = _number(b, i)
+        if status != OK or count >= out.shape[0]:
+            return (FAIL if status != OK else FULL), 0, 0, i
         out[count] = value
         count += 1
         counts[depth] += 1

@@ -38,7 +38,7 @@ from civicml.answers import PREFIX, Answer, confidence_of, read_labels, read_pro
 from civicml.errors import InvalidInput, NotFound
 from serving.auth import Guard
 from serving.endpoint import Endpoint
-from serving.codecs import dumps
+from serving.codecs import MLflowCodec, dumps, loads
 from serving.limits import Limits, read_body
 from serving.metrics import Metrics
 from serving.protocols import Prediction, Protocol
@@ -65,6 +65,9 @@ class DataPlane:
         self.recorder = recorder  # record(mapping) per answered row, close() at shutdown; None: not recorded
         self.wants = getattr(recorder, "wants", None)  # wants(answer_id, model): asked once, before shaping
         self.record_answers = getattr(recorder, "record_answers", None)  # a request's rows as one tuple
+        # a request's rows as its bytes (the cheapest to keep), where the recorder can read them back
+        reads = getattr(recorder, "reads_requests", None)
+        self.record_request = getattr(recorder, "record_request", None) if reads is not None and reads() else None
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # id(Served) -> (it, its X-CivicML-* headers, encoded)
 
@@ -107,7 +110,10 @@ class DataPlane:
             prediction = Prediction(output, served, loaded, loaded.validator.out_of_range(decoded.payload), ids)
             encoded = protocol.encode(endpoint, decoded, prediction)
             response = self.answered(dumps(encoded), served, ids[0])
-            if self.recorder is not None:
+            if self.recorder is not None and not (
+                    self.record_request is not None and protocol.name == "mlflow"
+                    and self.keep_request(endpoint, decoded.payload, prediction, started, encoded, body,
+                                          request.headers.get("content-type"), response.body)):
                 self.record(endpoint, decoded.payload, prediction, started, encoded)
             if prediction.warnings:
                 self.metrics.count_out_of_range(endpoint.model_name, prediction.warnings)
@@ -134,6 +140,31 @@ class DataPlane:
         raw = known[1]
         return Answered(body, [*raw, (_ANSWER_ID, answer_id.encode("latin-1")),
                                (b"content-length", str(len(body)).encode("latin-1")), _JSON_TYPE])
+
+    def keep_request(self, endpoint: Endpoint, payload, prediction: Prediction, started: float, encoded: dict,
+                     body: bytes, content_type: str | None, response: bytes) -> bool:
+        """An MLflow request whose inputs are columns and whose answer is a classifier's records (label and
+        confidence in each: the 311 router's, most of what is served) handed to the recorder as the bytes
+        read and written, with what only the server knows (version, variant, arm, latency, time): one tuple of
+        plain values, nothing else kept alive, read back in the recorder's writer process
+        (:class:`RecordedRequests`). False for anything else (the caller then uses :meth:`record`)."""
+        records = encoded.get("predictions")
+        if records.__class__ is not list or not records or records[0].__class__ is not dict \
+                or "label" not in records[0] or "confidence" not in records[0] \
+                or getattr(payload, "columns", None).__class__ is not dict:
+            return False
+        try:
+            ids = prediction.answer_ids
+            if self.wants is not None and ids and not self.wants(ids[0], endpoint.model_name):
+                return True
+            served, champion = prediction.served, endpoint.served
+            arm = "canary" if champion is not None and served.version != champion.version else "champion"
+            self.record_request((endpoint.model_name, served.version, served.variant or "fp32", arm, ids[0], len(ids),
+                                 body, content_type, response, (time.perf_counter() - started) * 1000.0,
+                                 time.time()))
+        except Exception:  # noqa: BLE001 - recording never fails an answer
+            log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
+        return True
 
     def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float,
                body: dict | None = None) -> None:
@@ -261,6 +292,22 @@ def body_values(body: dict) -> tuple[list | None, list | None]:
         labels.append(str(record["label"]))
         confidence.append(record["confidence"])
     return labels, confidence
+
+
+class RecordedRequests:
+    """How a recorder reads back what :meth:`DataPlane.keep_request` gave it: the request's input columns
+    as the MLflow codec reads them (the same function the server decoded it with) and each row's label and
+    confidence from the body the caller got (:func:`body_values`). Handed to ``monitoring.recorder_for`` by
+    the top floor and pickled by reference into the recorder's writer process, where it runs."""
+
+    @staticmethod
+    def columns(body: bytes, content_type: str | None) -> dict | None:
+        payload, _ = MLflowCodec.decode(body, content_type)
+        return input_columns(payload)
+
+    @staticmethod
+    def answers(response: bytes) -> tuple[list | None, list | None]:
+        return body_values(loads(response))
 
 
 def served_headers(served) -> dict[str, str]:

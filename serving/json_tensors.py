@@ -14,13 +14,12 @@ small rest of the document by orjson.
 
 The kernel is compiled (or loaded from numba's cache) in a background thread on the first such request,
 so that neither importing serving nor starting a server waits for numba; until it is ready the general
-path answers. ``CIVICML_JSON_KERNEL=0`` turns it off.
+path answers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 
@@ -123,7 +122,7 @@ def ready(wait: float = 0.0) -> bool:
 
 
 def _start() -> None:
-    if _state["thread"] is not None or os.environ.get("CIVICML_JSON_KERNEL", "1") == "0":
+    if _state["thread"] is not None:
         return
     with _lock:
         if _state["thread"] is None:

@@ -212,3 +212,29 @@ def test_team_mode_feedback_needs_a_service_token(explained_model, tmp_path):
         assert wrong.status_code == 403 and "service role" in wrong.json()["message"]
         ok = client.post("/feedback", json=body, headers={"Authorization": f"Bearer {tokens['router'][0]}"})
     assert ok.status_code == 200 and ok.json()["unknown_ids"] == ["d" * 32], ok.text
+
+
+def test_a_request_kept_as_its_bytes_gives_the_rows_its_parts_give(requests_use_case):
+    """What the server keeps of an MLflow request (its bytes and the response's, ``keep_request``) is read back
+    in the writer into the same masked rows as the request's parts (``record_answers``' tuple) give."""
+    from monitoring.masking import RecordMasking
+    from monitoring.recorder import RAW, masked_rows
+    from serving.inference import RecordedRequests
+
+    rows = [SPOKEN, {**ROW, "district": "Harbor"}, {**ROW, "hour": 23}]
+    body = json.dumps({"dataframe_records": rows}).encode()
+    first = "ab" * 12 + "00000000"
+    ids = [first[:24] + f"{i:08x}" for i in range(3)]
+    response = json.dumps({"predictions": [{"label": "roads", "p_roads": 0.7, "confidence": 0.7},
+                                           {"label": "water", "p_roads": 0.2, "confidence": 0.8},
+                                           {"label": "parks", "p_roads": 0.1, "confidence": 0.6}],
+                           "answer_ids": ids}).encode()
+    masking = RecordMasking.for_use_case(requests_use_case)
+    raw = (RAW, "router", "3", "fp32", "canary", first, 3, body, "application/json", response, 4.5, 1_700_000_000.0)
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    parts = ("router", "3", "fp32", "canary", ids, columns, ["roads", "water", "parks"], [0.7, 0.8, 0.6], 4.5,
+             1_700_000_000.0)
+    read, failed = masked_rows([raw], masking, RecordedRequests)
+    assert failed == 0 and read == masked_rows([parts], masking)[0] and len(read) == 3
+    assert "[NAME]" in json.loads(read[0][7])["description"]
+    assert masked_rows([raw], masking) == ([], 3)  # no reader: counted as failed, never raised

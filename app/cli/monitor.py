@@ -57,6 +57,15 @@ class ModelRecorders:
         if recorder is not None:
             recorder.record_answers(answers)
 
+    def record_request(self, request: tuple) -> None:
+        """A request's rows as the bytes the server read and wrote (the model first)."""
+        recorder = self.recorders.get(request[0])
+        if recorder is not None:
+            recorder.record_request(request)
+
+    def reads_requests(self) -> bool:
+        return all(getattr(r, "reads_requests", lambda: False)() for r in self.recorders.values())
+
     def wants(self, answer_id: str, model: str | None = None) -> bool:
         recorder = self.recorders.get(model)
         return recorder is not None and recorder.wants(answer_id)
@@ -93,7 +102,10 @@ def serving_recorder(names: list[str], policy: str | None, settings):
     wanted = {name: p for name, p in record_policies(names, policy, settings).items() if p != "off"}
     if not wanted:
         return None, None
-    recorders = {name: recorder_for(use_case_of(name, settings), p, settings=settings) for name, p in wanted.items()}
+    from serving.inference import RecordedRequests
+
+    recorders = {name: recorder_for(use_case_of(name, settings), p, settings=settings, reader=RecordedRequests)
+                 for name, p in wanted.items()}
     store = open_store(settings=settings)
     return ModelRecorders(recorders), lambda pairs: add_feedback(store, pairs)
 
