@@ -141,7 +141,7 @@ def default_store_url(settings: Settings | None = None) -> str:
 class RecordStore:
     """Answer records and their outcomes, in SQLite or PostgreSQL (chosen by the URL's scheme)."""
 
-    def __init__(self, url: str, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, url: str, max_bytes: int = DEFAULT_MAX_BYTES, keep_open: bool = False):
         import sqlalchemy as sa
 
         if not isinstance(url, str) or not url.startswith(("sqlite:///", "postgresql://", "postgresql+")):
@@ -159,12 +159,19 @@ class RecordStore:
                 _auto_vacuum(path)
                 write_ahead_log(url)
             self._path = path
-        # SQLite: no connection kept open between uses (NullPool). A process holding one while something else
-        # in it opens and closes the file (a copy, a byte search) loses its SQLite locks (POSIX locks are per
-        # process); another process then takes itself for the last user and removes the shared-memory file,
-        # and the next connection here fails with "disk I/O error". Opening a connection costs ~0.1 ms.
-        self._engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.NullPool) \
-            if self.sqlite else sa.create_engine(url)
+        # SQLite: no connection kept open between uses (NullPool), but by the recorder's writer process
+        # (keep_open), which writes all day and whose inserts need the answer-id index's pages in its cache. A
+        # process holding one while something else in it opens and closes the file (a copy, a byte search)
+        # loses its SQLite locks (POSIX locks are per process); another process then takes itself for the
+        # last user and removes the shared-memory file, and the next connection here fails with "disk I/O
+        # error". Opening a connection costs ~0.1 ms, with an empty page cache.
+        if not self.sqlite:
+            self._engine = sa.create_engine(url)
+        elif keep_open:
+            self._engine = sa.create_engine(url, connect_args={"timeout": 30}, pool_size=1)
+            sa.event.listen(self._engine, "connect", _large_cache)
+        else:
+            self._engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.NullPool)
         meta = sa.MetaData()
         self._table = sa.Table(
             TABLE, meta,
@@ -394,6 +401,16 @@ class RecordStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _large_cache(connection, _record) -> None:
+    """64 MiB of page cache (SQLite's default is 2 MiB) for the writer's one connection: an answer id's index
+    is random, so each insert reads a page of it, which past the cache is a read from the operating system."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA cache_size=-65536")
+    finally:
+        cursor.close()
 
 
 def _auto_vacuum(path: Path) -> None:
