@@ -39,6 +39,7 @@ def main() -> None:
     from app.cli.monitor import serving_recorder
     from civicml.settings import Settings
     from serving import Endpoint
+    from serving.codecs import dumps
     from serving.inference import DataPlane, answer_ids
     from serving.limits import Limits
     from serving.metrics import Metrics
@@ -63,10 +64,14 @@ def main() -> None:
         plane = DataPlane([endpoint], Metrics(), Limits(), recorder=recorder)
         predictions = [Prediction(output, served, loaded, [], answer_ids(1)) for _ in range(args.requests)]
         bodies = [MLFLOW.encode(endpoint, decoded, p) for p in predictions]  # the server encodes each answer anyway
+        answers = [dumps(body) for body in bodies]  # and writes its bytes
         children = os.times()
         cpu, started = time.process_time(), time.perf_counter()
-        for prediction, body in zip(predictions, bodies):
-            if plane.recorder is not None:  # as DataPlane.infer asks
+        for prediction, body, answer in zip(predictions, bodies, answers):
+            if plane.recorder is not None and not (  # as DataPlane.infer asks
+                    plane.record_request is not None
+                    and plane.keep_request(endpoint, decoded.payload, prediction, started, body, one,
+                                           "application/json", answer)):
                 plane.record(endpoint, decoded.payload, prediction, started, body)
         hook = time.process_time()
         plane.close()

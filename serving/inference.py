@@ -68,6 +68,8 @@ class DataPlane:
         # a request's rows as its bytes (the cheapest to keep), where the recorder can read them back
         reads = getattr(recorder, "reads_requests", None)
         self.record_request = getattr(recorder, "record_request", None) if reads is not None and reads() else None
+        self._keeper_of = getattr(recorder, "for_model", lambda name: recorder)  # name -> wants, record_request
+        self._keepers: dict = {}
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # id(Served) -> (it, its X-CivicML-* headers, encoded)
 
@@ -148,20 +150,25 @@ class DataPlane:
         read and written, with what only the server knows (version, variant, arm, latency, time): one tuple of
         plain values, nothing else kept alive, read back in the recorder's writer process
         (:class:`RecordedRequests`). False for anything else (the caller then uses :meth:`record`)."""
+        ids = prediction.answer_ids
+        name = endpoint.model_name
+        keeper = self._keepers.get(name, False)
+        if keeper is False:  # the model's own recorder, asked once: no dispatch by model on every request
+            keeper = self._keepers[name] = self._keeper_of(name)
+        if keeper is None:  # the model is not recorded
+            return True
+        if not ids or not keeper.wants(ids[0]):  # not kept (sampled out): nothing more to look at
+            return bool(ids)
         records = encoded.get("predictions")
         if records.__class__ is not list or not records or records[0].__class__ is not dict \
                 or "label" not in records[0] or "confidence" not in records[0] \
                 or getattr(payload, "columns", None).__class__ is not dict:
             return False
         try:
-            ids = prediction.answer_ids
-            if self.wants is not None and ids and not self.wants(ids[0], endpoint.model_name):
-                return True
             served, champion = prediction.served, endpoint.served
             arm = "canary" if champion is not None and served.version != champion.version else "champion"
-            self.record_request((endpoint.model_name, served.version, served.variant or "fp32", arm, ids[0], len(ids),
-                                 body, content_type, response, (time.perf_counter() - started) * 1000.0,
-                                 time.time()))
+            keeper.record_request((name, served.version, served.variant or "fp32", arm, ids[0], len(ids), body,
+                                   content_type, response, (time.perf_counter() - started) * 1000.0, time.time()))
         except Exception:  # noqa: BLE001 - recording never fails an answer
             log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
         return True

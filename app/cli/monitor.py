@@ -63,6 +63,10 @@ class ModelRecorders:
         if recorder is not None:
             recorder.record_request(request)
 
+    def for_model(self, model: str):
+        """The recorder of ``model`` (None: not recorded), for a caller that asks it once."""
+        return self.recorders.get(model)
+
     def reads_requests(self) -> bool:
         return all(getattr(r, "reads_requests", lambda: False)() for r in self.recorders.values())
 
