@@ -206,9 +206,9 @@ def test_a_worker_keeps_the_heap_it_started_with_out_of_full_collections_and_giv
     assert gc.get_freeze_count() == 0  # given back: its cyclic garbage is collected again
     gc.freeze()  # a process that froze its own objects (a server after start-up) keeps them frozen
     try:
-        frozen = gc.get_freeze_count()
+        frozen = gc.get_freeze_count()  # frozen objects may still be freed meanwhile (other threads): <=
         with _young_heap():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+            assert 0 < gc.get_freeze_count() <= frozen  # not frozen again
+        assert 0 < gc.get_freeze_count() <= frozen  # nor given back
     finally:
         gc.unfreeze()
