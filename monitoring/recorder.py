@@ -2,8 +2,9 @@
 becomes masked rows of the record store (:mod:`monitoring.records`), in its own thread or in a writer
 process (:mod:`monitoring.record_writer`).
 
-Concurrency: ``record`` (and ``record_answers``, a request's rows as one tuple) is called on serving's hot
-path. It does nothing expensive there: it checks the policy (a hash of the answer id, so every replica samples
+Concurrency: ``record`` (and ``record_answers``, a request's rows as one tuple; ``record_request``, a request
+as the bytes the server read and wrote, read back in the writer by a ``reader`` serving provides) is called on
+serving's hot path. It does nothing expensive there: it checks the policy (a hash of the answer id, so every replica samples
 the same ids), appends to a bounded deque and returns, waking no one. The recorder's thread takes what gathered
 every ``linger`` (50 ms) and masks and writes it, a transaction a batch; ``recorder_for`` (what ``civicml serve``
 uses) has it send each batch to a writer process instead, so that masking, JSON and SQL are not spent under the
