@@ -165,8 +165,7 @@ class DataPlane:
                 or getattr(payload, "columns", None).__class__ is not dict:
             return False
         try:
-            served, champion = prediction.served, endpoint.served
-            arm = "canary" if champion is not None and served.version != champion.version else "champion"
+            served, arm = prediction.served, _arm(endpoint, prediction.served)
             keeper.record_request((name, served.version, served.variant or "fp32", arm, ids[0], len(ids), body,
                                    content_type, response, (time.perf_counter() - started) * 1000.0, time.time()))
         except Exception:  # noqa: BLE001 - recording never fails an answer
@@ -189,8 +188,7 @@ class DataPlane:
                 values, confidence = answer_values(prediction)
             if values is None:  # an output that is neither a label nor a value: nothing to judge later
                 return
-            served, champion = prediction.served, endpoint.served
-            arm = "canary" if champion is not None and served.version != champion.version else "champion"
+            served, arm = prediction.served, _arm(endpoint, prediction.served)
             latency_ms, now = (time.perf_counter() - started) * 1000.0, time.time()
             if self.record_answers is not None:
                 self.record_answers((endpoint.model_name, served.version, served.variant or "fp32", arm, ids,
@@ -282,6 +280,12 @@ def answer_values(prediction: Prediction) -> tuple[list | None, list | None]:
                 top = np.column_stack(columns).astype(np.float64).max(axis=1)
                 return [str(label) for label in labels.tolist()], top.tolist()
     return recorded_answer(prediction)
+
+
+def _arm(endpoint: Endpoint, served) -> str:
+    """Which arm answered: the canary when the version that answered is not the endpoint's champion."""
+    champion = endpoint.served
+    return "canary" if champion is not None and served.version != champion.version else "champion"
 
 
 def body_values(body: dict) -> tuple[list | None, list | None]:
