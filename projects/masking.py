@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -63,6 +64,60 @@ class Masker:
         if self._names is not None:
             text = self._names.sub("[NAME]", text)
         return text
+
+    def mask_many(self, texts: list[str]) -> list[str]:
+        """``[self.mask(t) for t in texts]`` for a list of strings, found with a few scans of them all joined
+        instead of three tests of each: the recorder masks a batch of thousands of short texts (a district, a
+        channel, a description), most of which hold nothing to mask. The same pre-tests as :meth:`mask` (an
+        ``@``, three digits, an introduction's words) run once over the texts joined by NUL, a character no
+        pattern matches, so no match crosses from one text into the next; a text any of them finds is masked
+        on its own, by :meth:`mask`. Texts holding NUL themselves, and a masker that knows names (every text
+        then goes through its names' pattern), take :meth:`mask` one at a time."""
+        if self._names is not None or len(texts) < 2:
+            return [self.mask(t) for t in texts]
+        joined = _SEPARATOR.join(texts)
+        if joined.count(_SEPARATOR) != len(texts) - 1:
+            return [self.mask(t) for t in texts]
+        suspects = set(_found(joined, texts, _hits(joined)))
+        lowered = joined.lower()  # lower case may change a text's length: positions are mapped on its own texts
+        suspects.update(_found(lowered, lowered.split(_SEPARATOR), _introductions(lowered)))
+        if not suspects:
+            return list(texts)
+        out = list(texts)
+        for i in suspects:
+            out[i] = self.mask(texts[i])
+        return out
+
+
+_SEPARATOR = "\x00"  # neither a word character, nor a space, a digit or anything in an e-mail address
+
+
+def _hits(joined: str):
+    """Where an ``@`` or three digits in a row are in ``joined`` (Masker.mask's first two pre-tests)."""
+    at = joined.find("@")
+    while at >= 0:
+        yield at
+        at = joined.find("@", at + 1)
+    for match in _THREE_DIGITS.finditer(joined):
+        yield match.start()
+
+
+def _introductions(lowered: str):
+    """Where an introduction's words are in ``lowered`` (Masker.mask's third pre-test)."""
+    for words in _INTRODUCING:
+        at = lowered.find(words)
+        while at >= 0:
+            yield at
+            at = lowered.find(words, at + 1)
+
+
+def _found(joined: str, texts: list[str], positions) -> list[int]:
+    """The index of the text each position of ``joined`` (``texts`` joined by the separator) falls in."""
+    positions = np.fromiter(positions, dtype=np.int64)
+    if not positions.size:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)  # each text's end + 1
+    return np.unique(np.searchsorted(ends, positions, side="right")).tolist()
 
 
 def mask_frame(frame: pd.DataFrame, text_columns: Iterable[str], pii_columns: Iterable[str]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -32,15 +33,27 @@ def test_inference_routes_are_the_ones_fastapi_would_match(path, expected):
     assert inference_route(path) == expected
 
 
-def test_answer_ids_are_uuid4_hex_with_row_numbers():
-    seen = set()
+def test_answer_ids_are_uuid7_hex_with_row_numbers_in_time_order():
+    from monitoring.records import RecordPolicy, new_answer_id
+
+    seen, before = set(), time.time_ns() // 1_000_000
     for _ in range(500):
         ids = answer_ids(3)
         first = uuid.UUID(ids[0])
-        assert first.version == 4 and first.variant == uuid.RFC_4122 and ids[0] == first.hex
+        assert first.version == 7 and first.variant == uuid.RFC_4122 and ids[0] == first.hex
         assert [i[24:] for i in ids] == ["00000000", "00000001", "00000002"] and len({i[:24] for i in ids}) == 1
         seen.add(ids[0])
+    after = time.time_ns() // 1_000_000
     assert len(seen) == 500 and len(answer_ids(0)) == 1 and answer_ids(0)[0].endswith("00000000")
+    assert all(before <= int(i[:12], 16) <= after for i in seen)  # the time in milliseconds leads
+    time.sleep(0.002)
+    assert answer_ids(1)[0] > max(seen)  # ids made later sort later: the store's index grows at its end
+    stored = uuid.UUID(new_answer_id())  # monitoring's ids for records made outside serving: the same shape
+    assert stored.version == 7 and stored.variant == uuid.RFC_4122 and int(stored.hex[:12], 16) >= before
+    # the bits sampling reads are random: a request's rows are sampled together, about the rate asked
+    kept = sum(RecordPolicy.parse("sample=0.2").wants(answer_ids(1)[0]) for _ in range(20_000))
+    assert 3_600 < kept < 4_400
+    assert len({RecordPolicy.parse("sample=0.5").wants(i) for i in answer_ids(64)}) == 1
 
 
 def test_row_costs_of_a_few_rows_match_numpys():
