@@ -20,7 +20,9 @@ store is counted: with `all` every answered request (wrk's and the warm-up's) sh
 that kept up by dropping records would show.
 
 Run:  PYTHONPATH=. .venv/bin/python bench/bench_recording.py [--seconds 10] [--rounds 3] [--policies off,all,sample=0.1]
-          [--out bench/results/recording.md]
+          [--processes 1] [--out bench/results/recording.md]
+With ``--processes N`` each policy has N server processes, each measured every round: two identical servers
+differ by about 3% of CPU a request (their memory layouts), which a single process a policy reads as the policy's.
 Prints each run's req/s, p99 and server CPU ms a request, the medians per policy and their ratios to `off` (goal:
 recording costs at most 5% of throughput: req/s ratio >= 0.95, CPU ratio <= 1.05).
 """
@@ -103,12 +105,15 @@ def _start(policy: str, home: Path, served: str, env: dict):
 
 def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> str:
     lines = [f"311 router (logreg), 1-row requests at c{args.connections}, {args.seconds} s a run, {args.rounds} "
-             f"rounds (order rotating), load generator: {generator}, CPU cores: {os.cpu_count()}, load average "
-             f"at the start: {args.load_before}, at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
+             f"rounds (order rotating), {args.processes} server process(es) a policy (a, b, ...), load generator: "
+             f"{generator}, CPU cores: {os.cpu_count()}, load average at the start: {args.load_before}, at the end: "
+             f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
              "| round | " + " | ".join(f"{p}: req/s, p99 ms, server CPU ms a request" for p in POLICIES) + " |",
              "|---:|" + "---:|" * len(POLICIES)]
-    for i in range(args.rounds):
-        lines.append(f"| {i + 1} | " + " | ".join(
+    for i in range(args.rounds * args.processes):
+        first = runs[POLICIES[0]][i]
+        label = f"{first['round']}{'' if args.processes == 1 else chr(97 + first['process'])}"
+        lines.append(f"| {label} | " + " | ".join(
             f"{r['rps']:.0f}, {r['p99_ms']:.1f}, {r['cpu_ms']:.3f}" for r in (runs[p][i] for p in POLICIES)) + " |")
     base = POLICIES[0]
     off = statistics.median(r["rps"] for r in runs[base])
@@ -129,6 +134,17 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
                                  / 1000 for r in runs[p])
         lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
                      f"{writer:.3f} | {generator:.3f} | {busy:.2f} | {sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
+    if args.processes > 1:
+        lines += ["", "| record | " + " | ".join(f"process {chr(97 + k)}: median req/s, CPU ms a request"
+                                                  for k in range(args.processes)) + " |",
+                  "|---|" + "---:|" * args.processes]
+        for p in POLICIES:
+            cells = []
+            for k in range(args.processes):
+                own = [r for r in runs[p] if r["process"] == k]
+                cells.append(f"{statistics.median(r['rps'] for r in own):.0f}, "
+                             f"{statistics.median(r['cpu_ms'] for r in own):.3f}")
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -139,6 +155,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     parser.add_argument("--policies", default=",".join(POLICIES), help="record policies, the first the baseline")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes a policy (each its own home), all measured every round: two "
+                             "identical servers differ by ~3%% of CPU a request, which one process a policy reads "
+                             "as the policy's")
     parser.add_argument("--out", help="also write the tables (markdown) here")
     args = parser.parse_args()
     POLICIES[:] = args.policies.split(",")
@@ -155,40 +175,48 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "GLOG_minloglevel": "2", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_")}
+    slots = [(p, k) for k in range(args.processes) for p in POLICIES]  # a server process each
     homes = {}
-    for p in POLICIES:  # one home each: its own records store (the registry copied with it)
-        homes[p] = tmp / f"home-{p.replace('=', '-')}"
-        shutil.copytree(settings.home, homes[p])
+    for p, k in slots:  # one home each: its own records store (the registry copied with it)
+        homes[p, k] = tmp / f"home-{p.replace('=', '-')}-{k}"
+        shutil.copytree(settings.home, homes[p, k])
     urls, procs = {}, {}
     runs: dict[str, list[dict]] = {p: [] for p in POLICIES}
     answered = dict.fromkeys(POLICIES, 0)
     try:
-        for p in POLICIES:
-            urls[p], procs[p] = _start(p, homes[p], served, env)
-        for p in POLICIES:
-            _wait_ready(urls[p], procs[p])
+        for slot in slots:
+            urls[slot], procs[slot] = _start(slot[0], homes[slot], served, env)
+        for slot in slots:
+            _wait_ready(urls[slot], procs[slot])
             for _ in range(50):  # the same warm start for each
-                httpx.post(f"{urls[p]}/invocations", content=one, headers={"content-type": "application/json"},
+                httpx.post(f"{urls[slot]}/invocations", content=one, headers={"content-type": "application/json"},
                            timeout=60).raise_for_status()
-            answered[p] += 50
+            answered[slot[0]] += 50
         for i in range(args.rounds):
-            order = POLICIES[i % len(POLICIES):] + POLICIES[:i % len(POLICIES)]
-            for p in order:
-                cpu, writer, generator_cpu = _cpu_s(procs[p].pid), _children_cpu_s(procs[p].pid), _waited_cpu_s()
-                r = load(urls[p], one, args.connections, args.seconds)
+            order = slots[i % len(slots):] + slots[:i % len(slots)]
+            for p, k in order:
+                pid = procs[p, k].pid
+                cpu, writer, generator_cpu = _cpu_s(pid), _children_cpu_s(pid), _waited_cpu_s()
+                r = load(urls[p, k], one, args.connections, args.seconds)
                 r["load_cpu_ms"] = (_waited_cpu_s() - generator_cpu) * 1000 / max(r["requests"], 1)
                 time.sleep(args.pause)  # the writer's backlog is the run's cost too
-                r["cpu_ms"] = (_cpu_s(procs[p].pid) - cpu) * 1000 / max(r["requests"], 1)
-                r["writer_cpu_ms"] = (_children_cpu_s(procs[p].pid) - writer) * 1000 / max(r["requests"], 1)
+                r["cpu_ms"] = (_cpu_s(pid) - cpu) * 1000 / max(r["requests"], 1)
+                r["writer_cpu_ms"] = (_children_cpu_s(pid) - writer) * 1000 / max(r["requests"], 1)
+                r["round"], r["process"] = i + 1, k
                 runs[p].append(r)
                 answered[p] += r["requests"] - r["non_2xx"]
-                print(f"round {i + 1} record={p}: {r}", flush=True)
+                print(f"round {i + 1} record={p} process {k}: {r}", flush=True)
     finally:
         for proc in procs.values():
             proc.terminate()
         for proc in procs.values():
             proc.wait(timeout=120)
-    counts = {p: _records(homes[p]) for p in POLICIES}
+    for p in POLICIES:  # each policy's runs in the same order: round, then process
+        runs[p].sort(key=lambda r: (r["round"], r["process"]))
+    counts = {}
+    for p in POLICIES:
+        stored = [_records(homes[p, k]) for k in range(args.processes)]
+        counts[p] = None if all(c is None for c in stored) else sum(c or 0 for c in stored)
     text = _table(args, generator, runs, counts, answered)
     print(text)
     print(json.dumps(runs))

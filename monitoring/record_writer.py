@@ -6,7 +6,8 @@ pickled list (a frame: 4 bytes of length, then the pickle) on the process's stan
 answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), so that none of that CPU is spent under the server's GIL.
 
 Frames: ``("config", url, max_bytes, masking, reader)`` first (``reader``: serving's reader of requests
-given as bytes, pickled by reference), then ``("answers", [item, ...])`` and
+given as bytes, pickled by reference), then ``("answers", [item, ...])``, ``("requests", data, metas)``
+(requests packed as bytes, :mod:`monitoring.packing`) and
 ``("flush",)``, which is answered on standard output with one JSON line of counts (``{"written": n,
 "failed": m}``, since the start); the end of standard input (or ``("stop",)``) writes what came, answers
 the counts once more and exits.
@@ -91,6 +92,11 @@ class WriterProcess:
         with self._lock:
             write_frame(self._process.stdin, ("answers", items))
 
+    def send_requests(self, data: bytes, metas: list) -> None:
+        """Hand over requests packed as bytes (:class:`monitoring.packing.RequestBuffer`)."""
+        with self._lock:
+            write_frame(self._process.stdin, ("requests", data, metas))
+
     def flush(self) -> dict[str, int]:
         """Wait until everything sent is written; the counts since the start."""
         with self._lock:
@@ -153,6 +159,11 @@ def main() -> int:
             sink.write(json.dumps(writer.counts) + "\n")
             sink.flush()
             continue
+        if message[0] == "requests":
+            from monitoring.packing import unpack_requests
+
+            writer.add(unpack_requests(message[1], message[2]))
+            continue
         writer.add(message[1])
     writer.write()
     sink.write(json.dumps(writer.counts) + "\n")
@@ -161,12 +172,13 @@ def main() -> int:
     return 0
 
 
-# Seconds the writer process gathers rows into one transaction, and the most it gathers. An answer id is
-# random, so each insert lands on a random page of the id's index: a transaction writes each page it touched
-# once (to the write-ahead log), whatever the rows on it. At 300,000 stored answers an insert cost 14.5 us
-# in transactions of 2,500 rows (0.25 s of traffic at c32) and 6.4 us in transactions of 20,000; the cost
-# grew with the store at the smaller size. A record reaches the store at most GATHER seconds after its
-# answer (a flush, and the end, write at once).
+# Seconds the writer process gathers rows into one transaction, and the most it gathers. When answer ids
+# were random (uuid4), each insert landed on a random page of the id's index and a transaction wrote each
+# page it touched once: at 300,000 stored answers an insert cost 14.5 us in transactions of 2,500 rows and
+# 6.4 us in transactions of 20,000. Ids are now time-ordered (UUIDv7: serving.inference.answer_ids), so
+# inserts append to the index; large transactions still spread a commit's cost (and the size cap's check)
+# over many rows. A record reaches the store at most GATHER seconds after its answer (a flush, and the end,
+# write at once).
 GATHER = 2.0
 MOST = 20_000
 

@@ -28,13 +28,13 @@ import orjson
 from civicml.errors import InvalidInput
 from civicml.settings import Settings
 from monitoring.masking import RecordMasking, plain
+from monitoring.packing import RAW, RequestBuffer, rows_of, unpack_requests
 from monitoring.records import (ARMS, DEFAULT_MAX_BYTES, ROW_COLUMNS, AnswerRecord, RecordPolicy, RecordStore, _row,
                                 is_answer_id, open_store)
 
 log = logging.getLogger(__name__)
 
 
-RAW = "civicml.raw-request"  # the first field of a request given as its bytes (Recording.record_request)
 
 
 def masked_rows(items: Iterable[Any], masking: RecordMasking, reader=None) -> tuple[list, int]:
@@ -189,6 +189,7 @@ class Recording:
         self.written = 0
         self.failed = 0  # records lost because the store refused a batch (or the writer process was gone)
         self._pending: deque = deque()
+        self._requests = RequestBuffer(queue_size)  # record_request's: requests as bytes, no object each
         self._flushes: list[threading.Event] = []
         self._wake, self._stop = threading.Event(), False
         self._lock = threading.Lock()
@@ -219,10 +220,15 @@ class Recording:
     def record_request(self, request: tuple) -> None:
         """A request's answered rows as the bytes the server read and wrote (``(model, version, variant, arm,
         first_id, rows, body, content_type, response, latency_ms, time)``), the caller having asked
-        :meth:`wants`: the cheapest thing to keep, a tuple of plain values that the garbage collector leaves
-        alone and pickling copies as it is; read back (:attr:`reader`) in the writer process. Only a recorder
-        with a reader takes it (:meth:`reads_requests`)."""
-        self._put((RAW, *request))
+        :meth:`wants`: appended to one buffer of bytes (:class:`monitoring.packing.RequestBuffer`: no object kept
+        per request), read back (:attr:`reader`) in the writer process. Only a recorder with a reader takes it
+        (:meth:`reads_requests`); a request the buffer cannot pack is kept as a tuple, on the deque."""
+        kept = self._requests.add(request)
+        if kept is None:
+            self._put((RAW, *request))
+        elif not kept:
+            with self._lock:
+                self.dropped += 1
 
     def reads_requests(self) -> bool:
         return self.reader is not None
@@ -243,6 +249,9 @@ class Recording:
             while self._pending:
                 items = [self._pending.popleft() for _ in range(min(len(self._pending), self.batch))]
                 self._hand_over(items)
+            taken = self._requests.take()
+            if taken is not None:
+                self._hand_over_requests(*taken)
             if flushes and self._writer is not None:
                 self._counts(self._writer.flush)
             for done in flushes:
@@ -293,6 +302,22 @@ class Recording:
             with self._lock:
                 self._failed_sending += _rows(items)
                 self.failed += _rows(items)
+
+    def _hand_over_requests(self, data: bytes, metas: list, count: int) -> None:
+        """The request buffer's bytes (:meth:`record_request`) to the writer process as one frame, or read
+        back and written here without one."""
+        if self._writer is None:
+            self._write(unpack_requests(data, metas))
+            return
+        try:
+            if not self._revive_writer():
+                raise RuntimeError("no writer process")
+            self._writer.send_requests(data, metas)
+        except Exception:  # noqa: BLE001 - the writer is gone: counted, never raised
+            rows = rows_of(data)
+            with self._lock:
+                self._failed_sending += rows
+                self.failed += rows
 
     def _counts(self, ask) -> None:
         try:

@@ -238,3 +238,48 @@ def test_a_request_kept_as_its_bytes_gives_the_rows_its_parts_give(requests_use_
     assert failed == 0 and read == masked_rows([parts], masking)[0] and len(read) == 3
     assert "[NAME]" in json.loads(read[0][7])["description"]
     assert masked_rows([raw], masking) == ([], 3)  # no reader: counted as failed, never raised
+
+
+def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use_case, tmp_path):
+    """``record_request`` appends a request to one buffer of bytes (monitoring.packing): read back field for
+    field as it was given, through a real writer process into the store, the same rows as the request's tuple
+    gives; a full buffer drops and counts; a request it cannot pack (an id of another length) is kept anyway."""
+    from monitoring.masking import RecordMasking
+    from monitoring.packing import RAW, RequestBuffer, rows_of, unpack_requests
+    from monitoring.recorder import Recording, masked_rows
+    from monitoring.records import RecordStore
+    from serving.inference import RecordedRequests, answer_ids
+
+    def request(i, rows=1, content_type="application/json"):
+        first = answer_ids(rows)[0]
+        inputs = [{**SPOKEN, "hour": i % 24}] * rows
+        response = json.dumps({"predictions": [{"label": "roads", "confidence": 0.5 + i / 1e4}] * rows}).encode()
+        return ("router", str(1 + i % 2), "fp32", "champion" if i % 3 else "canary", first, rows,
+                json.dumps({"dataframe_records": inputs}).encode(), content_type, response, i / 7, 1.7e9 + i)
+
+    given = [request(i, rows=1 + i % 3, content_type=None if i == 4 else "application/json") for i in range(40)]
+    buffer = RequestBuffer(most_requests=10_000)
+    assert all(buffer.add(r) is True for r in given)
+    data, metas, count = buffer.take()
+    assert buffer.take() is None and count == len(given) and len(metas) == 2 * 2
+    assert unpack_requests(data, metas) == [(RAW, *r) for r in given]
+    assert rows_of(data) == sum(r[5] for r in given)
+    full = RequestBuffer(most_requests=3)
+    assert [full.add(r) for r in given[:4]] == [True, True, True, False]
+    assert buffer.add(("router", "1", "fp32", "champion", "abc", 1, b"{}", None, b"{}", 1.0, 1.0)) is None
+
+    masking = RecordMasking.for_use_case(requests_use_case)
+    store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
+    recording = Recording(store, "all", masking, process=True, reader=RecordedRequests, queue_size=10_000)
+    for r in given:
+        recording.record_request(r)
+    recording.record_request(("router", "1", "fp32", "champion", "f" * 31, 1, *given[0][6:]))  # kept on the deque
+    recording.close()
+    expected, failed = masked_rows([(RAW, *r) for r in given], masking, RecordedRequests)
+    assert failed == 0 and recording.stats()["written"] == len(expected) and recording.stats()["failed"] == 1
+    frame = store.read().set_index("answer_id")
+    assert sorted(frame.index) == sorted(row[0] for row in expected)  # not the id of another length (failed)
+    for answer_id, model, version, variant, arm, when, group, inputs, answer, confidence, latency in expected:
+        got = frame.loc[answer_id]
+        assert (got["version"], got["arm"], got["time"], got["confidence"]) == (version, arm, when, confidence)
+        assert got["inputs"] == json.loads(inputs) and "[NAME]" in got["inputs"]["description"]
