@@ -66,25 +66,31 @@ class RecordMasking:
         together (:meth:`projects.masking.Masker.mask_many`: a few scans of a batch instead of three tests of
         each text); a row that does name someone is masked on its own, by its own names."""
         name_columns, kept, pii = self._plan
-        out, texts, slots = [], [], []
+        out, texts, dicts, columns = [], [], [], []
         for inputs in rows:
-            if _names_someone(inputs, name_columns):
-                out.append(self.mask(inputs))
-                continue
-            masked = {}
-            for column in (kept if kept is not None else [c for c in inputs if c not in pii]):
-                if column in inputs:
-                    value = inputs[column]
-                    if isinstance(value, str):
-                        texts.append(value)
-                        slots.append((masked, column if column.__class__ is str else str(column)))
-                    else:
-                        masked[str(column)] = plain(value)
-            group = inputs.get(self.group) if self.group else None
-            out.append((masked, None if group is None else str(group)))
-        for (masked, column), text in zip(slots, _NO_NAMES.mask_many(texts)):
+            for column in name_columns:  # a row naming someone: masked on its own, by its names
+                if isinstance(inputs.get(column), str):
+                    out.append(self.mask(inputs))
+                    break
+            else:
+                out.append(self._mask_plain(inputs, kept, pii, texts, dicts, columns))
+        for masked, column, text in zip(dicts, columns, _NO_NAMES.mask_many(texts)):
             masked[column] = text
         return out
+
+    def _mask_plain(self, inputs, kept, pii, texts, dicts, columns) -> tuple[dict[str, Any], str | None]:
+        """A row that names no one: its kept values, its texts left for one masking of them all."""
+        masked = {}
+        for column in (kept if kept is not None else [c for c in inputs if c not in pii]):
+            value = inputs.get(column, _ABSENT)
+            if value.__class__ is str or isinstance(value, str):
+                texts.append(value)
+                dicts.append(masked)
+                columns.append(column if column.__class__ is str else str(column))
+            elif value is not _ABSENT:
+                masked[str(column)] = plain(value)
+        group = inputs.get(self.group) if self.group else None
+        return masked, None if group is None else str(group)
 
     def mask_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame of inputs masked as a training set is (one masker knows every name of every row's personal
@@ -100,13 +106,7 @@ class RecordMasking:
         return out
 
 
-def _names_someone(inputs: Mapping[str, Any], name_columns: tuple[str, ...]) -> bool:
-    for column in name_columns:
-        if isinstance(inputs.get(column), str):
-            return True
-    return False
-
-
+_ABSENT = object()  # a column a row does not hold (inputs.get's default: None is a value)
 _NO_NAMES = Masker()  # e-mails, phones and introductions: a row that names no one in a personal column
 
 
