@@ -303,18 +303,18 @@ class Recording:
                 self._failed_sending += _rows(items)
                 self.failed += _rows(items)
 
-    def _hand_over_requests(self, data: bytes, metas: list, count: int) -> None:
-        """The request buffer's bytes (:meth:`record_request`) to the writer process as one frame, or read
-        back and written here without one."""
+    def _hand_over_requests(self, chunks: list[bytes], metas: list) -> None:
+        """Requests packed as bytes (:meth:`record_request`) to the writer process as one frame, or read back
+        and written here without one."""
         if self._writer is None:
-            self._write(unpack_requests(data, metas))
+            self._write(unpack_requests(b"".join(chunks), metas))
             return
         try:
             if not self._revive_writer():
                 raise RuntimeError("no writer process")
-            self._writer.send_requests(data, metas)
+            self._writer.send_requests(chunks, metas)
         except Exception:  # noqa: BLE001 - the writer is gone: counted, never raised
-            rows = rows_of(data)
+            rows = rows_of(b"".join(chunks))
             with self._lock:
                 self._failed_sending += rows
                 self.failed += rows

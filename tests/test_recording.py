@@ -261,8 +261,9 @@ def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use
     given = [request(i, rows=1 + i % 3, content_type=None if i == 4 else "application/json") for i in range(40)]
     buffer = RequestBuffer(most_requests=10_000)
     assert all(buffer.add(r) is True for r in given)
-    data, metas, count = buffer.take()
-    assert buffer.take() is None and count == len(given) and len(metas) == 2 * 2
+    chunks, metas = buffer.take()
+    data = b"".join(chunks)
+    assert buffer.take() is None and len(chunks) == len(given) and len(metas) == 2 * 2
     assert unpack_requests(data, metas) == [(RAW, *r) for r in given]
     assert rows_of(data) == sum(r[5] for r in given)
     full = RequestBuffer(most_requests=3)
@@ -301,3 +302,29 @@ def test_the_recorders_read_of_a_one_record_body_is_the_codecs():
             assert RecordedRequests.columns(raw, content_type) == input_columns(MLflowCodec.decode(raw, content_type)[0])
     with pytest.raises(InvalidInput, match="malformed JSON"):  # as the codec says it (counted as failed)
         RecordedRequests.columns(b"{not json", "application/json")
+
+
+def test_write_all_puts_every_chunk_through_a_pipe_in_order():
+    """The recorder's thread writes packed requests from their list (os.writev, 1,024 at a time): through a
+    pipe that holds far less than them, read on the other end by a thread, every byte arrives in order."""
+    import random
+    import threading
+
+    from monitoring.record_writer import write_all
+
+    rng = random.Random(3)
+    chunks = [bytes([i % 251]) * rng.randint(0, 9000) for i in range(2_500)]
+    read_fd, write_fd = os.pipe()
+    got = []
+
+    def drain():
+        while part := os.read(read_fd, 1 << 16):
+            got.append(part)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    write_all(write_fd, chunks)
+    os.close(write_fd)
+    reader.join(30)
+    os.close(read_fd)
+    assert b"".join(got) == b"".join(chunks)
