@@ -7,7 +7,7 @@ around the whole child: interpreter start, imports, parsing, the command and exi
 
 With ``--baseline-python`` the same commands run with a second interpreter too, alternating which goes
 first in each round: the interpreter of another checkout's virtual environment runs that checkout's code
-(its editable install points there), e.g. ``/work/main/.venv/bin/python``. ``--baseline-root`` instead runs
+(its editable install points there), e.g. ``../civicml-old/.venv/bin/python``. ``--baseline-root`` instead runs
 this interpreter with another checkout of the repository first on ``PYTHONPATH`` (a ``git worktree`` of an
 older revision).
 

@@ -3,6 +3,8 @@ variant policy, lookup by kind, and the `civicml compress` command."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -94,11 +96,12 @@ def test_onnx_variant_loads_where_civicml_is_not_importable(onnx_outcome, regist
     folder = download_logged(registry_home, f"models:/{NAME}/{onnx_outcome.version.version}", str(tmp_path / "m"))
     holdout.X.head(20).to_json(tmp_path / "rows.json", orient="records")
     script = ("import sys, json, pandas as pd, mlflow.pyfunc\n"
-              "sys.path = [p for p in sys.path if 'wt' not in p and p not in ('', '.')]\n"
+              "sys.path = [p for p in sys.path if p not in ('', '.', sys.argv[3])]  # not the repository's\n"
               "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
               "labels = m.predict(pd.read_json(sys.argv[2], orient='records'))\n"
               "result = {'labels': [str(x) for x in labels]}")
-    got = run_in_clean_process(script, folder, str(tmp_path / "rows.json"), cwd=tmp_path)
+    got = run_in_clean_process(script, folder, str(tmp_path / "rows.json"), str(Path(__file__).resolve().parent.parent),
+                               cwd=tmp_path)
     assert not got["projects_loaded"]
     parent = load_logged(registry_home, f"models:/{NAME}/{onnx_outcome.parent}")
     assert got["labels"] == [str(x) for x in parent.predict(holdout.X.head(20))]
