@@ -352,6 +352,19 @@ class RecordStore:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         return records_frame(rows)
 
+    def latest_time(self, model: str | None = None) -> float | None:
+        """The newest recorded answer's time (of ``model``'s answers), None when none is stored: one look at
+        the (model, time) index, not a read of every record."""
+        import sqlalchemy as sa
+
+        t = self._table
+        query = sa.select(sa.func.max(t.c.time))
+        if model is not None:
+            query = query.where(t.c.model == model)
+        with self._engine.connect() as conn:
+            value = conn.execute(query).scalar_one()
+        return None if value is None else float(value)
+
     def read_answers(self, ids: list[str]) -> pd.DataFrame:
         """The stored records of ``ids`` (those that exist), as :meth:`read` gives them."""
         import sqlalchemy as sa

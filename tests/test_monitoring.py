@@ -73,6 +73,8 @@ def test_records_are_written_once_and_read_back_with_their_fields(store):
     assert row["inputs"]["description"] == "pothole on Main St" and row["outcome"] is None
     assert store.read(model="another").empty
     assert len(store.read(since=second.time)) == 1
+    assert store.latest_time("service-requests-router") == store.latest_time() == frame["time"].max()
+    assert store.latest_time("another") is None
 
 
 def test_feedback_joins_outcomes_idempotently_and_names_unknown_ids(store):

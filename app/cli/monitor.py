@@ -236,11 +236,10 @@ def _last_year(name: str, store, window: float):
     history."""
     from monitoring import Reference, live_frame
 
-    newest = store.read(model=name)
-    if newest.empty:
+    latest = store.latest_time(model=name)
+    if latest is None:
         raise InvalidInput(f"model '{name}' has no recorded answers to compare with a year earlier")
-    end = float(newest["time"].max()) - YEAR + 4 * window
-    start = float(newest["time"].max()) - YEAR - 4 * window
+    end, start = latest - YEAR + 4 * window, latest - YEAR - 4 * window
     before = store.read(model=name, since=start, until=end)
     if before.empty:
         raise InvalidInput(f"model '{name}' has no answers recorded a year earlier (reference: last_year); "
