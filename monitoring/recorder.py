@@ -48,19 +48,40 @@ def masked_rows(items: Iterable[Any], masking: RecordMasking, reader=None) -> tu
         try:
             if item.__class__ is tuple and item[0] == RAW:
                 requests.append(_checked(_read_request(item, reader)))
-            elif isinstance(item, tuple):
+                continue
+            if isinstance(item, tuple):
                 requests.append(_checked(item))
-            else:
-                rows.extend(_request_rows(requests, masking))
-                requests = []
-                record = AnswerRecord.of(item)
-                inputs, group = masking.mask(record.inputs)
-                row = _row(replace(record, inputs=inputs, group=group))
-                rows.append(tuple(row[name] for name in ROW_COLUMNS))
+                continue
         except Exception:  # noqa: BLE001 - a malformed record is counted
             failed += _count(item)
-    rows.extend(_request_rows(requests, masking))
+            continue
+        failed += _masked_requests(requests, masking, rows)
+        requests = []
+        try:
+            record = AnswerRecord.of(item)
+            inputs, group = masking.mask(record.inputs)
+            row = _row(replace(record, inputs=inputs, group=group))
+            rows.append(tuple(row[name] for name in ROW_COLUMNS))
+        except Exception:  # noqa: BLE001
+            failed += 1
+    failed += _masked_requests(requests, masking, rows)
     return rows, failed
+
+
+def _masked_requests(requests: list[tuple], masking: RecordMasking, rows: list) -> int:
+    """Checked requests' rows appended to ``rows``, masked together; where that fails, one request at a time,
+    so that one bad request is counted (the rows it held: returned) and the others are kept."""
+    try:
+        rows.extend(_request_rows(requests, masking))
+        return 0
+    except Exception:  # noqa: BLE001 - a value masking cannot read: found below
+        failed = 0
+        for request in requests:
+            try:
+                rows.extend(_request_rows([request], masking))
+            except Exception:  # noqa: BLE001
+                failed += len(request[0])
+        return failed
 
 
 def _count(item: Any) -> int:

@@ -328,3 +328,26 @@ def test_write_all_puts_every_chunk_through_a_pipe_in_order():
     reader.join(30)
     os.close(read_fd)
     assert b"".join(got) == b"".join(chunks)
+
+
+def test_a_request_masking_cannot_read_is_counted_and_the_others_kept(requests_use_case):
+    """Requests are masked together (RecordMasking.mask_many): one whose input breaks masking (a value whose
+    text cannot be made) is counted as failed, and the requests around it, and a mapping between them, are kept."""
+    from monitoring.masking import RecordMasking
+    from monitoring.recorder import masked_rows
+    from monitoring.records import new_answer_id
+
+    class Unprintable:
+        def __str__(self):
+            raise ValueError("no text")
+
+    def request(value):
+        return ("router", "1", "fp32", "champion", [new_answer_id()], {"description": ["pothole"], "hour": [value]},
+                ["roads"], [0.9], 1.0, 1.7e9)
+
+    mapping = {"answer_id": new_answer_id(), "model": "router", "version": "1", "inputs": {"hour": 3},
+               "answer": "roads"}
+    masking = RecordMasking.for_use_case(requests_use_case)
+    rows, failed = masked_rows([request(1), request(Unprintable()), request(2), mapping, request(3)], masking)
+    assert failed == 1 and len(rows) == 4
+    assert sorted(json.loads(r[7])["hour"] for r in rows) == [1, 2, 3, 3]
