@@ -3,14 +3,15 @@ becomes masked rows of the record store (:mod:`monitoring.records`), in its own 
 process (:mod:`monitoring.record_writer`).
 
 Concurrency: ``record`` (and ``record_answers``, a request's rows as one tuple; ``record_request``, a request
-as the bytes the server read and wrote, read back in the writer by a ``reader`` serving provides) is called on
-serving's hot path. It does nothing expensive there: it checks the policy (a hash of the answer id, so every replica samples
-the same ids), appends to a bounded deque and returns, waking no one. The recorder's thread takes what gathered
-every ``linger`` (50 ms) and masks and writes it, a transaction a batch; ``recorder_for`` (what ``civicml serve``
+as the bytes the server read and wrote, packed into one ``bytes`` by :mod:`monitoring.packing` and read back
+in the writer by a ``reader`` serving provides) is called on serving's hot path. It does nothing expensive
+there: the caller has checked the policy (a part of the answer id, so every replica samples the same ids); it
+appends to a bounded deque and returns, waking no one. The recorder's thread takes what gathered every
+``linger`` (50 ms) and masks and writes it, a transaction a batch; ``recorder_for`` (what ``civicml serve``
 uses) has it send each batch to a writer process instead, so that masking, JSON and SQL are not spent under the
-server's GIL. When the deque is full a record is dropped and counted (``dropped``), never blocking an answer;
-``flush`` waits for what was given so far, ``close`` writes it all.
-"""
+server's GIL. The writer masks a batch's texts together (:meth:`RecordMasking.mask_many`). When the deque is
+full a record is dropped and counted (``dropped``), never blocking an answer; ``flush`` waits for what was given
+so far, ``close`` writes it all."""
 
 from __future__ import annotations
 
