@@ -39,3 +39,42 @@ def test_a_text_encoder_leaves_a_core_unless_the_operator_sets_its_threads(monke
     assert runtime.default_threads() == ort_pyfunc.default_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "many")
     assert runtime.default_threads() == max(1, min(cores - 1, 4))
+
+
+def test_a_text_variant_leaves_a_core_to_the_server(tmp_path, monkeypatch):
+    """A tiny text graph (mean of the token ids as a one-number embedding) loaded as an ONNX text variant."""
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from projects.text_encoder.assets import tokenizer_path
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "t"])
+    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["b", 1])
+    nodes = [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f"], ["embedding"], axes=[1], keepdims=1)]
+    graph = helper.make_graph(nodes, "mean", [ids, mask], [out])
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "model.onnx")
+    shutil.copyfile(tokenizer_path(), folder / "tokenizer.json")
+    np.savez(folder / "head.npz", weight=np.ones((2, 1), np.float32), bias=np.zeros(2, np.float32),
+             labels=np.asarray(["a", "b"]), scale=1.0)
+    (folder / "spec.json").write_text(json.dumps({"input": "text", "column": "description"}))
+    model = ort_pyfunc.OnnxVariant()
+    model.load_context(SimpleNamespace(artifacts={"onnx": str(folder)}))
+    assert model.cpu_path["intra_op_threads"] == ort_pyfunc.default_threads()
+    assert model.session.get_session_options().intra_op_num_threads == ort_pyfunc.default_threads()
+    answer = model.predict(None, ["Pothole on Main Street", "Missed garbage pickup"])
+    assert list(answer.columns) == ["label", "p_a", "p_b"] and len(answer) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    model.load_context(SimpleNamespace(artifacts={"onnx": str(folder)}))
+    assert model.cpu_path["intra_op_threads"] == 2
