@@ -7,8 +7,7 @@ else AVX-512 VNNI (``vpdpbusd``) where it has ``avx512_vnni`` (AVX-VNNI, else ``
 AVX2). On an Intel Xeon with AMX both were seen on it: ``ONEDNN_VERBOSE`` names ``brgemm:avx10_1_512_amx``
 for every bf16 inner product and matmul, ``perf`` shows ORT's hot int8 loop in ``tileloadd`` / ``tdpbusd``.
 AMX counts only where the kernel lets the process use its tile data (:func:`amx_permitted`: the libraries
-fall back to AVX-512 otherwise). A text encoder takes one intra-op thread per physical core but one (the
-server's event loop keeps a core). A model that says what it chose (a ``cpu_path`` dict, or a ``precision``, on its
+fall back to AVX-512 otherwise). A model that says what it chose (a ``cpu_path`` dict, or a ``precision``, on its
 Python model) is reported as it said; any other is reported by its runtime and the CPU's flags.
 """
 

@@ -1,5 +1,5 @@
-"""AMX counts as a compute path only where the kernel allows it, and a text encoder's thread count
-(serving/cpu.py, projects/text_encoder/runtime.py, projects/compression/ort_pyfunc.py)."""
+"""AMX counts as a compute path only where the kernel allows it, and a text encoder's threads follow
+OMP_NUM_THREADS where set (serving/cpu.py, projects/text_encoder/runtime.py, projects/compression/ort_pyfunc.py)."""
 
 from __future__ import annotations
 
@@ -29,19 +29,17 @@ def test_the_flags_every_runtime_reads_agree_on_amx():
         assert permitted or not flags & AMX_FLAGS
 
 
-def test_a_text_encoder_leaves_a_core_unless_the_operator_sets_its_threads(monkeypatch):
+def test_a_text_encoder_takes_the_threads_the_operator_sets(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cores = runtime.physical_cores()
-    assert cores == ort_pyfunc.physical_cores() and 1 <= cores <= (os.cpu_count() or 1)
-    assert runtime.default_threads() == max(1, min(cores - 1, 4))
-    assert ort_pyfunc.default_threads() == max(1, cores - 1)
+    assert runtime.default_threads() == min(os.cpu_count() or 1, 4)
+    assert ort_pyfunc.default_threads() == ort_pyfunc.physical_cores()
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert runtime.default_threads() == ort_pyfunc.default_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "many")
-    assert runtime.default_threads() == max(1, min(cores - 1, 4))
+    assert runtime.default_threads() == min(os.cpu_count() or 1, 4)
 
 
-def test_a_text_variant_leaves_a_core_to_the_server(tmp_path, monkeypatch):
+def test_a_text_variant_takes_the_threads_the_operator_sets(tmp_path, monkeypatch):
     """A tiny text graph (mean of the token ids as a one-number embedding) loaded as an ONNX text variant."""
     import json
     import shutil
@@ -75,6 +73,6 @@ def test_a_text_variant_leaves_a_core_to_the_server(tmp_path, monkeypatch):
     assert model.session.get_session_options().intra_op_num_threads == ort_pyfunc.default_threads()
     answer = model.predict(None, ["Pothole on Main Street", "Missed garbage pickup"])
     assert list(answer.columns) == ["label", "p_a", "p_b"] and len(answer) == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     model.load_context(SimpleNamespace(artifacts={"onnx": str(folder)}))
-    assert model.cpu_path["intra_op_threads"] == 2
+    assert model.cpu_path["intra_op_threads"] == model.session.get_session_options().intra_op_num_threads == 1

@@ -84,33 +84,17 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def physical_cores() -> int:
-    """Distinct (package, core) pairs in /proc/cpuinfo (hyper-threads share a core's AMX and vector units)."""
-    cores, package = set(), "0"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "physical id":
-                package = value.strip()
-            elif key.strip() == "core id":
-                cores.add((package, value.strip()))
-    except OSError:
-        pass
-    return max(1, min(len(cores) or (os.cpu_count() or 1), os.cpu_count() or 1))
-
-
 def default_threads() -> int:
-    """Intra-op threads for the encoder: ``OMP_NUM_THREADS`` where the operator set it, else one per physical
-    core but one, at most 4. The core left over runs what a server does beside the model (its event loop
-    reading, checking and answering the next requests, and the load generator on a benchmark host). On the
-    2-core hosts measured (an AMD EPYC and an Intel Xeon with AMX), a second thread bought nothing even in
-    process: batch 32, one thread against two, alternating in one process, Paddle bf16 0.68 vs 0.82 ms a row
-    at best, Paddle fp32 2.98 vs 3.22, ONNX Runtime int8 0.53 vs 0.58 (Xeon, AMX); the EPYC 8.1 vs 8.9."""
+    """Intra-op threads for the encoder: ``OMP_NUM_THREADS`` where the operator set it, else one per core, at
+    most 4. Measured on a 2-core Xeon with AMX (batch 32): in process, two threads ran Paddle fp32 1.8x faster
+    than one while the second core was free, and no faster while other jobs held it; served at c32 beside the
+    event loop and the load generator, the bf16 router answered as many requests with one thread as with two
+    (986 vs 984 a second) for 11% less server CPU a request, so an operator on a busy host may set 1."""
     try:
         wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
     except ValueError:
         wanted = 0
-    return wanted if wanted > 0 else max(1, min(physical_cores() - 1, 4))
+    return wanted if wanted > 0 else min(os.cpu_count() or 1, 4)
 
 
 def choose_precision(requested: str = "auto", flags: set[str] | None = None) -> str:
