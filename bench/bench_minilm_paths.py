@@ -122,17 +122,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, help="intra-op threads of every path (default: what a served "
-                                                    "encoder takes, projects.text_encoder.runtime.default_threads)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--all", action="store_true", help="also per-tensor, reduce_range, static QDQ (S8S8, U8S8), "
                                                           "ORT's own fusions, optimization level basic")
     parser.add_argument("--only", help="paths whose name contains one of these (paddle fp32 always)")
     args = parser.parse_args()
 
     from projects.text_encoder.assets import tokenizer_path
-    from projects.text_encoder.runtime import amx_permitted, cpu_flags, default_threads, load_tokenizer, tokenize
+    from projects.text_encoder.runtime import amx_permitted, cpu_flags, load_tokenizer, tokenize
 
-    args.threads = args.threads or default_threads()
     flags = cpu_flags()  # AMX's flags only where the kernel lets this process use AMX
     print(f"CPU: {os.cpu_count()} cores; " + " ".join(f"{f}={f in flags}" for f in
                                                         ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",

@@ -1,9 +1,7 @@
-"""AMX counts as a compute path only where the kernel allows it, and a text encoder's threads follow
-OMP_NUM_THREADS where set (serving/cpu.py, projects/text_encoder/runtime.py, projects/compression/ort_pyfunc.py)."""
+"""AMX counts as a compute path only where the kernel allows it (serving/cpu.py, projects/text_encoder/runtime.py,
+projects/compression/ort_pyfunc.py)."""
 
 from __future__ import annotations
-
-import os
 
 from projects.compression import ort_pyfunc
 from projects.text_encoder import runtime
@@ -29,17 +27,7 @@ def test_the_flags_every_runtime_reads_agree_on_amx():
         assert permitted or not flags & AMX_FLAGS
 
 
-def test_a_text_encoder_takes_the_threads_the_operator_sets(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert runtime.default_threads() == min(os.cpu_count() or 1, 4)
-    assert ort_pyfunc.default_threads() == ort_pyfunc.physical_cores()
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert runtime.default_threads() == ort_pyfunc.default_threads() == 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "many")
-    assert runtime.default_threads() == min(os.cpu_count() or 1, 4)
-
-
-def test_a_text_variant_takes_the_threads_the_operator_sets(tmp_path, monkeypatch):
+def test_a_text_variant_names_the_path_it_took(tmp_path):
     """A tiny text graph (mean of the token ids as a one-number embedding) loaded as an ONNX text variant."""
     import json
     import shutil
@@ -53,7 +41,6 @@ def test_a_text_variant_takes_the_threads_the_operator_sets(tmp_path, monkeypatc
 
     from projects.text_encoder.assets import tokenizer_path
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])
     mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "t"])
     out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["b", 1])
@@ -69,10 +56,7 @@ def test_a_text_variant_takes_the_threads_the_operator_sets(tmp_path, monkeypatc
     (folder / "spec.json").write_text(json.dumps({"input": "text", "column": "description"}))
     model = ort_pyfunc.OnnxVariant()
     model.load_context(SimpleNamespace(artifacts={"onnx": str(folder)}))
-    assert model.cpu_path["intra_op_threads"] == ort_pyfunc.default_threads()
-    assert model.session.get_session_options().intra_op_num_threads == ort_pyfunc.default_threads()
+    assert model.cpu_path == ort_pyfunc.describe_path(b"", ort_pyfunc.physical_cores())  # no int8 operators: fp32
+    assert model.session.get_session_options().intra_op_num_threads == ort_pyfunc.physical_cores()
     answer = model.predict(None, ["Pothole on Main Street", "Missed garbage pickup"])
     assert list(answer.columns) == ["label", "p_a", "p_b"] and len(answer) == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    model.load_context(SimpleNamespace(artifacts={"onnx": str(folder)}))
-    assert model.cpu_path["intra_op_threads"] == model.session.get_session_options().intra_op_num_threads == 1

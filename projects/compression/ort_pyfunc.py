@@ -22,7 +22,7 @@ request becomes the graph's inputs and what comes back:
 
 One ``InferenceSession`` serves every thread (ORT sessions are thread-safe); it
 uses ``intra_op_threads`` threads (default: the host's physical cores, read from
-/proc/cpuinfo at load, or ``OMP_NUM_THREADS`` where set) and one inter-op thread; idle threads do not spin unless
+/proc/cpuinfo at load) and one inter-op thread; idle threads do not spin unless
 ``"spin": true``. ``"disabled_optimizers"`` names ONNX Runtime graph fusions the
 session must not apply (text encoders: ``SkipLayerNormFusion``, whose CPU kernel
 was measured 4-9x slower than the LayerNormalization + Add it replaces).
@@ -97,17 +97,6 @@ def physical_cores() -> int:
     return max(1, min(len(cores) or (os.cpu_count() or 1), os.cpu_count() or 1))
 
 
-def default_threads() -> int:
-    """Intra-op threads: ``OMP_NUM_THREADS`` where the operator set it, else one per physical core. Served at
-    c32 on a 2-core Xeon with AMX, the MiniLM int8 variant answered 1,351 requests a second with two threads
-    and 1,032 with one (alternating, one run), so a text encoder keeps every core."""
-    try:
-        wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        wanted = 0
-    return wanted if wanted > 0 else physical_cores()
-
-
 def int8_isa(flags: set[str]) -> str:
     """The instructions ONNX Runtime's (MLAS) u8s8 int8 GEMM runs on with these CPU flags."""
     if "amx_int8" in flags:
@@ -141,7 +130,7 @@ def session(model: str | Path | bytes, threads: int | None = None, spin: bool = 
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads or default_threads())
+    options.intra_op_num_threads = int(threads or physical_cores())
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -155,7 +144,7 @@ class OnnxVariant(PythonModel):
         folder = Path(context.artifacts["onnx"])
         self.spec = json.loads((folder / "spec.json").read_text())
         graph = (folder / "model.onnx").read_bytes()
-        threads = int(self.spec.get("intra_op_threads") or default_threads())
+        threads = int(self.spec.get("intra_op_threads") or physical_cores())
         self.session = session(graph, threads, bool(self.spec.get("spin")), self.spec.get("disabled_optimizers"))
         self.cpu_path = describe_path(graph, threads)
         self.outputs = [o.name for o in self.session.get_outputs()]

@@ -84,19 +84,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def default_threads() -> int:
-    """Intra-op threads for the encoder: ``OMP_NUM_THREADS`` where the operator set it, else one per core, at
-    most 4. Measured on a 2-core Xeon with AMX (batch 32): in process, two threads ran Paddle fp32 1.8x faster
-    than one while the second core was free, and no faster while other jobs held it; served at c32 beside the
-    event loop and the load generator, the bf16 router answered as many requests with one thread as with two
-    (986 vs 984 a second) for 11% less server CPU a request, so an operator on a busy host may set 1."""
-    try:
-        wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        wanted = 0
-    return wanted if wanted > 0 else min(os.cpu_count() or 1, 4)
-
-
 def choose_precision(requested: str = "auto", flags: set[str] | None = None) -> str:
     """``bf16`` where the CPU computes bfloat16 natively (AMX or AVX-512 BF16), else ``fp32``."""
     if requested not in PRECISIONS:
@@ -185,7 +172,7 @@ class InferenceEncoder:
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.precision = choose_precision(precision)
-        self.threads = int(threads or default_threads())
+        self.threads = int(threads or min(os.cpu_count() or 1, 4))
         self.tokenizer = load_tokenizer(tokenizer_path, self.max_length)
         self._root = self._create_predictor()
         self._local = threading.local()
