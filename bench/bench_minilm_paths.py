@@ -129,11 +129,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from projects.text_encoder.assets import tokenizer_path
-    from projects.text_encoder.runtime import cpu_flags, load_tokenizer, tokenize
+    from projects.text_encoder.runtime import amx_permitted, cpu_flags, load_tokenizer, tokenize
 
-    flags = cpu_flags()
+    flags = cpu_flags()  # AMX's flags only where the kernel lets this process use AMX
     print(f"CPU: {os.cpu_count()} cores; " + " ".join(f"{f}={f in flags}" for f in
-                                                        ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")))
+                                                        ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                                         "amx_int8")) + f"; AMX permitted: {amx_permitted()}")
     tokenizer = load_tokenizer(tokenizer_path(), 128)
     texts = sorted(_texts(4 * args.batch, seed=11), key=len)
     batches = {"held-out texts": [tokenize(tokenizer, texts[i:i + args.batch]) for i in range(0, len(texts), args.batch)],

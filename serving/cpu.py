@@ -2,9 +2,12 @@
 
 Models choose their fastest path themselves when they load, from the CPU's flags: the MiniLM router's
 Paddle encoder runs oneDNN bfloat16 where the CPU has ``avx512_bf16`` or ``amx_bf16`` (fp32 elsewhere);
-an ONNX Runtime int8 variant runs MLAS's u8s8 kernels on AVX-512 VNNI (``vpdpbusd``) where the CPU has
-``avx512_vnni`` (AVX-VNNI, else ``vpmaddubsw`` on AVX-512BW / AVX2), with one intra-op thread per
-physical core. A model that says what it chose (a ``cpu_path`` dict, or a ``precision``, on its
+an ONNX Runtime int8 variant runs MLAS's u8s8 kernels on AMX (``tdpbusd``) where the CPU has ``amx_int8``,
+else AVX-512 VNNI (``vpdpbusd``) where it has ``avx512_vnni`` (AVX-VNNI, else ``vpmaddubsw`` on AVX-512BW /
+AVX2). On an Intel Xeon with AMX both were seen on it: ``ONEDNN_VERBOSE`` names ``brgemm:avx10_1_512_amx``
+for every bf16 inner product and matmul, ``perf`` shows ORT's hot int8 loop in ``tileloadd`` / ``tdpbusd``.
+AMX counts only where the kernel lets the process use its tile data (:func:`amx_permitted`: the libraries
+fall back to AVX-512 otherwise). A model that says what it chose (a ``cpu_path`` dict, or a ``precision``, on its
 Python model) is reported as it said; any other is reported by its runtime and the CPU's flags.
 """
 
@@ -27,12 +30,40 @@ def read_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
+
+
+def amx_permitted() -> bool:
+    """Whether the kernel lets a process use AMX tile data (x86-64 Linux 5.16 and later: ``arch_prctl``
+    ``ARCH_GET_XCOMP_SUPP`` has bit 18, XTILEDATA). oneDNN and ONNX Runtime ask for it before they take their
+    AMX kernels and use AVX-512 where it is refused, so a CPU flag alone does not say that AMX is used."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        import ctypes
+
+        supported = ctypes.c_uint64(0)
+        return ctypes.CDLL(None).syscall(158, 0x1021, ctypes.byref(supported)) == 0 and bool(supported.value >> 18 & 1)
+    except (OSError, AttributeError):
+        return False
+
+
+def usable(flags: frozenset[str], amx: bool) -> frozenset[str]:
+    """``flags`` without AMX's where the kernel does not let a process use it (``amx``: :func:`amx_permitted`)."""
+    return flags if amx or not flags & AMX_FLAGS else flags - AMX_FLAGS
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
+    """The CPU's flags that this process can use."""
     try:
-        return read_flags(Path("/proc/cpuinfo").read_text())
+        flags = read_flags(Path("/proc/cpuinfo").read_text())
     except OSError:  # not Linux, or no /proc: no flags, so every choice falls back to the portable path
         return frozenset()
+    return usable(flags, not flags & AMX_FLAGS or amx_permitted())
 
 
 def best_paths(flags: frozenset[str] | set[str]) -> dict[str, str]:
@@ -90,4 +121,5 @@ def compute_path(runtime: Any, flags: frozenset[str] | None = None) -> dict:
     return path
 
 
-__all__ = ["RELEVANT_FLAGS", "best_paths", "compute_path", "cpu_flags", "quiet_math_threads", "read_flags"]
+__all__ = ["AMX_FLAGS", "RELEVANT_FLAGS", "amx_permitted", "best_paths", "compute_path", "cpu_flags",
+           "quiet_math_threads", "read_flags", "usable"]

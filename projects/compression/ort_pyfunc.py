@@ -48,13 +48,35 @@ from mlflow.pyfunc import PythonModel
 _INT8_OPS = (b"MatMulInteger", b"DynamicQuantize", b"QLinear", b"QuantizeLinear", b"ConvInteger")
 
 
+AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
+
+
+def amx_permitted() -> bool:
+    """Whether the kernel lets a process use AMX tile data (x86-64 Linux 5.16 and later: ``arch_prctl``
+    ``ARCH_GET_XCOMP_SUPP`` has bit 18, XTILEDATA). oneDNN and ONNX Runtime ask for it before they take their
+    AMX kernels and use AVX-512 where it is refused, so a CPU flag alone does not say that AMX is used."""
+    import platform
+    import sys
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        import ctypes
+
+        supported = ctypes.c_uint64(0)
+        return ctypes.CDLL(None).syscall(158, 0x1021, ctypes.byref(supported)) == 0 and bool(supported.value >> 18 & 1)
+    except (OSError, AttributeError):
+        return False
+
+
 def cpu_flags() -> set[str]:
-    """The CPU's flags (as projects.text_encoder.runtime reads them: this file is logged with a variant and
-    loads where CivicML is not importable, so it keeps its own copy)."""
+    """The CPU's flags that this process can use (as projects.text_encoder.runtime reads them: this file is
+    logged with a variant and loads where CivicML is not importable, so it keeps its own copy)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+                flags = set(line.split(":", 1)[1].split())
+                return flags if not flags & AMX_FLAGS or amx_permitted() else flags - AMX_FLAGS
     except OSError:
         pass
     return set()
