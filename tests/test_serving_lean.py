@@ -50,3 +50,37 @@ def test_the_lean_frame_is_used_for_checked_text_and_numbers_and_labels_are_not_
         copied = {name: array.copy() for name, array in values.items()}  # as it does through pandas' own frame
         make(copied, 2).loc[0, "hour"] = 99
         assert copied["hour"].tolist() == [99, 23]
+
+
+_TEXTS = ["Huge pothole on Oak Avenue, two flat tires", "a  b\tc\n\nde", " x ", "", "ab", "abcd abcde abcdef",
+          "Überfüllte Mülltonne — 3rd St.", "🚧🚧 road\u00a0works!!", "I", "the sewer smells ... bad", "OAK oak Oak",
+          "zz qq zz qq zz", "line\u2028sep\u3000wide_space x_y __ 12 3", "it's-a can't.stop"]
+
+
+@pytest.mark.parametrize("options", [
+    {"ngram_range": (1, 2), "sublinear_tf": True}, {"ngram_range": (1, 3), "stop_words": "english"},
+    {"ngram_range": (2, 3), "binary": True, "use_idf": False}, {"norm": None}, {"max_features": 5},
+    {"token_pattern": r"(?u)\b\w+\b", "lowercase": False},
+    {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf": True},
+])
+def test_a_tfidf_block_is_the_vectorizers_own_transform(options):
+    """serving/sklearn_fast.py's TF-IDF block (terms counted for the whole batch by one sort; a word analyzer's
+    tokens remembered per white-space-separated piece) against TfidfVectorizer.transform, batch by batch."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from serving.sklearn_fast import _tfidf, _word_terms
+
+    vectorizer = TfidfVectorizer(**options).fit(_TEXTS[:8])
+    if options.get("analyzer") != "char_wb":
+        terms, analyze = _word_terms(vectorizer), vectorizer.build_analyzer()
+        for text in _TEXTS * 2:  # the second time from the remembered pieces
+            assert terms(text) == analyze(text)
+    block, width = _tfidf(vectorizer, "t")
+    for batch in (_TEXTS, _TEXTS[:1], _TEXTS[3:4], _TEXTS[3:5], _TEXTS * 3):
+        values, indices, lengths = block({"t": _objects(batch)})
+        made = sp.csr_matrix((values, indices, np.concatenate([[0], np.cumsum(lengths)])), shape=(len(batch), width))
+        expected = vectorizer.transform(batch)
+        expected.sort_indices()
+        assert np.array_equal(made.indptr, expected.indptr) and np.array_equal(made.indices, expected.indices)
+        np.testing.assert_allclose(made.data, expected.data, rtol=0, atol=1e-12)
