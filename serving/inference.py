@@ -106,8 +106,14 @@ class DataPlane:
             if version is not None:
                 self.check_version(endpoint, version)
             body = await read_body(request, self.limits.max_body_bytes)
-            decoded = await protocol.decode(endpoint, body, request.headers)
-            output, served, loaded = await endpoint.apredict(decoded.payload, decoded.params)
+            headers = request.headers
+            decoded = protocol.decode_now(endpoint, body, headers) or await protocol.decode(endpoint, body, headers)
+            sent = endpoint.submit(decoded.payload, decoded.params)  # the usual way, without coroutines between
+            if sent is None:
+                output, served, loaded = await endpoint.apredict(decoded.payload, decoded.params)
+            else:
+                output, loaded = await sent[0], sent[1]
+                served = loaded.served
             ids = answer_ids(rows_of(decoded.payload))
             prediction = Prediction(output, served, loaded, loaded.validator.out_of_range(decoded.payload), ids)
             encoded = protocol.encode(endpoint, decoded, prediction)
@@ -115,7 +121,7 @@ class DataPlane:
             if self.recorder is not None and not (
                     self.record_request is not None and protocol.name == "mlflow"
                     and self.keep_request(endpoint, decoded.payload, prediction, started, encoded, body,
-                                          request.headers.get("content-type"), response.body)):
+                                          headers.get("content-type"), response.body)):
                 self.record(endpoint, decoded.payload, prediction, started, encoded)
             if prediction.warnings:
                 self.metrics.count_out_of_range(endpoint.model_name, prediction.warnings)
@@ -329,34 +335,41 @@ def served_headers(served) -> dict[str, str]:
     return headers
 
 
-class _RandomPool:
-    """Random bytes from ``os.urandom``, drawn 4 KiB at a time: one system call for 341 requests' ids instead
-    of one each (a call that releases the GIL on the event loop, which then waits to take it back from
-    the batch worker)."""
+class _IdPool:
+    """Requests' ids (the first 24 hex digits of a uuid4) made 341 at a time from one ``os.urandom`` call of
+    4 KiB: one system call for 341 requests instead of one each (a call that releases the GIL on the event
+    loop, which then waits to take it back from the batch worker), and the hex text of all of them at once
+    (one id cost ~1 µs made alone, ~0.1 µs taken from here)."""
 
     def __init__(self, size: int = 4096):
-        self._size = size
-        self._buffer = b""
-        self._at = 0
+        self._count = size // 12
+        self._ready: list[str] = []
         self._lock = threading.Lock()
 
-    def take(self, count: int) -> bytes:
-        with self._lock:
-            if self._at + count > len(self._buffer):
-                self._buffer, self._at = os.urandom(max(self._size, count)), 0
-            out = self._buffer[self._at:self._at + count]
-            self._at += count
-            return out
+    def take(self) -> str:
+        try:
+            return self._ready.pop()  # one step under the GIL: threads never get the same id
+        except IndexError:
+            with self._lock:
+                if not self._ready:
+                    self._ready = self._made()
+            return self.take()
+
+    def _made(self) -> list[str]:
+        """Ids from fresh random bytes, 12 a piece, with uuid.uuid4()'s version (4) and variant (10) bits."""
+        raw = np.frombuffer(os.urandom(12 * self._count), dtype=np.uint8).reshape(self._count, 12).copy()
+        raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+        raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+        text = raw.tobytes().hex()
+        return [text[i:i + 24] for i in range(0, len(text), 24)]
 
 
-_RANDOM = _RandomPool()
-_UUID4 = (~(0xF000 << 64) & ~(0xC000 << 48) & (2**128 - 1), (0x4000 << 64) | (0x8000 << 48))
+_IDS = _IdPool()
 
 
 def answer_ids(rows: int) -> list[str]:
     """One id per row: the request's first 24 hex digits (a uuid4's) and the row number as 8 hex digits."""
-    clear, mark = _UUID4  # uuid.uuid4()'s version and variant bits, on bytes from the pool
-    base = f"{(int.from_bytes(_RANDOM.take(16), 'big') & clear) | mark:032x}"[:24]
+    base = _IDS.take()
     if rows <= 1:
         return [base + "00000000"]
     return [f"{base}{i:08x}" for i in range(rows)]

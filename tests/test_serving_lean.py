@@ -84,3 +84,68 @@ def test_a_tfidf_block_is_the_vectorizers_own_transform(options):
         expected.sort_indices()
         assert np.array_equal(made.indptr, expected.indptr) and np.array_equal(made.indices, expected.indices)
         np.testing.assert_allclose(made.data, expected.data, rtol=0, atol=1e-12)
+
+
+def test_an_answer_in_one_write_is_the_same_bytes_as_two(tmp_path):
+    """serving/http.py's ``_send_in_one_write``: uvicorn's own send, its writes held and joined; a raw client
+    reads the same response as from the two plain sends (keep-alive, then a connection the client closes), and
+    the second request on a connection is answered too."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from serving.http import _CYCLE, _send_in_one_write
+    from serving.inference import Answered
+    from serving.server import free_port
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        body = b'{"predictions":["Streets"]}' * (1 if scope["path"] == "/small" else 4000)  # 108 kB: several segments
+        response = Answered(body, [(b"x-civicml-answer-id", b"ab" * 16), (b"content-length", str(len(body)).encode()),
+                                   (b"content-type", b"application/json")])
+        if scope["query_string"] == b"one":
+            assert send.__self__.__class__ is _CYCLE
+            await _send_in_one_write(send.__self__, send, response)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="httptools", loop="uvloop",
+                                           log_level="warning", date_header=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+
+        def exchange(queries: list[str], path: str, close: bool) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                for i, query in enumerate(queries):
+                    last = close and i == len(queries) - 1
+                    sock.sendall(f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                 f"{'Connection: close' + chr(13) + chr(10) if last else ''}\r\n{{}}".encode())
+                if not close:
+                    sock.sendall(f"POST {path}?{queries[-1]} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                 "Connection: close\r\n\r\n{}".encode())
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+
+        for path in ("/small", "/large"):
+            for close in (False, True):
+                joined, plain = exchange(["one", "one"], path, close), exchange(["two", "two"], path, close)
+                assert joined == plain and joined.count(b"HTTP/1.1 200 OK") == (2 if close else 3)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
