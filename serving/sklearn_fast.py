@@ -69,9 +69,9 @@ def _tfidf(transformer, column: str) -> tuple[Callable[[dict], Rows], int] | Non
     vocabulary = transformer.vocabulary_
     width = len(vocabulary)
     find = vocabulary.get
-    terms = _char_wb_terms(transformer, lambda term: find(term, -1), _indices)
+    terms = _char_wb_terms(transformer, lambda term: find(term, -1), _indices) or _word_indices(transformer)
     if terms is None:
-        analyze = _word_terms(transformer) or transformer.build_analyzer()
+        analyze = transformer.build_analyzer()
 
         def terms(doc):
             return map(find, analyze(doc), repeat(-1))
@@ -142,6 +142,48 @@ def _word_terms(transformer) -> Callable[[str], list] | None:
     return terms
 
 
+def _word_indices(transformer) -> Callable[[str], array] | None:
+    """A ``word`` analyzer's terms as vocabulary indices (-1 outside it), as :func:`_word_terms` finds them, for
+    unigrams and bigrams (``ngram_range`` within (1, 2), no stop words): a bigram is looked up by its two
+    tokens (a pair remembered with its index, :data:`WORDS_KEPT` pairs) instead of joining them into a new
+    string and hashing it; a document's unigrams come from its pieces' remembered tokens. The same indices,
+    in another order (the block counts them with one sort). None for anything else."""
+    if _word_terms(transformer) is None or transformer.get_stop_words() is not None \
+            or not (1 <= transformer.ngram_range[0] <= transformer.ngram_range[1] <= 2):
+        return None
+    preprocess, tokenize, decode = transformer.build_preprocessor(), transformer.build_tokenizer(), transformer.decode
+    if transformer.tokenizer is None and transformer.token_pattern == r"(?u)\b\w\w+\b":
+        tokenize = _tokens_by_piece(tokenize)
+    vocabulary = transformer.vocabulary_
+    unigrams, bigrams = transformer.ngram_range[0] == 1, transformer.ngram_range[1] == 2
+    pairs = _Pairs(vocabulary)
+    find, pair = vocabulary.get, pairs.__getitem__
+
+    def indices(doc) -> array:
+        tokens = tokenize(preprocess(decode(doc)))
+        out = _indices(map(find, tokens, repeat(-1))) if unigrams else _indices()
+        if bigrams:
+            out.extend(map(pair, zip(tokens, tokens[1:])))
+        return out
+
+    return indices
+
+
+class _Pairs(dict):
+    """(token, token) -> the vocabulary index of the bigram "token token" (-1 outside it), found on first use
+    and remembered (:data:`WORDS_KEPT` pairs, then forgotten and found again)."""
+
+    def __init__(self, vocabulary: dict):
+        super().__init__()
+        self.vocabulary = vocabulary
+
+    def __missing__(self, tokens: tuple) -> int:
+        if len(self) >= WORDS_KEPT:
+            self.clear()
+        found = self[tokens] = self.vocabulary.get(" ".join(tokens), -1)
+        return found
+
+
 def _tokens_by_piece(tokenize: Callable[[str], list]) -> Callable[[str], list]:
     """``tokenize`` (a pattern whose tokens hold no white space) of a document as its pieces' tokens, each
     white-space-separated piece's found once and remembered (:data:`WORDS_KEPT` pieces)."""
@@ -182,9 +224,13 @@ def _char_wb_terms(transformer, find, kind: Callable = list) -> Callable[[str], 
     ngrams = transformer._char_wb_ngrams
     known: dict[str, list] = {}
 
+    if spaces.pattern == r"\s\s+":  # runs of white space made one space, then split on white space: the same
+        spaces = None  # words as split() alone (the pattern's \s and str.split's white space are the same)
+
     def terms(doc) -> list:
         out = kind()
-        for word in spaces.sub(" ", preprocess(decode(doc))).split():
+        text = preprocess(decode(doc))
+        for word in (text if spaces is None else spaces.sub(" ", text)).split():
             found = known.get(word)
             if found is None:
                 if len(known) >= WORDS_KEPT:
