@@ -60,6 +60,7 @@ _TEXTS = ["Huge pothole on Oak Avenue, two flat tires", "a  b\tc\n\nde", " x ", 
 @pytest.mark.parametrize("options", [
     {"ngram_range": (1, 2), "sublinear_tf": True}, {"ngram_range": (1, 3), "stop_words": "english"},
     {"ngram_range": (2, 3), "binary": True, "use_idf": False}, {"norm": None}, {"max_features": 5},
+    {"ngram_range": (2, 2), "min_df": 1}, {"ngram_range": (1, 2), "max_features": 12, "use_idf": False},
     {"token_pattern": r"(?u)\b\w+\b", "lowercase": False},
     {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf": True},
 ])
@@ -69,13 +70,17 @@ def test_a_tfidf_block_is_the_vectorizers_own_transform(options):
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from serving.sklearn_fast import _tfidf, _word_terms
+    from serving.sklearn_fast import _tfidf, _word_indices, _word_terms
 
     vectorizer = TfidfVectorizer(**options).fit(_TEXTS[:8])
     if options.get("analyzer") != "char_wb":
         terms, analyze = _word_terms(vectorizer), vectorizer.build_analyzer()
-        for text in _TEXTS * 2:  # the second time from the remembered pieces
+        indices = _word_indices(vectorizer)  # (1, 2)-grams at most, no stop words: by token pairs
+        assert (indices is not None) == (options.get("ngram_range", (1, 1))[1] <= 2 and "stop_words" not in options)
+        for text in _TEXTS * 2:  # the second time from the remembered pieces and pairs
             assert terms(text) == analyze(text)
+            if indices is not None:
+                assert sorted(indices(text)) == sorted(vectorizer.vocabulary_.get(t, -1) for t in analyze(text))
     block, width = _tfidf(vectorizer, "t")
     for batch in (_TEXTS, _TEXTS[:1], _TEXTS[3:4], _TEXTS[3:5], _TEXTS * 3):
         values, indices, lengths = block({"t": _objects(batch)})
