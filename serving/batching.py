@@ -247,10 +247,15 @@ class BatchingRuntime(WrappedRuntime):
 
     async def asubmit(self, data: Any, params: dict | None = None, deadline: float | None = None,
                       costs: np.ndarray | None = None) -> Any:
-        """:meth:`submit`, awaited on the event loop: no thread waits for the batch. The requests that reach
-        this in one iteration of the loop are taken together at its end (:meth:`_hand_over`): answered there
-        by a cheap model, else queued for the worker with one wake-up for all of them, their answers coming
-        back together (:class:`_LoopWaiter`)."""
+        """:meth:`submit`, awaited on the event loop: no thread waits for the batch (:meth:`submit_soon`)."""
+        return await self.submit_soon(data, params, deadline, costs)
+
+    def submit_soon(self, data: Any, params: dict | None = None, deadline: float | None = None,
+                    costs: np.ndarray | None = None) -> asyncio.Future:
+        """A future of the event loop this is called on for the answer (the data plane awaits it without a
+        coroutine of ours between). The requests that reach this in one iteration of the loop are taken
+        together at its end (:meth:`_hand_over`): answered there by a cheap model, else queued for the worker
+        with one wake-up for all of them, their answers coming back together (:class:`_LoopWaiter`)."""
         loop = _running_loop()
         future = loop.create_future()
         arriving = self._arriving.get(loop)
@@ -258,7 +263,7 @@ class BatchingRuntime(WrappedRuntime):
             arriving = self._arriving[loop] = []
             loop.call_soon(self._hand_over, loop)
         arriving.append((data, params, future, deadline, costs))
-        return await future
+        return future
 
     def _hand_over(self, loop) -> None:
         seconds, rows = self._recent

@@ -28,7 +28,7 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
 def loads(body: bytes) -> Any:
-    if not body or not body.strip():
+    if not body or body.isspace():  # bytes.isspace: the ASCII white space bytes.strip() strips, without a copy
         raise InvalidInput("empty request body")
     try:
         return orjson.loads(body)
@@ -161,6 +161,10 @@ class MLflowCodec:
             if tensor is not None:
                 return tensor, None
         doc = loads(body)
+        if doc.__class__ is dict and len(doc) == 1:  # one record, no params (most requests): as below, at once
+            records = doc.get("dataframe_records")
+            if records.__class__ is list and len(records) == 1 and records[0].__class__ is dict:
+                return Table({name: [v] for name, v in records[0].items()}, 1), None
         if not isinstance(doc, dict):
             raise InvalidInput(f"the JSON body must be an object with one of the keys {', '.join(FORMATS)}")
         keys = [k for k in FORMATS if k in doc]

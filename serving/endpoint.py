@@ -324,6 +324,9 @@ class Endpoint:
         With a canary, its share of requests goes to it; if it fails on a request the champion answers
         that request (each answer names its version) and the failure counts towards an automatic rollback.
         With a shadow, the champion answers and the shadow's answer is only compared (:mod:`serving.routing`)."""
+        sent = self.submit(payload, params)
+        if sent is not None:
+            return await sent[0], sent[1].served, sent[1]
         loaded = self._current
         if loaded is None:
             from starlette.concurrency import run_in_threadpool
@@ -332,14 +335,24 @@ class Endpoint:
         router = self._router
         if router is not None and router.active:
             return await router(loaded, payload, params)
-        if _large(payload):
-            return await self._answer(loaded, payload, params)
-        limits = self._limits()  # _answer's small-request way, without a coroutine of its own
+        return await self._answer(loaded, payload, params)
+
+    def submit(self, payload: Any, params: dict | None = None) -> tuple[Any, Loaded] | None:
+        """:meth:`apredict`'s usual way, without a coroutine: a small request to the loaded version alone (no
+        roll-out beside it), whose runtime takes callers on the event loop (``submit_soon``, the batcher's),
+        checked and admitted here: (an awaitable of its output, the version answering it). None for anything
+        else (then :meth:`apredict`). Refusals (checks, cost) are raised as apredict raises them."""
+        loaded = self._current
+        router = self._router
+        if loaded is None or (router is not None and router.active) or _large(payload):
+            return None
+        submit_soon = getattr(loaded.runtime, "submit_soon", None)
+        if submit_soon is None:
+            return None
+        limits = self._limits()
         request = loaded.validator.prepare(payload, checked_params(loaded.runtime, params))
         costs = admit(request.data, limits.max_cost)
-        output = await loaded.runtime.asubmit(request.data, request.params, time.monotonic() + limits.deadline_seconds,
-                                              costs)
-        return output, loaded.served, loaded
+        return submit_soon(request.data, request.params, time.monotonic() + limits.deadline_seconds, costs), loaded
 
     async def _answer(self, loaded: Loaded, payload: Any, params: dict | None) -> tuple[Any, Served, Loaded]:
         """Check, admit (cost and deadline), then wait for the model off the event loop."""

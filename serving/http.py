@@ -96,11 +96,64 @@ class ServingApp(FastAPI):
                 plane = self.plane
                 request = Request(scope, receive) if plane.guard.team else _Request(scope, receive)
                 response = await plane.infer(route[0], request, route[1], route[2])
+                cycle = getattr(send, "__self__", None)
+                if cycle.__class__ is _CYCLE:
+                    await _send_in_one_write(cycle, send, response)
+                    return
                 await send({"type": "http.response.start", "status": response.status_code,
                             "headers": response.raw_headers})
                 await send({"type": "http.response.body", "body": response.body})
                 return
         await super().__call__(scope, receive, send)
+
+
+try:  # uvicorn's httptools request cycle, whose two writes of an answer _send_in_one_write joins
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _CYCLE
+except ImportError:  # pragma: no cover - httptools not installed: another cycle, sent as any ASGI server takes it
+    _CYCLE = None
+
+
+class _HeldWrites:
+    """A request cycle's transport while uvicorn writes an answer's status line and headers, then its body:
+    the writes are held and go to the socket as one (:meth:`flush`). Everything else is the transport's."""
+
+    __slots__ = ("transport", "held")
+
+    def __init__(self, transport):
+        self.transport, self.held = transport, []
+
+    def write(self, data) -> None:
+        self.held.append(data)
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        if len(held) == 1:
+            self.transport.write(held[0])
+        elif held:
+            self.transport.writelines(held)  # uvloop: one writev
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+
+async def _send_in_one_write(cycle, send, response) -> None:
+    """An answer sent through uvicorn's own ``send`` (its checks, default headers, keep-alive and completion as
+    ever) with its status line, headers and body in one write to the socket instead of two: the same bytes,
+    one system call and one TCP segment fewer a request. Under wrk at c32 (constant model) uvicorn's sends cost
+    ~13.5 -> ~11.7 µs CPU a request, the server ~54 -> ~49 µs (one side-by-side run, 3 rounds)."""
+    transport = cycle.transport
+    held = cycle.transport = _HeldWrites(transport)
+    try:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+    finally:
+        if cycle.transport is held:
+            cycle.transport = transport
+        held.flush()
 
 
 class _Request:

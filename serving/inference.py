@@ -106,8 +106,14 @@ class DataPlane:
             if version is not None:
                 self.check_version(endpoint, version)
             body = await read_body(request, self.limits.max_body_bytes)
-            decoded = await protocol.decode(endpoint, body, request.headers)
-            output, served, loaded = await endpoint.apredict(decoded.payload, decoded.params)
+            headers = request.headers
+            decoded = protocol.decode_now(endpoint, body, headers) or await protocol.decode(endpoint, body, headers)
+            sent = endpoint.submit(decoded.payload, decoded.params)  # the usual way, without coroutines between
+            if sent is None:
+                output, served, loaded = await endpoint.apredict(decoded.payload, decoded.params)
+            else:
+                output, loaded = await sent[0], sent[1]
+                served = loaded.served
             ids = answer_ids(rows_of(decoded.payload))
             prediction = Prediction(output, served, loaded, loaded.validator.out_of_range(decoded.payload), ids)
             encoded = protocol.encode(endpoint, decoded, prediction)
@@ -115,7 +121,7 @@ class DataPlane:
             if self.recorder is not None and not (
                     self.record_request is not None and protocol.name == "mlflow"
                     and self.keep_request(endpoint, decoded.payload, prediction, started, encoded, body,
-                                          request.headers.get("content-type"), response.body)):
+                                          headers.get("content-type"), response.body)):
                 self.record(endpoint, decoded.payload, prediction, started, encoded)
             if prediction.warnings:
                 self.metrics.count_out_of_range(endpoint.model_name, prediction.warnings)
@@ -313,18 +319,7 @@ class RecordedRequests:
 
     @staticmethod
     def columns(body: bytes, content_type: str | None) -> dict | None:
-        """The request's input columns. A body of one record (``{"dataframe_records": [{...}]}``, most of what
-        a router is sent) is read here as the codec reads it (each value a column of one row, 1 us less than
-        the codec's checks, which the server already made on these bytes); any other body by the codec."""
-        if content_type == "application/json":
-            try:
-                doc = loads(body)
-            except InvalidInput:
-                doc = None
-            if doc.__class__ is dict and len(doc) == 1:
-                records = doc.get("dataframe_records")
-                if records.__class__ is list and len(records) == 1 and records[0].__class__ is dict:
-                    return {name: [value] for name, value in records[0].items()}
+        """The request's input columns, as the codec reads them (a one-record body at once)."""
         payload, _ = MLflowCodec.decode(body, content_type)
         return input_columns(payload)
 

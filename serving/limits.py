@@ -74,11 +74,17 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def decode_body(decode, body: bytes, *args):
     """A codec's decode of a request body: in a worker thread for large bodies, so that parsing never stalls
-    the event loop. A codec reads untrusted bytes: where it fails on them with a Python error instead of its
-    own (a JSON value of a type it did not expect), the body is malformed: :class:`InvalidInput` (400)."""
+    the event loop (:func:`decoded_now` for the others)."""
+    if len(body) >= OFF_LOOP_BYTES:
+        return await run_in_threadpool(decoded_now, decode, body, *args)
+    return decoded_now(decode, body, *args)
+
+
+def decoded_now(decode, body: bytes, *args):
+    """A codec's decode of a request body, here and now. A codec reads untrusted bytes: where it fails on them
+    with a Python error instead of its own (a JSON value of a type it did not expect), the body is malformed:
+    :class:`InvalidInput` (400)."""
     try:
-        if len(body) >= OFF_LOOP_BYTES:
-            return await run_in_threadpool(decode, body, *args)
         return decode(body, *args)
     except CivicMLError:
         raise
@@ -87,4 +93,4 @@ async def decode_body(decode, body: bytes, *args):
         raise InvalidInput(f"malformed request body: {type(err).__name__}: {err}") from None
 
 
-__all__ = ["Limits", "MAX_BODY_BYTES", "OFF_LOOP_BYTES", "decode_body", "read_body"]
+__all__ = ["Limits", "MAX_BODY_BYTES", "OFF_LOOP_BYTES", "decode_body", "decoded_now", "read_body"]

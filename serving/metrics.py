@@ -77,6 +77,7 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self._serving: dict[str, str] = {}
+        self._batch_series: dict[str, tuple] = {}  # model -> its batch_rows and batch_seconds series
         r = self.registry
         self.requests = LoopCounter("civicml_requests", "Requests answered (protocol mlflow, v2 or explain)",
                                 ["model", "version", "variant", "protocol", "status"], registry=r)
@@ -110,9 +111,12 @@ class Metrics:
 
     def on_event(self, kind: str, data: dict) -> None:
         model = data.get("model", "")
-        if kind == "batch":
-            self.batch_rows.labels(model).observe(data["rows"])
-            self.batch_seconds.labels(model).observe(data["seconds"])
+        if kind == "batch":  # every batch: the model's two series looked up once (labels() locks and checks)
+            series = self._batch_series.get(model)
+            if series is None:
+                series = self._batch_series[model] = (self.batch_rows.labels(model), self.batch_seconds.labels(model))
+            series[0].observe(data["rows"])
+            series[1].observe(data["seconds"])
         elif kind == "load":
             self.loads.labels(model, data["version"]).inc()
             self.load_seconds.labels(model).observe(data["seconds"])

@@ -18,7 +18,7 @@ from civicml.errors import InvalidInput, Unavailable
 from serving.codecs import MLflowCodec, V2Codec, v2_datatype
 from serving.endpoint import Endpoint
 from serving.errors import Json, mlflow_error, v2_error
-from serving.limits import decode_body
+from serving.limits import OFF_LOOP_BYTES, decode_body, decoded_now
 
 
 @dataclass
@@ -56,6 +56,11 @@ class Protocol(abc.ABC):
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
         """The request body as the model's input (a CivicML input error when it is not one)."""
 
+    def decode_now(self, endpoint: Endpoint, body: bytes, headers) -> Decoded | None:
+        """:meth:`decode` of a body under ``OFF_LOOP_BYTES`` (serving/limits.py), here and now, without a
+        coroutine of its own (the data plane's hot path); None: this protocol has no such way (use decode)."""
+        return None
+
     @abc.abstractmethod
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
         """The answer's body."""
@@ -69,11 +74,22 @@ class MLflowProtocol(Protocol):
     name = "mlflow"
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
-        loaded = endpoint.current  # a float tensor model's nested JSON may be read in one pass
-        dtype = loaded.validator.tensor_spec.type if loaded and loaded.validator.tensor else None
-        payload, params = await decode_body(MLflowCodec.decode, body, headers.get("content-type"),
-                                            dtype if dtype is not None and dtype.kind == "f" else None)
+        payload, params = await decode_body(MLflowCodec.decode, body, *self._arguments(endpoint, headers))
         return Decoded(payload, params)
+
+    def decode_now(self, endpoint: Endpoint, body: bytes, headers) -> Decoded | None:
+        if len(body) >= OFF_LOOP_BYTES:
+            return None
+        payload, params = decoded_now(MLflowCodec.decode, body, *self._arguments(endpoint, headers))
+        return Decoded(payload, params)
+
+    @staticmethod
+    def _arguments(endpoint: Endpoint, headers) -> tuple:
+        """The codec's arguments beside the body: the content type, and a float tensor model's dtype (its nested
+        JSON may be read in one pass)."""
+        loaded = endpoint.current
+        dtype = loaded.validator.tensor_spec.type if loaded and loaded.validator.tensor else None
+        return headers.get("content-type"), dtype if dtype is not None and dtype.kind == "f" else None
 
     def encode(self, endpoint: Endpoint, request: Decoded, prediction: Prediction) -> dict:
         body = {**MLflowCodec.body(prediction.output, prediction.loaded.runtime.metadata),
@@ -93,11 +109,23 @@ class V2Protocol(Protocol):
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
         loaded = endpoint.current
-        tensor_model = bool(loaded and loaded.validator.tensor)
-        kinds = loaded.validator.kinds if loaded else None
-        payload, params, meta = await decode_body(V2Codec.decode, body, headers.get("content-type"),
-                                                      tensor_model, headers.get("inference-header-content-length"),
-                                                      kinds)
+        return self._decoded(endpoint, loaded, await decode_body(V2Codec.decode, body,
+                                                                 *self._arguments(loaded, headers)))
+
+    def decode_now(self, endpoint: Endpoint, body: bytes, headers) -> Decoded | None:
+        if len(body) >= OFF_LOOP_BYTES:
+            return None
+        loaded = endpoint.current
+        return self._decoded(endpoint, loaded, decoded_now(V2Codec.decode, body, *self._arguments(loaded, headers)))
+
+    @staticmethod
+    def _arguments(loaded, headers) -> tuple:
+        return (headers.get("content-type"), bool(loaded and loaded.validator.tensor),
+                headers.get("inference-header-content-length"), loaded.validator.kinds if loaded else None)
+
+    @staticmethod
+    def _decoded(endpoint: Endpoint, loaded, decoded: tuple) -> Decoded:
+        payload, params, meta = decoded
         if loaded is not None and meta.get("outputs"):  # unknown requested outputs: refused before the model
             check_outputs(meta, [o["name"] for o in v2_metadata(endpoint)["outputs"]])
         return Decoded(payload, params, meta)
