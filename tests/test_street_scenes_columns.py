@@ -1,5 +1,6 @@
 """The served street-scenes CNN answers from its model's columns (``predict_columns``), without a frame,
-and says what its ``predict`` says (serving.runtime's columns path, checked at load)."""
+and says what its ``predict`` says (serving.runtime's columns path, checked at load); its network runs
+through ctypes, without the GIL (projects/street_scenes/pyfunc.py), and answers as the binding does."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_served_cnn_answers_from_columns_as_its_predict_does(tmp_path):
             runtime = runtime.inner
         assert runtime._columns_fn is not None  # the columns path passed its check at load
         model = runtime._model
+        assert model.unwrap_python_model().gil_released  # the network runs through ctypes, checked at load
         expected = model.predict(images)
         direct = runtime.predict(images)
         assert isinstance(direct, Answer) and list(direct) == list(expected.columns)
