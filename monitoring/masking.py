@@ -83,7 +83,7 @@ class RecordMasking:
         masked = {}
         for column in (kept if kept is not None else [c for c in inputs if c not in pii]):
             value = inputs.get(column, _ABSENT)
-            if value.__class__ is str or isinstance(value, str):
+            if isinstance(value, str):
                 texts.append(value)
                 dicts.append(masked)
                 columns.append(column if column.__class__ is str else str(column))

@@ -78,11 +78,9 @@ class Masker:
         joined = _SEPARATOR.join(texts)
         if joined.count(_SEPARATOR) != len(texts) - 1:
             return [self.mask(t) for t in texts]
-        suspects = set(_found(joined, texts, _hits(joined)))
+        suspects = set(_found(texts, _hits(joined)))
         lowered = joined.lower()  # lower case may change a text's length: positions are mapped on its own texts
-        suspects.update(_found(lowered, lowered.split(_SEPARATOR), _introductions(lowered)))
-        if not suspects:
-            return list(texts)
+        suspects.update(_found(lowered.split(_SEPARATOR), _introductions(lowered)))
         out = list(texts)
         for i in suspects:
             out[i] = self.mask(texts[i])
@@ -117,8 +115,8 @@ def _introductions(lowered: str):
             at = lowered.find(words, at + 1)
 
 
-def _found(joined: str, texts: list[str], positions) -> list[int]:
-    """The index of the text each position of ``joined`` (``texts`` joined by the separator) falls in."""
+def _found(texts: list[str], positions) -> list[int]:
+    """The index of the text each position falls in, positions counted in ``texts`` joined by the separator."""
     positions = np.fromiter(positions, dtype=np.int64)
     if not positions.size:
         return []

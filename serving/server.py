@@ -72,9 +72,9 @@ def serve(endpoints: Endpoint | list[Endpoint], host: str = "127.0.0.1", port: i
     as one of several worker processes on the same port. ``recorder``, ``feedback``: as :func:`create_app`."""
     app = create_app(endpoints, recorder=recorder, feedback=feedback)
     # What was built after the models were loaded and frozen (the recorder's modules and store, the app) is
-    # frozen out of the garbage collector's sight too: left in its generations, every full collection walked
-    # it again, and a server recording nothing but holding a recorder answered 4-12 us a request slower
-    # (per-thread CPU at c32, growing with the minutes served).
+    # frozen out of the garbage collector's sight too, so that full collections do not walk it again. Measured
+    # at c32 it made no difference that showed above the noise (the slowdown a recorder brought was its
+    # thread's looks: monitoring.Recording's linger); it is here for what start-up builds, not for a figure.
     from serving.endpoint import _freeze_heap
 
     _freeze_heap()

@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.cli import main
-from civicml.errors import InvalidInput
 from serving import Endpoint, create_app
 
 pytest_plugins = ["explained_model"]  # one session fixture for every module that uses it
@@ -285,23 +284,6 @@ def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use
         got = frame.loc[answer_id]
         assert (got["version"], got["arm"], got["time"], got["confidence"]) == (version, arm, when, confidence)
         assert got["inputs"] == json.loads(inputs) and "[NAME]" in got["inputs"]["description"]
-
-
-def test_the_recorders_read_of_a_one_record_body_is_the_codecs():
-    """RecordedRequests.columns reads a one-record MLflow body itself (the server already checked it): the
-    same columns as the codec's, and every other body through the codec."""
-    from serving.codecs import MLflowCodec
-    from serving.inference import RecordedRequests, input_columns
-
-    bodies = [{"dataframe_records": [SPOKEN]}, {"dataframe_records": [{**ROW, "hour": None, "x": [1, 2]}]},
-              {"dataframe_records": [ROW, SPOKEN]}, {"dataframe_records": [ROW], "params": {"k": 1}},
-              {"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())]}}, {"instances": [ROW]}]
-    for body in bodies:
-        raw = json.dumps(body).encode()
-        for content_type in ("application/json", "application/json; charset=utf-8"):
-            assert RecordedRequests.columns(raw, content_type) == input_columns(MLflowCodec.decode(raw, content_type)[0])
-    with pytest.raises(InvalidInput, match="malformed JSON"):  # as the codec says it (counted as failed)
-        RecordedRequests.columns(b"{not json", "application/json")
 
 
 def test_write_all_puts_every_chunk_through_a_pipe_in_order():
