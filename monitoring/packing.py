@@ -94,7 +94,7 @@ def rows_of(data: bytes) -> int:
 
 
 def unpack_requests(data: bytes, metas: list[tuple]) -> list[tuple]:
-    """The requests a buffer held, each as ``monitoring.recorder.masked_rows`` reads a request given as its
+    """The requests a buffer held, each as ``monitoring.rows.masked_rows`` reads a request given as its
     bytes: ``(RAW, model, version, variant, arm, first_id, rows, body, content_type, response, latency_ms,
     time)``."""
     items, at, end = [], 0, len(data)

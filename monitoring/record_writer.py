@@ -14,7 +14,7 @@ the counts once more and exits.
 
 An item is either a mapping or :class:`AnswerRecord` (``Recording.record``) or a request's answers as one
 tuple (``Recording.record_answers``, what serving's data plane passes, no dict per row on the hot path), read
-by :func:`monitoring.recorder.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
+by :func:`monitoring.rows.masked_rows`. Masked rows gather for :data:`GATHER` seconds into one transaction.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class _Writer:
         self.counts = {"written": 0, "failed": 0}
 
     def add(self, items: list) -> None:
-        from monitoring.recorder import masked_rows
+        from monitoring.rows import masked_rows
 
         if not self.rows:
             self.due = time.monotonic() + GATHER

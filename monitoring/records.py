@@ -451,7 +451,7 @@ def _row(record: AnswerRecord) -> dict[str, Any]:
             "latency_ms": None if record.latency_ms is None else float(record.latency_ms)}
 
 
-# a recorded row as a tuple (monitoring.recorder's request rows), in the order write_rows inserts it
+# a recorded row as a tuple (monitoring.rows' request rows), in the order write_rows inserts it
 ROW_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "grp", "inputs", "answer", "confidence",
                "latency_ms")
 RECORD_COLUMNS = ("answer_id", "model", "version", "variant", "arm", "time", "group", "inputs", "answer",

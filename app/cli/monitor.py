@@ -52,7 +52,7 @@ class ModelRecorders:
             recorder.record(answer_record)
 
     def record_answers(self, answers: tuple) -> None:
-        """A request's rows at once (``monitoring.recorder.masked_rows`` reads it: the model first)."""
+        """A request's rows at once (``monitoring.rows.masked_rows`` reads it: the model first)."""
         recorder = self.recorders.get(answers[0])
         if recorder is not None:
             recorder.record_answers(answers)
