@@ -14,7 +14,8 @@ between runs lets a recorder's writer finish its backlog before the next server 
 that server's CPU). Besides req/s, each run reads the server process's CPU time (user + system, all threads,
 from /proc) and, apart, its children's (the recorder's writer process, which masks and writes), and divides them
 by the requests answered: CPU a request is what recording adds to each answer, and it
-moves much less than req/s with the load of the other processes on a shared machine. Load generator:
+moves much less than req/s with the load of the other processes on a shared machine. The event-loop thread's CPU
+during the run (the server's main thread: where recording's hook runs, and what bounds req/s at c32) is read apart. Load generator:
 wrk (`apt-get install -y wrk`), else bench_serving's bounded httpx loop. After the servers stop, each home's
 store is counted: with `all` every answered request (wrk's and the warm-up's) should be there, so a recorder
 that kept up by dropping records would show.
@@ -65,9 +66,10 @@ def _records(home: Path) -> int | None:
         store.close()
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, every thread) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def _cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) a process has used so far: every thread's, or one ``thread``'s (its id)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -120,9 +122,10 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
     off_cpu = statistics.median(r["cpu_ms"] for r in runs[base])
     lines += ["", f"| record | median req/s | ratio to {base} | each round's ratio to {base} | median server CPU "
                   f"ms a request | CPU ratio to {base} | writer process CPU ms a request | load generator CPU ms a "
-                  f"request | cores busy (server + writer + load generator) | non-2xx | records stored / requests "
-                  f"answered |",
-              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+                  f"request | cores busy (server + writer + load generator) | event-loop thread CPU ms a request (during "
+                  f"the run) | its ratio to {base} | non-2xx | records stored / requests answered |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    off_loop = statistics.median(r.get("loop_cpu_ms", 0.0) for r in runs[base]) or 1.0
     for p in POLICIES:
         median = statistics.median(r["rps"] for r in runs[p])
         cpu = statistics.median(r["cpu_ms"] for r in runs[p])
@@ -130,10 +133,12 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
         stored = "-" if counts[p] is None else f"{counts[p]:,} / {answered[p]:,}"
         writer = statistics.median(r.get("writer_cpu_ms", 0.0) for r in runs[p])
         generator = statistics.median(r.get("load_cpu_ms", 0.0) for r in runs[p])
+        loop = statistics.median(r.get("loop_cpu_ms", 0.0) for r in runs[p])
         busy = statistics.median((r["cpu_ms"] + r.get("writer_cpu_ms", 0.0) + r.get("load_cpu_ms", 0.0)) * r["rps"]
                                  / 1000 for r in runs[p])
         lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
-                     f"{writer:.3f} | {generator:.3f} | {busy:.2f} | {sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
+                     f"{writer:.3f} | {generator:.3f} | {busy:.2f} | {loop:.3f} | {loop / off_loop:.3f} | "
+                     f"{sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
     if args.processes > 1:
         lines += ["", "| record | " + " | ".join(f"process {chr(97 + k)}: median req/s, CPU ms a request"
                                                   for k in range(args.processes)) + " |",
@@ -197,7 +202,9 @@ def main() -> None:
             for p, k in order:
                 pid = procs[p, k].pid
                 cpu, writer, generator_cpu = _cpu_s(pid), _children_cpu_s(pid), _waited_cpu_s()
+                loop_cpu = _cpu_s(pid, pid)  # the event loop: uvicorn runs it on the server's main thread
                 r = load(urls[p, k], one, args.connections, args.seconds)
+                r["loop_cpu_ms"] = (_cpu_s(pid, pid) - loop_cpu) * 1000 / max(r["requests"], 1)
                 r["load_cpu_ms"] = (_waited_cpu_s() - generator_cpu) * 1000 / max(r["requests"], 1)
                 time.sleep(args.pause)  # the writer's backlog is the run's cost too
                 r["cpu_ms"] = (_cpu_s(pid) - cpu) * 1000 / max(r["requests"], 1)
