@@ -15,8 +15,8 @@ that server's CPU). Besides req/s, each run reads the server process's CPU time 
 from /proc) and, apart, its children's (the recorder's writer process, which masks and writes), and divides them
 by the requests answered: CPU a request is what recording adds to each answer, and it
 moves much less than req/s with the load of the other processes on a shared machine. The event-loop thread's CPU
-during the run (the server's main thread: where recording's hook runs, and what bounds req/s at c32) is read apart. Load generator:
-wrk (`apt-get install -y wrk`), else bench_serving's bounded httpx loop. After the servers stop, each home's
+during the run (the server's main thread: where recording's hook runs, and what bounds req/s at c32) is read
+apart. Load generator: wrk (`apt-get install -y wrk`), else bench_serving's bounded httpx loop. After the servers stop, each home's
 store is counted: with `all` every answered request (wrk's and the warm-up's) should be there, so a recorder
 that kept up by dropping records would show.
 
@@ -125,7 +125,7 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
                   f"request | cores busy (server + writer + load generator) | event-loop thread CPU ms a request (during "
                   f"the run) | its ratio to {base} | non-2xx | records stored / requests answered |",
               "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    off_loop = statistics.median(r.get("loop_cpu_ms", 0.0) for r in runs[base]) or 1.0
+    off_loop = statistics.median(r["loop_cpu_ms"] for r in runs[base])
     for p in POLICIES:
         median = statistics.median(r["rps"] for r in runs[p])
         cpu = statistics.median(r["cpu_ms"] for r in runs[p])
@@ -133,7 +133,7 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
         stored = "-" if counts[p] is None else f"{counts[p]:,} / {answered[p]:,}"
         writer = statistics.median(r.get("writer_cpu_ms", 0.0) for r in runs[p])
         generator = statistics.median(r.get("load_cpu_ms", 0.0) for r in runs[p])
-        loop = statistics.median(r.get("loop_cpu_ms", 0.0) for r in runs[p])
+        loop = statistics.median(r["loop_cpu_ms"] for r in runs[p])
         busy = statistics.median((r["cpu_ms"] + r.get("writer_cpu_ms", 0.0) + r.get("load_cpu_ms", 0.0)) * r["rps"]
                                  / 1000 for r in runs[p])
         lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
