@@ -1,65 +1,84 @@
-"""Requests kept as bytes: what :meth:`monitoring.Recording.record_request` appends on serving's
-hot path, and how the recorder's writer reads them back.
+"""Requests kept as the bytes the server read and wrote: what serving's event loop hands the recorder on the hot
+path (:meth:`RequestBuffer.lane`, :meth:`monitoring.Recording.record_request`), and how the recorder's writer
+process reads them back.
 
-A request given as its bytes (the body the server read, the body it wrote, and what only the server knows:
-model, version, variant, arm, first answer id, rows, latency, time) is appended to one ``bytearray`` as a fixed
-head (:data:`HEAD`) and the three byte strings, as one ``bytes`` on a deque. Every ``linger`` the recorder's
-thread hands what gathered to the writer process's pipe as it is (``os.writev``, after a small pickled head):
-no object of many fields per request to keep alive, to walk in the garbage collector's young generation or to
-pickle, and no copy of a whole batch (one was a fresh allocation each time, whose pages faulted in: 9% of the
-thread's CPU under ``perf``). The
-request as a tuple of a dozen fields, pickled by the recorder's thread, cost the server's process 2.3-2.9 us a
-request at c32 (per-thread CPU from ``/proc``; the data plane's hook besides); this is one ``struct.pack``,
-one concatenation and one append (py-spy at c32: the hook and the thread together 7.1% of the server's
-samples against 10.3%).
+A request is the body the server read, the body it wrote, and what only the server knows (model, version,
+variant, arm, first answer id, rows, latency, time). On the event loop it is one tuple of the references in
+hand, appended to a deque: no packing, no encoding, no lock. Every ``linger`` the recorder's thread takes what
+gathered and turns each group of :data:`GROUP` requests into one ``bytes`` with :mod:`marshal` (in C: about
+0.08 us a request, against 0.25 for a ``struct`` head a request packed in a Python loop), which the writer process's pipe takes as it is (``os.writev``) and :func:`unpack_requests` reads
+back. Both ends are the same interpreter (the writer is the server's child), which is all marshal's format asks.
 
-The model, version, variant and arm (a few per server) are a code of two bytes, whose meaning travels with
-each frame (``metas``); the content type, which a caller writes, travels with its request.
+Measured with ``valgrind --tool=callgrind`` on a live server (2,000 1-row requests of the 311 router, one at a
+time, instructions counted on each thread against ``--record off``; BENCHMARKS.md, issue 24): packing each
+request on the event loop (a ``struct`` head and two concatenations) added 18,600 instructions a request to the
+event loop's thread and 5,500 to the recorder's; this way adds 5,600 and 4,700 (the thread's, at one request at
+a time, mostly its fixed cost a look, shared by thousands of requests at c32).
+
+The model, version, variant and arm (a few per server) are a code, whose meaning travels with each frame
+(``metas``); the content type, which a caller writes, travels with its request.
 """
 
 from __future__ import annotations
 
-import struct
+import marshal
 import threading
 from collections import deque
 
-# meta code, first answer id (32 ASCII hex digits), rows, latency ms, time, then the byte lengths of the request
-# body, its content type and the response body, which follow the head in that order
-HEAD = struct.Struct("<H32sIddIHI")
 RAW = "civicml.raw-request"  # the first field of a request given as its bytes (monitoring.recorder reads it)
+GROUP = 512  # requests a marshalled chunk: ~330 kB of the 311 router's, not one allocation for all of them
+_VERSION = 4  # marshal's format: strings shared by many requests (the content type) are written once a chunk
 
 
 class RequestBuffer:
-    """Requests as bytes, appended by serving's event loop and taken by the recorder's thread (:meth:`take`).
-    Each request is one ``bytes`` on a deque (``append`` and ``popleft`` are atomic: no lock on the hot path)."""
+    """Requests appended by serving's event loop and taken by the recorder's thread (:meth:`take`), which
+    marshals them in groups for the writer process's pipe. On the event loop a request is one tuple of the
+    references in hand on a deque (``append`` and ``popleft`` are atomic: no lock on the hot path)."""
 
     def __init__(self, most_requests: int):
         self.most_requests = most_requests  # past this many waiting, a request is refused (the caller counts it)
-        self._chunks: deque[bytes] = deque()
+        self.refused = 0  # refused by a lane (:meth:`lane`): its caller has no count of its own
+        self._items: deque[tuple] = deque()
         self._codes: dict[tuple, int] = {}
         self._metas: list[tuple] = []  # code -> (model, version, variant, arm)
         self._lock = threading.Lock()  # a new meta code only
 
+    def lane(self, model: str, version: str, variant: str, arm: str):
+        """What serving calls once a request for the answers of one (model, version, variant, arm):
+        ``keep(first_id, rows, body, content_type, response, latency_ms, time) -> bool`` (False: the buffer is
+        full, the request is refused and counted in :attr:`refused`). The caller vouches for the types (a
+        32-digit id, an int, bytes, a str or None, bytes, two floats); a request marshal cannot write is handed
+        back by :meth:`take`, never lost silently."""
+        code = self._code((model, version, variant, arm))
+        items, most, append = self._items, self.most_requests, self._items.append
+
+        def keep(first, rows, body, content_type, response, latency_ms, when) -> bool:
+            if len(items) >= most:
+                self.refused += 1  # the event loop's own count (one thread: no lock)
+                return False
+            append((code, first, rows, latency_ms, when, body, content_type, response))
+            return True
+
+        return keep
+
     def add(self, request: tuple) -> bool | None:
         """Append ``(model, version, variant, arm, first_id, rows, body, content_type, response, latency_ms,
-        time)``: True when kept, False when the buffer is full, None when it cannot be packed (an id that is
-        not 32 ASCII characters, a meta code past two bytes, a field of another type): the caller keeps it
-        another way."""
-        chunks = self._chunks
-        if len(chunks) >= self.most_requests:
+        time)``: True when kept, False when the buffer is full, None when it cannot be kept this way (an id that
+        is not 32 characters, a field of another type): the caller keeps it another way."""
+        if len(self._items) >= self.most_requests:
             return False
         model, version, variant, arm, first, rows, body, content_type, response, latency_ms, when = request
-        code = self._codes.get((model, version, variant, arm))
+        if not (isinstance(first, str) and len(first) == 32 and type(rows) is int and isinstance(body, bytes)
+                and (content_type is None or isinstance(content_type, str)) and isinstance(response, bytes)
+                and isinstance(latency_ms, (int, float)) and isinstance(when, (int, float))):
+            return None
         try:
+            code = self._codes.get((model, version, variant, arm))
             if code is None:
                 code = self._code((model, version, variant, arm))
-            ctype = b"" if content_type is None else content_type.encode("latin-1")
-            if len(first) != 32:
-                return None
-            chunks.append(HEAD.pack(code, first.encode("ascii"), rows, latency_ms, when, len(body), len(ctype),
-                                    len(response)) + body + ctype + response)
-        except (struct.error, TypeError, ValueError, UnicodeError, AttributeError):
+        except (TypeError, ValueError):
             return None
+        self._items.append((code, first, rows, latency_ms, when, body, content_type, response))
         return True
 
     def _code(self, key: tuple) -> int:
@@ -72,43 +91,46 @@ class RequestBuffer:
                 code = self._codes[key] = len(self._metas) - 1
             return code
 
-    def take(self) -> tuple[list[bytes], list[tuple]] | None:
-        """What gathered (each request's bytes, and the metas they name), taken off the deque; None when nothing
-        did. The requests are not joined here: the writer process's pipe takes them as they are
-        (``os.writev``), with no copy of them all in this process."""
-        chunks, popleft = self._chunks, self._chunks.popleft
-        count = len(chunks)
+    def take(self) -> tuple[list[bytes], list[tuple], list[tuple]] | None:
+        """What gathered, taken off the deque: the requests marshalled, :data:`GROUP` a chunk (the writer
+        process's pipe takes them as they are, ``os.writev``), the metas they name, and any request marshal
+        could not write, as a ``(RAW, ...)`` tuple (:func:`unpack_requests`' shape); None when nothing
+        gathered."""
+        items, popleft = self._items, self._items.popleft
+        count = len(items)
         if not count:
             return None
-        return [popleft() for _ in range(count)], list(self._metas)
+        taken = [popleft() for _ in range(count)]
+        metas, chunks, leftovers = list(self._metas), [], []
+        for start in range(0, count, GROUP):
+            group = taken[start:start + GROUP]
+            try:
+                chunks.append(marshal.dumps(group, _VERSION))
+            except ValueError:  # an object marshal does not write (a caller's subclass): those few apart
+                kept = []
+                for item in group:
+                    try:
+                        marshal.dumps(item, _VERSION)
+                        kept.append(item)
+                    except ValueError:
+                        leftovers.append(_raw(item, metas))
+                if kept:
+                    chunks.append(marshal.dumps(kept, _VERSION))
+        return chunks, metas, leftovers
 
 
-def rows_of(data: bytes) -> int:
-    """How many answered rows packed requests hold (counted where they could not be handed over)."""
-    rows, at, end = 0, 0, len(data)
-    while at < end:
-        _, _, n, _, _, body_size, ctype_size, response_size = HEAD.unpack_from(data, at)
-        rows += n
-        at += HEAD.size + body_size + ctype_size + response_size
-    return rows
+def _raw(item: tuple, metas: list[tuple]) -> tuple:
+    code, first, rows, latency_ms, when, body, content_type, response = item
+    return (RAW, *metas[code], first, rows, body, content_type, response, latency_ms, when)
 
 
-def unpack_requests(data: bytes, metas: list[tuple]) -> list[tuple]:
-    """The requests a buffer held, each as ``monitoring.rows.masked_rows`` reads a request given as its
-    bytes: ``(RAW, model, version, variant, arm, first_id, rows, body, content_type, response, latency_ms,
-    time)``."""
-    items, at, end = [], 0, len(data)
-    unpack_from, size = HEAD.unpack_from, HEAD.size
-    while at < end:
-        code, first, rows, latency_ms, when, body_size, ctype_size, response_size = unpack_from(data, at)
-        at += size
-        body = data[at:at + body_size]
-        at += body_size
-        ctype = data[at:at + ctype_size].decode("latin-1") if ctype_size else None
-        at += ctype_size
-        response = data[at:at + response_size]
-        at += response_size
-        model, version, variant, arm = metas[code]
-        items.append((RAW, model, version, variant, arm, first.decode("ascii"), rows, body, ctype, response,
-                      latency_ms, when))
-    return items
+def rows_of(chunks: list[bytes]) -> int:
+    """How many answered rows marshalled requests hold (counted where they could not be handed over)."""
+    return sum(item[2] for chunk in chunks for item in marshal.loads(chunk))
+
+
+def unpack_requests(chunks: list[bytes], metas: list[tuple]) -> list[tuple]:
+    """The requests a buffer held (:meth:`RequestBuffer.take`'s chunks), each as ``monitoring.rows.masked_rows``
+    reads a request given as its bytes: ``(RAW, model, version, variant, arm, first_id, rows, body,
+    content_type, response, latency_ms, time)``."""
+    return [_raw(item, metas) for chunk in chunks for item in marshal.loads(chunk)]

@@ -6,8 +6,8 @@ pickled list (a frame: 4 bytes of length, then the pickle) on the process's stan
 answer is masked (:class:`monitoring.RecordMasking`) and written (:class:`monitoring.RecordStore`), so that none of that CPU is spent under the server's GIL.
 
 Frames: ``("config", url, max_bytes, masking, reader)`` first (``reader``: serving's reader of requests
-given as bytes, pickled by reference), then ``("answers", [item, ...])``, ``("requests", metas, size)``
-followed by ``size`` bytes of requests packed as bytes (:mod:`monitoring.packing`), and
+given as bytes, pickled by reference), then ``("answers", [item, ...])``, ``("requests", metas, sizes)``
+followed by chunks of those sizes, requests marshalled as :mod:`monitoring.packing` writes them, and
 ``("flush",)``, which is answered on standard output with one JSON line of counts (``{"written": n,
 "failed": m}``, since the start); the end of standard input (or ``("stop",)``) writes what came, answers
 the counts once more and exits.
@@ -48,14 +48,16 @@ def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write ``chunks`` to ``fd`` in order, all of them, a system call for up to 1,024 of them
     (``os.writev``); a partial write goes on from where it stopped."""
     for start in range(0, len(chunks), _IOV_MAX):
-        group = [memoryview(c) for c in chunks[start:start + _IOV_MAX]]
-        while group:
-            written = os.writev(fd, group)
-            while group and written >= len(group[0]):
-                written -= len(group[0])
-                group.pop(0)
-            if group and written:
-                group[0] = group[0][written:]
+        group, at = chunks[start:start + _IOV_MAX], 0  # at: the first chunk not wholly written
+        while at < len(group):
+            written = os.writev(fd, group[at:] if at else group)
+            if at == 0 and written == sum(map(len, group)):  # the usual case: all of it at once
+                break
+            while at < len(group) and written >= len(group[at]):
+                written -= len(group[at])
+                at += 1
+            if written:  # part of the chunk at ``at``: the rest of it goes next
+                group[at] = memoryview(group[at])[written:]
 
 
 _IOV_MAX = 1024
@@ -117,10 +119,10 @@ class WriterProcess:
             write_frame(self._process.stdin, ("answers", items))
 
     def send_requests(self, chunks: list[bytes], metas: list) -> None:
-        """Hand over requests packed as bytes (:class:`monitoring.packing.RequestBuffer`): a frame that says
-        their size, then their bytes as they are, written from the list (no copy of them all here)."""
+        """Hand over requests marshalled in chunks (:class:`monitoring.packing.RequestBuffer`): a frame that says
+        the chunks' sizes, then their bytes as they are, written from the list (no copy of them all here)."""
         with self._lock:
-            write_frame(self._process.stdin, ("requests", metas, sum(map(len, chunks))))
+            write_frame(self._process.stdin, ("requests", metas, [len(c) for c in chunks]))
             write_all(self._process.stdin.fileno(), chunks)
 
     def flush(self) -> dict[str, int]:
@@ -188,10 +190,10 @@ def main() -> int:
         if message[0] == "requests":
             from monitoring.packing import unpack_requests
 
-            data = _read_exactly(fd, message[2])
-            if data is None:
+            chunks = [_read_exactly(fd, size) for size in message[2]]
+            if None in chunks:
                 break
-            writer.add(unpack_requests(data, message[1]))
+            writer.add(unpack_requests(chunks, message[1]))
             continue
         writer.add(message[1])
     writer.write()

@@ -126,6 +126,14 @@ class Recording:
     def reads_requests(self) -> bool:
         return self.reader is not None
 
+    def request_lane(self, model: str, version: str, variant: str, arm: str):
+        """Serving's way to :meth:`record_request` for the answers of one (model, version, variant, arm), asked
+        once for them: ``(keep, wants)``, ``keep(first_id, rows, body, content_type, response, latency_ms, time)``
+        (:meth:`monitoring.packing.RequestBuffer.lane`: one tuple appended, nothing else on the event loop) and
+        ``wants(answer_id)`` to ask first, or None when every answer is kept (``all``)."""
+        return (self._requests.lane(model, version, variant, arm),
+                None if self.policy.mode == "all" else self.policy.wants)
+
     def _put(self, item: Any) -> None:
         if len(self._pending) >= self.queue_size:
             with self._lock:  # rare: only a full deque takes the lock
@@ -144,7 +152,11 @@ class Recording:
                 self._hand_over(items)
             taken = self._requests.take()
             if taken is not None:
-                self._hand_over_requests(*taken)
+                chunks, metas, leftovers = taken
+                if chunks:
+                    self._hand_over_requests(chunks, metas)
+                if leftovers:
+                    self._hand_over(leftovers)
             if flushes and self._writer is not None:
                 self._counts(self._writer.flush)
             for done in flushes:
@@ -200,14 +212,14 @@ class Recording:
         """Requests packed as bytes (:meth:`record_request`) to the writer process as one frame, or read back
         and written here without one."""
         if self._writer is None:
-            self._write(unpack_requests(b"".join(chunks), metas))
+            self._write(unpack_requests(chunks, metas))
             return
         try:
             if not self._revive_writer():
                 raise RuntimeError("no writer process")
             self._writer.send_requests(chunks, metas)
         except Exception:  # noqa: BLE001 - the writer is gone: counted, never raised
-            rows = rows_of(b"".join(chunks))
+            rows = rows_of(chunks)
             with self._lock:
                 self._failed_sending += rows
                 self.failed += rows
@@ -253,7 +265,8 @@ class Recording:
 
     def stats(self) -> dict[str, Any]:
         """Counts so far; with a writer process, ``written`` and its ``failed`` as of the last flush (or close)."""
-        return {"policy": str(self.policy), "written": self.written, "dropped": self.dropped, "failed": self.failed}
+        return {"policy": str(self.policy), "written": self.written,
+                "dropped": self.dropped + self._requests.refused, "failed": self.failed}
 
 
 def recorder_for(use_case, policy: str | RecordPolicy = "off", url: str | None = None,

@@ -70,6 +70,7 @@ class DataPlane:
         self.record_request = getattr(recorder, "record_request", None) if reads is not None and reads() else None
         self._keeper_of = getattr(recorder, "for_model", lambda name: recorder)  # name -> wants, record_request
         self._keepers: dict = {}
+        self._lanes: dict = {}  # id(Served) -> its recording lane (keep_request)
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # id(Served) -> (it, its X-CivicML-* headers, encoded)
 
@@ -121,7 +122,7 @@ class DataPlane:
             if self.recorder is not None and not (
                     self.record_request is not None and protocol.name == "mlflow"
                     and self.keep_request(endpoint, decoded.payload, prediction, started, encoded, body,
-                                          headers.get("content-type"), response.body)):
+                                          decoded.content_type, response.body)):
                 self.record(endpoint, decoded.payload, prediction, started, encoded)
             if prediction.warnings:
                 self.metrics.count_out_of_range(endpoint.model_name, prediction.warnings)
@@ -153,30 +154,58 @@ class DataPlane:
                      body: bytes, content_type: str | None, response: bytes) -> bool:
         """An MLflow request whose inputs are columns and whose answer is a classifier's records (label and
         confidence in each: the 311 router's, most of what is served) handed to the recorder as the bytes
-        read and written, with what only the server knows (version, variant, arm, latency, time): one tuple of
-        plain values, nothing else kept alive, read back in the recorder's writer process
-        (:class:`RecordedRequests`). False for anything else (the caller then uses :meth:`record`)."""
-        ids = prediction.answer_ids
-        name = endpoint.model_name
-        keeper = self._keepers.get(name, False)
-        if keeper is False:  # the model's own recorder, asked once: no dispatch by model on every request
-            keeper = self._keepers[name] = self._keeper_of(name)
-        if keeper is None:  # the model is not recorded
+        read and written, with what only the server knows (version, variant, arm, latency, time), through the
+        lane of the version and arm that answered (:meth:`_lane`): one call that appends one tuple of the
+        references in hand, read back in the recorder's writer process (:class:`RecordedRequests`). False for
+        anything else (the caller then uses :meth:`record`)."""
+        served = prediction.served
+        lane = self._lanes.get(id(served))  # by identity: a frozen dataclass hashes all its fields
+        if lane is None or lane[0] is not served or lane[1] is not endpoint.served:
+            lane = self._lane(endpoint, served)
+        keep = lane[2]
+        if keep is None:  # the model is not recorded
             return True
-        if not ids or not keeper.wants(ids[0]):  # not kept (sampled out): nothing more to look at
-            return bool(ids)
+        ids = prediction.answer_ids
+        if not ids:
+            return False
+        if lane[3] is not None and not lane[3](ids[0]):  # sampled out: nothing more to look at
+            return True
         records = encoded.get("predictions")
         if records.__class__ is not list or not records or records[0].__class__ is not dict \
                 or "label" not in records[0] or "confidence" not in records[0] \
                 or getattr(payload, "columns", None).__class__ is not dict:
             return False
         try:
-            served, arm = prediction.served, _arm(endpoint, prediction.served)
-            keeper.record_request((name, served.version, served.variant or "fp32", arm, ids[0], len(ids), body,
-                                   content_type, response, (time.perf_counter() - started) * 1000.0, time.time()))
+            keep(ids[0], len(ids), body, content_type, response, (time.perf_counter() - started) * 1000.0,
+                 time.time())
         except Exception:  # noqa: BLE001 - recording never fails an answer
             log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
         return True
+
+    def _lane(self, endpoint: Endpoint, served) -> tuple:
+        """``(served, champion, keep, wants)`` for answers of version ``served`` while ``champion`` is the
+        endpoint's: the recorder's ``request_lane`` for the model, version, variant and arm, asked once for them
+        (keep None: the model is not recorded). Kept by the version's identity, made again when the champion
+        moves (the arm may change)."""
+        name = endpoint.model_name
+        keeper = self._keepers.get(name, False)
+        if keeper is False:  # the model's own recorder, asked once: no dispatch by model on every request
+            keeper = self._keepers[name] = self._keeper_of(name)
+        champion = endpoint.served
+        keep = wants = None
+        if keeper is not None:
+            meta = (name, served.version, served.variant or "fp32", _arm(endpoint, served))
+            if hasattr(keeper, "request_lane"):
+                keep, wants = keeper.request_lane(*meta)
+            else:  # a recorder with record_request only: one tuple a request
+                def keep(*request, record=keeper.record_request):
+                    record((*meta, *request))
+
+                wants = keeper.wants
+        if len(self._lanes) >= 64:  # versions come and go as aliases move: keep the recent ones
+            self._lanes.clear()
+        lane = self._lanes[id(served)] = (served, champion, keep, wants)
+        return lane
 
     def record(self, endpoint: Endpoint, payload, prediction: Prediction, started: float,
                body: dict | None = None) -> None:

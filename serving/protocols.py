@@ -23,12 +23,14 @@ from serving.limits import OFF_LOOP_BYTES, decode_body, decoded_now
 
 @dataclass
 class Decoded:
-    """A request as a protocol read it: the model's input, its ``params``, and what else the body asked
-    (V2: the request id and the outputs wanted)."""
+    """A request as a protocol read it: the model's input, its ``params``, what else the body asked (V2: the
+    request id and the outputs wanted) and, for MLflow's, the content type it was read as (a recorder keeps it
+    beside the body's bytes)."""
 
     payload: Any
     params: dict | None
     meta: dict = field(default_factory=dict)
+    content_type: str | None = None
 
 
 @dataclass
@@ -74,14 +76,16 @@ class MLflowProtocol(Protocol):
     name = "mlflow"
 
     async def decode(self, endpoint: Endpoint, body: bytes, headers) -> Decoded:
-        payload, params = await decode_body(MLflowCodec.decode, body, *self._arguments(endpoint, headers))
-        return Decoded(payload, params)
+        arguments = self._arguments(endpoint, headers)
+        payload, params = await decode_body(MLflowCodec.decode, body, *arguments)
+        return Decoded(payload, params, {}, arguments[0])  # positional: no keyword dict a request
 
     def decode_now(self, endpoint: Endpoint, body: bytes, headers) -> Decoded | None:
         if len(body) >= OFF_LOOP_BYTES:
             return None
-        payload, params = decoded_now(MLflowCodec.decode, body, *self._arguments(endpoint, headers))
-        return Decoded(payload, params)
+        arguments = self._arguments(endpoint, headers)
+        payload, params = decoded_now(MLflowCodec.decode, body, *arguments)
+        return Decoded(payload, params, {}, arguments[0])  # positional: no keyword dict a request
 
     @staticmethod
     def _arguments(endpoint: Endpoint, headers) -> tuple:

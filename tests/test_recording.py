@@ -260,14 +260,27 @@ def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use
     given = [request(i, rows=1 + i % 3, content_type=None if i == 4 else "application/json") for i in range(40)]
     buffer = RequestBuffer(most_requests=10_000)
     assert all(buffer.add(r) is True for r in given)
-    chunks, metas = buffer.take()
-    data = b"".join(chunks)
-    assert buffer.take() is None and len(chunks) == len(given) and len(metas) == 2 * 2
-    assert unpack_requests(data, metas) == [(RAW, *r) for r in given]
-    assert rows_of(data) == sum(r[5] for r in given)
+    chunks, metas, leftovers = buffer.take()
+    assert buffer.take() is None and len(chunks) == 1 and len(metas) == 2 * 2 and leftovers == []
+    assert unpack_requests(chunks, metas) == [(RAW, *r) for r in given]
+    assert rows_of(chunks) == sum(r[5] for r in given)
     full = RequestBuffer(most_requests=3)
     assert [full.add(r) for r in given[:4]] == [True, True, True, False]
     assert buffer.add(("router", "1", "fp32", "champion", "abc", 1, b"{}", None, b"{}", 1.0, 1.0)) is None
+
+    class Typed(str):  # a content type marshal does not write: handed back, not lost
+        pass
+
+    lanes = RequestBuffer(most_requests=1_200)  # serving's way: a lane a version and arm, one call a request
+    keep = lanes.lane("router", "2", "fp32", "canary")
+    many = [request(i) for i in range(1_201)]
+    many[7] = (*many[7][:7], Typed("application/json"), *many[7][8:])
+    assert [keep(*r[4:]) for r in many].count(False) == 1 and lanes.refused == 1  # full: refused and counted
+    chunks, metas, leftovers = lanes.take()
+    assert len(chunks) == 3 and metas == [("router", "2", "fp32", "canary")]  # 512 a chunk
+    kept = [("router", "2", "fp32", "canary", *r[4:]) for r in many[:1_200]]
+    assert leftovers == [(RAW, *kept[7])] and rows_of(chunks) == 1_199
+    assert unpack_requests(chunks, metas) == [(RAW, *r) for r in kept[:7] + kept[8:]]
 
     masking = RecordMasking.for_use_case(requests_use_case)
     store = RecordStore(f"sqlite:///{tmp_path / 'records.db'}")
