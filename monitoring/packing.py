@@ -26,6 +26,7 @@ import threading
 from collections import deque
 
 RAW = "civicml.raw-request"  # the first field of a request given as its bytes (monitoring.recorder reads it)
+FIELDS = 8  # values a request in the buffer: code, first id, rows, latency, time, body, content type, response
 GROUP = 512  # requests a marshalled chunk: ~330 kB of the 311 router's, not one allocation for all of them
 _VERSION = 4  # marshal's format: strings shared by many requests (the content type) are written once a chunk
 
@@ -38,7 +39,9 @@ class RequestBuffer:
     def __init__(self, most_requests: int):
         self.most_requests = most_requests  # past this many waiting, a request is refused (the caller counts it)
         self.refused = 0  # refused by a lane (:meth:`lane`): its caller has no count of its own
-        self._items: deque[tuple] = deque()
+        # FIELDS values a request, one after another: no object made per request that the garbage collector
+        # follows (a tuple a request kept for the recorder's next look doubled the young collections at c32)
+        self._items: list = []
         self._codes: dict[tuple, int] = {}
         self._metas: list[tuple] = []  # code -> (model, version, variant, arm)
         self._lock = threading.Lock()  # a new meta code only
@@ -50,13 +53,13 @@ class RequestBuffer:
         32-digit id, an int, bytes, a str or None, bytes, two floats); a request marshal cannot write is handed
         back by :meth:`take`, never lost silently."""
         code = self._code((model, version, variant, arm))
-        items, most, append = self._items, self.most_requests, self._items.append
+        items, most, extend = self._items, self.most_requests * FIELDS, self._items.extend
 
         def keep(first, rows, body, content_type, response, latency_ms, when) -> bool:
             if len(items) >= most:
                 self.refused += 1  # the event loop's own count (one thread: no lock)
                 return False
-            append((code, first, rows, latency_ms, when, body, content_type, response))
+            extend((code, first, rows, latency_ms, when, body, content_type, response))  # one call: atomic
             return True
 
         return keep
@@ -65,7 +68,7 @@ class RequestBuffer:
         """Append ``(model, version, variant, arm, first_id, rows, body, content_type, response, latency_ms,
         time)``: True when kept, False when the buffer is full, None when it cannot be kept this way (an id that
         is not 32 characters, a field of another type): the caller keeps it another way."""
-        if len(self._items) >= self.most_requests:
+        if len(self._items) >= self.most_requests * FIELDS:
             return False
         model, version, variant, arm, first, rows, body, content_type, response, latency_ms, when = request
         if not (isinstance(first, str) and len(first) == 32 and type(rows) is int and isinstance(body, bytes)
@@ -78,7 +81,7 @@ class RequestBuffer:
                 code = self._code((model, version, variant, arm))
         except (TypeError, ValueError):
             return None
-        self._items.append((code, first, rows, latency_ms, when, body, content_type, response))
+        self._items.extend((code, first, rows, latency_ms, when, body, content_type, response))
         return True
 
     def _code(self, key: tuple) -> int:
@@ -92,26 +95,29 @@ class RequestBuffer:
             return code
 
     def take(self) -> tuple[list[bytes], list[tuple], list[tuple]] | None:
-        """What gathered, taken off the deque: the requests marshalled, :data:`GROUP` a chunk (the writer
+        """What gathered, taken off the buffer: the requests marshalled, :data:`GROUP` a chunk (the writer
         process's pipe takes them as they are, ``os.writev``), the metas they name, and any request marshal
         could not write, as a ``(RAW, ...)`` tuple (:func:`unpack_requests`' shape); None when nothing
         gathered."""
-        items, popleft = self._items, self._items.popleft
-        count = len(items)
+        items = self._items
+        count = len(items)  # whole requests: each was appended by one call
         if not count:
             return None
-        taken = [popleft() for _ in range(count)]
+        taken = items[:count]
+        del items[:count]  # what the event loop appended meanwhile stays, after these
         metas, chunks, leftovers = list(self._metas), [], []
-        for start in range(0, count, GROUP):
-            group = taken[start:start + GROUP]
+        step = GROUP * FIELDS
+        for start in range(0, count, step):
+            group = taken[start:start + step]
             try:
                 chunks.append(marshal.dumps(group, _VERSION))
             except ValueError:  # an object marshal does not write (a caller's subclass): those few apart
                 kept = []
-                for item in group:
+                for at in range(0, len(group), FIELDS):
+                    item = group[at:at + FIELDS]
                     try:
                         marshal.dumps(item, _VERSION)
-                        kept.append(item)
+                        kept += item
                     except ValueError:
                         leftovers.append(_raw(item, metas))
                 if kept:
@@ -119,18 +125,22 @@ class RequestBuffer:
         return chunks, metas, leftovers
 
 
-def _raw(item: tuple, metas: list[tuple]) -> tuple:
+def _raw(item, metas: list[tuple]) -> tuple:
     code, first, rows, latency_ms, when, body, content_type, response = item
     return (RAW, *metas[code], first, rows, body, content_type, response, latency_ms, when)
 
 
 def rows_of(chunks: list[bytes]) -> int:
     """How many answered rows marshalled requests hold (counted where they could not be handed over)."""
-    return sum(item[2] for chunk in chunks for item in marshal.loads(chunk))
+    return sum(sum(marshal.loads(chunk)[2::FIELDS]) for chunk in chunks)
 
 
 def unpack_requests(chunks: list[bytes], metas: list[tuple]) -> list[tuple]:
     """The requests a buffer held (:meth:`RequestBuffer.take`'s chunks), each as ``monitoring.rows.masked_rows``
     reads a request given as its bytes: ``(RAW, model, version, variant, arm, first_id, rows, body,
     content_type, response, latency_ms, time)``."""
-    return [_raw(item, metas) for chunk in chunks for item in marshal.loads(chunk)]
+    out = []
+    for chunk in chunks:
+        values = marshal.loads(chunk)
+        out += [_raw(values[at:at + FIELDS], metas) for at in range(0, len(values), FIELDS)]
+    return out
