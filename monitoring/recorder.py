@@ -113,9 +113,10 @@ class Recording:
     def record_request(self, request: tuple) -> None:
         """A request's answered rows as the bytes the server read and wrote (``(model, version, variant, arm,
         first_id, rows, body, content_type, response, latency_ms, time)``), the caller having asked
-        :meth:`wants`: appended to one buffer of bytes (:class:`monitoring.packing.RequestBuffer`: no object kept
-        per request), read back (:attr:`reader`) in the writer process. Only a recorder with a reader takes it
-        (:meth:`reads_requests`); a request the buffer cannot pack is kept as a tuple, on the deque."""
+        :meth:`wants`: its values appended to one flat buffer (:class:`monitoring.packing.RequestBuffer`: no
+        object kept per request), marshalled by the recorder's thread and read back (:attr:`reader`) in the writer
+        process. Only a recorder with a reader takes it (:meth:`reads_requests`); a request the buffer cannot take
+        (an id of another length, a field of another type) is kept as a tuple, on the deque."""
         kept = self._requests.add(request)
         if kept is None:
             self._put((RAW, *request))
@@ -129,7 +130,8 @@ class Recording:
     def request_lane(self, model: str, version: str, variant: str, arm: str):
         """Serving's way to :meth:`record_request` for the answers of one (model, version, variant, arm), asked
         once for them: ``(keep, wants)``, ``keep(first_id, rows, body, content_type, response, latency_ms, time)``
-        (:meth:`monitoring.packing.RequestBuffer.lane`: one tuple appended, nothing else on the event loop) and
+        (:meth:`monitoring.packing.RequestBuffer.lane`: one ``extend`` of a flat list, nothing else on the event
+        loop) and
         ``wants(answer_id)`` to ask first, or None when every answer is kept (``all``)."""
         return (self._requests.lane(model, version, variant, arm),
                 None if self.policy.mode == "all" else self.policy.wants)

@@ -155,16 +155,16 @@ class DataPlane:
         """An MLflow request whose inputs are columns and whose answer is a classifier's records (label and
         confidence in each: the 311 router's, most of what is served) handed to the recorder as the bytes
         read and written, with what only the server knows (version, variant, arm, latency, time), through the
-        lane of the version and arm that answered (:meth:`_lane`): one call that appends one tuple of the
-        references in hand, read back in the recorder's writer process (:class:`RecordedRequests`). False for
-        anything else (the caller then uses :meth:`record`)."""
+        lane of the version and arm that answered (:meth:`_lane`): one call that appends the references in
+        hand, read back in the recorder's writer process (:class:`RecordedRequests`). False for anything else,
+        or for a recorder that takes no lane (the caller then uses :meth:`record`)."""
         served = prediction.served
         lane = self._lanes.get(id(served))  # by identity: a frozen dataclass hashes all its fields
         if lane is None or lane[0] is not served or lane[1] is not endpoint.served:
             lane = self._lane(endpoint, served)
         keep = lane[2]
-        if keep is None:  # the model is not recorded
-            return True
+        if keep is None or keep is False:  # None: the model is not recorded; False: no lane (record() instead)
+            return keep is None
         ids = prediction.answer_ids
         if not ids:
             return False
@@ -185,8 +185,8 @@ class DataPlane:
     def _lane(self, endpoint: Endpoint, served) -> tuple:
         """``(served, champion, keep, wants)`` for answers of version ``served`` while ``champion`` is the
         endpoint's: the recorder's ``request_lane`` for the model, version, variant and arm, asked once for them
-        (keep None: the model is not recorded). Kept by the version's identity, made again when the champion
-        moves (the arm may change)."""
+        (keep None: the model is not recorded; False: its recorder takes no lane). Kept by the version's
+        identity, made again when the champion moves (the arm may change)."""
         name = endpoint.model_name
         keeper = self._keepers.get(name, False)
         if keeper is False:  # the model's own recorder, asked once: no dispatch by model on every request
@@ -194,14 +194,9 @@ class DataPlane:
         champion = endpoint.served
         keep = wants = None
         if keeper is not None:
-            meta = (name, served.version, served.variant or "fp32", _arm(endpoint, served))
-            if hasattr(keeper, "request_lane"):
-                keep, wants = keeper.request_lane(*meta)
-            else:  # a recorder with record_request only: one tuple a request
-                def keep(*request, record=keeper.record_request):
-                    record((*meta, *request))
-
-                wants = keeper.wants
+            lane_of = getattr(keeper, "request_lane", None)
+            keep, wants = (False, None) if lane_of is None else \
+                lane_of(name, served.version, served.variant or "fp32", _arm(endpoint, served))
         if len(self._lanes) >= 64:  # versions come and go as aliases move: keep the recent ones
             self._lanes.clear()
         lane = self._lanes[id(served)] = (served, champion, keep, wants)

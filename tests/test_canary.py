@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import textwrap
 import time
 
@@ -258,3 +259,51 @@ def _recorded_rollback(store) -> dict:
         assert time.monotonic() < deadline, "the rollback was not recorded"
         time.sleep(0.1)
     return registry.audit(NAME, settings=store)[-1]
+
+
+def test_recorded_answers_name_the_arm_that_gave_them_as_the_champion_moves(store, requests_holdout, tmp_path):
+    """``--record all`` behind a canary: each stored answer names the version that gave it and its arm (the
+    canary's version is the canary, the champion's the champion); once the champion moves to the canary's
+    version, that version's answers are the champion's (the server's cached arm follows the move)."""
+    from fastapi.testclient import TestClient
+
+    from app.cli.monitor import serving_recorder
+    from civicml.settings import Settings
+    from monitoring import open_store
+    from serving import create_app
+
+    home = tmp_path / "home"  # a home of its own: its records store is this test's alone
+    shutil.copytree(store.home, home)
+    settings = Settings.from_env(env={}, home=home, user="tester")
+    endpoint = Endpoint(NAME, settings=settings, refresh_seconds=0)
+    recorder, feedback = serving_recorder([NAME], "all", settings)
+    ids: dict[str, list[str]] = {"before": [], "after": []}
+    rollout.start(NAME, "2", 50, settings=settings)
+    try:
+        with TestClient(create_app(endpoint, follow=False, recorder=recorder, feedback=feedback)) as client:
+            endpoint.refresh_rollout()
+            for _ in range(40):
+                answer = client.post("/invocations", json={"dataframe_records": [ROW]})
+                assert answer.status_code == 200, answer.text
+                ids["before"].append((answer.json()["answer_ids"][0], answer.json()["model"]["version"]))
+            rollout.stop(NAME, settings=settings)
+            registry.set_alias(NAME, "challenger", "2", settings=settings)
+            assert registry.promote(NAME, requests_holdout.frame, "department", policy=LAX, settings=settings).promoted
+            endpoint.refresh()
+            endpoint.refresh_rollout()
+            for _ in range(5):
+                answer = client.post("/invocations", json={"dataframe_records": [ROW]})
+                ids["after"].append((answer.json()["answer_ids"][0], answer.json()["model"]["version"]))
+            for recording in recorder.recorders.values():
+                recording.flush()
+    finally:
+        recorder.close()
+    records = open_store(settings=settings)
+    try:
+        stored = records.read(model=NAME).set_index("answer_id")
+    finally:
+        records.close()
+    before = {stored.loc[i, "version"]: stored.loc[i, "arm"] for i, _ in ids["before"]}
+    assert {v for _, v in ids["before"]} == {"1", "2"} and before == {"1": "champion", "2": "canary"}
+    assert {(stored.loc[i, "version"], stored.loc[i, "arm"]) for i, _ in ids["after"]} == {("2", "champion")}
+    assert {v for _, v in ids["after"]} == {"2"}
