@@ -3,17 +3,19 @@ path (:meth:`RequestBuffer.lane`, :meth:`monitoring.Recording.record_request`), 
 process reads them back.
 
 A request is the body the server read, the body it wrote, and what only the server knows (model, version,
-variant, arm, first answer id, rows, latency, time). On the event loop it is one tuple of the references in
-hand, appended to a deque: no packing, no encoding, no lock. Every ``linger`` the recorder's thread takes what
+variant, arm, first answer id, rows, latency, time). On the event loop its values are appended to one flat
+list by one ``extend``: no packing, no encoding, no lock, and no object made per request that the garbage
+collector would follow until the recorder's next look. Every ``linger`` the recorder's thread takes what
 gathered and turns each group of :data:`GROUP` requests into one ``bytes`` with :mod:`marshal` (in C: about
-0.08 us a request, against 0.25 for a ``struct`` head a request packed in a Python loop), which the writer process's pipe takes as it is (``os.writev``) and :func:`unpack_requests` reads
-back. Both ends are the same interpreter (the writer is the server's child), which is all marshal's format asks.
+0.08 us a request, against 0.25 for a ``struct`` head a request packed in a Python loop), which the writer
+process's pipe takes as it is (``os.writev``) and :func:`unpack_requests` reads back. Both ends are the same
+interpreter (the writer is the server's child), which is all marshal's format asks.
 
-Measured with ``valgrind --tool=callgrind`` on a live server (2,000 1-row requests of the 311 router, one at a
-time, instructions counted on each thread against ``--record off``; BENCHMARKS.md, issue 24): packing each
-request on the event loop (a ``struct`` head and two concatenations) added 18,600 instructions a request to the
-event loop's thread and 5,500 to the recorder's; this way adds 5,600 and 4,700 (the thread's, at one request at
-a time, mostly its fixed cost a look, shared by thousands of requests at c32).
+Measured with ``bench/bench_recording_instructions.py`` (callgrind on a live server: 2,000 1-row requests of
+the 311 router one at a time, each thread's instructions against ``--record off``; BENCHMARKS.md, issue 24):
+packing each request on the event loop (a ``struct`` head and two concatenations) added 16,500 instructions a
+request to the event loop's thread and 3,900 to the others; this way adds 4,800 and 3,700 (the recorder
+thread's, at one request at a time, is mostly its fixed cost a look, shared by thousands at c32).
 
 The model, version, variant and arm (a few per server) are a code, whose meaning travels with each frame
 (``metas``); the content type, which a caller writes, travels with its request.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import marshal
 import threading
-from collections import deque
 
 RAW = "civicml.raw-request"  # the first field of a request given as its bytes (monitoring.recorder reads it)
 FIELDS = 8  # values a request in the buffer: code, first id, rows, latency, time, body, content type, response
@@ -33,8 +34,9 @@ _VERSION = 4  # marshal's format: strings shared by many requests (the content t
 
 class RequestBuffer:
     """Requests appended by serving's event loop and taken by the recorder's thread (:meth:`take`), which
-    marshals them in groups for the writer process's pipe. On the event loop a request is one tuple of the
-    references in hand on a deque (``append`` and ``popleft`` are atomic: no lock on the hot path)."""
+    marshals them in groups for the writer process's pipe. On the event loop a request is :data:`FIELDS` values
+    added to one flat list by one ``extend`` (a single call under the GIL: the thread never sees half a
+    request; no lock on the hot path)."""
 
     def __init__(self, most_requests: int):
         self.most_requests = most_requests  # past this many waiting, a request is refused (the caller counts it)
