@@ -68,8 +68,7 @@ class DataPlane:
         # a request's rows as its bytes (the cheapest to keep), where the recorder can read them back
         reads = getattr(recorder, "reads_requests", None)
         self.record_request = getattr(recorder, "record_request", None) if reads is not None and reads() else None
-        self._keeper_of = getattr(recorder, "for_model", lambda name: recorder)  # name -> wants, record_request
-        self._keepers: dict = {}
+        self._keeper_of = getattr(recorder, "for_model", lambda name: recorder)  # name -> its request_lane
         self._lanes: dict = {}  # id(Served) -> its recording lane (keep_request)
         self._counted: dict[tuple, tuple] = {}  # (model, version, variant, protocol, status) -> its series
         self._served_raw: dict = {}  # id(Served) -> (it, its X-CivicML-* headers, encoded)
@@ -188,9 +187,7 @@ class DataPlane:
         (keep None: the model is not recorded; False: its recorder takes no lane). Kept by the version's
         identity, made again when the champion moves (the arm may change)."""
         name = endpoint.model_name
-        keeper = self._keepers.get(name, False)
-        if keeper is False:  # the model's own recorder, asked once: no dispatch by model on every request
-            keeper = self._keepers[name] = self._keeper_of(name)
+        keeper = self._keeper_of(name)  # the model's own recorder (asked once a lane, not a request)
         champion = endpoint.served
         keep = wants = None
         if keeper is not None:
