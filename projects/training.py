@@ -10,6 +10,7 @@ without knowing what model it is.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping
 import mlflow
 from mlflow.environment_variables import MLFLOW_RUN_ID
 
+from civicml import interrupts
 from civicml.access import require
 from civicml.answers import CONFORMAL, conformal
 from civicml.settings import Settings
@@ -79,6 +81,7 @@ class _RecordingReporter:
         self.history: list[tuple[int, float]] = []
 
     def report(self, step: int, value: float) -> None:
+        interrupts.check()
         self.history.append((int(step), float(value)))
         self.runlog.log(self.run_id, metrics={f"valid_{self.metric}": float(value)}, step=int(step))
         self.inner.report(step, value)
@@ -181,6 +184,7 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
             fit = _Fit(use_case, dataset, family, model_family, merged, seed, runlog, hooks)
             result = _fit_and_log(fit, train_part, valid_part, recorder, keep, log_dataset)
             result.seconds = time.perf_counter() - started
+            interrupts.check()  # a Ctrl-C dropped on the way (a finalizer took it) stops this run, not the next
             status = "FINISHED"
             return result
         except Pruned:
@@ -194,9 +198,11 @@ def train(use_case: UseCase, dataset: Dataset, family: str, params: Mapping[str,
             status = "KILLED"  # stopped by the user (Ctrl-C), not failed
             raise
         finally:
-            import matplotlib.pyplot as plt
-
-            plt.close("all")
+            # Close what this training drew; never import here: an import that Ctrl-C cut short fails again,
+            # and an error raised in a finally block replaces the KeyboardInterrupt that is on its way out.
+            plt = sys.modules.get("matplotlib.pyplot")
+            if plt is not None:
+                plt.close("all")
             runlog.end_run(run_id, status)
 
 

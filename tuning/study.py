@@ -231,6 +231,7 @@ def _tune(use_case: UseCase, dataset: Dataset, plan: StudyPlan, options: TuneOpt
         if bar:
             bar.start()
         if workers == 1:
+            _import_plotting()
             _run_here(spec, study, bar, seed_offset)
         else:
             _run_processes(spec, study, workers, bar, seed_offset)
@@ -342,6 +343,15 @@ def _progress_bar(total: int, title: str, progress: bool | TextIO):
     from tuning.progress import ProgressBar
 
     return ProgressBar(total, title, None if progress is True else progress)
+
+
+def _import_plotting() -> None:
+    """Trials draw their curves with matplotlib: import it before the first one starts. A Ctrl-C that cuts an
+    import short leaves that module broken for the rest of the process; within a trial, that is likely."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _run_here(spec: WorkerSpec, study: optuna.Study, bar, seed_offset: int) -> None:
@@ -490,7 +500,12 @@ def _finish(client, spec: WorkerSpec, study: optuna.Study, rule: SelectionRule, 
         summary[TAG_PARETO_FRONT] = result.pareto_front
         tables["pareto_front.json"] = pareto_table(front, goals, result.best_trial)
     client.log_dict(spec.parent_run_id, dataset_description(spec.dataset), "data/dataset.json")
-    figures = figures_for(study, goals)
+    try:
+        figures = figures_for(study, goals)
+    except Exception:
+        if status != "KILLED":
+            raise
+        figures = {}  # after Ctrl-C: an import it cut short fails again; the study's state matters, not its plots
     if spec.multi and chosen is not None:
         _mark_chosen(figures, chosen, goals)
     finalize(client, spec.parent_run_id, study, summary, figures, tables, status)

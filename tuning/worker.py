@@ -43,6 +43,7 @@ import mlflow
 import numpy as np
 import optuna
 
+from civicml import interrupts
 from civicml.settings import Settings
 from projects import Dataset, Pruned, UseCase, train
 from projects.training import TrainingHooks
@@ -253,6 +254,7 @@ class TrialObjective:
         params = {name: suggest(trial, f"{family}.{name}", p) for name, p in spec.spaces[family].items()}
         hooks = _TrialHooks(self, trial, spec.latency_rows if self.measure else 0)
         try:
+            interrupts.check()  # Ctrl-C dropped between trials: this one stops before it trains, and runs again
             result = train(spec.use_case, spec.dataset, family, params, settings=spec.settings, nested=True,
                            run_name=f"trial-{trial.number}", reporter=_TrialReporter(trial, not spec.multi),
                            seed=spec.seed, tags=trial_tags(spec.study_name, trial.number, spec.parent_run_id),
@@ -263,6 +265,9 @@ class TrialObjective:
             self.interrupted = trial.number
             raise
         except Exception as err:  # Optuna fails the trial; the study's summary names the first failure
+            if interrupts.seen():  # raised while Ctrl-C stopped the trial (cleanup that met a cut-short import)
+                self.interrupted = trial.number
+                raise KeyboardInterrupt from err
             first = (str(err).strip().splitlines() or [""])[0]
             trial.set_user_attr(ATTR_FAILURE, f"{err.__class__.__name__}: {first}" if first else
                                 err.__class__.__name__)
@@ -307,6 +312,7 @@ def run_worker(spec: WorkerSpec, callbacks: Sequence[Callable] = (), seed_offset
     def after(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal at_most, checked
         record_trial(runlog, trial)
+        interrupts.check()  # a Ctrl-C that Optuna's bookkeeping dropped: no further trial starts
         if local and time.monotonic() - checked > spec.heartbeat.grace_period:  # as often as a heartbeat goes stale
             fail_dead_trials(study, spec, gone, "its worker process is gone")
             checked = time.monotonic()
@@ -367,6 +373,7 @@ def worker_main(spec: WorkerSpec, seed_offset: int, environ: Mapping[str, str] |
         os.chdir(cwd)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        run_worker(spec, seed_offset=seed_offset)
+        with interrupts.catching():
+            run_worker(spec, seed_offset=seed_offset)
     except KeyboardInterrupt:
         pass

@@ -22,6 +22,7 @@ import sys
 import warnings
 
 from app.cli.common import LibraryOutput, Parser, write_debug_log
+from civicml import interrupts
 from civicml.errors import CivicMLError
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             # a server shows its libraries' log lines (uvicorn's address, access log), but libraries' deprecation
             # notices (SQLAlchemy's about MLflow's store) are for their developers, not for the city's
             warnings.simplefilter("ignore", DeprecationWarning)
+        scope.enter_context(interrupts.catching())  # a Ctrl-C a library drops still stops the long work
         try:
             code = int(args.func(args) or 0)
         except CivicMLError as err:
