@@ -280,7 +280,7 @@ def test_ctrl_c_stops_cleanly_and_the_interrupted_trial_runs_first_on_resume(tmp
 
     args, settings, proc, fitting = _cli_study_training_a_model(tmp_path, "ctrl-c")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out, err = _ended(proc, timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == "civicml: interrupted"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -340,6 +340,17 @@ def test_killed_process_on_sqlite_fails_its_trial_and_run_and_the_resume_retries
     assert set(statuses.values()) == {"FINISHED"}, statuses
 
 
+def _ended(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The process's output once it ends; one still running after ``timeout`` is killed (not left to run its
+    trials beside the rest of the suite) and the test fails with what it printed."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"still running {timeout:.0f} s after Ctrl-C:\n{err[-3000:]}") from None
+
+
 def _as_from_a_terminal() -> None:
     """In the child before exec: Ctrl-C as a terminal delivers it. A test process can hold SIGINT blocked or
     ignored (multiprocessing blocks it in the calling thread while it starts its resource tracker; a child
@@ -379,4 +390,5 @@ def _cli_study_training_a_model(tmp_path, study_name, timeout=180):
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             if trial.user_attrs.get(ATTR_RUN):
                 return args, settings, proc, trial
+    proc.kill()  # (a no-op if it ended by itself)
     raise AssertionError(f"no trial started: {proc.communicate()[1][-3000:]}")
