@@ -89,18 +89,35 @@ def _children_cpu_s(pid: int) -> float:
     return total
 
 
+def _pin_writers(pid: int) -> None:
+    """Every thread of the server's children (the recorder's writer process) onto the second CPU (``--pin``)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            for thread in Path(f"/proc/{child}/task").iterdir():
+                try:
+                    os.sched_setaffinity(int(thread.name), {1})
+                except OSError:
+                    pass
+
+
 def _waited_cpu_s() -> float:
     """CPU seconds of this process's waited-for children: the load generator's (wrk), once a run is over."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def _start(policy: str, home: Path, served: str, env: dict):
+def _start(policy: str, home: Path, served: str, env: dict, pin: bool = False):
     from serving import free_port
 
     port = free_port()
     command = [str(Path(sys.executable).parent / "civicml"), "serve", served, "--home", str(home), "--refresh", "0",
                "--port", str(port), "--record", policy]
+    if pin:  # the server and every thread it starts on the first CPU (the writer is moved off it: _pin_writers)
+        command = ["taskset", "-c", "0", *command]
     return f"http://127.0.0.1:{port}", subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                                         stderr=subprocess.DEVNULL)
 
@@ -108,7 +125,8 @@ def _start(policy: str, home: Path, served: str, env: dict):
 def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> str:
     lines = [f"311 router (logreg), 1-row requests at c{args.connections}, {args.seconds} s a run, {args.rounds} "
              f"rounds (order rotating), {args.processes} server process(es) a policy (a, b, ...), load generator: "
-             f"{generator}, CPU cores: {os.cpu_count()}, load average at the start: {args.load_before}, at the end: "
+             f"{generator}, CPU cores: {os.cpu_count()}"
+             f"{', servers on CPU 0, writers and load generator on CPU 1' if args.pin else ''}, load average at the start: {args.load_before}, at the end: "
              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
              "| round | " + " | ".join(f"{p}: req/s, p99 ms, server CPU ms a request" for p in POLICIES) + " |",
              "|---:|" + "---:|" * len(POLICIES)]
@@ -164,6 +182,10 @@ def main() -> None:
                         help="server processes a policy (each its own home), all measured every round: two "
                              "identical servers differ by ~3%% of CPU a request, which one process a policy reads "
                              "as the policy's")
+    parser.add_argument("--pin", action="store_true",
+                        help="each server on the first CPU, its recorder's writer process and the load generator "
+                             "on the second (a core the server does not use: what recording costs the hot path "
+                             "itself); needs two CPUs and taskset")
     parser.add_argument("--out", help="also write the tables (markdown) here")
     args = parser.parse_args()
     POLICIES[:] = args.policies.split(",")
@@ -190,7 +212,9 @@ def main() -> None:
     answered = dict.fromkeys(POLICIES, 0)
     try:
         for slot in slots:
-            urls[slot], procs[slot] = _start(slot[0], homes[slot], served, env)
+            urls[slot], procs[slot] = _start(slot[0], homes[slot], served, env, args.pin)
+        if args.pin:
+            os.sched_setaffinity(0, {1})  # this process, and so the load generator it starts
         for slot in slots:
             _wait_ready(urls[slot], procs[slot])
             for _ in range(50):  # the same warm start for each
@@ -201,6 +225,8 @@ def main() -> None:
             order = slots[i % len(slots):] + slots[:i % len(slots)]
             for p, k in order:
                 pid = procs[p, k].pid
+                if args.pin:
+                    _pin_writers(pid)
                 cpu, writer, generator_cpu = _cpu_s(pid), _children_cpu_s(pid), _waited_cpu_s()
                 loop_cpu = _cpu_s(pid, pid)  # the event loop: uvicorn runs it on the server's main thread
                 r = load(urls[p, k], one, args.connections, args.seconds)

@@ -2,8 +2,9 @@
 path (:meth:`RequestBuffer.lane`, :meth:`monitoring.Recording.record_request`), and how the recorder's writer
 process reads them back.
 
-A request is the body the server read, the body it wrote, and what only the server knows (model, version,
-variant, arm, first answer id, rows, latency, time). On the event loop its values are appended to one flat
+A request is the body the server read, the body it wrote (for a one-row classifier's answer, only what the
+writer reads of it: the label and the confidence, values the server holds already), and what only the server
+knows (model, version, variant, arm, first answer id, rows, latency, time). On the event loop its values are appended to one flat
 list by one ``extend``: no packing, no encoding, no lock, and no object made per request that the garbage
 collector would follow until the recorder's next look. Every ``linger`` the recorder's thread takes what
 gathered and turns each group of :data:`GROUP` requests into one ``bytes`` with :mod:`marshal` (in C: about
@@ -27,7 +28,9 @@ import marshal
 import threading
 
 RAW = "civicml.raw-request"  # the first field of a request given as its bytes (monitoring.recorder reads it)
-FIELDS = 8  # values a request in the buffer: code, first id, rows, latency, time, body, content type, response
+# values a request in the buffer: code, first id, rows, latency, time, body, content type, response (the body
+# written, or a one-row answer's label), confidence (that label's; None beside a body)
+FIELDS = 9
 GROUP = 512  # requests a marshalled chunk: ~330 kB of the 311 router's, not one allocation for all of them
 _VERSION = 4  # marshal's format: strings shared by many requests (the content type) are written once a chunk
 
@@ -50,18 +53,20 @@ class RequestBuffer:
 
     def lane(self, model: str, version: str, variant: str, arm: str):
         """What serving calls once a request for the answers of one (model, version, variant, arm):
-        ``keep(first_id, rows, body, content_type, response, latency_ms, time) -> bool`` (False: the buffer is
-        full, the request is refused and counted in :attr:`refused`). The caller vouches for the types (a
-        32-digit id, an int, bytes, a str or None, bytes, two floats); a request marshal cannot write is handed
-        back by :meth:`take`, never lost silently."""
+        ``keep(first_id, rows, body, content_type, response, confidence, latency_ms, time) -> bool`` (False: the
+        buffer is full, the request is refused and counted in :attr:`refused`): ``response`` the body written
+        (bytes, ``confidence`` None) or, for one row, the answer's label (a str, ``confidence`` its float: the
+        writer then reads no response; 420 bytes fewer a 311 request kept, piped and parsed). The caller vouches
+        for the types (a 32-digit id, an int, bytes, a str or None, bytes or a str, a float or None, two floats);
+        a request marshal cannot write is handed back by :meth:`take`, never lost silently."""
         code = self._code((model, version, variant, arm))
         items, most, extend = self._items, self.most_requests * FIELDS, self._items.extend
 
-        def keep(first, rows, body, content_type, response, latency_ms, when) -> bool:
+        def keep(first, rows, body, content_type, response, confidence, latency_ms, when) -> bool:
             if len(items) >= most:
                 self.refused += 1  # the event loop's own count (one thread: no lock)
                 return False
-            extend((code, first, rows, latency_ms, when, body, content_type, response))  # one call: atomic
+            extend((code, first, rows, latency_ms, when, body, content_type, response, confidence))  # atomic
             return True
 
         return keep
@@ -83,7 +88,7 @@ class RequestBuffer:
                 code = self._code((model, version, variant, arm))
         except (TypeError, ValueError):
             return None
-        self._items.extend((code, first, rows, latency_ms, when, body, content_type, response))
+        self._items.extend((code, first, rows, latency_ms, when, body, content_type, response, None))
         return True
 
     def _code(self, key: tuple) -> int:
@@ -128,8 +133,12 @@ class RequestBuffer:
 
 
 def _raw(item, metas: list[tuple]) -> tuple:
-    code, first, rows, latency_ms, when, body, content_type, response = item
-    return (RAW, *metas[code], first, rows, body, content_type, response, latency_ms, when)
+    """A request of the buffer as ``(RAW, model, version, variant, arm, first_id, rows, body, content_type,
+    response, latency_ms, time)``, and ``confidence`` after them where ``response`` is a one-row answer's label."""
+    code, first, rows, latency_ms, when, body, content_type, response, confidence = item
+    if confidence is None:
+        return (RAW, *metas[code], first, rows, body, content_type, response, latency_ms, when)
+    return (RAW, *metas[code], first, rows, body, content_type, response, latency_ms, when, confidence)
 
 
 def rows_of(chunks: list[bytes]) -> int:
@@ -140,7 +149,8 @@ def rows_of(chunks: list[bytes]) -> int:
 def unpack_requests(chunks: list[bytes], metas: list[tuple]) -> list[tuple]:
     """The requests a buffer held (:meth:`RequestBuffer.take`'s chunks), each as ``monitoring.rows.masked_rows``
     reads a request given as its bytes: ``(RAW, model, version, variant, arm, first_id, rows, body,
-    content_type, response, latency_ms, time)``."""
+    content_type, response, latency_ms, time)``, with ``confidence`` after them where ``response`` is a label
+    (:meth:`RequestBuffer.lane`)."""
     out = []
     for chunk in chunks:
         values = marshal.loads(chunk)

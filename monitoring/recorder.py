@@ -129,9 +129,10 @@ class Recording:
 
     def request_lane(self, model: str, version: str, variant: str, arm: str):
         """Serving's way to :meth:`record_request` for the answers of one (model, version, variant, arm), asked
-        once for them: ``(keep, wants)``, ``keep(first_id, rows, body, content_type, response, latency_ms, time)``
-        (:meth:`monitoring.packing.RequestBuffer.lane`: one ``extend`` of a flat list, nothing else on the event
-        loop) and ``wants(answer_id)`` to ask first, or None when every answer is kept (``all``)."""
+        once for them: ``(keep, wants)``, ``keep(first_id, rows, body, content_type, response, confidence,
+        latency_ms, time)`` (:meth:`monitoring.packing.RequestBuffer.lane`: one ``extend`` of a flat list,
+        nothing else on the event loop) and ``wants(answer_id)`` to ask first, or None when every answer is kept
+        (``all``)."""
         return (self._requests.lane(model, version, variant, arm),
                 None if self.policy.mode == "all" else self.policy.wants)
 

@@ -25,10 +25,13 @@ def masked_rows(items: Iterable[Any], masking: RecordMasking, reader=None) -> tu
     raised into serving). Requests are read and checked one by one, then masked together
     (:meth:`RecordMasking.mask_many`)."""
     rows, failed, requests = [], 0, []
-    for item in items:
+    items = items if isinstance(items, list) else list(items)
+    read = _read_at_once(items, reader)
+    for n, item in enumerate(items):
         try:
             if item.__class__ is tuple and item[0] == RAW:
-                requests.append(_checked(_read_request(item, reader)))
+                known = read[n] if read is not None else None
+                requests.append(_checked(_read_request(item, reader)) if known is None else _checked_one(item, known))
                 continue
             if isinstance(item, tuple):
                 requests.append(_checked(item))
@@ -72,17 +75,56 @@ def _count(item: Any) -> int:
     return len(item[4]) if isinstance(item, tuple) and isinstance(item[4], (list, tuple)) else 1
 
 
+def _read_at_once(items: list, reader) -> list | None:
+    """For each item, its ``(inputs, label, confidence)`` where it is a one-row request given as bytes that
+    the reader reads together with the others (``one_row_answers``: their JSON parsed at once), else None (read
+    one by one, :func:`_read_request`); None when the reader cannot or nothing is such a request."""
+    read_all = getattr(reader, "one_row_answers", None)
+    if read_all is None:
+        return None
+    at = [n for n, item in enumerate(items) if item.__class__ is tuple and len(item) in (12, 13) and item[0] == RAW
+          and item[6] == 1 and item[7].__class__ is bytes
+          and item[9].__class__ is (bytes if len(item) == 12 else str)]
+    if not at:
+        return None
+    try:  # a label given (13 fields): only the request's body is read
+        answers = read_all([(items[n][7], items[n][8], items[n][9] if len(items[n]) == 12 else None) for n in at])
+    except Exception:  # noqa: BLE001 - each request is then read on its own, and a bad one counted there
+        return None
+    read = [None] * len(items)
+    for n, answer in zip(at, answers):
+        item = items[n]
+        read[n] = answer if answer is None or len(item) == 12 else (answer[0], item[9], item[12])
+    return read
+
+
+def _checked_one(item: tuple, known: tuple) -> tuple:
+    """A one-row request given as bytes whose ``(inputs, label, confidence)`` the reader read already, as
+    :func:`_checked` gives a request (checked alike; its inputs the row as it came)."""
+    _, model, version, variant, arm, first, _, _, _, _, latency_ms, when = item[:12]
+    if arm not in ARMS:
+        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
+    if not is_answer_id(first):
+        raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {first!r}")
+    inputs, label, confidence = known
+    return ([first], str(model), str(version), str(variant), arm, float(when),
+            None if latency_ms is None else float(latency_ms), [inputs], [label], [confidence])
+
+
 def _read_request(item: tuple, reader) -> tuple:
     """A request given as its bytes (``record_request``: ``(RAW, model, version, variant, arm, first_id, rows,
-    request body, content type, response body, latency_ms, time)``) as :func:`_checked` reads a request:
+    request body, content type, response body, latency_ms, time)``, or a one-row answer's label in place of the
+    response body and its confidence after the time: :func:`monitoring.packing.unpack_requests`) as
+    :func:`_checked` reads a request:
     its input columns and each row's answer and confidence read back by ``reader`` (``columns(body,
     content_type)``, ``answers(response)``: what serving gives, the codec that read the request and the body
     the caller got), its ids those serving gave (the first's 24 hex digits, then the row number)."""
     if reader is None:
         raise InvalidInput("answer record: a request given as bytes needs its protocol's reader")
-    _, model, version, variant, arm, first, rows, body, content_type, response, latency_ms, when = item
+    _, model, version, variant, arm, first, rows, body, content_type, response, latency_ms, when = item[:12]
     ids = [first] if rows == 1 else [f"{first[:24]}{i:08x}" for i in range(rows)]
-    values, confidence = reader.answers(response)
+    # 13 fields: a one-row answer's label and confidence as the server gave them, no response to read
+    values, confidence = ([str(response)], [item[12]]) if len(item) == 13 else reader.answers(response)
     return (model, version, variant, arm, ids, reader.columns(body, content_type), values, confidence, latency_ms,
             when)
 

@@ -38,7 +38,7 @@ from civicml.answers import PREFIX, Answer, confidence_of, read_labels, read_pro
 from civicml.errors import InvalidInput, NotFound
 from serving.auth import Guard
 from serving.endpoint import Endpoint
-from serving.codecs import MLflowCodec, dumps, loads
+from serving.codecs import dumps
 from serving.limits import Limits, read_body
 from serving.metrics import Metrics
 from serving.protocols import Prediction, Protocol
@@ -153,9 +153,9 @@ class DataPlane:
                      body: bytes, content_type: str | None, response: bytes) -> bool:
         """An MLflow request whose inputs are columns and whose answer is a classifier's records (label and
         confidence in each: the 311 router's, most of what is served) handed to the recorder as the bytes
-        read and written, with what only the server knows (version, variant, arm, latency, time), through the
+        read and written (of a one-row answer only its label and confidence), with what only the server knows (version, variant, arm, latency, time), through the
         lane of the version and arm that answered (:meth:`_lane`): one call that appends the references in
-        hand, read back in the recorder's writer process (:class:`RecordedRequests`). False for anything else,
+        hand, read back in the recorder's writer process (:class:`serving.recorded.RecordedRequests`). False for anything else,
         or for a recorder that takes no lane (the caller then uses :meth:`record`)."""
         served = prediction.served
         lane = self._lanes.get(id(served))  # by identity: a frozen dataclass hashes all its fields
@@ -175,8 +175,15 @@ class DataPlane:
                 or getattr(payload, "columns", None).__class__ is not dict:
             return False
         try:
-            keep(ids[0], len(ids), body, content_type, response, (time.perf_counter() - started) * 1000.0,
-                 time.time())
+            first = records[0]
+            label, confidence = first["label"], first["confidence"]
+            if len(ids) == 1 and label.__class__ is str and confidence.__class__ is float:
+                # one row: its label and confidence, plain values in hand, instead of the response's bytes
+                keep(ids[0], 1, body, content_type, label, confidence, (time.perf_counter() - started) * 1000.0,
+                     time.time())
+            else:
+                keep(ids[0], len(ids), body, content_type, response, None,
+                     (time.perf_counter() - started) * 1000.0, time.time())
         except Exception:  # noqa: BLE001 - recording never fails an answer
             log.warning("answer of %s not recorded", endpoint.key, exc_info=True)
         return True
@@ -330,23 +337,6 @@ def body_values(body: dict) -> tuple[list | None, list | None]:
         labels.append(str(record["label"]))
         confidence.append(record["confidence"])
     return labels, confidence
-
-
-class RecordedRequests:
-    """How a recorder reads back what :meth:`DataPlane.keep_request` gave it: the request's input columns
-    as the MLflow codec reads them (the same function the server decoded it with) and each row's label and
-    confidence from the body the caller got (:func:`body_values`). Handed to ``monitoring.recorder_for`` by
-    the top floor and pickled by reference into the recorder's writer process, where it runs."""
-
-    @staticmethod
-    def columns(body: bytes, content_type: str | None) -> dict | None:
-        """The request's input columns, as the codec reads them (a one-record body at once)."""
-        payload, _ = MLflowCodec.decode(body, content_type)
-        return input_columns(payload)
-
-    @staticmethod
-    def answers(response: bytes) -> tuple[list | None, list | None]:
-        return body_values(loads(response))
 
 
 def served_headers(served) -> dict[str, str]:

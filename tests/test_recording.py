@@ -219,7 +219,7 @@ def test_a_request_kept_as_its_bytes_gives_the_rows_its_parts_give(requests_use_
     in the writer into the same masked rows as the request's parts (``record_answers``' tuple) give."""
     from monitoring.masking import RecordMasking
     from monitoring.recorder import RAW, masked_rows
-    from serving.inference import RecordedRequests
+    from serving.recorded import RecordedRequests
 
     rows = [SPOKEN, {**ROW, "district": "Harbor"}, {**ROW, "hour": 23}]
     body = json.dumps({"dataframe_records": rows}).encode()
@@ -248,7 +248,8 @@ def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use
     from monitoring.packing import RAW, RequestBuffer, rows_of, unpack_requests
     from monitoring.recorder import Recording, masked_rows
     from monitoring.records import RecordStore
-    from serving.inference import RecordedRequests, answer_ids
+    from serving.inference import answer_ids
+    from serving.recorded import RecordedRequests
 
     def request(i, rows=1, content_type="application/json"):
         first = answer_ids(rows)[0]
@@ -275,7 +276,7 @@ def test_requests_packed_as_bytes_read_back_as_given_and_are_stored(requests_use
     keep = lanes.lane("router", "2", "fp32", "canary")
     many = [request(i) for i in range(1_201)]
     many[7] = (*many[7][:7], Typed("application/json"), *many[7][8:])
-    assert [keep(*r[4:]) for r in many].count(False) == 1 and lanes.refused == 1  # full: refused and counted
+    assert [keep(*r[4:9], None, *r[9:]) for r in many].count(False) == 1 and lanes.refused == 1  # full: refused
     chunks, metas, leftovers = lanes.take()
     assert len(chunks) == 3 and metas == [("router", "2", "fp32", "canary")]  # 512 a chunk
     kept = [("router", "2", "fp32", "canary", *r[4:]) for r in many[:1_200]]

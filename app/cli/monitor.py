@@ -106,7 +106,7 @@ def serving_recorder(names: list[str], policy: str | None, settings):
     wanted = {name: p for name, p in record_policies(names, policy, settings).items() if p != "off"}
     if not wanted:
         return None, None
-    from serving.inference import RecordedRequests
+    from serving.recorded import RecordedRequests
 
     recorders = {name: recorder_for(use_case_of(name, settings), p, settings=settings, reader=RecordedRequests)
                  for name, p in wanted.items()}
