@@ -21,11 +21,14 @@ store is counted: with `all` every answered request (wrk's and the warm-up's) sh
 that kept up by dropping records would show.
 
 Run:  PYTHONPATH=. .venv/bin/python bench/bench_recording.py [--seconds 10] [--rounds 3] [--policies off,all,sample=0.1]
-          [--processes 1] [--out bench/results/recording.md]
+          [--processes 1] [--pin] [--out bench/results/recording.md]
 With ``--processes N`` each policy has N server processes, each measured every round: two identical servers
 differ by about 3% of CPU a request (their memory layouts), which a single process a policy reads as the policy's.
 Prints each run's req/s, p99 and server CPU ms a request, the medians per policy and their ratios to `off` (goal:
-recording costs at most 5% of throughput: req/s ratio >= 0.95, CPU ratio <= 1.05).
+recording costs at most 5% of throughput: req/s ratio >= 0.95, CPU ratio <= 1.05), and the median of the rounds'
+paired ratios with a 95% interval (a bootstrap of the rounds: how far the machine's drift lets the median be
+trusted). With ``--pin`` the servers run on the first CPU and their writers and the load generator on the second
+(``taskset``): what recording costs the server's own core, where a deployment gives the writer a core of its own.
 """
 
 from __future__ import annotations
@@ -122,6 +125,19 @@ def _start(policy: str, home: Path, served: str, env: dict, pin: bool = False):
                                                         stderr=subprocess.DEVNULL)
 
 
+def _interval(ratios: list[float], resamples: int = 2_000) -> tuple[float, float]:
+    """A 95% interval of the median of the rounds' paired ratios (each run against the baseline's run of the same
+    round and process): the rounds resampled with replacement (seeded), the 2.5th and 97.5th percentiles of their
+    medians. On a shared machine the rounds swing by more than the effect measured; this says how far to trust
+    the median."""
+    import numpy as np
+
+    values = np.asarray(ratios, dtype=float)
+    picks = np.random.default_rng(0).integers(0, len(values), size=(resamples, len(values)))
+    medians = np.median(values[picks], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
 def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> str:
     lines = [f"311 router (logreg), 1-row requests at c{args.connections}, {args.seconds} s a run, {args.rounds} "
              f"rounds (order rotating), {args.processes} server process(es) a policy (a, b, ...), load generator: "
@@ -138,23 +154,27 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
     base = POLICIES[0]
     off = statistics.median(r["rps"] for r in runs[base])
     off_cpu = statistics.median(r["cpu_ms"] for r in runs[base])
-    lines += ["", f"| record | median req/s | ratio to {base} | each round's ratio to {base} | median server CPU "
+    lines += ["", f"| record | median req/s | ratio to {base} | each round's ratio to {base} | their median, 95% "
+                  f"interval (bootstrap of the rounds) | median server CPU "
                   f"ms a request | CPU ratio to {base} | writer process CPU ms a request | load generator CPU ms a "
                   f"request | cores busy (server + writer + load generator) | event-loop thread CPU ms a request (during "
                   f"the run) | its ratio to {base} | non-2xx | records stored / requests answered |",
-              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     off_loop = statistics.median(r["loop_cpu_ms"] for r in runs[base])
     for p in POLICIES:
         median = statistics.median(r["rps"] for r in runs[p])
         cpu = statistics.median(r["cpu_ms"] for r in runs[p])
-        each = ", ".join(f"{r['rps'] / o['rps']:.3f}" for r, o in zip(runs[p], runs[base]))
+        ratios = [r["rps"] / o["rps"] for r, o in zip(runs[p], runs[base])]
+        each = ", ".join(f"{x:.3f}" for x in ratios)
+        low, high = _interval(ratios)
         stored = "-" if counts[p] is None else f"{counts[p]:,} / {answered[p]:,}"
         writer = statistics.median(r.get("writer_cpu_ms", 0.0) for r in runs[p])
         generator = statistics.median(r.get("load_cpu_ms", 0.0) for r in runs[p])
         loop = statistics.median(r["loop_cpu_ms"] for r in runs[p])
         busy = statistics.median((r["cpu_ms"] + r.get("writer_cpu_ms", 0.0) + r.get("load_cpu_ms", 0.0)) * r["rps"]
                                  / 1000 for r in runs[p])
-        lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {cpu:.3f} | {cpu / off_cpu:.3f} | "
+        lines.append(f"| {p} | {median:.0f} | {median / off:.3f} | {each} | {statistics.median(ratios):.3f} "
+                     f"({low:.3f}-{high:.3f}) | {cpu:.3f} | {cpu / off_cpu:.3f} | "
                      f"{writer:.3f} | {generator:.3f} | {busy:.2f} | {loop:.3f} | {loop / off_loop:.3f} | "
                      f"{sum(r['non_2xx'] + r['socket_errors'] for r in runs[p])} | {stored} |")
     if args.processes > 1:
