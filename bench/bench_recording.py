@@ -76,35 +76,40 @@ def _cpu_s(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    """The running children of a process (the recorder's writer process), from every thread's list."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def _children_cpu_s(pid: int) -> float:
     """CPU seconds the running children of a process have used (the recorder's writer process)."""
     total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for child in _children(pid):
         try:
-            children = (task / "children").read_text().split()
+            total += _cpu_s(child)
         except OSError:
-            continue
-        for child in children:
-            try:
-                total += _cpu_s(int(child))
-            except OSError:
-                pass
+            pass
     return total
 
 
 def _pin_writers(pid: int) -> None:
     """Every thread of the server's children (the recorder's writer process) onto the second CPU (``--pin``)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for child in _children(pid):
         try:
-            children = (task / "children").read_text().split()
+            threads = [int(t.name) for t in Path(f"/proc/{child}/task").iterdir()]
         except OSError:
             continue
-        for child in children:
-            for thread in Path(f"/proc/{child}/task").iterdir():
-                try:
-                    os.sched_setaffinity(int(thread.name), {1})
-                except OSError:
-                    pass
+        for thread in threads:
+            try:
+                os.sched_setaffinity(thread, {1})
+            except OSError:
+                pass
 
 
 def _waited_cpu_s() -> float:
