@@ -147,7 +147,8 @@ def _table(args, generator: str, runs: dict, counts: dict, answered: dict) -> st
     lines = [f"311 router (logreg), 1-row requests at c{args.connections}, {args.seconds} s a run, {args.rounds} "
              f"rounds (order rotating), {args.processes} server process(es) a policy (a, b, ...), load generator: "
              f"{generator}, CPU cores: {os.cpu_count()}"
-             f"{', servers on CPU 0, writers and load generator on CPU 1' if args.pin else ''}, load average at the start: {args.load_before}, at the end: "
+             f"{', servers on CPU 0, writers and load generator on CPU 1' if args.pin else ''}, "
+             f"load average at the start: {args.load_before}, at the end: "
              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "",
              "| round | " + " | ".join(f"{p}: req/s, p99 ms, server CPU ms a request" for p in POLICIES) + " |",
              "|---:|" + "---:|" * len(POLICIES)]

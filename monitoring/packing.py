@@ -4,10 +4,10 @@ process reads them back.
 
 A request is the body the server read, the body it wrote (for a one-row classifier's answer, only what the
 writer reads of it: the label and the confidence, values the server holds already), and what only the server
-knows (model, version, variant, arm, first answer id, rows, latency, time). On the event loop its values are appended to one flat
-list by one ``extend``: no packing, no encoding, no lock, and no object made per request that the garbage
-collector would follow until the recorder's next look. Every ``linger`` the recorder's thread takes what
-gathered and turns each group of :data:`GROUP` requests into one ``bytes`` with :mod:`marshal` (in C: about
+knows (model, version, variant, arm, first answer id, rows, latency, time). On the event loop its values are
+appended to one flat list by one ``extend``: no packing, no encoding, no lock, and no object made per request
+that the garbage collector would follow until the recorder's next look. Every ``linger`` the recorder's thread
+takes what gathered and turns each group of :data:`GROUP` requests into one ``bytes`` with :mod:`marshal` (in C: about
 0.08 us a request, against 0.25 for a ``struct`` head a request packed in a Python loop), which the writer
 process's pipe takes as it is (``os.writev``) and :func:`unpack_requests` reads back. Both ends are the same
 interpreter (the writer is the server's child), which is all marshal's format asks.

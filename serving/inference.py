@@ -153,10 +153,11 @@ class DataPlane:
                      body: bytes, content_type: str | None, response: bytes) -> bool:
         """An MLflow request whose inputs are columns and whose answer is a classifier's records (label and
         confidence in each: the 311 router's, most of what is served) handed to the recorder as the bytes
-        read and written (of a one-row answer only its label and confidence), with what only the server knows (version, variant, arm, latency, time), through the
-        lane of the version and arm that answered (:meth:`_lane`): one call that appends the references in
-        hand, read back in the recorder's writer process (:class:`serving.recorded.RecordedRequests`). False for anything else,
-        or for a recorder that takes no lane (the caller then uses :meth:`record`)."""
+        read and written (of a one-row answer only its label and confidence), with what only the server knows
+        (version, variant, arm, latency, time), through the lane of the version and arm that answered
+        (:meth:`_lane`): one call that appends the references in hand, read back in the recorder's writer
+        process (:class:`serving.recorded.RecordedRequests`). False for anything else, or for a recorder that
+        takes no lane (the caller then uses :meth:`record`)."""
         served = prediction.served
         lane = self._lanes.get(id(served))  # by identity: a frozen dataclass hashes all its fields
         if lane is None or lane[0] is not served or lane[1] is not endpoint.served:

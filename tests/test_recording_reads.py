@@ -65,7 +65,7 @@ def _labelled(item):
 def test_requests_read_together_give_the_rows_read_one_by_one(requests_use_case):
     """One-row requests' JSON parsed as one array, and one-row answers kept as their label and confidence, give
     the same masked rows, in the same order, as every request read on its own by the codec; requests that are
-    not one JSON record (V2-free MLflow split frames, CSV, several rows) are read on their own in the batch."""
+    not one JSON record (MLflow's split frames, CSV, several rows) are read on their own in the batch."""
     from monitoring.masking import RecordMasking
     from monitoring.rows import masked_rows
     from serving.recorded import RecordedRequests
@@ -133,8 +133,8 @@ def test_served_one_row_answers_are_stored_as_the_caller_got_them(explained_mode
     endpoint = Endpoint(NAME, alias="challenger", settings=explained_model.settings, refresh_seconds=0)
     bodies = {}
     with TestClient(create_app(endpoint, follow=False, recorder=recorder, feedback=feedback)) as client:
-        for i, row in enumerate([SPOKEN] + [{**ROW, "hour": h, "district": d}
-                                            for h, d in zip(range(5), ("Harbor", "Midtown", "Old Town", "Riverside", "Harbor"))]):
+        districts = ("Harbor", "Midtown", "Old Town", "Riverside", "Harbor")
+        for row in [SPOKEN] + [{**ROW, "hour": hour, "district": d} for hour, d in enumerate(districts)]:
             answered = client.post("/invocations", json={"dataframe_records": [row]})
             assert answered.status_code == 200, answered.text
             body = answered.json()
