@@ -102,10 +102,7 @@ def _checked_one(item: tuple, known: tuple) -> tuple:
     """A one-row request given as bytes whose ``(inputs, label, confidence)`` the reader read already, as
     :func:`_checked` gives a request (checked alike; its inputs the row as it came)."""
     _, model, version, variant, arm, first, _, _, _, _, latency_ms, when = item[:12]
-    if arm not in ARMS:
-        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
-    if not is_answer_id(first):
-        raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {first!r}")
+    _check(arm, [first])
     inputs, label, confidence = known
     return ([first], str(model), str(version), str(variant), arm, float(when),
             None if latency_ms is None else float(latency_ms), [inputs], [label], [confidence])
@@ -134,11 +131,7 @@ def _checked(item: tuple) -> tuple:
     latency_ms, time)`` (``input_columns``: column -> a value per row, or None), checked (the ids' shape, the
     arm) and its fields as the store keeps them, with each row's inputs: what :func:`_request_rows` masks."""
     model, version, variant, arm, ids, columns, answers, confidences, latency_ms, when = item
-    if arm not in ARMS:
-        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
-    for answer_id in ids:
-        if not is_answer_id(answer_id):
-            raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
+    _check(arm, ids)
     if columns is None:
         inputs = [{} for _ in ids]
     elif len(ids) == 1:
@@ -147,6 +140,15 @@ def _checked(item: tuple) -> tuple:
         inputs = [{name: values[i] for name, values in columns.items()} for i in range(len(ids))]
     return (ids, str(model), str(version), str(variant), arm, float(when),
             None if latency_ms is None else float(latency_ms), inputs, answers, confidences)
+
+
+def _check(arm: Any, ids: list) -> None:
+    """:class:`InvalidInput` for an arm that is not one of :data:`ARMS` or an id that is not 32 hex digits."""
+    if arm not in ARMS:
+        raise InvalidInput(f"answer record: arm must be one of {', '.join(ARMS)}, got {arm!r}")
+    for answer_id in ids:
+        if not is_answer_id(answer_id):
+            raise InvalidInput(f"answer record: answer_id must be 32 hex characters, got {answer_id!r}")
 
 
 def _request_rows(requests: list[tuple], masking: RecordMasking) -> list[tuple]:
